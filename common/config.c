@@ -1,0 +1,565 @@
+/*
+ * config.c - parse and validate the configuration file (see config.h).
+ *
+ * Keys are described by one table (`keys` below): a name, a type, the
+ * field it sets and its default as text.  Defaults go through the same
+ * parsers as the file, so config.example, the defaults and the checks
+ * cannot drift apart.
+ */
+#include "config.h"
+#include "log.h"
+#include "util.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+enum key_type {
+	T_HOSTNAME,
+	T_PATH,
+	T_INT,
+	T_BYTES,
+	T_DURATION,
+	T_LISTEN,
+	T_NETWORKS,
+	T_DOMAINS,
+	T_BARE_NEWLINE,
+	T_LOG_LEVEL,
+};
+
+struct key {
+	const char *name;
+	enum key_type type;
+	size_t off;
+	long long min, max;
+	const char *def;	/* NULL: computed (hostname) */
+};
+
+#define F(field) offsetof(struct config, field)
+
+static const struct key keys[] = {
+	{ "hostname", T_HOSTNAME, F(hostname), 0, 0, NULL },
+	{ "listen", T_LISTEN, 0, 0, 0, "127.0.0.1:2525" },
+	{ "queue_path", T_PATH, F(queue_path), 0, 0, "var/queue.db" },
+	{ "workers", T_INT, F(workers), 1, 10000, "100" },
+	{ "max_connections_per_ip", T_INT, F(max_connections_per_ip), 0,
+	    100000, "20" },
+	{ "max_message_size", T_BYTES, F(max_message_size), 1024,
+	    (long long)1 << 40, "26214400" },
+	{ "max_recipients", T_INT, F(max_recipients), 1, 100000, "1000" },
+	{ "relay_networks", T_NETWORKS, 0, 0, 0, "127.0.0.0/8, ::1/128" },
+	{ "relay_domains", T_DOMAINS, 0, 0, 0, "" },
+	{ "command_timeout", T_DURATION, F(command_timeout), 1, 86400,
+	    "5m" },
+	{ "data_timeout", T_DURATION, F(data_timeout), 1, 86400, "3m" },
+	{ "min_data_rate", T_INT, F(min_data_rate), 0, INT_MAX, "500" },
+	{ "max_errors", T_INT, F(max_errors), 1, 10000, "10" },
+	{ "max_received_headers", T_INT, F(max_received_headers), 1, 1000,
+	    "50" },
+	{ "bare_newline", T_BARE_NEWLINE, 0, 0, 0, "reject" },
+	{ "shutdown_grace", T_DURATION, F(shutdown_grace), 0, 86400, "30s" },
+	{ "log_level", T_LOG_LEVEL, F(log_level), 0, 0, "info" },
+};
+
+#define NKEYS (sizeof(keys) / sizeof(keys[0]))
+
+long long
+config_parse_duration(const char *s)
+{
+	char *end;
+	long long v, mult = 1;
+
+	if (*s < '0' || *s > '9')
+		return -1;
+	errno = 0;
+	v = strtoll(s, &end, 10);
+	if (errno != 0 || v > 100LL * 365 * 86400)
+		return -1;
+	if (*end == 's')
+		mult = 1;
+	else if (*end == 'm')
+		mult = 60;
+	else if (*end == 'h')
+		mult = 3600;
+	else if (*end == 'd')
+		mult = 86400;
+	else if (*end != '\0')
+		return -1;
+	if (*end != '\0' && end[1] != '\0')
+		return -1;
+	return v * mult;
+}
+
+static long long
+parse_bytes(const char *s)
+{
+	char *end;
+	long long v, mult = 1;
+
+	if (*s < '0' || *s > '9')
+		return -1;
+	errno = 0;
+	v = strtoll(s, &end, 10);
+	if (errno != 0)
+		return -1;
+	switch (*end) {
+	case '\0':
+		break;
+	case 'k':
+	case 'K':
+		mult = 1024;
+		break;
+	case 'm':
+	case 'M':
+		mult = 1024 * 1024;
+		break;
+	case 'g':
+	case 'G':
+		mult = 1024 * 1024 * 1024;
+		break;
+	default:
+		return -1;
+	}
+	if (*end != '\0' && end[1] != '\0')
+		return -1;
+	if (v > LLONG_MAX / mult)
+		return -1;
+	return v * mult;
+}
+
+int
+config_parse_listen(const char *s, struct listen_addr *out, char *why)
+{
+	char host[64];
+	const char *p, *colon, *slash;
+	char *end;
+	long port;
+	size_t hlen;
+
+	memset(out, 0, sizeof(*out));
+	if (strlen(s) >= sizeof(out->text)) {
+		why_set(why, "listen address too long: \"%s\"", s);
+		return -1;
+	}
+	snprintf(out->text, sizeof(out->text), "%s", s);
+	slash = strchr(s, '/');
+	if (slash == NULL || strcmp(slash, "/smtp") == 0)
+		out->kind = LISTEN_SMTP;
+	else if (strcmp(slash, "/submission") == 0)
+		out->kind = LISTEN_SUBMISSION;
+	else if (strcmp(slash, "/smtps") == 0)
+		out->kind = LISTEN_SMTPS;
+	else {
+		why_set(why,
+		    "bad listener kind in \"%s\" (smtp, submission or smtps)",
+		    s);
+		return -1;
+	}
+	if (s[0] == '[') {
+		p = strchr(s, ']');
+		if (p == NULL || p[1] != ':') {
+			why_set(why, "bad listen address \"%s\" "
+				     "(IPv6 is written [::1]:2525)", s);
+			return -1;
+		}
+		hlen = (size_t)(p - s - 1);
+		colon = p + 1;
+		if (hlen >= sizeof(host))
+			hlen = sizeof(host) - 1;
+		memcpy(host, s + 1, hlen);
+	} else {
+		colon = strrchr(s, ':');
+		if (colon == NULL || (slash != NULL && colon > slash)) {
+			why_set(why, "bad listen address \"%s\" "
+				     "(expected ADDRESS:PORT)", s);
+			return -1;
+		}
+		hlen = (size_t)(colon - s);
+		if (hlen >= sizeof(host))
+			hlen = sizeof(host) - 1;
+		memcpy(host, s, hlen);
+	}
+	host[hlen] = '\0';
+	port = strtol(colon + 1, &end, 10);
+	if (colon[1] == '\0' || (*end != '\0' && *end != '/') || port < 1 ||
+	    port > 65535) {
+		why_set(why, "bad port in listen address \"%s\"", s);
+		return -1;
+	}
+	if (s[0] == '[') {
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&out->ss;
+
+		if (inet_pton(AF_INET6, host, &sin6->sin6_addr) != 1) {
+			why_set(why, "bad IPv6 address in \"%s\"", s);
+			return -1;
+		}
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_port = htons((uint16_t)port);
+		out->sslen = sizeof(*sin6);
+	} else {
+		struct sockaddr_in *sin = (struct sockaddr_in *)&out->ss;
+
+		if (strcmp(host, "*") == 0 || host[0] == '\0')
+			sin->sin_addr.s_addr = htonl(INADDR_ANY);
+		else if (inet_pton(AF_INET, host, &sin->sin_addr) != 1) {
+			why_set(why, "bad IPv4 address in \"%s\" "
+				     "(names are not resolved)", s);
+			return -1;
+		}
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons((uint16_t)port);
+		out->sslen = sizeof(*sin);
+	}
+	return 0;
+}
+
+/* Is `s` a plausible host or domain name (LDH labels, dots)? */
+static bool
+name_valid(const char *s, bool allow_wildcard)
+{
+	size_t label = 0, len = strlen(s);
+	const char *p = s;
+
+	if (len == 0 || len > 253)
+		return false;
+	if (allow_wildcard && strncmp(s, "*.", 2) == 0)
+		p += 2;
+	if (*p == '\0' || *p == '.')
+		return false;
+	for (; *p != '\0'; p++) {
+		if (*p == '.') {
+			if (label == 0 || p[-1] == '-')
+				return false;
+			label = 0;
+			continue;
+		}
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+			(*p >= '0' && *p <= '9') || *p == '-' || *p == '_'))
+			return false;
+		if (label == 0 && *p == '-')
+			return false;
+		if (++label > 63)
+			return false;
+	}
+	return label > 0;
+}
+
+bool
+config_domain_listed(char *const *list, int n, const char *domain)
+{
+	size_t dlen = strlen(domain);
+	int i;
+
+	for (i = 0; i < n; i++) {
+		const char *e = list[i];
+
+		if (strncmp(e, "*.", 2) == 0) {
+			size_t elen = strlen(e + 1); /* ".x" */
+
+			if (dlen > elen &&
+			    ascii_casecmp(domain + dlen - elen, e + 1) == 0)
+				return true;
+		} else if (ascii_casecmp(domain, e) == 0) {
+			return true;
+		}
+	}
+	return false;
+}
+
+/* Split a list value on commas and white space; returns the item count. */
+static int
+split_list(char *value, char ***items)
+{
+	char *save = NULL, *tok;
+	int n = 0;
+
+	*items = NULL;
+	for (tok = strtok_r(value, ", \t", &save); tok != NULL;
+	     tok = strtok_r(NULL, ", \t", &save)) {
+		*items = xrealloc(*items, sizeof(char *) * (size_t)(n + 1));
+		(*items)[n++] = tok;
+	}
+	return n;
+}
+
+/* Set one key from its text value; 0 or -1 with `why`. */
+static int
+set_key(struct config *cfg, const struct key *k, const char *value,
+    char *why)
+{
+	char *copy = xstrdup(value), **items;
+	int n, i, rc = -1;
+	long long v;
+
+	switch (k->type) {
+	case T_HOSTNAME:
+		if (!name_valid(value, false)) {
+			why_set(why, "bad host name \"%s\"", value);
+			goto out;
+		}
+		free(cfg->hostname);
+		cfg->hostname = xstrdup(value);
+		break;
+	case T_PATH:
+		if (*value == '\0') {
+			why_set(why, "%s must not be empty", k->name);
+			goto out;
+		}
+		free(*(char **)((char *)cfg + k->off));
+		*(char **)((char *)cfg + k->off) = xstrdup(value);
+		break;
+	case T_INT:
+	case T_BYTES:
+	case T_DURATION:
+		if (k->type == T_DURATION)
+			v = config_parse_duration(value);
+		else if (k->type == T_BYTES)
+			v = parse_bytes(value);
+		else {
+			char *end;
+
+			errno = 0;
+			v = strtoll(value, &end, 10);
+			if (*value == '\0' || *end != '\0' || errno != 0)
+				v = -1;
+		}
+		if (v < 0) {
+			why_set(why, "bad value \"%s\" for %s%s", value,
+			    k->name,
+			    k->type == T_DURATION ? " (a duration like 30s, "
+						    "5m, 2h, 1d)" :
+			    k->type == T_BYTES ? " (bytes, or with k, m, g)" :
+						   "");
+			goto out;
+		}
+		if (v < k->min || v > k->max) {
+			why_set(why, "%s = %s is out of range (%lld..%lld)",
+			    k->name, value, k->min, k->max);
+			goto out;
+		}
+		if (k->type == T_BYTES)
+			*(long long *)((char *)cfg + k->off) = v;
+		else
+			*(int *)((char *)cfg + k->off) = (int)v;
+		break;
+	case T_LISTEN:
+		n = split_list(copy, &items);
+		if (n == 0) {
+			why_set(why, "listen needs at least one address");
+			free(items);
+			goto out;
+		}
+		free(cfg->listen);
+		cfg->listen = xcalloc((size_t)n, sizeof(*cfg->listen));
+		cfg->nlisten = 0;
+		for (i = 0; i < n; i++) {
+			if (config_parse_listen(items[i],
+				&cfg->listen[cfg->nlisten], why) != 0) {
+				free(items);
+				goto out;
+			}
+			cfg->nlisten++;
+		}
+		free(items);
+		break;
+	case T_NETWORKS:
+		n = split_list(copy, &items);
+		free(cfg->relay_networks);
+		cfg->relay_networks = xcalloc((size_t)n, sizeof(struct cidr));
+		cfg->nrelay_networks = 0;
+		for (i = 0; i < n; i++) {
+			if (cidr_parse(items[i],
+				&cfg->relay_networks[cfg->nrelay_networks],
+				why) != 0) {
+				free(items);
+				goto out;
+			}
+			cfg->nrelay_networks++;
+		}
+		free(items);
+		break;
+	case T_DOMAINS:
+		n = split_list(copy, &items);
+		for (i = 0; i < cfg->nrelay_domains; i++)
+			free(cfg->relay_domains[i]);
+		free(cfg->relay_domains);
+		cfg->relay_domains = xcalloc((size_t)n, sizeof(char *));
+		cfg->nrelay_domains = 0;
+		for (i = 0; i < n; i++) {
+			char *d;
+
+			if (!name_valid(items[i], true)) {
+				why_set(why, "bad domain \"%s\" in %s",
+				    items[i], k->name);
+				free(items);
+				goto out;
+			}
+			d = xstrdup(items[i]);
+			for (char *c = d; *c != '\0'; c++)
+				*c = ascii_lower(*c);
+			cfg->relay_domains[cfg->nrelay_domains++] = d;
+		}
+		free(items);
+		break;
+	case T_BARE_NEWLINE:
+		if (strcmp(value, "reject") == 0)
+			cfg->bare_newline_normalize = false;
+		else if (strcmp(value, "normalize") == 0)
+			cfg->bare_newline_normalize = true;
+		else {
+			why_set(why, "bare_newline must be reject or "
+				     "normalize, not \"%s\"", value);
+			goto out;
+		}
+		break;
+	case T_LOG_LEVEL:
+		if (strcmp(value, "error") == 0)
+			cfg->log_level = LOG_ERR;
+		else if (strcmp(value, "warning") == 0)
+			cfg->log_level = LOG_WARN;
+		else if (strcmp(value, "info") == 0)
+			cfg->log_level = LOG_INFO;
+		else if (strcmp(value, "debug") == 0)
+			cfg->log_level = LOG_DEBUG;
+		else {
+			why_set(why, "log_level must be error, warning, info "
+				     "or debug, not \"%s\"", value);
+			goto out;
+		}
+		break;
+	}
+	rc = 0;
+out:
+	free(copy);
+	return rc;
+}
+
+struct config *
+config_defaults(void)
+{
+	struct config *cfg = xcalloc(1, sizeof(*cfg));
+	char why[WHY_MAX], host[256];
+	size_t i;
+
+	for (i = 0; i < NKEYS; i++) {
+		if (keys[i].def != NULL && set_key(cfg, &keys[i], keys[i].def,
+					       why) != 0) {
+			fprintf(stderr, "sluice: bug: default for %s: %s\n",
+			    keys[i].name, why);
+			abort();
+		}
+	}
+	if (gethostname(host, sizeof(host)) != 0 || !name_valid(host, false))
+		snprintf(host, sizeof(host), "localhost");
+	host[sizeof(host) - 1] = '\0';
+	cfg->hostname = xstrdup(host);
+	return cfg;
+}
+
+static char *
+trim(char *s)
+{
+	char *e;
+
+	while (*s == ' ' || *s == '\t')
+		s++;
+	e = s + strlen(s);
+	while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\r' ||
+			    e[-1] == '\n'))
+		*--e = '\0';
+	return s;
+}
+
+struct config *
+config_load(const char *path, FILE *errs, int *nerrors)
+{
+	struct config *cfg = config_defaults();
+	int seen[NKEYS] = { 0 };
+	char *line = NULL, why[WHY_MAX];
+	size_t cap = 0, i;
+	int lineno = 0, errors = 0;
+	FILE *f;
+
+	f = fopen(path, "r");
+	if (f == NULL) {
+		fprintf(errs, "%s: cannot open: %s\n", path, strerror(errno));
+		errors++;
+		goto out;
+	}
+	while (getline(&line, &cap, f) != -1) {
+		char *key, *value, *eq, *hash;
+
+		lineno++;
+		hash = strchr(line, '#');
+		if (hash != NULL)
+			*hash = '\0';
+		key = trim(line);
+		if (*key == '\0')
+			continue;
+		eq = strchr(key, '=');
+		if (eq == NULL) {
+			fprintf(errs, "%s:%d: expected \"key = value\"\n",
+			    path, lineno);
+			errors++;
+			continue;
+		}
+		*eq = '\0';
+		value = trim(eq + 1);
+		key = trim(key);
+		for (i = 0; i < NKEYS; i++)
+			if (strcmp(keys[i].name, key) == 0)
+				break;
+		if (i == NKEYS) {
+			fprintf(errs, "%s:%d: unknown key \"%s\"\n", path,
+			    lineno, key);
+			errors++;
+			continue;
+		}
+		if (seen[i] != 0) {
+			fprintf(errs, "%s:%d: %s is already set on line %d\n",
+			    path, lineno, key, seen[i]);
+			errors++;
+			continue;
+		}
+		seen[i] = lineno;
+		if (set_key(cfg, &keys[i], value, why) != 0) {
+			fprintf(errs, "%s:%d: %s\n", path, lineno, why);
+			errors++;
+		}
+	}
+	if (ferror(f)) {
+		fprintf(errs, "%s: read error: %s\n", path, strerror(errno));
+		errors++;
+	}
+	fclose(f);
+out:
+	free(line);
+	*nerrors = errors;
+	if (errors > 0) {
+		config_free(cfg);
+		return NULL;
+	}
+	return cfg;
+}
+
+void
+config_free(struct config *cfg)
+{
+	int i;
+
+	if (cfg == NULL)
+		return;
+	free(cfg->hostname);
+	free(cfg->listen);
+	free(cfg->queue_path);
+	free(cfg->relay_networks);
+	for (i = 0; i < cfg->nrelay_domains; i++)
+		free(cfg->relay_domains[i]);
+	free(cfg->relay_domains);
+	free(cfg);
+}

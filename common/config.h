@@ -1,0 +1,81 @@
+/*
+ * config.h - the configuration file: flat "key = value" lines, '#'
+ * comments, lists separated by commas or spaces.  Every key is documented
+ * with its default in config.example.
+ *
+ * A `struct config` is immutable once loaded: threads share it read-only
+ * (a reload, later, builds a new one and swaps it whole).
+ */
+#ifndef SLUICE_CONFIG_H
+#define SLUICE_CONFIG_H
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <sys/socket.h>
+
+#include "cidr.h"
+
+enum listen_kind {
+	LISTEN_SMTP = 0,	/* port 25 style: relay by IP, STARTTLS */
+	LISTEN_SUBMISSION,	/* port 587: AUTH required (TLS issue) */
+	LISTEN_SMTPS,		/* port 465: implicit TLS (TLS issue) */
+};
+
+struct listen_addr {
+	struct sockaddr_storage ss;
+	socklen_t sslen;
+	enum listen_kind kind;
+	char text[80];		/* as written, e.g. "[::1]:2525/smtp" */
+};
+
+struct config {
+	char *hostname;
+	struct listen_addr *listen;
+	int nlisten;
+	char *queue_path;
+	int workers;
+	int max_connections_per_ip;	/* 0: unlimited */
+	long long max_message_size;
+	int max_recipients;
+	struct cidr *relay_networks;
+	int nrelay_networks;
+	char **relay_domains;		/* lower case; "*.x" for subdomains */
+	int nrelay_domains;
+	int command_timeout;		/* seconds */
+	int data_timeout;		/* seconds */
+	int min_data_rate;		/* bytes per second, 0: off */
+	int max_errors;
+	int max_received_headers;
+	bool bare_newline_normalize;
+	int shutdown_grace;		/* seconds */
+	int log_level;			/* enum log_level */
+};
+
+/*
+ * The embedded defaults (what config.example documents).  Never fails.
+ */
+struct config *config_defaults(void);
+
+/*
+ * Load `path` over the defaults.  Every problem (unknown key, bad value,
+ * duplicate key, unreadable file) is printed to `errs` as
+ * "PATH:LINE: message".  Returns NULL when there was any problem, and sets
+ * *nerrors to their count.
+ */
+struct config *config_load(const char *path, FILE *errs, int *nerrors);
+
+void config_free(struct config *cfg);
+
+/* Parse a duration ("30", "30s", "5m", "2h", "1d") into seconds; -1 bad. */
+long long config_parse_duration(const char *s);
+
+/* Parse "ADDRESS:PORT[/kind]" ("[::1]:2525/submission").  0 or -1 + why. */
+int config_parse_listen(const char *s, struct listen_addr *out, char *why);
+
+/*
+ * True when `domain` (any case) is in `list`: an exact entry, or a "*.x"
+ * entry and `domain` is a subdomain of x.
+ */
+bool config_domain_listed(char *const *list, int n, const char *domain);
+
+#endif

@@ -1,0 +1,50 @@
+/*
+ * util.h - small helpers every module uses: result codes, allocation that
+ * aborts on failure, string and time helpers.
+ *
+ * Threads: all functions are reentrant and may be called from any thread.
+ */
+#ifndef SLUICE_UTIL_H
+#define SLUICE_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+
+/*
+ * Result of anything that can fail for a peer (Postfix style): temporary
+ * failures map to 4xx replies or a retry, permanent ones to 5xx or a bounce.
+ * The callee fills the caller's `why` buffer with a human-readable reason.
+ */
+enum res {
+	RES_OK = 0,
+	RES_TEMP = 1,
+	RES_PERM = 2,
+};
+
+#define WHY_MAX 256
+
+/* Allocation failure aborts the process: there is no sane recovery. */
+void *xmalloc(size_t n);
+void *xcalloc(size_t nmemb, size_t n);
+void *xrealloc(void *p, size_t n);
+char *xstrdup(const char *s);
+char *xstrndup(const char *s, size_t n);
+
+/* snprintf into a fixed buffer, always NUL-terminated, truncating. */
+void why_set(char *why, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* ASCII-only case-insensitive helpers (locale-free). */
+int ascii_casecmp(const char *a, const char *b);
+int ascii_ncasecmp(const char *a, const char *b, size_t n);
+char ascii_lower(char c);
+
+/* Monotonic clock in milliseconds, and wall clock in microseconds. */
+int64_t now_ms(void);
+int64_t wall_us(void);
+
+/* RFC 5322 date ("Sun, 22 Nov 2026 20:31:32 +0000") for `t`, in UTC. */
+void rfc5322_date(char *buf, size_t len, int64_t t_sec);
+
+#endif

@@ -1,0 +1,79 @@
+/*
+ * queue.h - the only door to the mail queue.
+ *
+ * Accepting a message: the session creates a `struct queue_msg`, writes the
+ * message octets to it as they arrive (they are streamed to the database in
+ * chunks of QUEUE_CHUNK bytes, so no session holds a whole message), then
+ * commits it with its envelope.  queue_msg_commit returns RES_OK only once
+ * the transaction holding the message is durable on disk: only then may
+ * the session answer 250.
+ *
+ * One writer thread owns the write connection and commits the work of every
+ * waiting session in one transaction (group commit).  If that transaction
+ * fails, each piece of work is retried in its own transaction, so one
+ * session's failure (a full disk during a large message) does not fail the
+ * others.
+ *
+ * Threads: queue_open/queue_close from the main thread; queue_msg_* from
+ * the one session thread that owns the queue_msg; the writer thread is
+ * internal.
+ */
+#ifndef SLUICE_QUEUE_H
+#define SLUICE_QUEUE_H
+
+#include <stddef.h>
+
+#include "envelope.h"
+#include "util.h"
+
+#define QUEUE_CHUNK (64 * 1024)
+
+struct queue;
+struct queue_msg;
+
+/*
+ * Open the queue database at `path` (creating it and its schema), reclaim
+ * partial messages left by a previous run, and start the writer thread.
+ * NULL with `why` on failure.
+ */
+struct queue *queue_open(const char *path, char *why);
+
+/*
+ * Finish all submitted work, stop the writer thread and close the
+ * database.  Every queue_msg must have been freed.
+ */
+void queue_close(struct queue *q);
+
+/* Begin a new message with a fresh queue ID.  Never fails. */
+struct queue_msg *queue_msg_new(struct queue *q);
+
+/* The message's queue ID (QUEUE_ID_LEN characters). */
+const char *queue_msg_id(const struct queue_msg *m);
+
+/*
+ * Append message octets.  May block while earlier chunks are being
+ * written (bounded memory).  Returns RES_TEMP with `why` ("4.3.1 ..." or
+ * "4.3.0 ...") once storing this message failed; the caller should keep
+ * reading the client's data and then report the failure.
+ */
+enum res queue_msg_write(struct queue_msg *m, const void *data, size_t len,
+    char *why);
+
+/*
+ * Make the message queued mail: store the remaining octets, the envelope
+ * (env->id must be queue_msg_id(m)) and its recipients, and wait until the
+ * transaction is durable.  RES_OK means the client may be told 250.
+ */
+enum res queue_msg_commit(struct queue_msg *m, const struct envelope *env,
+    char *why);
+
+/*
+ * Release the message.  When it was not committed, its partial data is
+ * deleted (in the background).  NULL is a no-op.
+ */
+void queue_msg_free(struct queue_msg *m);
+
+/* Generate a queue ID into `buf` (QUEUE_ID_LEN + 1 bytes). */
+void queue_new_id(char *buf);
+
+#endif

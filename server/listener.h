@@ -1,0 +1,31 @@
+/*
+ * listener.h - the acceptor: one thread polls every listening socket,
+ * accepts, enforces max_connections_per_ip and hands connections to the
+ * worker pool.  A client that cannot be served gets a 421 and is closed at
+ * once, never left waiting.
+ *
+ * Threads: listener_open / listener_start / listener_stop from the main
+ * thread; the acceptor thread is internal.
+ */
+#ifndef SLUICE_LISTENER_H
+#define SLUICE_LISTENER_H
+
+#include "pool.h"
+#include "server.h"
+
+struct listener;
+
+/*
+ * Bind and listen on every configured address (before serving starts: a
+ * failure here is fatal).  NULL with `why`.
+ */
+struct listener *listener_open(struct server *srv, char *why);
+
+/* Start accepting into `pool`, counting clients in `ipc`. */
+int listener_start(struct listener *l, struct pool *pool,
+    struct ipcount *ipc, char *why);
+
+/* Stop accepting, close the listening sockets, join the thread, free. */
+void listener_stop(struct listener *l);
+
+#endif

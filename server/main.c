@@ -1,0 +1,302 @@
+/*
+ * main.c - the sluice binary: subcommands, start-up and shutdown.
+ *
+ * Threads: main() runs on the main thread, which after start-up only waits
+ * for signals (sigwait) and drives shutdown.  All signals of interest are
+ * blocked before any other thread starts, so no thread is ever interrupted
+ * by a handler.
+ *
+ * Shutdown (SIGTERM or SIGINT):
+ *   1. stop accepting (close the listeners);
+ *   2. make stop_fd readable: sessions waiting for a command outside a
+ *      transaction end with 421;
+ *   3. sessions inside a transaction get shutdown_grace to finish; then
+ *      kill_fd becomes readable and they end too, their partial messages
+ *      dropped;
+ *   4. the queue writer finishes what was submitted; exit 0.
+ * A second signal exits at once (status 1).  SQLite's WAL makes that safe:
+ * a transaction is either committed or it never happened.
+ */
+#include "config.h"
+#include "listener.h"
+#include "log.h"
+#include "pool.h"
+#include "queue.h"
+#include "server.h"
+#include "util.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define DEFAULT_CONFIG "/etc/sluice/sluice.conf"
+#define SLUICE_VERSION "0.1.0"
+
+static void
+usage(FILE *f)
+{
+	fprintf(f,
+	    "usage: sluice COMMAND [-c FILE]\n"
+	    "\n"
+	    "commands:\n"
+	    "  serve         run the relay in the foreground\n"
+	    "  check-config  check the configuration and report every "
+	    "problem\n"
+	    "  version       print the version\n"
+	    "\n"
+	    "The configuration is FILE, else $SLUICE_CONFIG, else %s;\n"
+	    "when none of these exists, the built-in defaults are used.\n",
+	    DEFAULT_CONFIG);
+}
+
+/*
+ * Find and load the configuration.  Returns NULL after printing the
+ * problems.  `*source` says where it came from.
+ */
+static struct config *
+load_config(const char *path, const char **source)
+{
+	struct config *cfg;
+	int nerr = 0;
+
+	if (path == NULL)
+		path = getenv("SLUICE_CONFIG");
+	if (path == NULL || *path == '\0') {
+		if (access(DEFAULT_CONFIG, F_OK) != 0) {
+			*source = "built-in defaults";
+			return config_defaults();
+		}
+		path = DEFAULT_CONFIG;
+	}
+	*source = path;
+	cfg = config_load(path, stderr, &nerr);
+	if (cfg == NULL)
+		fprintf(stderr, "sluice: %d problem%s in %s\n", nerr,
+		    nerr == 1 ? "" : "s", path);
+	return cfg;
+}
+
+/* mkdir -p for the directory that will hold `file`. */
+static int
+make_parent_dirs(const char *file, char *why)
+{
+	char *dir = xstrdup(file), *p;
+	int rc = 0;
+
+	p = strrchr(dir, '/');
+	if (p == NULL || p == dir)
+		goto out;
+	*p = '\0';
+	for (p = dir + 1; *p != '\0'; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(dir, 0750) != 0 && errno != EEXIST) {
+			why_set(why, "cannot create %s: %s", dir,
+			    strerror(errno));
+			rc = -1;
+			goto out;
+		}
+		*p = '/';
+	}
+	if (mkdir(dir, 0750) != 0 && errno != EEXIST) {
+		why_set(why, "cannot create %s: %s", dir, strerror(errno));
+		rc = -1;
+	}
+out:
+	free(dir);
+	return rc;
+}
+
+static void
+signal_fd(int fd)
+{
+	uint64_t one = 1;
+
+	(void)!write(fd, &one, sizeof(one));
+}
+
+/*
+ * Wait for the sessions to end, for at most `ms` milliseconds; a signal
+ * meanwhile means "exit now".
+ */
+static void
+drain_sessions(struct pool *pool, const sigset_t *set, int64_t ms)
+{
+	int64_t deadline = now_ms() + ms;
+
+	while (pool_busy(pool) > 0 && now_ms() < deadline) {
+		struct timespec ts = { 0, 50 * 1000 * 1000 };
+		int sig = sigtimedwait(set, NULL, &ts);
+
+		if (sig == SIGTERM || sig == SIGINT) {
+			log_warn("main", "second signal: exiting at once");
+			_exit(1);
+		}
+	}
+}
+
+static int
+cmd_serve(const char *path)
+{
+	struct server srv;
+	struct config *cfg;
+	struct listener *lis = NULL;
+	struct ipcount *ipc = NULL;
+	struct pool *pool = NULL;
+	const char *source;
+	char why[WHY_MAX], addrs[512];
+	sigset_t set;
+	int i, sig, rc = 1;
+	size_t off = 0;
+
+	cfg = load_config(path, &source);
+	if (cfg == NULL)
+		return 1;
+	log_set_level(cfg->log_level);
+	memset(&srv, 0, sizeof(srv));
+	srv.cfg = cfg;
+	srv.stop_fd = srv.kill_fd = -1;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	if (make_parent_dirs(cfg->queue_path, why) != 0) {
+		log_err("main", "fatal: %s", why);
+		goto out;
+	}
+	srv.queue = queue_open(cfg->queue_path, why);
+	if (srv.queue == NULL) {
+		log_err("main", "fatal: queue %s: %s", cfg->queue_path, why);
+		goto out;
+	}
+	srv.stop_fd = eventfd(0, EFD_CLOEXEC);
+	srv.kill_fd = eventfd(0, EFD_CLOEXEC);
+	if (srv.stop_fd < 0 || srv.kill_fd < 0) {
+		log_err("main", "fatal: eventfd: %s", strerror(errno));
+		goto out;
+	}
+	lis = listener_open(&srv, why);
+	if (lis == NULL) {
+		log_err("main", "fatal: %s", why);
+		goto out;
+	}
+	ipc = ipcount_new();
+	pool = pool_new(&srv, ipc, cfg->workers, cfg->workers, why);
+	if (pool == NULL) {
+		log_err("main", "fatal: %s", why);
+		goto out;
+	}
+	if (listener_start(lis, pool, ipc, why) != 0) {
+		log_err("main", "fatal: %s", why);
+		goto out;
+	}
+	addrs[0] = '\0';
+	for (i = 0; i < cfg->nlisten && off < sizeof(addrs); i++)
+		off += (size_t)snprintf(addrs + off, sizeof(addrs) - off,
+		    "%s%s", i ? "," : "", cfg->listen[i].text);
+	log_info("main", "ready: sluice %s listening on %s queue=%s "
+			 "workers=%d hostname=%s config=%s",
+	    SLUICE_VERSION, addrs, cfg->queue_path, cfg->workers,
+	    cfg->hostname, source);
+
+	for (;;) {
+		if (sigwait(&set, &sig) != 0)
+			continue;
+		if (sig == SIGTERM || sig == SIGINT)
+			break;
+		if (sig == SIGHUP)
+			log_info("main", "SIGHUP: reloading is not supported "
+					 "yet; restart to apply changes");
+	}
+	log_info("main", "%s: shutting down (grace %ds)",
+	    sig == SIGTERM ? "SIGTERM" : "SIGINT", cfg->shutdown_grace);
+	listener_stop(lis);
+	lis = NULL;
+	signal_fd(srv.stop_fd);
+	drain_sessions(pool, &set, (int64_t)cfg->shutdown_grace * 1000);
+	if (pool_busy(pool) > 0)
+		log_info("main", "grace period over: ending %d session%s",
+		    pool_busy(pool), pool_busy(pool) == 1 ? "" : "s");
+	signal_fd(srv.kill_fd);
+	drain_sessions(pool, &set, 3600 * 1000);
+	rc = 0;
+out:
+	listener_stop(lis);
+	if (pool != NULL)
+		pool_join(pool);
+	ipcount_free(ipc);
+	queue_close(srv.queue);
+	if (srv.stop_fd >= 0)
+		close(srv.stop_fd);
+	if (srv.kill_fd >= 0)
+		close(srv.kill_fd);
+	if (rc == 0)
+		log_info("main", "stopped: %ld message%s accepted",
+		    atomic_load(&srv.messages_accepted),
+		    atomic_load(&srv.messages_accepted) == 1 ? "" : "s");
+	config_free(cfg);
+	return rc;
+}
+
+static int
+cmd_check_config(const char *path)
+{
+	const char *source;
+	struct config *cfg = load_config(path, &source);
+
+	if (cfg == NULL)
+		return 1;
+	printf("%s: configuration OK\n", source);
+	config_free(cfg);
+	return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+	const char *cmd, *path = NULL;
+	int i;
+
+	if (argc < 2) {
+		usage(stderr);
+		return 2;
+	}
+	cmd = argv[1];
+	for (i = 2; i < argc; i++) {
+		if (strcmp(argv[i], "-c") == 0 && i + 1 < argc) {
+			path = argv[++i];
+		} else {
+			fprintf(stderr, "sluice: unexpected argument \"%s\"\n",
+			    argv[i]);
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (strcmp(cmd, "serve") == 0)
+		return cmd_serve(path);
+	if (strcmp(cmd, "check-config") == 0)
+		return cmd_check_config(path);
+	if (strcmp(cmd, "version") == 0) {
+		printf("sluice %s\n", SLUICE_VERSION);
+		return 0;
+	}
+	if (strcmp(cmd, "help") == 0 || strcmp(cmd, "-h") == 0 ||
+	    strcmp(cmd, "--help") == 0) {
+		usage(stdout);
+		return 0;
+	}
+	fprintf(stderr, "sluice: unknown command \"%s\"\n", cmd);
+	usage(stderr);
+	return 2;
+}

@@ -1,0 +1,40 @@
+/*
+ * server.h - what the acceptor, the worker pool and the sessions share.
+ *
+ * `struct server` is built by main before any thread starts and is
+ * read-only afterwards, except for the atomic counters.
+ */
+#ifndef SLUICE_SERVER_H
+#define SLUICE_SERVER_H
+
+#include <stdatomic.h>
+#include <sys/socket.h>
+
+#include "config.h"
+#include "queue.h"
+
+struct server {
+	const struct config *cfg;
+	struct queue *queue;
+	int stop_fd;	/* readable once shutdown began: idle sessions end */
+	int kill_fd;	/* readable once the grace period ended: all end */
+	atomic_long sessions;		/* sessions in progress */
+	atomic_long messages_accepted;
+};
+
+/* One accepted connection, handed from the acceptor to a worker. */
+struct job {
+	int fd;
+	struct sockaddr_storage peer;
+	socklen_t peerlen;
+	const struct listen_addr *listener;
+	int64_t accepted_ms;
+};
+
+/*
+ * Run one ESMTP session on job->fd to its end, then close the descriptor.
+ * Called by a worker thread.
+ */
+void session_run(struct server *srv, const struct job *job);
+
+#endif

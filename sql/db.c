@@ -1,0 +1,416 @@
+/*
+ * db.c - SQLite access for the queue (see db.h).
+ *
+ * Threads: a `struct db` is used by one thread at a time; nothing here is
+ * shared between connections.  SQLite's own file locking (WAL) arbitrates
+ * between the writer, readers and the sqlite3 command-line tool.
+ *
+ * Invariants:
+ *  1. A message row exists only for mail that was acknowledged with 250:
+ *     db_put_message runs in the transaction whose commit precedes the 250.
+ *  2. Chunks of a message not yet acknowledged are listed in `incoming`, so
+ *     they can be told from queued mail and reclaimed after a crash.
+ */
+#include "db.h"
+
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+extern const char sql_schema_text[];
+extern const char sql_views_text[];
+
+enum stmt_id {
+	S_BEGIN,
+	S_COMMIT,
+	S_ROLLBACK,
+	S_PUT_CHUNK,
+	S_PUT_INCOMING,
+	S_PUT_MESSAGE,
+	S_PUT_RCPT,
+	S_DEL_INCOMING,
+	S_DEL_CHUNKS,
+	S_NSTMT,
+};
+
+static const char *const stmt_sql[S_NSTMT] = {
+	[S_BEGIN] = "BEGIN IMMEDIATE",
+	[S_COMMIT] = "COMMIT",
+	[S_ROLLBACK] = "ROLLBACK",
+	[S_PUT_CHUNK] = "INSERT INTO body_chunks (msg_id, seq, data) "
+			"VALUES (?1, ?2, ?3)",
+	[S_PUT_INCOMING] = "INSERT OR IGNORE INTO incoming (msg_id, "
+			   "started_at) VALUES (?1, ?2)",
+	[S_PUT_MESSAGE] = "INSERT INTO messages (id, received_at, sender, "
+			  "size, stored_size, body_type, smtputf8, dsn_ret, "
+			  "dsn_envid, client_ip, client_port, helo, "
+			  "protocol, tls_version, tls_cipher, auth_user) "
+			  "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, "
+			  "?11, ?12, ?13, ?14, ?15, ?16)",
+	[S_PUT_RCPT] = "INSERT INTO recipients (msg_id, rcpt_no, address, "
+		       "domain, next_attempt_at, notify, orcpt) "
+		       "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+	[S_DEL_INCOMING] = "DELETE FROM incoming WHERE msg_id = ?1",
+	[S_DEL_CHUNKS] = "DELETE FROM body_chunks WHERE msg_id = ?1",
+};
+
+struct db {
+	sqlite3 *h;
+	sqlite3_stmt *st[S_NSTMT];
+};
+
+/* Map an SQLite error to a reply text for the client (see db.h). */
+static enum res
+db_fail(struct db *db, int rc, char *why)
+{
+	int base = rc & 0xff;
+
+	if (base == SQLITE_FULL)
+		why_set(why, "4.3.1 Insufficient system storage");
+	else
+		why_set(why, "4.3.0 Queue write error (%s)",
+		    db && db->h ? sqlite3_errmsg(db->h) : sqlite3_errstr(rc));
+	return RES_TEMP;
+}
+
+/* Run a statement that returns no rows, then reset it. */
+static enum res
+step_done(struct db *db, sqlite3_stmt *st, char *why)
+{
+	int rc = sqlite3_step(st);
+	enum res r = RES_OK;
+
+	if (rc != SQLITE_DONE)
+		r = db_fail(db, rc, why);
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	return r;
+}
+
+static int
+exec_simple(struct db *db, const char *sql, char *why)
+{
+	char *err = NULL;
+	int rc = sqlite3_exec(db->h, sql, NULL, NULL, &err);
+
+	if (rc != SQLITE_OK) {
+		why_set(why, "%s", err ? err : sqlite3_errstr(rc));
+		sqlite3_free(err);
+		return -1;
+	}
+	return 0;
+}
+
+static int
+user_version(struct db *db)
+{
+	sqlite3_stmt *st;
+	int v = -1;
+
+	if (sqlite3_prepare_v2(db->h, "PRAGMA user_version", -1, &st, NULL) !=
+	    SQLITE_OK)
+		return -1;
+	if (sqlite3_step(st) == SQLITE_ROW)
+		v = sqlite3_column_int(st, 0);
+	sqlite3_finalize(st);
+	return v;
+}
+
+/*
+ * Bring the schema to DB_SCHEMA_VERSION in one transaction: a new file gets
+ * schema.sql; an older one would get the upgrade steps in order (none yet).
+ */
+static int
+migrate(struct db *db, char *why)
+{
+	char sql[64];
+	int v;
+
+	if (exec_simple(db, "BEGIN IMMEDIATE", why) != 0)
+		return -1;
+	v = user_version(db);
+	if (v < 0) {
+		why_set(why, "cannot read schema version: %s",
+		    sqlite3_errmsg(db->h));
+		goto fail;
+	}
+	if (v > DB_SCHEMA_VERSION) {
+		why_set(why, "queue schema version %d is newer than this "
+			     "sluice (%d)", v, DB_SCHEMA_VERSION);
+		goto fail;
+	}
+	if (v == 0 && exec_simple(db, sql_schema_text, why) != 0)
+		goto fail;
+	snprintf(sql, sizeof(sql), "PRAGMA user_version = %d",
+	    DB_SCHEMA_VERSION);
+	if (exec_simple(db, sql, why) != 0 ||
+	    exec_simple(db, sql_views_text, why) != 0 ||
+	    exec_simple(db, "COMMIT", why) != 0)
+		goto fail;
+	return 0;
+fail:
+	sqlite3_exec(db->h, "ROLLBACK", NULL, NULL, NULL);
+	return -1;
+}
+
+static struct db *
+open_common(const char *path, int flags, char *why)
+{
+	struct db *db = xcalloc(1, sizeof(*db));
+	int rc;
+
+	rc = sqlite3_open_v2(path, &db->h, flags | SQLITE_OPEN_NOMUTEX, NULL);
+	if (rc != SQLITE_OK) {
+		why_set(why, "cannot open %s: %s", path,
+		    db->h ? sqlite3_errmsg(db->h) : sqlite3_errstr(rc));
+		db_close(db);
+		return NULL;
+	}
+	sqlite3_busy_timeout(db->h, 10000);
+	sqlite3_extended_result_codes(db->h, 1);
+	return db;
+}
+
+struct db *
+db_open(const char *path, char *why)
+{
+	struct db *db;
+	char err[WHY_MAX];
+	int i;
+
+	db = open_common(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
+	    why);
+	if (db == NULL)
+		return NULL;
+	/*
+	 * WAL with synchronous=FULL: a commit returns only after the WAL is
+	 * synced, which is what a 250 reply promises.
+	 */
+	if (exec_simple(db, "PRAGMA journal_mode = WAL", err) != 0 ||
+	    exec_simple(db, "PRAGMA synchronous = FULL", err) != 0 ||
+	    exec_simple(db, "PRAGMA foreign_keys = ON", err) != 0) {
+		why_set(why, "cannot set up %s: %s", path, err);
+		goto fail;
+	}
+	if (migrate(db, err) != 0) {
+		why_set(why, "cannot create or upgrade the schema of %s: %s",
+		    path, err);
+		goto fail;
+	}
+	for (i = 0; i < S_NSTMT; i++) {
+		if (sqlite3_prepare_v3(db->h, stmt_sql[i], -1,
+			SQLITE_PREPARE_PERSISTENT, &db->st[i], NULL) !=
+		    SQLITE_OK) {
+			why_set(why, "bug: cannot prepare \"%s\": %s",
+			    stmt_sql[i], sqlite3_errmsg(db->h));
+			goto fail;
+		}
+	}
+	return db;
+fail:
+	db_close(db);
+	return NULL;
+}
+
+struct db *
+db_open_readonly(const char *path, char *why)
+{
+	return open_common(path, SQLITE_OPEN_READONLY, why);
+}
+
+void
+db_close(struct db *db)
+{
+	int i;
+
+	if (db == NULL)
+		return;
+	for (i = 0; i < S_NSTMT; i++)
+		sqlite3_finalize(db->st[i]);
+	sqlite3_close(db->h);
+	free(db);
+}
+
+enum res
+db_begin(struct db *db, char *why)
+{
+	return step_done(db, db->st[S_BEGIN], why);
+}
+
+enum res
+db_commit(struct db *db, char *why)
+{
+	enum res r = step_done(db, db->st[S_COMMIT], why);
+
+	/* A failed COMMIT may leave the transaction open: end it. */
+	if (r != RES_OK && !sqlite3_get_autocommit(db->h))
+		db_rollback(db);
+	return r;
+}
+
+void
+db_rollback(struct db *db)
+{
+	char why[WHY_MAX];
+
+	if (!sqlite3_get_autocommit(db->h))
+		(void)step_done(db, db->st[S_ROLLBACK], why);
+}
+
+enum res
+db_put_chunk(struct db *db, const char *id, int seq, const void *data,
+    size_t len, char *why)
+{
+	sqlite3_stmt *st = db->st[S_PUT_CHUNK];
+
+	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+	sqlite3_bind_int(st, 2, seq);
+	sqlite3_bind_blob64(st, 3, data, len, SQLITE_STATIC);
+	return step_done(db, st, why);
+}
+
+enum res
+db_put_incoming(struct db *db, const char *id, int64_t started_at, char *why)
+{
+	sqlite3_stmt *st = db->st[S_PUT_INCOMING];
+
+	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, started_at);
+	return step_done(db, st, why);
+}
+
+static void
+bind_text_or_null(sqlite3_stmt *st, int col, const char *s)
+{
+	if (s == NULL)
+		sqlite3_bind_null(st, col);
+	else
+		sqlite3_bind_text(st, col, s, -1, SQLITE_STATIC);
+}
+
+enum res
+db_put_message(struct db *db, const struct envelope *env, char *why)
+{
+	sqlite3_stmt *st = db->st[S_PUT_MESSAGE];
+	enum res r;
+	int i;
+
+	sqlite3_bind_text(st, 1, env->id, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, env->received_at);
+	sqlite3_bind_text(st, 3, env->sender, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 4, env->size);
+	sqlite3_bind_int64(st, 5, env->stored_size);
+	sqlite3_bind_text(st, 6, env->body_type, -1, SQLITE_STATIC);
+	sqlite3_bind_int(st, 7, env->smtputf8 ? 1 : 0);
+	bind_text_or_null(st, 8, env->dsn_ret);
+	bind_text_or_null(st, 9, env->dsn_envid);
+	sqlite3_bind_text(st, 10, env->client_ip, -1, SQLITE_STATIC);
+	sqlite3_bind_int(st, 11, env->client_port);
+	bind_text_or_null(st, 12, env->helo);
+	sqlite3_bind_text(st, 13, env->protocol, -1, SQLITE_STATIC);
+	bind_text_or_null(st, 14, env->tls_version);
+	bind_text_or_null(st, 15, env->tls_cipher);
+	bind_text_or_null(st, 16, env->auth_user);
+	if ((r = step_done(db, st, why)) != RES_OK)
+		return r;
+	st = db->st[S_PUT_RCPT];
+	for (i = 0; i < env->nrcpts; i++) {
+		const struct envelope_rcpt *rc = &env->rcpts[i];
+
+		sqlite3_bind_text(st, 1, env->id, -1, SQLITE_STATIC);
+		sqlite3_bind_int(st, 2, i);
+		sqlite3_bind_text(st, 3, rc->address, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 4, rc->domain, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 5, env->received_at);
+		bind_text_or_null(st, 6, rc->notify);
+		bind_text_or_null(st, 7, rc->orcpt);
+		if ((r = step_done(db, st, why)) != RES_OK)
+			return r;
+	}
+	st = db->st[S_DEL_INCOMING];
+	sqlite3_bind_text(st, 1, env->id, -1, SQLITE_STATIC);
+	return step_done(db, st, why);
+}
+
+enum res
+db_drop_incoming(struct db *db, const char *id, char *why)
+{
+	enum res r;
+
+	sqlite3_bind_text(db->st[S_DEL_CHUNKS], 1, id, -1, SQLITE_STATIC);
+	if ((r = step_done(db, db->st[S_DEL_CHUNKS], why)) != RES_OK)
+		return r;
+	sqlite3_bind_text(db->st[S_DEL_INCOMING], 1, id, -1, SQLITE_STATIC);
+	return step_done(db, db->st[S_DEL_INCOMING], why);
+}
+
+int
+db_reclaim_incoming(struct db *db, int (*fn)(void *, const char *),
+    void *arg, char *why)
+{
+	sqlite3_stmt *st = NULL;
+	char **ids = NULL;
+	int n = 0, i, dropped = 0, rc;
+
+	if (db_begin(db, why) != RES_OK)
+		return -1;
+	rc = sqlite3_prepare_v2(db->h, "SELECT msg_id FROM incoming", -1, &st,
+	    NULL);
+	if (rc != SQLITE_OK)
+		goto fail;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		const char *id = (const char *)sqlite3_column_text(st, 0);
+
+		if (id == NULL || !fn(arg, id))
+			continue;
+		ids = xrealloc(ids, sizeof(char *) * (size_t)(n + 1));
+		ids[n++] = xstrdup(id);
+	}
+	sqlite3_finalize(st);
+	st = NULL;
+	if (rc != SQLITE_DONE)
+		goto fail;
+	for (i = 0; i < n; i++) {
+		if (db_drop_incoming(db, ids[i], why) != RES_OK)
+			goto fail_noset;
+		dropped++;
+	}
+	if (db_commit(db, why) != RES_OK)
+		goto fail_noset;
+	for (i = 0; i < n; i++)
+		free(ids[i]);
+	free(ids);
+	return dropped;
+fail:
+	db_fail(db, rc, why);
+fail_noset:
+	sqlite3_finalize(st);
+	db_rollback(db);
+	for (i = 0; i < n; i++)
+		free(ids[i]);
+	free(ids);
+	return -1;
+}
+
+enum res
+db_integrity_check(struct db *db, char *why)
+{
+	sqlite3_stmt *st;
+	enum res r = RES_TEMP;
+
+	if (sqlite3_prepare_v2(db->h, "PRAGMA integrity_check", -1, &st,
+		NULL) != SQLITE_OK) {
+		why_set(why, "%s", sqlite3_errmsg(db->h));
+		return RES_TEMP;
+	}
+	if (sqlite3_step(st) == SQLITE_ROW) {
+		const char *s = (const char *)sqlite3_column_text(st, 0);
+
+		why_set(why, "%s", s ? s : "(null)");
+		if (s != NULL && strcmp(s, "ok") == 0)
+			r = RES_OK;
+	}
+	sqlite3_finalize(st);
+	return r;
+}

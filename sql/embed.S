@@ -1,0 +1,14 @@
+/*
+ * embed.S - the SQL files, embedded in the binary as NUL-terminated
+ * strings so that a single binary can create and upgrade its queue.
+ */
+	.section .rodata
+	.global sql_schema_text
+sql_schema_text:
+	.incbin "sql/schema.sql"
+	.byte 0
+	.global sql_views_text
+sql_views_text:
+	.incbin "sql/views.sql"
+	.byte 0
+	.section .note.GNU-stack,"",@progbits

@@ -1,0 +1,92 @@
+/*
+ * conn.h - the session I/O object: one buffered connection that reads
+ * lines and raw octets and writes replies, with deadlines, over plain TCP
+ * (and TLS, in the TLS issue) alike.
+ *
+ * Reads: input is buffered; when the buffer holds no complete line the
+ * pending output is flushed first, then the socket is polled until the
+ * deadline.  That single rule gives RFC 2920 pipelining: replies to a batch
+ * of commands leave in one write, in order, before the server blocks.
+ *
+ * Threads: a conn belongs to the one session thread that owns it.
+ */
+#ifndef SLUICE_CONN_H
+#define SLUICE_CONN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define CONN_INBUF (16 * 1024)
+#define CONN_OUTBUF (8 * 1024)
+
+enum conn_status {
+	CONN_OK = 1,		/* data or a line was returned */
+	CONN_EOF = 0,		/* the peer closed the connection */
+	CONN_TIMEOUT = -1,	/* the deadline passed */
+	CONN_ERROR = -2,	/* I/O error (reset, broken pipe) */
+	CONN_STOPPED = -3,	/* the stop descriptor became readable */
+};
+
+struct conn;
+
+/* Take over `fd` (closed by conn_free).  Never fails. */
+struct conn *conn_new(int fd);
+void conn_free(struct conn *c);
+int conn_fd(const struct conn *c);
+
+/*
+ * While set (>= 0), waits for input also wake up, with CONN_STOPPED, when
+ * `fd` becomes readable.  Used to end idle sessions at shutdown.
+ */
+void conn_set_stop_fd(struct conn *c, int fd);
+
+/*
+ * Read one line ending in LF into `buf` (capacity `max`, which bounds the
+ * line including its CRLF).  On CONN_OK, `*len` is the line length without
+ * the line ending and buf is NUL-terminated; `*too_long` is set when the
+ * line exceeded `max` (its excess was read and discarded, buf holds the
+ * start).  `*bare_lf` is set when the line ended in LF without CR.
+ * `deadline` is a now_ms() value.
+ */
+enum conn_status conn_read_line(struct conn *c, char *buf, size_t max,
+    size_t *len, bool *too_long, bool *bare_lf, int64_t deadline);
+
+/*
+ * Read up to `max` octets (at least one) into `buf`.  Buffered input is
+ * returned first.  *n is the count on CONN_OK.
+ */
+enum conn_status conn_read(struct conn *c, void *buf, size_t max, size_t *n,
+    int64_t deadline);
+
+/*
+ * Make buffered input available without consuming it: on CONN_OK, *p and
+ * *n describe at least one buffered octet (reading from the socket first
+ * if nothing is buffered).  Consume what was used with conn_consume; the
+ * rest stays for the next read (octets pipelined after the end of data
+ * belong to the next command).
+ */
+enum conn_status conn_peek(struct conn *c, const char **p, size_t *n,
+    int64_t deadline);
+void conn_consume(struct conn *c, size_t n);
+
+/* Number of octets already buffered (no system call). */
+size_t conn_pending(const struct conn *c);
+
+/* Drop all buffered input (after STARTTLS: RFC 3207 section 4.2). */
+void conn_discard_input(struct conn *c);
+
+/* Queue output; flushed when the buffer fills or before a blocking read. */
+void conn_write(struct conn *c, const void *data, size_t len);
+void conn_printf(struct conn *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Write out everything queued.  CONN_OK, CONN_TIMEOUT or CONN_ERROR. */
+enum conn_status conn_flush(struct conn *c, int64_t deadline);
+
+/* Octets read and written so far. */
+uint64_t conn_bytes_in(const struct conn *c);
+uint64_t conn_bytes_out(const struct conn *c);
+
+#endif
