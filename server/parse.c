@@ -32,15 +32,10 @@
 
 /* Which command a path belongs to: selects the enhanced status codes. */
 struct path_ctx {
-	const char *cmd;     /* "MAIL" or "RCPT" */
 	const char *esc;     /* RFC 3463: 5.1.7 sender, 5.1.3 recipient */
 	const char *who;     /* "sender" or "recipient" */
 	const char *who_cap; /* the same, capitalised */
 };
-
-static const struct path_ctx mail_ctx = {"MAIL", "5.1.7", "sender", "Sender"};
-static const struct path_ctx rcpt_ctx = {
-    "RCPT", "5.1.3", "recipient", "Recipient"};
 
 /* Spans of a path found by scan_path(); nothing copied yet. */
 struct path_scan {
@@ -509,6 +504,17 @@ size_parse(const char *v, size_t n, long long *out)
 	return true;
 }
 
+/* Value of an upper-case hex digit (RFC 3461 section 4), or -1. */
+static int
+hexval(char h)
+{
+	if (h >= '0' && h <= '9')
+		return h - '0';
+	if (h >= 'A' && h <= 'F')
+		return h - 'A' + 10;
+	return -1;
+}
+
 /*
  * RFC 3461 xtext over a span: decodes into `out` when it is not NULL.
  * Returns the decoded length or -1.  "+00" is refused: the decoded value is
@@ -523,23 +529,12 @@ xtext_span(const char *in, size_t inlen, char *out, size_t outlen)
 		unsigned char c = (unsigned char)in[i];
 
 		if (c == '+') {
-			int hi, lo, k;
+			int hi, lo;
 
-			if (inlen - i < 3)
+			/* hexchar = "+" 2(%x30-39 / %x41-46): upper case. */
+			if (inlen - i < 3 || (hi = hexval(in[i + 1])) < 0 ||
+			    (lo = hexval(in[i + 2])) < 0)
 				return -1;
-			for (k = 1; k <= 2; k++) {
-				unsigned char h = (unsigned char)in[i + k];
-
-				/* hexchar allows upper-case A-F only. */
-				if (!is_digit(h) && !(h >= 'A' && h <= 'F'))
-					return -1;
-			}
-			hi = is_digit((unsigned char)in[i + 1])
-			         ? in[i + 1] - '0'
-			         : in[i + 1] - 'A' + 10;
-			lo = is_digit((unsigned char)in[i + 2])
-			         ? in[i + 2] - '0'
-			         : in[i + 2] - 'A' + 10;
 			c = (unsigned char)(hi * 16 + lo);
 			if (c == '\0')
 				return -1;
@@ -838,6 +833,7 @@ skip_keyword(const char *args, const char *kw)
 int
 parse_mail(const char *args, bool esmtp, struct mail_args *out, char *why)
 {
+	static const struct path_ctx mail_ctx = {"5.1.7", "sender", "Sender"};
 	struct path_scan ps;
 	const char *p;
 	int code;
@@ -865,6 +861,8 @@ int
 parse_rcpt(const char *args, bool esmtp, bool smtputf8, struct rcpt_args *out,
     char *why)
 {
+	static const struct path_ctx rcpt_ctx = {
+	    "5.1.3", "recipient", "Recipient"};
 	struct path_scan ps;
 	const char *p;
 	int code;

@@ -1,0 +1,274 @@
+"""
+sluicetest - the integration test harness for sluice.
+
+Each test starts the real binary (build/sluice, or $SLUICE_BIN) with a
+generated config in a fresh temporary folder, on a free port on loopback,
+and drives it with real clients.  Every process a test starts is stopped by
+its PID.  On failure the temporary folder is kept and its path printed.
+
+Output protocol (counted by tests/run.sh): one line per test,
+"ok - NAME" or "FAIL - NAME: reason".
+"""
+import os
+import re
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BUILD = os.environ.get("BUILD", "build")
+BIN = os.environ.get("SLUICE_BIN", os.path.join(ROOT, BUILD, "sluice"))
+SANITIZER_PATTERNS = (b"ERROR: AddressSanitizer", b"runtime error:",
+                      b"WARNING: ThreadSanitizer", b"ERROR: LeakSanitizer")
+
+_tests = []
+_cleanups = []
+
+
+def test(fn):
+    """Register a test function."""
+    _tests.append(fn)
+    return fn
+
+
+def free_port(host="127.0.0.1"):
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(fam, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A running `sluice serve` with its own folder and config."""
+
+    def __init__(self, host="127.0.0.1", config=None, start=True, extra_listen=None):
+        self.dir = tempfile.mkdtemp(prefix="sluice-test-")
+        self.host = host
+        self.port = free_port(host)
+        self.db = os.path.join(self.dir, "queue.db")
+        self.cfgpath = os.path.join(self.dir, "sluice.conf")
+        self.logpath = os.path.join(self.dir, "sluice.log")
+        hostport = "[%s]:%d" % (host, self.port) if ":" in host else "%s:%d" % (host, self.port)
+        listen = [hostport] + (extra_listen or [])
+        self.config = {
+            "hostname": "relay.test",
+            "listen": ", ".join(listen),
+            "queue_path": self.db,
+            "relay_networks": "127.0.0.1/32, ::1/128",
+            "relay_domains": "inbound.test",
+            "workers": "8",
+            "shutdown_grace": "5s",
+        }
+        self.config.update(config or {})
+        self.proc = None
+        self.logfile = None
+        _cleanups.append(self)
+        if start:
+            self.start()
+
+    def write_config(self):
+        with open(self.cfgpath, "w") as f:
+            for k, v in self.config.items():
+                f.write("%s = %s\n" % (k, v))
+
+    def start(self, wait=True):
+        self.write_config()
+        self.logfile = open(self.logpath, "ab")
+        self._logstart = os.path.getsize(self.logpath)
+        env = dict(os.environ)
+        env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
+        env.setdefault("TSAN_OPTIONS", "halt_on_error=0")
+        self.proc = subprocess.Popen([BIN, "serve", "-c", self.cfgpath],
+                                     stdout=self.logfile, stderr=self.logfile,
+                                     stdin=subprocess.DEVNULL, env=env)
+        if wait:
+            self.wait_log(r"info main: ready", start=self._logstart)
+        return self
+
+    def log(self):
+        with open(self.logpath, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def wait_log(self, pattern, timeout=15, start=0):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            text = self.log()[start:]
+            if re.search(pattern, text):
+                return text
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError("sluice exited (%s) while waiting for %r:\n%s"
+                                     % (self.proc.returncode, pattern, text[-3000:]))
+            time.sleep(0.02)
+        raise AssertionError("timed out waiting for %r in log:\n%s" % (pattern, self.log()[-3000:]))
+
+    def check_sanitizers(self):
+        data = open(self.logpath, "rb").read()
+        for p in SANITIZER_PATTERNS:
+            if p in data:
+                raise AssertionError("sanitizer report in %s" % self.logpath)
+
+    def stop(self, sig=signal.SIGTERM, timeout=30):
+        """Stop with `sig`; returns the exit status."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError("sluice did not stop within %ds after %s" % (timeout, sig))
+        self.proc = None
+        self.logfile.close()
+        self.check_sanitizers()
+        return rc
+
+    def kill9(self):
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+            self.logfile.close()
+
+    def restart(self):
+        assert self.stop() == 0
+        return self.start()
+
+    def cleanup(self, keep):
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+        if keep:
+            print("#   kept %s" % self.dir)
+        else:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    # -- clients --
+    def connect(self, source=None, timeout=10):
+        return Client(self.host, self.port, source=source, timeout=timeout)
+
+    def query(self, sql, args=()):
+        con = sqlite3.connect("file:%s?mode=ro" % self.db, uri=True, timeout=10)
+        try:
+            return con.execute(sql, args).fetchall()
+        finally:
+            con.close()
+
+    def body(self, msg_id):
+        rows = self.query("select data from body_chunks where msg_id=? order by seq", (msg_id,))
+        return b"".join(r[0] for r in rows)
+
+
+class Client:
+    """A raw-socket SMTP client: send exactly what the test says."""
+
+    def __init__(self, host, port, source=None, timeout=10):
+        fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(fam, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        if source:
+            self.sock.bind((source, 0))
+        self.sock.connect((host, port))
+        self.buf = b""
+
+    def send(self, data):
+        if isinstance(data, str):
+            data = data.encode()
+        self.sock.sendall(data)
+
+    def cmd(self, line, expect=None):
+        """Send one command line (CRLF added) and read its reply."""
+        self.send(line.encode() + b"\r\n" if isinstance(line, str) else line + b"\r\n")
+        return self.reply(expect)
+
+    def _readline(self):
+        while b"\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError("connection closed; unparsed %r" % self.buf)
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return line.rstrip(b"\r").decode("utf-8", "replace")
+
+    def reply(self, expect=None):
+        """Read one (possibly multi-line) reply; returns (code, text).
+        `expect` is a regex matched against "CODE TEXT" of the last line."""
+        lines = []
+        while True:
+            line = self._readline()
+            lines.append(line)
+            if len(line) < 4 or line[3] != "-":
+                break
+        code = int(lines[-1][:3])
+        text = "\n".join(lines)
+        if expect is not None and not re.match(expect, lines[-1]):
+            raise AssertionError("expected %r, got %r" % (expect, text))
+        return code, text
+
+    def closed(self, timeout=5):
+        """True when the server closed the connection (EOF)."""
+        self.sock.settimeout(timeout)
+        try:
+            while True:
+                d = self.sock.recv(65536)
+                if not d:
+                    return True
+                self.buf += d
+        except (ConnectionResetError, BrokenPipeError):
+            return True
+        except socket.timeout:
+            return False
+
+    def close(self):
+        self.sock.close()
+
+    def ehlo(self, name="client.test"):
+        self.reply("220 ")
+        return self.cmd("EHLO " + name, "250 ")
+
+    def mail(self, sender="<sender@client.test>", rcpts=("<rcpt@example.net>",), body=None):
+        """A whole transaction; returns the queue ID."""
+        self.cmd("MAIL FROM:" + sender, "250 ")
+        for r in rcpts:
+            self.cmd("RCPT TO:" + r, "250 ")
+        self.cmd("DATA", "354 ")
+        self.send(body if body is not None else b"Subject: test\r\n\r\nhello\r\n.\r\n")
+        code, text = self.reply("250 ")
+        return re.search(r"queued as (\w+)", text).group(1)
+
+
+def main():
+    only = sys.argv[1:]
+    failed = 0
+    for fn in _tests:
+        if only and fn.__name__ not in only:
+            continue
+        name = "%s: %s" % (os.path.basename(sys.argv[0]), fn.__name__)
+        start = len(_cleanups)
+        ok = True
+        try:
+            fn()
+            for srv in _cleanups[start:]:
+                if srv.proc is not None:
+                    srv.stop()
+        except Exception as e:  # a failed test, whatever it raised
+            ok = False
+            failed += 1
+            print("FAIL - %s: %s" % (name, str(e).splitlines()[0] if str(e) else type(e).__name__))
+            for line in traceback.format_exc().splitlines()[-12:]:
+                print("#   " + line)
+        for srv in _cleanups[start:]:
+            srv.cleanup(keep=not ok)
+        del _cleanups[start:]
+        if ok:
+            print("ok - %s" % name)
+        sys.stdout.flush()
+    sys.exit(1 if failed else 0)
