@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Install the Debian packages that building and testing sluice need, when
+# they are missing.  Called by `make deps` and .ci/run; safe to re-run.
+set -eu
+PKGS=(
+	build-essential pkg-config          # compiler, make, pkg-config
+	libgnutls28-dev libsqlite3-dev libldns-dev   # the three libraries
+	sqlite3                             # inspect the queue by hand
+	python3 python3-aiosmtpd python3-dnslib      # test clients and peers
+	swaks libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl
+	gnutls-bin openssl                  # test certificates, TLS clients
+	procps util-linux                   # ps, mount (tmpfs disk-full test)
+)
+missing=()
+for p in "${PKGS[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
+		missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+	echo "deps: all ${#PKGS[@]} packages present"
+	exit 0
+fi
+SUDO=
+[ "$(id -u)" -eq 0 ] || SUDO=sudo
+echo "deps: installing ${missing[*]}"
+$SUDO apt-get update
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends "${missing[@]}"
