@@ -1,0 +1,210 @@
+"""
+The accept benchmark for sluice (make bench).  Not a test: it measures and
+prints a table; nothing here passes or fails.
+
+For each load, Postfix's smtp-source sends 1 KB messages with one recipient
+to (a) smtp-sink, which accepts without storing anything, and (b) sluice,
+which stores every message durably before answering 250.  Both run in the
+same run on the same machine, so the ratio sluice/smtp-sink is comparable
+across machines even when absolute numbers are not.
+
+Also measured: single-client latency (one persistent session, time from
+MAIL to the 250 after the data, p50/p99), peak RSS of sluice at 100
+sessions, and RSS growth while it receives one 50 MB message.
+"""
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PF = os.path.abspath(os.environ.get("PF_ROOT", os.path.join(ROOT, "bench/.cache/postfix")))
+BIN = os.environ.get("SLUICE_BIN", os.path.join(ROOT, "build/sluice"))
+ENV = dict(os.environ, LD_LIBRARY_PATH=PF + "/usr/lib/postfix", MAIL_CONFIG=PF + "/conf")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=10):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError("nothing listening on %d" % port)
+
+
+def rss_kb(pid, field="VmHWM"):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def smtp_source(port, msgs, sessions, persistent):
+    args = [PF + "/usr/sbin/smtp-source", "-s", str(sessions), "-m", str(msgs),
+            "-l", "1024", "-f", "bench@client.test", "-t", "rcpt@example.net"]
+    if persistent:
+        args.insert(1, "-d")
+    t0 = time.time()
+    subprocess.run(args + ["127.0.0.1:%d" % port], env=ENV, check=True,
+                   stdout=subprocess.DEVNULL, timeout=600)
+    return msgs / (time.time() - t0)
+
+
+class Sluice:
+    def __init__(self, workers=200):
+        self.dir = tempfile.mkdtemp(prefix="sluice-bench-")
+        self.port = free_port()
+        self.db = os.path.join(self.dir, "queue.db")
+        cfg = os.path.join(self.dir, "sluice.conf")
+        with open(cfg, "w") as f:
+            f.write("listen = 127.0.0.1:%d\nqueue_path = %s\nworkers = %d\n"
+                    "max_message_size = 64m\nlog_level = warning\n"
+                    "max_connections_per_ip = 0\n" % (self.port, self.db, workers))
+        self.log = open(os.path.join(self.dir, "log"), "wb")
+        self.proc = subprocess.Popen([BIN, "serve", "-c", cfg], stderr=self.log)
+        wait_port(self.port)
+
+    def count(self):
+        import sqlite3
+        con = sqlite3.connect(self.db)
+        n = con.execute("select count(*) from messages").fetchone()[0]
+        con.close()
+        return n
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(60)
+        self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Sink:
+    def __init__(self):
+        self.port = free_port()
+        self.proc = subprocess.Popen([PF + "/usr/sbin/smtp-sink", "-u", "nobody", "-c",
+                                      "127.0.0.1:%d" % self.port, "1000"], env=ENV,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(self.port)
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(10)
+
+
+def latency(port, n):
+    """Per-message latency over one persistent session (MAIL to 250)."""
+    s = socket.create_connection(("127.0.0.1", port))
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    f = s.makefile("rb")
+
+    def reply():
+        while True:
+            line = f.readline()
+            if line[3:4] != b"-":
+                return line
+
+    reply()
+    s.sendall(b"EHLO bench.test\r\n")
+    reply()
+    body = b"Subject: latency\r\n\r\n" + (b"x" * 98 + b"\r\n") * 10 + b".\r\n"
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        s.sendall(b"MAIL FROM:<bench@client.test>\r\nRCPT TO:<rcpt@example.net>\r\nDATA\r\n")
+        for _ in range(3):
+            reply()
+        s.sendall(body)
+        line = reply()
+        out.append(time.perf_counter() - t0)
+        assert line.startswith(b"250"), line
+    s.sendall(b"QUIT\r\n")
+    s.close()
+    out.sort()
+    return out[len(out) // 2] * 1000, out[int(len(out) * 0.99)] * 1000
+
+
+def big_message_rss(size_mb):
+    srv = Sluice(workers=8)
+    try:
+        before = rss_kb(srv.proc.pid, "VmRSS")
+        s = socket.create_connection(("127.0.0.1", srv.port))
+        f = s.makefile("rb")
+        f.readline()
+        s.sendall(b"EHLO bench.test\r\n")
+        while f.readline()[3:4] == b"-":
+            pass
+        s.sendall(b"MAIL FROM:<big@client.test>\r\nRCPT TO:<rcpt@example.net>\r\nDATA\r\n")
+        for _ in range(3):
+            f.readline()
+        line = b"y" * 76 + b"\r\n"
+        chunk = line * (1024 * 1024 // len(line))
+        for _ in range(size_mb):
+            s.sendall(chunk)
+        s.sendall(b".\r\n")
+        ok = f.readline()
+        peak = rss_kb(srv.proc.pid, "VmHWM")
+        s.close()
+        assert ok.startswith(b"250"), ok
+        return before, peak
+    finally:
+        srv.stop()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--messages", type=int, default=10000)
+    ap.add_argument("--latency-samples", type=int, default=2000)
+    a = ap.parse_args()
+    n = a.messages
+    print("sluice accept benchmark: %d messages of 1 KB, 1 recipient; %d cores" % (n, os.cpu_count()))
+    print()
+    print("%-34s %12s %12s %8s %8s" % ("load", "smtp-sink/s", "sluice/s", "ratio", "target"))
+    rows = []
+    for sessions in (20, 100):
+        for persistent in (False, True):
+            sink = Sink()
+            try:
+                sink_rate = smtp_source(sink.port, n, sessions, persistent)
+            finally:
+                sink.stop()
+            srv = Sluice()
+            try:
+                rate = smtp_source(srv.port, n, sessions, persistent)
+                stored = srv.count()
+                hwm = rss_kb(srv.proc.pid)
+            finally:
+                srv.stop()
+            label = "%d sessions, %s" % (sessions, "persistent" if persistent else "1 msg/connection")
+            print("%-34s %12.0f %12.0f %8.2f %8s   (stored %d, peak RSS %.1f MB)"
+                  % (label, sink_rate, rate, rate / sink_rate, ">= 0.50", stored, hwm / 1024))
+            rows.append((sessions, persistent, hwm))
+    srv = Sluice()
+    try:
+        p50, p99 = latency(srv.port, a.latency_samples)
+    finally:
+        srv.stop()
+    print()
+    print("single client latency (MAIL..250): p50 %.3f ms (target < 1), p99 %.3f ms (target < 3)" % (p50, p99))
+    hwm100 = max(h for s, p, h in rows if s == 100)
+    print("peak RSS at 100 sessions: %.1f MB (target < 48)" % (hwm100 / 1024))
+    before, peak = big_message_rss(50)
+    print("one 50 MB message: RSS %.1f MB before, peak %.1f MB, growth %.1f MB (target < 8)"
+          % (before / 1024, peak / 1024, (peak - before) / 1024))
+
+
+if __name__ == "__main__":
+    main()

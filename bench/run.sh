@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# make bench: the accept benchmark (not a test; see docs/benchmark.md).
+# Needs Postfix's smtp-source and smtp-sink, taken from Debian's postfix
+# package without installing it (apt-get download + dpkg -x into a cache).
+set -eu
+cd "$(dirname "$0")/.."
+CACHE=${BENCH_CACHE:-bench/.cache}
+PF=$CACHE/postfix
+if [ ! -x "$PF/usr/sbin/smtp-source" ]; then
+	mkdir -p "$CACHE"
+	(cd "$CACHE" && rm -f postfix_*.deb && apt-get download postfix >/dev/null)
+	rm -rf "$PF"
+	dpkg -x "$CACHE"/postfix_*.deb "$PF"
+	mkdir -p "$PF/conf"
+	: >"$PF/conf/main.cf"
+fi
+export PF_ROOT=$PF
+exec /usr/bin/python3 bench/bench.py "$@"
