@@ -49,8 +49,8 @@ cidr_parse(const char *s, struct cidr *out, char *why)
 	for (i = out->prefix; i < maxbits; i++) {
 		if (out->addr[i / 8] & (0x80 >> (i % 8))) {
 			why_set(why,
-			    "\"%s\" has host bits set beyond the /%d prefix",
-			    s, out->prefix);
+			    "\"%s\" has host bits set beyond the /%d prefix", s,
+			    out->prefix);
 			return -1;
 		}
 	}
@@ -77,7 +77,7 @@ cidr_match(const struct cidr *list, int n, const struct sockaddr *sa)
 
 	if (sa->sa_family == AF_INET) {
 		a4 = (const unsigned char *)&((const struct sockaddr_in *)sa)
-			 ->sin_addr;
+		         ->sin_addr;
 	} else if (sa->sa_family == AF_INET6) {
 		const struct in6_addr *in6 =
 		    &((const struct sockaddr_in6 *)sa)->sin6_addr;

@@ -9,8 +9,8 @@
 #include <sys/socket.h>
 
 struct cidr {
-	int family;		/* AF_INET or AF_INET6 */
-	unsigned char addr[16];	/* network address, host bits cleared */
+	int family;             /* AF_INET or AF_INET6 */
+	unsigned char addr[16]; /* network address, host bits cleared */
 	int prefix;
 };
 

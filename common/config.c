@@ -37,33 +37,31 @@ struct key {
 	enum key_type type;
 	size_t off;
 	long long min, max;
-	const char *def;	/* NULL: computed (hostname) */
+	const char *def; /* NULL: computed (hostname) */
 };
 
 #define F(field) offsetof(struct config, field)
 
 static const struct key keys[] = {
-	{ "hostname", T_HOSTNAME, F(hostname), 0, 0, NULL },
-	{ "listen", T_LISTEN, 0, 0, 0, "127.0.0.1:2525" },
-	{ "queue_path", T_PATH, F(queue_path), 0, 0, "var/queue.db" },
-	{ "workers", T_INT, F(workers), 1, 10000, "100" },
-	{ "max_connections_per_ip", T_INT, F(max_connections_per_ip), 0,
-	    100000, "20" },
-	{ "max_message_size", T_BYTES, F(max_message_size), 1024,
-	    (long long)1 << 40, "26214400" },
-	{ "max_recipients", T_INT, F(max_recipients), 1, 100000, "1000" },
-	{ "relay_networks", T_NETWORKS, 0, 0, 0, "127.0.0.0/8, ::1/128" },
-	{ "relay_domains", T_DOMAINS, 0, 0, 0, "" },
-	{ "command_timeout", T_DURATION, F(command_timeout), 1, 86400,
-	    "5m" },
-	{ "data_timeout", T_DURATION, F(data_timeout), 1, 86400, "3m" },
-	{ "min_data_rate", T_INT, F(min_data_rate), 0, INT_MAX, "500" },
-	{ "max_errors", T_INT, F(max_errors), 1, 10000, "10" },
-	{ "max_received_headers", T_INT, F(max_received_headers), 1, 1000,
-	    "50" },
-	{ "bare_newline", T_BARE_NEWLINE, 0, 0, 0, "reject" },
-	{ "shutdown_grace", T_DURATION, F(shutdown_grace), 0, 86400, "30s" },
-	{ "log_level", T_LOG_LEVEL, F(log_level), 0, 0, "info" },
+    {"hostname", T_HOSTNAME, F(hostname), 0, 0, NULL},
+    {"listen", T_LISTEN, 0, 0, 0, "127.0.0.1:2525"},
+    {"queue_path", T_PATH, F(queue_path), 0, 0, "var/queue.db"},
+    {"workers", T_INT, F(workers), 1, 10000, "100"},
+    {"max_connections_per_ip", T_INT, F(max_connections_per_ip), 0, 100000,
+        "20"},
+    {"max_message_size", T_BYTES, F(max_message_size), 1024, (long long)1 << 40,
+        "26214400"},
+    {"max_recipients", T_INT, F(max_recipients), 1, 100000, "1000"},
+    {"relay_networks", T_NETWORKS, 0, 0, 0, "127.0.0.0/8, ::1/128"},
+    {"relay_domains", T_DOMAINS, 0, 0, 0, ""},
+    {"command_timeout", T_DURATION, F(command_timeout), 1, 86400, "5m"},
+    {"data_timeout", T_DURATION, F(data_timeout), 1, 86400, "3m"},
+    {"min_data_rate", T_INT, F(min_data_rate), 0, INT_MAX, "500"},
+    {"max_errors", T_INT, F(max_errors), 1, 10000, "10"},
+    {"max_received_headers", T_INT, F(max_received_headers), 1, 1000, "50"},
+    {"bare_newline", T_BARE_NEWLINE, 0, 0, 0, "reject"},
+    {"shutdown_grace", T_DURATION, F(shutdown_grace), 0, 86400, "30s"},
+    {"log_level", T_LOG_LEVEL, F(log_level), 0, 0, "info"},
 };
 
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
@@ -163,8 +161,10 @@ config_parse_listen(const char *s, struct listen_addr *out, char *why)
 	if (s[0] == '[') {
 		p = strchr(s, ']');
 		if (p == NULL || p[1] != ':') {
-			why_set(why, "bad listen address \"%s\" "
-				     "(IPv6 is written [::1]:2525)", s);
+			why_set(why,
+			    "bad listen address \"%s\" "
+			    "(IPv6 is written [::1]:2525)",
+			    s);
 			return -1;
 		}
 		hlen = (size_t)(p - s - 1);
@@ -175,8 +175,10 @@ config_parse_listen(const char *s, struct listen_addr *out, char *why)
 	} else {
 		colon = strrchr(s, ':');
 		if (colon == NULL || (slash != NULL && colon > slash)) {
-			why_set(why, "bad listen address \"%s\" "
-				     "(expected ADDRESS:PORT)", s);
+			why_set(why,
+			    "bad listen address \"%s\" "
+			    "(expected ADDRESS:PORT)",
+			    s);
 			return -1;
 		}
 		hlen = (size_t)(colon - s);
@@ -207,8 +209,10 @@ config_parse_listen(const char *s, struct listen_addr *out, char *why)
 		if (strcmp(host, "*") == 0 || host[0] == '\0')
 			sin->sin_addr.s_addr = htonl(INADDR_ANY);
 		else if (inet_pton(AF_INET, host, &sin->sin_addr) != 1) {
-			why_set(why, "bad IPv4 address in \"%s\" "
-				     "(names are not resolved)", s);
+			why_set(why,
+			    "bad IPv4 address in \"%s\" "
+			    "(names are not resolved)",
+			    s);
 			return -1;
 		}
 		sin->sin_family = AF_INET;
@@ -239,7 +243,7 @@ name_valid(const char *s, bool allow_wildcard)
 			continue;
 		}
 		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
-			(*p >= '0' && *p <= '9') || *p == '-' || *p == '_'))
+		        (*p >= '0' && *p <= '9') || *p == '-' || *p == '_'))
 			return false;
 		if (label == 0 && *p == '-')
 			return false;
@@ -289,8 +293,7 @@ split_list(char *value, char ***items)
 
 /* Set one key from its text value; 0 or -1 with `why`. */
 static int
-set_key(struct config *cfg, const struct key *k, const char *value,
-    char *why)
+set_key(struct config *cfg, const struct key *k, const char *value, char *why)
 {
 	char *copy = xstrdup(value), **items;
 	int n, i, rc = -1;
@@ -332,9 +335,9 @@ set_key(struct config *cfg, const struct key *k, const char *value,
 			why_set(why, "bad value \"%s\" for %s%s", value,
 			    k->name,
 			    k->type == T_DURATION ? " (a duration like 30s, "
-						    "5m, 2h, 1d)" :
-			    k->type == T_BYTES ? " (bytes, or with k, m, g)" :
-						   "");
+			                            "5m, 2h, 1d)"
+			    : k->type == T_BYTES  ? " (bytes, or with k, m, g)"
+			                          : "");
 			goto out;
 		}
 		if (v < k->min || v > k->max) {
@@ -359,7 +362,7 @@ set_key(struct config *cfg, const struct key *k, const char *value,
 		cfg->nlisten = 0;
 		for (i = 0; i < n; i++) {
 			if (config_parse_listen(items[i],
-				&cfg->listen[cfg->nlisten], why) != 0) {
+			        &cfg->listen[cfg->nlisten], why) != 0) {
 				free(items);
 				goto out;
 			}
@@ -374,8 +377,8 @@ set_key(struct config *cfg, const struct key *k, const char *value,
 		cfg->nrelay_networks = 0;
 		for (i = 0; i < n; i++) {
 			if (cidr_parse(items[i],
-				&cfg->relay_networks[cfg->nrelay_networks],
-				why) != 0) {
+			        &cfg->relay_networks[cfg->nrelay_networks],
+			        why) != 0) {
 				free(items);
 				goto out;
 			}
@@ -412,8 +415,10 @@ set_key(struct config *cfg, const struct key *k, const char *value,
 		else if (strcmp(value, "normalize") == 0)
 			cfg->bare_newline_normalize = true;
 		else {
-			why_set(why, "bare_newline must be reject or "
-				     "normalize, not \"%s\"", value);
+			why_set(why,
+			    "bare_newline must be reject or "
+			    "normalize, not \"%s\"",
+			    value);
 			goto out;
 		}
 		break;
@@ -427,8 +432,10 @@ set_key(struct config *cfg, const struct key *k, const char *value,
 		else if (strcmp(value, "debug") == 0)
 			cfg->log_level = LOG_DEBUG;
 		else {
-			why_set(why, "log_level must be error, warning, info "
-				     "or debug, not \"%s\"", value);
+			why_set(why,
+			    "log_level must be error, warning, info "
+			    "or debug, not \"%s\"",
+			    value);
 			goto out;
 		}
 		break;
@@ -447,8 +454,8 @@ config_defaults(void)
 	size_t i;
 
 	for (i = 0; i < NKEYS; i++) {
-		if (keys[i].def != NULL && set_key(cfg, &keys[i], keys[i].def,
-					       why) != 0) {
+		if (keys[i].def != NULL &&
+		    set_key(cfg, &keys[i], keys[i].def, why) != 0) {
 			fprintf(stderr, "sluice: bug: default for %s: %s\n",
 			    keys[i].name, why);
 			abort();
@@ -470,7 +477,7 @@ trim(char *s)
 		s++;
 	e = s + strlen(s);
 	while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\r' ||
-			    e[-1] == '\n'))
+	                    e[-1] == '\n'))
 		*--e = '\0';
 	return s;
 }
@@ -479,7 +486,7 @@ struct config *
 config_load(const char *path, FILE *errs, int *nerrors)
 {
 	struct config *cfg = config_defaults();
-	int seen[NKEYS] = { 0 };
+	int seen[NKEYS] = {0};
 	char *line = NULL, why[WHY_MAX];
 	size_t cap = 0, i;
 	int lineno = 0, errors = 0;
@@ -503,8 +510,8 @@ config_load(const char *path, FILE *errs, int *nerrors)
 			continue;
 		eq = strchr(key, '=');
 		if (eq == NULL) {
-			fprintf(errs, "%s:%d: expected \"key = value\"\n",
-			    path, lineno);
+			fprintf(errs, "%s:%d: expected \"key = value\"\n", path,
+			    lineno);
 			errors++;
 			continue;
 		}

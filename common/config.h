@@ -16,16 +16,16 @@
 #include "cidr.h"
 
 enum listen_kind {
-	LISTEN_SMTP = 0,	/* port 25 style: relay by IP, STARTTLS */
-	LISTEN_SUBMISSION,	/* port 587: AUTH required (TLS issue) */
-	LISTEN_SMTPS,		/* port 465: implicit TLS (TLS issue) */
+	LISTEN_SMTP = 0,   /* port 25 style: relay by IP, STARTTLS */
+	LISTEN_SUBMISSION, /* port 587: AUTH required (TLS issue) */
+	LISTEN_SMTPS,      /* port 465: implicit TLS (TLS issue) */
 };
 
 struct listen_addr {
 	struct sockaddr_storage ss;
 	socklen_t sslen;
 	enum listen_kind kind;
-	char text[80];		/* as written, e.g. "[::1]:2525/smtp" */
+	char text[80]; /* as written, e.g. "[::1]:2525/smtp" */
 };
 
 struct config {
@@ -34,21 +34,21 @@ struct config {
 	int nlisten;
 	char *queue_path;
 	int workers;
-	int max_connections_per_ip;	/* 0: unlimited */
+	int max_connections_per_ip; /* 0: unlimited */
 	long long max_message_size;
 	int max_recipients;
 	struct cidr *relay_networks;
 	int nrelay_networks;
-	char **relay_domains;		/* lower case; "*.x" for subdomains */
+	char **relay_domains; /* lower case; "*.x" for subdomains */
 	int nrelay_domains;
-	int command_timeout;		/* seconds */
-	int data_timeout;		/* seconds */
-	int min_data_rate;		/* bytes per second, 0: off */
+	int command_timeout; /* seconds */
+	int data_timeout;    /* seconds */
+	int min_data_rate;   /* bytes per second, 0: off */
 	int max_errors;
 	int max_received_headers;
 	bool bare_newline_normalize;
-	int shutdown_grace;		/* seconds */
-	int log_level;			/* enum log_level */
+	int shutdown_grace; /* seconds */
+	int log_level;      /* enum log_level */
 };
 
 /*

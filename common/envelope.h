@@ -9,34 +9,34 @@
 
 #include <stdint.h>
 
-#define QUEUE_ID_LEN 16		/* characters, without the NUL */
+#define QUEUE_ID_LEN 16 /* characters, without the NUL */
 
 struct envelope_rcpt {
-	const char *address;	/* "local@domain" as received */
-	const char *domain;	/* lower case, "" for <Postmaster> */
-	const char *notify;	/* "NEVER", "SUCCESS,FAILURE" or NULL */
-	const char *orcpt;	/* "rfc822;xtext" as received, or NULL */
+	const char *address; /* "local@domain" as received */
+	const char *domain;  /* lower case, "" for <Postmaster> */
+	const char *notify;  /* "NEVER", "SUCCESS,FAILURE" or NULL */
+	const char *orcpt;   /* "rfc822;xtext" as received, or NULL */
 };
 
 struct envelope {
 	char id[QUEUE_ID_LEN + 1];
-	int64_t received_at;	/* Unix seconds */
-	const char *sender;	/* "" for the null reverse-path */
+	int64_t received_at; /* Unix seconds */
+	const char *sender;  /* "" for the null reverse-path */
 	const struct envelope_rcpt *rcpts;
 	int nrcpts;
-	int64_t size;		/* octets as received, before our header */
-	int64_t stored_size;	/* octets stored, Received header included */
-	const char *body_type;	/* "7BIT", "8BITMIME" or "BINARYMIME" */
+	int64_t size;          /* octets as received, before our header */
+	int64_t stored_size;   /* octets stored, Received header included */
+	const char *body_type; /* "7BIT", "8BITMIME" or "BINARYMIME" */
 	int smtputf8;
-	const char *dsn_ret;	/* "FULL", "HDRS" or NULL */
-	const char *dsn_envid;	/* xtext as received, or NULL */
+	const char *dsn_ret;   /* "FULL", "HDRS" or NULL */
+	const char *dsn_envid; /* xtext as received, or NULL */
 	const char *client_ip;
 	int client_port;
 	const char *helo;
-	const char *protocol;	/* ESMTP, ESMTPS, ESMTPA, ESMTPSA, SMTP */
-	const char *tls_version;	/* NULL without TLS */
+	const char *protocol;    /* ESMTP, ESMTPS, ESMTPA, ESMTPSA, SMTP */
+	const char *tls_version; /* NULL without TLS */
 	const char *tls_cipher;
-	const char *auth_user;	/* NULL when not authenticated */
+	const char *auth_user; /* NULL when not authenticated */
 };
 
 #endif

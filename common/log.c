@@ -14,8 +14,7 @@
 
 static atomic_int log_level_cur = LOG_INFO;
 
-static const char *const level_names[] = { "error", "warning", "info",
-	"debug" };
+static const char *const level_names[] = {"error", "warning", "info", "debug"};
 
 void
 log_set_level(enum log_level level)
@@ -39,9 +38,9 @@ log_msg(enum log_level level, const char *component, const char *fmt, ...)
 	gmtime_r(&ts.tv_sec, &tm);
 	r = snprintf(line, sizeof(line),
 	    "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ sluice[%ld]: %s %s: ",
-	    tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-	    tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000, (long)getpid(),
-	    level_names[level], component);
+	    tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+	    tm.tm_sec, ts.tv_nsec / 1000000, (long)getpid(), level_names[level],
+	    component);
 	n = r > 0 ? (size_t)r : 0;
 	if (n < sizeof(line)) {
 		va_start(ap, fmt);

@@ -17,8 +17,8 @@ enum log_level {
 };
 
 void log_set_level(enum log_level level);
-void log_msg(enum log_level level, const char *component, const char *fmt,
-    ...) __attribute__((format(printf, 3, 4)));
+void log_msg(enum log_level level, const char *component, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 #define log_err(comp, ...) log_msg(LOG_ERR, comp, __VA_ARGS__)
 #define log_warn(comp, ...) log_msg(LOG_WARN, comp, __VA_ARGS__)

@@ -12,8 +12,8 @@
 static void
 oom(size_t n)
 {
-	fprintf(stderr, "sluice: fatal: out of memory allocating %zu bytes\n",
-	    n);
+	fprintf(
+	    stderr, "sluice: fatal: out of memory allocating %zu bytes\n", n);
 	abort();
 }
 
@@ -124,10 +124,10 @@ wall_us(void)
 void
 rfc5322_date(char *buf, size_t len, int64_t t_sec)
 {
-	static const char *const days[] = { "Sun", "Mon", "Tue", "Wed", "Thu",
-		"Fri", "Sat" };
-	static const char *const months[] = { "Jan", "Feb", "Mar", "Apr",
-		"May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec" };
+	static const char *const days[] = {
+	    "Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+	static const char *const months[] = {"Jan", "Feb", "Mar", "Apr", "May",
+	    "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
 	time_t t = (time_t)t_sec;
 	struct tm tm;
 

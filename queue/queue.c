@@ -13,7 +13,7 @@
  * Message life cycle (SQLite-style):
  *
  *   queue_msg_new ──write()──> chunks in flight ──commit()──> durable ──free
- *         │                         │                              
+ *         │                         │
  *         └────────free()───────────┴──> OP_DROP (chunks deleted)
  *
  * Invariants:
@@ -46,12 +46,12 @@ enum op_type {
 
 struct op {
 	enum op_type type;
-	struct queue_msg *m;	/* NULL for OP_DROP */
+	struct queue_msg *m; /* NULL for OP_DROP */
 	char id[QUEUE_ID_LEN + 1];
-	unsigned char *data;	/* owned by the op */
+	unsigned char *data; /* owned by the op */
 	size_t len;
 	int seq;
-	bool first;		/* first chunk: also record `incoming` */
+	bool first;                 /* first chunk: also record `incoming` */
 	const struct envelope *env; /* OP_COMMIT; the session waits */
 	enum res result;
 	char why[WHY_MAX];
@@ -59,29 +59,29 @@ struct op {
 };
 
 struct queue {
-	struct db *db;		/* writer thread only, after open */
+	struct db *db; /* writer thread only, after open */
 	pthread_t writer;
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
-	struct op *head, *tail;	/* guarded by mu */
-	bool stop;		/* guarded by mu */
-	char **live;		/* writer only: ids being received */
+	struct op *head, *tail; /* guarded by mu */
+	bool stop;              /* guarded by mu */
+	char **live;            /* writer only: ids being received */
 	int nlive;
 };
 
 struct queue_msg {
 	struct queue *q;
 	char id[QUEUE_ID_LEN + 1];
-	unsigned char *buf;	/* session only: chunk being filled */
+	unsigned char *buf; /* session only: chunk being filled */
 	size_t len, cap;
-	int seq;		/* session only: next chunk number */
-	bool committed;		/* session only */
+	int seq;        /* session only: next chunk number */
+	bool committed; /* session only */
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
-	int inflight;		/* guarded by mu */
-	bool failed;		/* guarded by mu */
-	char fail_why[WHY_MAX];	/* guarded by mu */
-	bool done;		/* guarded by mu: commit finished */
+	int inflight;           /* guarded by mu */
+	bool failed;            /* guarded by mu */
+	char fail_why[WHY_MAX]; /* guarded by mu */
+	bool done;              /* guarded by mu: commit finished */
 };
 
 /* Crockford's base32: no I, L, O, U, so IDs read aloud well. */
@@ -176,13 +176,12 @@ apply(struct queue *q, struct op *op)
 	switch (op->type) {
 	case OP_CHUNK:
 	case OP_COMMIT:
-		if (op->first &&
-		    db_put_incoming(q->db, op->id, (int64_t)time(NULL),
-			op->why) != RES_OK)
+		if (op->first && db_put_incoming(q->db, op->id,
+		                     (int64_t)time(NULL), op->why) != RES_OK)
 			return RES_TEMP;
 		if ((op->len > 0 || op->type == OP_CHUNK) &&
 		    db_put_chunk(q->db, op->id, op->seq, op->data, op->len,
-			op->why) != RES_OK)
+		        op->why) != RES_OK)
 			return RES_TEMP;
 		if (op->type == OP_COMMIT)
 			return db_put_message(q->db, op->env, op->why);
@@ -204,8 +203,10 @@ finish(struct queue *q, struct op *op)
 	if (op->type == OP_COMMIT || op->type == OP_DROP)
 		live_del(q, op->id);
 	if (op->type == OP_DROP && op->result != RES_OK)
-		log_warn("queue", "id=%s cannot delete partial message: %s "
-				  "(reclaimed later)", op->id, op->why);
+		log_warn("queue",
+		    "id=%s cannot delete partial message: %s "
+		    "(reclaimed later)",
+		    op->id, op->why);
 	if (m != NULL) {
 		pthread_mutex_lock(&m->mu);
 		if (op->result != RES_OK && !m->failed) {
@@ -269,8 +270,8 @@ reclaim(struct queue *q)
 	int n = db_reclaim_incoming(q->db, not_live, q, why);
 
 	if (n < 0)
-		log_warn("queue", "reclaiming partial messages failed: %s",
-		    why);
+		log_warn(
+		    "queue", "reclaiming partial messages failed: %s", why);
 	else if (n > 0)
 		log_info("queue", "reclaimed %d partial message%s", n,
 		    n == 1 ? "" : "s");
@@ -285,8 +286,7 @@ writer_main(void *arg)
 
 	for (;;) {
 		pthread_mutex_lock(&q->mu);
-		while (q->head == NULL && !q->stop &&
-		    now_ms() < next_reclaim) {
+		while (q->head == NULL && !q->stop && now_ms() < next_reclaim) {
 			struct timespec ts;
 
 			clock_gettime(CLOCK_REALTIME, &ts);
@@ -396,8 +396,7 @@ send_op(struct queue_msg *m, enum op_type type, const struct envelope *env)
 }
 
 enum res
-queue_msg_write(struct queue_msg *m, const void *data, size_t len,
-    char *why)
+queue_msg_write(struct queue_msg *m, const void *data, size_t len, char *why)
 {
 	const unsigned char *p = data;
 

@@ -56,16 +56,16 @@ const char *queue_msg_id(const struct queue_msg *m);
  * "4.3.0 ...") once storing this message failed; the caller should keep
  * reading the client's data and then report the failure.
  */
-enum res queue_msg_write(struct queue_msg *m, const void *data, size_t len,
-    char *why);
+enum res queue_msg_write(
+    struct queue_msg *m, const void *data, size_t len, char *why);
 
 /*
  * Make the message queued mail: store the remaining octets, the envelope
  * (env->id must be queue_msg_id(m)) and its recipients, and wait until the
  * transaction is durable.  RES_OK means the client may be told 250.
  */
-enum res queue_msg_commit(struct queue_msg *m, const struct envelope *env,
-    char *why);
+enum res queue_msg_commit(
+    struct queue_msg *m, const struct envelope *env, char *why);
 
 /*
  * Release the message.  When it was not committed, its partial data is

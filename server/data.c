@@ -18,12 +18,12 @@
 #include <string.h>
 
 enum {
-	ST_SOL,		/* start of line after CRLF (or start of data) */
-	ST_DOT,		/* "." at start of line */
-	ST_DOT_CR,	/* ".\r" at start of line */
-	ST_MID,		/* inside a line */
-	ST_CR,		/* "\r" seen inside a line, not yet emitted */
-	ST_SOFT,	/* start of line after a normalised bare LF/CR */
+	ST_SOL,    /* start of line after CRLF (or start of data) */
+	ST_DOT,    /* "." at start of line */
+	ST_DOT_CR, /* ".\r" at start of line */
+	ST_MID,    /* inside a line */
+	ST_CR,     /* "\r" seen inside a line, not yet emitted */
+	ST_SOFT,   /* start of line after a normalised bare LF/CR */
 };
 
 void
@@ -79,8 +79,8 @@ newline(struct data_dec *d, char *out, size_t *o)
 }
 
 size_t
-data_dec_feed(struct data_dec *d, const char *in, size_t inlen, char *out,
-    size_t *outlen)
+data_dec_feed(
+    struct data_dec *d, const char *in, size_t inlen, char *out, size_t *outlen)
 {
 	size_t i, o = 0;
 
@@ -157,10 +157,10 @@ data_dec_feed(struct data_dec *d, const char *in, size_t inlen, char *out,
 }
 
 enum {
-	H_SOL,		/* start of a header line */
-	H_NAME,		/* inside a field name */
-	H_VALUE,	/* inside a field (name decided) */
-	H_CR,		/* CR at end of a header line */
+	H_SOL,   /* start of a header line */
+	H_NAME,  /* inside a field name */
+	H_VALUE, /* inside a field (name decided) */
+	H_CR,    /* CR at end of a header line */
 	H_BODY,
 };
 
@@ -207,8 +207,8 @@ hdr_scan_feed(struct hdr_scan *h, const char *p, size_t len)
 				break;
 			}
 			if (h->pos < sizeof(h->name))
-				h->name[h->pos] = (c >= 'A' && c <= 'Z') ?
-				    (char)(c + 32) : c;
+				h->name[h->pos] =
+				    (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c;
 			h->pos++;
 			break;
 		case H_VALUE:

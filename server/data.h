@@ -20,17 +20,17 @@
 #define DD_BARE_LF 0x1
 #define DD_BARE_CR 0x2
 #define DD_NUL 0x4
-#define DD_LONG_LINE 0x8	/* a line over 998 octets (RFC 5322 2.1.1) */
+#define DD_LONG_LINE 0x8 /* a line over 998 octets (RFC 5322 2.1.1) */
 
 #define DD_LINE_MAX 998
 
 struct data_dec {
 	int state;
 	bool normalize;
-	bool chunked;		/* BDAT: no dot handling, no terminator */
-	bool done;		/* the terminating <CRLF>.<CRLF> was seen */
+	bool chunked; /* BDAT: no dot handling, no terminator */
+	bool done;    /* the terminating <CRLF>.<CRLF> was seen */
 	unsigned flags;
-	size_t line_len;	/* octets in the current line */
+	size_t line_len; /* octets in the current line */
 };
 
 void data_dec_init(struct data_dec *d, bool normalize_bare_newlines);
@@ -63,8 +63,8 @@ size_t data_dec_feed(struct data_dec *d, const char *in, size_t inlen,
  */
 struct hdr_scan {
 	int state;
-	size_t pos;		/* position in the current field name */
-	char name[10];		/* start of the current line */
+	size_t pos;    /* position in the current field name */
+	char name[10]; /* start of the current line */
 	bool in_body;
 	int received;
 };

@@ -60,10 +60,10 @@ listener_open(struct server *srv, char *why)
 		}
 		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 		if (la->ss.ss_family == AF_INET6)
-			setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one,
-			    sizeof(one));
+			setsockopt(
+			    fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
 		if (bind(fd, (const struct sockaddr *)&la->ss, la->sslen) !=
-			0 ||
+		        0 ||
 		    listen(fd, LISTEN_BACKLOG) != 0) {
 			why_set(why, "cannot listen on %s: %s", la->text,
 			    strerror(errno));
@@ -102,11 +102,11 @@ accept_one(struct listener *l, int lfd, const struct listen_addr *la)
 
 	memset(&job, 0, sizeof(job));
 	job.peerlen = sizeof(job.peer);
-	fd = accept4(lfd, (struct sockaddr *)&job.peer, &job.peerlen,
-	    SOCK_CLOEXEC);
+	fd = accept4(
+	    lfd, (struct sockaddr *)&job.peer, &job.peerlen, SOCK_CLOEXEC);
 	if (fd < 0) {
-		if (errno != EAGAIN && errno != EWOULDBLOCK &&
-		    errno != EINTR && errno != ECONNABORTED) {
+		if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
+		    errno != ECONNABORTED) {
 			log_warn("acceptor", "accept on %s: %s", la->text,
 			    strerror(errno));
 			/* EMFILE and friends: back off instead of spinning. */
@@ -124,23 +124,27 @@ accept_one(struct listener *l, int lfd, const struct listen_addr *la)
 	trusted = cidr_match(cfg->relay_networks, cfg->nrelay_networks,
 	    (struct sockaddr *)&job.peer);
 	if (!ipcount_acquire(l->ipc, (struct sockaddr *)&job.peer,
-		trusted ? 0 : cfg->max_connections_per_ip)) {
-		log_info("acceptor", "reject: client=[%s]: too many "
-				     "connections from this address (%d)",
+	        trusted ? 0 : cfg->max_connections_per_ip)) {
+		log_info("acceptor",
+		    "reject: client=[%s]: too many "
+		    "connections from this address (%d)",
 		    ip, cfg->max_connections_per_ip);
-		snprintf(text, sizeof(text), "421 4.7.0 %s Error: too many "
-					     "connections from %s\r\n",
+		snprintf(text, sizeof(text),
+		    "421 4.7.0 %s Error: too many "
+		    "connections from %s\r\n",
 		    cfg->hostname, ip);
 		refuse(fd, text);
 		return true;
 	}
 	if (!pool_submit(l->pool, &job)) {
 		ipcount_release(l->ipc, (struct sockaddr *)&job.peer);
-		log_warn("acceptor", "reject: client=[%s]: all %d workers "
-				     "busy and the queue is full",
+		log_warn("acceptor",
+		    "reject: client=[%s]: all %d workers "
+		    "busy and the queue is full",
 		    ip, cfg->workers);
-		snprintf(text, sizeof(text), "421 4.3.2 %s Service busy; try "
-					     "again later\r\n",
+		snprintf(text, sizeof(text),
+		    "421 4.3.2 %s Service busy; try "
+		    "again later\r\n",
 		    cfg->hostname);
 		refuse(fd, text);
 	}
@@ -186,8 +190,8 @@ acceptor_main(void *arg)
 }
 
 int
-listener_start(struct listener *l, struct pool *pool, struct ipcount *ipc,
-    char *why)
+listener_start(
+    struct listener *l, struct pool *pool, struct ipcount *ipc, char *why)
 {
 	l->pool = pool;
 	l->ipc = ipc;

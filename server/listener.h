@@ -22,8 +22,8 @@ struct listener;
 struct listener *listener_open(struct server *srv, char *why);
 
 /* Start accepting into `pool`, counting clients in `ipc`. */
-int listener_start(struct listener *l, struct pool *pool,
-    struct ipcount *ipc, char *why);
+int listener_start(
+    struct listener *l, struct pool *pool, struct ipcount *ipc, char *why);
 
 /* Stop accepting, close the listening sockets, join the thread, free. */
 void listener_stop(struct listener *l);

@@ -98,8 +98,8 @@ make_parent_dirs(const char *file, char *why)
 			continue;
 		*p = '\0';
 		if (mkdir(dir, 0750) != 0 && errno != EEXIST) {
-			why_set(why, "cannot create %s: %s", dir,
-			    strerror(errno));
+			why_set(
+			    why, "cannot create %s: %s", dir, strerror(errno));
 			rc = -1;
 			goto out;
 		}
@@ -132,7 +132,7 @@ drain_sessions(struct pool *pool, const sigset_t *set, int64_t ms)
 	int64_t deadline = now_ms() + ms;
 
 	while (pool_busy(pool) > 0 && now_ms() < deadline) {
-		struct timespec ts = { 0, 50 * 1000 * 1000 };
+		struct timespec ts = {0, 50 * 1000 * 1000};
 		int sig = sigtimedwait(set, NULL, &ts);
 
 		if (sig == SIGTERM || sig == SIGINT) {
@@ -205,10 +205,11 @@ cmd_serve(const char *path)
 	for (i = 0; i < cfg->nlisten && off < sizeof(addrs); i++)
 		off += (size_t)snprintf(addrs + off, sizeof(addrs) - off,
 		    "%s%s", i ? "," : "", cfg->listen[i].text);
-	log_info("main", "ready: sluice %s listening on %s queue=%s "
-			 "workers=%d hostname=%s config=%s",
-	    SLUICE_VERSION, addrs, cfg->queue_path, cfg->workers,
-	    cfg->hostname, source);
+	log_info("main",
+	    "ready: sluice %s listening on %s queue=%s "
+	    "workers=%d hostname=%s config=%s",
+	    SLUICE_VERSION, addrs, cfg->queue_path, cfg->workers, cfg->hostname,
+	    source);
 
 	for (;;) {
 		if (sigwait(&set, &sig) != 0)
@@ -217,7 +218,7 @@ cmd_serve(const char *path)
 			break;
 		if (sig == SIGHUP)
 			log_info("main", "SIGHUP: reloading is not supported "
-					 "yet; restart to apply changes");
+			                 "yet; restart to apply changes");
 	}
 	log_info("main", "%s: shutting down (grace %ds)",
 	    sig == SIGTERM ? "SIGTERM" : "SIGINT", cfg->shutdown_grace);

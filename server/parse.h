@@ -18,7 +18,7 @@
 /* RFC 5321 section 4.5.3.1 limits. */
 #define SMTP_LOCAL_MAX 64
 #define SMTP_DOMAIN_MAX 255
-#define SMTP_PATH_MAX 256 /* including the angle brackets */
+#define SMTP_PATH_MAX 256    /* including the angle brackets */
 #define SMTP_CMDLINE_MAX 512 /* including CRLF */
 /*
  * Extensions raise the limit for MAIL and RCPT: SIZE (RFC 1870: 26), RET
@@ -75,9 +75,9 @@ struct smtp_path {
 	char local[SMTP_LOCAL_MAX * 4 + 1];
 	char domain[SMTP_DOMAIN_MAX + 1];
 	bool null_path;
-	bool quoted;	/* local part is a Quoted-string */
-	bool literal;	/* domain is an address literal "[...]" */
-	bool utf8;	/* contains non-ASCII (valid UTF-8) octets */
+	bool quoted;  /* local part is a Quoted-string */
+	bool literal; /* domain is an address literal "[...]" */
+	bool utf8;    /* contains non-ASCII (valid UTF-8) octets */
 };
 
 enum body_type {
@@ -99,17 +99,17 @@ enum dsn_ret {
 
 struct mail_args {
 	struct smtp_path from;
-	long long size;	/* SIZE= value, -1 when absent */
+	long long size; /* SIZE= value, -1 when absent */
 	enum body_type body;
 	bool smtputf8;
 	enum dsn_ret ret;
-	char envid[SMTP_ENVID_MAX + 1];	/* as received (xtext), "" if absent */
+	char envid[SMTP_ENVID_MAX + 1]; /* as received (xtext), "" if absent */
 	char auth[SMTP_PATH_MAX * 3 + 1]; /* AUTH= as received, "" if absent */
 };
 
 struct rcpt_args {
 	struct smtp_path to;
-	unsigned notify;	/* NOTIFY_* bits, 0 when absent */
+	unsigned notify;                /* NOTIFY_* bits, 0 when absent */
 	char orcpt[SMTP_ORCPT_MAX + 1]; /* "rfc822;xtext" as received, or "" */
 };
 

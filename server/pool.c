@@ -28,10 +28,10 @@ struct pool {
 	int nthreads;
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
-	struct job *jobs;	/* guarded by mu */
-	int qcap, head, count;	/* guarded by mu */
-	int running;		/* guarded by mu: sessions in progress */
-	bool stop;		/* guarded by mu */
+	struct job *jobs;      /* guarded by mu */
+	int qcap, head, count; /* guarded by mu */
+	int running;           /* guarded by mu: sessions in progress */
+	bool stop;             /* guarded by mu */
 };
 
 static void *
@@ -67,8 +67,8 @@ worker_main(void *arg)
 }
 
 struct pool *
-pool_new(struct server *srv, struct ipcount *ipc, int nworkers, int qcap,
-    char *why)
+pool_new(
+    struct server *srv, struct ipcount *ipc, int nworkers, int qcap, char *why)
 {
 	struct pool *p = xcalloc(1, sizeof(*p));
 	pthread_attr_t attr;
@@ -147,15 +147,15 @@ pool_join(struct pool *p)
 /* ---- per-client connection counts: an open-addressing hash table ---- */
 
 struct ipslot {
-	unsigned char key[17];	/* family byte + 16 address bytes */
-	int count;		/* 0: free (tombstones are count 0 too) */
+	unsigned char key[17]; /* family byte + 16 address bytes */
+	int count;             /* 0: free (tombstones are count 0 too) */
 	bool used;
 };
 
 struct ipcount {
 	pthread_mutex_t mu;
-	struct ipslot *slots;	/* guarded by mu */
-	size_t nslots, nused;	/* guarded by mu */
+	struct ipslot *slots; /* guarded by mu */
+	size_t nslots, nused; /* guarded by mu */
 };
 
 struct ipcount *
@@ -188,8 +188,8 @@ ip_key(const struct sockaddr *sa, unsigned char *key)
 		memcpy(key + 1, &((const struct sockaddr_in *)sa)->sin_addr, 4);
 	} else if (sa->sa_family == AF_INET6) {
 		key[0] = 6;
-		memcpy(key + 1, &((const struct sockaddr_in6 *)sa)->sin6_addr,
-		    16);
+		memcpy(
+		    key + 1, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
 	}
 }
 

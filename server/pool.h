@@ -20,8 +20,8 @@ struct ipcount;
  * session ends, its client's connection count in `ipc` is released.
  * NULL with `why` when threads cannot be created.
  */
-struct pool *pool_new(struct server *srv, struct ipcount *ipc, int nworkers,
-    int qcap, char *why);
+struct pool *pool_new(
+    struct server *srv, struct ipcount *ipc, int nworkers, int qcap, char *why);
 
 /*
  * Queue a connection.  False when every worker is busy and the queue is
@@ -43,8 +43,7 @@ void pool_join(struct pool *p);
  */
 struct ipcount *ipcount_new(void);
 void ipcount_free(struct ipcount *ic);
-bool ipcount_acquire(struct ipcount *ic, const struct sockaddr *sa,
-    int limit);
+bool ipcount_acquire(struct ipcount *ic, const struct sockaddr *sa, int limit);
 void ipcount_release(struct ipcount *ic, const struct sockaddr *sa);
 
 #endif

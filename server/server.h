@@ -16,9 +16,9 @@
 struct server {
 	const struct config *cfg;
 	struct queue *queue;
-	int stop_fd;	/* readable once shutdown began: idle sessions end */
-	int kill_fd;	/* readable once the grace period ended: all end */
-	atomic_long sessions;		/* sessions in progress */
+	int stop_fd; /* readable once shutdown began: idle sessions end */
+	int kill_fd; /* readable once the grace period ended: all end */
+	atomic_long sessions; /* sessions in progress */
 	atomic_long messages_accepted;
 };
 

@@ -39,10 +39,10 @@
 #include <unistd.h>
 
 enum sess_state {
-	SS_INIT,	/* before HELO/EHLO */
-	SS_READY,	/* after HELO/EHLO, no transaction */
-	SS_MAIL,	/* after MAIL */
-	SS_RCPT,	/* at least one recipient accepted */
+	SS_INIT,  /* before HELO/EHLO */
+	SS_READY, /* after HELO/EHLO, no transaction */
+	SS_MAIL,  /* after MAIL */
+	SS_RCPT,  /* at least one recipient accepted */
 };
 
 struct rcpt {
@@ -57,8 +57,8 @@ struct intake {
 	struct queue_msg *msg;
 	struct data_dec dec;
 	struct hdr_scan hdr;
-	long long size;		/* decoded octets, without our header */
-	size_t hdrlen;		/* our Received header */
+	long long size;          /* decoded octets, without our header */
+	size_t hdrlen;           /* our Received header */
 	char store_why[WHY_MAX]; /* why storing failed, or "" */
 };
 
@@ -67,9 +67,9 @@ struct session {
 	const struct config *cfg;
 	struct conn *conn;
 	char ip[64];
-	char iplit[80];		/* "[192.0.2.1]" or "[IPv6:2001:db8::1]" */
+	char iplit[80]; /* "[192.0.2.1]" or "[IPv6:2001:db8::1]" */
 	int port;
-	bool trusted;		/* client is in relay_networks */
+	bool trusted; /* client is in relay_networks */
 	enum sess_state state;
 	bool esmtp;
 	bool quit;
@@ -84,13 +84,12 @@ struct session {
 	int rcpt_attempts;
 	/* BDAT (RFC 3030): the message being received in chunks. */
 	struct intake bdat;
-	bool bdat_failed;	/* a chunk failed: refuse until RSET/LAST */
+	bool bdat_failed; /* a chunk failed: refuse until RSET/LAST */
 	char line[SMTP_MAIL_LINE_MAX + 1];
 };
 
 /* Send a reply; 4xx/5xx replies count as errors and are logged. */
-static void
-reply(struct session *s, int code, const char *fmt, ...)
+static void reply(struct session *s, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 static void
@@ -217,8 +216,10 @@ do_mail(struct session *s, const char *args)
 		return;
 	}
 	if (s->mail.size > s->cfg->max_message_size) {
-		reply(s, 552, "5.3.4 Message size exceeds fixed maximum "
-			      "message size (%lld)", s->cfg->max_message_size);
+		reply(s, 552,
+		    "5.3.4 Message size exceeds fixed maximum "
+		    "message size (%lld)",
+		    s->cfg->max_message_size);
 		return;
 	}
 	path_format(&s->mail.from, s->sender, sizeof(s->sender));
@@ -260,8 +261,8 @@ relay_allowed(struct session *s, const struct smtp_path *to)
 		return true; /* <Postmaster>: RFC 5321 section 4.5.1 */
 	if (to->literal || path_is_routed(to))
 		return false;
-	return config_domain_listed(s->cfg->relay_domains,
-	    s->cfg->nrelay_domains, to->domain);
+	return config_domain_listed(
+	    s->cfg->relay_domains, s->cfg->nrelay_domains, to->domain);
 }
 
 static void
@@ -285,13 +286,13 @@ do_rcpt(struct session *s, const char *args)
 		return;
 	}
 	if (!relay_allowed(s, &ra.to)) {
-		reply(s, 554, "5.7.1 <%s@%s>: Relay access denied",
-		    ra.to.local, ra.to.domain);
+		reply(s, 554, "5.7.1 <%s@%s>: Relay access denied", ra.to.local,
+		    ra.to.domain);
 		return;
 	}
 	path_format(&ra.to, addr, sizeof(addr));
-	s->rcpts = xrealloc(s->rcpts, sizeof(*s->rcpts) *
-					  (size_t)(s->nrcpts + 1));
+	s->rcpts =
+	    xrealloc(s->rcpts, sizeof(*s->rcpts) * (size_t)(s->nrcpts + 1));
 	r = &s->rcpts[s->nrcpts++];
 	r->address = xstrdup(addr);
 	r->domain = xstrdup(ra.to.domain);
@@ -344,7 +345,8 @@ protocol_name(const struct session *s)
 static void
 intake_begin(struct session *s, struct intake *in, bool chunked)
 {
-	char hdr[1024], date[64], helo[128], forc[SMTP_PATH_MAX * 4 + 16];
+	char hdr[1536], date[64], helo[sizeof(s->helo) + 4],
+	    forc[SMTP_PATH_MAX * 4 + 16];
 	char why[WHY_MAX];
 	int n;
 
@@ -359,8 +361,8 @@ intake_begin(struct session *s, struct intake *in, bool chunked)
 	log_sanitize(helo, sizeof(helo), s->helo);
 	forc[0] = '\0';
 	if (s->nrcpts == 1)
-		snprintf(forc, sizeof(forc), "\r\n\tfor <%s>",
-		    s->rcpts[0].address);
+		snprintf(
+		    forc, sizeof(forc), "\r\n\tfor <%s>", s->rcpts[0].address);
 	/* RFC 5321 section 4.4, RFC 3848 (with), RFC 6531 (UTF8SMTP). */
 	n = snprintf(hdr, sizeof(hdr),
 	    "Received: from %s (%s)\r\n\tby %s (sluice) with %s id %s%s;"
@@ -393,18 +395,23 @@ message_end(struct session *s, struct intake *in, unsigned flags)
 	int i;
 
 	if (in->size > s->cfg->max_message_size) {
-		reply(s, 552, "5.3.4 Error: message too big (limit %lld "
-			      "octets)", s->cfg->max_message_size);
+		reply(s, 552,
+		    "5.3.4 Error: message too big (limit %lld "
+		    "octets)",
+		    s->cfg->max_message_size);
 		return;
 	}
 	if (in->hdr.received > s->cfg->max_received_headers) {
-		reply(s, 554, "5.4.6 Error: too many Received headers (%d): "
-			      "mail loop", in->hdr.received);
+		reply(s, 554,
+		    "5.4.6 Error: too many Received headers (%d): "
+		    "mail loop",
+		    in->hdr.received);
 		return;
 	}
 	if (flags & (DD_BARE_LF | DD_BARE_CR)) {
-		reply(s, 550, "5.5.2 Error: bare %s received; lines must end "
-			      "with CRLF (RFC 5321 section 2.3.8)",
+		reply(s, 550,
+		    "5.5.2 Error: bare %s received; lines must end "
+		    "with CRLF (RFC 5321 section 2.3.8)",
 		    (flags & DD_BARE_LF) ? "<LF>" : "<CR>");
 		return;
 	}
@@ -413,8 +420,9 @@ message_end(struct session *s, struct intake *in, unsigned flags)
 		return;
 	}
 	if (flags & DD_LONG_LINE) {
-		reply(s, 554, "5.6.0 Error: message has a line longer than "
-			      "998 octets (RFC 5322 section 2.1.1)");
+		reply(s, 554,
+		    "5.6.0 Error: message has a line longer than "
+		    "998 octets (RFC 5322 section 2.1.1)");
 		return;
 	}
 	if (in->store_why[0] != '\0') {
@@ -439,9 +447,9 @@ message_end(struct session *s, struct intake *in, unsigned flags)
 	env.stored_size = in->size + (int64_t)in->hdrlen;
 	env.body_type = body_name(s->mail.body);
 	env.smtputf8 = s->mail.smtputf8;
-	env.dsn_ret = s->mail.ret == RET_FULL ? "FULL" :
-	    s->mail.ret == RET_HDRS		  ? "HDRS" :
-						    NULL;
+	env.dsn_ret = s->mail.ret == RET_FULL   ? "FULL"
+	              : s->mail.ret == RET_HDRS ? "HDRS"
+	                                        : NULL;
 	env.dsn_envid = s->mail.envid[0] != '\0' ? s->mail.envid : NULL;
 	env.client_ip = s->ip;
 	env.client_port = s->port;
@@ -456,9 +464,10 @@ message_end(struct session *s, struct intake *in, unsigned flags)
 	s->nmails++;
 	atomic_fetch_add(&s->srv->messages_accepted, 1);
 	log_sanitize(from, sizeof(from), s->sender);
-	log_info("smtpd", "id=%s from=<%s> size=%lld nrcpt=%d client=%s "
-			  "proto=%s", env.id, from, in->size, s->nrcpts,
-	    s->iplit, env.protocol);
+	log_info("smtpd",
+	    "id=%s from=<%s> size=%lld nrcpt=%d client=%s "
+	    "proto=%s",
+	    env.id, from, in->size, s->nrcpts, s->iplit, env.protocol);
 	reply(s, 250, "2.0.0 Ok: queued as %s", env.id);
 }
 
@@ -523,11 +532,11 @@ data_read_failed(struct session *s, enum conn_status st)
 		reply(s, 421, "4.4.2 %s Error: timeout exceeded",
 		    s->cfg->hostname);
 	else if (st == CONN_STOPPED)
-		reply(s, 421, "4.3.2 %s Service shutting down",
-		    s->cfg->hostname);
+		reply(
+		    s, 421, "4.3.2 %s Service shutting down", s->cfg->hostname);
 	else
-		log_info("smtpd", "client=%s lost connection during data",
-		    s->iplit);
+		log_info(
+		    "smtpd", "client=%s lost connection during data", s->iplit);
 	s->quit = true;
 }
 
@@ -572,8 +581,9 @@ check_data(struct session *s, const char *args)
 		return false;
 	}
 	if (s->mail.body == BODY_BINARYMIME) {
-		reply(s, 503, "5.5.1 Error: BODY=BINARYMIME requires BDAT "
-			      "(RFC 3030)");
+		reply(s, 503,
+		    "5.5.1 Error: BODY=BINARYMIME requires BDAT "
+		    "(RFC 3030)");
 		return false;
 	}
 	if (*args != '\0') {
@@ -704,8 +714,9 @@ do_bdat(struct session *s, const char *args)
 		else if (s->state == SS_READY)
 			reply(s, 503, "5.5.1 Error: need MAIL command");
 		else if (s->bdat_failed)
-			reply(s, 503, "5.5.1 Error: an earlier BDAT failed; "
-				      "send RSET");
+			reply(s, 503,
+			    "5.5.1 Error: an earlier BDAT failed; "
+			    "send RSET");
 		else if (s->rcpt_attempts > 0)
 			reply(s, 554, "5.5.1 Error: no valid recipients");
 		else
@@ -717,8 +728,10 @@ do_bdat(struct session *s, const char *args)
 	if (s->bdat.size > s->cfg->max_message_size) {
 		/* RFC 3030: the transaction has failed; later chunks of it
 		 * are consumed and refused until RSET or the LAST chunk. */
-		reply(s, 552, "5.3.4 Error: message too big (limit %lld "
-			      "octets)", s->cfg->max_message_size);
+		reply(s, 552,
+		    "5.3.4 Error: message too big (limit %lld "
+		    "octets)",
+		    s->cfg->max_message_size);
 		intake_end(&s->bdat);
 		s->bdat_failed = !last;
 		if (last)
@@ -788,15 +801,17 @@ do_command(struct session *s, size_t len)
 		if (*args == '\0')
 			reply(s, 501, "5.5.4 Syntax: VRFY address");
 		else
-			reply(s, 252, "2.5.0 Cannot VRFY user, but will accept "
-				      "message and attempt delivery");
+			reply(s, 252,
+			    "2.5.0 Cannot VRFY user, but will accept "
+			    "message and attempt delivery");
 		break;
 	case VERB_EXPN:
 		reply(s, 502, "5.5.1 Error: EXPN not supported");
 		break;
 	case VERB_HELP:
-		reply(s, 214, "2.0.0 Commands: HELO EHLO MAIL RCPT DATA BDAT "
-			      "RSET NOOP QUIT VRFY HELP");
+		reply(s, 214,
+		    "2.0.0 Commands: HELO EHLO MAIL RCPT DATA BDAT "
+		    "RSET NOOP QUIT VRFY HELP");
 		break;
 	case VERB_STARTTLS:
 	case VERB_AUTH:
@@ -826,11 +841,11 @@ session_run(struct server *srv, const struct job *job)
 		snprintf(s->iplit, sizeof(s->iplit), "[IPv6:%s]", s->ip);
 	else
 		snprintf(s->iplit, sizeof(s->iplit), "[%s]", s->ip);
-	s->trusted = cidr_match(cfg->relay_networks, cfg->nrelay_networks,
-	    peer);
+	s->trusted =
+	    cidr_match(cfg->relay_networks, cfg->nrelay_networks, peer);
 	s->state = SS_INIT;
-	log_info("smtpd", "connect from %s:%d listener=%s%s", s->iplit,
-	    s->port, job->listener->text, s->trusted ? " trusted" : "");
+	log_info("smtpd", "connect from %s:%d listener=%s%s", s->iplit, s->port,
+	    job->listener->text, s->trusted ? " trusted" : "");
 	conn_printf(s->conn, "220 %s ESMTP sluice\r\n", cfg->hostname);
 	while (!s->quit) {
 		bool too_long, bare_lf;
@@ -843,7 +858,8 @@ session_run(struct server *srv, const struct job *job)
 		    s->state <= SS_READY ? srv->stop_fd : srv->kill_fd);
 		s->line[0] = '\0';
 		st = conn_read_line(s->conn, s->line, sizeof(s->line), &len,
-		    &too_long, &bare_lf, now_ms() + cfg->command_timeout * 1000);
+		    &too_long, &bare_lf,
+		    now_ms() + cfg->command_timeout * 1000);
 		if (st == CONN_TIMEOUT) {
 			reply(s, 421, "4.4.2 %s Error: timeout exceeded",
 			    cfg->hostname);
@@ -870,8 +886,9 @@ session_run(struct server *srv, const struct job *job)
 	}
 	(void)conn_flush(s->conn, now_ms() + 5000);
 	reset_transaction(s);
-	log_info("smtpd", "disconnect from %s commands=%d mails=%d rcpts=%d "
-			  "errors=%d in=%llu out=%llu duration_ms=%lld",
+	log_info("smtpd",
+	    "disconnect from %s commands=%d mails=%d rcpts=%d "
+	    "errors=%d in=%llu out=%llu duration_ms=%lld",
 	    s->iplit, s->ncommands, s->nmails, s->nrcpts_total, s->errors,
 	    (unsigned long long)conn_bytes_in(s->conn),
 	    (unsigned long long)conn_bytes_out(s->conn),

@@ -35,24 +35,24 @@ enum stmt_id {
 };
 
 static const char *const stmt_sql[S_NSTMT] = {
-	[S_BEGIN] = "BEGIN IMMEDIATE",
-	[S_COMMIT] = "COMMIT",
-	[S_ROLLBACK] = "ROLLBACK",
-	[S_PUT_CHUNK] = "INSERT INTO body_chunks (msg_id, seq, data) "
-			"VALUES (?1, ?2, ?3)",
-	[S_PUT_INCOMING] = "INSERT OR IGNORE INTO incoming (msg_id, "
-			   "started_at) VALUES (?1, ?2)",
-	[S_PUT_MESSAGE] = "INSERT INTO messages (id, received_at, sender, "
-			  "size, stored_size, body_type, smtputf8, dsn_ret, "
-			  "dsn_envid, client_ip, client_port, helo, "
-			  "protocol, tls_version, tls_cipher, auth_user) "
-			  "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, "
-			  "?11, ?12, ?13, ?14, ?15, ?16)",
-	[S_PUT_RCPT] = "INSERT INTO recipients (msg_id, rcpt_no, address, "
-		       "domain, next_attempt_at, notify, orcpt) "
-		       "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-	[S_DEL_INCOMING] = "DELETE FROM incoming WHERE msg_id = ?1",
-	[S_DEL_CHUNKS] = "DELETE FROM body_chunks WHERE msg_id = ?1",
+    [S_BEGIN] = "BEGIN IMMEDIATE",
+    [S_COMMIT] = "COMMIT",
+    [S_ROLLBACK] = "ROLLBACK",
+    [S_PUT_CHUNK] = "INSERT INTO body_chunks (msg_id, seq, data) "
+                    "VALUES (?1, ?2, ?3)",
+    [S_PUT_INCOMING] = "INSERT OR IGNORE INTO incoming (msg_id, "
+                       "started_at) VALUES (?1, ?2)",
+    [S_PUT_MESSAGE] = "INSERT INTO messages (id, received_at, sender, "
+                      "size, stored_size, body_type, smtputf8, dsn_ret, "
+                      "dsn_envid, client_ip, client_port, helo, "
+                      "protocol, tls_version, tls_cipher, auth_user) "
+                      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, "
+                      "?11, ?12, ?13, ?14, ?15, ?16)",
+    [S_PUT_RCPT] = "INSERT INTO recipients (msg_id, rcpt_no, address, "
+                   "domain, next_attempt_at, notify, orcpt) "
+                   "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    [S_DEL_INCOMING] = "DELETE FROM incoming WHERE msg_id = ?1",
+    [S_DEL_CHUNKS] = "DELETE FROM body_chunks WHERE msg_id = ?1",
 };
 
 struct db {
@@ -136,14 +136,16 @@ migrate(struct db *db, char *why)
 		goto fail;
 	}
 	if (v > DB_SCHEMA_VERSION) {
-		why_set(why, "queue schema version %d is newer than this "
-			     "sluice (%d)", v, DB_SCHEMA_VERSION);
+		why_set(why,
+		    "queue schema version %d is newer than this "
+		    "sluice (%d)",
+		    v, DB_SCHEMA_VERSION);
 		goto fail;
 	}
 	if (v == 0 && exec_simple(db, sql_schema_text, why) != 0)
 		goto fail;
-	snprintf(sql, sizeof(sql), "PRAGMA user_version = %d",
-	    DB_SCHEMA_VERSION);
+	snprintf(
+	    sql, sizeof(sql), "PRAGMA user_version = %d", DB_SCHEMA_VERSION);
 	if (exec_simple(db, sql, why) != 0 ||
 	    exec_simple(db, sql_views_text, why) != 0 ||
 	    exec_simple(db, "COMMIT", why) != 0)
@@ -179,8 +181,7 @@ db_open(const char *path, char *why)
 	char err[WHY_MAX];
 	int i;
 
-	db = open_common(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
-	    why);
+	db = open_common(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, why);
 	if (db == NULL)
 		return NULL;
 	/*
@@ -200,8 +201,8 @@ db_open(const char *path, char *why)
 	}
 	for (i = 0; i < S_NSTMT; i++) {
 		if (sqlite3_prepare_v3(db->h, stmt_sql[i], -1,
-			SQLITE_PREPARE_PERSISTENT, &db->st[i], NULL) !=
-		    SQLITE_OK) {
+		        SQLITE_PREPARE_PERSISTENT, &db->st[i],
+		        NULL) != SQLITE_OK) {
 			why_set(why, "bug: cannot prepare \"%s\": %s",
 			    stmt_sql[i], sqlite3_errmsg(db->h));
 			goto fail;
@@ -346,8 +347,8 @@ db_drop_incoming(struct db *db, const char *id, char *why)
 }
 
 int
-db_reclaim_incoming(struct db *db, int (*fn)(void *, const char *),
-    void *arg, char *why)
+db_reclaim_incoming(
+    struct db *db, int (*fn)(void *, const char *), void *arg, char *why)
 {
 	sqlite3_stmt *st = NULL;
 	char **ids = NULL;
@@ -355,8 +356,8 @@ db_reclaim_incoming(struct db *db, int (*fn)(void *, const char *),
 
 	if (db_begin(db, why) != RES_OK)
 		return -1;
-	rc = sqlite3_prepare_v2(db->h, "SELECT msg_id FROM incoming", -1, &st,
-	    NULL);
+	rc = sqlite3_prepare_v2(
+	    db->h, "SELECT msg_id FROM incoming", -1, &st, NULL);
 	if (rc != SQLITE_OK)
 		goto fail;
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -399,8 +400,8 @@ db_integrity_check(struct db *db, char *why)
 	sqlite3_stmt *st;
 	enum res r = RES_TEMP;
 
-	if (sqlite3_prepare_v2(db->h, "PRAGMA integrity_check", -1, &st,
-		NULL) != SQLITE_OK) {
+	if (sqlite3_prepare_v2(
+	        db->h, "PRAGMA integrity_check", -1, &st, NULL) != SQLITE_OK) {
 		why_set(why, "%s", sqlite3_errmsg(db->h));
 		return RES_TEMP;
 	}

@@ -41,19 +41,18 @@ enum res db_commit(struct db *db, char *why);
 void db_rollback(struct db *db);
 
 /* Store chunk `seq` of message `id`. */
-enum res db_put_chunk(struct db *db, const char *id, int seq,
-    const void *data, size_t len, char *why);
+enum res db_put_chunk(struct db *db, const char *id, int seq, const void *data,
+    size_t len, char *why);
 
 /* Record that message `id` is being received (its chunks are partial). */
-enum res db_put_incoming(struct db *db, const char *id, int64_t started_at,
-    char *why);
+enum res db_put_incoming(
+    struct db *db, const char *id, int64_t started_at, char *why);
 
 /*
  * Insert the message row and its recipients and clear its `incoming` row:
  * after the transaction commits the message is queued mail.
  */
-enum res db_put_message(struct db *db, const struct envelope *env,
-    char *why);
+enum res db_put_message(struct db *db, const struct envelope *env, char *why);
 
 /* Delete the chunks and `incoming` row of a message never accepted. */
 enum res db_drop_incoming(struct db *db, const char *id, char *why);
@@ -63,8 +62,8 @@ enum res db_drop_incoming(struct db *db, const char *id, char *why);
  * returns non-zero, delete its chunks and row.  Returns how many were
  * deleted, or -1 on error.  Runs in its own transaction.
  */
-int db_reclaim_incoming(struct db *db, int (*fn)(void *, const char *),
-    void *arg, char *why);
+int db_reclaim_incoming(
+    struct db *db, int (*fn)(void *, const char *), void *arg, char *why);
 
 /* "ok" or the first problem reported by PRAGMA integrity_check. */
 enum res db_integrity_check(struct db *db, char *why);

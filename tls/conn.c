@@ -22,10 +22,10 @@ struct conn {
 	int stop_fd;
 	bool write_failed;
 	unsigned char in[CONN_INBUF];
-	size_t in_off, in_len;	/* unread input is in[in_off..in_len) */
+	size_t in_off, in_len; /* unread input is in[in_off..in_len) */
 	unsigned char out[CONN_OUTBUF];
 	size_t out_len;
-	int64_t out_deadline;	/* for flushes forced by a full buffer */
+	int64_t out_deadline; /* for flushes forced by a full buffer */
 	uint64_t bytes_in, bytes_out;
 };
 
@@ -280,8 +280,7 @@ conn_read_line(struct conn *c, char *buf, size_t max, size_t *len,
 }
 
 enum conn_status
-conn_read(struct conn *c, void *buf, size_t max, size_t *n,
-    int64_t deadline)
+conn_read(struct conn *c, void *buf, size_t max, size_t *n, int64_t deadline)
 {
 	enum conn_status st;
 	size_t avail;

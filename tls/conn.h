@@ -22,11 +22,11 @@
 #define CONN_OUTBUF (8 * 1024)
 
 enum conn_status {
-	CONN_OK = 1,		/* data or a line was returned */
-	CONN_EOF = 0,		/* the peer closed the connection */
-	CONN_TIMEOUT = -1,	/* the deadline passed */
-	CONN_ERROR = -2,	/* I/O error (reset, broken pipe) */
-	CONN_STOPPED = -3,	/* the stop descriptor became readable */
+	CONN_OK = 1,       /* data or a line was returned */
+	CONN_EOF = 0,      /* the peer closed the connection */
+	CONN_TIMEOUT = -1, /* the deadline passed */
+	CONN_ERROR = -2,   /* I/O error (reset, broken pipe) */
+	CONN_STOPPED = -3, /* the stop descriptor became readable */
 };
 
 struct conn;
@@ -57,8 +57,8 @@ enum conn_status conn_read_line(struct conn *c, char *buf, size_t max,
  * Read up to `max` octets (at least one) into `buf`.  Buffered input is
  * returned first.  *n is the count on CONN_OK.
  */
-enum conn_status conn_read(struct conn *c, void *buf, size_t max, size_t *n,
-    int64_t deadline);
+enum conn_status conn_read(
+    struct conn *c, void *buf, size_t max, size_t *n, int64_t deadline);
 
 /*
  * Make buffered input available without consuming it: on CONN_OK, *p and
@@ -67,8 +67,8 @@ enum conn_status conn_read(struct conn *c, void *buf, size_t max, size_t *n,
  * rest stays for the next read (octets pipelined after the end of data
  * belong to the next command).
  */
-enum conn_status conn_peek(struct conn *c, const char **p, size_t *n,
-    int64_t deadline);
+enum conn_status conn_peek(
+    struct conn *c, const char **p, size_t *n, int64_t deadline);
 void conn_consume(struct conn *c, size_t n);
 
 /* Number of octets already buffered (no system call). */

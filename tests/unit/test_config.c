@@ -31,8 +31,8 @@ test_defaults(void)
 {
 	struct config *c = config_defaults();
 
-	CHECK(c->nlisten == 1 && strcmp(c->listen[0].text,
-					   "127.0.0.1:2525") == 0,
+	CHECK(
+	    c->nlisten == 1 && strcmp(c->listen[0].text, "127.0.0.1:2525") == 0,
 	    "default listen");
 	CHECK(strcmp(c->queue_path, "var/queue.db") == 0, "default queue");
 	CHECK(c->max_message_size == 26214400, "default max_message_size");
@@ -40,7 +40,7 @@ test_defaults(void)
 	CHECK(c->command_timeout == 300 && c->data_timeout == 180,
 	    "RFC 5321 4.5.3.2 timeouts");
 	CHECK(c->min_data_rate == 500 && c->max_errors == 10 &&
-		c->max_received_headers == 50,
+	          c->max_received_headers == 50,
 	    "default limits");
 	CHECK(!c->bare_newline_normalize, "bare_newline = reject");
 	CHECK(c->nrelay_networks == 2 && c->nrelay_domains == 0,
@@ -72,28 +72,27 @@ test_values(void)
 		return;
 	CHECK(strcmp(c->hostname, "mx.example.com") == 0, "hostname");
 	CHECK(c->nlisten == 3 && c->listen[1].kind == LISTEN_SUBMISSION &&
-		c->listen[1].ss.ss_family == AF_INET6 &&
-		c->listen[2].kind == LISTEN_SMTPS &&
-		c->listen[0].kind == LISTEN_SMTP,
+	          c->listen[1].ss.ss_family == AF_INET6 &&
+	          c->listen[2].kind == LISTEN_SMTPS &&
+	          c->listen[0].kind == LISTEN_SMTP,
 	    "listen list with kinds");
 	CHECK(c->max_message_size == 10 * 1024 * 1024, "size suffix");
-	CHECK(c->command_timeout == 120 && c->data_timeout == 90,
-	    "durations");
+	CHECK(c->command_timeout == 120 && c->data_timeout == 90, "durations");
 	CHECK(c->nrelay_networks == 2, "networks");
 	CHECK(c->nrelay_domains == 2 &&
-		strcmp(c->relay_domains[0], "example.com") == 0,
+	          strcmp(c->relay_domains[0], "example.com") == 0,
 	    "domains lower-cased");
-	CHECK(config_domain_listed(c->relay_domains, c->nrelay_domains,
-		  "EXAMPLE.com"),
+	CHECK(config_domain_listed(
+	          c->relay_domains, c->nrelay_domains, "EXAMPLE.com"),
 	    "domain match ignores case");
-	CHECK(config_domain_listed(c->relay_domains, c->nrelay_domains,
-		  "a.lab.example") &&
-		!config_domain_listed(c->relay_domains, c->nrelay_domains,
-		    "lab.example") &&
-		!config_domain_listed(c->relay_domains, c->nrelay_domains,
-		    "xlab.example") &&
-		!config_domain_listed(c->relay_domains, c->nrelay_domains,
-		    "sub.example.com"),
+	CHECK(config_domain_listed(
+	          c->relay_domains, c->nrelay_domains, "a.lab.example") &&
+	          !config_domain_listed(
+	              c->relay_domains, c->nrelay_domains, "lab.example") &&
+	          !config_domain_listed(
+	              c->relay_domains, c->nrelay_domains, "xlab.example") &&
+	          !config_domain_listed(
+	              c->relay_domains, c->nrelay_domains, "sub.example.com"),
 	    "wildcard matches subdomains only");
 	CHECK(c->bare_newline_normalize, "bare_newline = normalize");
 	config_free(c);
@@ -105,14 +104,14 @@ test_errors(void)
 	char errs[4096];
 	int nerr;
 	struct config *c = load_text("bogus = 1\n"
-				     "workers = many\n"
-				     "listen = 127.0.0.1\n"
-				     "relay_networks = 10.0.0.1/8\n"
-				     "command_timeout = 5x\n"
-				     "workers = 3\n"
-				     "no equals sign\n"
-				     "bare_newline = maybe\n"
-				     "max_errors = 0\n",
+	                             "workers = many\n"
+	                             "listen = 127.0.0.1\n"
+	                             "relay_networks = 10.0.0.1/8\n"
+	                             "command_timeout = 5x\n"
+	                             "workers = 3\n"
+	                             "no equals sign\n"
+	                             "bare_newline = maybe\n"
+	                             "max_errors = 0\n",
 	    errs, sizeof(errs), &nerr);
 
 	CHECK(c == NULL && nerr == 9, "nine problems reported (%d)", nerr);
@@ -142,24 +141,24 @@ test_helpers(void)
 	struct sockaddr_in sin;
 
 	CHECK(config_parse_duration("0") == 0 &&
-		config_parse_duration("45s") == 45 &&
-		config_parse_duration("3m") == 180 &&
-		config_parse_duration("2h") == 7200 &&
-		config_parse_duration("1d") == 86400,
+	          config_parse_duration("45s") == 45 &&
+	          config_parse_duration("3m") == 180 &&
+	          config_parse_duration("2h") == 7200 &&
+	          config_parse_duration("1d") == 86400,
 	    "durations parse");
 	CHECK(config_parse_duration("") == -1 &&
-		config_parse_duration("m") == -1 &&
-		config_parse_duration("5mm") == -1 &&
-		config_parse_duration("-5") == -1,
+	          config_parse_duration("m") == -1 &&
+	          config_parse_duration("5mm") == -1 &&
+	          config_parse_duration("-5") == -1,
 	    "bad durations refused");
 	CHECK(config_parse_listen("[::1]:2525", &la, why) == 0 &&
-		la.ss.ss_family == AF_INET6,
+	          la.ss.ss_family == AF_INET6,
 	    "IPv6 listen");
 	CHECK(config_parse_listen("::1:2525", &la, why) != 0,
 	    "IPv6 without brackets refused");
 	CHECK(config_parse_listen("127.0.0.1:0", &la, why) != 0 &&
-		config_parse_listen("127.0.0.1:65536", &la, why) != 0 &&
-		config_parse_listen("127.0.0.1:25/lmtp", &la, why) != 0,
+	          config_parse_listen("127.0.0.1:65536", &la, why) != 0 &&
+	          config_parse_listen("127.0.0.1:25/lmtp", &la, why) != 0,
 	    "bad ports and kinds refused");
 	CHECK(cidr_parse("192.0.2.0/24", &n, why) == 0, "cidr parse");
 	memset(&sin, 0, sizeof(sin));
@@ -169,10 +168,10 @@ test_helpers(void)
 	sin.sin_addr.s_addr = htonl(0xC0000363); /* 192.0.3.99 */
 	CHECK(!cidr_match(&n, 1, (struct sockaddr *)&sin), "cidr no match");
 	CHECK(cidr_parse("0.0.0.0/0", &n, why) == 0 &&
-		cidr_match(&n, 1, (struct sockaddr *)&sin),
+	          cidr_match(&n, 1, (struct sockaddr *)&sin),
 	    "/0 matches everything");
 	CHECK(cidr_parse("10.0.0.0/33", &n, why) != 0 &&
-		cidr_parse("nonsense", &n, why) != 0,
+	          cidr_parse("nonsense", &n, why) != 0,
 	    "bad networks refused");
 }
 

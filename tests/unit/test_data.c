@@ -12,50 +12,46 @@
 struct dcase {
 	const char *name;
 	const char *in;
-	size_t inlen;		/* 0: strlen(in) */
+	size_t inlen; /* 0: strlen(in) */
 	bool normalize;
-	bool done;		/* end of data expected */
-	const char *out;	/* decoded message */
-	size_t consumed;	/* 0: all of it */
+	bool done;       /* end of data expected */
+	const char *out; /* decoded message */
+	size_t consumed; /* 0: all of it */
 	unsigned flags;
 };
 
 #define S(x) x, sizeof(x) - 1
 
 static const struct dcase dcases[] = {
-	{ "simple", S("a\r\n.\r\n"), false, true, "a\r\n", 0, 0 },
-	{ "empty message", S(".\r\n"), false, true, "", 0, 0 },
-	{ "unstuff", S("..x\r\n..\r\n.\r\n"), false, true, ".x\r\n.\r\n", 0,
-	    0 },
-	{ "dot in line", S("a.b\r\n.\r\n"), false, true, "a.b\r\n", 0, 0 },
-	{ "pipelined after end", S("a\r\n.\r\nQUIT\r\n"), false, true,
-	    "a\r\n", 6, 0 },
-	{ "no end yet", S("a\r\n.\r"), false, false, "a\r\n", 0, 0 },
-	{ "lf dot lf does not end", S("a\n.\nb\r\n.\r\n"), false, true,
-	    "a\n.\nb\r\n", 0, DD_BARE_LF },
-	{ "lf dot crlf does not end", S("a\n.\r\nb\r\n.\r\n"), false, true,
-	    "a\n.\r\nb\r\n", 0, DD_BARE_LF },
-	{ "crlf dot lf does not end", S("a\r\n.\nb\r\n.\r\n"), false, true,
-	    "a\r\n\nb\r\n", 0, DD_BARE_LF },
-	{ "cr dot crlf does not end", S("a\r.\r\nb\r\n.\r\n"), false, true,
-	    "a\r.\r\nb\r\n", 0, DD_BARE_CR },
-	{ "crlf dot cr x", S("a\r\n.\rx\r\n.\r\n"), false, true,
-	    "a\r\n\rx\r\n", 0, DD_BARE_CR },
-	{ "bare lf", S("a\nb\r\n.\r\n"), false, true, "a\nb\r\n", 0,
-	    DD_BARE_LF },
-	{ "bare cr", S("a\rb\r\n.\r\n"), false, true, "a\rb\r\n", 0,
-	    DD_BARE_CR },
-	{ "nul", S("a\0b\r\n.\r\n"), false, true, "a\0b\r\n", 0, DD_NUL },
-	{ "normalize lf", S("a\nb\r\n.\r\n"), true, true, "a\r\nb\r\n", 0,
-	    DD_BARE_LF },
-	{ "normalize cr", S("a\rb\r\n.\r\n"), true, true, "a\r\nb\r\n", 0,
-	    DD_BARE_CR },
-	{ "normalize lf dot crlf is data", S("a\n.\r\nb\r\n.\r\n"), true,
-	    true, "a\r\n.\r\nb\r\n", 0, DD_BARE_LF },
-	{ "normalize lf dot lf is data", S("a\n.\nb\r\n.\r\n"), true, true,
-	    "a\r\n.\r\nb\r\n", 0, DD_BARE_LF },
-	{ "crcrlf", S("a\r\r\n.\r\n"), false, true, "a\r\r\n", 0,
-	    DD_BARE_CR },
+    {"simple", S("a\r\n.\r\n"), false, true, "a\r\n", 0, 0},
+    {"empty message", S(".\r\n"), false, true, "", 0, 0},
+    {"unstuff", S("..x\r\n..\r\n.\r\n"), false, true, ".x\r\n.\r\n", 0, 0},
+    {"dot in line", S("a.b\r\n.\r\n"), false, true, "a.b\r\n", 0, 0},
+    {"pipelined after end", S("a\r\n.\r\nQUIT\r\n"), false, true, "a\r\n", 6,
+        0},
+    {"no end yet", S("a\r\n.\r"), false, false, "a\r\n", 0, 0},
+    {"lf dot lf does not end", S("a\n.\nb\r\n.\r\n"), false, true,
+        "a\n.\nb\r\n", 0, DD_BARE_LF},
+    {"lf dot crlf does not end", S("a\n.\r\nb\r\n.\r\n"), false, true,
+        "a\n.\r\nb\r\n", 0, DD_BARE_LF},
+    {"crlf dot lf does not end", S("a\r\n.\nb\r\n.\r\n"), false, true,
+        "a\r\n\nb\r\n", 0, DD_BARE_LF},
+    {"cr dot crlf does not end", S("a\r.\r\nb\r\n.\r\n"), false, true,
+        "a\r.\r\nb\r\n", 0, DD_BARE_CR},
+    {"crlf dot cr x", S("a\r\n.\rx\r\n.\r\n"), false, true, "a\r\n\rx\r\n", 0,
+        DD_BARE_CR},
+    {"bare lf", S("a\nb\r\n.\r\n"), false, true, "a\nb\r\n", 0, DD_BARE_LF},
+    {"bare cr", S("a\rb\r\n.\r\n"), false, true, "a\rb\r\n", 0, DD_BARE_CR},
+    {"nul", S("a\0b\r\n.\r\n"), false, true, "a\0b\r\n", 0, DD_NUL},
+    {"normalize lf", S("a\nb\r\n.\r\n"), true, true, "a\r\nb\r\n", 0,
+        DD_BARE_LF},
+    {"normalize cr", S("a\rb\r\n.\r\n"), true, true, "a\r\nb\r\n", 0,
+        DD_BARE_CR},
+    {"normalize lf dot crlf is data", S("a\n.\r\nb\r\n.\r\n"), true, true,
+        "a\r\n.\r\nb\r\n", 0, DD_BARE_LF},
+    {"normalize lf dot lf is data", S("a\n.\nb\r\n.\r\n"), true, true,
+        "a\r\n.\r\nb\r\n", 0, DD_BARE_LF},
+    {"crcrlf", S("a\r\r\n.\r\n"), false, true, "a\r\r\n", 0, DD_BARE_CR},
 };
 
 /* Feed in pieces of `step` octets; return what was produced. */
@@ -70,8 +66,8 @@ run(const struct dcase *c, size_t step, struct data_dec *d, size_t *outlen,
 	data_dec_init(d, c->normalize);
 	while (off < inlen && !d->done) {
 		size_t n = inlen - off < step ? inlen - off : step, o;
-		size_t used = data_dec_feed(d, c->in + off, n, out + *outlen,
-		    &o);
+		size_t used =
+		    data_dec_feed(d, c->in + off, n, out + *outlen, &o);
 
 		*outlen += o;
 		off += used;
@@ -83,7 +79,7 @@ run(const struct dcase *c, size_t step, struct data_dec *d, size_t *outlen,
 static void
 test_decoder(void)
 {
-	size_t i, steps[] = { 1, 2, 3, 4096 }, k;
+	size_t i, steps[] = {1, 2, 3, 4096}, k;
 
 	for (i = 0; i < sizeof(dcases) / sizeof(dcases[0]); i++) {
 		const struct dcase *c = &dcases[i];
@@ -98,7 +94,7 @@ test_decoder(void)
 			CHECK(d.done == c->done, "%s (step %zu): done=%d",
 			    c->name, steps[k], d.done);
 			CHECK(outlen == want_out &&
-				memcmp(out, c->out, want_out) == 0,
+			          memcmp(out, c->out, want_out) == 0,
 			    "%s (step %zu): output", c->name, steps[k]);
 			CHECK(consumed == (c->consumed ? c->consumed : inlen),
 			    "%s (step %zu): consumed %zu", c->name, steps[k],
@@ -140,7 +136,7 @@ test_chunked(void)
 	data_dec_init_chunked(&d, false);
 	used = data_dec_feed(&d, S("a\r\n.\r\nb\r\n"), out, &o);
 	CHECK(!d.done && used == 9 && o == 9 &&
-		memcmp(out, "a\r\n.\r\nb\r\n", 9) == 0 && d.flags == 0,
+	          memcmp(out, "a\r\n.\r\nb\r\n", 9) == 0 && d.flags == 0,
 	    "BDAT mode: dots are data");
 	data_dec_init_chunked(&d, false);
 	data_dec_feed(&d, S("a\nb\r"), out, &o);
@@ -149,17 +145,16 @@ test_chunked(void)
 	    "BDAT mode: bare LF, trailing bare CR");
 	data_dec_init_chunked(&d, true);
 	data_dec_feed(&d, S("a\nb"), out, &o);
-	CHECK(o == 4 && memcmp(out, "a\r\nb", 4) == 0,
-	    "BDAT mode: normalise");
+	CHECK(o == 4 && memcmp(out, "a\r\nb", 4) == 0, "BDAT mode: normalise");
 }
 
 static void
 test_hdr_scan(void)
 {
 	static const char *msg = "Received: a\r\nreceived:b\r\n"
-				 "RECEIVED: c\r\n d\r\nX-Received: no\r\n"
-				 "Subject: Received: no\r\n\r\n"
-				 "Received: body\r\n";
+	                         "RECEIVED: c\r\n d\r\nX-Received: no\r\n"
+	                         "Subject: Received: no\r\n\r\n"
+	                         "Received: body\r\n";
 	struct hdr_scan h;
 	size_t i;
 
