@@ -7,6 +7,9 @@
  *    and q->nlive / q->live (ids of messages being received, for the
  *    periodic reclaim; only the writer touches `live`, but under mu for
  *    simplicity of reasoning);
+ *  - the checkpointer thread moves the WAL into the database file on its
+ *    own connection, woken by the writer every CKPT_COMMITS commits, so
+ *    that no commit (and no client waiting for its 250) pays for it;
  *  - m->mu guards a message's inflight, failed, fail_why and done fields,
  *    which the writer updates when an operation finishes.
  *
@@ -37,6 +40,7 @@
 
 #define MAX_INFLIGHT 2
 #define RECLAIM_INTERVAL_MS (10 * 60 * 1000)
+#define CKPT_COMMITS 200
 
 enum op_type {
 	OP_CHUNK,
@@ -59,8 +63,12 @@ struct op {
 };
 
 struct queue {
-	struct db *db; /* writer thread only, after open */
+	struct db *db;      /* writer thread only, after open */
+	struct db *ckpt_db; /* checkpointer thread only, after open */
 	pthread_t writer;
+	pthread_t checkpointer;
+	pthread_cond_t ckpt_cv; /* wakes the checkpointer */
+	int commits;            /* guarded by mu: since the last checkpoint */
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	struct op *head, *tail; /* guarded by mu */
@@ -243,6 +251,10 @@ run_batch(struct queue *q, struct op *batch)
 	else
 		db_rollback(q->db);
 	if (r == RES_OK) {
+		pthread_mutex_lock(&q->mu);
+		if (++q->commits >= CKPT_COMMITS)
+			pthread_cond_signal(&q->ckpt_cv);
+		pthread_mutex_unlock(&q->mu);
 		for (op = batch; op != NULL; op = next) {
 			next = op->next;
 			op->result = RES_OK;
@@ -310,27 +322,72 @@ writer_main(void *arg)
 	return NULL;
 }
 
+static void *
+checkpointer_main(void *arg)
+{
+	struct queue *q = arg;
+	char why[WHY_MAX];
+
+	pthread_mutex_lock(&q->mu);
+	while (!q->stop) {
+		struct timespec ts;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += 1;
+		if (q->commits < CKPT_COMMITS)
+			pthread_cond_timedwait(&q->ckpt_cv, &q->mu, &ts);
+		if (q->commits == 0)
+			continue;
+		q->commits = 0;
+		pthread_mutex_unlock(&q->mu);
+		if (db_checkpoint(q->ckpt_db, why) != RES_OK)
+			log_warn("queue", "%s", why);
+		pthread_mutex_lock(&q->mu);
+	}
+	pthread_mutex_unlock(&q->mu);
+	return NULL;
+}
+
 struct queue *
 queue_open(const char *path, char *why)
 {
 	struct queue *q = xcalloc(1, sizeof(*q));
 
 	q->db = db_open(path, why);
-	if (q->db == NULL) {
-		free(q);
-		return NULL;
-	}
+	if (q->db == NULL)
+		goto fail;
+	q->ckpt_db = db_open(path, why);
+	if (q->ckpt_db == NULL)
+		goto fail;
+	db_disable_autocheckpoint(q->db);
 	/* No session is alive yet: every partial message is an orphan. */
 	reclaim(q);
 	pthread_mutex_init(&q->mu, NULL);
 	pthread_cond_init(&q->cv, NULL);
+	pthread_cond_init(&q->ckpt_cv, NULL);
 	if (pthread_create(&q->writer, NULL, writer_main, q) != 0) {
 		why_set(why, "cannot start the queue writer thread");
-		db_close(q->db);
-		free(q);
-		return NULL;
+		goto fail_sync;
+	}
+	if (pthread_create(&q->checkpointer, NULL, checkpointer_main, q) != 0) {
+		why_set(why, "cannot start the queue checkpointer thread");
+		pthread_mutex_lock(&q->mu);
+		q->stop = true;
+		pthread_cond_signal(&q->cv);
+		pthread_mutex_unlock(&q->mu);
+		pthread_join(q->writer, NULL);
+		goto fail_sync;
 	}
 	return q;
+fail_sync:
+	pthread_mutex_destroy(&q->mu);
+	pthread_cond_destroy(&q->cv);
+	pthread_cond_destroy(&q->ckpt_cv);
+fail:
+	db_close(q->ckpt_db);
+	db_close(q->db);
+	free(q);
+	return NULL;
 }
 
 void
@@ -343,14 +400,18 @@ queue_close(struct queue *q)
 	pthread_mutex_lock(&q->mu);
 	q->stop = true;
 	pthread_cond_signal(&q->cv);
+	pthread_cond_signal(&q->ckpt_cv);
 	pthread_mutex_unlock(&q->mu);
 	pthread_join(q->writer, NULL);
+	pthread_join(q->checkpointer, NULL);
+	db_close(q->ckpt_db);
 	db_close(q->db);
 	for (i = 0; i < q->nlive; i++)
 		free(q->live[i]);
 	free(q->live);
 	pthread_mutex_destroy(&q->mu);
 	pthread_cond_destroy(&q->cv);
+	pthread_cond_destroy(&q->ckpt_cv);
 	free(q);
 }
 

@@ -190,7 +190,8 @@ db_open(const char *path, char *why)
 	 */
 	if (exec_simple(db, "PRAGMA journal_mode = WAL", err) != 0 ||
 	    exec_simple(db, "PRAGMA synchronous = FULL", err) != 0 ||
-	    exec_simple(db, "PRAGMA foreign_keys = ON", err) != 0) {
+	    exec_simple(db, "PRAGMA foreign_keys = ON", err) != 0 ||
+	    exec_simple(db, "PRAGMA journal_size_limit = 67108864", err) != 0) {
 		why_set(why, "cannot set up %s: %s", path, err);
 		goto fail;
 	}
@@ -392,6 +393,25 @@ fail_noset:
 		free(ids[i]);
 	free(ids);
 	return -1;
+}
+
+enum res
+db_checkpoint(struct db *db, char *why)
+{
+	int rc = sqlite3_wal_checkpoint_v2(
+	    db->h, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+
+	if (rc != SQLITE_OK && rc != SQLITE_BUSY) {
+		why_set(why, "checkpoint: %s", sqlite3_errmsg(db->h));
+		return RES_TEMP;
+	}
+	return RES_OK;
+}
+
+void
+db_disable_autocheckpoint(struct db *db)
+{
+	sqlite3_wal_autocheckpoint(db->h, 0);
 }
 
 enum res

@@ -65,6 +65,17 @@ enum res db_drop_incoming(struct db *db, const char *id, char *why);
 int db_reclaim_incoming(
     struct db *db, int (*fn)(void *, const char *), void *arg, char *why);
 
+/*
+ * Checkpoint the WAL into the database file without blocking the writer
+ * (PRAGMA wal_checkpoint(PASSIVE)).  Used by the queue's checkpointer
+ * thread on its own connection, so that the writer never pays for a
+ * checkpoint in the middle of a commit (see db_disable_autocheckpoint).
+ */
+enum res db_checkpoint(struct db *db, char *why);
+
+/* Turn off SQLite's automatic checkpoints on this connection. */
+void db_disable_autocheckpoint(struct db *db);
+
 /* "ok" or the first problem reported by PRAGMA integrity_check. */
 enum res db_integrity_check(struct db *db, char *why);
 
