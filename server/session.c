@@ -408,7 +408,8 @@ message_end(struct session *s, struct intake *in, unsigned flags)
 		    in->hdr.received);
 		return;
 	}
-	if (flags & (DD_BARE_LF | DD_BARE_CR)) {
+	if ((flags & (DD_BARE_LF | DD_BARE_CR)) &&
+	    !s->cfg->bare_newline_normalize) {
 		reply(s, 550,
 		    "5.5.2 Error: bare %s received; lines must end "
 		    "with CRLF (RFC 5321 section 2.3.8)",
