@@ -356,7 +356,7 @@ queue_open(const char *path, char *why)
 	q->db = db_open(path, why);
 	if (q->db == NULL)
 		goto fail;
-	q->ckpt_db = db_open(path, why);
+	q->ckpt_db = db_open_helper(path, why);
 	if (q->ckpt_db == NULL)
 		goto fail;
 	db_disable_autocheckpoint(q->db);

@@ -12,6 +12,7 @@
  *     they can be told from queued mail and reclaimed after a crash.
  */
 #include "db.h"
+#include "log.h"
 
 #include <sqlite3.h>
 #include <stdio.h>
@@ -125,7 +126,7 @@ static int
 migrate(struct db *db, char *why)
 {
 	char sql[64];
-	int v;
+	int v = -1;
 
 	if (exec_simple(db, "BEGIN IMMEDIATE", why) != 0)
 		return -1;
@@ -146,13 +147,23 @@ migrate(struct db *db, char *why)
 		goto fail;
 	snprintf(
 	    sql, sizeof(sql), "PRAGMA user_version = %d", DB_SCHEMA_VERSION);
-	if (exec_simple(db, sql, why) != 0 ||
-	    exec_simple(db, sql_views_text, why) != 0 ||
+	if (v < DB_SCHEMA_VERSION && exec_simple(db, sql, why) != 0)
+		goto fail;
+	if (exec_simple(db, sql_views_text, why) != 0 ||
 	    exec_simple(db, "COMMIT", why) != 0)
 		goto fail;
 	return 0;
 fail:
 	sqlite3_exec(db->h, "ROLLBACK", NULL, NULL, NULL);
+	if (v == DB_SCHEMA_VERSION) {
+		/*
+		 * The schema is current and only refreshing the views failed
+		 * (a full disk, say): the queue is usable as it is, and
+		 * refusing to start would only hold mail back.
+		 */
+		log_warn("queue", "cannot refresh the views: %s", why);
+		return 0;
+	}
 	return -1;
 }
 
@@ -213,6 +224,12 @@ db_open(const char *path, char *why)
 fail:
 	db_close(db);
 	return NULL;
+}
+
+struct db *
+db_open_helper(const char *path, char *why)
+{
+	return open_common(path, SQLITE_OPEN_READWRITE, why);
 }
 
 struct db *

@@ -31,6 +31,12 @@ struct db;
  */
 struct db *db_open(const char *path, char *why);
 
+/*
+ * A second read-write connection to a queue that db_open has already
+ * set up (no schema work, no prepared statements): for checkpoints.
+ */
+struct db *db_open_helper(const char *path, char *why);
+
 /* Open an existing queue read-only (CLI, tests).  NULL with `why`. */
 struct db *db_open_readonly(const char *path, char *why);
 

@@ -1,0 +1,179 @@
+"""Timeouts and limits: idle and slow clients are ended with 421 4.4.2, a
+full worker pool refuses at once with 421 4.3.2, and whatever a client
+sends, a session's memory stays bounded."""
+import os
+import select
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
+from sluicetest import Server, main, test  # noqa: E402
+
+
+def count(srv, table):
+    return srv.query("select count(*) from %s" % table)[0][0]
+
+
+def poll_until(fn, timeout=5.0, what="condition"):
+    deadline = time.time() + timeout
+    while True:
+        v = fn()
+        if v:
+            return v
+        if time.time() > deadline:
+            raise AssertionError("timed out waiting for %s (last: %r)" % (what, v))
+        time.sleep(0.05)
+
+
+def vm_hwm_kb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmHWM in /proc/%d/status" % pid)
+
+
+def begin_data(c):
+    c.cmd("MAIL FROM:<sender@client.test>", "250 ")
+    c.cmd("RCPT TO:<rcpt@example.net>", "250 ")
+    c.cmd("DATA", "354 ")
+
+
+def nothing_stored(srv):
+    assert count(srv, "messages") == 0
+    assert count(srv, "recipients") == 0
+    # The session drops its partial chunks as it ends.
+    poll_until(lambda: count(srv, "body_chunks") == 0 and count(srv, "incoming") == 0,
+               what="partial chunks to be dropped")
+
+
+def nothing_received(c, timeout):
+    """True when nothing arrives on the connection within `timeout`."""
+    r, _, _ = select.select([c.sock], [], [], timeout)
+    return not r
+
+
+@test
+def idle_client_gets_421_and_is_closed():
+    srv = Server(config={"command_timeout": "1s"})
+    c = srv.connect(timeout=10)
+    c.reply("220 ")
+    c.reply(r"421 4\.4\.2 ")
+    assert c.closed(), "not closed after 421 4.4.2"
+    # Also after EHLO and in the middle of a transaction (between commands).
+    c = srv.connect(timeout=10)
+    c.ehlo()
+    c.cmd("MAIL FROM:<sender@client.test>", "250 ")
+    c.reply(r"421 4\.4\.2 ")
+    assert c.closed()
+    # A client that keeps talking is not timed out by the idle timer.
+    c = srv.connect(timeout=10)
+    c.ehlo()
+    for _ in range(4):
+        time.sleep(0.4)
+        c.cmd("NOOP", "250 ")
+    c.cmd("QUIT", "221 ")
+    srv.wait_log(r"reject: .*421 4\.4\.2")
+
+
+@test
+def data_timeout_ends_stalled_data():
+    srv = Server(config={"data_timeout": "1s"})
+    c = srv.connect(timeout=10)
+    c.ehlo()
+    begin_data(c)
+    line = b"x" * 76 + b"\r\n"
+    c.send(b"Subject: stalled\r\n\r\n" + line * 3000)   # > 3 queue chunks
+    c.reply(r"421 4\.4\.2 ")
+    assert c.closed(), "not closed after 421 4.4.2"
+    nothing_stored(srv)
+
+
+@test
+def min_data_rate_ends_trickling_client():
+    srv = Server(config={"data_timeout": "2s", "min_data_rate": "1000"})
+    c = srv.connect(timeout=10)
+    c.ehlo()
+    begin_data(c)
+    text = b"Subject: slow\r\n\r\n" + b"y" * 200 + b"\r\n"
+    c.send(text[:2])
+    reply = None
+    # 1 octet every 0.2 s (5 octets/s, far below 1000/s); the whole text
+    # would take 45 s, the server must end it well before.
+    for i in range(2, len(text)):
+        if not nothing_received(c, 0.2):
+            break
+        try:
+            c.send(text[i:i + 1])
+        except (BrokenPipeError, ConnectionResetError):
+            break
+    else:
+        raise AssertionError("the trickling client was never cut off")
+    code, reply = c.reply()
+    assert reply.startswith("421 4.4.2"), "expected 421 4.4.2, got %r" % reply
+    assert c.closed()
+    nothing_stored(srv)
+
+
+@test
+def full_pool_refuses_at_once():
+    srv = Server(config={"workers": "2"})
+    held = []
+    # Two sessions run (they get their greeting)...
+    for _ in range(2):
+        c = srv.connect(timeout=5)
+        c.reply("220 ")
+        held.append(c)
+    # ...two wait in the job queue (no greeting yet)...
+    for _ in range(2):
+        c = srv.connect(timeout=5)
+        assert nothing_received(c, 0.3), "a queued connection was answered: %r" % c.sock.recv(512)
+        held.append(c)
+    # ...and the fifth is refused with 421 and closed, never left hanging.
+    c = srv.connect(timeout=5)
+    c.reply(r"421 4\.3\.2 ")
+    assert c.closed(timeout=5), "a refused connection was left open"
+    srv.wait_log(r"reject: client=\[127\.0\.0\.1\]: all 2 workers busy")
+    # The queued sessions are still served once a worker is free.
+    held[0].cmd("QUIT", "221 ")
+    held[2].reply("220 ")
+    held[2].cmd("EHLO client.test", "250 ")
+    held[1].cmd("QUIT", "221 ")
+    held[3].reply("220 ")
+    held[3].cmd("QUIT", "221 ")
+    held[2].cmd("QUIT", "221 ")
+    c = srv.connect(timeout=5)
+    c.ehlo()
+    c.mail()
+
+
+@test
+def long_lines_memory_bounded():
+    srv = Server(config={"max_message_size": "20m"})
+    c = srv.connect(timeout=30)
+    c.ehlo()
+    c.mail()   # warm up
+    before = vm_hwm_kb(srv.proc.pid)
+    # A 10 MB command line without a newline, then its end.
+    block = b"A" * (1024 * 1024)
+    for _ in range(10):
+        c.send(block)
+    c.send(b"\r\n")
+    c.reply(r"500 5\.5\.2 ")
+    c.cmd("NOOP", "250 ")   # the session is still in step
+    # A 10 MB line inside a message.
+    begin_data(c)
+    c.send(b"Subject: long\r\n\r\n")
+    for _ in range(10):
+        c.send(block)
+    c.send(b"\r\n.\r\n")
+    c.reply(r"554 5\.6\.0 ")
+    c.cmd("NOOP", "250 ")
+    after = vm_hwm_kb(srv.proc.pid)
+    assert after - before < 16 * 1024, "peak RSS grew by %d kB" % (after - before)
+    assert count(srv, "messages") == 1   # only the warm-up
+    c.cmd("QUIT", "221 ")
+
+
+if __name__ == "__main__":
+    main()
