@@ -67,14 +67,14 @@ run: $(BIN)
 
 # The whole suite; the last line is "N passed, M failed".
 test check: $(BIN) $(UNIT_BINS)
-	@BUILD=$(BUILD) bash tests/run.sh
+	@BUILD=$(BUILD) SLUICE_SANITIZER=$(SANITIZER) bash tests/run.sh
 
 asan:
-	$(MAKE) BUILD=build-asan OPT=-O1 \
+	$(MAKE) BUILD=build-asan OPT=-O1 SANITIZER=address \
 	    SANFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" test
 
 tsan:
-	$(MAKE) BUILD=build-tsan OPT=-O1 SANFLAGS="-fsanitize=thread" test
+	$(MAKE) BUILD=build-tsan OPT=-O1 SANITIZER=thread SANFLAGS="-fsanitize=thread" test
 
 bench: $(BIN)
 	bash bench/run.sh

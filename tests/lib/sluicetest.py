@@ -27,6 +27,10 @@ BIN = os.environ.get("SLUICE_BIN", os.path.join(ROOT, BUILD, "sluice"))
 SANITIZER_PATTERNS = (b"ERROR: AddressSanitizer", b"runtime error:",
                       b"WARNING: ThreadSanitizer", b"ERROR: LeakSanitizer")
 
+# Set by `make asan` / `make tsan`: sanitizers multiply memory use, so
+# memory bounds in tests are scaled by rss_limit_kb().
+SANITIZER = os.environ.get("SLUICE_SANITIZER", "")
+
 _tests = []
 _cleanups = []
 
@@ -35,6 +39,23 @@ def test(fn):
     """Register a test function."""
     _tests.append(fn)
     return fn
+
+
+def rss_limit_kb(kb):
+    """A memory bound for a test, scaled for sanitizer builds."""
+    return kb * 4 if SANITIZER else kb
+
+
+def poll_until(fn, timeout=5.0, what="condition"):
+    """Poll fn() until it returns a true value (bounded); return it."""
+    deadline = time.time() + timeout
+    while True:
+        v = fn()
+        if v:
+            return v
+        if time.time() > deadline:
+            raise AssertionError("timed out waiting for %s (last: %r)" % (what, v))
+        time.sleep(0.05)
 
 
 def free_port(host="127.0.0.1"):
@@ -107,6 +128,14 @@ class Server:
                                      % (self.proc.returncode, pattern, text[-3000:]))
             time.sleep(0.02)
         raise AssertionError("timed out waiting for %r in log:\n%s" % (pattern, self.log()[-3000:]))
+
+    def peak_rss_kb(self):
+        """Peak resident memory of the running server (VmHWM)."""
+        with open("/proc/%d/status" % self.proc.pid) as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+        raise AssertionError("no VmHWM for pid %d" % self.proc.pid)
 
     def check_sanitizers(self):
         data = open(self.logpath, "rb").read()
