@@ -10,7 +10,7 @@
 
 BUILD    ?= build
 CC       ?= cc
-PKGS      = gnutls sqlite3 ldns
+PKGS      = gnutls sqlite3 ldns libxcrypt
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 WARN      = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
@@ -25,12 +25,14 @@ ALL_CFLAGS = -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE \
 LDLIBS    = $(PKG_LIBS) -pthread
 PREFIX   ?= /usr/local
 
-COMMON_SRCS = common/util.c common/log.c common/config.c common/cidr.c
+COMMON_SRCS = common/util.c common/log.c common/config.c common/cidr.c \
+              common/holder.c
 SQL_SRCS    = sql/db.c
 SQL_ASM     = sql/embed.S
-TLS_SRCS    = tls/conn.c
+TLS_SRCS    = tls/conn.c tls/tls.c
 QUEUE_SRCS  = queue/queue.c
 SERVER_SRCS = server/parse.c server/data.c server/session.c server/pool.c \
+              server/auth.c \
               server/listener.c
 MAIN_SRCS   = server/main.c
 
@@ -38,7 +40,7 @@ LIB_SRCS = $(COMMON_SRCS) $(SQL_SRCS) $(TLS_SRCS) $(QUEUE_SRCS) $(SERVER_SRCS)
 LIB_OBJS = $(LIB_SRCS:%.c=$(BUILD)/%.o) $(BUILD)/sql/embed.o
 BIN      = $(BUILD)/sluice
 
-UNIT_TESTS = parse data config
+UNIT_TESTS = parse data config auth
 UNIT_BINS  = $(UNIT_TESTS:%=$(BUILD)/tests/test_%)
 
 .PHONY: all run test check unit asan tsan bench fmt lint clean install deps

@@ -30,6 +30,9 @@ enum key_type {
 	T_DOMAINS,
 	T_BARE_NEWLINE,
 	T_LOG_LEVEL,
+	T_OPTPATH,	/* a path, or empty */
+	T_STRING,	/* any non-empty text */
+	T_BOOL,		/* yes or no */
 };
 
 struct key {
@@ -62,6 +65,14 @@ static const struct key keys[] = {
     {"bare_newline", T_BARE_NEWLINE, 0, 0, 0, "reject"},
     {"shutdown_grace", T_DURATION, F(shutdown_grace), 0, 86400, "30s"},
     {"log_level", T_LOG_LEVEL, F(log_level), 0, 0, "info"},
+    {"tls_cert", T_OPTPATH, F(tls_cert), 0, 0, ""},
+    {"tls_key", T_OPTPATH, F(tls_key), 0, 0, ""},
+    {"tls_priority", T_STRING, F(tls_priority), 0, 0, CONFIG_TLS_PRIORITY},
+    {"auth_users", T_OPTPATH, F(auth_users), 0, 0, ""},
+    {"submission_trust_networks", T_BOOL, F(submission_trust_networks), 0, 0,
+	"no"},
+    {"sender_login_match", T_BOOL, F(sender_login_match), 0, 0, "no"},
+    {"auth_failure_delay", T_DURATION, F(auth_failure_delay), 0, 60, "1s"},
 };
 
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
@@ -309,10 +320,13 @@ set_key(struct config *cfg, const struct key *k, const char *value, char *why)
 		cfg->hostname = xstrdup(value);
 		break;
 	case T_PATH:
+	case T_STRING:
 		if (*value == '\0') {
 			why_set(why, "%s must not be empty", k->name);
 			goto out;
 		}
+		/* fall through */
+	case T_OPTPATH:
 		free(*(char **)((char *)cfg + k->off));
 		*(char **)((char *)cfg + k->off) = xstrdup(value);
 		break;
@@ -408,6 +422,17 @@ set_key(struct config *cfg, const struct key *k, const char *value, char *why)
 			cfg->relay_domains[cfg->nrelay_domains++] = d;
 		}
 		free(items);
+		break;
+	case T_BOOL:
+		if (strcmp(value, "yes") == 0)
+			*(bool *)((char *)cfg + k->off) = true;
+		else if (strcmp(value, "no") == 0)
+			*(bool *)((char *)cfg + k->off) = false;
+		else {
+			why_set(why, "%s must be yes or no, not \"%s\"",
+			    k->name, value);
+			goto out;
+		}
 		break;
 	case T_BARE_NEWLINE:
 		if (strcmp(value, "reject") == 0)
@@ -564,6 +589,10 @@ config_free(struct config *cfg)
 	free(cfg->hostname);
 	free(cfg->listen);
 	free(cfg->queue_path);
+	free(cfg->tls_cert);
+	free(cfg->tls_key);
+	free(cfg->tls_priority);
+	free(cfg->auth_users);
 	free(cfg->relay_networks);
 	for (i = 0; i < cfg->nrelay_domains; i++)
 		free(cfg->relay_domains[i]);

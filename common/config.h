@@ -15,6 +15,12 @@
 
 #include "cidr.h"
 
+/* TLS 1.2 and 1.3 only, forward secrecy (ECDHE), AEAD ciphers only. */
+#define CONFIG_TLS_PRIORITY                                                \
+	"NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2:-CIPHER-ALL:"          \
+	"+AES-256-GCM:+AES-128-GCM:+CHACHA20-POLY1305:-KX-ALL:"            \
+	"+ECDHE-ECDSA:+ECDHE-RSA:-MAC-ALL:+AEAD:%SERVER_PRECEDENCE"
+
 enum listen_kind {
 	LISTEN_SMTP = 0,   /* port 25 style: relay by IP, STARTTLS */
 	LISTEN_SUBMISSION, /* port 587: AUTH required (TLS issue) */
@@ -48,6 +54,13 @@ struct config {
 	int max_received_headers;
 	bool bare_newline_normalize;
 	int shutdown_grace; /* seconds */
+	char *tls_cert;     /* "": self-signed in the data folder */
+	char *tls_key;
+	char *tls_priority; /* GnuTLS priority string */
+	char *auth_users;   /* "": no AUTH */
+	bool submission_trust_networks;
+	bool sender_login_match;
+	int auth_failure_delay; /* seconds */
 	int log_level;      /* enum log_level */
 };
 

@@ -17,12 +17,15 @@
  * A second signal exits at once (status 1).  SQLite's WAL makes that safe:
  * a transaction is either committed or it never happened.
  */
+#include "auth.h"
 #include "config.h"
+#include "holder.h"
 #include "listener.h"
 #include "log.h"
 #include "pool.h"
 #include "queue.h"
 #include "server.h"
+#include "tls.h"
 #include "util.h"
 
 #include <errno.h>
@@ -48,6 +51,9 @@ usage(FILE *f)
 	    "  serve         run the relay in the foreground\n"
 	    "  check-config  check the configuration and report every "
 	    "problem\n"
+	    "  passwd USER   hash a password read on standard input and "
+	    "print\n"
+	    "                the line USER:HASH for the auth_users file\n"
 	    "  version       print the version\n"
 	    "\n"
 	    "The configuration is FILE, else $SLUICE_CONFIG, else %s;\n"
@@ -112,6 +118,94 @@ make_parent_dirs(const char *file, char *why)
 out:
 	free(dir);
 	return rc;
+}
+
+/*
+ * The certificate and key to use: the configured ones, or a self-signed
+ * pair in the data folder (beside the queue), generated at first start.
+ */
+static void
+tls_paths(const struct config *cfg, char *cert, char *key, size_t len)
+{
+	const char *slash;
+	int dlen;
+
+	if (cfg->tls_cert[0] != '\0') {
+		snprintf(cert, len, "%s", cfg->tls_cert);
+		snprintf(key, len, "%s",
+		    cfg->tls_key[0] ? cfg->tls_key : cfg->tls_cert);
+		return;
+	}
+	slash = strrchr(cfg->queue_path, '/');
+	dlen = slash ? (int)(slash - cfg->queue_path) : 1;
+	snprintf(cert, len, "%.*s/selfsigned-cert.pem", dlen,
+	    slash ? cfg->queue_path : ".");
+	snprintf(key, len, "%.*s/selfsigned-key.pem", dlen,
+	    slash ? cfg->queue_path : ".");
+}
+
+/* Load (and on first start generate) the TLS credentials.  NULL + why. */
+static struct tls_creds *
+load_tls(const struct config *cfg, bool generate, char *why)
+{
+	char cert[4096], key[4096];
+
+	tls_paths(cfg, cert, key, sizeof(cert));
+	if (cfg->tls_cert[0] == '\0' && generate) {
+		int r = tls_selfsigned_ensure(cert, key, cfg->hostname, why);
+
+		if (r < 0)
+			return NULL;
+		if (r > 0)
+			log_info("tls", "no tls_cert configured: generated a "
+					"self-signed certificate for %s in %s; "
+					"STARTTLS uses it",
+			    cfg->hostname, cert);
+	}
+	return tls_creds_load(cert, key, cfg->tls_priority, why);
+}
+
+/* Load auth_users; NULL without error when AUTH is not configured. */
+static struct auth_db *
+load_auth(const struct config *cfg, bool *failed)
+{
+	struct auth_db *db;
+	int nerr = 0;
+
+	*failed = false;
+	if (cfg->auth_users[0] == '\0')
+		return NULL;
+	db = auth_db_load(cfg->auth_users, stderr, &nerr);
+	if (db == NULL)
+		*failed = true;
+	return db;
+}
+
+/* SIGHUP: new certificates and users, or the old ones kept. */
+static void
+reload(struct server *srv)
+{
+	struct tls_creds *creds;
+	struct auth_db *db;
+	char why[WHY_MAX];
+	bool failed;
+
+	creds = load_tls(srv->cfg, false, why);
+	if (creds == NULL) {
+		log_err("main", "SIGHUP: keeping the old certificate: %s", why);
+	} else {
+		holder_set(srv->tls, creds);
+		log_info("main", "SIGHUP: certificate reloaded");
+	}
+	db = load_auth(srv->cfg, &failed);
+	if (failed) {
+		log_err("main", "SIGHUP: keeping the old auth_users: %s has "
+				"errors", srv->cfg->auth_users);
+	} else if (db != NULL) {
+		holder_set(srv->auth, db);
+		log_info("main", "SIGHUP: auth_users reloaded (%d users)",
+		    auth_db_count(db));
+	}
 }
 
 static void
@@ -186,6 +280,25 @@ cmd_serve(const char *path)
 		log_err("main", "fatal: eventfd: %s", strerror(errno));
 		goto out;
 	}
+	srv.tls = holder_new((void (*)(void *))tls_creds_unref);
+	srv.auth = holder_new((void (*)(void *))auth_db_free);
+	{
+		struct tls_creds *creds = load_tls(cfg, true, why);
+		struct auth_db *db;
+		bool failed;
+
+		if (creds == NULL) {
+			log_err("main", "fatal: TLS: %s", why);
+			goto out;
+		}
+		holder_set(srv.tls, creds);
+		db = load_auth(cfg, &failed);
+		if (failed) {
+			log_err("main", "fatal: %s has errors", cfg->auth_users);
+			goto out;
+		}
+		holder_set(srv.auth, db);
+	}
 	lis = listener_open(&srv, why);
 	if (lis == NULL) {
 		log_err("main", "fatal: %s", why);
@@ -217,8 +330,7 @@ cmd_serve(const char *path)
 		if (sig == SIGTERM || sig == SIGINT)
 			break;
 		if (sig == SIGHUP)
-			log_info("main", "SIGHUP: reloading is not supported "
-			                 "yet; restart to apply changes");
+			reload(&srv);
 	}
 	log_info("main", "%s: shutting down (grace %ds)",
 	    sig == SIGTERM ? "SIGTERM" : "SIGINT", cfg->shutdown_grace);
@@ -238,6 +350,8 @@ out:
 		pool_join(pool);
 	ipcount_free(ipc);
 	queue_close(srv.queue);
+	holder_free(srv.tls);
+	holder_free(srv.auth);
 	if (srv.stop_fd >= 0)
 		close(srv.stop_fd);
 	if (srv.kill_fd >= 0)
@@ -256,11 +370,33 @@ cmd_check_config(const char *path)
 	const char *source;
 	struct config *cfg = load_config(path, &source);
 
+	struct tls_creds *creds;
+	struct auth_db *db;
+	char why[WHY_MAX];
+	bool failed;
+	int rc = 0;
+
 	if (cfg == NULL)
 		return 1;
-	printf("%s: configuration OK\n", source);
+	if (tls_priority_check(cfg->tls_priority, why) != 0) {
+		fprintf(stderr, "%s: %s\n", source, why);
+		rc = 1;
+	} else if (cfg->tls_cert[0] != '\0') {
+		creds = load_tls(cfg, false, why);
+		if (creds == NULL) {
+			fprintf(stderr, "%s: %s\n", source, why);
+			rc = 1;
+		}
+		tls_creds_unref(creds);
+	}
+	db = load_auth(cfg, &failed);
+	if (failed)
+		rc = 1;
+	auth_db_free(db);
+	if (rc == 0)
+		printf("%s: configuration OK\n", source);
 	config_free(cfg);
-	return 0;
+	return rc;
 }
 
 int
@@ -274,6 +410,13 @@ main(int argc, char **argv)
 		return 2;
 	}
 	cmd = argv[1];
+	if (strcmp(cmd, "passwd") == 0) {
+		if (argc != 3) {
+			fprintf(stderr, "usage: sluice passwd USER\n");
+			return 2;
+		}
+		return auth_cmd_passwd(argv[2]);
+	}
 	for (i = 2; i < argc; i++) {
 		if (strcmp(argv[i], "-c") == 0 && i + 1 < argc) {
 			path = argv[++i];

@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 
 #include "config.h"
+#include "holder.h"
 #include "queue.h"
 
 struct server {
@@ -18,6 +19,8 @@ struct server {
 	struct queue *queue;
 	int stop_fd; /* readable once shutdown began: idle sessions end */
 	int kill_fd; /* readable once the grace period ended: all end */
+	struct holder *tls;  /* struct tls_creds *, swapped on SIGHUP */
+	struct holder *auth; /* struct auth_db *, NULL without AUTH */
 	atomic_long sessions; /* sessions in progress */
 	atomic_long messages_accepted;
 };

@@ -24,11 +24,13 @@
  *     shutdown) is dropped with its partial data: queue_msg_free.
  */
 #include "server.h"
+#include "auth.h"
 #include "cidr.h"
 #include "conn.h"
 #include "data.h"
 #include "log.h"
 #include "parse.h"
+#include "tls.h"
 #include "util.h"
 
 #include <stdarg.h>
@@ -70,6 +72,12 @@ struct session {
 	char iplit[80]; /* "[192.0.2.1]" or "[IPv6:2001:db8::1]" */
 	int port;
 	bool trusted; /* client is in relay_networks */
+	enum listen_kind kind;
+	char tls_version[32]; /* "" without TLS */
+	char tls_cipher[64];
+	int tls_bits;
+	char auth_user[AUTH_FIELD_MAX]; /* "" until AUTH succeeds */
+	int auth_failures;
 	enum sess_state state;
 	bool esmtp;
 	bool quit;
@@ -87,6 +95,8 @@ struct session {
 	bool bdat_failed; /* a chunk failed: refuse until RSET/LAST */
 	char line[SMTP_MAIL_LINE_MAX + 1];
 };
+
+#define AUTH_MAX_FAILURES 3
 
 /* Send a reply; 4xx/5xx replies count as errors and are logged. */
 static void reply(struct session *s, int code, const char *fmt, ...)
@@ -155,6 +165,35 @@ path_format(const struct smtp_path *p, char *buf, size_t len)
 		snprintf(buf, len, "%s@%s", p->local, p->domain);
 }
 
+static bool
+auth_configured(struct session *s)
+{
+	struct held *ref;
+	bool on = holder_get(s->srv->auth, &ref) != NULL;
+
+	holder_put(ref);
+	return on;
+}
+
+static bool
+starttls_available(struct session *s)
+{
+	struct held *ref;
+	bool on;
+
+	if (s->tls_version[0] != '\0' || s->kind == LISTEN_SMTPS)
+		return false;
+	on = holder_get(s->srv->tls, &ref) != NULL;
+	holder_put(ref);
+	return on;
+}
+
+static bool
+authenticated(const struct session *s)
+{
+	return s->auth_user[0] != '\0';
+}
+
 /* -------- HELO / EHLO -------- */
 
 static void
@@ -183,6 +222,11 @@ do_helo(struct session *s, const char *args, bool esmtp)
 	conn_printf(s->conn, "250-CHUNKING\r\n");
 	conn_printf(s->conn, "250-ENHANCEDSTATUSCODES\r\n");
 	conn_printf(s->conn, "250-DSN\r\n");
+	if (starttls_available(s))
+		conn_printf(s->conn, "250-STARTTLS\r\n");
+	/* RFC 4954 section 4: no plaintext passwords on the wire. */
+	if (s->tls_version[0] != '\0' && auth_configured(s))
+		conn_printf(s->conn, "250-AUTH PLAIN LOGIN\r\n");
 	conn_printf(s->conn, "250 SMTPUTF8\r\n");
 }
 
@@ -197,6 +241,12 @@ check_mail(struct session *s)
 	}
 	if (s->state != SS_READY) {
 		reply(s, 503, "5.5.1 Error: nested MAIL command");
+		return false;
+	}
+	/* Submission ports take mail from authenticated users only. */
+	if (s->kind != LISTEN_SMTP && !authenticated(s) &&
+	    !(s->trusted && s->cfg->submission_trust_networks)) {
+		reply(s, 530, "5.7.0 Authentication required");
 		return false;
 	}
 	return true;
@@ -223,6 +273,20 @@ do_mail(struct session *s, const char *args)
 		return;
 	}
 	path_format(&s->mail.from, s->sender, sizeof(s->sender));
+	if (authenticated(s) && s->cfg->sender_login_match) {
+		struct held *ref;
+		struct auth_db *db = holder_get(s->srv->auth, &ref);
+		bool ok = db != NULL &&
+		    auth_db_sender_allowed(db, s->auth_user, s->sender);
+
+		holder_put(ref);
+		if (!ok) {
+			reply(s, 553, "5.7.1 <%s>: Sender address rejected: "
+				      "not owned by user %s", s->sender,
+			    s->auth_user);
+			return;
+		}
+	}
 	s->state = SS_MAIL;
 	reply(s, 250, "2.1.0 Ok");
 }
@@ -255,7 +319,7 @@ check_rcpt(struct session *s)
 static bool
 relay_allowed(struct session *s, const struct smtp_path *to)
 {
-	if (s->trusted)
+	if (s->trusted || authenticated(s))
 		return true;
 	if (to->domain[0] == '\0')
 		return true; /* <Postmaster>: RFC 5321 section 4.5.1 */
@@ -336,16 +400,24 @@ body_name(enum body_type b)
 static const char *
 protocol_name(const struct session *s)
 {
-	if (s->mail.smtputf8)
-		return "UTF8SMTP";
-	return s->esmtp ? "ESMTP" : "SMTP";
+	/* RFC 3848 and RFC 6531 section 3.7.3. */
+	static const char *const names[2][2][2] = {
+		{ { "ESMTP", "ESMTPA" }, { "ESMTPS", "ESMTPSA" } },
+		{ { "UTF8SMTP", "UTF8SMTPA" }, { "UTF8SMTPS", "UTF8SMTPSA" } },
+	};
+
+	if (!s->esmtp)
+		return "SMTP";
+	return names[s->mail.smtputf8 ? 1 : 0][s->tls_version[0] ? 1 : 0]
+		    [authenticated(s) ? 1 : 0];
 }
 
 /* Start a message: a new queue entry with our Received header in front. */
 static void
 intake_begin(struct session *s, struct intake *in, bool chunked)
 {
-	char hdr[1536], date[64], helo[sizeof(s->helo) + 4],
+	char tlsc[160], authc[AUTH_FIELD_MAX + 32];
+	char hdr[2048], date[64], helo[sizeof(s->helo) + 4],
 	    forc[SMTP_PATH_MAX * 4 + 16];
 	char why[WHY_MAX];
 	int n;
@@ -363,11 +435,23 @@ intake_begin(struct session *s, struct intake *in, bool chunked)
 	if (s->nrcpts == 1)
 		snprintf(
 		    forc, sizeof(forc), "\r\n\tfor <%s>", s->rcpts[0].address);
+	tlsc[0] = authc[0] = '\0';
+	if (s->tls_version[0] != '\0')
+		snprintf(tlsc, sizeof(tlsc),
+		    "\r\n\t(using %s with cipher %s (%d bits))",
+		    s->tls_version, s->tls_cipher, s->tls_bits);
+	if (authenticated(s)) {
+		char user[AUTH_FIELD_MAX];
+
+		log_sanitize(user, sizeof(user), s->auth_user);
+		snprintf(authc, sizeof(authc), "\r\n\t(authenticated user %s)",
+		    user);
+	}
 	/* RFC 5321 section 4.4, RFC 3848 (with), RFC 6531 (UTF8SMTP). */
 	n = snprintf(hdr, sizeof(hdr),
-	    "Received: from %s (%s)\r\n\tby %s (sluice) with %s id %s%s;"
+	    "Received: from %s (%s)%s%s\r\n\tby %s (sluice) with %s id %s%s;"
 	    "\r\n\t%s\r\n",
-	    helo, s->iplit, s->cfg->hostname, protocol_name(s),
+	    helo, s->iplit, tlsc, authc, s->cfg->hostname, protocol_name(s),
 	    queue_msg_id(in->msg), forc, date);
 	if (n < 0 || (size_t)n >= sizeof(hdr))
 		n = (int)strlen(hdr);
@@ -456,6 +540,9 @@ message_end(struct session *s, struct intake *in, unsigned flags)
 	env.client_port = s->port;
 	env.helo = s->helo;
 	env.protocol = protocol_name(s);
+	env.tls_version = s->tls_version[0] ? s->tls_version : NULL;
+	env.tls_cipher = s->tls_cipher[0] ? s->tls_cipher : NULL;
+	env.auth_user = authenticated(s) ? s->auth_user : NULL;
 	if (queue_msg_commit(in->msg, &env, why) != RES_OK) {
 		free(er);
 		reply(s, strncmp(why, "4.3.1", 5) == 0 ? 452 : 451, "%s", why);
@@ -748,6 +835,248 @@ do_bdat(struct session *s, const char *args)
 	reset_transaction(s);
 }
 
+/* -------- STARTTLS (RFC 3207) and implicit TLS (RFC 8314) -------- */
+
+/* Handshake with the current credentials; false ends the session. */
+static bool
+start_tls(struct session *s)
+{
+	struct held *ref;
+	struct tls_creds *creds = holder_get(s->srv->tls, &ref);
+	char why[WHY_MAX];
+	enum conn_status st = CONN_ERROR;
+
+	if (creds == NULL) {
+		log_warn("smtpd", "client=%s TLS requested but no certificate "
+				  "is loaded", s->iplit);
+		holder_put(ref);
+		return false;
+	}
+	why[0] = '\0';
+	st = conn_tls_accept(s->conn, creds,
+	    now_ms() + (int64_t)s->cfg->command_timeout * 1000, why);
+	holder_put(ref);
+	if (st != CONN_OK) {
+		log_info("smtpd", "client=%s TLS handshake failed: %s",
+		    s->iplit, why);
+		return false;
+	}
+	conn_tls_info(s->conn, s->tls_version, sizeof(s->tls_version),
+	    s->tls_cipher, sizeof(s->tls_cipher), &s->tls_bits);
+	log_info("smtpd", "client=%s TLS established: %s %s (%d bits)",
+	    s->iplit, s->tls_version, s->tls_cipher, s->tls_bits);
+	return true;
+}
+
+static void
+do_starttls(struct session *s, const char *args)
+{
+	if (s->tls_version[0] != '\0') {
+		reply(s, 503, "5.5.1 Error: TLS already active");
+		return;
+	}
+	if (!starttls_available(s)) {
+		reply(s, 502, "5.5.1 Error: STARTTLS not available");
+		return;
+	}
+	if (*args != '\0') {
+		reply(s, 501, "5.5.4 Syntax: STARTTLS");
+		return;
+	}
+	reply(s, 220, "2.0.0 Ready to start TLS");
+	if (conn_flush(s->conn, now_ms() + 10000) != CONN_OK) {
+		s->quit = true;
+		return;
+	}
+	/*
+	 * RFC 3207 section 4.2 and CVE-2011-0411: anything the client sent
+	 * after STARTTLS in plaintext is discarded, never executed.
+	 */
+	conn_discard_input(s->conn);
+	if (!start_tls(s)) {
+		s->quit = true;
+		return;
+	}
+	/* The client must start over with EHLO (RFC 3207 section 4.2). */
+	reset_transaction(s);
+	s->state = SS_INIT;
+	s->esmtp = false;
+	s->helo[0] = '\0';
+}
+
+/* -------- AUTH (RFC 4954) -------- */
+
+/*
+ * Read one SASL response line after a 334 challenge into `buf`.  Returns
+ * false, having replied, when the exchange cannot go on.
+ */
+static bool
+sasl_read(struct session *s, char *buf, size_t max)
+{
+	bool too_long, bare_lf;
+	size_t len;
+	enum conn_status st;
+
+	st = conn_read_line(s->conn, buf, max, &len, &too_long, &bare_lf,
+	    now_ms() + (int64_t)s->cfg->command_timeout * 1000);
+	if (st == CONN_TIMEOUT) {
+		reply(s, 421, "4.4.2 %s Error: timeout exceeded",
+		    s->cfg->hostname);
+		s->quit = true;
+		return false;
+	}
+	if (st != CONN_OK) {
+		s->quit = true;
+		return false;
+	}
+	if (too_long) {
+		reply(s, 500, "5.5.6 Authentication exchange line is too long");
+		return false;
+	}
+	if (strcmp(buf, "*") == 0) {
+		reply(s, 501, "5.7.0 Authentication aborted");
+		return false;
+	}
+	return true;
+}
+
+/* Decode one base64 SASL field; false (having replied) when malformed. */
+static bool
+sasl_decode(struct session *s, const char *b64, char *out, size_t outlen,
+    int *len)
+{
+	*len = auth_b64_decode(b64, out, outlen);
+	if (*len < 0) {
+		reply(s, 501, "5.5.2 Error: invalid base64 data");
+		return false;
+	}
+	return true;
+}
+
+static void
+auth_verdict(struct session *s, const char *user, const char *pass)
+{
+	struct held *ref;
+	struct auth_db *db = holder_get(s->srv->auth, &ref);
+	bool ok = db != NULL && auth_db_verify(db, user, pass);
+	char safe[AUTH_FIELD_MAX];
+
+	holder_put(ref);
+	log_sanitize(safe, sizeof(safe), user);
+	if (ok) {
+		snprintf(s->auth_user, sizeof(s->auth_user), "%s", user);
+		log_info("smtpd", "client=%s authenticated user=%s", s->iplit,
+		    safe);
+		reply(s, 235, "2.7.0 Authentication successful");
+		return;
+	}
+	s->auth_failures++;
+	log_info("smtpd", "client=%s authentication failed for user=%s "
+			  "(%d of %d)", s->iplit, safe, s->auth_failures,
+	    AUTH_MAX_FAILURES);
+	/* Slow down password guessing. */
+	if (s->cfg->auth_failure_delay > 0) {
+		(void)conn_flush(s->conn, now_ms() + 10000);
+		sleep((unsigned)s->cfg->auth_failure_delay);
+	}
+	reply(s, 535, "5.7.8 Error: authentication credentials invalid");
+	if (s->auth_failures >= AUTH_MAX_FAILURES) {
+		reply(s, 421, "4.7.0 %s Error: too many authentication "
+			      "failures", s->cfg->hostname);
+		s->quit = true;
+	}
+}
+
+static void
+do_auth(struct session *s, const char *args)
+{
+	char mech[32], initial[SMTP_MAIL_LINE_MAX + 1], resp[2048];
+	char dec[3 * AUTH_FIELD_MAX + 8], user[AUTH_FIELD_MAX];
+	char pass[AUTH_FIELD_MAX], authz[AUTH_FIELD_MAX];
+	const char *sp = strchr(args, ' ');
+	size_t mlen = sp ? (size_t)(sp - args) : strlen(args);
+	int n;
+
+	snprintf(initial, sizeof(initial), "%s", sp ? sp + 1 : "");
+	/* Never log credentials: keep only "AUTH MECH" of the line. */
+	if (sp != NULL)
+		s->line[(size_t)(sp - s->line)] = '\0';
+	if (mlen == 0 || mlen >= sizeof(mech)) {
+		reply(s, 501, "5.5.4 Syntax: AUTH mechanism [initial-response]");
+		goto out;
+	}
+	memcpy(mech, args, mlen);
+	mech[mlen] = '\0';
+	if (s->state == SS_INIT || !s->esmtp) {
+		reply(s, 503, "5.5.1 Error: send EHLO first");
+		goto out;
+	}
+	if (!auth_configured(s)) {
+		reply(s, 502, "5.5.1 Error: authentication not enabled");
+		goto out;
+	}
+	if (s->tls_version[0] == '\0') {
+		reply(s, 538, "5.7.11 Encryption required for requested "
+			      "authentication mechanism");
+		goto out;
+	}
+	if (authenticated(s)) {
+		reply(s, 503, "5.5.1 Error: already authenticated");
+		goto out;
+	}
+	if (s->state != SS_READY) {
+		reply(s, 503, "5.5.1 Error: AUTH not allowed during a mail "
+			      "transaction");
+		goto out;
+	}
+	if (ascii_casecmp(mech, "PLAIN") == 0) {
+		/* RFC 4616; an empty initial response is "=". */
+		if (initial[0] == '\0') {
+			conn_printf(s->conn, "334 \r\n");
+			if (!sasl_read(s, resp, sizeof(resp)))
+				goto out;
+		} else {
+			snprintf(resp, sizeof(resp), "%s", initial);
+		}
+		if (!sasl_decode(s, resp, dec, sizeof(dec), &n))
+			goto out;
+		if (sasl_plain_split(dec, (size_t)n, authz, user, pass) != 0) {
+			reply(s, 501, "5.5.2 Error: malformed PLAIN response");
+			goto out;
+		}
+		/* No proxy authorisation: authzid empty or the user. */
+		if (authz[0] != '\0' && strcmp(authz, user) != 0) {
+			reply(s, 535, "5.7.8 Error: authorization identity "
+				      "not permitted");
+			goto out;
+		}
+	} else if (ascii_casecmp(mech, "LOGIN") == 0) {
+		if (initial[0] != '\0') {
+			snprintf(resp, sizeof(resp), "%s", initial);
+		} else {
+			conn_printf(s->conn, "334 VXNlcm5hbWU6\r\n");
+			if (!sasl_read(s, resp, sizeof(resp)))
+				goto out;
+		}
+		if (!sasl_decode(s, resp, user, sizeof(user), &n))
+			goto out;
+		conn_printf(s->conn, "334 UGFzc3dvcmQ6\r\n");
+		if (!sasl_read(s, resp, sizeof(resp)))
+			goto out;
+		if (!sasl_decode(s, resp, pass, sizeof(pass), &n))
+			goto out;
+	} else {
+		reply(s, 504, "5.5.4 Error: unrecognized authentication type");
+		goto out;
+	}
+	auth_verdict(s, user, pass);
+out:
+	explicit_bzero(initial, sizeof(initial));
+	explicit_bzero(resp, sizeof(resp));
+	explicit_bzero(dec, sizeof(dec));
+	explicit_bzero(pass, sizeof(pass));
+}
+
 /* -------- the command loop -------- */
 
 static void
@@ -758,7 +1087,7 @@ do_command(struct session *s, size_t len)
 	size_t limit = SMTP_CMDLINE_MAX;
 
 	s->ncommands++;
-	if (verb == VERB_MAIL)
+	if (verb == VERB_MAIL || verb == VERB_AUTH)
 		limit = SMTP_MAIL_LINE_MAX;
 	else if (verb == VERB_RCPT)
 		limit = SMTP_RCPT_LINE_MAX;
@@ -815,7 +1144,11 @@ do_command(struct session *s, size_t len)
 		    "RSET NOOP QUIT VRFY HELP");
 		break;
 	case VERB_STARTTLS:
+		do_starttls(s, args);
+		break;
 	case VERB_AUTH:
+		do_auth(s, args);
+		break;
 	case VERB_NOTIMPL:
 		reply(s, 502, "5.5.1 Error: command not implemented");
 		break;
@@ -845,9 +1178,14 @@ session_run(struct server *srv, const struct job *job)
 	s->trusted =
 	    cidr_match(cfg->relay_networks, cfg->nrelay_networks, peer);
 	s->state = SS_INIT;
+	s->kind = job->listener->kind;
 	log_info("smtpd", "connect from %s:%d listener=%s%s", s->iplit, s->port,
 	    job->listener->text, s->trusted ? " trusted" : "");
-	conn_printf(s->conn, "220 %s ESMTP sluice\r\n", cfg->hostname);
+	/* RFC 8314: on an implicit-TLS port the handshake comes first. */
+	if (s->kind == LISTEN_SMTPS && !start_tls(s))
+		s->quit = true;
+	else
+		conn_printf(s->conn, "220 %s ESMTP sluice\r\n", cfg->hostname);
 	while (!s->quit) {
 		bool too_long, bare_lf;
 		size_t len;

@@ -6,7 +6,11 @@
  * that pipelines never waits for replies the server already has.
  */
 #include "conn.h"
+#include "tls.h"
 #include "util.h"
+
+#include <fcntl.h>
+#include <gnutls/gnutls.h>
 
 #include <errno.h>
 #include <poll.h>
@@ -19,6 +23,8 @@
 
 struct conn {
 	int fd;
+	gnutls_session_t tls;	/* NULL until TLS is on */
+	struct tls_creds *creds; /* a reference while tls is set */
 	int stop_fd;
 	bool write_failed;
 	unsigned char in[CONN_INBUF];
@@ -35,6 +41,10 @@ conn_new(int fd)
 	struct conn *c = xmalloc(sizeof(*c));
 
 	c->fd = fd;
+	c->tls = NULL;
+	c->creds = NULL;
+	/* Non-blocking: every wait is a poll() with a deadline. */
+	(void)fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
 	c->stop_fd = -1;
 	c->write_failed = false;
 	c->in_off = c->in_len = 0;
@@ -49,6 +59,12 @@ conn_free(struct conn *c)
 {
 	if (c == NULL)
 		return;
+	if (c->tls != NULL) {
+		/* Best effort close_notify; never wait for the peer's. */
+		(void)gnutls_bye(c->tls, GNUTLS_SHUT_WR);
+		gnutls_deinit(c->tls);
+		tls_creds_unref(c->creds);
+	}
 	close(c->fd);
 	free(c);
 }
@@ -122,6 +138,67 @@ wait_fd(struct conn *c, short events, int64_t deadline, bool stoppable)
 	}
 }
 
+/*
+ * One non-blocking read or write over TCP or TLS.  Returns the octets
+ * moved, 0 for end of file (reads), -1 when it would block (*events says
+ * what to wait for), -2 on error.
+ */
+static ssize_t
+io_recv(struct conn *c, void *buf, size_t n, short *events)
+{
+	ssize_t r;
+
+	*events = POLLIN;
+	if (c->tls == NULL) {
+		r = recv(c->fd, buf, n, 0);
+		if (r >= 0)
+			return r;
+		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+			return -1;
+		return -2;
+	}
+	r = gnutls_record_recv(c->tls, buf, n);
+	if (r >= 0)
+		return r;
+	if (r == GNUTLS_E_AGAIN || r == GNUTLS_E_INTERRUPTED) {
+		*events = gnutls_record_get_direction(c->tls) ? POLLOUT :
+								POLLIN;
+		return -1;
+	}
+	/* A peer that closes without close_notify has still closed. */
+	if (r == GNUTLS_E_PREMATURE_TERMINATION)
+		return 0;
+	return -2;
+}
+
+static ssize_t
+io_send(struct conn *c, const void *buf, size_t n)
+{
+	ssize_t r;
+
+	if (c->tls == NULL) {
+		r = send(c->fd, buf, n, MSG_NOSIGNAL);
+		if (r >= 0)
+			return r;
+		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+			return -1;
+		return -2;
+	}
+	r = gnutls_record_send(c->tls, buf, n);
+	if (r >= 0)
+		return r;
+	if (r == GNUTLS_E_AGAIN || r == GNUTLS_E_INTERRUPTED)
+		return -1;
+	return -2;
+}
+
+/* Octets that TLS has decrypted but we have not read yet. */
+static bool
+tls_pending(const struct conn *c)
+{
+	return c->tls != NULL && gnutls_record_check_pending(c->tls) > 0;
+}
+
 enum conn_status
 conn_flush(struct conn *c, int64_t deadline)
 {
@@ -131,17 +208,15 @@ conn_flush(struct conn *c, int64_t deadline)
 	if (c->write_failed)
 		return CONN_ERROR;
 	while (off < c->out_len) {
-		ssize_t n = send(c->fd, c->out + off, c->out_len - off,
-		    MSG_NOSIGNAL | MSG_DONTWAIT);
+		ssize_t n = io_send(c, c->out + off, c->out_len - off);
 
 		if (n > 0) {
 			off += (size_t)n;
 			c->bytes_out += (uint64_t)n;
 			continue;
 		}
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+		if (n == -1) {
+			/* TLS wants the same arguments again after this. */
 			st = wait_fd(c, POLLOUT, deadline, false);
 			if (st != CONN_OK) {
 				c->write_failed = true;
@@ -219,11 +294,14 @@ fill(struct conn *c, int64_t deadline)
 	 * first rather than try a read bound to fail (one system call less
 	 * per command).
 	 */
-	if (replied && (st = wait_fd(c, POLLIN, deadline, true)) != CONN_OK)
+	if (replied && !tls_pending(c) &&
+	    (st = wait_fd(c, POLLIN, deadline, true)) != CONN_OK)
 		return st;
 	for (;;) {
-		n = recv(c->fd, c->in + c->in_len, sizeof(c->in) - c->in_len,
-		    MSG_DONTWAIT);
+		short events;
+
+		n = io_recv(c, c->in + c->in_len, sizeof(c->in) - c->in_len,
+		    &events);
 		if (n > 0) {
 			c->in_len += (size_t)n;
 			c->bytes_in += (uint64_t)n;
@@ -231,11 +309,9 @@ fill(struct conn *c, int64_t deadline)
 		}
 		if (n == 0)
 			return CONN_EOF;
-		if (errno == EINTR)
-			continue;
-		if (errno != EAGAIN && errno != EWOULDBLOCK)
+		if (n == -2)
 			return CONN_ERROR;
-		st = wait_fd(c, POLLIN, deadline, true);
+		st = wait_fd(c, events, deadline, true);
 		if (st != CONN_OK)
 			return st;
 	}
@@ -328,4 +404,70 @@ conn_consume(struct conn *c, size_t n)
 	if (n > c->in_len - c->in_off)
 		n = c->in_len - c->in_off;
 	c->in_off += n;
+}
+
+enum conn_status
+conn_tls_accept(struct conn *c, struct tls_creds *creds, int64_t deadline,
+    char *why)
+{
+	enum conn_status st;
+	int rc;
+
+	rc = gnutls_init(&c->tls, GNUTLS_SERVER | GNUTLS_NONBLOCK);
+	if (rc != GNUTLS_E_SUCCESS) {
+		c->tls = NULL;
+		why_set(why, "%s", gnutls_strerror(rc));
+		return CONN_ERROR;
+	}
+	c->creds = creds;
+	tls_creds_ref(creds);
+	gnutls_priority_set(c->tls, tls_creds_priority(creds));
+	gnutls_credentials_set(c->tls, GNUTLS_CRD_CERTIFICATE,
+	    tls_creds_x509(creds));
+	gnutls_certificate_server_set_request(c->tls, GNUTLS_CERT_IGNORE);
+	gnutls_transport_set_int(c->tls, c->fd);
+	for (;;) {
+		rc = gnutls_handshake(c->tls);
+		if (rc == GNUTLS_E_SUCCESS)
+			return CONN_OK;
+		if (rc != GNUTLS_E_AGAIN && rc != GNUTLS_E_INTERRUPTED &&
+		    gnutls_error_is_fatal(rc)) {
+			why_set(why, "%s", gnutls_strerror(rc));
+			return CONN_ERROR;
+		}
+		st = wait_fd(c,
+		    gnutls_record_get_direction(c->tls) ? POLLOUT : POLLIN,
+		    deadline, false);
+		if (st != CONN_OK) {
+			why_set(why, "%s", st == CONN_TIMEOUT ?
+				"timeout" : "connection lost");
+			return st;
+		}
+	}
+}
+
+bool
+conn_tls_active(const struct conn *c)
+{
+	return c->tls != NULL;
+}
+
+void
+conn_tls_info(const struct conn *c, char *version, size_t vlen,
+    char *cipher, size_t clen, int *bits)
+{
+	const char *v, *cs;
+
+	*bits = 0;
+	if (c->tls == NULL) {
+		snprintf(version, vlen, "%s", "");
+		snprintf(cipher, clen, "%s", "");
+		return;
+	}
+	v = gnutls_protocol_get_name(gnutls_protocol_get_version(c->tls));
+	cs = gnutls_ciphersuite_get(c->tls);
+	snprintf(version, vlen, "%s", v ? v : "unknown");
+	snprintf(cipher, clen, "%s", cs ? cs : "unknown");
+	*bits = (int)gnutls_cipher_get_key_size(gnutls_cipher_get(c->tls)) *
+	    8;
 }

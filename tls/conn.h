@@ -85,6 +85,24 @@ void conn_printf(struct conn *c, const char *fmt, ...)
 /* Write out everything queued.  CONN_OK, CONN_TIMEOUT or CONN_ERROR. */
 enum conn_status conn_flush(struct conn *c, int64_t deadline);
 
+struct tls_creds;
+
+/*
+ * Start TLS as the server (after "220 Ready to start TLS", or at once on
+ * an implicit-TLS port) with a handshake bounded by `deadline`.  The conn
+ * takes its own reference to `creds`.  After CONN_OK every read and write
+ * goes through TLS with the same buffering, timeouts and line limits.  On
+ * failure `why` says what went wrong; the session must end.
+ */
+enum conn_status conn_tls_accept(struct conn *c, struct tls_creds *creds,
+    int64_t deadline, char *why);
+bool conn_tls_active(const struct conn *c);
+
+/* The negotiated protocol ("TLS1.3") and cipher suite
+ * ("TLS_AES_256_GCM_SHA384") with its key bits, or "" without TLS. */
+void conn_tls_info(const struct conn *c, char *version, size_t vlen,
+    char *cipher, size_t clen, int *bits);
+
 /* Octets read and written so far. */
 uint64_t conn_bytes_in(const struct conn *c);
 uint64_t conn_bytes_out(const struct conn *c);

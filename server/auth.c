@@ -1,0 +1,810 @@
+/*
+ * auth.c - SMTP AUTH support (see auth.h): the credentials file, password
+ * verification with libxcrypt, strict base64 (RFC 4648), SASL PLAIN
+ * splitting (RFC 4616) and `sluice passwd`.
+ *
+ * Threads: auth_db_load builds a `struct auth_db` that is never modified
+ * afterwards, so any number of worker threads may call auth_db_verify and
+ * auth_db_sender_allowed on it at once.  Hashing uses crypt_rn with a
+ * `struct crypt_data` allocated per call (about 32 KB: on the heap, to keep
+ * worker stacks small), never crypt() or shared state.  The base64 and SASL
+ * helpers are pure.  auth_cmd_passwd runs only in the single-threaded
+ * `sluice passwd` command; `passwd_signo` below is its only shared state,
+ * written by its signal handler.
+ *
+ * Invariants:
+ *  1. db->users is sorted by name (strcmp) and names are unique, so a
+ *     lookup is a bsearch with an exact, case-sensitive match.
+ *  2. Every stored hash has passed hash_check: a supported prefix, the
+ *     structure and checksum length of its method, and crypt_checksalt.
+ *  3. auth_db_verify does the same hashing work whether or not the user
+ *     exists (a dummy yescrypt hash stands in for unknown users), and
+ *     compares hashes in constant time.
+ *  4. Passwords are never logged or printed, and buffers that held one are
+ *     wiped with explicit_bzero before they are released.
+ */
+#include "auth.h"
+#include "util.h"
+
+#include <crypt.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <termios.h>
+#include <unistd.h>
+
+struct auth_user {
+	char *name;
+	char *hash;
+	char **senders; /* NULL: only the user name itself */
+	int nsenders;
+	int lineno; /* where it was defined, for duplicate reports */
+};
+
+struct auth_db {
+	struct auth_user *users; /* sorted by name, see invariant 1 */
+	int nusers;
+};
+
+/*
+ * Stands in for the hash of an unknown user: yescrypt at libxcrypt's
+ * default cost (the cost auth_hash_password uses), of a random password
+ * nobody knows.  auth_db_verify never accepts it anyway.
+ */
+static const char dummy_hash[] = "$y$j9T$ZihQDvr3vRa.bdHkQEmAa.$"
+                                 "dRxZ6JR6ERnLp1iN51O8hv3FaW.BpU8ejXu17G0dKl2";
+
+static const char b64_alphabet[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/* Set by passwd_on_signal while the terminal has echo turned off. */
+static volatile sig_atomic_t passwd_signo;
+
+/* True for the characters of crypt's base64 ("./0-9A-Za-z"). */
+static bool
+is_crypt64(char c)
+{
+	return c == '.' || c == '/' || (c >= '0' && c <= '9') ||
+	       (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
+}
+
+/* True when s[0..n) is made of crypt64 characters only. */
+static bool
+all_crypt64(const char *s, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (!is_crypt64(s[i]))
+			return false;
+	return true;
+}
+
+/* True when s is non-empty, free of white space and control characters. */
+static bool
+is_token(const char *s)
+{
+	const unsigned char *p;
+
+	if (*s == '\0')
+		return false;
+	for (p = (const unsigned char *)s; *p != '\0'; p++)
+		if (*p <= ' ' || *p == 0x7f)
+			return false;
+	return true;
+}
+
+/* Strip spaces and tabs around s, in place. */
+static char *
+trim(char *s)
+{
+	char *e;
+
+	while (*s == ' ' || *s == '\t')
+		s++;
+	e = s + strlen(s);
+	while (e > s && (e[-1] == ' ' || e[-1] == '\t'))
+		*--e = '\0';
+	return s;
+}
+
+/*
+ * Check that `hash` is a complete hash in a supported method: prefix,
+ * field structure and checksum length (a truncated or hand-edited hash
+ * would otherwise silently never match), then libxcrypt's own opinion.
+ */
+static int
+hash_check(const char *hash, char *why)
+{
+	const char *last = strrchr(hash, '$');
+	size_t len = strlen(hash), ndollar = 0, sumlen;
+	const char *p;
+
+	for (p = hash; *p != '\0'; p++)
+		ndollar += *p == '$';
+	sumlen = len - (size_t)(last != NULL ? last + 1 - hash : 0);
+	if (strncmp(hash, "$y$", 3) == 0) {
+		/* $y$PARAMS$SALT$SUM, SUM 43 characters */
+		if (ndollar != 4 || sumlen != 43 || !all_crypt64(last + 1, 43))
+			goto malformed;
+	} else if (strncmp(hash, "$6$", 3) == 0) {
+		/* $6$[rounds=N$]SALT$SUM, SUM 86 characters */
+		if ((ndollar != 3 && ndollar != 4) || sumlen != 86 ||
+		    !all_crypt64(last + 1, 86))
+			goto malformed;
+	} else if (strncmp(hash, "$2b$", 4) == 0 ||
+	           strncmp(hash, "$2y$", 4) == 0) {
+		/* $2b$NN$ then 22 characters of salt and 31 of checksum */
+		if (len != 60 || ndollar != 3 || hash[6] != '$' ||
+		    !all_crypt64(hash + 7, 53))
+			goto malformed;
+	} else {
+		why_set(why, "unsupported hash format (expected yescrypt "
+		             "\"$y$\", SHA-512-crypt \"$6$\" or bcrypt "
+		             "\"$2b$\"/\"$2y$\")");
+		return -1;
+	}
+	switch (crypt_checksalt(hash)) {
+	case CRYPT_SALT_OK:
+	case CRYPT_SALT_TOO_CHEAP:
+		return 0;
+	case CRYPT_SALT_METHOD_DISABLED:
+		why_set(why, "hash method disabled in this libcrypt");
+		return -1;
+	default:
+		break;
+	}
+malformed:
+	why_set(why, "malformed or truncated hash");
+	return -1;
+}
+
+/* A sender entry: "@domain" or "local@domain". */
+static bool
+sender_entry_ok(const char *s)
+{
+	const char *at = strrchr(s, '@');
+
+	return is_token(s) && strchr(s, ':') == NULL && at != NULL &&
+	       at[1] != '\0';
+}
+
+/* Parse "a, b, c" into u->senders; an empty list means "not given". */
+static int
+parse_senders(struct auth_user *u, char *list, char *why)
+{
+	char *tok, *save = NULL;
+
+	for (tok = strtok_r(list, ",", &save); tok != NULL;
+	     tok = strtok_r(NULL, ",", &save)) {
+		tok = trim(tok);
+		if (*tok == '\0')
+			continue;
+		if (!sender_entry_ok(tok)) {
+			why_set(why,
+			    "bad sender \"%s\" (expected \"@domain\" or "
+			    "\"local@domain\")",
+			    tok);
+			return -1;
+		}
+		u->senders = xrealloc(u->senders,
+		    sizeof(*u->senders) * (size_t)(u->nsenders + 1));
+		u->senders[u->nsenders++] = xstrdup(tok);
+	}
+	return 0;
+}
+
+static void
+user_clear(struct auth_user *u)
+{
+	int i;
+
+	for (i = 0; i < u->nsenders; i++)
+		free(u->senders[i]);
+	free(u->senders);
+	free(u->name);
+	free(u->hash);
+	memset(u, 0, sizeof(*u));
+}
+
+/* Parse one non-comment line "user:HASH[:senders]" into u. */
+static int
+parse_line(char *line, struct auth_user *u, char *why)
+{
+	char *name = line, *hash, *senders, hwhy[WHY_MAX];
+
+	memset(u, 0, sizeof(*u));
+	hash = strchr(line, ':');
+	if (hash == NULL) {
+		why_set(why, "expected \"user:HASH[:senders]\"");
+		return -1;
+	}
+	*hash++ = '\0';
+	senders = strchr(hash, ':');
+	if (senders != NULL)
+		*senders++ = '\0';
+	name = trim(name);
+	hash = trim(hash);
+	if (!is_token(name) || strlen(name) >= AUTH_FIELD_MAX) {
+		why_set(why,
+		    "invalid user name (empty, longer than %d octets, or "
+		    "with white space or control characters)",
+		    AUTH_FIELD_MAX - 1);
+		return -1;
+	}
+	if (*hash == '\0') {
+		why_set(why, "user \"%s\" has no password hash", name);
+		return -1;
+	}
+	if (hash_check(hash, hwhy) != 0) {
+		why_set(why, "user \"%s\": %s", name, hwhy);
+		return -1;
+	}
+	if (senders != NULL && parse_senders(u, senders, why) != 0) {
+		user_clear(u);
+		return -1;
+	}
+	u->name = xstrdup(name);
+	u->hash = xstrdup(hash);
+	return 0;
+}
+
+static int
+user_cmp(const void *a, const void *b)
+{
+	const struct auth_user *ua = a, *ub = b;
+	int c = strcmp(ua->name, ub->name);
+
+	if (c != 0)
+		return c;
+	return (ua->lineno > ub->lineno) - (ua->lineno < ub->lineno);
+}
+
+static int
+user_key_cmp(const void *key, const void *elem)
+{
+	return strcmp(key, ((const struct auth_user *)elem)->name);
+}
+
+struct auth_db *
+auth_db_load(const char *path, FILE *errs, int *nerrors)
+{
+	struct auth_db *db = xcalloc(1, sizeof(*db));
+	char *line = NULL, why[WHY_MAX];
+	size_t cap = 0, alloc = 0;
+	ssize_t n;
+	int lineno = 0, errors = 0, i, first;
+	FILE *f;
+
+	f = fopen(path, "r");
+	if (f == NULL) {
+		fprintf(errs, "%s: cannot open: %s\n", path, strerror(errno));
+		errors++;
+		goto out;
+	}
+	while ((n = getline(&line, &cap, f)) != -1) {
+		struct auth_user u;
+		char *s;
+
+		lineno++;
+		while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+			line[--n] = '\0';
+		s = trim(line);
+		if (*s == '\0' || *s == '#')
+			continue;
+		if (parse_line(s, &u, why) != 0) {
+			fprintf(errs, "%s:%d: %s\n", path, lineno, why);
+			errors++;
+			continue;
+		}
+		u.lineno = lineno;
+		if ((size_t)db->nusers == alloc) {
+			alloc = alloc ? alloc * 2 : 16;
+			db->users =
+			    xrealloc(db->users, alloc * sizeof(*db->users));
+		}
+		db->users[db->nusers++] = u;
+	}
+	if (ferror(f)) {
+		fprintf(errs, "%s: read error: %s\n", path, strerror(errno));
+		errors++;
+	}
+	fclose(f);
+	if (db->nusers > 0)
+		qsort(db->users, (size_t)db->nusers, sizeof(*db->users),
+		    user_cmp);
+	for (i = 1, first = 0; i < db->nusers; i++) {
+		if (strcmp(db->users[i].name, db->users[first].name) != 0) {
+			first = i;
+			continue;
+		}
+		fprintf(errs,
+		    "%s:%d: duplicate user \"%s\" (first on line %d)\n", path,
+		    db->users[i].lineno, db->users[i].name,
+		    db->users[first].lineno);
+		errors++;
+	}
+out:
+	free(line);
+	*nerrors = errors;
+	if (errors > 0) {
+		auth_db_free(db);
+		return NULL;
+	}
+	return db;
+}
+
+void
+auth_db_free(struct auth_db *db)
+{
+	int i;
+
+	if (db == NULL)
+		return;
+	for (i = 0; i < db->nusers; i++)
+		user_clear(&db->users[i]);
+	free(db->users);
+	free(db);
+}
+
+int
+auth_db_count(const struct auth_db *db)
+{
+	return db != NULL ? db->nusers : 0;
+}
+
+static const struct auth_user *
+user_find(const struct auth_db *db, const char *name)
+{
+	if (db == NULL || db->nusers == 0)
+		return NULL;
+	return bsearch(name, db->users, (size_t)db->nusers, sizeof(*db->users),
+	    user_key_cmp);
+}
+
+/* Constant-time equality of two NUL-terminated strings of public length. */
+static bool
+ct_streq(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b), i;
+	unsigned char diff = 0;
+
+	if (la != lb)
+		return false;
+	for (i = 0; i < la; i++)
+		diff |= (unsigned char)(a[i] ^ b[i]);
+	return diff == 0;
+}
+
+bool
+auth_db_verify(const struct auth_db *db, const char *user, const char *password)
+{
+	const struct auth_user *u;
+	struct crypt_data *data;
+	const char *hash, *out;
+	bool ok;
+
+	/* The same answer for every user, so it reveals nothing. */
+	if (user == NULL || password == NULL || *password == '\0')
+		return false;
+	u = user_find(db, user);
+	hash = u != NULL ? u->hash : dummy_hash;
+	data = xcalloc(1, sizeof(*data));
+	out = crypt_rn(password, hash, data, (int)sizeof(*data));
+	ok = out != NULL && out[0] != '*' && ct_streq(out, hash);
+	explicit_bzero(data, sizeof(*data));
+	free(data);
+	return ok && u != NULL;
+}
+
+/* "local@domain" vs "local@domain": local part exact, domain ASCII-caseless
+ * (RFC 5321 section 2.4). */
+static bool
+address_eq(const char *a, const char *b)
+{
+	const char *ata = strrchr(a, '@'), *atb = strrchr(b, '@');
+
+	if (ata == NULL || atb == NULL)
+		return strcmp(a, b) == 0;
+	return ata - a == atb - b && memcmp(a, b, (size_t)(ata - a)) == 0 &&
+	       ascii_casecmp(ata + 1, atb + 1) == 0;
+}
+
+bool
+auth_db_sender_allowed(
+    const struct auth_db *db, const char *user, const char *sender)
+{
+	const struct auth_user *u;
+	const char *at;
+	int i;
+
+	if (sender == NULL)
+		return false;
+	if (*sender == '\0')
+		return true;
+	u = user != NULL ? user_find(db, user) : NULL;
+	if (u == NULL)
+		return false;
+	if (u->nsenders == 0)
+		return address_eq(u->name, sender);
+	at = strrchr(sender, '@');
+	for (i = 0; i < u->nsenders; i++) {
+		const char *s = u->senders[i];
+
+		if (s[0] == '@') {
+			/* the domain itself, not its subdomains */
+			if (at != NULL && at != sender &&
+			    ascii_casecmp(at + 1, s + 1) == 0)
+				return true;
+		} else if (address_eq(s, sender)) {
+			return true;
+		}
+	}
+	return false;
+}
+
+char *
+auth_hash_password(const char *password, char *why)
+{
+	char setting[CRYPT_GENSALT_OUTPUT_SIZE];
+	struct crypt_data *data = NULL;
+	char *result = NULL;
+	const char *out;
+
+	if (password == NULL || *password == '\0') {
+		why_set(why, "empty password");
+		goto out;
+	}
+	if (crypt_gensalt_rn("$y$", 0, NULL, 0, setting, sizeof(setting)) ==
+	    NULL) {
+		why_set(
+		    why, "cannot make a yescrypt salt: %s", strerror(errno));
+		goto out;
+	}
+	data = xcalloc(1, sizeof(*data));
+	out = crypt_rn(password, setting, data, (int)sizeof(*data));
+	if (out == NULL || out[0] == '*') {
+		why_set(why, "yescrypt hashing failed: %s",
+		    out == NULL ? strerror(errno) : "invalid setting");
+		goto out;
+	}
+	result = xstrdup(out);
+out:
+	if (data != NULL)
+		explicit_bzero(data, sizeof(*data));
+	free(data);
+	return result;
+}
+
+/* Value of a base64 character, or -1. */
+static int
+b64_value(unsigned char c)
+{
+	const char *p;
+
+	if (c == '\0')
+		return -1;
+	p = strchr(b64_alphabet, c);
+	return p != NULL ? (int)(p - b64_alphabet) : -1;
+}
+
+/*
+ * Strict: length a multiple of 4, only the alphabet, "=" padding only at
+ * the end, and the unused bits before padding zero (RFC 4648 section 3.5:
+ * canonical encodings only).
+ */
+int
+auth_b64_decode(const char *in, char *out, size_t outlen)
+{
+	size_t inlen = strlen(in), npad = 0, need, i, o = 0;
+
+	if (outlen == 0)
+		return -1;
+	out[0] = '\0';
+	if (strcmp(in, "=") == 0)
+		return 0; /* RFC 4954 section 4: empty initial response */
+	if (inlen % 4 != 0)
+		return -1;
+	if (inlen > 0 && in[inlen - 1] == '=')
+		npad = inlen > 1 && in[inlen - 2] == '=' ? 2 : 1;
+	need = inlen / 4 * 3 - npad;
+	if (need >= outlen || need > INT_MAX)
+		return -1;
+	for (i = 0; i < inlen; i += 4) {
+		int v[4], k, nchars = 4;
+		uint32_t q = 0;
+
+		if (i + 4 == inlen)
+			nchars -= (int)npad;
+		for (k = 0; k < 4; k++) {
+			v[k] = k < nchars ? b64_value((unsigned char)in[i + k])
+			                  : 0;
+			if (v[k] < 0)
+				goto bad;
+			q = q << 6 | (uint32_t)v[k];
+		}
+		out[o++] = (char)(q >> 16);
+		if (nchars > 2)
+			out[o++] = (char)(q >> 8 & 0xff);
+		if (nchars > 3)
+			out[o++] = (char)(q & 0xff);
+		/* canonical: the bits that padding drops must be zero */
+		if ((nchars == 2 && (q & 0xffff) != 0) ||
+		    (nchars == 3 && (q & 0xff) != 0))
+			goto bad;
+	}
+	out[o] = '\0';
+	return (int)o;
+bad:
+	out[0] = '\0';
+	return -1;
+}
+
+int
+auth_b64_encode(const void *in, size_t len, char *out, size_t outlen)
+{
+	const unsigned char *p = in;
+	size_t i, o = 0;
+
+	if (len > (size_t)INT_MAX / 4 * 3 - 3 ||
+	    outlen < (len + 2) / 3 * 4 + 1) {
+		if (outlen > 0)
+			out[0] = '\0';
+		return -1;
+	}
+	for (i = 0; i + 2 < len; i += 3) {
+		uint32_t q =
+		    (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8 | p[i + 2];
+
+		out[o++] = b64_alphabet[q >> 18];
+		out[o++] = b64_alphabet[q >> 12 & 63];
+		out[o++] = b64_alphabet[q >> 6 & 63];
+		out[o++] = b64_alphabet[q & 63];
+	}
+	if (len - i == 1) {
+		out[o++] = b64_alphabet[p[i] >> 2];
+		out[o++] = b64_alphabet[(p[i] & 3) << 4];
+		out[o++] = '=';
+		out[o++] = '=';
+	} else if (len - i == 2) {
+		uint32_t q = (uint32_t)p[i] << 8 | p[i + 1];
+
+		out[o++] = b64_alphabet[q >> 10];
+		out[o++] = b64_alphabet[q >> 4 & 63];
+		out[o++] = b64_alphabet[(q & 15) << 2];
+		out[o++] = '=';
+	}
+	out[o] = '\0';
+	return (int)o;
+}
+
+/* Copy msg[from..to) into a field of AUTH_FIELD_MAX octets. */
+static int
+field_copy(char *dst, const char *msg, size_t from, size_t to)
+{
+	if (to - from >= AUTH_FIELD_MAX)
+		return -1;
+	memcpy(dst, msg + from, to - from);
+	dst[to - from] = '\0';
+	return 0;
+}
+
+int
+sasl_plain_split(
+    const char *msg, size_t len, char *authzid, char *authcid, char *passwd)
+{
+	const char *nul1, *nul2;
+	size_t n1, n2;
+
+	authzid[0] = authcid[0] = passwd[0] = '\0';
+	nul1 = memchr(msg, '\0', len);
+	if (nul1 == NULL)
+		return -1;
+	n1 = (size_t)(nul1 - msg);
+	nul2 = memchr(nul1 + 1, '\0', len - n1 - 1);
+	if (nul2 == NULL)
+		return -1;
+	n2 = (size_t)(nul2 - msg);
+	if (memchr(nul2 + 1, '\0', len - n2 - 1) != NULL || n2 == n1 + 1)
+		goto bad; /* a third NUL, or an empty authcid */
+	if (field_copy(authzid, msg, 0, n1) != 0 ||
+	    field_copy(authcid, msg, n1 + 1, n2) != 0 ||
+	    field_copy(passwd, msg, n2 + 1, len) != 0)
+		goto bad;
+	return 0;
+bad:
+	explicit_bzero(passwd, AUTH_FIELD_MAX);
+	authzid[0] = authcid[0] = '\0';
+	return -1;
+}
+
+static void
+passwd_on_signal(int sig)
+{
+	passwd_signo = sig;
+}
+
+/*
+ * Read one line from fd into buf (AUTH_FIELD_MAX + 1 octets) with read(2),
+ * so no stdio buffer keeps a copy.  The whole line is consumed even when
+ * it is too long.  Returns 0, or -1 with `why` set.
+ */
+static int
+read_password(int fd, char *buf, char *why)
+{
+	size_t n = 0;
+	bool toolong = false, nul = false;
+	int rc = -1;
+	char c = '\0';
+
+	for (;;) {
+		ssize_t r = read(fd, &c, 1);
+
+		if (r < 0 && errno == EINTR && passwd_signo == 0)
+			continue;
+		if (r < 0) {
+			why_set(why, "cannot read the password: %s",
+			    passwd_signo != 0 ? "interrupted"
+			                      : strerror(errno));
+			goto out;
+		}
+		if (r == 0 || c == '\n')
+			break;
+		if (c == '\0')
+			nul = true;
+		if (n < AUTH_FIELD_MAX)
+			buf[n++] = c;
+		else
+			toolong = true;
+	}
+	if (n > 0 && buf[n - 1] == '\r')
+		n--;
+	buf[n] = '\0';
+	if (toolong || n >= AUTH_FIELD_MAX)
+		why_set(
+		    why, "password longer than %d octets", AUTH_FIELD_MAX - 1);
+	else if (nul)
+		why_set(why, "password contains a NUL octet");
+	else if (n == 0)
+		why_set(why, "empty password");
+	else
+		rc = 0;
+out:
+	explicit_bzero(&c, sizeof(c));
+	return rc;
+}
+
+static void
+tty_write(int fd, const char *s)
+{
+	size_t len = strlen(s);
+
+	while (len > 0) {
+		ssize_t w = write(fd, s, len);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return;
+		s += w;
+		len -= (size_t)w;
+	}
+}
+
+/*
+ * Prompt twice on the terminal with echo off.  Echo is restored, and
+ * pending input flushed, on every path; a signal (^C) aborts the prompt,
+ * restores the terminal, then takes its usual effect.
+ */
+static int
+read_password_tty(char *pw, char *again, char *why)
+{
+	static const int sigs[] = {SIGINT, SIGHUP, SIGQUIT, SIGTERM, SIGTSTP};
+	struct sigaction sa, old[sizeof(sigs) / sizeof(sigs[0])];
+	struct termios saved, noecho;
+	bool echo_off = false;
+	int fd, in, out, rc = -1, signo;
+	size_t i;
+
+	fd = open("/dev/tty", O_RDWR | O_NOCTTY | O_CLOEXEC);
+	in = fd >= 0 ? fd : STDIN_FILENO;
+	out = fd >= 0 ? fd : STDERR_FILENO;
+	passwd_signo = 0;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = passwd_on_signal; /* no SA_RESTART: read gets EINTR */
+	sigemptyset(&sa.sa_mask);
+	for (i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+		sigaction(sigs[i], &sa, &old[i]);
+	if (tcgetattr(in, &saved) != 0) {
+		why_set(why, "cannot read the terminal settings: %s",
+		    strerror(errno));
+		goto out;
+	}
+	noecho = saved;
+	noecho.c_lflag &= ~(tcflag_t)(ECHO | ECHOE | ECHOK | ECHONL);
+	if (tcsetattr(in, TCSAFLUSH, &noecho) != 0) {
+		why_set(why, "cannot turn off echo: %s", strerror(errno));
+		goto out;
+	}
+	echo_off = true;
+	tty_write(out, "Password: ");
+	if (read_password(in, pw, why) != 0)
+		goto out;
+	tty_write(out, "\nAgain: ");
+	if (read_password(in, again, why) != 0)
+		goto out;
+	if (strcmp(pw, again) != 0) {
+		why_set(why, "the passwords do not match");
+		goto out;
+	}
+	rc = 0;
+out:
+	if (echo_off) {
+		tty_write(out, "\n");
+		while (tcsetattr(in, TCSAFLUSH, &saved) != 0 && errno == EINTR)
+			;
+	}
+	for (i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+		sigaction(sigs[i], &old[i], NULL);
+	if (fd >= 0)
+		close(fd);
+	signo = passwd_signo;
+	passwd_signo = 0;
+	if (signo != 0) {
+		rc = -1;
+		why_set(why, "interrupted");
+		raise(signo); /* with the caller's disposition restored */
+	}
+	return rc;
+}
+
+/* A name that fits "USER:HASH" and a SASL field. */
+static bool
+passwd_user_ok(const char *user)
+{
+	return user != NULL && is_token(user) && strchr(user, ':') == NULL &&
+	       strlen(user) < AUTH_FIELD_MAX;
+}
+
+int
+auth_cmd_passwd(const char *user)
+{
+	char pw[AUTH_FIELD_MAX + 1], again[AUTH_FIELD_MAX + 1], why[WHY_MAX];
+	char *hash = NULL;
+	int status = 1;
+
+	pw[0] = again[0] = why[0] = '\0';
+	if (!passwd_user_ok(user)) {
+		why_set(why,
+		    "the user name must be 1 to %d octets, without ':', white "
+		    "space or control characters",
+		    AUTH_FIELD_MAX - 1);
+		goto out;
+	}
+	if (isatty(STDIN_FILENO)) {
+		if (read_password_tty(pw, again, why) != 0)
+			goto out;
+	} else if (read_password(STDIN_FILENO, pw, why) != 0) {
+		goto out;
+	}
+	hash = auth_hash_password(pw, why);
+	if (hash == NULL)
+		goto out;
+	if (printf("%s:%s\n", user, hash) < 0 || fflush(stdout) != 0) {
+		why_set(why, "cannot write to standard output: %s",
+		    strerror(errno));
+		goto out;
+	}
+	status = 0;
+out:
+	if (status != 0)
+		fprintf(stderr, "sluice: passwd: %s\n", why);
+	explicit_bzero(pw, sizeof(pw));
+	explicit_bzero(again, sizeof(again));
+	free(hash);
+	return status;
+}

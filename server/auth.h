@@ -1,0 +1,95 @@
+/*
+ * auth.h - SMTP AUTH support (RFC 4954): the credentials file, password
+ * verification with libcrypt, SASL PLAIN (RFC 4616) and LOGIN decoding,
+ * and `sluice passwd`.
+ *
+ * The credentials file (`auth_users`) has one user per line:
+ *
+ *     user:HASH[:sender, sender, ...]
+ *
+ * HASH is a crypt(3) hash (yescrypt "$y$", SHA-512-crypt "$6$", bcrypt
+ * "$2b$"/"$2y$").  The optional third field lists the envelope senders the
+ * user may use when sender_login_match = yes: full addresses, or "@domain"
+ * for any address in that domain.  Without it, the user may only use the
+ * address equal to its user name.  Blank lines and lines starting with '#'
+ * are ignored.
+ *
+ * Threads: a loaded `struct auth_db` is immutable; any thread may call
+ * auth_db_verify and auth_db_sender_allowed on it (crypt_rn keeps its
+ * state in a per-call buffer).  A reload builds a new one.
+ */
+#ifndef SLUICE_AUTH_H
+#define SLUICE_AUTH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
+#define AUTH_FIELD_MAX 256	/* longest user name, password or authzid */
+
+struct auth_db;
+
+/*
+ * Load `path`.  Every problem (unreadable file, a line without a hash, a
+ * hash in an unsupported format, a duplicate user) is printed to `errs`
+ * as "PATH:LINE: message" and counted in *nerrors; the result is NULL when
+ * there was any.
+ */
+struct auth_db *auth_db_load(const char *path, FILE *errs, int *nerrors);
+void auth_db_free(struct auth_db *db);
+
+/* Number of users loaded. */
+int auth_db_count(const struct auth_db *db);
+
+/*
+ * True when `user` exists and `password` matches its hash.  An unknown user
+ * costs the same hashing work as a known one (no user enumeration by
+ * timing).
+ */
+bool auth_db_verify(const struct auth_db *db, const char *user,
+    const char *password);
+
+/*
+ * sender_login_match: may `user` use envelope sender `sender`
+ * ("local@domain", compared case-insensitively in the domain)?  The null
+ * sender "" is always allowed (bounces).
+ */
+bool auth_db_sender_allowed(const struct auth_db *db, const char *user,
+    const char *sender);
+
+/*
+ * Hash `password` with yescrypt and a fresh salt.  Returns a malloc'd
+ * string, or NULL with `why` (WHY_MAX bytes) filled.
+ */
+char *auth_hash_password(const char *password, char *why);
+
+/*
+ * Decode RFC 4648 base64 `in` into `out` (capacity `outlen`, always
+ * NUL-terminated).  Returns the decoded length, or -1 for malformed base64
+ * or output that does not fit.  "=" alone decodes to the empty string
+ * (RFC 4954 section 4: an empty initial response).
+ */
+int auth_b64_decode(const char *in, char *out, size_t outlen);
+
+/* Encode `len` octets as base64 into `out` (NUL-terminated); -1 if too
+ * small. */
+int auth_b64_encode(const void *in, size_t len, char *out, size_t outlen);
+
+/*
+ * Split a decoded SASL PLAIN message "authzid NUL authcid NUL passwd"
+ * (RFC 4616) of `len` octets into its three parts (each at most
+ * AUTH_FIELD_MAX - 1 octets, NUL-terminated).  Returns 0, or -1 when
+ * malformed (not exactly two NULs, an empty authcid, a field too long).
+ */
+int sasl_plain_split(const char *msg, size_t len, char *authzid,
+    char *authcid, char *passwd);
+
+/*
+ * `sluice passwd USER`: read the password as one line on standard input
+ * (when standard input is a terminal: prompt twice on /dev/tty without
+ * echo, and insist the two match), and print "USER:HASH" to standard
+ * output.  Returns the process exit status.
+ */
+int auth_cmd_passwd(const char *user);
+
+#endif

@@ -1,0 +1,209 @@
+/*
+ * tls.c - GnuTLS credentials, self-signed certificates and the holder used
+ * for reloads (see tls.h).
+ *
+ * Shared state: a tls_creds' refcount (atomic).
+ */
+#include "tls.h"
+#include "util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <gnutls/gnutls.h>
+#include <gnutls/crypto.h>
+#include <gnutls/x509.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+struct tls_creds {
+	atomic_int refs;
+	gnutls_certificate_credentials_t x509;
+	gnutls_priority_t prio;
+};
+
+void
+tls_init(void)
+{
+	/* GnuTLS initialises itself at load time; nothing global to set. */
+}
+
+int
+tls_priority_check(const char *priority, char *why)
+{
+	gnutls_priority_t p;
+	const char *err = NULL;
+	int rc = gnutls_priority_init(&p, priority, &err);
+
+	if (rc != GNUTLS_E_SUCCESS) {
+		why_set(why, "bad tls_priority near \"%.40s\": %s",
+		    err ? err : "", gnutls_strerror(rc));
+		return -1;
+	}
+	gnutls_priority_deinit(p);
+	return 0;
+}
+
+struct tls_creds *
+tls_creds_load(const char *cert, const char *key, const char *priority,
+    char *why)
+{
+	struct tls_creds *c = xcalloc(1, sizeof(*c));
+	const char *err = NULL;
+	int rc;
+
+	atomic_init(&c->refs, 1);
+	rc = gnutls_certificate_allocate_credentials(&c->x509);
+	if (rc != GNUTLS_E_SUCCESS) {
+		why_set(why, "%s", gnutls_strerror(rc));
+		free(c);
+		return NULL;
+	}
+	rc = gnutls_certificate_set_x509_key_file2(c->x509, cert, key,
+	    GNUTLS_X509_FMT_PEM, NULL, 0);
+	if (rc < 0) {
+		why_set(why, "cannot load certificate %s with key %s: %s", cert,
+		    key, gnutls_strerror(rc));
+		goto fail;
+	}
+	rc = gnutls_priority_init(&c->prio, priority, &err);
+	if (rc != GNUTLS_E_SUCCESS) {
+		why_set(why, "bad tls_priority near \"%.40s\": %s",
+		    err ? err : "", gnutls_strerror(rc));
+		c->prio = NULL;
+		goto fail;
+	}
+	return c;
+fail:
+	gnutls_certificate_free_credentials(c->x509);
+	free(c);
+	return NULL;
+}
+
+void
+tls_creds_ref(struct tls_creds *c)
+{
+	atomic_fetch_add(&c->refs, 1);
+}
+
+void
+tls_creds_unref(struct tls_creds *c)
+{
+	if (c == NULL || atomic_fetch_sub(&c->refs, 1) != 1)
+		return;
+	gnutls_priority_deinit(c->prio);
+	gnutls_certificate_free_credentials(c->x509);
+	free(c);
+}
+
+void *
+tls_creds_x509(const struct tls_creds *c)
+{
+	return c->x509;
+}
+
+void *
+tls_creds_priority(const struct tls_creds *c)
+{
+	return c->prio;
+}
+
+/* Write `data` to `path` (created with `mode`) atomically via a temp file. */
+static int
+write_file(const char *path, const gnutls_datum_t *data, mode_t mode,
+    char *why)
+{
+	char tmp[4096];
+	int fd, rc = -1;
+
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+	if (fd < 0) {
+		why_set(why, "cannot create %s: %s", tmp, strerror(errno));
+		return -1;
+	}
+	if (write(fd, data->data, data->size) != (ssize_t)data->size ||
+	    fsync(fd) != 0) {
+		why_set(why, "cannot write %s: %s", tmp, strerror(errno));
+		goto out;
+	}
+	if (rename(tmp, path) != 0) {
+		why_set(why, "cannot rename %s: %s", tmp, strerror(errno));
+		goto out;
+	}
+	rc = 0;
+out:
+	close(fd);
+	if (rc != 0)
+		unlink(tmp);
+	return rc;
+}
+
+int
+tls_selfsigned_ensure(const char *cert, const char *key,
+    const char *hostname, char *why)
+{
+	gnutls_x509_privkey_t pk = NULL;
+	gnutls_x509_crt_t crt = NULL;
+	gnutls_datum_t kpem = { NULL, 0 }, cpem = { NULL, 0 };
+	unsigned char serial[16];
+	time_t now = time(NULL);
+	int rc, ret = -1;
+
+	if (access(cert, R_OK) == 0 && access(key, R_OK) == 0)
+		return 0;
+	if ((rc = gnutls_x509_privkey_init(&pk)) < 0 ||
+	    (rc = gnutls_x509_privkey_generate(pk, GNUTLS_PK_RSA, 2048, 0)) <
+		0 ||
+	    (rc = gnutls_x509_crt_init(&crt)) < 0)
+		goto gnutls_fail;
+	(void)gnutls_rnd(GNUTLS_RND_NONCE, serial, sizeof(serial));
+	serial[0] &= 0x7f; /* a positive serial number */
+	if ((rc = gnutls_x509_crt_set_version(crt, 3)) < 0 ||
+	    (rc = gnutls_x509_crt_set_serial(crt, serial, sizeof(serial))) <
+		0 ||
+	    (rc = gnutls_x509_crt_set_activation_time(crt, now - 3600)) < 0 ||
+	    (rc = gnutls_x509_crt_set_expiration_time(crt,
+		 now + 10L * 365 * 86400)) < 0 ||
+	    (rc = gnutls_x509_crt_set_dn_by_oid(crt,
+		 GNUTLS_OID_X520_COMMON_NAME, 0, hostname,
+		 (unsigned)strlen(hostname))) < 0 ||
+	    (rc = gnutls_x509_crt_set_subject_alt_name(crt, GNUTLS_SAN_DNSNAME,
+		 hostname, (unsigned)strlen(hostname), GNUTLS_FSAN_SET)) < 0 ||
+	    (rc = gnutls_x509_crt_set_basic_constraints(crt, 0, -1)) < 0 ||
+	    (rc = gnutls_x509_crt_set_key_usage(crt,
+		 GNUTLS_KEY_DIGITAL_SIGNATURE | GNUTLS_KEY_KEY_ENCIPHERMENT)) <
+		0 ||
+	    (rc = gnutls_x509_crt_set_key_purpose_oid(crt,
+		 GNUTLS_KP_TLS_WWW_SERVER, 0)) < 0 ||
+	    (rc = gnutls_x509_crt_set_key(crt, pk)) < 0 ||
+	    (rc = gnutls_x509_crt_sign2(crt, crt, pk, GNUTLS_DIG_SHA256, 0)) <
+		0 ||
+	    (rc = gnutls_x509_privkey_export2(pk, GNUTLS_X509_FMT_PEM,
+		 &kpem)) < 0 ||
+	    (rc = gnutls_x509_crt_export2(crt, GNUTLS_X509_FMT_PEM, &cpem)) <
+		0)
+		goto gnutls_fail;
+	/* The key first: a certificate without its key is useless. */
+	if (write_file(key, &kpem, 0600, why) != 0 ||
+	    write_file(cert, &cpem, 0644, why) != 0)
+		goto out;
+	ret = 1;
+	goto out;
+gnutls_fail:
+	why_set(why, "cannot generate a self-signed certificate: %s",
+	    gnutls_strerror(rc));
+out:
+	gnutls_free(kpem.data);
+	gnutls_free(cpem.data);
+	if (crt != NULL)
+		gnutls_x509_crt_deinit(crt);
+	if (pk != NULL)
+		gnutls_x509_privkey_deinit(pk);
+	return ret;
+}
+

@@ -1,0 +1,48 @@
+/*
+ * tls.h - server-side TLS on GnuTLS: credentials (certificate chain and
+ * key), the priority string, a self-signed certificate for first runs, and
+ * reference counting so that SIGHUP can swap credentials under running
+ * sessions.
+ *
+ * Threads: a `struct tls_creds` is immutable and reference-counted; a
+ * connection takes a reference for as long as its TLS session lives, so a
+ * reload (which swaps the current credentials in a common/holder.h slot)
+ * never frees credentials in use.
+ */
+#ifndef SLUICE_TLS_H
+#define SLUICE_TLS_H
+
+#include <stdbool.h>
+
+struct tls_creds;
+
+/* Call once at start, before any thread uses TLS. */
+void tls_init(void);
+
+/*
+ * Load the PEM certificate chain `cert` and key `key` and compile
+ * `priority`.  NULL with `why` on any problem (unreadable file, key that
+ * does not match, bad priority string).
+ */
+struct tls_creds *tls_creds_load(const char *cert, const char *key,
+    const char *priority, char *why);
+void tls_creds_ref(struct tls_creds *c);
+void tls_creds_unref(struct tls_creds *c);	/* NULL is a no-op */
+
+/* Check a priority string; 0 or -1 with `why`. */
+int tls_priority_check(const char *priority, char *why);
+
+/*
+ * Write a self-signed certificate for `hostname` (RSA 2048, SHA-256, valid
+ * for ten years, the name as CN and DNS SAN) and its key (mode 0600) to
+ * the two paths, unless both exist already.  Returns 1 when it generated
+ * them, 0 when they existed, -1 with `why` on failure.
+ */
+int tls_selfsigned_ensure(const char *cert, const char *key,
+    const char *hostname, char *why);
+
+/* For conn.c: the GnuTLS objects behind the credentials. */
+void *tls_creds_x509(const struct tls_creds *c);
+void *tls_creds_priority(const struct tls_creds *c);
+
+#endif
