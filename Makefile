@@ -78,7 +78,12 @@ asan:
 tsan:
 	$(MAKE) BUILD=build-tsan OPT=-O1 SANITIZER=thread SANFLAGS="-fsanitize=thread" test
 
-bench: $(BIN)
+$(BUILD)/bench/tlsload: bench/tlsload.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -O2 $(WARN) \
+	    -pthread -o $@ $< $(shell pkg-config --cflags --libs gnutls)
+
+bench: $(BIN) $(BUILD)/bench/tlsload
 	bash bench/run.sh
 
 deps:

@@ -25,6 +25,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PF = os.path.abspath(os.environ.get("PF_ROOT", os.path.join(ROOT, "bench/.cache/postfix")))
 BIN = os.environ.get("SLUICE_BIN", os.path.join(ROOT, "build/sluice"))
+TLSLOAD = os.path.join(ROOT, "build/bench/tlsload")
 ENV = dict(os.environ, LD_LIBRARY_PATH=PF + "/usr/lib/postfix", MAIL_CONFIG=PF + "/conf")
 
 
@@ -137,6 +138,40 @@ def latency(port, n):
     return out[len(out) // 2] * 1000, out[int(len(out) * 0.99)] * 1000
 
 
+def tlsload(port, msgs, sessions, tls, persistent):
+    """Run bench/tlsload; returns (msgs/s, handshakes/s)."""
+    args = [TLSLOAD, "-s", str(sessions), "-m", str(msgs)]
+    if tls:
+        args.append("-t")
+    if persistent:
+        args.append("-p")
+    out = subprocess.run(args + ["127.0.0.1", str(port)], check=True, timeout=600,
+                         capture_output=True, text=True).stdout
+    fields = dict(kv.split("=") for kv in out.split())
+    return float(fields["msgs_per_s"]), float(fields["handshakes_per_s"])
+
+
+def tls_table(n, runs):
+    """TLS costs: the same generator with and without STARTTLS."""
+    print()
+    print("TLS (bench/tlsload, 20 sessions, %d messages; STARTTLS, RSA-2048 self-signed)" % n)
+    print("%-34s %12s %12s %8s %8s" % ("load", "plain/s", "TLS/s", "ratio", "target"))
+    srv = Sluice()
+    try:
+        tlsload(srv.port, 1000, 20, True, True)  # warm-up
+        for persistent in (True, False):
+            count = n if persistent else n // 5
+            plain = median(tlsload(srv.port, count, 20, False, persistent)[0]
+                           for _ in range(runs))
+            res = sorted((tlsload(srv.port, count, 20, True, persistent) for _ in range(runs)))
+            tls, hs = res[len(res) // 2]
+            label = "persistent" if persistent else "1 msg/connection"
+            print("%-34s %12.0f %12.0f %8.2f %8s   (%.0f handshakes/s)"
+                  % (label, plain, tls, tls / plain, ">= 0.80" if persistent else "-", hs))
+    finally:
+        srv.stop()
+
+
 def big_message_rss(size_mb):
     srv = Sluice(workers=8)
     try:
@@ -215,6 +250,8 @@ def main():
     print("single client latency (MAIL..250): p50 %.3f ms (target < 1), p99 %.3f ms (target < 3)" % (p50, p99))
     hwm100 = max(h for s, p, h in rows if s == 100)
     print("peak RSS at 100 sessions: %.1f MB (target < 48)" % (hwm100 / 1024))
+    tls_table(n, a.runs)
+    print()
     before, peak = big_message_rss(50)
     print("one 50 MB message: RSS %.1f MB before, peak %.1f MB, growth %.1f MB (target < 8)"
           % (before / 1024, peak / 1024, (peak - before) / 1024))

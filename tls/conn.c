@@ -33,6 +33,9 @@ struct conn {
 	size_t out_len;
 	int64_t out_deadline; /* for flushes forced by a full buffer */
 	uint64_t bytes_in, bytes_out;
+	/* TLS records read ahead from the socket (see tls_pull). */
+	unsigned char raw[CONN_INBUF + 64];
+	size_t raw_off, raw_len;
 };
 
 struct conn *
@@ -46,6 +49,7 @@ conn_new(int fd)
 	/* Non-blocking: every wait is a poll() with a deadline. */
 	(void)fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
 	c->stop_fd = -1;
+	c->raw_off = c->raw_len = 0;
 	c->write_failed = false;
 	c->in_off = c->in_len = 0;
 	c->out_len = 0;
@@ -196,7 +200,8 @@ io_send(struct conn *c, const void *buf, size_t n)
 static bool
 tls_pending(const struct conn *c)
 {
-	return c->tls != NULL && gnutls_record_check_pending(c->tls) > 0;
+	return c->tls != NULL && (gnutls_record_check_pending(c->tls) > 0 ||
+				     c->raw_off < c->raw_len);
 }
 
 enum conn_status
@@ -406,6 +411,60 @@ conn_consume(struct conn *c, size_t n)
 	c->in_off += n;
 }
 
+/*
+ * GnuTLS's transport read: one recv() fills a buffer with as many records
+ * as have arrived, instead of the two reads (header, then body) per record
+ * that GnuTLS would otherwise make.
+ */
+static ssize_t
+tls_pull(gnutls_transport_ptr_t ptr, void *data, size_t len)
+{
+	struct conn *c = ptr;
+	size_t n;
+
+	if (c->raw_off == c->raw_len) {
+		ssize_t r = recv(c->fd, c->raw, sizeof(c->raw), 0);
+
+		if (r < 0) {
+			gnutls_transport_set_errno(c->tls, errno);
+			return -1;
+		}
+		if (r == 0)
+			return 0;
+		c->raw_off = 0;
+		c->raw_len = (size_t)r;
+	}
+	n = c->raw_len - c->raw_off;
+	if (n > len)
+		n = len;
+	memcpy(data, c->raw + c->raw_off, n);
+	c->raw_off += n;
+	return (ssize_t)n;
+}
+
+static ssize_t
+tls_push(gnutls_transport_ptr_t ptr, const void *data, size_t len)
+{
+	struct conn *c = ptr;
+	ssize_t r = send(c->fd, data, len, MSG_NOSIGNAL);
+
+	if (r < 0)
+		gnutls_transport_set_errno(c->tls, errno);
+	return r;
+}
+
+/* Is a record readable within `ms` milliseconds?  (GnuTLS asks.) */
+static int
+tls_pull_timeout(gnutls_transport_ptr_t ptr, unsigned ms)
+{
+	struct conn *c = ptr;
+	struct pollfd p = { c->fd, POLLIN, 0 };
+
+	if (c->raw_off < c->raw_len)
+		return 1;
+	return poll(&p, 1, (int)ms);
+}
+
 enum conn_status
 conn_tls_accept(struct conn *c, struct tls_creds *creds, int64_t deadline,
     char *why)
@@ -425,7 +484,10 @@ conn_tls_accept(struct conn *c, struct tls_creds *creds, int64_t deadline,
 	gnutls_credentials_set(c->tls, GNUTLS_CRD_CERTIFICATE,
 	    tls_creds_x509(creds));
 	gnutls_certificate_server_set_request(c->tls, GNUTLS_CERT_IGNORE);
-	gnutls_transport_set_int(c->tls, c->fd);
+	gnutls_transport_set_ptr(c->tls, c);
+	gnutls_transport_set_pull_function(c->tls, tls_pull);
+	gnutls_transport_set_push_function(c->tls, tls_push);
+	gnutls_transport_set_pull_timeout_function(c->tls, tls_pull_timeout);
 	for (;;) {
 		rc = gnutls_handshake(c->tls);
 		if (rc == GNUTLS_E_SUCCESS)
