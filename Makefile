@@ -43,7 +43,7 @@ BIN      = $(BUILD)/sluice
 UNIT_TESTS = parse data config auth
 UNIT_BINS  = $(UNIT_TESTS:%=$(BUILD)/tests/test_%)
 
-.PHONY: all run test check unit asan tsan bench fmt lint clean install deps
+.PHONY: all run test check unit asan tsan bench tls-audit fmt lint clean install deps
 
 all: $(BIN)
 
@@ -85,6 +85,10 @@ $(BUILD)/bench/tlsload: bench/tlsload.c
 
 bench: $(BIN) $(BUILD)/bench/tlsload
 	bash bench/run.sh
+
+# Slow and optional: testssl.sh against the submission and smtps ports.
+tls-audit: $(BIN)
+	BUILD=$(BUILD) bash tests/tls-audit.sh
 
 deps:
 	bash tests/deps.sh

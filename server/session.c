@@ -1181,7 +1181,9 @@ session_run(struct server *srv, const struct job *job)
 	s->kind = job->listener->kind;
 	log_info("smtpd", "connect from %s:%d listener=%s%s", s->iplit, s->port,
 	    job->listener->text, s->trusted ? " trusted" : "");
-	/* RFC 8314: on an implicit-TLS port the handshake comes first. */
+	/* RFC 8314: on an implicit-TLS port the handshake comes first; like
+	 * an idle session, it ends at once at shutdown. */
+	conn_set_stop_fd(s->conn, srv->stop_fd);
 	if (s->kind == LISTEN_SMTPS && !start_tls(s))
 		s->quit = true;
 	else

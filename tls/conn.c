@@ -495,14 +495,19 @@ conn_tls_accept(struct conn *c, struct tls_creds *creds, int64_t deadline,
 		if (rc != GNUTLS_E_AGAIN && rc != GNUTLS_E_INTERRUPTED &&
 		    gnutls_error_is_fatal(rc)) {
 			why_set(why, "%s", gnutls_strerror(rc));
+			/* Tell the peer why (protocol_version, ...); best
+			 * effort, the socket is non-blocking. */
+			(void)gnutls_alert_send_appropriate(c->tls, rc);
 			return CONN_ERROR;
 		}
 		st = wait_fd(c,
 		    gnutls_record_get_direction(c->tls) ? POLLOUT : POLLIN,
-		    deadline, false);
+		    deadline, true);
 		if (st != CONN_OK) {
-			why_set(why, "%s", st == CONN_TIMEOUT ?
-				"timeout" : "connection lost");
+			why_set(why, "%s",
+			    st == CONN_TIMEOUT ? "timeout" :
+			    st == CONN_STOPPED ? "shutting down" :
+						 "connection lost");
 			return st;
 		}
 	}

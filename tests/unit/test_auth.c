@@ -62,6 +62,27 @@ make_hashes(void)
 	CHECK(strncmp(hash_2b, "$2b$04$", 7) == 0, "made a bcrypt hash");
 }
 
+/* `s` with control characters escaped, for one-line check names. */
+static const char *
+show(const char *s)
+{
+	static char bufs[4][1024];
+	static int next;
+	char *b = bufs[next++ % 4];
+	size_t n = 0;
+
+	for (; *s != '\0' && n + 5 < sizeof(bufs[0]); s++) {
+		unsigned char ch = (unsigned char)*s;
+
+		if (ch < ' ' || ch == 0x7f)
+			n += (size_t)snprintf(b + n, 5, "\\x%02x", ch);
+		else
+			b[n++] = (char)ch;
+	}
+	b[n] = '\0';
+	return b;
+}
+
 /* Write `len` octets to a new temporary file; its path goes to `path`. */
 static void
 write_temp(char *path, const char *text, size_t len)
@@ -124,8 +145,8 @@ load_users(void)
 	    "carol : %s :\r\n",
 	    hash_y, hash_6, hash_2b);
 	db = load_text(text, errs, sizeof(errs), &nerr);
-	CHECK(
-	    db != NULL && nerr == 0, "load: three methods (errors: %s)", errs);
+	CHECK(db != NULL && nerr == 0, "load: three methods (errors: %s)",
+	    show(errs));
 	CHECK(auth_db_count(db) == 3, "load: count is 3 (got %d)",
 	    auth_db_count(db));
 	return db;
@@ -158,7 +179,7 @@ test_verify(const struct auth_db *db)
 		const struct vcase *c = &vcases[i];
 
 		CHECK(auth_db_verify(db, c->user, c->password) == c->ok,
-		    "verify %s with password #%zu -> %s", c->user, i,
+		    "verify \"%s\" with password #%zu -> %s", c->user, i,
 		    c->ok ? "yes" : "no");
 	}
 	CHECK(!auth_db_verify(NULL, "alice", "ypass"), "verify without a db");
@@ -258,7 +279,8 @@ test_errors(void)
 		db = load_text(text, errs, sizeof(errs), &nerr);
 		CHECK(db == NULL && nerr == c->nerr &&
 		          strstr(errs, c->want) != NULL,
-		    "load error: %s (%d errors: %s)", c->name, nerr, errs);
+		    "load error: %s (%d errors: %s)", c->name, nerr,
+		    show(errs));
 		if (c->secret != NULL)
 			CHECK(strstr(errs, c->secret) == NULL,
 			    "load error: %s does not echo the hash field",
@@ -276,7 +298,7 @@ test_errors(void)
 		CHECK(db == NULL && nerr == 1 &&
 		          strstr(errbuf, "/nonexistent/sluice/users: cannot "
 		                         "open") != NULL,
-		    "load error: missing file (%s)", errbuf);
+		    "load error: missing file (%s)", show(errbuf));
 	}
 	db = load_text("# nobody yet\n\n", errs, sizeof(errs), &nerr);
 	CHECK(db != NULL && nerr == 0 && auth_db_count(db) == 0,
@@ -364,8 +386,8 @@ test_b64_decode(void)
 		          (r < 0 || (memcmp(out, c->out, (size_t)r) == 0 &&
 		                        out[r] == '\0')) &&
 		          (r >= 0 || out[0] == '\0'),
-		    "b64 decode #%zu \"%s\" -> %d (got %d)", i, c->in, c->ret,
-		    r);
+		    "b64 decode #%zu \"%s\" -> %d (got %d)", i, show(c->in),
+		    c->ret, r);
 	}
 	CHECK(auth_b64_decode("Zg==", out, 0) == -1, "b64 decode: no room");
 }
@@ -595,7 +617,7 @@ check_passwd_output(const char *name, const char *user, const char *password,
 		    out + ulen + 1);
 	CHECK(status == 0 && shape && err[0] == '\0',
 	    "passwd: %s prints \"USER:HASH\" (status %d, stderr \"%s\")", name,
-	    status, err);
+	    status, show(err));
 	CHECK(strncmp(hash, "$y$", 3) == 0 && hash_matches(password, hash),
 	    "passwd: %s hash is yescrypt of the line", name);
 }
@@ -621,7 +643,7 @@ test_passwd(void)
 			          strstr(err, c->err) != NULL &&
 			          strchr(err, '\n') == err + strlen(err) - 1,
 			    "passwd: %s fails (status %d, stderr \"%s\")",
-			    c->name, status, err);
+			    c->name, status, show(err));
 			CHECK(strstr(err, "Zecret9") == NULL &&
 			          strstr(err, "Zec") == NULL,
 			    "passwd: %s does not print the password", c->name);
@@ -654,7 +676,7 @@ test_passwd(void)
 	CHECK(status == 1 && out[0] == '\0' &&
 	          strstr(err, "longer than 255 octets") != NULL &&
 	          strstr(err, "xxxxxxxx") == NULL,
-	    "passwd: 256-octet password refused (%s)", err);
+	    "passwd: 256-octet password refused (%s)", show(err));
 	free(out);
 	free(err);
 }
