@@ -30,6 +30,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -631,10 +632,13 @@ passwd_on_signal(int sig)
 /*
  * Read one line from fd into buf (AUTH_FIELD_MAX + 1 octets) with read(2),
  * so no stdio buffer keeps a copy.  The whole line is consumed even when
- * it is too long.  Returns 0, or -1 with `why` set.
+ * it is too long.  With `waitmask`, the caller has blocked the signals it
+ * catches and they are let in only while ppoll waits, so a ^C can never
+ * slip in between a check of passwd_signo and a blocking read.  Returns 0,
+ * or -1 with `why` set.
  */
 static int
-read_password(int fd, char *buf, char *why)
+read_password(int fd, char *buf, const sigset_t *waitmask, char *why)
 {
 	size_t n = 0;
 	bool toolong = false, nul = false;
@@ -642,14 +646,23 @@ read_password(int fd, char *buf, char *why)
 	char c = '\0';
 
 	for (;;) {
-		ssize_t r = read(fd, &c, 1);
+		struct pollfd pfd = {.fd = fd, .events = POLLIN};
+		ssize_t r;
 
-		if (r < 0 && errno == EINTR && passwd_signo == 0)
-			continue;
-		if (r < 0) {
+		if (waitmask != NULL && ppoll(&pfd, 1, NULL, waitmask) < 0) {
+			if (errno == EINTR && passwd_signo == 0)
+				continue;
 			why_set(why, "cannot read the password: %s",
 			    passwd_signo != 0 ? "interrupted"
 			                      : strerror(errno));
+			goto out;
+		}
+		r = read(fd, &c, 1);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0) {
+			why_set(why, "cannot read the password: %s",
+			    strerror(errno));
 			goto out;
 		}
 		if (r == 0 || c == '\n')
@@ -698,13 +711,17 @@ tty_write(int fd, const char *s)
 /*
  * Prompt twice on the terminal with echo off.  Echo is restored, and
  * pending input flushed, on every path; a signal (^C) aborts the prompt,
- * restores the terminal, then takes its usual effect.
+ * restores the terminal, then takes its usual effect.  Signals the caller
+ * ignores stay ignored.
  */
 static int
 read_password_tty(char *pw, char *again, char *why)
 {
 	static const int sigs[] = {SIGINT, SIGHUP, SIGQUIT, SIGTERM, SIGTSTP};
-	struct sigaction sa, old[sizeof(sigs) / sizeof(sigs[0])];
+	enum { NSIGS = sizeof(sigs) / sizeof(sigs[0]) };
+	struct sigaction sa, old[NSIGS];
+	bool caught[NSIGS] = {false};
+	sigset_t block, saved_mask;
 	struct termios saved, noecho;
 	bool echo_off = false;
 	int fd, in, out, rc = -1, signo;
@@ -715,10 +732,19 @@ read_password_tty(char *pw, char *again, char *why)
 	out = fd >= 0 ? fd : STDERR_FILENO;
 	passwd_signo = 0;
 	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = passwd_on_signal; /* no SA_RESTART: read gets EINTR */
+	sa.sa_handler = passwd_on_signal;
 	sigemptyset(&sa.sa_mask);
-	for (i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
-		sigaction(sigs[i], &sa, &old[i]);
+	sigemptyset(&block);
+	for (i = 0; i < NSIGS; i++) {
+		sigaction(sigs[i], NULL, &old[i]);
+		if (old[i].sa_handler != SIG_IGN)
+			sigaddset(&block, sigs[i]);
+	}
+	/* Blocked except inside ppoll (see read_password). */
+	sigprocmask(SIG_BLOCK, &block, &saved_mask);
+	for (i = 0; i < NSIGS; i++)
+		if (sigismember(&block, sigs[i]) == 1)
+			caught[i] = sigaction(sigs[i], &sa, NULL) == 0;
 	if (tcgetattr(in, &saved) != 0) {
 		why_set(why, "cannot read the terminal settings: %s",
 		    strerror(errno));
@@ -732,10 +758,10 @@ read_password_tty(char *pw, char *again, char *why)
 	}
 	echo_off = true;
 	tty_write(out, "Password: ");
-	if (read_password(in, pw, why) != 0)
+	if (read_password(in, pw, &saved_mask, why) != 0)
 		goto out;
 	tty_write(out, "\nAgain: ");
-	if (read_password(in, again, why) != 0)
+	if (read_password(in, again, &saved_mask, why) != 0)
 		goto out;
 	if (strcmp(pw, again) != 0) {
 		why_set(why, "the passwords do not match");
@@ -748,12 +774,15 @@ out:
 		while (tcsetattr(in, TCSAFLUSH, &saved) != 0 && errno == EINTR)
 			;
 	}
-	for (i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
-		sigaction(sigs[i], &old[i], NULL);
+	for (i = 0; i < NSIGS; i++)
+		if (caught[i])
+			sigaction(sigs[i], &old[i], NULL);
 	if (fd >= 0)
 		close(fd);
 	signo = passwd_signo;
 	passwd_signo = 0;
+	/* A signal still pending is delivered here, with the old action. */
+	sigprocmask(SIG_SETMASK, &saved_mask, NULL);
 	if (signo != 0) {
 		rc = -1;
 		why_set(why, "interrupted");
@@ -788,7 +817,7 @@ auth_cmd_passwd(const char *user)
 	if (isatty(STDIN_FILENO)) {
 		if (read_password_tty(pw, again, why) != 0)
 			goto out;
-	} else if (read_password(STDIN_FILENO, pw, why) != 0) {
+	} else if (read_password(STDIN_FILENO, pw, NULL, why) != 0) {
 		goto out;
 	}
 	hash = auth_hash_password(pw, why);
