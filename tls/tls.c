@@ -48,14 +48,61 @@ tls_priority_check(const char *priority, char *why)
 	return 0;
 }
 
+/*
+ * Does the first certificate in `cert` carry the public half of `key`?
+ * Checked before GnuTLS loads the pair: its own check for this case leaks
+ * the certificate it parsed (GnuTLS 3.7), and a reload may hit it.
+ */
+static int
+key_matches(const char *cert, const char *key, char *why)
+{
+	gnutls_datum_t cdata = { NULL, 0 }, kdata = { NULL, 0 };
+	gnutls_x509_crt_t crt = NULL;
+	gnutls_x509_privkey_t pk = NULL;
+	unsigned char cid[64], kid[64];
+	size_t clen = sizeof(cid), klen = sizeof(kid);
+	int rc, ret = -1;
+
+	if ((rc = gnutls_load_file(cert, &cdata)) < 0 ||
+	    (rc = gnutls_load_file(key, &kdata)) < 0 ||
+	    (rc = gnutls_x509_crt_init(&crt)) < 0 ||
+	    (rc = gnutls_x509_crt_import(crt, &cdata, GNUTLS_X509_FMT_PEM)) <
+		0 ||
+	    (rc = gnutls_x509_privkey_init(&pk)) < 0 ||
+	    (rc = gnutls_x509_privkey_import2(pk, &kdata, GNUTLS_X509_FMT_PEM,
+		 NULL, 0)) < 0 ||
+	    (rc = gnutls_x509_crt_get_key_id(crt, 0, cid, &clen)) < 0 ||
+	    (rc = gnutls_x509_privkey_get_key_id(pk, 0, kid, &klen)) < 0) {
+		why_set(why, "cannot load certificate %s with key %s: %s", cert,
+		    key, gnutls_strerror(rc));
+		goto out;
+	}
+	if (clen != klen || memcmp(cid, kid, clen) != 0) {
+		why_set(why, "certificate %s does not match key %s", cert, key);
+		goto out;
+	}
+	ret = 0;
+out:
+	if (pk != NULL)
+		gnutls_x509_privkey_deinit(pk);
+	if (crt != NULL)
+		gnutls_x509_crt_deinit(crt);
+	gnutls_free(kdata.data);
+	gnutls_free(cdata.data);
+	return ret;
+}
+
 struct tls_creds *
 tls_creds_load(const char *cert, const char *key, const char *priority,
     char *why)
 {
-	struct tls_creds *c = xcalloc(1, sizeof(*c));
+	struct tls_creds *c;
 	const char *err = NULL;
 	int rc;
 
+	if (key_matches(cert, key, why) != 0)
+		return NULL;
+	c = xcalloc(1, sizeof(*c));
 	atomic_init(&c->refs, 1);
 	rc = gnutls_certificate_allocate_credentials(&c->x509);
 	if (rc != GNUTLS_E_SUCCESS) {
