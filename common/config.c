@@ -30,9 +30,14 @@ enum key_type {
 	T_DOMAINS,
 	T_BARE_NEWLINE,
 	T_LOG_LEVEL,
-	T_OPTPATH,	/* a path, or empty */
-	T_STRING,	/* any non-empty text */
-	T_BOOL,		/* yes or no */
+	T_OPTPATH,   /* a path, or empty */
+	T_STRING,    /* any non-empty text */
+	T_BOOL,      /* yes or no */
+	T_CHOICE,    /* one of `choices`, stored as its index (int) */
+	T_DURATIONS, /* retry_schedule */
+	T_HOSTPORTS, /* dns_servers */
+	T_HOSTPORT,  /* smarthost, may be empty */
+	T_ROUTES,
 };
 
 struct key {
@@ -40,39 +45,82 @@ struct key {
 	enum key_type type;
 	size_t off;
 	long long min, max;
-	const char *def; /* NULL: computed (hostname) */
+	const char *def;            /* NULL: computed (hostname) */
+	const char *const *choices; /* T_CHOICE: NULL-terminated */
 };
+
+static const char *const inet_choices[] = {"all", "ipv4", "ipv6", NULL};
+static const char *const outbound_tls_choices[] = {
+    "none", "may", "encrypt", "verify", NULL};
+static const char *const smarthost_tls_choices[] = {
+    "starttls", "smtps", "none", NULL};
 
 #define F(field) offsetof(struct config, field)
 
 static const struct key keys[] = {
-    {"hostname", T_HOSTNAME, F(hostname), 0, 0, NULL},
-    {"listen", T_LISTEN, 0, 0, 0, "127.0.0.1:2525"},
-    {"queue_path", T_PATH, F(queue_path), 0, 0, "var/queue.db"},
-    {"workers", T_INT, F(workers), 1, 10000, "100"},
+    {"hostname", T_HOSTNAME, F(hostname), 0, 0, NULL, NULL},
+    {"listen", T_LISTEN, 0, 0, 0, "127.0.0.1:2525", NULL},
+    {"queue_path", T_PATH, F(queue_path), 0, 0, "var/queue.db", NULL},
+    {"workers", T_INT, F(workers), 1, 10000, "100", NULL},
     {"max_connections_per_ip", T_INT, F(max_connections_per_ip), 0, 100000,
-        "20"},
+        "20", NULL},
     {"max_message_size", T_BYTES, F(max_message_size), 1024, (long long)1 << 40,
-        "26214400"},
-    {"max_recipients", T_INT, F(max_recipients), 1, 100000, "1000"},
-    {"relay_networks", T_NETWORKS, 0, 0, 0, "127.0.0.0/8, ::1/128"},
-    {"relay_domains", T_DOMAINS, 0, 0, 0, ""},
-    {"command_timeout", T_DURATION, F(command_timeout), 1, 86400, "5m"},
-    {"data_timeout", T_DURATION, F(data_timeout), 1, 86400, "3m"},
-    {"min_data_rate", T_INT, F(min_data_rate), 0, INT_MAX, "500"},
-    {"max_errors", T_INT, F(max_errors), 1, 10000, "10"},
-    {"max_received_headers", T_INT, F(max_received_headers), 1, 1000, "50"},
-    {"bare_newline", T_BARE_NEWLINE, 0, 0, 0, "reject"},
-    {"shutdown_grace", T_DURATION, F(shutdown_grace), 0, 86400, "30s"},
-    {"log_level", T_LOG_LEVEL, F(log_level), 0, 0, "info"},
-    {"tls_cert", T_OPTPATH, F(tls_cert), 0, 0, ""},
-    {"tls_key", T_OPTPATH, F(tls_key), 0, 0, ""},
-    {"tls_priority", T_STRING, F(tls_priority), 0, 0, CONFIG_TLS_PRIORITY},
-    {"auth_users", T_OPTPATH, F(auth_users), 0, 0, ""},
+        "26214400", NULL},
+    {"max_recipients", T_INT, F(max_recipients), 1, 100000, "1000", NULL},
+    {"relay_networks", T_NETWORKS, 0, 0, 0, "127.0.0.0/8, ::1/128", NULL},
+    {"relay_domains", T_DOMAINS, 0, 0, 0, "", NULL},
+    {"command_timeout", T_DURATION, F(command_timeout), 1, 86400, "5m", NULL},
+    {"data_timeout", T_DURATION, F(data_timeout), 1, 86400, "3m", NULL},
+    {"min_data_rate", T_INT, F(min_data_rate), 0, INT_MAX, "500", NULL},
+    {"max_errors", T_INT, F(max_errors), 1, 10000, "10", NULL},
+    {"max_received_headers", T_INT, F(max_received_headers), 1, 1000, "50",
+        NULL},
+    {"bare_newline", T_BARE_NEWLINE, 0, 0, 0, "reject", NULL},
+    {"shutdown_grace", T_DURATION, F(shutdown_grace), 0, 86400, "30s", NULL},
+    {"log_level", T_LOG_LEVEL, F(log_level), 0, 0, "info", NULL},
+    {"tls_cert", T_OPTPATH, F(tls_cert), 0, 0, "", NULL},
+    {"tls_key", T_OPTPATH, F(tls_key), 0, 0, "", NULL},
+    {"tls_priority", T_STRING, F(tls_priority), 0, 0, CONFIG_TLS_PRIORITY,
+        NULL},
+    {"auth_users", T_OPTPATH, F(auth_users), 0, 0, "", NULL},
     {"submission_trust_networks", T_BOOL, F(submission_trust_networks), 0, 0,
-	"no"},
-    {"sender_login_match", T_BOOL, F(sender_login_match), 0, 0, "no"},
-    {"auth_failure_delay", T_DURATION, F(auth_failure_delay), 0, 60, "1s"},
+        "no", NULL},
+    {"sender_login_match", T_BOOL, F(sender_login_match), 0, 0, "no", NULL},
+    {"auth_failure_delay", T_DURATION, F(auth_failure_delay), 0, 60, "1s",
+        NULL},
+    {"delivery_threads", T_INT, F(delivery_threads), 1, 1000, "16", NULL},
+    {"destination_concurrency", T_INT, F(destination_concurrency), 1, 1000,
+        "20", NULL},
+    {"retry_schedule", T_DURATIONS, 0, 0, 0, "1m, 5m, 15m, 30m, 1h, 2h, 4h",
+        NULL},
+    {"queue_lifetime", T_DURATION, F(queue_lifetime), 1, 365 * 86400, "5d",
+        NULL},
+    {"delay_warning_time", T_DURATION, F(delay_warning_time), 0, 365 * 86400,
+        "0", NULL},
+    {"delivery_port", T_INT, F(delivery_port), 1, 65535, "25", NULL},
+    {"connect_timeout", T_DURATION, F(connect_timeout), 1, 3600, "30s", NULL},
+    {"delivery_command_timeout", T_DURATION, F(delivery_command_timeout), 1,
+        86400, "5m", NULL},
+    {"delivery_data_timeout", T_DURATION, F(delivery_data_timeout), 1, 86400,
+        "10m", NULL},
+    {"max_messages_per_connection", T_INT, F(max_messages_per_connection), 1,
+        100000, "100", NULL},
+    {"max_mx_hosts", T_INT, F(max_mx_hosts), 1, 100, "5", NULL},
+    {"dns_servers", T_HOSTPORTS, 0, 0, 0, "", NULL},
+    {"dns_timeout", T_DURATION, F(dns_timeout), 1, 600, "10s", NULL},
+    {"inet_protocols", T_CHOICE, F(inet_protocols), 0, 0, "all", inet_choices},
+    {"outbound_tls", T_CHOICE, F(outbound_tls), 0, 0, "may",
+        outbound_tls_choices},
+    {"tls_ca_file", T_OPTPATH, F(tls_ca_file), 0, 0, "", NULL},
+    {"smarthost", T_HOSTPORT, F(smarthost), 0, 0, "", NULL},
+    {"smarthost_tls", T_CHOICE, F(smarthost_tls), 0, 0, "starttls",
+        smarthost_tls_choices},
+    {"smarthost_user", T_OPTPATH, F(smarthost_user), 0, 0, "", NULL},
+    {"smarthost_password_file", T_OPTPATH, F(smarthost_password_file), 0, 0, "",
+        NULL},
+    {"smarthost_auth_without_tls", T_BOOL, F(smarthost_auth_without_tls), 0, 0,
+        "no", NULL},
+    {"routes", T_ROUTES, 0, 0, 0, "", NULL},
 };
 
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
@@ -264,6 +312,56 @@ name_valid(const char *s, bool allow_wildcard)
 	return label > 0;
 }
 
+int
+config_parse_hostport(const char *s, struct hostport *out, char *why)
+{
+	const char *colon, *hend;
+	char *end;
+	long port = 0;
+	size_t hlen;
+
+	memset(out, 0, sizeof(*out));
+	if (s[0] == '[') {
+		hend = strchr(s, ']');
+		if (hend == NULL) {
+			why_set(why, "missing ']' in \"%s\"", s);
+			return -1;
+		}
+		hlen = (size_t)(hend - s - 1);
+		s++;
+		colon = hend[1] == ':' ? hend + 1 : NULL;
+		if (hend[1] != '\0' && colon == NULL) {
+			why_set(why, "bad host:port \"%s\"", s - 1);
+			return -1;
+		}
+	} else {
+		colon = strrchr(s, ':');
+		if (colon != NULL && strchr(s, ':') != colon) {
+			why_set(why,
+			    "write IPv6 addresses as [addr]:port, "
+			    "not \"%s\"",
+			    s);
+			return -1;
+		}
+		hlen = colon ? (size_t)(colon - s) : strlen(s);
+	}
+	if (hlen == 0 || hlen >= sizeof(out->host)) {
+		why_set(why, "bad host in \"%s\"", s);
+		return -1;
+	}
+	memcpy(out->host, s, hlen);
+	if (colon != NULL) {
+		port = strtol(colon + 1, &end, 10);
+		if (colon[1] == '\0' || *end != '\0' || port < 1 ||
+		    port > 65535) {
+			why_set(why, "bad port in \"%s\"", s);
+			return -1;
+		}
+	}
+	out->port = (int)port;
+	return 0;
+}
+
 bool
 config_domain_listed(char *const *list, int n, const char *domain)
 {
@@ -434,6 +532,116 @@ set_key(struct config *cfg, const struct key *k, const char *value, char *why)
 			goto out;
 		}
 		break;
+	case T_CHOICE:
+		for (i = 0; k->choices[i] != NULL; i++)
+			if (strcmp(k->choices[i], value) == 0)
+				break;
+		if (k->choices[i] == NULL) {
+			char list[128] = "";
+
+			for (i = 0; k->choices[i] != NULL; i++)
+				snprintf(list + strlen(list),
+				    sizeof(list) - strlen(list), "%s%s",
+				    i ? ", " : "", k->choices[i]);
+			why_set(why, "%s must be one of %s, not \"%s\"",
+			    k->name, list, value);
+			goto out;
+		}
+		*(int *)((char *)cfg + k->off) = i;
+		break;
+	case T_DURATIONS:
+		n = split_list(copy, &items);
+		if (n == 0) {
+			why_set(why, "%s needs at least one duration", k->name);
+			free(items);
+			goto out;
+		}
+		free(cfg->retry_schedule);
+		cfg->retry_schedule = xcalloc((size_t)n, sizeof(int));
+		cfg->nretry_schedule = 0;
+		for (i = 0; i < n; i++) {
+			v = config_parse_duration(items[i]);
+			if (v < 1 || v > 30LL * 86400) {
+				why_set(why, "bad duration \"%s\" in %s",
+				    items[i], k->name);
+				free(items);
+				goto out;
+			}
+			cfg->retry_schedule[cfg->nretry_schedule++] = (int)v;
+		}
+		free(items);
+		break;
+	case T_HOSTPORTS:
+		n = split_list(copy, &items);
+		free(cfg->dns_servers);
+		cfg->dns_servers = xcalloc((size_t)n, sizeof(struct hostport));
+		cfg->ndns_servers = 0;
+		for (i = 0; i < n; i++) {
+			struct hostport *hp =
+			    &cfg->dns_servers[cfg->ndns_servers];
+			unsigned char a[16];
+
+			if (config_parse_hostport(items[i], hp, why) != 0) {
+				free(items);
+				goto out;
+			}
+			if (inet_pton(AF_INET, hp->host, a) != 1 &&
+			    inet_pton(AF_INET6, hp->host, a) != 1) {
+				why_set(why,
+				    "dns_servers takes IP addresses, "
+				    "not \"%s\"",
+				    hp->host);
+				free(items);
+				goto out;
+			}
+			cfg->ndns_servers++;
+		}
+		free(items);
+		break;
+	case T_HOSTPORT:
+		if (*value == '\0') {
+			memset(
+			    (char *)cfg + k->off, 0, sizeof(struct hostport));
+			break;
+		}
+		if (config_parse_hostport(value,
+		        (struct hostport *)((char *)cfg + k->off), why) != 0)
+			goto out;
+		break;
+	case T_ROUTES:
+		n = split_list(copy, &items);
+		free(cfg->routes);
+		cfg->routes = xcalloc((size_t)n, sizeof(struct route));
+		cfg->nroutes = 0;
+		for (i = 0; i < n; i++) {
+			struct route *r = &cfg->routes[cfg->nroutes];
+			char *c = strchr(items[i], ':');
+
+			if (c == NULL || c == items[i]) {
+				why_set(why,
+				    "bad route \"%s\" (expected "
+				    "domain:host:port)",
+				    items[i]);
+				free(items);
+				goto out;
+			}
+			*c = '\0';
+			if (!name_valid(items[i], true) ||
+			    strlen(items[i]) >= sizeof(r->domain)) {
+				why_set(why, "bad domain \"%s\" in routes",
+				    items[i]);
+				free(items);
+				goto out;
+			}
+			snprintf(r->domain, sizeof(r->domain), "%s", items[i]);
+			if (config_parse_hostport(c + 1, &r->to, why) != 0) {
+				free(items);
+				goto out;
+			}
+			cfg->nroutes++;
+		}
+		free(items);
+		break;
 	case T_BARE_NEWLINE:
 		if (strcmp(value, "reject") == 0)
 			cfg->bare_newline_normalize = false;
@@ -593,6 +801,12 @@ config_free(struct config *cfg)
 	free(cfg->tls_key);
 	free(cfg->tls_priority);
 	free(cfg->auth_users);
+	free(cfg->retry_schedule);
+	free(cfg->dns_servers);
+	free(cfg->tls_ca_file);
+	free(cfg->smarthost_user);
+	free(cfg->smarthost_password_file);
+	free(cfg->routes);
 	free(cfg->relay_networks);
 	for (i = 0; i < cfg->nrelay_domains; i++)
 		free(cfg->relay_domains[i]);

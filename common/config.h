@@ -16,9 +16,9 @@
 #include "cidr.h"
 
 /* TLS 1.2 and 1.3 only, forward secrecy (ECDHE), AEAD ciphers only. */
-#define CONFIG_TLS_PRIORITY                                                \
-	"NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2:-CIPHER-ALL:"          \
-	"+AES-256-GCM:+AES-128-GCM:+CHACHA20-POLY1305:-KX-ALL:"            \
+#define CONFIG_TLS_PRIORITY                                                    \
+	"NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2:-CIPHER-ALL:"              \
+	"+AES-256-GCM:+AES-128-GCM:+CHACHA20-POLY1305:-KX-ALL:"                \
 	"+ECDHE-ECDSA:+ECDHE-RSA:-MAC-ALL:+AEAD:%SERVER_PRECEDENCE"
 
 enum listen_kind {
@@ -33,6 +33,27 @@ struct listen_addr {
 	enum listen_kind kind;
 	char text[80]; /* as written, e.g. "[::1]:2525/smtp" */
 };
+
+/* "host:port", "[host]:port" or "1.2.3.4" (port 0: the default). */
+struct hostport {
+	char host[256];
+	int port;
+};
+
+/* routes = domain:host:port, ... ("*.domain" for subdomains) */
+struct route {
+	char domain[256];
+	struct hostport to;
+};
+
+enum { INET_ALL = 0, INET_IPV4, INET_IPV6 };
+enum {
+	OUTBOUND_TLS_NONE = 0,
+	OUTBOUND_TLS_MAY,
+	OUTBOUND_TLS_ENCRYPT,
+	OUTBOUND_TLS_VERIFY,
+};
+enum { SMARTHOST_TLS_STARTTLS = 0, SMARTHOST_TLS_SMTPS, SMARTHOST_TLS_NONE };
 
 struct config {
 	char *hostname;
@@ -61,7 +82,33 @@ struct config {
 	bool submission_trust_networks;
 	bool sender_login_match;
 	int auth_failure_delay; /* seconds */
-	int log_level;      /* enum log_level */
+	/* Delivery (queue/deliver.c, dns/). */
+	int delivery_threads;
+	int destination_concurrency;
+	int *retry_schedule; /* seconds; the last value repeats */
+	int nretry_schedule;
+	int queue_lifetime;     /* seconds */
+	int delay_warning_time; /* seconds, 0: no delay notices */
+	int delivery_port;
+	int connect_timeout;          /* seconds */
+	int delivery_command_timeout; /* seconds: greeting, MAIL, RCPT, DATA */
+	int delivery_data_timeout;    /* seconds: the reply to the final dot */
+	int max_messages_per_connection;
+	int max_mx_hosts;
+	struct hostport *dns_servers; /* none: /etc/resolv.conf */
+	int ndns_servers;
+	int dns_timeout;           /* seconds */
+	int inet_protocols;        /* INET_ALL, INET_IPV4, INET_IPV6 */
+	int outbound_tls;          /* OUTBOUND_TLS_* */
+	char *tls_ca_file;         /* "": the system trust store */
+	struct hostport smarthost; /* host[0] == '\0': none */
+	int smarthost_tls;         /* SMARTHOST_TLS_* */
+	char *smarthost_user;
+	char *smarthost_password_file;
+	bool smarthost_auth_without_tls;
+	struct route *routes;
+	int nroutes;
+	int log_level; /* enum log_level */
 };
 
 /*
@@ -78,6 +125,9 @@ struct config *config_defaults(void);
 struct config *config_load(const char *path, FILE *errs, int *nerrors);
 
 void config_free(struct config *cfg);
+
+/* Parse "host:port", "[host]:port" or "host" into `out`.  0 or -1 + why. */
+int config_parse_hostport(const char *s, struct hostport *out, char *why);
 
 /* Parse a duration ("30", "30s", "5m", "2h", "1d") into seconds; -1 bad. */
 long long config_parse_duration(const char *s);

@@ -13,13 +13,13 @@
 struct held {
 	struct holder *h;
 	void *obj;
-	int refs;	/* guarded by h->mu; the holder's own counts as one */
+	int refs; /* guarded by h->mu; the holder's own counts as one */
 };
 
 struct holder {
 	pthread_mutex_t mu;
 	void (*free_fn)(void *);
-	struct held *cur;	/* guarded by mu */
+	struct held *cur; /* guarded by mu */
 };
 
 struct holder *

@@ -25,7 +25,7 @@
 #include <stddef.h>
 #include <stdio.h>
 
-#define AUTH_FIELD_MAX 256	/* longest user name, password or authzid */
+#define AUTH_FIELD_MAX 256 /* longest user name, password or authzid */
 
 struct auth_db;
 
@@ -46,16 +46,16 @@ int auth_db_count(const struct auth_db *db);
  * costs the same hashing work as a known one (no user enumeration by
  * timing).
  */
-bool auth_db_verify(const struct auth_db *db, const char *user,
-    const char *password);
+bool auth_db_verify(
+    const struct auth_db *db, const char *user, const char *password);
 
 /*
  * sender_login_match: may `user` use envelope sender `sender`
  * ("local@domain", compared case-insensitively in the domain)?  The null
  * sender "" is always allowed (bounces).
  */
-bool auth_db_sender_allowed(const struct auth_db *db, const char *user,
-    const char *sender);
+bool auth_db_sender_allowed(
+    const struct auth_db *db, const char *user, const char *sender);
 
 /*
  * Hash `password` with yescrypt and a fresh salt.  Returns a malloc'd
@@ -81,8 +81,8 @@ int auth_b64_encode(const void *in, size_t len, char *out, size_t outlen);
  * AUTH_FIELD_MAX - 1 octets, NUL-terminated).  Returns 0, or -1 when
  * malformed (not exactly two NULs, an empty authcid, a field too long).
  */
-int sasl_plain_split(const char *msg, size_t len, char *authzid,
-    char *authcid, char *passwd);
+int sasl_plain_split(
+    const char *msg, size_t len, char *authzid, char *authcid, char *passwd);
 
 /*
  * `sluice passwd USER`: read the password as one line on standard input

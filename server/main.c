@@ -157,9 +157,10 @@ load_tls(const struct config *cfg, bool generate, char *why)
 		if (r < 0)
 			return NULL;
 		if (r > 0)
-			log_info("tls", "no tls_cert configured: generated a "
-					"self-signed certificate for %s in %s; "
-					"STARTTLS uses it",
+			log_info("tls",
+			    "no tls_cert configured: generated a "
+			    "self-signed certificate for %s in %s; "
+			    "STARTTLS uses it",
 			    cfg->hostname, cert);
 	}
 	return tls_creds_load(cert, key, cfg->tls_priority, why);
@@ -199,8 +200,10 @@ reload(struct server *srv)
 	}
 	db = load_auth(srv->cfg, &failed);
 	if (failed) {
-		log_err("main", "SIGHUP: keeping the old auth_users: %s has "
-				"errors", srv->cfg->auth_users);
+		log_err("main",
+		    "SIGHUP: keeping the old auth_users: %s has "
+		    "errors",
+		    srv->cfg->auth_users);
 	} else if (db != NULL) {
 		holder_set(srv->auth, db);
 		log_info("main", "SIGHUP: auth_users reloaded (%d users)",
@@ -294,7 +297,8 @@ cmd_serve(const char *path)
 		holder_set(srv.tls, creds);
 		db = load_auth(cfg, &failed);
 		if (failed) {
-			log_err("main", "fatal: %s has errors", cfg->auth_users);
+			log_err(
+			    "main", "fatal: %s has errors", cfg->auth_users);
 			goto out;
 		}
 		holder_set(srv.auth, db);

@@ -19,8 +19,8 @@ struct server {
 	struct queue *queue;
 	int stop_fd; /* readable once shutdown began: idle sessions end */
 	int kill_fd; /* readable once the grace period ended: all end */
-	struct holder *tls;  /* struct tls_creds *, swapped on SIGHUP */
-	struct holder *auth; /* struct auth_db *, NULL without AUTH */
+	struct holder *tls;   /* struct tls_creds *, swapped on SIGHUP */
+	struct holder *auth;  /* struct auth_db *, NULL without AUTH */
 	atomic_long sessions; /* sessions in progress */
 	atomic_long messages_accepted;
 };

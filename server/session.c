@@ -277,13 +277,14 @@ do_mail(struct session *s, const char *args)
 		struct held *ref;
 		struct auth_db *db = holder_get(s->srv->auth, &ref);
 		bool ok = db != NULL &&
-		    auth_db_sender_allowed(db, s->auth_user, s->sender);
+		          auth_db_sender_allowed(db, s->auth_user, s->sender);
 
 		holder_put(ref);
 		if (!ok) {
-			reply(s, 553, "5.7.1 <%s>: Sender address rejected: "
-				      "not owned by user %s", s->sender,
-			    s->auth_user);
+			reply(s, 553,
+			    "5.7.1 <%s>: Sender address rejected: "
+			    "not owned by user %s",
+			    s->sender, s->auth_user);
 			return;
 		}
 	}
@@ -402,14 +403,14 @@ protocol_name(const struct session *s)
 {
 	/* RFC 3848 and RFC 6531 section 3.7.3. */
 	static const char *const names[2][2][2] = {
-		{ { "ESMTP", "ESMTPA" }, { "ESMTPS", "ESMTPSA" } },
-		{ { "UTF8SMTP", "UTF8SMTPA" }, { "UTF8SMTPS", "UTF8SMTPSA" } },
+	    {{"ESMTP", "ESMTPA"}, {"ESMTPS", "ESMTPSA"}},
+	    {{"UTF8SMTP", "UTF8SMTPA"}, {"UTF8SMTPS", "UTF8SMTPSA"}},
 	};
 
 	if (!s->esmtp)
 		return "SMTP";
 	return names[s->mail.smtputf8 ? 1 : 0][s->tls_version[0] ? 1 : 0]
-		    [authenticated(s) ? 1 : 0];
+	            [authenticated(s) ? 1 : 0];
 }
 
 /* Start a message: a new queue entry with our Received header in front. */
@@ -438,8 +439,8 @@ intake_begin(struct session *s, struct intake *in, bool chunked)
 	tlsc[0] = authc[0] = '\0';
 	if (s->tls_version[0] != '\0')
 		snprintf(tlsc, sizeof(tlsc),
-		    "\r\n\t(using %s with cipher %s (%d bits))",
-		    s->tls_version, s->tls_cipher, s->tls_bits);
+		    "\r\n\t(using %s with cipher %s (%d bits))", s->tls_version,
+		    s->tls_cipher, s->tls_bits);
 	if (authenticated(s)) {
 		char user[AUTH_FIELD_MAX];
 
@@ -847,8 +848,10 @@ start_tls(struct session *s)
 	enum conn_status st = CONN_ERROR;
 
 	if (creds == NULL) {
-		log_warn("smtpd", "client=%s TLS requested but no certificate "
-				  "is loaded", s->iplit);
+		log_warn("smtpd",
+		    "client=%s TLS requested but no certificate "
+		    "is loaded",
+		    s->iplit);
 		holder_put(ref);
 		return false;
 	}
@@ -942,8 +945,8 @@ sasl_read(struct session *s, char *buf, size_t max)
 
 /* Decode one base64 SASL field; false (having replied) when malformed. */
 static bool
-sasl_decode(struct session *s, const char *b64, char *out, size_t outlen,
-    int *len)
+sasl_decode(
+    struct session *s, const char *b64, char *out, size_t outlen, int *len)
 {
 	*len = auth_b64_decode(b64, out, outlen);
 	if (*len < 0) {
@@ -965,15 +968,16 @@ auth_verdict(struct session *s, const char *user, const char *pass)
 	log_sanitize(safe, sizeof(safe), user);
 	if (ok) {
 		snprintf(s->auth_user, sizeof(s->auth_user), "%s", user);
-		log_info("smtpd", "client=%s authenticated user=%s", s->iplit,
-		    safe);
+		log_info(
+		    "smtpd", "client=%s authenticated user=%s", s->iplit, safe);
 		reply(s, 235, "2.7.0 Authentication successful");
 		return;
 	}
 	s->auth_failures++;
-	log_info("smtpd", "client=%s authentication failed for user=%s "
-			  "(%d of %d)", s->iplit, safe, s->auth_failures,
-	    AUTH_MAX_FAILURES);
+	log_info("smtpd",
+	    "client=%s authentication failed for user=%s "
+	    "(%d of %d)",
+	    s->iplit, safe, s->auth_failures, AUTH_MAX_FAILURES);
 	/* Slow down password guessing. */
 	if (s->cfg->auth_failure_delay > 0) {
 		(void)conn_flush(s->conn, now_ms() + 10000);
@@ -981,8 +985,10 @@ auth_verdict(struct session *s, const char *user, const char *pass)
 	}
 	reply(s, 535, "5.7.8 Error: authentication credentials invalid");
 	if (s->auth_failures >= AUTH_MAX_FAILURES) {
-		reply(s, 421, "4.7.0 %s Error: too many authentication "
-			      "failures", s->cfg->hostname);
+		reply(s, 421,
+		    "4.7.0 %s Error: too many authentication "
+		    "failures",
+		    s->cfg->hostname);
 		s->quit = true;
 	}
 }
@@ -1002,7 +1008,8 @@ do_auth(struct session *s, const char *args)
 	if (sp != NULL)
 		s->line[(size_t)(sp - s->line)] = '\0';
 	if (mlen == 0 || mlen >= sizeof(mech)) {
-		reply(s, 501, "5.5.4 Syntax: AUTH mechanism [initial-response]");
+		reply(
+		    s, 501, "5.5.4 Syntax: AUTH mechanism [initial-response]");
 		goto out;
 	}
 	memcpy(mech, args, mlen);
@@ -1016,8 +1023,9 @@ do_auth(struct session *s, const char *args)
 		goto out;
 	}
 	if (s->tls_version[0] == '\0') {
-		reply(s, 538, "5.7.11 Encryption required for requested "
-			      "authentication mechanism");
+		reply(s, 538,
+		    "5.7.11 Encryption required for requested "
+		    "authentication mechanism");
 		goto out;
 	}
 	if (authenticated(s)) {
@@ -1025,8 +1033,9 @@ do_auth(struct session *s, const char *args)
 		goto out;
 	}
 	if (s->state != SS_READY) {
-		reply(s, 503, "5.5.1 Error: AUTH not allowed during a mail "
-			      "transaction");
+		reply(s, 503,
+		    "5.5.1 Error: AUTH not allowed during a mail "
+		    "transaction");
 		goto out;
 	}
 	if (ascii_casecmp(mech, "PLAIN") == 0) {
@@ -1046,8 +1055,9 @@ do_auth(struct session *s, const char *args)
 		}
 		/* No proxy authorisation: authzid empty or the user. */
 		if (authz[0] != '\0' && strcmp(authz, user) != 0) {
-			reply(s, 535, "5.7.8 Error: authorization identity "
-				      "not permitted");
+			reply(s, 535,
+			    "5.7.8 Error: authorization identity "
+			    "not permitted");
 			goto out;
 		}
 	} else if (ascii_casecmp(mech, "LOGIN") == 0) {

@@ -23,7 +23,7 @@
 
 struct conn {
 	int fd;
-	gnutls_session_t tls;	/* NULL until TLS is on */
+	gnutls_session_t tls;    /* NULL until TLS is on */
 	struct tls_creds *creds; /* a reference while tls is set */
 	int stop_fd;
 	bool write_failed;
@@ -165,8 +165,8 @@ io_recv(struct conn *c, void *buf, size_t n, short *events)
 	if (r >= 0)
 		return r;
 	if (r == GNUTLS_E_AGAIN || r == GNUTLS_E_INTERRUPTED) {
-		*events = gnutls_record_get_direction(c->tls) ? POLLOUT :
-								POLLIN;
+		*events =
+		    gnutls_record_get_direction(c->tls) ? POLLOUT : POLLIN;
 		return -1;
 	}
 	/* A peer that closes without close_notify has still closed. */
@@ -201,7 +201,7 @@ static bool
 tls_pending(const struct conn *c)
 {
 	return c->tls != NULL && (gnutls_record_check_pending(c->tls) > 0 ||
-				     c->raw_off < c->raw_len);
+	                             c->raw_off < c->raw_len);
 }
 
 enum conn_status
@@ -305,8 +305,8 @@ fill(struct conn *c, int64_t deadline)
 	for (;;) {
 		short events;
 
-		n = io_recv(c, c->in + c->in_len, sizeof(c->in) - c->in_len,
-		    &events);
+		n = io_recv(
+		    c, c->in + c->in_len, sizeof(c->in) - c->in_len, &events);
 		if (n > 0) {
 			c->in_len += (size_t)n;
 			c->bytes_in += (uint64_t)n;
@@ -458,7 +458,7 @@ static int
 tls_pull_timeout(gnutls_transport_ptr_t ptr, unsigned ms)
 {
 	struct conn *c = ptr;
-	struct pollfd p = { c->fd, POLLIN, 0 };
+	struct pollfd p = {c->fd, POLLIN, 0};
 
 	if (c->raw_off < c->raw_len)
 		return 1;
@@ -466,8 +466,8 @@ tls_pull_timeout(gnutls_transport_ptr_t ptr, unsigned ms)
 }
 
 enum conn_status
-conn_tls_accept(struct conn *c, struct tls_creds *creds, int64_t deadline,
-    char *why)
+conn_tls_accept(
+    struct conn *c, struct tls_creds *creds, int64_t deadline, char *why)
 {
 	enum conn_status st;
 	int rc;
@@ -481,8 +481,8 @@ conn_tls_accept(struct conn *c, struct tls_creds *creds, int64_t deadline,
 	c->creds = creds;
 	tls_creds_ref(creds);
 	gnutls_priority_set(c->tls, tls_creds_priority(creds));
-	gnutls_credentials_set(c->tls, GNUTLS_CRD_CERTIFICATE,
-	    tls_creds_x509(creds));
+	gnutls_credentials_set(
+	    c->tls, GNUTLS_CRD_CERTIFICATE, tls_creds_x509(creds));
 	gnutls_certificate_server_set_request(c->tls, GNUTLS_CERT_IGNORE);
 	gnutls_transport_set_ptr(c->tls, c);
 	gnutls_transport_set_pull_function(c->tls, tls_pull);
@@ -505,9 +505,9 @@ conn_tls_accept(struct conn *c, struct tls_creds *creds, int64_t deadline,
 		    deadline, true);
 		if (st != CONN_OK) {
 			why_set(why, "%s",
-			    st == CONN_TIMEOUT ? "timeout" :
-			    st == CONN_STOPPED ? "shutting down" :
-						 "connection lost");
+			    st == CONN_TIMEOUT   ? "timeout"
+			    : st == CONN_STOPPED ? "shutting down"
+			                         : "connection lost");
 			return st;
 		}
 	}
@@ -520,8 +520,8 @@ conn_tls_active(const struct conn *c)
 }
 
 void
-conn_tls_info(const struct conn *c, char *version, size_t vlen,
-    char *cipher, size_t clen, int *bits)
+conn_tls_info(const struct conn *c, char *version, size_t vlen, char *cipher,
+    size_t clen, int *bits)
 {
 	const char *v, *cs;
 
@@ -535,6 +535,5 @@ conn_tls_info(const struct conn *c, char *version, size_t vlen,
 	cs = gnutls_ciphersuite_get(c->tls);
 	snprintf(version, vlen, "%s", v ? v : "unknown");
 	snprintf(cipher, clen, "%s", cs ? cs : "unknown");
-	*bits = (int)gnutls_cipher_get_key_size(gnutls_cipher_get(c->tls)) *
-	    8;
+	*bits = (int)gnutls_cipher_get_key_size(gnutls_cipher_get(c->tls)) * 8;
 }

@@ -91,12 +91,12 @@ struct tls_creds;
  * Start TLS as the server (after "220 Ready to start TLS", or at once on
  * an implicit-TLS port) with a handshake bounded by `deadline`.  The conn
  * takes its own reference to `creds`.  The stop descriptor (see
- * conn_set_stop_fd) ends a handshake too, with CONN_STOPPED.  After CONN_OK every read and write
- * goes through TLS with the same buffering, timeouts and line limits.  On
- * failure `why` says what went wrong; the session must end.
+ * conn_set_stop_fd) ends a handshake too, with CONN_STOPPED.  After CONN_OK
+ * every read and write goes through TLS with the same buffering, timeouts and
+ * line limits.  On failure `why` says what went wrong; the session must end.
  */
-enum conn_status conn_tls_accept(struct conn *c, struct tls_creds *creds,
-    int64_t deadline, char *why);
+enum conn_status conn_tls_accept(
+    struct conn *c, struct tls_creds *creds, int64_t deadline, char *why);
 bool conn_tls_active(const struct conn *c);
 
 /* The negotiated protocol ("TLS1.3") and cipher suite

@@ -56,7 +56,7 @@ tls_priority_check(const char *priority, char *why)
 static int
 key_matches(const char *cert, const char *key, char *why)
 {
-	gnutls_datum_t cdata = { NULL, 0 }, kdata = { NULL, 0 };
+	gnutls_datum_t cdata = {NULL, 0}, kdata = {NULL, 0};
 	gnutls_x509_crt_t crt = NULL;
 	gnutls_x509_privkey_t pk = NULL;
 	unsigned char cid[64], kid[64];
@@ -67,10 +67,10 @@ key_matches(const char *cert, const char *key, char *why)
 	    (rc = gnutls_load_file(key, &kdata)) < 0 ||
 	    (rc = gnutls_x509_crt_init(&crt)) < 0 ||
 	    (rc = gnutls_x509_crt_import(crt, &cdata, GNUTLS_X509_FMT_PEM)) <
-		0 ||
+	        0 ||
 	    (rc = gnutls_x509_privkey_init(&pk)) < 0 ||
-	    (rc = gnutls_x509_privkey_import2(pk, &kdata, GNUTLS_X509_FMT_PEM,
-		 NULL, 0)) < 0 ||
+	    (rc = gnutls_x509_privkey_import2(
+	         pk, &kdata, GNUTLS_X509_FMT_PEM, NULL, 0)) < 0 ||
 	    (rc = gnutls_x509_crt_get_key_id(crt, 0, cid, &clen)) < 0 ||
 	    (rc = gnutls_x509_privkey_get_key_id(pk, 0, kid, &klen)) < 0) {
 		why_set(why, "cannot load certificate %s with key %s: %s", cert,
@@ -93,8 +93,8 @@ out:
 }
 
 struct tls_creds *
-tls_creds_load(const char *cert, const char *key, const char *priority,
-    char *why)
+tls_creds_load(
+    const char *cert, const char *key, const char *priority, char *why)
 {
 	struct tls_creds *c;
 	const char *err = NULL;
@@ -110,8 +110,8 @@ tls_creds_load(const char *cert, const char *key, const char *priority,
 		free(c);
 		return NULL;
 	}
-	rc = gnutls_certificate_set_x509_key_file2(c->x509, cert, key,
-	    GNUTLS_X509_FMT_PEM, NULL, 0);
+	rc = gnutls_certificate_set_x509_key_file2(
+	    c->x509, cert, key, GNUTLS_X509_FMT_PEM, NULL, 0);
 	if (rc < 0) {
 		why_set(why, "cannot load certificate %s with key %s: %s", cert,
 		    key, gnutls_strerror(rc));
@@ -161,8 +161,7 @@ tls_creds_priority(const struct tls_creds *c)
 
 /* Write `data` to `path` (created with `mode`) atomically via a temp file. */
 static int
-write_file(const char *path, const gnutls_datum_t *data, mode_t mode,
-    char *why)
+write_file(const char *path, const gnutls_datum_t *data, mode_t mode, char *why)
 {
 	char tmp[4096];
 	int fd, rc = -1;
@@ -191,12 +190,12 @@ out:
 }
 
 int
-tls_selfsigned_ensure(const char *cert, const char *key,
-    const char *hostname, char *why)
+tls_selfsigned_ensure(
+    const char *cert, const char *key, const char *hostname, char *why)
 {
 	gnutls_x509_privkey_t pk = NULL;
 	gnutls_x509_crt_t crt = NULL;
-	gnutls_datum_t kpem = { NULL, 0 }, cpem = { NULL, 0 };
+	gnutls_datum_t kpem = {NULL, 0}, cpem = {NULL, 0};
 	unsigned char serial[16];
 	time_t now = time(NULL);
 	int rc, ret = -1;
@@ -205,35 +204,34 @@ tls_selfsigned_ensure(const char *cert, const char *key,
 		return 0;
 	if ((rc = gnutls_x509_privkey_init(&pk)) < 0 ||
 	    (rc = gnutls_x509_privkey_generate(pk, GNUTLS_PK_RSA, 2048, 0)) <
-		0 ||
+	        0 ||
 	    (rc = gnutls_x509_crt_init(&crt)) < 0)
 		goto gnutls_fail;
 	(void)gnutls_rnd(GNUTLS_RND_NONCE, serial, sizeof(serial));
 	serial[0] &= 0x7f; /* a positive serial number */
 	if ((rc = gnutls_x509_crt_set_version(crt, 3)) < 0 ||
 	    (rc = gnutls_x509_crt_set_serial(crt, serial, sizeof(serial))) <
-		0 ||
+	        0 ||
 	    (rc = gnutls_x509_crt_set_activation_time(crt, now - 3600)) < 0 ||
-	    (rc = gnutls_x509_crt_set_expiration_time(crt,
-		 now + 10L * 365 * 86400)) < 0 ||
+	    (rc = gnutls_x509_crt_set_expiration_time(
+	         crt, now + 10L * 365 * 86400)) < 0 ||
 	    (rc = gnutls_x509_crt_set_dn_by_oid(crt,
-		 GNUTLS_OID_X520_COMMON_NAME, 0, hostname,
-		 (unsigned)strlen(hostname))) < 0 ||
+	         GNUTLS_OID_X520_COMMON_NAME, 0, hostname,
+	         (unsigned)strlen(hostname))) < 0 ||
 	    (rc = gnutls_x509_crt_set_subject_alt_name(crt, GNUTLS_SAN_DNSNAME,
-		 hostname, (unsigned)strlen(hostname), GNUTLS_FSAN_SET)) < 0 ||
+	         hostname, (unsigned)strlen(hostname), GNUTLS_FSAN_SET)) < 0 ||
 	    (rc = gnutls_x509_crt_set_basic_constraints(crt, 0, -1)) < 0 ||
 	    (rc = gnutls_x509_crt_set_key_usage(crt,
-		 GNUTLS_KEY_DIGITAL_SIGNATURE | GNUTLS_KEY_KEY_ENCIPHERMENT)) <
-		0 ||
-	    (rc = gnutls_x509_crt_set_key_purpose_oid(crt,
-		 GNUTLS_KP_TLS_WWW_SERVER, 0)) < 0 ||
+	         GNUTLS_KEY_DIGITAL_SIGNATURE | GNUTLS_KEY_KEY_ENCIPHERMENT)) <
+	        0 ||
+	    (rc = gnutls_x509_crt_set_key_purpose_oid(
+	         crt, GNUTLS_KP_TLS_WWW_SERVER, 0)) < 0 ||
 	    (rc = gnutls_x509_crt_set_key(crt, pk)) < 0 ||
 	    (rc = gnutls_x509_crt_sign2(crt, crt, pk, GNUTLS_DIG_SHA256, 0)) <
-		0 ||
-	    (rc = gnutls_x509_privkey_export2(pk, GNUTLS_X509_FMT_PEM,
-		 &kpem)) < 0 ||
-	    (rc = gnutls_x509_crt_export2(crt, GNUTLS_X509_FMT_PEM, &cpem)) <
-		0)
+	        0 ||
+	    (rc = gnutls_x509_privkey_export2(pk, GNUTLS_X509_FMT_PEM, &kpem)) <
+	        0 ||
+	    (rc = gnutls_x509_crt_export2(crt, GNUTLS_X509_FMT_PEM, &cpem)) < 0)
 		goto gnutls_fail;
 	/* The key first: a certificate without its key is useless. */
 	if (write_file(key, &kpem, 0600, why) != 0 ||
@@ -253,4 +251,3 @@ out:
 		gnutls_x509_privkey_deinit(pk);
 	return ret;
 }
-

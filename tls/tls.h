@@ -24,10 +24,10 @@ void tls_init(void);
  * `priority`.  NULL with `why` on any problem (unreadable file, key that
  * does not match, bad priority string).
  */
-struct tls_creds *tls_creds_load(const char *cert, const char *key,
-    const char *priority, char *why);
+struct tls_creds *tls_creds_load(
+    const char *cert, const char *key, const char *priority, char *why);
 void tls_creds_ref(struct tls_creds *c);
-void tls_creds_unref(struct tls_creds *c);	/* NULL is a no-op */
+void tls_creds_unref(struct tls_creds *c); /* NULL is a no-op */
 
 /* Check a priority string; 0 or -1 with `why`. */
 int tls_priority_check(const char *priority, char *why);
@@ -38,8 +38,8 @@ int tls_priority_check(const char *priority, char *why);
  * the two paths, unless both exist already.  Returns 1 when it generated
  * them, 0 when they existed, -1 with `why` on failure.
  */
-int tls_selfsigned_ensure(const char *cert, const char *key,
-    const char *hostname, char *why);
+int tls_selfsigned_ensure(
+    const char *cert, const char *key, const char *hostname, char *why);
 
 /* For conn.c: the GnuTLS objects behind the credentials. */
 void *tls_creds_x509(const struct tls_creds *c);
