@@ -30,13 +30,15 @@ COMMON_SRCS = common/util.c common/log.c common/config.c common/cidr.c \
 SQL_SRCS    = sql/db.c
 SQL_ASM     = sql/embed.S
 TLS_SRCS    = tls/conn.c tls/tls.c
+DNS_SRCS    = dns/dns.c
 QUEUE_SRCS  = queue/queue.c
 SERVER_SRCS = server/parse.c server/data.c server/session.c server/pool.c \
               server/auth.c \
               server/listener.c
 MAIN_SRCS   = server/main.c
 
-LIB_SRCS = $(COMMON_SRCS) $(SQL_SRCS) $(TLS_SRCS) $(QUEUE_SRCS) $(SERVER_SRCS)
+LIB_SRCS = $(COMMON_SRCS) $(SQL_SRCS) $(TLS_SRCS) $(DNS_SRCS) $(QUEUE_SRCS) \
+           $(SERVER_SRCS)
 LIB_OBJS = $(LIB_SRCS:%.c=$(BUILD)/%.o) $(BUILD)/sql/embed.o
 BIN      = $(BUILD)/sluice
 

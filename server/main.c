@@ -19,6 +19,7 @@
  */
 #include "auth.h"
 #include "config.h"
+#include "dns.h"
 #include "holder.h"
 #include "listener.h"
 #include "log.h"
@@ -51,6 +52,9 @@ usage(FILE *f)
 	    "  serve         run the relay in the foreground\n"
 	    "  check-config  check the configuration and report every "
 	    "problem\n"
+	    "  resolve DOMAIN  show where mail for DOMAIN would go (MX "
+	    "hosts and\n"
+	    "                addresses, in the order they are tried)\n"
 	    "  passwd USER   hash a password read on standard input and "
 	    "print\n"
 	    "                the line USER:HASH for the auth_users file\n"
@@ -403,10 +407,49 @@ cmd_check_config(const char *path)
 	return rc;
 }
 
+static int
+cmd_resolve(const char *path, const char *domain)
+{
+	const char *source;
+	struct config *cfg = load_config(path, &source);
+	struct dns_resolver *r = NULL;
+	struct mx_host *hosts = NULL;
+	struct dns_self self = { NULL, NULL, 0 };
+	char why[WHY_MAX];
+	enum res res;
+	int i, n = 0, rc = 1;
+
+	if (cfg == NULL)
+		return 1;
+	r = dns_resolver_new(cfg, why);
+	if (r == NULL) {
+		fprintf(stderr, "sluice: %s\n", why);
+		goto out;
+	}
+	self.hostname = cfg->hostname;
+	res = dns_resolve_mx(r, domain, cfg->delivery_port, &self,
+	    cfg->max_mx_hosts, &hosts, &n, why);
+	if (res != RES_OK) {
+		printf("%s %s\n", res == RES_TEMP ? "temporary" : "permanent",
+		    why);
+		rc = res == RES_TEMP ? 75 : 69; /* EX_TEMPFAIL, EX_UNAVAILABLE */
+		goto out;
+	}
+	for (i = 0; i < n; i++)
+		printf("%s %d %s %d\n", hosts[i].name, hosts[i].pref,
+		    hosts[i].ip, sockaddr_port((struct sockaddr *)&hosts[i].addr));
+	rc = 0;
+out:
+	free(hosts);
+	dns_resolver_free(r);
+	config_free(cfg);
+	return rc;
+}
+
 int
 main(int argc, char **argv)
 {
-	const char *cmd, *path = NULL;
+	const char *cmd, *path = NULL, *arg = NULL;
 	int i;
 
 	if (argc < 2) {
@@ -422,7 +465,10 @@ main(int argc, char **argv)
 		return auth_cmd_passwd(argv[2]);
 	}
 	for (i = 2; i < argc; i++) {
-		if (strcmp(argv[i], "-c") == 0 && i + 1 < argc) {
+		if (strcmp(cmd, "resolve") == 0 && argv[i][0] != '-' &&
+		    arg == NULL) {
+			arg = argv[i];
+		} else if (strcmp(argv[i], "-c") == 0 && i + 1 < argc) {
 			path = argv[++i];
 		} else {
 			fprintf(stderr, "sluice: unexpected argument \"%s\"\n",
@@ -435,6 +481,13 @@ main(int argc, char **argv)
 		return cmd_serve(path);
 	if (strcmp(cmd, "check-config") == 0)
 		return cmd_check_config(path);
+	if (strcmp(cmd, "resolve") == 0) {
+		if (arg == NULL) {
+			fprintf(stderr, "usage: sluice resolve DOMAIN [-c FILE]\n");
+			return 2;
+		}
+		return cmd_resolve(path, arg);
+	}
 	if (strcmp(cmd, "version") == 0) {
 		printf("sluice %s\n", SLUICE_VERSION);
 		return 0;

@@ -1,0 +1,97 @@
+/*
+ * dns.h - where to deliver mail for a domain: MX resolution on ldns
+ * (RFC 5321 section 5.1, RFC 7505 null MX), turned into an ordered list of
+ * addresses to try.
+ *
+ * Threads: each delivery thread owns its own `struct dns_resolver` (an
+ * ldns resolver holds sockets and RTT state); nothing here is shared.  The
+ * ordering functions are pure.
+ *
+ * Results are typed as everywhere in sluice: RES_OK, RES_TEMP (try again
+ * later: SERVFAIL, timeout, no answer) or RES_PERM (bounce), with `why`
+ * (WHY_MAX bytes) starting with the enhanced status code to report:
+ *   "5.1.2 domain example.invalid does not exist (NXDOMAIN)"
+ *   "5.1.10 example.com does not accept mail (null MX, RFC 7505)"
+ *   "4.4.3 DNS lookup of MX for example.com failed: SERVFAIL"
+ *   "5.4.6 mail for example.com loops back to myself"
+ *   "5.4.4 no usable address for example.com"
+ */
+#ifndef SLUICE_DNS_H
+#define SLUICE_DNS_H
+
+#include <stdbool.h>
+#include <sys/socket.h>
+
+#include "config.h"
+#include "util.h"
+
+#define DNS_NAME_MAX 256
+
+/* One address to try, in order. */
+struct mx_host {
+	char name[DNS_NAME_MAX];	/* MX exchange (or the domain itself) */
+	int pref;			/* MX preference; -1 for implicit MX */
+	struct sockaddr_storage addr;	/* port set to the caller's port */
+	socklen_t addrlen;
+	char ip[64];			/* the address as text */
+};
+
+/* An MX record as received, for the pure ordering step. */
+struct mx_rr {
+	char name[DNS_NAME_MAX];	/* lower case, no trailing dot */
+	int pref;
+};
+
+/* Who "myself" is, for the RFC 5321 section 5.1 loop rule. */
+struct dns_self {
+	const char *hostname;			/* our hostname */
+	const struct sockaddr_storage *addrs;	/* our listen addresses */
+	int naddrs;
+};
+
+struct dns_resolver;
+
+/*
+ * A resolver using cfg->dns_servers (IP or IP:PORT; none means
+ * /etc/resolv.conf), cfg->dns_timeout and cfg->inet_protocols.  Queries
+ * are recursive (RD), fall back to TCP on truncation, and use no search
+ * list (RFC 5321 wants fully qualified names).  NULL with `why`.
+ */
+struct dns_resolver *dns_resolver_new(const struct config *cfg, char *why);
+void dns_resolver_free(struct dns_resolver *r);
+
+/*
+ * The ordered addresses to try for mail to `domain` on `port`, at most
+ * `max_hosts` distinct hosts (each host contributes all its addresses:
+ * AAAA then A when inet_protocols allows both).  *out is malloc'd
+ * (free it), *n its length (>= 1 on RES_OK).  CNAMEs are followed.  No MX
+ * records: the implicit MX, the domain's own A/AAAA.  MX targets that are
+ * IP literals or have no address are skipped.  When `self` matches an MX
+ * host (its name, or one of its addresses), only hosts with a lower
+ * preference value are kept; none left is 5.4.6.
+ */
+enum res dns_resolve_mx(struct dns_resolver *r, const char *domain,
+    int port, const struct dns_self *self, int max_hosts,
+    struct mx_host **out, int *n, char *why);
+
+/*
+ * Addresses of one host (A/AAAA per inet_protocols), for smarthosts and
+ * routes, which bypass MX.  `host` may be an IP literal.  Same conventions
+ * as dns_resolve_mx.
+ */
+enum res dns_resolve_host(struct dns_resolver *r, const char *host, int port,
+    struct mx_host **out, int *n, char *why);
+
+/*
+ * Pure step of dns_resolve_mx: sort `rr` by preference, putting equal
+ * preferences in random order (`rnd` returns a random number; tests pass a
+ * fixed sequence), then apply the self rule: when rr[k].name equals
+ * self_name (case-insensitive), drop every record with preference >=
+ * rr[k].pref.  Returns the number of records kept (0 when the self rule
+ * removed all: a loop).  Null MX (a single "." record) is detected by the
+ * caller before this.
+ */
+int dns_order_mx(struct mx_rr *rr, int n, const char *self_name,
+    unsigned (*rnd)(void *), void *rnd_arg);
+
+#endif
