@@ -56,7 +56,7 @@ $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
-$(BUILD)/sql/embed.o: sql/embed.S sql/schema.sql sql/views.sql
+$(BUILD)/sql/embed.o: sql/embed.S sql/schema.sql sql/views.sql sql/upgrade-2.sql
 	@mkdir -p $(dir $@)
 	$(CC) $(SANFLAGS) -c -o $@ sql/embed.S
 

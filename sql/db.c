@@ -21,6 +21,12 @@
 
 extern const char sql_schema_text[];
 extern const char sql_views_text[];
+extern const char sql_upgrade2_text[];
+
+/* upgrades[v] brings a version v - 1 queue to version v. */
+static const char *const upgrades[] = {
+	[2] = sql_upgrade2_text,
+};
 
 enum stmt_id {
 	S_BEGIN,
@@ -126,7 +132,7 @@ static int
 migrate(struct db *db, char *why)
 {
 	char sql[64];
-	int v = -1;
+	int v = -1, step;
 
 	if (exec_simple(db, "BEGIN IMMEDIATE", why) != 0)
 		return -1;
@@ -145,6 +151,12 @@ migrate(struct db *db, char *why)
 	}
 	if (v == 0 && exec_simple(db, sql_schema_text, why) != 0)
 		goto fail;
+	for (step = v + 1; v > 0 && step <= DB_SCHEMA_VERSION; step++) {
+		if (exec_simple(db, upgrades[step], why) != 0)
+			goto fail;
+		log_info("queue", "upgraded the queue schema to version %d",
+		    step);
+	}
 	snprintf(
 	    sql, sizeof(sql), "PRAGMA user_version = %d", DB_SCHEMA_VERSION);
 	if (v < DB_SCHEMA_VERSION && exec_simple(db, sql, why) != 0)

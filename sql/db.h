@@ -20,7 +20,7 @@
 #include "envelope.h"
 #include "util.h"
 
-#define DB_SCHEMA_VERSION 1
+#define DB_SCHEMA_VERSION 2
 
 struct db;
 

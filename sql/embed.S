@@ -11,4 +11,8 @@ sql_schema_text:
 sql_views_text:
 	.incbin "sql/views.sql"
 	.byte 0
+	.global sql_upgrade2_text
+sql_upgrade2_text:
+	.incbin "sql/upgrade-2.sql"
+	.byte 0
 	.section .note.GNU-stack,"",@progbits

@@ -1,4 +1,4 @@
--- sluice queue schema, version 1.
+-- sluice queue schema, version 2.
 --
 -- This file creates a new queue.  sluice runs it when the database has
 -- PRAGMA user_version = 0 (a new file); later versions add upgrade steps
@@ -46,6 +46,7 @@ CREATE TABLE recipients (
 	last_reply TEXT,
 	notify TEXT,			-- RFC 3461 NOTIFY, e.g. 'SUCCESS,FAILURE'
 	orcpt TEXT,			-- RFC 3461 ORCPT, 'rfc822;xtext'
+	lease_until INTEGER,		-- a delivery thread works on it until
 	PRIMARY KEY (msg_id, rcpt_no)
 ) WITHOUT ROWID;
 

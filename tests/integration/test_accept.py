@@ -128,6 +128,30 @@ def queue_survives_restart():
 
 
 @test
+def version_1_queue_is_upgraded_in_place():
+    srv = Server(start=False)
+    import sqlite3
+    con = sqlite3.connect(srv.db)
+    con.executescript(open(os.path.join(os.path.dirname(__file__), "..", "fixtures",
+                                        "schema-v1.sql")).read())
+    con.execute("insert into messages (id, received_at, sender, size, stored_size, client_ip,"
+                " protocol) values ('OLD', 1, 'a@b', 1, 1, '127.0.0.1', 'ESMTP')")
+    con.execute("insert into recipients (msg_id, rcpt_no, address, domain, next_attempt_at)"
+                " values ('OLD', 0, 'c@d', 'd', 1)")
+    con.execute("pragma user_version = 1")
+    con.commit()
+    con.close()
+    srv.start()
+    assert "upgraded the queue schema to version 2" in srv.log()
+    assert srv.query("pragma user_version") == [(2,)]
+    assert srv.query("select address, lease_until from recipients where msg_id='OLD'") == [("c@d", None)]
+    c = srv.connect()
+    c.ehlo()
+    c.mail()
+    assert srv.query("select count(*) from messages")[0][0] == 2
+
+
+@test
 def basic_commands():
     srv = Server(config={"max_errors": "50"})
     c = srv.connect()
