@@ -88,7 +88,7 @@ static const struct key keys[] = {
     {"sender_login_match", T_BOOL, F(sender_login_match), 0, 0, "no", NULL},
     {"auth_failure_delay", T_DURATION, F(auth_failure_delay), 0, 60, "1s",
         NULL},
-    {"delivery_threads", T_INT, F(delivery_threads), 1, 1000, "16", NULL},
+    {"delivery_threads", T_INT, F(delivery_threads), 0, 1000, "16", NULL},
     {"destination_concurrency", T_INT, F(destination_concurrency), 1, 1000,
         "20", NULL},
     {"retry_schedule", T_DURATIONS, 0, 0, 0, "1m, 5m, 15m, 30m, 1h, 2h, 4h",

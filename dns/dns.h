@@ -29,23 +29,23 @@
 
 /* One address to try, in order. */
 struct mx_host {
-	char name[DNS_NAME_MAX];	/* MX exchange (or the domain itself) */
-	int pref;			/* MX preference; -1 for implicit MX */
-	struct sockaddr_storage addr;	/* port set to the caller's port */
+	char name[DNS_NAME_MAX];      /* MX exchange (or the domain itself) */
+	int pref;                     /* MX preference; -1 for implicit MX */
+	struct sockaddr_storage addr; /* port set to the caller's port */
 	socklen_t addrlen;
-	char ip[64];			/* the address as text */
+	char ip[64]; /* the address as text */
 };
 
 /* An MX record as received, for the pure ordering step. */
 struct mx_rr {
-	char name[DNS_NAME_MAX];	/* lower case, no trailing dot */
+	char name[DNS_NAME_MAX]; /* lower case, no trailing dot */
 	int pref;
 };
 
 /* Who "myself" is, for the RFC 5321 section 5.1 loop rule. */
 struct dns_self {
-	const char *hostname;			/* our hostname */
-	const struct sockaddr_storage *addrs;	/* our listen addresses */
+	const char *hostname;                 /* our hostname */
+	const struct sockaddr_storage *addrs; /* our listen addresses */
 	int naddrs;
 };
 
@@ -70,9 +70,9 @@ void dns_resolver_free(struct dns_resolver *r);
  * host (its name, or one of its addresses), only hosts with a lower
  * preference value are kept; none left is 5.4.6.
  */
-enum res dns_resolve_mx(struct dns_resolver *r, const char *domain,
-    int port, const struct dns_self *self, int max_hosts,
-    struct mx_host **out, int *n, char *why);
+enum res dns_resolve_mx(struct dns_resolver *r, const char *domain, int port,
+    const struct dns_self *self, int max_hosts, struct mx_host **out, int *n,
+    char *why);
 
 /*
  * Addresses of one host (A/AAAA per inet_protocols), for smarthosts and

@@ -17,30 +17,30 @@
 #define BOUNCE_RETURN_LIMIT (100 * 1024)
 
 enum bounce_kind {
-	BOUNCE_FAILURE,	/* Action: failed */
-	BOUNCE_DELAY,	/* Action: delayed */
-	BOUNCE_SUCCESS,	/* Action: delivered (or relayed) */
+	BOUNCE_FAILURE, /* Action: failed */
+	BOUNCE_DELAY,   /* Action: delayed */
+	BOUNCE_SUCCESS, /* Action: delivered (or relayed) */
 };
 
 struct bounce_rcpt {
-	const char *address;	/* Final-Recipient (rfc822) */
-	const char *orcpt;	/* ORCPT as received ("rfc822;a+40b"), NULL */
-	const char *action;	/* "failed", "delayed", "delivered", "relayed" */
-	const char *status;	/* "5.1.1" */
-	const char *remote_mta;	/* host name that answered, or NULL */
-	const char *diagnostic;	/* the remote reply ("550 5.1.1 ..."), NULL */
-	int64_t last_attempt;	/* Unix seconds, 0 if none */
+	const char *address; /* Final-Recipient (rfc822) */
+	const char *orcpt;   /* ORCPT as received ("rfc822;a+40b"), NULL */
+	const char *action;  /* "failed", "delayed", "delivered", "relayed" */
+	const char *status;  /* "5.1.1" */
+	const char *remote_mta; /* host name that answered, or NULL */
+	const char *diagnostic; /* the remote reply ("550 5.1.1 ..."), NULL */
+	int64_t last_attempt;   /* Unix seconds, 0 if none */
 };
 
 struct bounce_msg {
-	const char *reporting_mta;	/* our hostname */
-	const char *queue_id;		/* the original's queue ID */
-	const char *envid;		/* ENVID as received (xtext), or NULL */
-	const char *sender;		/* original sender: the DSN goes there */
-	int64_t arrival;		/* Arrival-Date, Unix seconds */
-	int64_t now;			/* Date of the DSN, Unix seconds */
+	const char *reporting_mta; /* our hostname */
+	const char *queue_id;      /* the original's queue ID */
+	const char *envid;         /* ENVID as received (xtext), or NULL */
+	const char *sender;        /* original sender: the DSN goes there */
+	int64_t arrival;           /* Arrival-Date, Unix seconds */
+	int64_t now;               /* Date of the DSN, Unix seconds */
 	enum bounce_kind kind;
-	int ret_hdrs;			/* RET=HDRS: headers only */
+	int ret_hdrs; /* RET=HDRS: headers only */
 	const struct bounce_rcpt *rcpts;
 	int nrcpts;
 	/*

@@ -46,6 +46,16 @@ enum op_type {
 	OP_CHUNK,
 	OP_COMMIT,
 	OP_DROP,
+	OP_RUN, /* queue_run: a caller's function in the transaction */
+};
+
+/* How a queue_run caller waits for its operation. */
+struct waiter {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool done;       /* guarded by mu */
+	enum res result; /* set before done */
+	char why[WHY_MAX];
 };
 
 struct op {
@@ -57,6 +67,9 @@ struct op {
 	int seq;
 	bool first;                 /* first chunk: also record `incoming` */
 	const struct envelope *env; /* OP_COMMIT; the session waits */
+	enum res (*fn)(struct db *, void *, char *); /* OP_RUN */
+	void *arg;                                   /* OP_RUN */
+	struct waiter *w;                            /* OP_RUN */
 	enum res result;
 	char why[WHY_MAX];
 	struct op *next;
@@ -73,6 +86,8 @@ struct queue {
 	pthread_cond_t cv;
 	struct op *head, *tail; /* guarded by mu */
 	bool stop;              /* guarded by mu */
+	uint64_t mail_seq;      /* guarded by mu: messages committed */
+	pthread_cond_t mail_cv; /* guarded by mu: broadcast on new mail */
 	char **live;            /* writer only: ids being received */
 	int nlive;
 };
@@ -196,6 +211,8 @@ apply(struct queue *q, struct op *op)
 		return RES_OK;
 	case OP_DROP:
 		return db_drop_incoming(q->db, op->id, op->why);
+	case OP_RUN:
+		return op->fn(q->db, op->arg, op->why);
 	}
 	return RES_OK;
 }
@@ -210,6 +227,20 @@ finish(struct queue *q, struct op *op)
 		live_add(q, op->id);
 	if (op->type == OP_COMMIT || op->type == OP_DROP)
 		live_del(q, op->id);
+	if (op->type == OP_COMMIT && op->result == RES_OK) {
+		pthread_mutex_lock(&q->mu);
+		q->mail_seq++;
+		pthread_cond_broadcast(&q->mail_cv);
+		pthread_mutex_unlock(&q->mu);
+	}
+	if (op->w != NULL) {
+		pthread_mutex_lock(&op->w->mu);
+		op->w->result = op->result;
+		memcpy(op->w->why, op->why, WHY_MAX);
+		op->w->done = true;
+		pthread_cond_signal(&op->w->cv);
+		pthread_mutex_unlock(&op->w->mu);
+	}
 	if (op->type == OP_DROP && op->result != RES_OK)
 		log_warn("queue",
 		    "id=%s cannot delete partial message: %s "
@@ -360,11 +391,15 @@ queue_open(const char *path, char *why)
 	if (q->ckpt_db == NULL)
 		goto fail;
 	db_disable_autocheckpoint(q->db);
-	/* No session is alive yet: every partial message is an orphan. */
+	/* No session is alive yet: every partial message is an orphan, and
+	 * no delivery thread holds a lease. */
 	reclaim(q);
+	if (db_clear_leases(q->db, why) != RES_OK)
+		log_warn("queue", "cannot clear delivery leases: %s", why);
 	pthread_mutex_init(&q->mu, NULL);
 	pthread_cond_init(&q->cv, NULL);
 	pthread_cond_init(&q->ckpt_cv, NULL);
+	pthread_cond_init(&q->mail_cv, NULL);
 	if (pthread_create(&q->writer, NULL, writer_main, q) != 0) {
 		why_set(why, "cannot start the queue writer thread");
 		goto fail_sync;
@@ -383,6 +418,7 @@ fail_sync:
 	pthread_mutex_destroy(&q->mu);
 	pthread_cond_destroy(&q->cv);
 	pthread_cond_destroy(&q->ckpt_cv);
+	pthread_cond_destroy(&q->mail_cv);
 fail:
 	db_close(q->ckpt_db);
 	db_close(q->db);
@@ -412,6 +448,7 @@ queue_close(struct queue *q)
 	pthread_mutex_destroy(&q->mu);
 	pthread_cond_destroy(&q->cv);
 	pthread_cond_destroy(&q->ckpt_cv);
+	pthread_cond_destroy(&q->mail_cv);
 	free(q);
 }
 
@@ -534,4 +571,65 @@ queue_msg_free(struct queue_msg *m)
 	pthread_mutex_destroy(&m->mu);
 	pthread_cond_destroy(&m->cv);
 	free(m);
+}
+
+enum res
+queue_run(struct queue *q, enum res (*fn)(struct db *, void *, char *),
+    void *arg, char *why)
+{
+	struct op *op = xcalloc(1, sizeof(*op));
+	struct waiter w;
+
+	pthread_mutex_init(&w.mu, NULL);
+	pthread_cond_init(&w.cv, NULL);
+	w.done = false;
+	op->type = OP_RUN;
+	op->fn = fn;
+	op->arg = arg;
+	op->w = &w;
+	submit(q, op);
+	pthread_mutex_lock(&w.mu);
+	while (!w.done)
+		pthread_cond_wait(&w.cv, &w.mu);
+	pthread_mutex_unlock(&w.mu);
+	pthread_mutex_destroy(&w.mu);
+	pthread_cond_destroy(&w.cv);
+	if (w.result != RES_OK)
+		why_set(why, "%s", w.why);
+	return w.result;
+}
+
+uint64_t
+queue_mail_seq(struct queue *q)
+{
+	uint64_t v;
+
+	pthread_mutex_lock(&q->mu);
+	v = q->mail_seq;
+	pthread_mutex_unlock(&q->mu);
+	return v;
+}
+
+void
+queue_wait_mail(struct queue *q, uint64_t seen, int64_t deadline_ms,
+    const atomic_bool *stop)
+{
+	pthread_mutex_lock(&q->mu);
+	while (q->mail_seq == seen && now_ms() < deadline_ms &&
+	       !atomic_load(stop)) {
+		struct timespec ts;
+		int64_t left = deadline_ms - now_ms();
+
+		if (left > 200)
+			left = 200; /* look at *stop now and then */
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += left / 1000;
+		ts.tv_nsec += (left % 1000) * 1000000;
+		if (ts.tv_nsec >= 1000000000) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000;
+		}
+		pthread_cond_timedwait(&q->mail_cv, &q->mu, &ts);
+	}
+	pthread_mutex_unlock(&q->mu);
 }

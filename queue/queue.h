@@ -21,7 +21,10 @@
 #ifndef SLUICE_QUEUE_H
 #define SLUICE_QUEUE_H
 
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "envelope.h"
 #include "util.h"
@@ -72,6 +75,27 @@ enum res queue_msg_commit(
  * deleted (in the background).  NULL is a no-op.
  */
 void queue_msg_free(struct queue_msg *m);
+
+struct db;
+
+/*
+ * Run fn(db, arg, why) on the writer thread inside its next transaction
+ * and wait until that transaction committed: for the delivery side, whose
+ * claims and results must not race the intake.  fn may run twice (when
+ * its batch fails it is retried alone), so it must start from scratch
+ * each time.  Returns fn's result, or the commit's failure.
+ */
+enum res queue_run(struct queue *q, enum res (*fn)(struct db *, void *, char *),
+    void *arg, char *why);
+
+/*
+ * New-mail signalling for the delivery dispatcher: queue_mail_seq counts
+ * committed messages; queue_wait_mail returns when it differs from `seen`,
+ * when `deadline_ms` (now_ms() clock) passes, or soon after *stop is set.
+ */
+uint64_t queue_mail_seq(struct queue *q);
+void queue_wait_mail(struct queue *q, uint64_t seen, int64_t deadline_ms,
+    const atomic_bool *stop);
 
 /* Generate a queue ID into `buf` (QUEUE_ID_LEN + 1 bytes). */
 void queue_new_id(char *buf);

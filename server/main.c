@@ -19,6 +19,7 @@
  */
 #include "auth.h"
 #include "config.h"
+#include "deliver.h"
 #include "dns.h"
 #include "holder.h"
 #include "listener.h"
@@ -251,6 +252,8 @@ cmd_serve(const char *path)
 	struct listener *lis = NULL;
 	struct ipcount *ipc = NULL;
 	struct pool *pool = NULL;
+	struct delivery *delivery = NULL;
+	struct sockaddr_storage *self_addrs = NULL;
 	const char *source;
 	char why[WHY_MAX], addrs[512];
 	sigset_t set;
@@ -322,6 +325,24 @@ cmd_serve(const char *path)
 		log_err("main", "fatal: %s", why);
 		goto out;
 	}
+	if (cfg->delivery_threads > 0) {
+		struct dns_self self;
+
+		self_addrs = xcalloc((size_t)cfg->nlisten, sizeof(*self_addrs));
+		for (i = 0; i < cfg->nlisten; i++)
+			self_addrs[i] = cfg->listen[i].ss;
+		self.hostname = cfg->hostname;
+		self.addrs = self_addrs;
+		self.naddrs = cfg->nlisten;
+		delivery = delivery_start(srv.queue, cfg, &self, why);
+		if (delivery == NULL) {
+			log_err("main", "fatal: delivery: %s", why);
+			goto out;
+		}
+	} else {
+		log_info("main", "delivery_threads = 0: accepting and queueing "
+		                 "only, delivering nothing");
+	}
 	addrs[0] = '\0';
 	for (i = 0; i < cfg->nlisten && off < sizeof(addrs); i++)
 		off += (size_t)snprintf(addrs + off, sizeof(addrs) - off,
@@ -357,6 +378,8 @@ out:
 	if (pool != NULL)
 		pool_join(pool);
 	ipcount_free(ipc);
+	delivery_stop(delivery);
+	free(self_addrs);
 	queue_close(srv.queue);
 	holder_free(srv.tls);
 	holder_free(srv.auth);
@@ -414,7 +437,7 @@ cmd_resolve(const char *path, const char *domain)
 	struct config *cfg = load_config(path, &source);
 	struct dns_resolver *r = NULL;
 	struct mx_host *hosts = NULL;
-	struct dns_self self = { NULL, NULL, 0 };
+	struct dns_self self = {NULL, NULL, 0};
 	char why[WHY_MAX];
 	enum res res;
 	int i, n = 0, rc = 1;
@@ -432,12 +455,14 @@ cmd_resolve(const char *path, const char *domain)
 	if (res != RES_OK) {
 		printf("%s %s\n", res == RES_TEMP ? "temporary" : "permanent",
 		    why);
-		rc = res == RES_TEMP ? 75 : 69; /* EX_TEMPFAIL, EX_UNAVAILABLE */
+		rc =
+		    res == RES_TEMP ? 75 : 69; /* EX_TEMPFAIL, EX_UNAVAILABLE */
 		goto out;
 	}
 	for (i = 0; i < n; i++)
 		printf("%s %d %s %d\n", hosts[i].name, hosts[i].pref,
-		    hosts[i].ip, sockaddr_port((struct sockaddr *)&hosts[i].addr));
+		    hosts[i].ip,
+		    sockaddr_port((struct sockaddr *)&hosts[i].addr));
 	rc = 0;
 out:
 	free(hosts);
@@ -483,7 +508,8 @@ main(int argc, char **argv)
 		return cmd_check_config(path);
 	if (strcmp(cmd, "resolve") == 0) {
 		if (arg == NULL) {
-			fprintf(stderr, "usage: sluice resolve DOMAIN [-c FILE]\n");
+			fprintf(
+			    stderr, "usage: sluice resolve DOMAIN [-c FILE]\n");
 			return 2;
 		}
 		return cmd_resolve(path, arg);

@@ -25,7 +25,7 @@ extern const char sql_upgrade2_text[];
 
 /* upgrades[v] brings a version v - 1 queue to version v. */
 static const char *const upgrades[] = {
-	[2] = sql_upgrade2_text,
+    [2] = sql_upgrade2_text,
 };
 
 enum stmt_id {
@@ -95,6 +95,19 @@ step_done(struct db *db, sqlite3_stmt *st, char *why)
 	return r;
 }
 
+/* Run a one-off statement that returns no rows, then finalize it. */
+static enum res
+step_finalize(struct db *db, sqlite3_stmt *st, char *why)
+{
+	int rc = sqlite3_step(st);
+	enum res r = RES_OK;
+
+	if (rc != SQLITE_DONE)
+		r = db_fail(db, rc, why);
+	sqlite3_finalize(st);
+	return r;
+}
+
 static int
 exec_simple(struct db *db, const char *sql, char *why)
 {
@@ -154,8 +167,8 @@ migrate(struct db *db, char *why)
 	for (step = v + 1; v > 0 && step <= DB_SCHEMA_VERSION; step++) {
 		if (exec_simple(db, upgrades[step], why) != 0)
 			goto fail;
-		log_info("queue", "upgraded the queue schema to version %d",
-		    step);
+		log_info(
+		    "queue", "upgraded the queue schema to version %d", step);
 	}
 	snprintf(
 	    sql, sizeof(sql), "PRAGMA user_version = %d", DB_SCHEMA_VERSION);
@@ -463,4 +476,271 @@ db_integrity_check(struct db *db, char *why)
 	}
 	sqlite3_finalize(st);
 	return r;
+}
+
+/* ---- delivery ---- */
+
+/* Prepare-run-finalize helper for statements used rarely enough. */
+static void bind_text_or_null(sqlite3_stmt *st, int col, const char *s);
+
+static sqlite3_stmt *
+prep(struct db *db, const char *sql, char *why)
+{
+	sqlite3_stmt *st = NULL;
+
+	if (sqlite3_prepare_v2(db->h, sql, -1, &st, NULL) != SQLITE_OK) {
+		why_set(
+		    why, "4.3.0 queue read error (%s)", sqlite3_errmsg(db->h));
+		return NULL;
+	}
+	return st;
+}
+
+static void
+copy_col(sqlite3_stmt *st, int col, char *out, size_t len)
+{
+	const unsigned char *t = sqlite3_column_text(st, col);
+
+	snprintf(out, len, "%s", t ? (const char *)t : "");
+}
+
+int
+db_list_due(struct db *db, int64_t now, struct db_due *out, int max, char *why)
+{
+	sqlite3_stmt *st = prep(db,
+	    "SELECT msg_id, rcpt_no, domain FROM recipients "
+	    "WHERE state IN ('queued', 'deferred') AND next_attempt_at <= ?1 "
+	    "AND (lease_until IS NULL OR lease_until <= ?1) "
+	    "ORDER BY next_attempt_at LIMIT ?2",
+	    why);
+	int n = 0, rc;
+
+	if (st == NULL)
+		return -1;
+	sqlite3_bind_int64(st, 1, now);
+	sqlite3_bind_int(st, 2, max);
+	while (n < max && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		copy_col(st, 0, out[n].msg_id, sizeof(out[n].msg_id));
+		out[n].rcpt_no = sqlite3_column_int(st, 1);
+		copy_col(st, 2, out[n].domain, sizeof(out[n].domain));
+		n++;
+	}
+	if (n < max && rc != SQLITE_DONE) {
+		why_set(
+		    why, "4.3.0 queue read error (%s)", sqlite3_errmsg(db->h));
+		n = -1;
+	}
+	sqlite3_finalize(st);
+	return n;
+}
+
+int64_t
+db_next_due(struct db *db)
+{
+	char why[WHY_MAX];
+	sqlite3_stmt *st = prep(db,
+	    "SELECT min(max(next_attempt_at, coalesce(lease_until, 0))) "
+	    "FROM recipients WHERE state IN ('queued', 'deferred')",
+	    why);
+	int64_t t = 0;
+
+	if (st == NULL)
+		return 0;
+	if (sqlite3_step(st) == SQLITE_ROW)
+		t = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	return t;
+}
+
+enum res
+db_lease(
+    struct db *db, const char *msg_id, int rcpt_no, int64_t until, char *why)
+{
+	sqlite3_stmt *st = prep(db,
+	    "UPDATE recipients SET lease_until = ?3 "
+	    "WHERE msg_id = ?1 AND rcpt_no = ?2",
+	    why);
+
+	if (st == NULL)
+		return RES_TEMP;
+	sqlite3_bind_text(st, 1, msg_id, -1, SQLITE_STATIC);
+	sqlite3_bind_int(st, 2, rcpt_no);
+	sqlite3_bind_int64(st, 3, until);
+	return step_finalize(db, st, why);
+}
+
+enum res
+db_clear_leases(struct db *db, char *why)
+{
+	return exec_simple(db,
+	           "UPDATE recipients SET lease_until = NULL "
+	           "WHERE lease_until IS NOT NULL",
+	           why) == 0
+	           ? RES_OK
+	           : RES_TEMP;
+}
+
+enum res
+db_load_message(
+    struct db *db, const char *msg_id, struct db_msg_info *m, char *why)
+{
+	sqlite3_stmt *st = prep(db,
+	    "SELECT sender, body_type, smtputf8, coalesce(dsn_ret, ''), "
+	    "coalesce(dsn_envid, ''), received_at, stored_size "
+	    "FROM messages WHERE id = ?1",
+	    why);
+	enum res r = RES_PERM;
+	int rc;
+
+	if (st == NULL)
+		return RES_TEMP;
+	sqlite3_bind_text(st, 1, msg_id, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		copy_col(st, 0, m->sender, sizeof(m->sender));
+		copy_col(st, 1, m->body_type, sizeof(m->body_type));
+		m->smtputf8 = sqlite3_column_int(st, 2);
+		copy_col(st, 3, m->dsn_ret, sizeof(m->dsn_ret));
+		copy_col(st, 4, m->envid, sizeof(m->envid));
+		m->received_at = sqlite3_column_int64(st, 5);
+		m->stored_size = sqlite3_column_int64(st, 6);
+		r = RES_OK;
+	} else if (rc == SQLITE_DONE) {
+		why_set(why, "message %s is no longer in the queue", msg_id);
+	} else {
+		why_set(
+		    why, "4.3.0 queue read error (%s)", sqlite3_errmsg(db->h));
+		r = RES_TEMP;
+	}
+	sqlite3_finalize(st);
+	return r;
+}
+
+enum res
+db_load_rcpt(struct db *db, const char *msg_id, int rcpt_no,
+    struct db_rcpt_info *r, char *why)
+{
+	sqlite3_stmt *st = prep(db,
+	    "SELECT address, domain, state, coalesce(notify, ''), "
+	    "coalesce(orcpt, ''), attempts FROM recipients "
+	    "WHERE msg_id = ?1 AND rcpt_no = ?2",
+	    why);
+	enum res res = RES_PERM;
+	int rc;
+
+	if (st == NULL)
+		return RES_TEMP;
+	sqlite3_bind_text(st, 1, msg_id, -1, SQLITE_STATIC);
+	sqlite3_bind_int(st, 2, rcpt_no);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		r->rcpt_no = rcpt_no;
+		copy_col(st, 0, r->address, sizeof(r->address));
+		copy_col(st, 1, r->domain, sizeof(r->domain));
+		copy_col(st, 2, r->state, sizeof(r->state));
+		copy_col(st, 3, r->notify, sizeof(r->notify));
+		copy_col(st, 4, r->orcpt, sizeof(r->orcpt));
+		r->attempts = sqlite3_column_int(st, 5);
+		res = RES_OK;
+	} else if (rc == SQLITE_DONE) {
+		why_set(why, "recipient %s/%d is no longer in the queue",
+		    msg_id, rcpt_no);
+	} else {
+		why_set(
+		    why, "4.3.0 queue read error (%s)", sqlite3_errmsg(db->h));
+		res = RES_TEMP;
+	}
+	sqlite3_finalize(st);
+	return res;
+}
+
+enum res
+db_read_body(struct db *db, const char *msg_id,
+    int (*fn)(void *, const void *, size_t), void *arg, char *why)
+{
+	sqlite3_stmt *st = prep(db,
+	    "SELECT data FROM body_chunks WHERE msg_id = ?1 ORDER BY seq", why);
+	enum res r = RES_OK;
+	int rc;
+
+	if (st == NULL)
+		return RES_TEMP;
+	sqlite3_bind_text(st, 1, msg_id, -1, SQLITE_STATIC);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		const void *p = sqlite3_column_blob(st, 0);
+		int n = sqlite3_column_bytes(st, 0);
+
+		if (n > 0 && fn(arg, p, (size_t)n) != 0) {
+			why_set(why, "4.4.2 connection lost while sending");
+			r = RES_TEMP;
+			break;
+		}
+	}
+	if (r == RES_OK && rc != SQLITE_DONE) {
+		why_set(
+		    why, "4.3.0 queue read error (%s)", sqlite3_errmsg(db->h));
+		r = RES_TEMP;
+	}
+	sqlite3_finalize(st);
+	return r;
+}
+
+enum res
+db_record_attempt(struct db *db, const struct db_attempt *a, char *why)
+{
+	sqlite3_stmt *st = prep(db,
+	    "INSERT INTO attempts (msg_id, rcpt_no, at, mx_host, ip, port, "
+	    "tls, status, reply, duration_ms) "
+	    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+	    why);
+	enum res r;
+
+	if (st == NULL)
+		return RES_TEMP;
+	sqlite3_bind_text(st, 1, a->msg_id, -1, SQLITE_STATIC);
+	sqlite3_bind_int(st, 2, a->rcpt_no);
+	sqlite3_bind_int64(st, 3, a->at);
+	bind_text_or_null(st, 4, a->mx_host);
+	bind_text_or_null(st, 5, a->ip);
+	if (a->port > 0)
+		sqlite3_bind_int(st, 6, a->port);
+	else
+		sqlite3_bind_null(st, 6);
+	bind_text_or_null(st, 7, a->tls);
+	sqlite3_bind_text(st, 8, a->status, -1, SQLITE_STATIC);
+	bind_text_or_null(st, 9, a->reply);
+	sqlite3_bind_int64(st, 10, a->duration_ms);
+	if ((r = step_finalize(db, st, why)) != RES_OK)
+		return r;
+	st = prep(db,
+	    "UPDATE recipients SET state = ?3, attempts = attempts + 1, "
+	    "last_attempt_at = ?4, last_reply = ?5, lease_until = NULL, "
+	    "next_attempt_at = CASE WHEN ?3 = 'deferred' THEN ?6 "
+	    "ELSE next_attempt_at END "
+	    "WHERE msg_id = ?1 AND rcpt_no = ?2 AND state <> 'held'",
+	    why);
+	if (st == NULL)
+		return RES_TEMP;
+	sqlite3_bind_text(st, 1, a->msg_id, -1, SQLITE_STATIC);
+	sqlite3_bind_int(st, 2, a->rcpt_no);
+	sqlite3_bind_text(st, 3, a->state, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 4, a->at);
+	bind_text_or_null(st, 5, a->reply);
+	sqlite3_bind_int64(st, 6, a->next_at);
+	return step_finalize(db, st, why);
+}
+
+enum res
+db_release_finished(struct db *db, const char *msg_id, char *why)
+{
+	sqlite3_stmt *st = prep(db,
+	    "DELETE FROM body_chunks WHERE msg_id = ?1 AND NOT EXISTS "
+	    "(SELECT 1 FROM recipients WHERE msg_id = ?1 "
+	    "AND state NOT IN ('delivered', 'bounced'))",
+	    why);
+
+	if (st == NULL)
+		return RES_TEMP;
+	sqlite3_bind_text(st, 1, msg_id, -1, SQLITE_STATIC);
+	return step_finalize(db, st, why);
 }

@@ -82,6 +82,95 @@ enum res db_checkpoint(struct db *db, char *why);
 /* Turn off SQLite's automatic checkpoints on this connection. */
 void db_disable_autocheckpoint(struct db *db);
 
+/* ---- delivery ---- */
+
+/* A recipient that is due for delivery. */
+struct db_due {
+	char msg_id[QUEUE_ID_LEN + 1];
+	int rcpt_no;
+	char domain[256];
+};
+
+/*
+ * Up to `max` recipients in state queued or deferred whose next attempt is
+ * due at `now` and that no delivery thread holds (no lease, or an expired
+ * one), oldest first.  Returns the count, or -1 with `why`.
+ */
+int db_list_due(
+    struct db *db, int64_t now, struct db_due *out, int max, char *why);
+
+/* When the next recipient becomes due (0 when none is waiting). */
+int64_t db_next_due(struct db *db);
+
+/* Lease a recipient to a delivery thread until `until`. */
+enum res db_lease(
+    struct db *db, const char *msg_id, int rcpt_no, int64_t until, char *why);
+
+/* Drop every lease (at start: no thread of a previous run is alive). */
+enum res db_clear_leases(struct db *db, char *why);
+
+/* What delivery needs to know about a message. */
+struct db_msg_info {
+	char sender[1100];
+	char body_type[16];
+	int smtputf8;
+	char dsn_ret[8]; /* "FULL", "HDRS" or "" */
+	char envid[128];
+	int64_t received_at;
+	int64_t stored_size;
+};
+
+struct db_rcpt_info {
+	int rcpt_no;
+	char address[1100];
+	char domain[256];
+	char state[16];
+	char notify[64]; /* "" when absent */
+	char orcpt[520]; /* "" when absent */
+	int attempts;
+};
+
+/* RES_PERM when the message is gone (deleted while queued). */
+enum res db_load_message(
+    struct db *db, const char *msg_id, struct db_msg_info *m, char *why);
+enum res db_load_rcpt(struct db *db, const char *msg_id, int rcpt_no,
+    struct db_rcpt_info *r, char *why);
+
+/*
+ * Stream the stored message: fn(arg, data, len) once per chunk, in order;
+ * a non-zero return from fn stops and is returned as RES_TEMP.
+ */
+enum res db_read_body(struct db *db, const char *msg_id,
+    int (*fn)(void *, const void *, size_t), void *arg, char *why);
+
+/*
+ * Record one delivery attempt of one recipient and its new state
+ * ("delivered", "deferred", "bounced"), clearing its lease.  `next_at` is
+ * the next attempt time for deferred recipients.
+ */
+struct db_attempt {
+	const char *msg_id;
+	int rcpt_no;
+	int64_t at;
+	const char *mx_host; /* NULL when no host was reached */
+	const char *ip;
+	int port;
+	const char *tls;    /* "TLS1.3 TLS_AES_..." or NULL */
+	const char *status; /* "sent", "deferred", "bounced" */
+	const char *reply;
+	int64_t duration_ms;
+	const char *state; /* recipients.state after this attempt */
+	int64_t next_at;
+};
+enum res db_record_attempt(
+    struct db *db, const struct db_attempt *a, char *why);
+
+/*
+ * When every recipient of the message is delivered or bounced, delete its
+ * body (the rows stay, as history).  Returns RES_OK either way.
+ */
+enum res db_release_finished(struct db *db, const char *msg_id, char *why);
+
 /* "ok" or the first problem reported by PRAGMA integrity_check. */
 enum res db_integrity_check(struct db *db, char *why);
 

@@ -465,29 +465,35 @@ tls_pull_timeout(gnutls_transport_ptr_t ptr, unsigned ms)
 	return poll(&p, 1, (int)ms);
 }
 
-enum conn_status
-conn_tls_accept(
-    struct conn *c, struct tls_creds *creds, int64_t deadline, char *why)
+/* Set up c->tls on the conn's socket with our buffered transport. */
+static int
+tls_setup(struct conn *c, struct tls_creds *creds, unsigned flags, char *why)
 {
-	enum conn_status st;
-	int rc;
+	int rc = gnutls_init(&c->tls, flags | GNUTLS_NONBLOCK);
 
-	rc = gnutls_init(&c->tls, GNUTLS_SERVER | GNUTLS_NONBLOCK);
 	if (rc != GNUTLS_E_SUCCESS) {
 		c->tls = NULL;
 		why_set(why, "%s", gnutls_strerror(rc));
-		return CONN_ERROR;
+		return -1;
 	}
 	c->creds = creds;
 	tls_creds_ref(creds);
 	gnutls_priority_set(c->tls, tls_creds_priority(creds));
 	gnutls_credentials_set(
 	    c->tls, GNUTLS_CRD_CERTIFICATE, tls_creds_x509(creds));
-	gnutls_certificate_server_set_request(c->tls, GNUTLS_CERT_IGNORE);
 	gnutls_transport_set_ptr(c->tls, c);
 	gnutls_transport_set_pull_function(c->tls, tls_pull);
 	gnutls_transport_set_push_function(c->tls, tls_push);
 	gnutls_transport_set_pull_timeout_function(c->tls, tls_pull_timeout);
+	return 0;
+}
+
+static enum conn_status
+tls_handshake(struct conn *c, int64_t deadline, char *why)
+{
+	enum conn_status st;
+	int rc;
+
 	for (;;) {
 		rc = gnutls_handshake(c->tls);
 		if (rc == GNUTLS_E_SUCCESS)
@@ -511,6 +517,30 @@ conn_tls_accept(
 			return st;
 		}
 	}
+}
+
+enum conn_status
+conn_tls_accept(
+    struct conn *c, struct tls_creds *creds, int64_t deadline, char *why)
+{
+	if (tls_setup(c, creds, GNUTLS_SERVER, why) != 0)
+		return CONN_ERROR;
+	gnutls_certificate_server_set_request(c->tls, GNUTLS_CERT_IGNORE);
+	return tls_handshake(c, deadline, why);
+}
+
+enum conn_status
+conn_tls_connect(struct conn *c, struct tls_creds *creds, const char *name,
+    bool verify, int64_t deadline, char *why)
+{
+	if (tls_setup(c, creds, GNUTLS_CLIENT, why) != 0)
+		return CONN_ERROR;
+	if (name != NULL && name[0] != '\0')
+		gnutls_server_name_set(
+		    c->tls, GNUTLS_NAME_DNS, name, strlen(name));
+	if (verify)
+		gnutls_session_set_verify_cert(c->tls, name, 0);
+	return tls_handshake(c, deadline, why);
 }
 
 bool

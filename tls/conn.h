@@ -99,6 +99,15 @@ enum conn_status conn_tls_accept(
     struct conn *c, struct tls_creds *creds, int64_t deadline, char *why);
 bool conn_tls_active(const struct conn *c);
 
+/*
+ * Start TLS as the client (after "220 Ready to start TLS", or at once for
+ * implicit TLS) with `creds` from tls_client_creds_new.  `name` is sent as
+ * SNI; when `verify` is set, the handshake fails unless the peer's
+ * certificate chains to the trust store and matches `name`.
+ */
+enum conn_status conn_tls_connect(struct conn *c, struct tls_creds *creds,
+    const char *name, bool verify, int64_t deadline, char *why);
+
 /* The negotiated protocol ("TLS1.3") and cipher suite
  * ("TLS_AES_256_GCM_SHA384") with its key bits, or "" without TLS. */
 void conn_tls_info(const struct conn *c, char *version, size_t vlen,

@@ -251,3 +251,44 @@ out:
 		gnutls_x509_privkey_deinit(pk);
 	return ret;
 }
+
+struct tls_creds *
+tls_client_creds_new(const char *ca_file, char *why)
+{
+	struct tls_creds *c = xcalloc(1, sizeof(*c));
+	const char *err = NULL;
+	int rc;
+
+	atomic_init(&c->refs, 1);
+	rc = gnutls_certificate_allocate_credentials(&c->x509);
+	if (rc != GNUTLS_E_SUCCESS) {
+		why_set(why, "%s", gnutls_strerror(rc));
+		free(c);
+		return NULL;
+	}
+	if (ca_file != NULL && ca_file[0] != '\0')
+		rc = gnutls_certificate_set_x509_trust_file(
+		    c->x509, ca_file, GNUTLS_X509_FMT_PEM);
+	else
+		rc = gnutls_certificate_set_x509_system_trust(c->x509);
+	if (rc < 0) {
+		why_set(why, "cannot load the trust store %s: %s",
+		    ca_file && ca_file[0] ? ca_file : "(system)",
+		    gnutls_strerror(rc));
+		goto fail;
+	}
+	rc = gnutls_priority_init(&c->prio,
+	    "NORMAL:-VERS-SSL3.0:-VERS-TLS1.0:"
+	    "-VERS-TLS1.1",
+	    &err);
+	if (rc != GNUTLS_E_SUCCESS) {
+		why_set(why, "%s", gnutls_strerror(rc));
+		c->prio = NULL;
+		goto fail;
+	}
+	return c;
+fail:
+	gnutls_certificate_free_credentials(c->x509);
+	free(c);
+	return NULL;
+}

@@ -41,6 +41,13 @@ int tls_priority_check(const char *priority, char *why);
 int tls_selfsigned_ensure(
     const char *cert, const char *key, const char *hostname, char *why);
 
+/*
+ * Client credentials for outbound TLS: the trust store is `ca_file` (PEM)
+ * or, when NULL or "", the system's.  Immutable once made; share it
+ * between threads.  NULL with `why`.
+ */
+struct tls_creds *tls_client_creds_new(const char *ca_file, char *why);
+
 /* For conn.c: the GnuTLS objects behind the credentials. */
 void *tls_creds_x509(const struct tls_creds *c);
 void *tls_creds_priority(const struct tls_creds *c);

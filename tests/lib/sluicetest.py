@@ -85,6 +85,9 @@ class Server:
             "relay_domains": "inbound.test",
             "workers": "8",
             "shutdown_grace": "5s",
+            # Intake tests inspect queued mail: nothing is delivered unless
+            # a test turns delivery on.
+            "delivery_threads": "0",
         }
         self.config.update(config or {})
         self.proc = None

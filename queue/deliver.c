@@ -1,0 +1,887 @@
+/*
+ * deliver.c - the dispatcher and the delivery threads (see deliver.h).
+ *
+ * Threads and shared state:
+ *  - d->mu guards the job list (d->jobs), d->busy, the per-destination
+ *    counts (d->dests) and d->nidle; d->cv wakes delivery threads (new
+ *    jobs, stop), d->done_cv wakes the dispatcher (a job finished).
+ *  - d->stop is atomic: set once by delivery_stop.
+ *  - Each delivery thread owns its read-only SQLite connection, its ldns
+ *    resolver and its SMTP connections.  Writes (claims, results) go
+ *    through queue_run, so they are serialised with the intake by the
+ *    queue's writer thread.
+ *
+ * Recipient life cycle:
+ *
+ *   queued/deferred --claim (lease)--> in a job --attempt--> delivered
+ *        ^                                 |                   bounced
+ *        +------------ deferred <----------+ (next_attempt_at = schedule)
+ *
+ * Invariants:
+ *  1. A recipient is in at most one job: claiming sets its lease in the
+ *     same transaction that found it unleased.
+ *  2. Every attempt ends in db_record_attempt (which clears the lease) or,
+ *     if sluice stops first, the lease is cleared at the next start.
+ *  3. A message from the null sender never produces a bounce.
+ */
+#include "deliver.h"
+#include "bounce.h"
+#include "db.h"
+#include "log.h"
+#include "smtpc.h"
+#include "tls.h"
+
+#include <gnutls/crypto.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define LEASE_SECONDS (2 * 3600)
+#define CLAIM_ROWS 256
+#define JOB_RCPTS_MAX 100
+
+struct job {
+	char msg_id[QUEUE_ID_LEN + 1];
+	char dest[300]; /* destination key: domain, or "[smarthost]" */
+	char domain[256];
+	int rcpt_nos[JOB_RCPTS_MAX];
+	int nrcpts;
+	struct job *next;
+};
+
+struct dest {
+	char key[300];
+	int active;
+};
+
+struct delivery {
+	struct queue *q;
+	const struct config *cfg;
+	char *self_name;
+	struct sockaddr_storage *self_addrs;
+	int nself;
+	struct tls_creds *client_creds; /* NULL: no outbound TLS */
+	char *smarthost_pass;
+	pthread_t dispatcher;
+	bool dispatcher_started;
+	pthread_t *threads;
+	int nthreads;
+	atomic_bool stop;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	pthread_cond_t done_cv;
+	struct job *jobs;   /* guarded by mu */
+	int busy;           /* guarded by mu: jobs queued or running */
+	struct dest *dests; /* guarded by mu */
+	int ndests;         /* guarded by mu */
+};
+
+/* ---- destinations ---- */
+
+static const struct route *
+route_for(const struct config *cfg, const char *domain)
+{
+	int i;
+
+	for (i = 0; i < cfg->nroutes; i++) {
+		char *const one[1] = {(char *)cfg->routes[i].domain};
+
+		if (config_domain_listed(one, 1, domain))
+			return &cfg->routes[i];
+	}
+	return NULL;
+}
+
+/* The key that groups recipients and counts concurrency. */
+static void
+dest_key(const struct config *cfg, const char *domain, char *key, size_t len)
+{
+	const struct route *r = route_for(cfg, domain);
+
+	if (r != NULL)
+		snprintf(key, len, "[%s]:%d", r->to.host, r->to.port);
+	else if (cfg->smarthost.host[0] != '\0')
+		snprintf(key, len, "[%s]", cfg->smarthost.host);
+	else
+		snprintf(key, len, "%s", domain);
+}
+
+/* Caller holds d->mu. */
+static struct dest *
+dest_find(struct delivery *d, const char *key, bool create)
+{
+	int i;
+
+	for (i = 0; i < d->ndests; i++)
+		if (strcmp(d->dests[i].key, key) == 0)
+			return &d->dests[i];
+	if (!create)
+		return NULL;
+	for (i = 0; i < d->ndests; i++)
+		if (d->dests[i].active == 0)
+			break;
+	if (i == d->ndests) {
+		d->dests = xrealloc(
+		    d->dests, sizeof(*d->dests) * (size_t)(d->ndests + 1));
+		d->ndests++;
+	}
+	snprintf(d->dests[i].key, sizeof(d->dests[i].key), "%s", key);
+	d->dests[i].active = 0;
+	return &d->dests[i];
+}
+
+/* ---- claiming (runs on the queue's writer thread) ---- */
+
+struct claim {
+	struct delivery *d;
+	int max_jobs;
+	struct dest *busy; /* snapshot of active destinations */
+	int nbusy;
+	struct job *jobs; /* out */
+	int64_t next_due; /* out: when to look again */
+};
+
+static void
+jobs_free(struct job *j)
+{
+	while (j != NULL) {
+		struct job *next = j->next;
+
+		free(j);
+		j = next;
+	}
+}
+
+static int
+busy_count(const struct claim *c, const char *key)
+{
+	int i;
+
+	for (i = 0; i < c->nbusy; i++)
+		if (strcmp(c->busy[i].key, key) == 0)
+			return c->busy[i].active;
+	return 0;
+}
+
+static enum res
+claim_fn(struct db *db, void *arg, char *why)
+{
+	struct claim *c = arg;
+	const struct config *cfg = c->d->cfg;
+	struct db_due *due = xcalloc(CLAIM_ROWS, sizeof(*due));
+	int64_t now = (int64_t)time(NULL);
+	struct job *tail = NULL, *j;
+	int n, i, njobs = 0;
+	enum res r = RES_OK;
+
+	/* queue_run may call us twice: start from scratch. */
+	jobs_free(c->jobs);
+	c->jobs = NULL;
+	c->next_due = 0;
+	n = db_list_due(db, now, due, CLAIM_ROWS, why);
+	if (n < 0) {
+		r = RES_TEMP;
+		goto out;
+	}
+	for (i = 0; i < n; i++) {
+		char key[300];
+		int active;
+
+		dest_key(cfg, due[i].domain, key, sizeof(key));
+		/* Join a job of this run for the same message and place. */
+		for (j = c->jobs; j != NULL; j = j->next)
+			if (strcmp(j->msg_id, due[i].msg_id) == 0 &&
+			    strcmp(j->dest, key) == 0 &&
+			    j->nrcpts < JOB_RCPTS_MAX)
+				break;
+		if (j == NULL) {
+			if (njobs >= c->max_jobs)
+				continue;
+			active = busy_count(c, key);
+			for (j = c->jobs; j != NULL; j = j->next)
+				if (strcmp(j->dest, key) == 0)
+					active++;
+			if (active >= cfg->destination_concurrency)
+				continue;
+			j = xcalloc(1, sizeof(*j));
+			snprintf(
+			    j->msg_id, sizeof(j->msg_id), "%s", due[i].msg_id);
+			snprintf(j->dest, sizeof(j->dest), "%s", key);
+			snprintf(
+			    j->domain, sizeof(j->domain), "%s", due[i].domain);
+			if (tail != NULL)
+				tail->next = j;
+			else
+				c->jobs = j;
+			tail = j;
+			njobs++;
+		}
+		if (db_lease(db, due[i].msg_id, due[i].rcpt_no,
+		        now + LEASE_SECONDS, why) != RES_OK) {
+			r = RES_TEMP;
+			goto out;
+		}
+		j->rcpt_nos[j->nrcpts++] = due[i].rcpt_no;
+	}
+	if (njobs == 0)
+		c->next_due = db_next_due(db);
+out:
+	if (r != RES_OK) {
+		jobs_free(c->jobs);
+		c->jobs = NULL;
+	}
+	free(due);
+	return r;
+}
+
+static void *
+dispatcher_main(void *arg)
+{
+	struct delivery *d = arg;
+	char why[WHY_MAX];
+
+	while (!atomic_load(&d->stop)) {
+		struct claim c;
+		uint64_t seen;
+		int free_threads;
+
+		memset(&c, 0, sizeof(c));
+		c.d = d;
+		pthread_mutex_lock(&d->mu);
+		free_threads = d->nthreads - d->busy;
+		if (free_threads <= 0) {
+			struct timespec ts;
+
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_sec += 1;
+			pthread_cond_timedwait(&d->done_cv, &d->mu, &ts);
+			pthread_mutex_unlock(&d->mu);
+			continue;
+		}
+		c.max_jobs = free_threads;
+		c.nbusy = d->ndests;
+		c.busy = xcalloc((size_t)c.nbusy + 1, sizeof(*c.busy));
+		memcpy(c.busy, d->dests, sizeof(*c.busy) * (size_t)c.nbusy);
+		pthread_mutex_unlock(&d->mu);
+
+		seen = queue_mail_seq(d->q);
+		if (queue_run(d->q, claim_fn, &c, why) != RES_OK)
+			log_warn(
+			    "deliver", "claiming due mail failed: %s", why);
+		free(c.busy);
+		if (c.jobs != NULL) {
+			struct job *j, *next;
+
+			pthread_mutex_lock(&d->mu);
+			for (j = c.jobs; j != NULL; j = next) {
+				next = j->next;
+				dest_find(d, j->dest, true)->active++;
+				j->next = d->jobs;
+				d->jobs = j;
+				d->busy++;
+			}
+			pthread_cond_broadcast(&d->cv);
+			pthread_mutex_unlock(&d->mu);
+			continue;
+		}
+		/* Nothing to start: look again when new mail arrives, or
+		 * after a second (retries come due, held mail is released,
+		 * a busy destination frees up). */
+		queue_wait_mail(d->q, seen, now_ms() + 1000, &d->stop);
+	}
+	return NULL;
+}
+
+/* ---- one delivery ---- */
+
+struct worker {
+	struct delivery *d;
+	struct db *db; /* read-only */
+	struct dns_resolver *dns;
+};
+
+struct body_ctx {
+	struct worker *w;
+	const char *msg_id;
+};
+
+static enum res
+read_body(void *arg, int (*put)(void *, const void *, size_t), void *put_arg,
+    char *why)
+{
+	struct body_ctx *b = arg;
+
+	return db_read_body(b->w->db, b->msg_id, put, put_arg, why);
+}
+
+/* Collect the start of the message for a bounce. */
+struct head_buf {
+	unsigned char *p;
+	size_t len;
+};
+
+static int
+collect_head(void *arg, const void *data, size_t len)
+{
+	struct head_buf *h = arg;
+	size_t room = BOUNCE_RETURN_LIMIT + 1 - h->len;
+
+	if (len > room)
+		len = room;
+	memcpy(h->p + h->len, data, len);
+	h->len += len;
+	return h->len > BOUNCE_RETURN_LIMIT ? 1 : 0;
+}
+
+/* The outcome of one recipient in a job. */
+struct outcome {
+	struct db_rcpt_info info;
+	enum res result;
+	char reply[512];
+	bool relayed; /* delivered to a server without DSN */
+	char state[16];
+	int64_t next_at;
+};
+
+struct record {
+	const char *msg_id;
+	struct outcome *out;
+	int n;
+	int64_t at, duration_ms;
+	const char *mx_host, *ip, *tls;
+	int port;
+};
+
+static enum res
+record_fn(struct db *db, void *arg, char *why)
+{
+	struct record *r = arg;
+	int i;
+
+	for (i = 0; i < r->n; i++) {
+		struct outcome *o = &r->out[i];
+		struct db_attempt a;
+
+		memset(&a, 0, sizeof(a));
+		a.msg_id = r->msg_id;
+		a.rcpt_no = o->info.rcpt_no;
+		a.at = r->at;
+		a.mx_host = r->mx_host;
+		a.ip = r->ip;
+		a.port = r->port;
+		a.tls = r->tls;
+		a.status = strcmp(o->state, "delivered") == 0 ? "sent"
+		           : strcmp(o->state, "bounced") == 0 ? "bounced"
+		                                              : "deferred";
+		a.reply = o->reply;
+		a.duration_ms = r->duration_ms;
+		a.state = o->state;
+		a.next_at = o->next_at;
+		if (db_record_attempt(db, &a, why) != RES_OK)
+			return RES_TEMP;
+	}
+	return db_release_finished(db, r->msg_id, why);
+}
+
+/*
+ * The enhanced status code of a reply: "550 5.1.1 ..." or our own
+ * "4.4.1 ..." gives "5.1.1" / "4.4.1"; `fallback` when there is none.
+ */
+static void
+reply_status(const char *reply, const char *fallback, char *out, size_t len)
+{
+	const char *p = reply;
+	unsigned a, b, c;
+	int used = 0;
+
+	if (p[0] >= '2' && p[0] <= '5' && p[1] >= '0' && p[1] <= '9' &&
+	    p[2] >= '0' && p[2] <= '9' && p[3] == ' ')
+		p += 4;
+	if (sscanf(p, "%1u.%3u.%3u%n", &a, &b, &c, &used) == 3 &&
+	    (p[used] == ' ' || p[used] == '\0') && a >= 2 && a <= 5)
+		snprintf(out, len, "%u.%u.%u", a, b, c);
+	else
+		snprintf(out, len, "%s", fallback);
+}
+
+/* Seconds until the next attempt after `attempts` attempts, with jitter. */
+static int64_t
+retry_delay(const struct config *cfg, int attempts)
+{
+	int idx = attempts - 1;
+	uint32_t rnd = 0;
+	int64_t base;
+
+	if (idx < 0)
+		idx = 0;
+	if (idx >= cfg->nretry_schedule)
+		idx = cfg->nretry_schedule - 1;
+	base = cfg->retry_schedule[idx];
+	/* Up to 10% jitter so that retries of a burst spread out. */
+	(void)gnutls_rnd(GNUTLS_RND_NONCE, &rnd, sizeof(rnd));
+	return base + (base >= 10 ? (int64_t)(rnd % (uint32_t)(base / 10)) : 0);
+}
+
+static bool
+notify_has(const char *notify, const char *what)
+{
+	/* Without NOTIFY, failures and delays are reported (RFC 3461 4.1). */
+	if (notify[0] == '\0')
+		return strcmp(what, "SUCCESS") != 0;
+	return strstr(notify, what) != NULL;
+}
+
+/* Queue a DSN to the sender of `msg_id` about the outcomes of `kind`. */
+static void
+send_dsn(struct worker *w, const char *msg_id, const struct db_msg_info *m,
+    struct outcome *out, int n, enum bounce_kind kind, const char *remote)
+{
+	struct delivery *d = w->d;
+	struct bounce_rcpt *br = xcalloc((size_t)n, sizeof(*br));
+	struct head_buf head = {xmalloc(BOUNCE_RETURN_LIMIT + 1), 0};
+	struct bounce_msg b;
+	struct envelope env;
+	struct envelope_rcpt er;
+	struct queue_msg *qm = NULL;
+	char why[WHY_MAX], (*status)[16] = xcalloc((size_t)n, 16), domain[256];
+	const char *at;
+	char *text = NULL;
+	size_t len = 0;
+	int i, k = 0;
+
+	for (i = 0; i < n; i++) {
+		struct outcome *o = &out[i];
+		bool want;
+
+		if (kind == BOUNCE_SUCCESS)
+			want = strcmp(o->state, "delivered") == 0 &&
+			       notify_has(o->info.notify, "SUCCESS");
+		else
+			want = strcmp(o->state, "bounced") == 0 &&
+			       notify_has(o->info.notify, "FAILURE");
+		if (!want)
+			continue;
+		br[k].address = o->info.address;
+		br[k].orcpt = o->info.orcpt[0] ? o->info.orcpt : NULL;
+		br[k].action = kind == BOUNCE_SUCCESS
+		                   ? (o->relayed ? "relayed" : "delivered")
+		                   : "failed";
+		reply_status(o->reply,
+		    kind == BOUNCE_SUCCESS ? "2.0.0" : "5.0.0", status[k],
+		    sizeof(status[k]));
+		br[k].status = status[k];
+		br[k].remote_mta = remote;
+		br[k].diagnostic = o->reply;
+		br[k].last_attempt = (int64_t)time(NULL);
+		k++;
+	}
+	/* RFC 3461: never answer the null sender. */
+	if (k == 0 || m->sender[0] == '\0')
+		goto out;
+	(void)db_read_body(w->db, msg_id, collect_head, &head, why);
+	if (head.len > BOUNCE_RETURN_LIMIT)
+		head.len = BOUNCE_RETURN_LIMIT;
+	memset(&b, 0, sizeof(b));
+	b.reporting_mta = d->cfg->hostname;
+	b.queue_id = msg_id;
+	b.envid = m->envid[0] ? m->envid : NULL;
+	b.sender = m->sender;
+	b.arrival = m->received_at;
+	b.now = (int64_t)time(NULL);
+	b.kind = kind;
+	b.ret_hdrs = strcmp(m->dsn_ret, "HDRS") == 0;
+	b.rcpts = br;
+	b.nrcpts = k;
+	b.orig = head.p;
+	b.orig_len = head.len;
+	b.orig_size = (size_t)m->stored_size;
+	text = bounce_format(&b, &len);
+	qm = queue_msg_new(d->q);
+	at = strrchr(m->sender, '@');
+	snprintf(domain, sizeof(domain), "%s", at ? at + 1 : "");
+	for (char *c = domain; *c != '\0'; c++)
+		*c = ascii_lower(*c);
+	memset(&er, 0, sizeof(er));
+	er.address = m->sender;
+	er.domain = domain;
+	memset(&env, 0, sizeof(env));
+	snprintf(env.id, sizeof(env.id), "%s", queue_msg_id(qm));
+	env.received_at = (int64_t)time(NULL);
+	env.sender = "";
+	env.rcpts = &er;
+	env.nrcpts = 1;
+	env.size = (int64_t)len;
+	env.stored_size = (int64_t)len;
+	env.body_type = "7BIT";
+	env.client_ip = "127.0.0.1";
+	env.helo = d->cfg->hostname;
+	env.protocol = "local";
+	if (queue_msg_write(qm, text, len, why) != RES_OK ||
+	    queue_msg_commit(qm, &env, why) != RES_OK) {
+		log_err("deliver", "id=%s cannot queue the %s notice: %s",
+		    msg_id, kind == BOUNCE_SUCCESS ? "success" : "bounce", why);
+		goto out;
+	}
+	log_info("deliver", "id=%s sender notice: id=%s to=<%s> (%s)", msg_id,
+	    env.id, m->sender,
+	    kind == BOUNCE_SUCCESS ? "success" : "delivery failure");
+out:
+	queue_msg_free(qm);
+	free(text);
+	free(head.p);
+	free(br);
+	free(status);
+}
+
+/* Where to connect for a job: route, smarthost, or MX. */
+static enum res
+targets(struct worker *w, const struct job *j, struct mx_host **hosts, int *n,
+    bool *smarthost, char *why)
+{
+	const struct config *cfg = w->d->cfg;
+	const struct route *r = route_for(cfg, j->domain);
+	struct dns_self self;
+
+	*smarthost = false;
+	if (r != NULL)
+		return dns_resolve_host(w->dns, r->to.host,
+		    r->to.port ? r->to.port : 25, hosts, n, why);
+	if (cfg->smarthost.host[0] != '\0') {
+		*smarthost = true;
+		return dns_resolve_host(w->dns, cfg->smarthost.host,
+		    cfg->smarthost.port ? cfg->smarthost.port
+		    : cfg->smarthost_tls == SMARTHOST_TLS_SMTPS ? 465
+		                                                : 587,
+		    hosts, n, why);
+	}
+	self.hostname = w->d->self_name;
+	self.addrs = w->d->self_addrs;
+	self.naddrs = w->d->nself;
+	return dns_resolve_mx(w->dns, j->domain, cfg->delivery_port, &self,
+	    cfg->max_mx_hosts, hosts, n, why);
+}
+
+static void
+deliver_job(struct worker *w, const struct job *j)
+{
+	struct delivery *d = w->d;
+	const struct config *cfg = d->cfg;
+	struct outcome *out = xcalloc((size_t)j->nrcpts, sizeof(*out));
+	struct smtpc_rcpt *sr = xcalloc((size_t)j->nrcpts, sizeof(*sr));
+	struct mx_host *hosts = NULL;
+	struct db_msg_info m;
+	struct record rec;
+	struct smtpc *c = NULL;
+	struct smtpc_opts o;
+	char why[WHY_MAX], tlsdesc[128] = "", relay[400] = "none";
+	char mxname[DNS_NAME_MAX] = "", ip[64] = "";
+	int64_t t0 = now_ms(), now;
+	int i, n = 0, nhosts = 0, port = 0;
+	bool smarthost = false, have_dsn = false;
+	enum res r;
+
+	why[0] = '\0';
+	if (db_load_message(w->db, j->msg_id, &m, why) != RES_OK) {
+		/* Deleted meanwhile (sluice queue delete): nothing to do. */
+		log_info("deliver", "id=%s skipped: %s", j->msg_id, why);
+		goto out;
+	}
+	for (i = 0; i < j->nrcpts; i++) {
+		struct outcome *oc = &out[n];
+
+		if (db_load_rcpt(w->db, j->msg_id, j->rcpt_nos[i], &oc->info,
+		        why) != RES_OK)
+			continue;
+		if (strcmp(oc->info.state, "queued") != 0 &&
+		    strcmp(oc->info.state, "deferred") != 0)
+			continue; /* held or finished meanwhile */
+		sr[n].address = oc->info.address;
+		sr[n].notify = oc->info.notify[0] ? oc->info.notify : NULL;
+		sr[n].orcpt = oc->info.orcpt[0] ? oc->info.orcpt : NULL;
+		n++;
+	}
+	if (n == 0)
+		goto out;
+	r = targets(w, j, &hosts, &nhosts, &smarthost, why);
+	if (r == RES_OK) {
+		memset(&o, 0, sizeof(o));
+		o.helo = cfg->hostname;
+		o.connect_timeout = cfg->connect_timeout;
+		o.command_timeout = cfg->delivery_command_timeout;
+		o.data_timeout = cfg->delivery_data_timeout;
+		o.tls = d->client_creds ? cfg->outbound_tls : OUTBOUND_TLS_NONE;
+		o.tls_creds = d->client_creds;
+		if (smarthost) {
+			/* TLS is required to a smarthost unless "none";
+			 * verified when outbound_tls = verify. */
+			o.implicit_tls =
+			    cfg->smarthost_tls == SMARTHOST_TLS_SMTPS;
+			o.tls = cfg->smarthost_tls == SMARTHOST_TLS_NONE
+			            ? OUTBOUND_TLS_NONE
+			        : cfg->outbound_tls == OUTBOUND_TLS_VERIFY
+			            ? OUTBOUND_TLS_VERIFY
+			            : OUTBOUND_TLS_ENCRYPT;
+			o.auth_user = cfg->smarthost_user;
+			o.auth_pass = d->smarthost_pass;
+			o.auth_without_tls = cfg->smarthost_auth_without_tls;
+		}
+		r = RES_TEMP;
+		for (i = 0; i < nhosts && c == NULL; i++) {
+			o.tls_name = hosts[i].name;
+			if (smtpc_open(&hosts[i], &o, &c, why) != RES_OK) {
+				log_info("deliver", "id=%s %s", j->msg_id, why);
+				continue;
+			}
+			snprintf(mxname, sizeof(mxname), "%s", hosts[i].name);
+			snprintf(ip, sizeof(ip), "%s", hosts[i].ip);
+			port = sockaddr_port(
+			    (const struct sockaddr *)&hosts[i].addr);
+			snprintf(relay, sizeof(relay), "%s[%s]:%d", mxname, ip,
+			    port);
+		}
+		if (c != NULL) {
+			struct smtpc_msg sm;
+			struct body_ctx bc = {w, j->msg_id};
+
+			memset(&sm, 0, sizeof(sm));
+			sm.sender = m.sender;
+			sm.size = m.stored_size;
+			sm.body_type = m.body_type;
+			sm.smtputf8 = m.smtputf8 != 0;
+			sm.dsn_ret = m.dsn_ret[0] ? m.dsn_ret : NULL;
+			sm.envid = m.envid[0] ? m.envid : NULL;
+			sm.body = read_body;
+			sm.body_arg = &bc;
+			(void)smtpc_send(c, &sm, sr, n);
+			have_dsn = smtpc_has_dsn(c);
+			snprintf(
+			    tlsdesc, sizeof(tlsdesc), "%s", smtpc_tls_desc(c));
+			smtpc_close(c);
+			r = RES_OK;
+		}
+	}
+	now = (int64_t)time(NULL);
+	for (i = 0; i < n; i++) {
+		struct outcome *oc = &out[i];
+		enum res rr = r == RES_OK ? sr[i].result : r;
+
+		snprintf(oc->reply, sizeof(oc->reply), "%s",
+		    r == RES_OK ? sr[i].reply : why);
+		oc->result = rr;
+		if (rr == RES_OK) {
+			snprintf(oc->state, sizeof(oc->state), "delivered");
+			oc->relayed = !have_dsn;
+		} else if (rr == RES_PERM) {
+			snprintf(oc->state, sizeof(oc->state), "bounced");
+		} else if (now - m.received_at >= cfg->queue_lifetime) {
+			/* Too old: give up (RFC 5321 section 4.5.4.1). */
+			snprintf(oc->state, sizeof(oc->state), "bounced");
+			snprintf(oc->reply, sizeof(oc->reply),
+			    "4.4.7 message expired after %lld seconds in the "
+			    "queue; last error: %s",
+			    (long long)(now - m.received_at),
+			    r == RES_OK ? sr[i].reply : why);
+		} else {
+			snprintf(oc->state, sizeof(oc->state), "deferred");
+			oc->next_at =
+			    now + retry_delay(cfg, oc->info.attempts + 1);
+		}
+	}
+	memset(&rec, 0, sizeof(rec));
+	rec.msg_id = j->msg_id;
+	rec.out = out;
+	rec.n = n;
+	rec.at = now;
+	rec.duration_ms = now_ms() - t0;
+	rec.mx_host = mxname[0] ? mxname : NULL;
+	rec.ip = ip[0] ? ip : NULL;
+	rec.port = port;
+	rec.tls = tlsdesc[0] ? tlsdesc : NULL;
+	if (queue_run(d->q, record_fn, &rec, why) != RES_OK) {
+		log_err("deliver",
+		    "id=%s cannot record the attempt: %s "
+		    "(retried after the lease expires)",
+		    j->msg_id, why);
+		goto out;
+	}
+	for (i = 0; i < n; i++) {
+		struct outcome *oc = &out[i];
+		char dsn[16] = "";
+
+		reply_status(oc->reply, "-", dsn, sizeof(dsn));
+		log_info("deliver",
+		    "id=%s rcpt=<%s> relay=%s delay=%llds "
+		    "dsn=%s status=%s (%s)",
+		    j->msg_id, oc->info.address, relay,
+		    (long long)(now - m.received_at), dsn,
+		    strcmp(oc->state, "delivered") == 0 ? "sent" : oc->state,
+		    oc->reply);
+	}
+	send_dsn(w, j->msg_id, &m, out, n, BOUNCE_FAILURE,
+	    mxname[0] ? mxname : NULL);
+	send_dsn(w, j->msg_id, &m, out, n, BOUNCE_SUCCESS,
+	    mxname[0] ? mxname : NULL);
+out:
+	free(hosts);
+	free(sr);
+	free(out);
+}
+
+static void *
+worker_main(void *arg)
+{
+	struct worker *w = arg;
+	struct delivery *d = w->d;
+
+	for (;;) {
+		struct job *j;
+		struct dest *ds;
+
+		pthread_mutex_lock(&d->mu);
+		while (d->jobs == NULL && !atomic_load(&d->stop))
+			pthread_cond_wait(&d->cv, &d->mu);
+		j = d->jobs;
+		if (j == NULL) {
+			pthread_mutex_unlock(&d->mu);
+			break;
+		}
+		d->jobs = j->next;
+		pthread_mutex_unlock(&d->mu);
+
+		if (!atomic_load(&d->stop))
+			deliver_job(w, j);
+
+		pthread_mutex_lock(&d->mu);
+		ds = dest_find(d, j->dest, false);
+		if (ds != NULL)
+			ds->active--;
+		d->busy--;
+		pthread_cond_signal(&d->done_cv);
+		pthread_mutex_unlock(&d->mu);
+		free(j);
+	}
+	db_close(w->db);
+	dns_resolver_free(w->dns);
+	free(w);
+	return NULL;
+}
+
+static char *
+read_secret(const char *path, char *why)
+{
+	char buf[512];
+	FILE *f;
+	size_t n;
+
+	if (path == NULL || path[0] == '\0')
+		return xstrdup("");
+	f = fopen(path, "r");
+	if (f == NULL) {
+		why_set(why, "cannot read smarthost_password_file %s", path);
+		return NULL;
+	}
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	buf[strcspn(buf, "\r\n")] = '\0';
+	return xstrdup(buf);
+}
+
+struct delivery *
+delivery_start(struct queue *q, const struct config *cfg,
+    const struct dns_self *self, char *why)
+{
+	struct delivery *d = xcalloc(1, sizeof(*d));
+	int i;
+
+	d->q = q;
+	d->cfg = cfg;
+	d->self_name = xstrdup(self->hostname ? self->hostname : "");
+	d->nself = self->naddrs;
+	d->self_addrs =
+	    xcalloc((size_t)self->naddrs + 1, sizeof(*d->self_addrs));
+	memcpy(d->self_addrs, self->addrs,
+	    sizeof(*d->self_addrs) * (size_t)self->naddrs);
+	atomic_init(&d->stop, false);
+	pthread_mutex_init(&d->mu, NULL);
+	pthread_cond_init(&d->cv, NULL);
+	pthread_cond_init(&d->done_cv, NULL);
+	d->smarthost_pass = read_secret(cfg->smarthost_password_file, why);
+	if (d->smarthost_pass == NULL)
+		goto fail;
+	if (cfg->outbound_tls != OUTBOUND_TLS_NONE ||
+	    cfg->smarthost_tls != SMARTHOST_TLS_NONE) {
+		d->client_creds = tls_client_creds_new(cfg->tls_ca_file, why);
+		if (d->client_creds == NULL)
+			goto fail;
+	}
+	d->threads = xcalloc((size_t)cfg->delivery_threads, sizeof(pthread_t));
+	for (i = 0; i < cfg->delivery_threads; i++) {
+		struct worker *w = xcalloc(1, sizeof(*w));
+
+		w->d = d;
+		w->db = db_open_readonly(cfg->queue_path, why);
+		w->dns = w->db ? dns_resolver_new(cfg, why) : NULL;
+		if (w->db == NULL || w->dns == NULL ||
+		    pthread_create(&d->threads[i], NULL, worker_main, w) != 0) {
+			db_close(w->db);
+			dns_resolver_free(w->dns);
+			free(w);
+			goto fail;
+		}
+		d->nthreads++;
+	}
+	if (pthread_create(&d->dispatcher, NULL, dispatcher_main, d) != 0) {
+		why_set(why, "cannot start the delivery dispatcher");
+		goto fail;
+	}
+	d->dispatcher_started = true;
+	log_info("deliver",
+	    "%d delivery threads, destination_concurrency=%d%s%s", d->nthreads,
+	    cfg->destination_concurrency,
+	    cfg->smarthost.host[0] ? ", smarthost " : "", cfg->smarthost.host);
+	return d;
+fail:
+	atomic_store(&d->stop, true);
+	pthread_mutex_lock(&d->mu);
+	pthread_cond_broadcast(&d->cv);
+	pthread_mutex_unlock(&d->mu);
+	for (i = 0; i < d->nthreads; i++)
+		pthread_join(d->threads[i], NULL);
+	d->nthreads = 0;
+	delivery_stop(d);
+	return NULL;
+}
+
+void
+delivery_stop(struct delivery *d)
+{
+	int i;
+
+	if (d == NULL)
+		return;
+	atomic_store(&d->stop, true);
+	if (d->dispatcher_started)
+		pthread_join(d->dispatcher, NULL);
+	pthread_mutex_lock(&d->mu);
+	pthread_cond_broadcast(&d->cv);
+	pthread_mutex_unlock(&d->mu);
+	for (i = 0; i < d->nthreads; i++)
+		pthread_join(d->threads[i], NULL);
+	jobs_free(d->jobs);
+	tls_creds_unref(d->client_creds);
+	if (d->smarthost_pass != NULL)
+		explicit_bzero(d->smarthost_pass, strlen(d->smarthost_pass));
+	free(d->smarthost_pass);
+	free(d->threads);
+	free(d->dests);
+	free(d->self_addrs);
+	free(d->self_name);
+	pthread_mutex_destroy(&d->mu);
+	pthread_cond_destroy(&d->cv);
+	pthread_cond_destroy(&d->done_cv);
+	free(d);
+}

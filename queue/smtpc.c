@@ -1,0 +1,666 @@
+/*
+ * smtpc.c - the outbound SMTP client (see smtpc.h).
+ *
+ * Threads: one delivery thread per struct smtpc; no shared state.
+ * Invariants:
+ *  1. The remote server is not trusted: every reply line is bounded
+ *     (REPLY_LINE_MAX, REPLY_LINES_MAX) and its text is only copied into
+ *     fixed buffers.
+ *  2. Message data is streamed from the queue a chunk at a time, with
+ *     dot-stuffing (DATA) or as BDAT chunks; it is never whole in memory.
+ */
+#include "smtpc.h"
+#include "config.h"
+#include "conn.h"
+#include "log.h"
+#include "tls.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define REPLY_LINE_MAX 1024
+#define REPLY_LINES_MAX 100
+
+struct smtpc {
+	struct conn *conn;
+	const struct smtpc_opts *o;
+	char host[DNS_NAME_MAX + 80]; /* "name[ip]:port" for messages */
+	bool esmtp, pipelining, eightbit, smtputf8, dsn, chunking, binarymime,
+	    starttls, auth_plain, auth_login;
+	long long size_limit; /* 0: none advertised */
+	char tls_desc[128];
+	bool broken;
+};
+
+struct reply {
+	int code;
+	char text[512]; /* first line, "250 2.1.0 Ok" */
+};
+
+/* Read one reply (all its lines); false when the connection failed. */
+static bool
+read_reply(struct smtpc *c, int timeout, struct reply *r,
+    void (*each)(struct smtpc *, const char *), char *why)
+{
+	char line[REPLY_LINE_MAX];
+	int nlines = 0;
+
+	r->code = 0;
+	r->text[0] = '\0';
+	for (;;) {
+		bool too_long, bare_lf;
+		size_t len;
+		enum conn_status st =
+		    conn_read_line(c->conn, line, sizeof(line), &len, &too_long,
+		        &bare_lf, now_ms() + (int64_t)timeout * 1000);
+
+		if (st != CONN_OK) {
+			why_set(why, "4.4.2 %s: %s", c->host,
+			    st == CONN_TIMEOUT ? "timeout waiting for reply"
+			                       : "connection lost");
+			c->broken = true;
+			return false;
+		}
+		if (len < 3 || line[0] < '2' || line[0] > '5' ||
+		    (len > 3 && line[3] != ' ' && line[3] != '-') ||
+		    ++nlines > REPLY_LINES_MAX) {
+			why_set(why, "4.5.0 %s: malformed reply", c->host);
+			c->broken = true;
+			return false;
+		}
+		if (nlines == 1) {
+			r->code = atoi(line);
+			log_sanitize(r->text, sizeof(r->text), line);
+			if (len > 3)
+				r->text[3] = ' ';
+		}
+		if (each != NULL && len > 4)
+			each(c, line + 4);
+		if (len == 3 || line[3] == ' ')
+			return true;
+	}
+}
+
+static void
+ehlo_keyword(struct smtpc *c, const char *kw)
+{
+	if (ascii_casecmp(kw, "PIPELINING") == 0)
+		c->pipelining = true;
+	else if (ascii_casecmp(kw, "8BITMIME") == 0)
+		c->eightbit = true;
+	else if (ascii_casecmp(kw, "SMTPUTF8") == 0)
+		c->smtputf8 = true;
+	else if (ascii_casecmp(kw, "DSN") == 0)
+		c->dsn = true;
+	else if (ascii_casecmp(kw, "CHUNKING") == 0)
+		c->chunking = true;
+	else if (ascii_casecmp(kw, "BINARYMIME") == 0)
+		c->binarymime = true;
+	else if (ascii_casecmp(kw, "STARTTLS") == 0)
+		c->starttls = true;
+	else if (ascii_ncasecmp(kw, "SIZE", 4) == 0 &&
+	         (kw[4] == ' ' || kw[4] == '\0'))
+		c->size_limit = kw[4] ? atoll(kw + 5) : 0;
+	else if (ascii_ncasecmp(kw, "AUTH", 4) == 0 &&
+	         (kw[4] == ' ' || kw[4] == '=')) {
+		/* "AUTH PLAIN LOGIN" */
+		const char *p = kw + 5;
+
+		while (*p != '\0') {
+			size_t n = strcspn(p, " ");
+
+			if (n == 5 && ascii_ncasecmp(p, "PLAIN", 5) == 0)
+				c->auth_plain = true;
+			if (n == 5 && ascii_ncasecmp(p, "LOGIN", 5) == 0)
+				c->auth_login = true;
+			p += n;
+			p += strspn(p, " ");
+		}
+	}
+}
+
+static bool command(struct smtpc *c, struct reply *r, char *why,
+    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+/* Send one command and read its reply. */
+static bool
+command(struct smtpc *c, struct reply *r, char *why, const char *fmt, ...)
+{
+	char buf[2048];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= sizeof(buf) - 2) {
+		why_set(why, "5.5.0 command too long");
+		return false;
+	}
+	memcpy(buf + n, "\r\n", 2);
+	conn_write(c->conn, buf, (size_t)n + 2);
+	return read_reply(c, c->o->command_timeout, r, NULL, why);
+}
+
+static bool
+ehlo(struct smtpc *c, struct reply *r, char *why)
+{
+	c->esmtp = c->pipelining = c->eightbit = c->smtputf8 = c->dsn = false;
+	c->chunking = c->binarymime = c->starttls = false;
+	c->auth_plain = c->auth_login = false;
+	c->size_limit = 0;
+	conn_printf(c->conn, "EHLO %s\r\n", c->o->helo);
+	if (!read_reply(c, c->o->command_timeout, r, ehlo_keyword, why))
+		return false;
+	if (r->code == 250) {
+		c->esmtp = true;
+		return true;
+	}
+	/* RFC 5321 section 3.2: fall back to HELO. */
+	return command(c, r, why, "HELO %s", c->o->helo);
+}
+
+static int
+connect_to(const struct mx_host *h, int timeout, char *why)
+{
+	int fd = socket(
+	    h->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	struct pollfd p;
+	int err = 0, one = 1;
+	socklen_t elen = sizeof(err);
+
+	if (fd < 0) {
+		why_set(why, "4.4.1 socket: %s", strerror(errno));
+		return -1;
+	}
+	if (connect(fd, (const struct sockaddr *)&h->addr, h->addrlen) != 0 &&
+	    errno != EINPROGRESS) {
+		err = errno;
+		goto fail;
+	}
+	p.fd = fd;
+	p.events = POLLOUT;
+	if (poll(&p, 1, timeout * 1000) != 1) {
+		err = ETIMEDOUT;
+		goto fail;
+	}
+	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) != 0 || err != 0)
+		goto fail;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	return fd;
+fail:
+	why_set(why, "4.4.1 connect to %s[%s]:%d: %s", h->name, h->ip,
+	    sockaddr_port((const struct sockaddr *)&h->addr), strerror(err));
+	close(fd);
+	return -1;
+}
+
+static bool
+start_tls(struct smtpc *c, char *why)
+{
+	char err[WHY_MAX], v[32], cipher[64];
+	int bits;
+	enum conn_status st;
+
+	st = conn_tls_connect(c->conn, c->o->tls_creds, c->o->tls_name,
+	    c->o->tls == OUTBOUND_TLS_VERIFY,
+	    now_ms() + (int64_t)c->o->command_timeout * 1000, err);
+	if (st != CONN_OK) {
+		why_set(
+		    why, "4.7.5 %s: TLS handshake failed: %s", c->host, err);
+		c->broken = true;
+		return false;
+	}
+	conn_tls_info(c->conn, v, sizeof(v), cipher, sizeof(cipher), &bits);
+	snprintf(c->tls_desc, sizeof(c->tls_desc), "%s %s", v, cipher);
+	return true;
+}
+
+/* Base64 for AUTH (RFC 4648). */
+static void
+b64(const unsigned char *in, size_t len, char *out, size_t outlen)
+{
+	static const char t[] =
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	size_t i, o = 0;
+
+	for (i = 0; i < len && o + 5 < outlen; i += 3) {
+		unsigned v = (unsigned)in[i] << 16;
+
+		if (i + 1 < len)
+			v |= (unsigned)in[i + 1] << 8;
+		if (i + 2 < len)
+			v |= in[i + 2];
+		out[o++] = t[(v >> 18) & 63];
+		out[o++] = t[(v >> 12) & 63];
+		out[o++] = i + 1 < len ? t[(v >> 6) & 63] : '=';
+		out[o++] = i + 2 < len ? t[v & 63] : '=';
+	}
+	out[o] = '\0';
+}
+
+static enum res
+authenticate(struct smtpc *c, struct reply *r, char *why)
+{
+	const char *u = c->o->auth_user,
+	           *p = c->o->auth_pass ? c->o->auth_pass : "";
+	unsigned char plain[600];
+	char enc[900];
+	size_t ul = strlen(u), pl = strlen(p);
+	bool ok;
+
+	if (!conn_tls_active(c->conn) && !c->o->auth_without_tls) {
+		why_set(why, "4.7.0 %s: not sending the password without TLS",
+		    c->host);
+		return RES_TEMP;
+	}
+	if (ul + pl + 2 > sizeof(plain)) {
+		why_set(why, "4.7.0 smarthost credentials too long");
+		return RES_TEMP;
+	}
+	if (c->auth_plain) {
+		plain[0] = '\0';
+		memcpy(plain + 1, u, ul);
+		plain[1 + ul] = '\0';
+		memcpy(plain + 2 + ul, p, pl);
+		b64(plain, ul + pl + 2, enc, sizeof(enc));
+		ok = command(c, r, why, "AUTH PLAIN %s", enc);
+	} else if (c->auth_login) {
+		b64((const unsigned char *)u, ul, enc, sizeof(enc));
+		ok = command(c, r, why, "AUTH LOGIN") && r->code == 334 &&
+		     command(c, r, why, "%s", enc) && r->code == 334;
+		if (ok) {
+			b64((const unsigned char *)p, pl, enc, sizeof(enc));
+			ok = command(c, r, why, "%s", enc);
+		}
+	} else {
+		why_set(why, "4.7.0 %s offers no AUTH PLAIN or LOGIN", c->host);
+		return RES_TEMP;
+	}
+	explicit_bzero(plain, sizeof(plain));
+	explicit_bzero(enc, sizeof(enc));
+	if (!ok && c->broken)
+		return RES_TEMP;
+	if (r->code != 235) {
+		/* A rejected password defers: the admin can fix it. */
+		why_set(why, "4.7.0 %s: authentication failed: %s", c->host,
+		    r->text);
+		return RES_TEMP;
+	}
+	return RES_OK;
+}
+
+enum res
+smtpc_open(const struct mx_host *h, const struct smtpc_opts *o,
+    struct smtpc **out, char *why)
+{
+	struct smtpc *c = xcalloc(1, sizeof(*c));
+	struct reply r;
+	enum res res = RES_TEMP;
+	int fd;
+
+	*out = NULL;
+	c->o = o;
+	snprintf(c->host, sizeof(c->host), "%s[%s]:%d", h->name, h->ip,
+	    sockaddr_port((const struct sockaddr *)&h->addr));
+	fd = connect_to(h, o->connect_timeout, why);
+	if (fd < 0)
+		goto fail;
+	c->conn = conn_new(fd);
+	if (o->implicit_tls && !start_tls(c, why))
+		goto fail;
+	if (!read_reply(c, o->command_timeout, &r, NULL, why))
+		goto fail;
+	if (r.code != 220) {
+		why_set(
+		    why, "4.4.1 %s refused the session: %s", c->host, r.text);
+		goto fail;
+	}
+	if (!ehlo(c, &r, why))
+		goto fail;
+	if (r.code != 250) {
+		why_set(
+		    why, "4.4.1 %s refused EHLO and HELO: %s", c->host, r.text);
+		goto fail;
+	}
+	if (!conn_tls_active(c->conn) && o->tls != OUTBOUND_TLS_NONE) {
+		if (c->starttls) {
+			if (!command(c, &r, why, "STARTTLS"))
+				goto fail;
+			if (r.code == 220) {
+				if (!start_tls(c, why) || !ehlo(c, &r, why))
+					goto fail;
+				if (r.code != 250) {
+					why_set(why,
+					    "4.4.1 %s refused EHLO "
+					    "after STARTTLS: %s",
+					    c->host, r.text);
+					goto fail;
+				}
+			} else if (o->tls != OUTBOUND_TLS_MAY) {
+				why_set(why, "4.7.5 %s refused STARTTLS: %s",
+				    c->host, r.text);
+				goto fail;
+			}
+		} else if (o->tls != OUTBOUND_TLS_MAY) {
+			why_set(why,
+			    "4.7.5 %s does not offer STARTTLS, "
+			    "which outbound_tls requires",
+			    c->host);
+			goto fail;
+		}
+	}
+	if (o->auth_user != NULL && o->auth_user[0] != '\0' &&
+	    (res = authenticate(c, &r, why)) != RES_OK)
+		goto fail;
+	*out = c;
+	return RES_OK;
+fail:
+	smtpc_close(c);
+	return RES_TEMP;
+}
+
+bool
+smtpc_has_dsn(const struct smtpc *c)
+{
+	return c->dsn;
+}
+
+const char *
+smtpc_tls_desc(const struct smtpc *c)
+{
+	return c->tls_desc;
+}
+
+void
+smtpc_close(struct smtpc *c)
+{
+	if (c == NULL)
+		return;
+	if (c->conn != NULL && !c->broken) {
+		struct reply r;
+		char why[WHY_MAX];
+
+		conn_printf(c->conn, "QUIT\r\n");
+		(void)conn_flush(c->conn, now_ms() + 2000);
+		(void)read_reply(c, 2, &r, NULL, why);
+	}
+	conn_free(c->conn);
+	free(c);
+}
+
+/* ---- the transaction ---- */
+
+/* Dot-stuffing writer for DATA (RFC 5321 section 4.5.2). */
+struct stuffer {
+	struct smtpc *c;
+	bool sol;  /* at the start of a line */
+	char last; /* last octet written */
+};
+
+static int
+put_stuffed(void *arg, const void *data, size_t len)
+{
+	struct stuffer *s = arg;
+	const char *p = data, *end = p + len;
+
+	while (p < end) {
+		const char *nl = memchr(p, '\n', (size_t)(end - p));
+		const char *stop = nl ? nl + 1 : end;
+
+		if (s->sol && *p == '.')
+			conn_write(s->c->conn, ".", 1);
+		conn_write(s->c->conn, p, (size_t)(stop - p));
+		s->last = stop[-1];
+		s->sol = (nl != NULL);
+		p = stop;
+	}
+	return 0;
+}
+
+/* BDAT writer: each piece becomes one chunk (RFC 3030). */
+struct chunker {
+	struct smtpc *c;
+	int64_t left; /* octets still to send */
+	bool failed;
+	char why[WHY_MAX];
+	struct reply r;
+};
+
+static int
+put_chunk(void *arg, const void *data, size_t len)
+{
+	struct chunker *k = arg;
+
+	k->left -= (int64_t)len;
+	conn_printf(
+	    k->c->conn, "BDAT %zu%s\r\n", len, k->left <= 0 ? " LAST" : "");
+	conn_write(k->c->conn, data, len);
+	if (k->left <= 0)
+		return 0; /* the caller reads the LAST reply */
+	if (!read_reply(k->c, k->c->o->data_timeout, &k->r, NULL, k->why) ||
+	    k->r.code != 250) {
+		k->failed = true;
+		return 1;
+	}
+	return 0;
+}
+
+static void
+set_all(
+    struct smtpc_rcpt *rcpts, int n, bool only_ok, enum res r, const char *text)
+{
+	int i;
+
+	for (i = 0; i < n; i++) {
+		if (only_ok && rcpts[i].result != RES_OK)
+			continue;
+		rcpts[i].result = r;
+		snprintf(rcpts[i].reply, sizeof(rcpts[i].reply), "%s", text);
+	}
+}
+
+static enum res
+code_res(int code)
+{
+	return code >= 500 ? RES_PERM : code >= 400 ? RES_TEMP : RES_OK;
+}
+
+enum res
+smtpc_send(
+    struct smtpc *c, const struct smtpc_msg *m, struct smtpc_rcpt *rcpts, int n)
+{
+	char why[WHY_MAX], params[400];
+	struct reply r;
+	bool binary = strcmp(m->body_type, "BINARYMIME") == 0;
+	bool use_bdat = c->chunking;
+	int i, accepted = 0;
+
+	set_all(rcpts, n, false, RES_TEMP, "4.4.2 not attempted");
+	/* What the message needs that the server must offer. */
+	if (m->smtputf8 && !c->smtputf8) {
+		set_all(rcpts, n, false, RES_PERM,
+		    "5.6.7 the message needs SMTPUTF8, which the server "
+		    "does not offer");
+		return RES_OK;
+	}
+	if (binary && !(c->chunking && c->binarymime)) {
+		set_all(rcpts, n, false, RES_PERM,
+		    "5.6.3 the message is BINARYMIME, which the server does "
+		    "not accept");
+		return RES_OK;
+	}
+	if (c->size_limit > 0 && m->size > c->size_limit) {
+		snprintf(why, sizeof(why),
+		    "5.3.4 message size %lld exceeds "
+		    "the server's limit %lld",
+		    (long long)m->size, c->size_limit);
+		set_all(rcpts, n, false, RES_PERM, why);
+		return RES_OK;
+	}
+	params[0] = '\0';
+	if (c->esmtp) {
+		size_t o = 0;
+
+		if (c->size_limit >= 0)
+			o += (size_t)snprintf(params + o, sizeof(params) - o,
+			    " SIZE=%lld", (long long)m->size);
+		if (binary)
+			o += (size_t)snprintf(
+			    params + o, sizeof(params) - o, " BODY=BINARYMIME");
+		else if (strcmp(m->body_type, "8BITMIME") == 0 && c->eightbit)
+			o += (size_t)snprintf(
+			    params + o, sizeof(params) - o, " BODY=8BITMIME");
+		if (m->smtputf8)
+			o += (size_t)snprintf(
+			    params + o, sizeof(params) - o, " SMTPUTF8");
+		if (c->dsn && m->dsn_ret != NULL && m->dsn_ret[0] != '\0')
+			o += (size_t)snprintf(params + o, sizeof(params) - o,
+			    " RET=%s", m->dsn_ret);
+		if (c->dsn && m->envid != NULL && m->envid[0] != '\0')
+			snprintf(params + o, sizeof(params) - o, " ENVID=%s",
+			    m->envid);
+	}
+	conn_printf(c->conn, "MAIL FROM:<%s>%s\r\n", m->sender, params);
+	if (!c->pipelining &&
+	    !read_reply(c, c->o->command_timeout, &r, NULL, why))
+		goto broken;
+	for (i = 0; i < n; i++) {
+		char rp[700] = "";
+
+		if (c->dsn && rcpts[i].notify != NULL)
+			snprintf(rp, sizeof(rp), " NOTIFY=%s", rcpts[i].notify);
+		if (c->dsn && rcpts[i].orcpt != NULL)
+			snprintf(rp + strlen(rp), sizeof(rp) - strlen(rp),
+			    " ORCPT=%s", rcpts[i].orcpt);
+		if (!c->pipelining && code_res(r.code) != RES_OK)
+			break; /* MAIL refused */
+		conn_printf(
+		    c->conn, "RCPT TO:<%s>%s\r\n", rcpts[i].address, rp);
+		if (!c->pipelining) {
+			struct reply rr;
+
+			if (!read_reply(
+			        c, c->o->command_timeout, &rr, NULL, why))
+				goto broken;
+			rcpts[i].result = code_res(rr.code);
+			snprintf(rcpts[i].reply, sizeof(rcpts[i].reply), "%s",
+			    rr.text);
+		}
+	}
+	if (c->pipelining && !use_bdat)
+		conn_printf(c->conn, "DATA\r\n");
+	/* With PIPELINING the replies come now, in order (RFC 2920). */
+	if (c->pipelining) {
+		if (!read_reply(c, c->o->command_timeout, &r, NULL, why))
+			goto broken;
+		for (i = 0; i < n; i++) {
+			struct reply rr;
+
+			if (!read_reply(
+			        c, c->o->command_timeout, &rr, NULL, why))
+				goto broken;
+			rcpts[i].result = code_res(rr.code);
+			snprintf(rcpts[i].reply, sizeof(rcpts[i].reply), "%s",
+			    rr.text);
+		}
+	}
+	if (code_res(r.code) != RES_OK) {
+		set_all(rcpts, n, false, code_res(r.code), r.text);
+		if (c->pipelining && !use_bdat) {
+			/* DATA was sent too: read its (failing) reply. */
+			if (!read_reply(
+			        c, c->o->command_timeout, &r, NULL, why))
+				goto broken;
+		}
+		goto rset;
+	}
+	for (i = 0; i < n; i++)
+		if (rcpts[i].result == RES_OK)
+			accepted++;
+	if (!use_bdat) {
+		struct stuffer s = {c, true, '\n'};
+
+		if (!c->pipelining) {
+			if (accepted == 0)
+				goto rset;
+			conn_printf(c->conn, "DATA\r\n");
+		}
+		if (!read_reply(c, c->o->command_timeout, &r, NULL, why))
+			goto broken;
+		if (accepted == 0) {
+			/* RFC 2920: DATA after all RCPTs failed must fail. */
+			goto rset;
+		}
+		if (r.code != 354) {
+			set_all(rcpts, n, true,
+			    code_res(r.code) == RES_OK ? RES_TEMP
+			                               : code_res(r.code),
+			    r.text);
+			goto rset;
+		}
+		if (m->body(m->body_arg, put_stuffed, &s, why) != RES_OK) {
+			set_all(rcpts, n, true, RES_TEMP, why);
+			c->broken = true;
+			return RES_TEMP;
+		}
+		if (s.last != '\n')
+			conn_write(c->conn, "\r\n", 2);
+		conn_write(c->conn, ".\r\n", 3);
+	} else {
+		struct chunker k;
+
+		memset(&k, 0, sizeof(k));
+		k.c = c;
+		k.left = m->size;
+		if (accepted == 0)
+			goto rset;
+		if (m->size == 0)
+			conn_printf(c->conn, "BDAT 0 LAST\r\n");
+		else if (m->body(m->body_arg, put_chunk, &k, why) != RES_OK) {
+			if (k.failed) {
+				set_all(rcpts, n, true,
+				    k.r.code ? code_res(k.r.code) : RES_TEMP,
+				    k.r.code ? k.r.text : k.why);
+				if (c->broken)
+					return RES_TEMP;
+				goto rset;
+			}
+			set_all(rcpts, n, true, RES_TEMP, why);
+			c->broken = true;
+			return RES_TEMP;
+		}
+	}
+	if (!read_reply(c, c->o->data_timeout, &r, NULL, why))
+		goto broken;
+	if (code_res(r.code) == RES_OK && r.code != 250 && r.code != 251)
+		r.code = 451;
+	set_all(rcpts, n, true, code_res(r.code), r.text);
+	return RES_OK;
+rset:
+	if (!command(c, &r, why, "RSET") || r.code != 250) {
+		c->broken = true;
+		return RES_TEMP;
+	}
+	return RES_OK;
+broken:
+	/* Whatever was accepted is not delivered until the final reply. */
+	for (i = 0; i < n; i++) {
+		if (rcpts[i].result != RES_PERM) {
+			rcpts[i].result = RES_TEMP;
+			snprintf(
+			    rcpts[i].reply, sizeof(rcpts[i].reply), "%s", why);
+		}
+	}
+	c->broken = true;
+	return RES_TEMP;
+}

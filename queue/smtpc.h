@@ -1,0 +1,91 @@
+/*
+ * smtpc.h - the outbound SMTP client: one connection to one remote host,
+ * one transaction at a time (RFC 5321, with PIPELINING, SIZE, 8BITMIME,
+ * SMTPUTF8, DSN, CHUNKING/BINARYMIME, STARTTLS and AUTH PLAIN/LOGIN).
+ *
+ * Threads: a `struct smtpc` belongs to the delivery thread that opened it.
+ *
+ * Results: RES_OK, RES_TEMP or RES_PERM with `why` holding the enhanced
+ * status code and a reason, or the remote reply itself
+ * ("550 5.1.1 <x@example.net>: user unknown").
+ */
+#ifndef SLUICE_SMTPC_H
+#define SLUICE_SMTPC_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "dns.h"
+#include "util.h"
+
+struct tls_creds;
+
+struct smtpc_opts {
+	const char *helo;            /* our hostname */
+	int connect_timeout;         /* seconds */
+	int command_timeout;         /* seconds */
+	int data_timeout;            /* seconds, for the reply to the data */
+	int tls;                     /* OUTBOUND_TLS_* */
+	bool implicit_tls;           /* smtps: TLS before the greeting */
+	struct tls_creds *tls_creds; /* client credentials (trust store) */
+	const char *tls_name;        /* name to verify (MX host) */
+	const char *auth_user;       /* AUTH when set (smarthost) */
+	const char *auth_pass;
+	bool auth_without_tls;
+};
+
+/* One recipient of a transaction, and what the server said of it. */
+struct smtpc_rcpt {
+	const char *address;
+	const char *notify; /* "SUCCESS,FAILURE", or NULL */
+	const char *orcpt;  /* "rfc822;xtext", or NULL */
+	enum res result;    /* filled in by smtpc_send */
+	char reply[512];    /* the server's reply, or our reason */
+};
+
+struct smtpc_msg {
+	const char *sender;    /* "" for <> */
+	int64_t size;          /* octets of the stored message */
+	const char *body_type; /* "7BIT", "8BITMIME", "BINARYMIME" */
+	bool smtputf8;
+	const char *dsn_ret; /* "FULL", "HDRS" or NULL */
+	const char *envid;   /* or NULL */
+	/*
+	 * Produce the message octets: calls `put(put_arg, data, len)` for
+	 * each piece in order (stops at a non-zero return).
+	 */
+	enum res (*body)(void *arg, int (*put)(void *, const void *, size_t),
+	    void *put_arg, char *why);
+	void *body_arg;
+};
+
+struct smtpc;
+
+/*
+ * Connect to `h`, read the greeting, EHLO (HELO when EHLO is refused),
+ * STARTTLS as opts->tls says (may: when offered; encrypt/verify: required)
+ * and AUTH when opts->auth_user is set.  RES_TEMP means "try the next
+ * host".  On success *out is the open connection.
+ */
+enum res smtpc_open(const struct mx_host *h, const struct smtpc_opts *o,
+    struct smtpc **out, char *why);
+
+/*
+ * One transaction.  Each recipient's result is set: RES_OK (accepted and
+ * the data accepted), RES_TEMP (try again later), RES_PERM (bounce).  The
+ * return value is RES_OK when the connection can carry another
+ * transaction (after RSET), RES_TEMP when it broke.
+ */
+enum res smtpc_send(struct smtpc *c, const struct smtpc_msg *m,
+    struct smtpc_rcpt *rcpts, int n);
+
+/* Does the server do DSN (RFC 3461)?  (For "relayed" notices.) */
+bool smtpc_has_dsn(const struct smtpc *c);
+
+/* "TLS1.3 TLS_AES_256_GCM_SHA384", or "" without TLS. */
+const char *smtpc_tls_desc(const struct smtpc *c);
+
+/* QUIT (best effort) and close.  NULL is a no-op. */
+void smtpc_close(struct smtpc *c);
+
+#endif
