@@ -301,7 +301,26 @@ struct worker {
 	struct delivery *d;
 	struct db *db; /* read-only */
 	struct dns_resolver *dns;
+	/* The connection kept open after a job, for the next job to the
+	 * same destination (max_messages_per_connection). */
+	struct smtpc *kept;
+	char kept_dest[300];
+	char kept_relay[400], kept_mx[DNS_NAME_MAX], kept_ip[64];
+	int kept_port;
+	int kept_uses;
+	int64_t kept_since; /* now_ms() of its last use */
 };
+
+#define KEEP_IDLE_MS 5000
+
+static void
+drop_kept(struct worker *w)
+{
+	smtpc_close(w->kept);
+	w->kept = NULL;
+	w->kept_dest[0] = '\0';
+	w->kept_uses = 0;
+}
 
 struct body_ctx {
 	struct worker *w;
@@ -605,6 +624,18 @@ deliver_job(struct worker *w, const struct job *j)
 	}
 	if (n == 0)
 		goto out;
+	if (w->kept != NULL && strcmp(w->kept_dest, j->dest) == 0 &&
+	    smtpc_reset(w->kept) == RES_OK) {
+		c = w->kept;
+		w->kept = NULL;
+		snprintf(mxname, sizeof(mxname), "%s", w->kept_mx);
+		snprintf(ip, sizeof(ip), "%s", w->kept_ip);
+		snprintf(relay, sizeof(relay), "%s", w->kept_relay);
+		port = w->kept_port;
+		r = RES_OK;
+		goto send;
+	}
+	drop_kept(w);
 	r = targets(w, j, &hosts, &nhosts, &smarthost, why);
 	if (r == RES_OK) {
 		memset(&o, 0, sizeof(o));
@@ -642,9 +673,11 @@ deliver_job(struct worker *w, const struct job *j)
 			snprintf(relay, sizeof(relay), "%s[%s]:%d", mxname, ip,
 			    port);
 		}
+	send:
 		if (c != NULL) {
 			struct smtpc_msg sm;
 			struct body_ctx bc = {w, j->msg_id};
+			enum res cr;
 
 			memset(&sm, 0, sizeof(sm));
 			sm.sender = m.sender;
@@ -655,11 +688,28 @@ deliver_job(struct worker *w, const struct job *j)
 			sm.envid = m.envid[0] ? m.envid : NULL;
 			sm.body = read_body;
 			sm.body_arg = &bc;
-			(void)smtpc_send(c, &sm, sr, n);
+			cr = smtpc_send(c, &sm, sr, n);
 			have_dsn = smtpc_has_dsn(c);
 			snprintf(
 			    tlsdesc, sizeof(tlsdesc), "%s", smtpc_tls_desc(c));
-			smtpc_close(c);
+			/* Keep it for the next message to this destination. */
+			if (cr == RES_OK &&
+			    ++w->kept_uses < cfg->max_messages_per_connection) {
+				w->kept = c;
+				snprintf(w->kept_dest, sizeof(w->kept_dest),
+				    "%s", j->dest);
+				snprintf(w->kept_mx, sizeof(w->kept_mx), "%s",
+				    mxname);
+				snprintf(
+				    w->kept_ip, sizeof(w->kept_ip), "%s", ip);
+				snprintf(w->kept_relay, sizeof(w->kept_relay),
+				    "%s", relay);
+				w->kept_port = port;
+				w->kept_since = now_ms();
+			} else {
+				smtpc_close(c);
+				w->kept_uses = 0;
+			}
 			r = RES_OK;
 		}
 	}
@@ -741,8 +791,24 @@ worker_main(void *arg)
 		struct dest *ds;
 
 		pthread_mutex_lock(&d->mu);
-		while (d->jobs == NULL && !atomic_load(&d->stop))
-			pthread_cond_wait(&d->cv, &d->mu);
+		while (d->jobs == NULL && !atomic_load(&d->stop)) {
+			struct timespec ts;
+
+			if (w->kept == NULL) {
+				pthread_cond_wait(&d->cv, &d->mu);
+				continue;
+			}
+			/* Close a kept connection that stays idle. */
+			if (now_ms() - w->kept_since >= KEEP_IDLE_MS) {
+				pthread_mutex_unlock(&d->mu);
+				drop_kept(w);
+				pthread_mutex_lock(&d->mu);
+				continue;
+			}
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_sec += 1;
+			pthread_cond_timedwait(&d->cv, &d->mu, &ts);
+		}
 		j = d->jobs;
 		if (j == NULL) {
 			pthread_mutex_unlock(&d->mu);
@@ -763,6 +829,7 @@ worker_main(void *arg)
 		pthread_mutex_unlock(&d->mu);
 		free(j);
 	}
+	drop_kept(w);
 	db_close(w->db);
 	dns_resolver_free(w->dns);
 	free(w);

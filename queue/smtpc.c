@@ -32,7 +32,7 @@
 
 struct smtpc {
 	struct conn *conn;
-	const struct smtpc_opts *o;
+	struct smtpc_opts o; /* a copy: the caller's may not outlive us */
 	char host[DNS_NAME_MAX + 80]; /* "name[ip]:port" for messages */
 	bool esmtp, pipelining, eightbit, smtputf8, dsn, chunking, binarymime,
 	    starttls, auth_plain, auth_login;
@@ -148,7 +148,7 @@ command(struct smtpc *c, struct reply *r, char *why, const char *fmt, ...)
 	}
 	memcpy(buf + n, "\r\n", 2);
 	conn_write(c->conn, buf, (size_t)n + 2);
-	return read_reply(c, c->o->command_timeout, r, NULL, why);
+	return read_reply(c, c->o.command_timeout, r, NULL, why);
 }
 
 static bool
@@ -158,15 +158,15 @@ ehlo(struct smtpc *c, struct reply *r, char *why)
 	c->chunking = c->binarymime = c->starttls = false;
 	c->auth_plain = c->auth_login = false;
 	c->size_limit = 0;
-	conn_printf(c->conn, "EHLO %s\r\n", c->o->helo);
-	if (!read_reply(c, c->o->command_timeout, r, ehlo_keyword, why))
+	conn_printf(c->conn, "EHLO %s\r\n", c->o.helo);
+	if (!read_reply(c, c->o.command_timeout, r, ehlo_keyword, why))
 		return false;
 	if (r->code == 250) {
 		c->esmtp = true;
 		return true;
 	}
 	/* RFC 5321 section 3.2: fall back to HELO. */
-	return command(c, r, why, "HELO %s", c->o->helo);
+	return command(c, r, why, "HELO %s", c->o.helo);
 }
 
 static int
@@ -211,9 +211,9 @@ start_tls(struct smtpc *c, char *why)
 	int bits;
 	enum conn_status st;
 
-	st = conn_tls_connect(c->conn, c->o->tls_creds, c->o->tls_name,
-	    c->o->tls == OUTBOUND_TLS_VERIFY,
-	    now_ms() + (int64_t)c->o->command_timeout * 1000, err);
+	st = conn_tls_connect(c->conn, c->o.tls_creds, c->o.tls_name,
+	    c->o.tls == OUTBOUND_TLS_VERIFY,
+	    now_ms() + (int64_t)c->o.command_timeout * 1000, err);
 	if (st != CONN_OK) {
 		why_set(
 		    why, "4.7.5 %s: TLS handshake failed: %s", c->host, err);
@@ -251,14 +251,14 @@ b64(const unsigned char *in, size_t len, char *out, size_t outlen)
 static enum res
 authenticate(struct smtpc *c, struct reply *r, char *why)
 {
-	const char *u = c->o->auth_user,
-	           *p = c->o->auth_pass ? c->o->auth_pass : "";
+	const char *u = c->o.auth_user,
+	           *p = c->o.auth_pass ? c->o.auth_pass : "";
 	unsigned char plain[600];
 	char enc[900];
 	size_t ul = strlen(u), pl = strlen(p);
 	bool ok;
 
-	if (!conn_tls_active(c->conn) && !c->o->auth_without_tls) {
+	if (!conn_tls_active(c->conn) && !c->o.auth_without_tls) {
 		why_set(why, "4.7.0 %s: not sending the password without TLS",
 		    c->host);
 		return RES_TEMP;
@@ -309,7 +309,7 @@ smtpc_open(const struct mx_host *h, const struct smtpc_opts *o,
 	int fd;
 
 	*out = NULL;
-	c->o = o;
+	c->o = *o;
 	snprintf(c->host, sizeof(c->host), "%s[%s]:%d", h->name, h->ip,
 	    sockaddr_port((const struct sockaddr *)&h->addr));
 	fd = connect_to(h, o->connect_timeout, why);
@@ -362,11 +362,25 @@ smtpc_open(const struct mx_host *h, const struct smtpc_opts *o,
 	if (o->auth_user != NULL && o->auth_user[0] != '\0' &&
 	    (res = authenticate(c, &r, why)) != RES_OK)
 		goto fail;
+	c->o.tls_name = NULL; /* only needed during the handshake */
 	*out = c;
 	return RES_OK;
 fail:
 	smtpc_close(c);
 	return RES_TEMP;
+}
+
+enum res
+smtpc_reset(struct smtpc *c)
+{
+	struct reply r;
+	char why[WHY_MAX];
+
+	if (c->broken || !command(c, &r, why, "RSET") || r.code != 250) {
+		c->broken = true;
+		return RES_TEMP;
+	}
+	return RES_OK;
 }
 
 bool
@@ -447,7 +461,7 @@ put_chunk(void *arg, const void *data, size_t len)
 	conn_write(k->c->conn, data, len);
 	if (k->left <= 0)
 		return 0; /* the caller reads the LAST reply */
-	if (!read_reply(k->c, k->c->o->data_timeout, &k->r, NULL, k->why) ||
+	if (!read_reply(k->c, k->c->o.data_timeout, &k->r, NULL, k->why) ||
 	    k->r.code != 250) {
 		k->failed = true;
 		return 1;
@@ -532,7 +546,7 @@ smtpc_send(
 	}
 	conn_printf(c->conn, "MAIL FROM:<%s>%s\r\n", m->sender, params);
 	if (!c->pipelining &&
-	    !read_reply(c, c->o->command_timeout, &r, NULL, why))
+	    !read_reply(c, c->o.command_timeout, &r, NULL, why))
 		goto broken;
 	for (i = 0; i < n; i++) {
 		char rp[700] = "";
@@ -550,7 +564,7 @@ smtpc_send(
 			struct reply rr;
 
 			if (!read_reply(
-			        c, c->o->command_timeout, &rr, NULL, why))
+			        c, c->o.command_timeout, &rr, NULL, why))
 				goto broken;
 			rcpts[i].result = code_res(rr.code);
 			snprintf(rcpts[i].reply, sizeof(rcpts[i].reply), "%s",
@@ -561,13 +575,13 @@ smtpc_send(
 		conn_printf(c->conn, "DATA\r\n");
 	/* With PIPELINING the replies come now, in order (RFC 2920). */
 	if (c->pipelining) {
-		if (!read_reply(c, c->o->command_timeout, &r, NULL, why))
+		if (!read_reply(c, c->o.command_timeout, &r, NULL, why))
 			goto broken;
 		for (i = 0; i < n; i++) {
 			struct reply rr;
 
 			if (!read_reply(
-			        c, c->o->command_timeout, &rr, NULL, why))
+			        c, c->o.command_timeout, &rr, NULL, why))
 				goto broken;
 			rcpts[i].result = code_res(rr.code);
 			snprintf(rcpts[i].reply, sizeof(rcpts[i].reply), "%s",
@@ -578,8 +592,7 @@ smtpc_send(
 		set_all(rcpts, n, false, code_res(r.code), r.text);
 		if (c->pipelining && !use_bdat) {
 			/* DATA was sent too: read its (failing) reply. */
-			if (!read_reply(
-			        c, c->o->command_timeout, &r, NULL, why))
+			if (!read_reply(c, c->o.command_timeout, &r, NULL, why))
 				goto broken;
 		}
 		goto rset;
@@ -595,7 +608,7 @@ smtpc_send(
 				goto rset;
 			conn_printf(c->conn, "DATA\r\n");
 		}
-		if (!read_reply(c, c->o->command_timeout, &r, NULL, why))
+		if (!read_reply(c, c->o.command_timeout, &r, NULL, why))
 			goto broken;
 		if (accepted == 0) {
 			/* RFC 2920: DATA after all RCPTs failed must fail. */
@@ -640,7 +653,7 @@ smtpc_send(
 			return RES_TEMP;
 		}
 	}
-	if (!read_reply(c, c->o->data_timeout, &r, NULL, why))
+	if (!read_reply(c, c->o.data_timeout, &r, NULL, why))
 		goto broken;
 	if (code_res(r.code) == RES_OK && r.code != 250 && r.code != 251)
 		r.code = 451;

@@ -79,6 +79,12 @@ enum res smtpc_open(const struct mx_host *h, const struct smtpc_opts *o,
 enum res smtpc_send(struct smtpc *c, const struct smtpc_msg *m,
     struct smtpc_rcpt *rcpts, int n);
 
+/*
+ * Make a used connection ready for another transaction (RSET).  RES_OK
+ * when it is; otherwise close it and open a new one.
+ */
+enum res smtpc_reset(struct smtpc *c);
+
 /* Does the server do DSN (RFC 3461)?  (For "relayed" notices.) */
 bool smtpc_has_dsn(const struct smtpc *c);
 
