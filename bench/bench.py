@@ -35,11 +35,11 @@ def free_port():
         return s.getsockname()[1]
 
 
-def wait_port(port, timeout=10):
+def wait_port(port, timeout=10, host="127.0.0.1"):
     deadline = time.time() + timeout
     while time.time() < deadline:
         try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            socket.create_connection((host, port), 0.2).close()
             return
         except OSError:
             time.sleep(0.02)
@@ -54,30 +54,50 @@ def rss_kb(pid, field="VmHWM"):
     return 0
 
 
-def smtp_source(port, msgs, sessions, persistent):
+def smtp_source(port, msgs, sessions, persistent, host="127.0.0.1", rcpt="rcpt@example.net"):
     args = [PF + "/usr/sbin/smtp-source", "-s", str(sessions), "-m", str(msgs),
-            "-l", "1024", "-f", "bench@client.test", "-t", "rcpt@example.net"]
+            "-l", "1024", "-f", "bench@client.test", "-t", rcpt]
     if persistent:
         args.insert(1, "-d")
     t0 = time.time()
-    subprocess.run(args + ["127.0.0.1:%d" % port], env=ENV, check=True,
+    subprocess.run(args + ["%s:%d" % (host, port)], env=ENV, check=True,
                    stdout=subprocess.DEVNULL, timeout=600)
     return msgs / (time.time() - t0)
 
 
 class Sluice:
-    def __init__(self, workers=200):
-        self.dir = tempfile.mkdtemp(prefix="sluice-bench-")
+    def __init__(self, workers=200, extra="delivery_threads = 0\n", keep_dir=None):
+        self.dir = keep_dir or tempfile.mkdtemp(prefix="sluice-bench-")
         self.port = free_port()
         self.db = os.path.join(self.dir, "queue.db")
         cfg = os.path.join(self.dir, "sluice.conf")
         with open(cfg, "w") as f:
             f.write("listen = 127.0.0.1:%d\nqueue_path = %s\nworkers = %d\n"
                     "max_message_size = 64m\nlog_level = warning\n"
-                    "max_connections_per_ip = 0\n" % (self.port, self.db, workers))
-        self.log = open(os.path.join(self.dir, "log"), "wb")
+                    "max_connections_per_ip = 0\n%s" % (self.port, self.db, workers, extra))
+        self.log = open(os.path.join(self.dir, "log"), "ab")
         self.proc = subprocess.Popen([BIN, "serve", "-c", cfg], stderr=self.log)
         wait_port(self.port)
+
+    def delivered(self):
+        import sqlite3
+        con = sqlite3.connect(self.db)
+        n = con.execute("select count(*) from recipients where state = 'delivered'").fetchone()[0]
+        con.close()
+        return n
+
+    def wait_delivered(self, n, timeout=600):
+        deadline = time.time() + timeout
+        while self.delivered() < n:
+            if time.time() > deadline:
+                raise RuntimeError("only %d of %d delivered" % (self.delivered(), n))
+            time.sleep(0.05)
+
+    def halt(self):
+        """Stop but keep the folder (for a restart on the same queue)."""
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(60)
+        self.log.close()
 
     def count(self):
         import sqlite3
@@ -94,12 +114,12 @@ class Sluice:
 
 
 class Sink:
-    def __init__(self):
+    def __init__(self, host="127.0.0.1"):
         self.port = free_port()
         self.proc = subprocess.Popen([PF + "/usr/sbin/smtp-sink", "-u", "nobody", "-c",
-                                      "127.0.0.1:%d" % self.port, "1000"], env=ENV,
+                                      "%s:%d" % (host, self.port), "1000"], env=ENV,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_port(self.port)
+        wait_port(self.port, host=host)
 
     def stop(self):
         self.proc.send_signal(signal.SIGTERM)
@@ -172,6 +192,50 @@ def tls_table(n, runs):
         srv.stop()
 
 
+def e2e_table(n):
+    """Relay throughput: smtp-source -> sluice -> smtp-sink as the MX found
+    through a local DNS server; and delivery alone from a full queue."""
+    sys.path.insert(0, os.path.join(ROOT, "tests", "lib"))
+    from fakedns import FakeDNS
+    sink = Sink("127.0.0.2")
+    dns = FakeDNS("dest.test. 60 IN MX 10 mx.dest.test.\n"
+                  "mx.dest.test. 60 IN A 127.0.0.2\n")
+    delivery = ("dns_servers = 127.0.0.1:%d\ndelivery_port = %d\n"
+                "outbound_tls = none\nhostname = relay.bench.test\n" % (dns.port, sink.port))
+    try:
+        direct = smtp_source(sink.port, n, 20, False, host="127.0.0.2", rcpt="r@dest.test")
+        srv = Sluice(extra=delivery)
+        try:
+            t0 = time.time()
+            smtp_source(srv.port, n, 20, False, rcpt="r@dest.test")
+            inject = n / (time.time() - t0)
+            srv.wait_delivered(n)
+            e2e = n / (time.time() - t0)
+        finally:
+            srv.stop()
+        # Delivery alone: fill the queue with delivery off, then turn it on.
+        srv = Sluice()
+        smtp_source(srv.port, n, 20, True, rcpt="r@dest.test")
+        srv.halt()
+        srv = Sluice(extra=delivery, keep_dir=srv.dir)
+        try:
+            t0 = time.time()
+            srv.wait_delivered(n)
+            drain = n / (time.time() - t0)
+        finally:
+            srv.stop()
+    finally:
+        dns.stop()
+        sink.stop()
+    print()
+    print("relay (smtp-source -> sluice -> smtp-sink via MX from local DNS; 20 sessions, %d messages)" % n)
+    print("  smtp-source -> smtp-sink directly:  %6.0f msgs/s" % direct)
+    print("  injection into sluice:              %6.0f msgs/s" % inject)
+    print("  end to end (until all delivered):   %6.0f msgs/s  ratio %.2f to direct (target >= 0.33)"
+          % (e2e, e2e / direct))
+    print("  delivery only, from a full queue:   %6.0f msgs/s" % drain)
+
+
 def big_message_rss(size_mb):
     srv = Sluice(workers=8)
     try:
@@ -209,8 +273,12 @@ def main():
     ap.add_argument("--messages", type=int, default=10000)
     ap.add_argument("--latency-samples", type=int, default=2000)
     ap.add_argument("--runs", type=int, default=3, help="runs per figure (median)")
+    ap.add_argument("--only", choices=["e2e"], help="run one part")
     a = ap.parse_args()
     n = a.messages
+    if a.only == "e2e":
+        e2e_table(n)
+        return
     print("sluice accept benchmark: %d messages of 1 KB, 1 recipient; %d cores; median of %d runs"
           % (n, os.cpu_count(), a.runs))
     print()
@@ -251,6 +319,7 @@ def main():
     hwm100 = max(h for s, p, h in rows if s == 100)
     print("peak RSS at 100 sessions: %.1f MB (target < 48)" % (hwm100 / 1024))
     tls_table(n, a.runs)
+    e2e_table(n)
     print()
     before, peak = big_message_rss(50)
     print("one 50 MB message: RSS %.1f MB before, peak %.1f MB, growth %.1f MB (target < 8)"
