@@ -203,7 +203,7 @@ config_parse_listen(const char *s, struct listen_addr *out, char *why)
 		why_set(why, "listen address too long: \"%s\"", s);
 		return -1;
 	}
-	snprintf(out->text, sizeof(out->text), "%s", s);
+	memcpy(out->text, s, strlen(s) + 1);
 	slash = strchr(s, '/');
 	if (slash == NULL || strcmp(slash, "/smtp") == 0)
 		out->kind = LISTEN_SMTP;

@@ -39,8 +39,8 @@
 #include "cidr.h"
 
 #define DNS_CNAME_MAX 8 /* CNAME hops followed per lookup */
-#define DNS_MX_MAX 100  /* MX hosts looked up at most, beyond the spare */
-#define DNS_MX_SPARE 10 /* unusable MX hosts tolerated beyond max_hosts */
+#define DNS_MX_MAX 100  /* max_hosts counted at most this, for lookups */
+#define DNS_MX_SPARE 10 /* MX hosts looked up beyond max_hosts, at most */
 
 struct dns_resolver {
 	ldns_resolver *res;
@@ -107,6 +107,10 @@ dns_resolver_new(const struct config *cfg, char *why)
 			res = NULL;
 			why_set(why, "cannot use /etc/resolv.conf: %s",
 			    ldns_get_errorstr_by_id(st));
+			goto out;
+		}
+		if (ldns_resolver_nameserver_count(res) == 0) {
+			why_set(why, "no name server in /etc/resolv.conf");
 			goto out;
 		}
 	} else {
@@ -417,6 +421,22 @@ addr_is_self(const struct dns_self *self, const struct sockaddr_storage *ss)
 	return false;
 }
 
+/* `in` in lower case without a trailing dot into `out`; -1: too long. */
+static int
+norm_name(const char *in, char *out, size_t len)
+{
+	size_t n = strlen(in), i;
+
+	if (n > 1 && in[n - 1] == '.')
+		n--;
+	if (n == 0 || n >= len)
+		return -1;
+	for (i = 0; i < n; i++)
+		out[i] = ascii_lower(in[i]);
+	out[n] = '\0';
+	return 0;
+}
+
 /* Host names equal, ignoring case and one trailing dot on either side. */
 static bool
 name_equal(const char *a, const char *b)
@@ -716,35 +736,41 @@ dns_resolve_mx(struct dns_resolver *r, const char *domain, int port,
 	ldns_rr_list *rrs = NULL;
 	struct mx_rr *mx = NULL;
 	const char *self_name = self != NULL ? self->hostname : NULL;
-	char tmpwhy[WHY_MAX] = "";
+	char dom[DNS_NAME_MAX], tmpwhy[WHY_MAX] = "";
 	bool temp = false, null_mx;
 	int nmx, nkept;
 	enum res res;
 
 	*out = NULL;
 	*n = 0;
+	why[0] = '\0';
 	if (domain[0] == '[') {
 		res = resolve_literal(r, domain, port, self, &hv, why);
 		goto out;
 	}
-	res = dns_query(r, domain, LDNS_RR_TYPE_MX, &rrs, why);
+	if (norm_name(domain, dom, sizeof dom) != 0) {
+		why_set(why, "5.1.2 bad domain name \"%.200s\"", domain);
+		res = RES_PERM;
+		goto out;
+	}
+	res = dns_query(r, dom, LDNS_RR_TYPE_MX, &rrs, why);
 	if (res != RES_OK)
 		goto out;
 	if (rrs == NULL) {
 		/* No MX: the domain is its own implicit MX (section 5.1). */
-		if (self_name != NULL && name_equal(domain, self_name)) {
-			why_set(why, "5.4.6 mail for %s loops back to myself",
-			    domain);
+		if (self_name != NULL && name_equal(dom, self_name)) {
+			why_set(
+			    why, "5.4.6 mail for %s loops back to myself", dom);
 			res = RES_PERM;
 			goto out;
 		}
-		res = host_addrs(r, domain, -1, port, &hv, why);
+		res = host_addrs(r, dom, -1, port, &hv, why);
 		if (res == RES_PERM)
 			why_set(why, "5.1.2 domain %s has no MX and no address",
-			    domain);
+			    dom);
 		if (res == RES_OK && hostvec_has_self(&hv, 0, self)) {
-			why_set(why, "5.4.6 mail for %s loops back to myself",
-			    domain);
+			why_set(
+			    why, "5.4.6 mail for %s loops back to myself", dom);
 			res = RES_PERM;
 		}
 		goto out;
@@ -752,26 +778,25 @@ dns_resolve_mx(struct dns_resolver *r, const char *domain, int port,
 	nmx = mx_records(rrs, &mx, &null_mx);
 	if (null_mx) {
 		why_set(why,
-		    "5.1.10 %s does not accept mail (null MX, RFC 7505)",
-		    domain);
+		    "5.1.10 %s does not accept mail (null MX, RFC 7505)", dom);
 		res = RES_PERM;
 		goto out;
 	}
 	nkept = dns_order_mx(mx, nmx, self_name, resolver_rnd, r);
 	if (nkept == 0 && nmx > 0) {
-		why_set(why, "5.4.6 mail for %s loops back to myself", domain);
+		why_set(why, "5.4.6 mail for %s loops back to myself", dom);
 		res = RES_PERM;
 		goto out;
 	}
-	res = resolve_mx_hosts(r, domain, mx, nkept, port, self, max_hosts, &hv,
-	    &temp, tmpwhy, why);
+	res = resolve_mx_hosts(
+	    r, dom, mx, nkept, port, self, max_hosts, &hv, &temp, tmpwhy, why);
 	if (res != RES_OK)
 		goto out;
 	if (hv.n == 0 && temp) {
 		why_set(why, "%s", tmpwhy);
 		res = RES_TEMP;
 	} else if (hv.n == 0) {
-		why_set(why, "5.4.4 no usable address for %s", domain);
+		why_set(why, "5.4.4 no usable address for %s", dom);
 		res = RES_PERM;
 	}
 out:
@@ -793,14 +818,20 @@ dns_resolve_host(struct dns_resolver *r, const char *host, int port,
 	struct hostvec hv = {NULL, 0, 0};
 	struct sockaddr_storage ss;
 	socklen_t sslen;
+	char name[DNS_NAME_MAX];
 	enum res res;
 
 	*out = NULL;
 	*n = 0;
-	if (ip_literal(host, &ss, &sslen))
+	why[0] = '\0';
+	if (ip_literal(host, &ss, &sslen)) {
 		res = resolve_literal(r, host, port, NULL, &hv, why);
-	else
-		res = host_addrs(r, host, -1, port, &hv, why);
+	} else if (norm_name(host, name, sizeof name) != 0) {
+		why_set(why, "5.4.4 bad host name \"%.200s\"", host);
+		res = RES_PERM;
+	} else {
+		res = host_addrs(r, name, -1, port, &hv, why);
+	}
 	if (res == RES_OK) {
 		*out = hv.v;
 		*n = hv.n;

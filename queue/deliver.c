@@ -555,26 +555,40 @@ out:
 	free(status);
 }
 
-/* Where to connect for a job: route, smarthost, or MX. */
+/*
+ * Where to connect for a job: route, smarthost, or MX.  A route or
+ * smarthost whose name does not resolve is a configuration problem, not
+ * the sender's: it defers, it never bounces.
+ */
 static enum res
-targets(struct worker *w, const struct job *j, struct mx_host **hosts, int *n,
-    bool *smarthost, char *why)
+targets(struct worker *w, const struct job *j, struct mx_host **hosts,
+    int *n, bool *smarthost, char *why)
 {
 	const struct config *cfg = w->d->cfg;
 	const struct route *r = route_for(cfg, j->domain);
 	struct dns_self self;
+	enum res res;
 
 	*smarthost = false;
-	if (r != NULL)
-		return dns_resolve_host(w->dns, r->to.host,
-		    r->to.port ? r->to.port : 25, hosts, n, why);
-	if (cfg->smarthost.host[0] != '\0') {
-		*smarthost = true;
-		return dns_resolve_host(w->dns, cfg->smarthost.host,
-		    cfg->smarthost.port ? cfg->smarthost.port
-		    : cfg->smarthost_tls == SMARTHOST_TLS_SMTPS ? 465
-		                                                : 587,
-		    hosts, n, why);
+	if (r != NULL || cfg->smarthost.host[0] != '\0') {
+		const struct hostport *hp = r ? &r->to : &cfg->smarthost;
+		int port = hp->port;
+
+		*smarthost = (r == NULL);
+		if (port == 0)
+			port = r ? 25 :
+			    cfg->smarthost_tls == SMARTHOST_TLS_SMTPS ? 465 :
+									 587;
+		res = dns_resolve_host(w->dns, hp->host, port, hosts, n, why);
+		if (res == RES_PERM) {
+			char tmp[WHY_MAX];
+
+			snprintf(tmp, sizeof(tmp), "%s", why);
+			why_set(why, "4.4.4 %s %s: %.200s",
+			    r ? "route" : "smarthost", hp->host, tmp);
+			res = RES_TEMP;
+		}
+		return res;
 	}
 	self.hostname = w->d->self_name;
 	self.addrs = w->d->self_addrs;
@@ -731,7 +745,7 @@ deliver_job(struct worker *w, const struct job *j)
 			snprintf(oc->state, sizeof(oc->state), "bounced");
 			snprintf(oc->reply, sizeof(oc->reply),
 			    "4.4.7 message expired after %lld seconds in the "
-			    "queue; last error: %s",
+			    "queue; last error: %.400s",
 			    (long long)(now - m.received_at),
 			    r == RES_OK ? sr[i].reply : why);
 		} else {

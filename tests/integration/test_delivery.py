@@ -1,0 +1,858 @@
+"""Delivery, end to end, with real peers: sluice resolves MX records at a
+real DNS server (fakedns), connects to real SMTP servers (aiosmtpd sinks,
+a second sluice, or a small scripted server in this file for replies the
+sink cannot give), and sends bounces to the sender's own MX.
+
+Address plan, all on loopback:
+  127.0.0.1  sluice (the harness), fakedns
+  127.0.0.2  the MX of dest.test (and of the other test domains)
+  127.0.0.3  a second MX, and the target of a route
+  127.0.0.4  the smarthost
+  127.0.0.5  the MX of senders.test, where bounces go
+  127.0.0.9  a dead MX: nothing listens there
+Every SMTP peer of one test listens on the same port (delivery_port)."""
+import atexit
+import email
+import email.policy
+import os
+import re
+import select
+import shutil
+import socket
+import socketserver
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
+import certs  # noqa: E402
+from fakedns import FakeDNS  # noqa: E402
+from sink import Sink  # noqa: E402
+from sluicetest import Server, free_port, main, poll_until, test  # noqa: E402
+
+ZONE = """\
+$ORIGIN test.
+$TTL 60
+dest            MX 10 mx.dest
+mx.dest         A 127.0.0.2
+senders         MX 10 mx.senders
+mx.senders      A 127.0.0.5
+other           MX 10 mx.other
+mx.other        A 127.0.0.3
+pref            MX 20 mx20.pref
+pref            MX 10 mx10.pref
+mx10.pref       A 127.0.0.2
+mx20.pref       A 127.0.0.3
+fallback        MX 10 dead.fallback
+fallback        MX 20 alive.fallback
+dead.fallback   A 127.0.0.9
+alive.fallback  A 127.0.0.3
+grey            MX 10 mx.grey
+mx.grey         A 127.0.0.3
+nullmx          MX 0 .
+corp            MX 10 mx.dest
+verify          MX 10 mx.verify
+mx.verify       A 127.0.0.2
+wrongname       MX 10 mx.wrongname
+mx.wrongname    A 127.0.0.2
+"""
+
+SENDER = "sender@senders.test"
+RECEIVED_RE = (rb"Received: from client\.test \(\[127\.0\.0\.1\]\)\r\n"
+               rb"\tby relay\.test \(sluice\) with ESMTP id (\w+)\r\n"
+               rb"\tfor <%s>;\r\n"
+               rb"\t\w{3}, \d{1,2} \w{3} \d{4} \d\d:\d\d:\d\d \+0000\r\n")
+
+_dns = None
+
+
+def dns():
+    """One fakedns for the whole file (the zone never changes)."""
+    global _dns
+    if _dns is None:
+        _dns = FakeDNS(ZONE)
+        atexit.register(_dns.stop)
+    return _dns
+
+
+class ScriptedMX:
+    """A small SMTP server in this process, for what the sink cannot do:
+    reply 451 to every RCPT (greylisting), advertise DSN, and refuse MAIL
+    and RCPT parameters of extensions it did not advertise (555, RFC 5321
+    section 4.1.1.11), as a strict real server does.  Records every
+    command line and message."""
+
+    PARAMS = {"SIZE": "SIZE", "BODY": "8BITMIME", "SMTPUTF8": "SMTPUTF8",
+              "RET": "DSN", "ENVID": "DSN", "NOTIFY": "DSN", "ORCPT": "DSN"}
+
+    def __init__(self, host, port, ehlo=("8BITMIME",), rcpt_reply="250 2.1.5 Ok"):
+        self.ehlo = list(ehlo)
+        self.keywords = {e.split()[0].upper() for e in self.ehlo}
+        self.rcpt_reply = rcpt_reply
+        self.commands = []
+        self.messages = []
+        mx = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self):
+                self.request.settimeout(30)
+                try:
+                    mx._session(self.rfile, self.request)
+                except (OSError, ValueError):
+                    pass
+
+        class TCP(socketserver.ThreadingTCPServer):
+            allow_reuse_address = True
+            daemon_threads = True
+
+        self.srv = TCP((host, port), Handler)
+        self.thread = threading.Thread(target=self.srv.serve_forever,
+                                       kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    def _bad_param(self, args):
+        for p in args.split():
+            kw = p.split("=", 1)[0].upper()
+            if self.PARAMS.get(kw) not in self.keywords:
+                return p
+        return None
+
+    def _session(self, rfile, sock):
+        def say(s):
+            sock.sendall(s.encode() + b"\r\n")
+        say("220 scripted ESMTP")
+        while True:
+            raw = rfile.readline()
+            if not raw:
+                return
+            line = raw.rstrip(b"\r\n").decode("utf-8", "replace")
+            self.commands.append(line)
+            verb = line.split(" ", 1)[0].upper()
+            args = line.split(">", 1)[1] if ">" in line else ""
+            if verb == "EHLO":
+                lines = ["scripted.test"] + self.ehlo
+                say("\r\n".join("250-" + x for x in lines[:-1]) + "\r\n250 " + lines[-1]
+                    if len(lines) > 1 else "250 " + lines[0])
+            elif verb == "HELO":
+                say("250 scripted.test")
+            elif verb in ("MAIL", "RCPT") and self._bad_param(args):
+                say("555 5.5.4 %s: parameter not supported" % self._bad_param(args))
+            elif verb == "MAIL":
+                say("250 2.1.0 Ok")
+            elif verb == "RCPT":
+                say(self.rcpt_reply)
+            elif verb == "DATA":
+                say("354 go ahead")
+                data = b""
+                while True:
+                    l = rfile.readline()
+                    if not l or l == b".\r\n":
+                        break
+                    data += l[1:] if l.startswith(b".") else l
+                self.messages.append(data)
+                say("250 2.0.0 Ok: queued")
+            elif verb == "RSET":
+                say("250 2.0.0 Ok")
+            elif verb == "QUIT":
+                say("221 2.0.0 Bye")
+                return
+            else:
+                say("502 5.5.2 not implemented")
+
+    def stop(self):
+        if self.srv is not None:
+            self.srv.shutdown()
+            self.srv.server_close()
+            self.srv = None
+
+
+class Env:
+    """The peers of one test: sinks and scripted servers on one port,
+    stopped by PID (or in process) when the test ends."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.tmp = tempfile.mkdtemp(prefix="sluice-delivery-")
+        self.peers = []
+        self.n = 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        for p in reversed(self.peers):
+            try:
+                p.stop()
+            except Exception:
+                pass
+        if exc_type is None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+        else:
+            print("#   kept %s" % self.tmp)
+        return False
+
+    def sink(self, host, *extra):
+        self.n += 1
+        s = Sink(host, self.port, os.path.join(self.tmp, "sink-%s-%d" % (host, self.n)), *extra)
+        self.peers.append(s)
+        return s
+
+    def scripted(self, host, **kw):
+        s = ScriptedMX(host, self.port, **kw)
+        self.peers.append(s)
+        return s
+
+    def config(self, **extra):
+        c = {
+            "delivery_threads": "2",
+            "dns_servers": dns().server,
+            "dns_timeout": "2s",
+            "retry_schedule": "1s",
+            "connect_timeout": "2s",
+            "delivery_command_timeout": "5s",
+            "delivery_port": str(self.port),
+        }
+        c.update({k: str(v) for k, v in extra.items()})
+        return c
+
+    def server(self, **extra):
+        return Server(config=self.config(**extra))
+
+    def file(self, name, text):
+        path = os.path.join(self.tmp, name)
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+
+# ---- helpers ----
+
+def send(srv, rcpts, sender="<%s>" % SENDER, body=None, subject="test"):
+    """One message; returns its queue ID.  `rcpts` are RCPT arguments."""
+    c = srv.connect()
+    try:
+        c.ehlo()
+        if body is None:
+            body = ("From: %s\r\nSubject: %s\r\n\r\nhello\r\n" % (SENDER, subject)).encode()
+        return c.mail(sender=sender, rcpts=["<%s>" % r if "<" not in r else r for r in rcpts],
+                      body=body + b".\r\n")
+    finally:
+        c.close()
+
+
+def rcpt_row(srv, msg_id, address):
+    rows = srv.query("select state, attempts, last_reply from recipients "
+                     "where msg_id=? and address=?", (msg_id, address))
+    assert len(rows) == 1, rows
+    return rows[0]
+
+
+def wait_state(srv, msg_id, address, states, timeout=10, attempts=0):
+    """Poll until the recipient is in one of `states` (with at least
+    `attempts` attempts); returns (state, attempts, last_reply)."""
+    if isinstance(states, str):
+        states = (states,)
+
+    def check():
+        r = rcpt_row(srv, msg_id, address)
+        return r if r[0] in states and r[1] >= attempts else None
+    try:
+        return poll_until(check, timeout, "%s of %s in %s" % (address, msg_id, states))
+    except AssertionError as e:
+        raise AssertionError("%s; now %r; log tail:\n%s"
+                             % (e, rcpt_row(srv, msg_id, address), srv.log()[-1500:]))
+
+
+def wait_messages(peer, n, timeout=10, what="messages"):
+    get = peer.messages if callable(getattr(peer, "messages", None)) else (lambda: peer.messages)
+    return poll_until(lambda: get() if len(get()) >= n else None, timeout,
+                      "%d %s at %s" % (n, what, getattr(peer, "host", "peer")))
+
+
+def parse_dsn(data):
+    """(message, per-message fields, [per-recipient fields], returned part)."""
+    msg = email.message_from_bytes(data, policy=email.policy.compat32)
+    assert msg.get_content_type() == "multipart/report", msg.get_content_type()
+    assert msg.get_param("report-type") == "delivery-status", msg["Content-Type"]
+    parts = msg.get_payload()
+    assert parts[0].get_content_type() == "text/plain", [p.get_content_type() for p in parts]
+    assert parts[1].get_content_type() == "message/delivery-status", \
+        [p.get_content_type() for p in parts]
+    blocks = parts[1].get_payload()
+    assert len(blocks) >= 2, blocks
+    returned = parts[2] if len(parts) > 2 else None
+    return msg, blocks[0], blocks[1:], returned
+
+
+def attempts_of(srv, msg_id):
+    return srv.query("select status, mx_host, ip, port, tls, reply from attempts "
+                     "where msg_id=? order by id", (msg_id,))
+
+
+# ---- plain delivery ----
+
+@test
+def delivered_byte_for_byte_exactly_once():
+    with Env() as env:
+        sink = env.sink("127.0.0.2")
+        srv = env.server()
+        body = (b"From: sender@senders.test\r\nTo: a@dest.test\r\nSubject: exact\r\n\r\n"
+                b"line 1\r\n..leading dot\r\n\r\n  spaces  \r\nlast\r\n")
+        qid = send(srv, ["a@dest.test"], body=body)
+        wait_state(srv, qid, "a@dest.test", "delivered")
+        msgs = wait_messages(sink, 1)
+        env_json, data = msgs[0]
+        expected = body.replace(b"\r\n..leading", b"\r\n.leading")
+        assert data.endswith(expected), data
+        prefix = data[:len(data) - len(expected)]
+        m = re.fullmatch(RECEIVED_RE % rb"a@dest\.test", prefix)
+        assert m, "not our Received header: %r" % prefix
+        assert m.group(1).decode() == qid
+        stored_size = srv.query("select stored_size from messages where id=?", (qid,))[0][0]
+        assert len(data) == stored_size, (len(data), stored_size)
+        assert env_json["mail_from"] == SENDER, env_json
+        assert env_json["rcpt_tos"] == ["a@dest.test"], env_json
+        assert env_json["helo"] == "relay.test", env_json
+        att = attempts_of(srv, qid)
+        assert len(att) == 1, att
+        status, mx_host, ip, port, tls, reply = att[0]
+        assert (status, mx_host, ip, port) == ("sent", "mx.dest.test", "127.0.0.2", env.port), att
+        assert reply.startswith("250"), reply
+        srv.wait_log(r"id=%s rcpt=<a@dest\.test> relay=mx\.dest\.test\[127\.0\.0\.2\]:%d "
+                     r"delay=\d+s dsn=2\.0\.0 status=sent" % (qid, env.port))
+        # Exactly once: nothing more arrives after a retry period.
+        time.sleep(1.5)
+        assert len(sink.messages()) == 1, sink.messages()
+        assert len(attempts_of(srv, qid)) == 1
+        # The body is released once every recipient is finished.
+        assert srv.body(qid) == b""
+
+
+@test
+def lowest_mx_preference_gets_the_mail():
+    with Env() as env:
+        best = env.sink("127.0.0.2")
+        worse = env.sink("127.0.0.3")
+        srv = env.server()
+        ids = [send(srv, ["p%d@pref.test" % i]) for i in range(3)]
+        for i, qid in enumerate(ids):
+            wait_state(srv, qid, "p%d@pref.test" % i, "delivered")
+        assert len(best.messages()) == 3, best.messages()
+        assert worse.messages() == [], worse.messages()
+        hosts = {r[0] for r in srv.query("select mx_host from attempts")}
+        assert hosts == {"mx10.pref.test"}, hosts
+
+
+@test
+def dead_primary_mx_falls_back_to_the_next():
+    with Env() as env:
+        second = env.sink("127.0.0.3")
+        srv = env.server()
+        qid = send(srv, ["f@fallback.test"])
+        wait_state(srv, qid, "f@fallback.test", "delivered")
+        assert [m[0]["rcpt_tos"] for m in second.messages()] == [["f@fallback.test"]]
+        att = attempts_of(srv, qid)
+        assert [(a[0], a[1], a[2]) for a in att] == [("sent", "alive.fallback.test", "127.0.0.3")], att
+        assert "127.0.0.9" in srv.log(), "the dead MX was not tried first"
+
+
+@test
+def temporary_failure_defers_then_retry_delivers():
+    with Env() as env:
+        sink = env.sink("127.0.0.2")
+        grey = env.scripted("127.0.0.3", rcpt_reply="451 4.7.1 greylisted, come back later")
+        srv = env.server()
+        q1 = send(srv, ["tempfail@dest.test"])
+        q2 = send(srv, ["g@grey.test"])
+        # tempfail at the sink: deferred, retried, never bounced.
+        st, n, last = wait_state(srv, q1, "tempfail@dest.test", "deferred", attempts=2)
+        assert last.startswith("451"), last
+        # The greylisting MX answered 451: deferred; then a real server
+        # takes its place and the retry delivers.
+        st, n, last = wait_state(srv, q2, "g@grey.test", "deferred", attempts=1)
+        assert last.startswith("451 4.7.1"), last
+        assert any(c.startswith("RCPT TO:<g@grey.test>") for c in grey.commands), grey.commands
+        grey.stop()
+        real = env.sink("127.0.0.3")
+        wait_state(srv, q2, "g@grey.test", "delivered")
+        assert [m[0]["rcpt_tos"] for m in real.messages()] == [["g@grey.test"]]
+        statuses = [a[0] for a in attempts_of(srv, q2)]
+        assert statuses[-1] == "sent" and set(statuses[:-1]) == {"deferred"}, statuses
+        assert rcpt_row(srv, q1, "tempfail@dest.test")[0] == "deferred"
+        assert sink.messages() == []
+
+
+# ---- delivery status notifications ----
+
+@test
+def permanent_failure_sends_a_dsn_to_the_sender():
+    with Env() as env:
+        env.sink("127.0.0.2")
+        senders = env.sink("127.0.0.5")
+        srv = env.server()
+        body = (b"From: sender@senders.test\r\nTo: reject@dest.test\r\n"
+                b"Subject: doomed\r\nMessage-ID: <doomed-1@senders.test>\r\n\r\n"
+                b"token-8c1f2e\r\n")
+        qid = send(srv, ["reject@dest.test"], body=body)
+        st, n, last = wait_state(srv, qid, "reject@dest.test", "bounced")
+        assert last.startswith("550 5.1.1"), last
+        env_json, data = wait_messages(senders, 1, what="bounces")[0]
+        assert env_json["mail_from"] == "", env_json
+        assert env_json["rcpt_tos"] == [SENDER], env_json
+        msg, per_msg, per_rcpt, returned = parse_dsn(data)
+        assert msg["To"] and SENDER in msg["To"], msg["To"]
+        assert msg["Auto-Submitted"] and msg["Auto-Submitted"].startswith("auto-replied"), \
+            msg["Auto-Submitted"]
+        assert per_msg["Reporting-MTA"] == "dns; relay.test", per_msg["Reporting-MTA"]
+        assert per_msg["Arrival-Date"], per_msg.items()
+        assert len(per_rcpt) == 1, per_rcpt
+        r = per_rcpt[0]
+        assert r["Final-Recipient"].replace(" ", "").lower() == "rfc822;reject@dest.test", \
+            r["Final-Recipient"]
+        assert r["Action"] == "failed", r["Action"]
+        assert r["Status"] == "5.1.1", r["Status"]
+        assert r["Remote-MTA"] == "dns; mx.dest.test", r["Remote-MTA"]
+        assert "550" in r["Diagnostic-Code"], r["Diagnostic-Code"]
+        assert r["Diagnostic-Code"].lower().startswith("smtp;"), r["Diagnostic-Code"]
+        # The original comes back.
+        assert returned is not None and returned.get_content_type() == "message/rfc822", returned
+        orig = returned.get_payload()[0]
+        assert orig["Message-ID"] == "<doomed-1@senders.test>", orig.items()
+        assert b"token-8c1f2e" in data
+        # The DSN itself is delivered like any message, and logged.
+        dsn_id = srv.query("select id from messages where sender=''")
+        assert len(dsn_id) == 1, dsn_id
+        wait_state(srv, dsn_id[0][0], SENDER, "delivered")
+        assert re.search(r"id=%s sender notice: id=%s to=<%s>" % (qid, dsn_id[0][0], SENDER),
+                         srv.log()), srv.log()[-2000:]
+
+
+@test
+def several_failed_recipients_give_one_dsn():
+    with Env() as env:
+        sink = env.sink("127.0.0.2")
+        senders = env.sink("127.0.0.5")
+        srv = env.server()
+        rcpts = ["reject1@dest.test", "ok@dest.test", "nouser2@dest.test", "reject3@dest.test"]
+        qid = send(srv, rcpts)
+        for r in rcpts:
+            wait_state(srv, qid, r, "delivered" if r.startswith("ok") else "bounced")
+        assert [m[0]["rcpt_tos"] for m in sink.messages()] == [["ok@dest.test"]]
+        wait_messages(senders, 1, what="bounces")
+        time.sleep(1.5)  # a second notice would have come by now
+        msgs = senders.messages()
+        assert len(msgs) == 1, [m[0] for m in msgs]
+        _, _, per_rcpt, _ = parse_dsn(msgs[0][1])
+        finals = sorted(r["Final-Recipient"].split(";")[1].strip() for r in per_rcpt)
+        assert finals == ["nouser2@dest.test", "reject1@dest.test", "reject3@dest.test"], finals
+        assert all(r["Action"] == "failed" for r in per_rcpt)
+
+
+@test
+def failures_at_several_domains_give_one_dsn():
+    """Recipients of one message that fail at different destinations
+    (a 550 at one MX, NXDOMAIN, null MX) are still reported in one DSN."""
+    with Env() as env:
+        env.sink("127.0.0.2")
+        senders = env.sink("127.0.0.5")
+        srv = env.server()
+        rcpts = ["reject@dest.test", "x@nosuch.test", "y@nullmx.test"]
+        qid = send(srv, rcpts)
+        for r in rcpts:
+            wait_state(srv, qid, r, "bounced")
+        wait_messages(senders, 1, what="bounces")
+        time.sleep(1.5)
+        msgs = senders.messages()
+        assert len(msgs) == 1, "%d DSNs for one message: %r" % (
+            len(msgs), [[r["Final-Recipient"] for r in parse_dsn(m[1])[2]] for m in msgs])
+        finals = sorted(r["Final-Recipient"].split(";")[1].strip()
+                        for r in parse_dsn(msgs[0][1])[2])
+        assert finals == sorted(rcpts), finals
+
+
+@test
+def no_dsn_for_null_sender_or_notify_never():
+    with Env() as env:
+        env.sink("127.0.0.2")
+        senders = env.sink("127.0.0.5")
+        srv = env.server()
+        q1 = send(srv, ["reject@dest.test"], sender="<>")
+        q2 = send(srv, ["<reject2@dest.test> NOTIFY=NEVER"])
+        assert srv.query("select notify from recipients where msg_id=?", (q2,)) == [("NEVER",)]
+        wait_state(srv, q1, "reject@dest.test", "bounced")
+        wait_state(srv, q2, "reject2@dest.test", "bounced")
+        # A control message that does bounce to the sender: once its DSN
+        # is there, the others would have been too.
+        q3 = send(srv, ["reject3@dest.test"])
+        wait_state(srv, q3, "reject3@dest.test", "bounced")
+        wait_messages(senders, 1, what="bounces")
+        time.sleep(1.0)
+        msgs = senders.messages()
+        assert len(msgs) == 1, [m[0] for m in msgs]
+        finals = [r["Final-Recipient"] for r in parse_dsn(msgs[0][1])[2]]
+        assert finals == ["rfc822; reject3@dest.test"], finals
+        n = srv.query("select count(*) from messages")[0][0]
+        assert n == 4, "expected 3 messages and 1 DSN, got %d" % n
+        assert "id=%s sender notice" % q1 not in srv.log()
+        assert "id=%s sender notice" % q2 not in srv.log()
+
+
+@test
+def notify_success_gives_a_relayed_dsn():
+    with Env() as env:
+        sink = env.sink("127.0.0.2")
+        senders = env.sink("127.0.0.5")
+        srv = env.server()
+        qid = send(srv, ["<ok@dest.test> NOTIFY=SUCCESS"])
+        wait_state(srv, qid, "ok@dest.test", "delivered")
+        assert len(sink.messages()) == 1
+        env_json, data = wait_messages(senders, 1, what="success notices")[0]
+        assert env_json["mail_from"] == "", env_json
+        msg, per_msg, per_rcpt, returned = parse_dsn(data)
+        assert len(per_rcpt) == 1, per_rcpt
+        r = per_rcpt[0]
+        assert r["Final-Recipient"] == "rfc822; ok@dest.test", r["Final-Recipient"]
+        # The sink does not offer DSN: the notice says "relayed" (RFC 3464
+        # section 2.3.3, RFC 3461 section 5.2.3).
+        assert r["Action"] == "relayed", r["Action"]
+        assert r["Status"].startswith("2."), r["Status"]
+
+
+@test
+def expired_message_bounces_with_4_4_7():
+    with Env() as env:
+        env.sink("127.0.0.2")
+        senders = env.sink("127.0.0.5")
+        srv = env.server(queue_lifetime="2s")
+        qid = send(srv, ["tempfail@dest.test"])
+        st, n, last = wait_state(srv, qid, "tempfail@dest.test", "bounced", timeout=15)
+        assert n >= 2, n
+        assert "4.4.7" in last, last
+        assert "451" in last, last  # the last error is kept
+        env_json, data = wait_messages(senders, 1, what="bounces")[0]
+        _, _, per_rcpt, _ = parse_dsn(data)
+        assert per_rcpt[0]["Action"] == "failed", per_rcpt[0].items()
+        assert per_rcpt[0]["Status"] == "4.4.7", per_rcpt[0].items()
+        assert per_rcpt[0]["Final-Recipient"] == "rfc822; tempfail@dest.test"
+
+
+@test
+def dns_outcomes_null_mx_nxdomain_servfail():
+    with Env() as env:
+        senders = env.sink("127.0.0.5")
+        srv = env.server()
+        qn = send(srv, ["u@nullmx.test"])
+        qx = send(srv, ["u@nosuch.test"])
+        qs = send(srv, ["u@servfail.test"])
+        st, n, last = wait_state(srv, qn, "u@nullmx.test", "bounced")
+        assert last.startswith("5.1.10"), last
+        st, n, last = wait_state(srv, qx, "u@nosuch.test", "bounced")
+        assert last.startswith("5.1.2"), last
+        st, n, last = wait_state(srv, qs, "u@servfail.test", "deferred", attempts=2)
+        assert last.startswith("4.4.3"), last
+        msgs = wait_messages(senders, 2, what="bounces")
+        statuses = sorted(parse_dsn(m[1])[2][0]["Status"] for m in msgs)
+        assert statuses == ["5.1.10", "5.1.2"], statuses
+        assert rcpt_row(srv, qs, "u@servfail.test")[0] == "deferred"
+
+
+# ---- TLS ----
+
+def make_cert(pki, cn, folder):
+    """A server certificate for `cn` signed by the test CA."""
+    key = os.path.join(folder, "%s-key.pem" % cn)
+    cert = os.path.join(folder, "%s-cert.pem" % cn)
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", cert,
+                    "-days", "30", "-subj", "/CN=%s" % cn, "-CA", pki.ca, "-CAkey", pki.ca_key,
+                    "-addext", "subjectAltName=DNS:%s" % cn,
+                    "-addext", "basicConstraints=critical,CA:FALSE",
+                    "-addext", "keyUsage=critical,digitalSignature",
+                    "-addext", "extendedKeyUsage=serverAuth"],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return cert, key
+
+
+@test
+def starttls_used_when_offered():
+    pki = certs.pki()
+    with Env() as env:
+        sink = env.sink("127.0.0.2", "--cert", pki.a.cert, "--key", pki.a.key)
+        srv = env.server()
+        qid = send(srv, ["t@dest.test"])
+        wait_state(srv, qid, "t@dest.test", "delivered")
+        env_json, _ = sink.messages()[0]
+        assert env_json["tls"] is True, env_json
+        att = attempts_of(srv, qid)
+        assert att[0][0] == "sent" and att[0][4] and att[0][4].startswith("TLS"), att
+
+
+@test
+def outbound_tls_encrypt_never_sends_in_clear():
+    with Env() as env:
+        sink = env.sink("127.0.0.2")
+        srv = env.server(outbound_tls="encrypt")
+        qid = send(srv, ["e@dest.test"])
+        st, n, last = wait_state(srv, qid, "e@dest.test", "deferred", attempts=2)
+        assert last.startswith("4.7.5") and "STARTTLS" in last, last
+        assert sink.messages() == []
+
+
+@test
+def outbound_tls_verify_checks_the_mx_name():
+    pki = certs.pki()
+    with Env() as env:
+        cert, key = make_cert(pki, "mx.verify.test", env.tmp)
+        sink = env.sink("127.0.0.2", "--cert", cert, "--key", key)
+        srv = env.server(outbound_tls="verify", tls_ca_file=pki.ca)
+        ok = send(srv, ["v@verify.test"])
+        bad = send(srv, ["w@wrongname.test"])
+        wait_state(srv, ok, "v@verify.test", "delivered")
+        st, n, last = wait_state(srv, bad, "w@wrongname.test", "deferred", attempts=2)
+        assert last.startswith("4.7.5"), last
+        msgs = sink.messages()
+        assert [m[0]["rcpt_tos"] for m in msgs] == [["v@verify.test"]], [m[0] for m in msgs]
+        assert msgs[0][0]["tls"] is True
+
+
+# ---- smarthost and routes ----
+
+@test
+def smarthost_auth_over_starttls():
+    pki = certs.pki()
+    with Env() as env:
+        hub = env.sink("127.0.0.4", "--cert", pki.a.cert, "--key", pki.a.key,
+                       "--require-tls", "--auth", "relayuser:s3cret")
+        mx = env.sink("127.0.0.2")
+        srv = env.server(smarthost="127.0.0.4:%d" % env.port, smarthost_tls="starttls",
+                         smarthost_user="relayuser",
+                         smarthost_password_file=env.file("pw", "s3cret\n"))
+        qid = send(srv, ["s@dest.test"])
+        wait_state(srv, qid, "s@dest.test", "delivered")
+        env_json, _ = hub.messages()[0]
+        assert env_json["auth"] == "relayuser", env_json
+        assert env_json["tls"] is True, env_json
+        assert env_json["rcpt_tos"] == ["s@dest.test"], env_json
+        assert mx.messages() == []
+        assert "s3cret" not in srv.log()
+
+
+@test
+def smarthost_auth_over_smtps():
+    pki = certs.pki()
+    with Env() as env:
+        # aiosmtpd counts only STARTTLS as TLS for auth_require_tls, and its
+        # session.ssl stays None with implicit TLS: hence --auth-without-tls,
+        # and TLS is shown by the attempt row and by the sink being smtps.
+        hub = env.sink("127.0.0.4", "--smtps", "--cert", pki.a.cert, "--key", pki.a.key,
+                       "--auth", "relayuser:s3cret", "--auth-without-tls")
+        srv = env.server(smarthost="127.0.0.4:%d" % env.port, smarthost_tls="smtps",
+                         smarthost_user="relayuser",
+                         smarthost_password_file=env.file("pw", "s3cret\n"))
+        qid = send(srv, ["s@dest.test"])
+        wait_state(srv, qid, "s@dest.test", "delivered")
+        env_json, _ = hub.messages()[0]
+        assert env_json["auth"] == "relayuser", env_json
+        att = attempts_of(srv, qid)
+        assert att[-1][0] == "sent" and att[-1][4] and att[-1][4].startswith("TLS"), att
+        assert att[-1][2] == "127.0.0.4", att
+
+
+@test
+def smarthost_wrong_password_defers():
+    pki = certs.pki()
+    with Env() as env:
+        hub = env.sink("127.0.0.4", "--cert", pki.a.cert, "--key", pki.a.key,
+                       "--require-tls", "--auth", "relayuser:s3cret")
+        srv = env.server(smarthost="127.0.0.4:%d" % env.port, smarthost_tls="starttls",
+                         smarthost_user="relayuser",
+                         smarthost_password_file=env.file("pw", "wrong\n"))
+        qid = send(srv, ["s@dest.test"])
+        st, n, last = wait_state(srv, qid, "s@dest.test", "deferred", attempts=3)
+        assert "authentication failed" in last, last
+        assert last.startswith("4."), last
+        assert hub.messages() == []
+        assert srv.query("select count(*) from recipients where state='bounced'") == [(0,)]
+        assert srv.query("select count(*) from messages") == [(1,)]
+
+
+@test
+def route_sends_one_domain_to_its_own_host():
+    with Env() as env:
+        mx = env.sink("127.0.0.2")
+        corp = env.sink("127.0.0.3")
+        srv = env.server(routes="corp.test:127.0.0.3:%d" % env.port)
+        qid = send(srv, ["a@corp.test", "b@dest.test"])
+        wait_state(srv, qid, "a@corp.test", "delivered")
+        wait_state(srv, qid, "b@dest.test", "delivered")
+        # corp.test's MX is mx.dest.test (127.0.0.2): the route wins.
+        assert [m[0]["rcpt_tos"] for m in corp.messages()] == [["a@corp.test"]]
+        assert [m[0]["rcpt_tos"] for m in mx.messages()] == [["b@dest.test"]]
+
+
+# ---- crashes and held mail ----
+
+@test
+def kill9_during_delivery_then_delivered_after_restart():
+    with Env() as env:
+        # An MX that accepts the connection and never greets: the delivery
+        # thread is stuck in the middle of its attempt.
+        stall = socket.socket()
+        stall.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        stall.bind(("127.0.0.2", env.port))
+        stall.listen(8)
+        try:
+            srv = env.server(delivery_command_timeout="60s")
+            qid = send(srv, ["k@dest.test"])
+            poll_until(lambda: select.select([stall], [], [], 0)[0], 10,
+                       "the delivery connection")
+            row = srv.query("select state, lease_until from recipients where msg_id=?", (qid,))
+            assert row[0][0] == "queued" and row[0][1] is not None, row
+            srv.kill9()
+        finally:
+            stall.close()
+        sink = env.sink("127.0.0.2")
+        srv.start()
+        wait_state(srv, qid, "k@dest.test", "delivered")
+        msgs = sink.messages()
+        assert len(msgs) >= 1 and all(m[0]["rcpt_tos"] == ["k@dest.test"] for m in msgs), msgs
+        assert len(msgs) == 1, "delivered %d times" % len(msgs)
+
+
+@test
+def held_recipient_stays_held():
+    with Env() as env:
+        sink = env.sink("127.0.0.2")
+        srv = env.server(delivery_threads="0")
+        held = send(srv, ["held@dest.test"])
+        other = send(srv, ["other@dest.test"])
+        con = sqlite3.connect(srv.db, timeout=10)
+        try:
+            con.execute("update recipients set state='held' where msg_id=?", (held,))
+            con.commit()
+        finally:
+            con.close()
+        # A crash while mail waits, then a start with delivery on.
+        srv.kill9()
+        srv.config["delivery_threads"] = "2"
+        srv.start()
+        wait_state(srv, other, "other@dest.test", "delivered")
+        time.sleep(1.5)  # more than a dispatcher round and a retry period
+        assert rcpt_row(srv, held, "held@dest.test") == ("held", 0, None)
+        assert [m[0]["rcpt_tos"] for m in sink.messages()] == [["other@dest.test"]]
+        assert attempts_of(srv, held) == []
+        assert len(srv.body(held)) > 0
+
+
+# ---- what is passed on to the next hop ----
+
+@test
+def eightbitmime_and_smtputf8_passed_to_the_sink():
+    with Env() as env:
+        sink = env.sink("127.0.0.2")
+        srv = env.server()
+        body8 = "Subject: caf\u00e9\r\nContent-Type: text/plain; charset=utf-8\r\n" \
+                "Content-Transfer-Encoding: 8bit\r\n\r\nd\u00e9j\u00e0 vu\r\n"
+        q1 = send(srv, ["e8@dest.test"], sender="<%s> BODY=8BITMIME" % SENDER,
+                  body=body8.encode())
+        q2 = send(srv, ["<jos\u00e9@dest.test>"], sender="<%s> SMTPUTF8 BODY=8BITMIME" % SENDER,
+                  body=body8.encode())
+        wait_state(srv, q1, "e8@dest.test", "delivered")
+        wait_state(srv, q2, "jos\u00e9@dest.test", "delivered")
+        by_rcpt = {m[0]["rcpt_tos"][0]: m for m in sink.messages()}
+        e8, data8 = by_rcpt["e8@dest.test"]
+        assert "BODY=8BITMIME" in e8["mail_options"], e8
+        assert "SMTPUTF8" not in e8["mail_options"], e8
+        assert data8.endswith(body8.encode()), data8
+        u8, _ = by_rcpt["jos\u00e9@dest.test"]
+        assert u8["smtputf8"] is True, u8
+        assert "SMTPUTF8" in u8["mail_options"] and "BODY=8BITMIME" in u8["mail_options"], u8
+
+
+@test
+def size_and_dsn_parameters_passed_when_offered():
+    with Env() as env:
+        peer = env.scripted("127.0.0.2", ehlo=("SIZE 10485760", "8BITMIME", "DSN"))
+        srv = env.server()
+        qid = send(srv, ["<d@dest.test> NOTIFY=FAILURE,DELAY ORCPT=rfc822;orig+2Bd@dest.test"],
+                   sender="<%s> RET=HDRS ENVID=env-77 BODY=8BITMIME" % SENDER,
+                   body="Subject: x\r\n\r\n\u00e9t\u00e9\r\n".encode())
+        wait_state(srv, qid, "d@dest.test", "delivered")
+        stored = srv.query("select stored_size from messages where id=?", (qid,))[0][0]
+        mail = [c for c in peer.commands if c.upper().startswith("MAIL")]
+        rcpt = [c for c in peer.commands if c.upper().startswith("RCPT")]
+        assert len(mail) == 1 and len(rcpt) == 1, peer.commands
+        params = mail[0].split(">", 1)[1].split()
+        assert "SIZE=%d" % stored in params, mail
+        assert "BODY=8BITMIME" in params and "RET=HDRS" in params and "ENVID=env-77" in params, mail
+        rparams = rcpt[0].split(">", 1)[1].split()
+        assert sorted(rparams) == ["NOTIFY=FAILURE,DELAY", "ORCPT=rfc822;orig+2Bd@dest.test"], rcpt
+        assert len(peer.messages) == 1 and len(peer.messages[0]) == stored
+
+
+@test
+def dsn_parameters_reach_a_dsn_capable_sluice():
+    """The next hop is a second sluice (which offers DSN): it stores the
+    NOTIFY, ORCPT, RET and ENVID it was given."""
+    with Env() as env:
+        nexthop = Server(host="127.0.0.2", config={
+            "hostname": "mx.dest.test", "relay_networks": "127.0.0.0/8",
+            "relay_domains": "dest.test"})
+        env.port = nexthop.port
+        srv = env.server()
+        qid = send(srv, ["<n@dest.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;n+2Bx@dest.test"],
+                   sender="<%s> RET=HDRS ENVID=abc+2B1" % SENDER)
+        wait_state(srv, qid, "n@dest.test", "delivered")
+        rows = nexthop.query("select m.sender, m.dsn_ret, m.dsn_envid, m.size, r.address, "
+                             "r.notify, r.orcpt from messages m join recipients r "
+                             "on r.msg_id = m.id")
+        stored = srv.query("select stored_size from messages where id=?", (qid,))[0][0]
+        assert rows == [(SENDER, "HDRS", "abc+2B1", stored, "n@dest.test",
+                         "SUCCESS,FAILURE", "rfc822;n+2Bx@dest.test")], rows
+
+
+@test
+def no_success_dsn_when_the_next_hop_does_dsn():
+    """RFC 3461 section 5.2.2: relayed to a server that offers DSN, the
+    NOTIFY=SUCCESS request travels on and the final MTA reports delivery;
+    the relay claiming "delivered" itself would be false (RFC 3464
+    section 2.3.3) and give the sender two notices."""
+    with Env() as env:
+        nexthop = Server(host="127.0.0.2", config={
+            "hostname": "mx.dest.test", "relay_networks": "127.0.0.0/8",
+            "relay_domains": "dest.test"})
+        env.port = nexthop.port
+        senders = env.sink("127.0.0.5")
+        srv = env.server()
+        qid = send(srv, ["<n@dest.test> NOTIFY=SUCCESS"])
+        wait_state(srv, qid, "n@dest.test", "delivered")
+        assert nexthop.query("select notify from recipients") == [("SUCCESS",)]
+        time.sleep(1.5)
+        notices = [[(r["Action"], r["Final-Recipient"]) for r in parse_dsn(m[1])[2]]
+                   for m in senders.messages()]
+        assert notices == [], "the relay sent its own success notice: %r" % notices
+
+
+@test
+def no_parameters_the_server_did_not_offer():
+    """RFC 1870 section 4 / RFC 5321 section 4.1.1.11: MAIL parameters are
+    for extensions the server advertised.  A strict server without SIZE
+    answers 555 to SIZE=; the mail must still go through."""
+    with Env() as env:
+        peer = env.scripted("127.0.0.2", ehlo=("8BITMIME",))
+        srv = env.server()
+        qid = send(srv, ["plain@dest.test"])
+        try:
+            wait_state(srv, qid, "plain@dest.test", "delivered")
+        except AssertionError:
+            mail = [c for c in peer.commands if c.upper().startswith("MAIL")]
+            raise AssertionError("not delivered to a server without SIZE: sent %r, state %r"
+                                 % (mail, rcpt_row(srv, qid, "plain@dest.test")))
+        assert len(peer.messages) == 1
+
+
+if __name__ == "__main__":
+    main()
