@@ -42,7 +42,25 @@
 #define DNS_MX_MAX 100  /* max_hosts counted at most this, for lookups */
 #define DNS_MX_SPARE 10 /* MX hosts looked up beyond max_hosts, at most */
 
+/*
+ * Answers are cached per resolver (so per thread, without locks) for their
+ * TTL, at most DNS_CACHE_TTL_MAX seconds: a relay sending many messages to
+ * one domain asks once.  Only successful answers are cached; failures are
+ * asked again at the next attempt.
+ */
+#define DNS_CACHE_SIZE 128
+#define DNS_CACHE_TTL_MAX 300
+#define DNS_CACHE_TTL_NODATA 30
+
+struct cache_entry {
+	char name[DNS_NAME_MAX];
+	ldns_rr_type type;
+	ldns_rr_list *rrs; /* NULL: NODATA */
+	int64_t expires;   /* now_ms(); 0: unused */
+};
+
 struct dns_resolver {
+	struct cache_entry cache[DNS_CACHE_SIZE];
 	ldns_resolver *res;
 	int inet;     /* INET_ALL, INET_IPV4, INET_IPV6 */
 	uint64_t rng; /* xorshift64* state for shuffling equal preferences */
@@ -169,8 +187,12 @@ out:
 void
 dns_resolver_free(struct dns_resolver *r)
 {
+	size_t i;
+
 	if (r == NULL)
 		return;
+	for (i = 0; i < DNS_CACHE_SIZE; i++)
+		ldns_rr_list_deep_free(r->cache[i].rrs);
 	ldns_resolver_deep_free(r->res);
 	free(r);
 }
@@ -220,8 +242,11 @@ answer_cname(ldns_pkt *pkt, const ldns_rdf *owner)
  * RES_OK with *out the records (NULL: none, NODATA); RES_PERM on NXDOMAIN;
  * RES_TEMP otherwise.  `why` is filled unless RES_OK.
  */
+static enum res dns_query(struct dns_resolver *r, const char *name,
+    ldns_rr_type type, ldns_rr_list **out, char *why);
+
 static enum res
-dns_query(struct dns_resolver *r, const char *name, ldns_rr_type type,
+dns_query_net(struct dns_resolver *r, const char *name, ldns_rr_type type,
     ldns_rr_list **out, char *why)
 {
 	ldns_rdf *cur = NULL;
@@ -304,6 +329,46 @@ dns_query(struct dns_resolver *r, const char *name, ldns_rr_type type,
 out:
 	ldns_pkt_free(pkt);
 	ldns_rdf_deep_free(cur);
+	return res;
+}
+
+/* dns_query_net through the cache (same contract). */
+static enum res
+dns_query(struct dns_resolver *r, const char *name, ldns_rr_type type,
+    ldns_rr_list **out, char *why)
+{
+	struct cache_entry *e, *victim = &r->cache[0];
+	int64_t now = now_ms(), ttl;
+	enum res res;
+	size_t i;
+
+	for (i = 0; i < DNS_CACHE_SIZE; i++) {
+		e = &r->cache[i];
+		if (e->expires > now && e->type == type &&
+		    ascii_casecmp(e->name, name) == 0) {
+			*out = e->rrs ? ldns_rr_list_clone(e->rrs) : NULL;
+			return RES_OK;
+		}
+		if (e->expires < victim->expires)
+			victim = e;
+	}
+	res = dns_query_net(r, name, type, out, why);
+	if (res != RES_OK || strlen(name) >= sizeof(victim->name))
+		return res;
+	ttl = *out ? DNS_CACHE_TTL_MAX : DNS_CACHE_TTL_NODATA;
+	for (i = 0; *out != NULL && i < ldns_rr_list_rr_count(*out); i++) {
+		int64_t t = ldns_rr_ttl(ldns_rr_list_rr(*out, i));
+
+		if (t < ttl)
+			ttl = t;
+	}
+	if (ttl <= 0)
+		return res;
+	ldns_rr_list_deep_free(victim->rrs);
+	snprintf(victim->name, sizeof(victim->name), "%s", name);
+	victim->type = type;
+	victim->rrs = *out ? ldns_rr_list_clone(*out) : NULL;
+	victim->expires = now + ttl * 1000;
 	return res;
 }
 
