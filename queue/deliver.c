@@ -597,6 +597,19 @@ targets(struct worker *w, const struct job *j, struct mx_host **hosts,
 	    cfg->max_mx_hosts, hosts, n, why);
 }
 
+/* True when the server answered none of the recipients. */
+static bool
+no_answers(const struct smtpc_rcpt *sr, int n)
+{
+	int i;
+
+	for (i = 0; i < n; i++)
+		if (sr[i].reply[0] >= '2' && sr[i].reply[0] <= '5' &&
+		    sr[i].reply[1] >= '0' && sr[i].reply[1] <= '9')
+			return false;
+	return true;
+}
+
 static void
 deliver_job(struct worker *w, const struct job *j)
 {
@@ -613,7 +626,7 @@ deliver_job(struct worker *w, const struct job *j)
 	char mxname[DNS_NAME_MAX] = "", ip[64] = "";
 	int64_t t0 = now_ms(), now;
 	int i, n = 0, nhosts = 0, port = 0;
-	bool smarthost = false, have_dsn = false;
+	bool smarthost = false, have_dsn = false, reused = false;
 	enum res r;
 
 	why[0] = '\0';
@@ -638,8 +651,15 @@ deliver_job(struct worker *w, const struct job *j)
 	}
 	if (n == 0)
 		goto out;
+	/*
+	 * Reuse the kept connection for the same destination.  Right after
+	 * a completed transaction the server is ready for MAIL (RFC 5321
+	 * section 4.1.4); after a pause, RSET first checks it is still
+	 * there.
+	 */
 	if (w->kept != NULL && strcmp(w->kept_dest, j->dest) == 0 &&
-	    smtpc_reset(w->kept) == RES_OK) {
+	    (now_ms() - w->kept_since < 1000 ||
+		smtpc_reset(w->kept) == RES_OK)) {
 		c = w->kept;
 		w->kept = NULL;
 		snprintf(mxname, sizeof(mxname), "%s", w->kept_mx);
@@ -647,9 +667,12 @@ deliver_job(struct worker *w, const struct job *j)
 		snprintf(relay, sizeof(relay), "%s", w->kept_relay);
 		port = w->kept_port;
 		r = RES_OK;
+		reused = true;
 		goto send;
 	}
+fresh:
 	drop_kept(w);
+	reused = false;
 	r = targets(w, j, &hosts, &nhosts, &smarthost, why);
 	if (r == RES_OK) {
 		memset(&o, 0, sizeof(o));
@@ -703,6 +726,14 @@ deliver_job(struct worker *w, const struct job *j)
 			sm.body = read_body;
 			sm.body_arg = &bc;
 			cr = smtpc_send(c, &sm, sr, n);
+			if (reused && cr != RES_OK && no_answers(sr, n)) {
+				/* The kept connection had gone stale: start
+				 * over on a new one. */
+				smtpc_close(c);
+				c = NULL;
+				w->kept_uses = 0;
+				goto fresh;
+			}
 			have_dsn = smtpc_has_dsn(c);
 			snprintf(
 			    tlsdesc, sizeof(tlsdesc), "%s", smtpc_tls_desc(c));
