@@ -62,9 +62,16 @@ static const char *const stmt_sql[S_NSTMT] = {
     [S_DEL_CHUNKS] = "DELETE FROM body_chunks WHERE msg_id = ?1",
 };
 
+#define DB_CACHED_MAX 16
+
 struct db {
 	sqlite3 *h;
 	sqlite3_stmt *st[S_NSTMT];
+	struct {
+		const char *sql;
+		sqlite3_stmt *st;
+	} cached[DB_CACHED_MAX]; /* see prep() */
+	int ncached;
 };
 
 /* Map an SQLite error to a reply text for the client (see db.h). */
@@ -92,19 +99,6 @@ step_done(struct db *db, sqlite3_stmt *st, char *why)
 		r = db_fail(db, rc, why);
 	sqlite3_reset(st);
 	sqlite3_clear_bindings(st);
-	return r;
-}
-
-/* Run a one-off statement that returns no rows, then finalize it. */
-static enum res
-step_finalize(struct db *db, sqlite3_stmt *st, char *why)
-{
-	int rc = sqlite3_step(st);
-	enum res r = RES_OK;
-
-	if (rc != SQLITE_DONE)
-		r = db_fail(db, rc, why);
-	sqlite3_finalize(st);
 	return r;
 }
 
@@ -272,6 +266,8 @@ db_close(struct db *db)
 		return;
 	for (i = 0; i < S_NSTMT; i++)
 		sqlite3_finalize(db->st[i]);
+	for (i = 0; i < db->ncached; i++)
+		sqlite3_finalize(db->cached[i].st);
 	sqlite3_close(db->h);
 	free(db);
 }
@@ -483,17 +479,48 @@ db_integrity_check(struct db *db, char *why)
 /* Prepare-run-finalize helper for statements used rarely enough. */
 static void bind_text_or_null(sqlite3_stmt *st, int col, const char *s);
 
+/*
+ * The statement for `sql`, prepared once per connection and kept: `sql`
+ * is a string literal, so its address identifies it.  The caller resets
+ * it after use (sqlite3_reset), never finalizes it.
+ */
 static sqlite3_stmt *
 prep(struct db *db, const char *sql, char *why)
 {
 	sqlite3_stmt *st = NULL;
+	int i;
 
-	if (sqlite3_prepare_v2(db->h, sql, -1, &st, NULL) != SQLITE_OK) {
+	for (i = 0; i < db->ncached; i++) {
+		if (db->cached[i].sql == sql) {
+			sqlite3_clear_bindings(db->cached[i].st);
+			return db->cached[i].st;
+		}
+	}
+	if (sqlite3_prepare_v3(db->h, sql, -1, SQLITE_PREPARE_PERSISTENT, &st,
+		NULL) != SQLITE_OK) {
 		why_set(
 		    why, "4.3.0 queue read error (%s)", sqlite3_errmsg(db->h));
 		return NULL;
 	}
+	if (db->ncached < DB_CACHED_MAX) {
+		db->cached[db->ncached].sql = sql;
+		db->cached[db->ncached].st = st;
+		db->ncached++;
+	}
 	return st;
+}
+
+/* Run a kept statement that returns no rows, then reset it. */
+static enum res
+step_reset(struct db *db, sqlite3_stmt *st, char *why)
+{
+	int rc = sqlite3_step(st);
+	enum res r = RES_OK;
+
+	if (rc != SQLITE_DONE)
+		r = db_fail(db, rc, why);
+	sqlite3_reset(st);
+	return r;
 }
 
 static void
@@ -530,7 +557,7 @@ db_list_due(struct db *db, int64_t now, struct db_due *out, int max, char *why)
 		    why, "4.3.0 queue read error (%s)", sqlite3_errmsg(db->h));
 		n = -1;
 	}
-	sqlite3_finalize(st);
+	sqlite3_reset(st);
 	return n;
 }
 
@@ -548,7 +575,7 @@ db_next_due(struct db *db)
 		return 0;
 	if (sqlite3_step(st) == SQLITE_ROW)
 		t = sqlite3_column_int64(st, 0);
-	sqlite3_finalize(st);
+	sqlite3_reset(st);
 	return t;
 }
 
@@ -566,7 +593,7 @@ db_lease(
 	sqlite3_bind_text(st, 1, msg_id, -1, SQLITE_STATIC);
 	sqlite3_bind_int(st, 2, rcpt_no);
 	sqlite3_bind_int64(st, 3, until);
-	return step_finalize(db, st, why);
+	return step_reset(db, st, why);
 }
 
 enum res
@@ -612,7 +639,7 @@ db_load_message(
 		    why, "4.3.0 queue read error (%s)", sqlite3_errmsg(db->h));
 		r = RES_TEMP;
 	}
-	sqlite3_finalize(st);
+	sqlite3_reset(st);
 	return r;
 }
 
@@ -650,7 +677,7 @@ db_load_rcpt(struct db *db, const char *msg_id, int rcpt_no,
 		    why, "4.3.0 queue read error (%s)", sqlite3_errmsg(db->h));
 		res = RES_TEMP;
 	}
-	sqlite3_finalize(st);
+	sqlite3_reset(st);
 	return res;
 }
 
@@ -681,7 +708,7 @@ db_read_body(struct db *db, const char *msg_id,
 		    why, "4.3.0 queue read error (%s)", sqlite3_errmsg(db->h));
 		r = RES_TEMP;
 	}
-	sqlite3_finalize(st);
+	sqlite3_reset(st);
 	return r;
 }
 
@@ -710,7 +737,7 @@ db_record_attempt(struct db *db, const struct db_attempt *a, char *why)
 	sqlite3_bind_text(st, 8, a->status, -1, SQLITE_STATIC);
 	bind_text_or_null(st, 9, a->reply);
 	sqlite3_bind_int64(st, 10, a->duration_ms);
-	if ((r = step_finalize(db, st, why)) != RES_OK)
+	if ((r = step_reset(db, st, why)) != RES_OK)
 		return r;
 	st = prep(db,
 	    "UPDATE recipients SET state = ?3, attempts = attempts + 1, "
@@ -727,7 +754,7 @@ db_record_attempt(struct db *db, const struct db_attempt *a, char *why)
 	sqlite3_bind_int64(st, 4, a->at);
 	bind_text_or_null(st, 5, a->reply);
 	sqlite3_bind_int64(st, 6, a->next_at);
-	return step_finalize(db, st, why);
+	return step_reset(db, st, why);
 }
 
 enum res
@@ -742,5 +769,5 @@ db_release_finished(struct db *db, const char *msg_id, char *why)
 	if (st == NULL)
 		return RES_TEMP;
 	sqlite3_bind_text(st, 1, msg_id, -1, SQLITE_STATIC);
-	return step_finalize(db, st, why);
+	return step_reset(db, st, why);
 }
