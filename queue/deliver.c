@@ -365,14 +365,174 @@ struct outcome {
 	int64_t next_at;
 };
 
+static void reply_status(
+    const char *reply, const char *fallback, char *out, size_t len);
+static bool notify_has(const char *notify, const char *what);
+
 struct record {
 	const char *msg_id;
+	const struct db_msg_info *m;
+	const char *hostname;
 	struct outcome *out;
 	int n;
 	int64_t at, duration_ms;
 	const char *mx_host, *ip, *tls;
 	int port;
+	char dsn_id[QUEUE_ID_LEN + 1];     /* out: the failure notice queued */
+	char success_id[QUEUE_ID_LEN + 1]; /* out: the success notice */
+	int dsn_rcpts;                     /* out: recipients it reports */
 };
+
+/*
+ * Queue a notice (RFC 3464) about `br` to the sender of r->msg_id, inside
+ * the transaction that records the attempt: either both happen or
+ * neither, so a notice is never lost, nor sent twice.  `r->dsn_id` gets
+ * its queue ID.
+ */
+static enum res
+queue_notice(struct db *db, struct record *r, enum bounce_kind kind,
+    const struct bounce_rcpt *br, int k, char *why)
+{
+	const struct db_msg_info *m = r->m;
+	struct head_buf head = {xmalloc(BOUNCE_RETURN_LIMIT + 1), 0};
+	struct envelope env;
+	struct envelope_rcpt er;
+	struct bounce_msg b;
+	char domain[256];
+	const char *at;
+	char *text;
+	size_t len = 0, off;
+	int seq = 0;
+	enum res res = RES_OK;
+
+	(void)db_read_body(db, r->msg_id, collect_head, &head, why);
+	if (head.len > BOUNCE_RETURN_LIMIT)
+		head.len = BOUNCE_RETURN_LIMIT;
+	memset(&b, 0, sizeof(b));
+	b.reporting_mta = r->hostname;
+	b.queue_id = r->msg_id;
+	b.envid = m->envid[0] ? m->envid : NULL;
+	b.sender = m->sender;
+	b.arrival = m->received_at;
+	b.now = r->at;
+	b.kind = kind;
+	b.ret_hdrs = strcmp(m->dsn_ret, "HDRS") == 0;
+	b.rcpts = br;
+	b.nrcpts = k;
+	b.orig = head.p;
+	b.orig_len = head.len;
+	b.orig_size = (size_t)m->stored_size;
+	text = bounce_format(&b, &len);
+	at = strrchr(m->sender, '@');
+	snprintf(domain, sizeof(domain), "%s", at ? at + 1 : "");
+	for (char *c = domain; *c != '\0'; c++)
+		*c = ascii_lower(*c);
+	memset(&er, 0, sizeof(er));
+	er.address = m->sender;
+	er.domain = domain;
+	memset(&env, 0, sizeof(env));
+	queue_new_id(env.id);
+	env.received_at = r->at;
+	env.sender = ""; /* notices are never answered (RFC 3461) */
+	env.rcpts = &er;
+	env.nrcpts = 1;
+	env.size = (int64_t)len;
+	env.stored_size = (int64_t)len;
+	env.body_type = "7BIT";
+	env.client_ip = "127.0.0.1";
+	env.helo = r->hostname;
+	env.protocol = "local";
+	for (off = 0; off < len && res == RES_OK; off += QUEUE_CHUNK) {
+		size_t piece =
+		    len - off < QUEUE_CHUNK ? len - off : QUEUE_CHUNK;
+
+		res = db_put_chunk(db, env.id, seq++, text + off, piece, why);
+	}
+	if (res == RES_OK)
+		res = db_put_message(db, &env, why);
+	if (res == RES_OK)
+		snprintf(r->dsn_id, sizeof(r->dsn_id), "%s", env.id);
+	free(text);
+	free(head.p);
+	return res;
+}
+
+/*
+ * The failure notice: all bounced, unreported recipients of the message
+ * in one notice, sent once none is pending any more.
+ */
+static enum res
+failure_notice(struct db *db, struct record *r, char *why)
+{
+	struct db_bounced *bl = NULL;
+	struct bounce_rcpt *br;
+	char(*status)[16];
+	int nb, i, k = 0;
+	enum res res = RES_OK;
+
+	nb = db_unreported_bounces(db, r->msg_id, &bl, why);
+	if (nb <= 0)
+		return nb < 0 ? RES_TEMP : RES_OK;
+	br = xcalloc((size_t)nb, sizeof(*br));
+	status = xcalloc((size_t)nb, sizeof(*status));
+	for (i = 0; i < nb; i++) {
+		if (!notify_has(bl[i].notify, "FAILURE"))
+			continue; /* NOTIFY=NEVER or without FAILURE */
+		br[k].address = bl[i].address;
+		br[k].orcpt = bl[i].orcpt[0] ? bl[i].orcpt : NULL;
+		br[k].action = "failed";
+		reply_status(
+		    bl[i].last_reply, "5.0.0", status[k], sizeof(status[k]));
+		br[k].status = status[k];
+		br[k].remote_mta = bl[i].mx_host[0] ? bl[i].mx_host : NULL;
+		br[k].diagnostic = bl[i].last_reply;
+		br[k].last_attempt = bl[i].last_attempt_at;
+		k++;
+	}
+	/* Never answer the null sender (RFC 3461 section 6.1). */
+	if (k > 0 && r->m->sender[0] != '\0' &&
+	    (res = queue_notice(db, r, BOUNCE_FAILURE, br, k, why)) == RES_OK)
+		r->dsn_rcpts = k;
+	if (res == RES_OK)
+		res = db_mark_reported(db, r->msg_id, why);
+	free(status);
+	free(br);
+	free(bl);
+	return res;
+}
+
+/*
+ * The success notice, for recipients that asked with NOTIFY=SUCCESS and
+ * went to a next hop without DSN ("relayed"): when the next hop does DSN
+ * it got NOTIFY and reports itself (RFC 3461 section 5.2).
+ */
+static enum res
+success_notice(struct db *db, struct record *r, char *why)
+{
+	struct bounce_rcpt *br = xcalloc((size_t)r->n + 1, sizeof(*br));
+	int i, k = 0;
+	enum res res = RES_OK;
+
+	for (i = 0; i < r->n; i++) {
+		const struct outcome *o = &r->out[i];
+
+		if (strcmp(o->state, "delivered") != 0 || !o->relayed ||
+		    !notify_has(o->info.notify, "SUCCESS"))
+			continue;
+		br[k].address = o->info.address;
+		br[k].orcpt = o->info.orcpt[0] ? o->info.orcpt : NULL;
+		br[k].action = "relayed";
+		br[k].status = "2.0.0";
+		br[k].remote_mta = r->mx_host;
+		br[k].diagnostic = o->reply;
+		br[k].last_attempt = r->at;
+		k++;
+	}
+	if (k > 0 && r->m->sender[0] != '\0')
+		res = queue_notice(db, r, BOUNCE_SUCCESS, br, k, why);
+	free(br);
+	return res;
+}
 
 static enum res
 record_fn(struct db *db, void *arg, char *why)
@@ -402,6 +562,15 @@ record_fn(struct db *db, void *arg, char *why)
 		if (db_record_attempt(db, &a, why) != RES_OK)
 			return RES_TEMP;
 	}
+	/* queue_run may run us twice: start the outputs afresh. */
+	r->dsn_id[0] = r->success_id[0] = '\0';
+	r->dsn_rcpts = 0;
+	if (success_notice(db, r, why) != RES_OK)
+		return RES_TEMP;
+	snprintf(r->success_id, sizeof(r->success_id), "%s", r->dsn_id);
+	r->dsn_id[0] = '\0';
+	if (failure_notice(db, r, why) != RES_OK)
+		return RES_TEMP;
 	return db_release_finished(db, r->msg_id, why);
 }
 
@@ -453,116 +622,14 @@ notify_has(const char *notify, const char *what)
 	return strstr(notify, what) != NULL;
 }
 
-/* Queue a DSN to the sender of `msg_id` about the outcomes of `kind`. */
-static void
-send_dsn(struct worker *w, const char *msg_id, const struct db_msg_info *m,
-    struct outcome *out, int n, enum bounce_kind kind, const char *remote)
-{
-	struct delivery *d = w->d;
-	struct bounce_rcpt *br = xcalloc((size_t)n, sizeof(*br));
-	struct head_buf head = {xmalloc(BOUNCE_RETURN_LIMIT + 1), 0};
-	struct bounce_msg b;
-	struct envelope env;
-	struct envelope_rcpt er;
-	struct queue_msg *qm = NULL;
-	char why[WHY_MAX], (*status)[16] = xcalloc((size_t)n, 16), domain[256];
-	const char *at;
-	char *text = NULL;
-	size_t len = 0;
-	int i, k = 0;
-
-	for (i = 0; i < n; i++) {
-		struct outcome *o = &out[i];
-		bool want;
-
-		if (kind == BOUNCE_SUCCESS)
-			want = strcmp(o->state, "delivered") == 0 &&
-			       notify_has(o->info.notify, "SUCCESS");
-		else
-			want = strcmp(o->state, "bounced") == 0 &&
-			       notify_has(o->info.notify, "FAILURE");
-		if (!want)
-			continue;
-		br[k].address = o->info.address;
-		br[k].orcpt = o->info.orcpt[0] ? o->info.orcpt : NULL;
-		br[k].action = kind == BOUNCE_SUCCESS
-		                   ? (o->relayed ? "relayed" : "delivered")
-		                   : "failed";
-		reply_status(o->reply,
-		    kind == BOUNCE_SUCCESS ? "2.0.0" : "5.0.0", status[k],
-		    sizeof(status[k]));
-		br[k].status = status[k];
-		br[k].remote_mta = remote;
-		br[k].diagnostic = o->reply;
-		br[k].last_attempt = (int64_t)time(NULL);
-		k++;
-	}
-	/* RFC 3461: never answer the null sender. */
-	if (k == 0 || m->sender[0] == '\0')
-		goto out;
-	(void)db_read_body(w->db, msg_id, collect_head, &head, why);
-	if (head.len > BOUNCE_RETURN_LIMIT)
-		head.len = BOUNCE_RETURN_LIMIT;
-	memset(&b, 0, sizeof(b));
-	b.reporting_mta = d->cfg->hostname;
-	b.queue_id = msg_id;
-	b.envid = m->envid[0] ? m->envid : NULL;
-	b.sender = m->sender;
-	b.arrival = m->received_at;
-	b.now = (int64_t)time(NULL);
-	b.kind = kind;
-	b.ret_hdrs = strcmp(m->dsn_ret, "HDRS") == 0;
-	b.rcpts = br;
-	b.nrcpts = k;
-	b.orig = head.p;
-	b.orig_len = head.len;
-	b.orig_size = (size_t)m->stored_size;
-	text = bounce_format(&b, &len);
-	qm = queue_msg_new(d->q);
-	at = strrchr(m->sender, '@');
-	snprintf(domain, sizeof(domain), "%s", at ? at + 1 : "");
-	for (char *c = domain; *c != '\0'; c++)
-		*c = ascii_lower(*c);
-	memset(&er, 0, sizeof(er));
-	er.address = m->sender;
-	er.domain = domain;
-	memset(&env, 0, sizeof(env));
-	snprintf(env.id, sizeof(env.id), "%s", queue_msg_id(qm));
-	env.received_at = (int64_t)time(NULL);
-	env.sender = "";
-	env.rcpts = &er;
-	env.nrcpts = 1;
-	env.size = (int64_t)len;
-	env.stored_size = (int64_t)len;
-	env.body_type = "7BIT";
-	env.client_ip = "127.0.0.1";
-	env.helo = d->cfg->hostname;
-	env.protocol = "local";
-	if (queue_msg_write(qm, text, len, why) != RES_OK ||
-	    queue_msg_commit(qm, &env, why) != RES_OK) {
-		log_err("deliver", "id=%s cannot queue the %s notice: %s",
-		    msg_id, kind == BOUNCE_SUCCESS ? "success" : "bounce", why);
-		goto out;
-	}
-	log_info("deliver", "id=%s sender notice: id=%s to=<%s> (%s)", msg_id,
-	    env.id, m->sender,
-	    kind == BOUNCE_SUCCESS ? "success" : "delivery failure");
-out:
-	queue_msg_free(qm);
-	free(text);
-	free(head.p);
-	free(br);
-	free(status);
-}
-
 /*
  * Where to connect for a job: route, smarthost, or MX.  A route or
  * smarthost whose name does not resolve is a configuration problem, not
  * the sender's: it defers, it never bounces.
  */
 static enum res
-targets(struct worker *w, const struct job *j, struct mx_host **hosts,
-    int *n, bool *smarthost, char *why)
+targets(struct worker *w, const struct job *j, struct mx_host **hosts, int *n,
+    bool *smarthost, char *why)
 {
 	const struct config *cfg = w->d->cfg;
 	const struct route *r = route_for(cfg, j->domain);
@@ -576,9 +643,10 @@ targets(struct worker *w, const struct job *j, struct mx_host **hosts,
 
 		*smarthost = (r == NULL);
 		if (port == 0)
-			port = r ? 25 :
-			    cfg->smarthost_tls == SMARTHOST_TLS_SMTPS ? 465 :
-									 587;
+			port = r ? 25
+			       : cfg->smarthost_tls == SMARTHOST_TLS_SMTPS
+			           ? 465
+			           : 587;
 		res = dns_resolve_host(w->dns, hp->host, port, hosts, n, why);
 		if (res == RES_PERM) {
 			char tmp[WHY_MAX];
@@ -659,7 +727,7 @@ deliver_job(struct worker *w, const struct job *j)
 	 */
 	if (w->kept != NULL && strcmp(w->kept_dest, j->dest) == 0 &&
 	    (now_ms() - w->kept_since < 1000 ||
-		smtpc_reset(w->kept) == RES_OK)) {
+	        smtpc_reset(w->kept) == RES_OK)) {
 		c = w->kept;
 		w->kept = NULL;
 		snprintf(mxname, sizeof(mxname), "%s", w->kept_mx);
@@ -787,6 +855,8 @@ fresh:
 	}
 	memset(&rec, 0, sizeof(rec));
 	rec.msg_id = j->msg_id;
+	rec.m = &m;
+	rec.hostname = cfg->hostname;
 	rec.out = out;
 	rec.n = n;
 	rec.at = now;
@@ -815,10 +885,16 @@ fresh:
 		    strcmp(oc->state, "delivered") == 0 ? "sent" : oc->state,
 		    oc->reply);
 	}
-	send_dsn(w, j->msg_id, &m, out, n, BOUNCE_FAILURE,
-	    mxname[0] ? mxname : NULL);
-	send_dsn(w, j->msg_id, &m, out, n, BOUNCE_SUCCESS,
-	    mxname[0] ? mxname : NULL);
+	if (rec.dsn_id[0] != '\0')
+		log_info("deliver",
+		    "id=%s sender notice: id=%s to=<%s> (delivery failure, "
+		    "%d recipient%s)",
+		    j->msg_id, rec.dsn_id, m.sender, rec.dsn_rcpts,
+		    rec.dsn_rcpts == 1 ? "" : "s");
+	if (rec.success_id[0] != '\0')
+		log_info("deliver",
+		    "id=%s sender notice: id=%s to=<%s> (relayed)", j->msg_id,
+		    rec.success_id, m.sender);
 out:
 	free(hosts);
 	free(sr);

@@ -36,7 +36,8 @@ struct smtpc {
 	char host[DNS_NAME_MAX + 80]; /* "name[ip]:port" for messages */
 	bool esmtp, pipelining, eightbit, smtputf8, dsn, chunking, binarymime,
 	    starttls, auth_plain, auth_login;
-	long long size_limit; /* 0: none advertised */
+	long long size_limit; /* 0: no limit advertised */
+	bool size;            /* SIZE advertised (RFC 1870) */
 	char tls_desc[128];
 	bool broken;
 };
@@ -108,10 +109,11 @@ ehlo_keyword(struct smtpc *c, const char *kw)
 	else if (ascii_casecmp(kw, "STARTTLS") == 0)
 		c->starttls = true;
 	else if (ascii_ncasecmp(kw, "SIZE", 4) == 0 &&
-	         (kw[4] == ' ' || kw[4] == '\0'))
+	         (kw[4] == ' ' || kw[4] == '\0')) {
+		c->size = true;
 		c->size_limit = kw[4] ? atoll(kw + 5) : 0;
-	else if (ascii_ncasecmp(kw, "AUTH", 4) == 0 &&
-	         (kw[4] == ' ' || kw[4] == '=')) {
+	} else if (ascii_ncasecmp(kw, "AUTH", 4) == 0 &&
+	           (kw[4] == ' ' || kw[4] == '=')) {
 		/* "AUTH PLAIN LOGIN" */
 		const char *p = kw + 5;
 
@@ -158,6 +160,7 @@ ehlo(struct smtpc *c, struct reply *r, char *why)
 	c->chunking = c->binarymime = c->starttls = false;
 	c->auth_plain = c->auth_login = false;
 	c->size_limit = 0;
+	c->size = false;
 	conn_printf(c->conn, "EHLO %s\r\n", c->o.helo);
 	if (!read_reply(c, c->o.command_timeout, r, ehlo_keyword, why))
 		return false;
@@ -525,7 +528,8 @@ smtpc_send(
 	if (c->esmtp) {
 		size_t o = 0;
 
-		if (c->size_limit >= 0)
+		/* Only parameters of extensions the server offered. */
+		if (c->size)
 			o += (size_t)snprintf(params + o, sizeof(params) - o,
 			    " SIZE=%lld", (long long)m->size);
 		if (binary)

@@ -497,7 +497,7 @@ prep(struct db *db, const char *sql, char *why)
 		}
 	}
 	if (sqlite3_prepare_v3(db->h, sql, -1, SQLITE_PREPARE_PERSISTENT, &st,
-		NULL) != SQLITE_OK) {
+	        NULL) != SQLITE_OK) {
 		why_set(
 		    why, "4.3.0 queue read error (%s)", sqlite3_errmsg(db->h));
 		return NULL;
@@ -764,6 +764,79 @@ db_release_finished(struct db *db, const char *msg_id, char *why)
 	    "DELETE FROM body_chunks WHERE msg_id = ?1 AND NOT EXISTS "
 	    "(SELECT 1 FROM recipients WHERE msg_id = ?1 "
 	    "AND state NOT IN ('delivered', 'bounced'))",
+	    why);
+
+	if (st == NULL)
+		return RES_TEMP;
+	sqlite3_bind_text(st, 1, msg_id, -1, SQLITE_STATIC);
+	return step_reset(db, st, why);
+}
+
+int
+db_unreported_bounces(
+    struct db *db, const char *msg_id, struct db_bounced **out, char *why)
+{
+	sqlite3_stmt *st = prep(db,
+	    "SELECT count(*) FROM recipients WHERE msg_id = ?1 "
+	    "AND state IN ('queued', 'deferred')",
+	    why);
+	int n = 0, cap = 0, rc, pending;
+
+	*out = NULL;
+	if (st == NULL)
+		return -1;
+	sqlite3_bind_text(st, 1, msg_id, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	pending = rc == SQLITE_ROW ? sqlite3_column_int(st, 0) : -1;
+	sqlite3_reset(st);
+	if (pending != 0)
+		return pending < 0 ? -1 : 0;
+	st = prep(db,
+	    "SELECT r.rcpt_no, r.address, coalesce(r.orcpt, ''), "
+	    "coalesce(r.notify, ''), coalesce(r.last_reply, ''), "
+	    "coalesce((SELECT a.mx_host FROM attempts AS a "
+	    "WHERE a.msg_id = r.msg_id AND a.rcpt_no = r.rcpt_no "
+	    "ORDER BY a.id DESC LIMIT 1), ''), "
+	    "coalesce(r.last_attempt_at, 0) "
+	    "FROM recipients AS r WHERE r.msg_id = ?1 "
+	    "AND r.state = 'bounced' AND r.notified = 0 ORDER BY r.rcpt_no",
+	    why);
+	if (st == NULL)
+		return -1;
+	sqlite3_bind_text(st, 1, msg_id, -1, SQLITE_STATIC);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		struct db_bounced *b;
+
+		if (n == cap) {
+			cap = cap ? cap * 2 : 8;
+			*out = xrealloc(*out, sizeof(**out) * (size_t)cap);
+		}
+		b = &(*out)[n++];
+		b->rcpt_no = sqlite3_column_int(st, 0);
+		copy_col(st, 1, b->address, sizeof(b->address));
+		copy_col(st, 2, b->orcpt, sizeof(b->orcpt));
+		copy_col(st, 3, b->notify, sizeof(b->notify));
+		copy_col(st, 4, b->last_reply, sizeof(b->last_reply));
+		copy_col(st, 5, b->mx_host, sizeof(b->mx_host));
+		b->last_attempt_at = sqlite3_column_int64(st, 6);
+	}
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE) {
+		why_set(
+		    why, "4.3.0 queue read error (%s)", sqlite3_errmsg(db->h));
+		free(*out);
+		*out = NULL;
+		return -1;
+	}
+	return n;
+}
+
+enum res
+db_mark_reported(struct db *db, const char *msg_id, char *why)
+{
+	sqlite3_stmt *st = prep(db,
+	    "UPDATE recipients SET notified = 1 WHERE msg_id = ?1 "
+	    "AND state = 'bounced' AND notified = 0",
 	    why);
 
 	if (st == NULL)

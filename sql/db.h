@@ -165,6 +165,29 @@ struct db_attempt {
 enum res db_record_attempt(
     struct db *db, const struct db_attempt *a, char *why);
 
+/* A bounced recipient not yet reported to the sender. */
+struct db_bounced {
+	int rcpt_no;
+	char address[1100];
+	char orcpt[520];
+	char notify[64];
+	char last_reply[512];
+	char mx_host[256];
+	int64_t last_attempt_at;
+};
+
+/*
+ * When no recipient of the message is queued or deferred any more, the
+ * bounced ones not yet reported (notified = 0): *out (malloc'd, free it)
+ * and the count; 0 when some are still pending or none is left to report;
+ * -1 on error.
+ */
+int db_unreported_bounces(
+    struct db *db, const char *msg_id, struct db_bounced **out, char *why);
+
+/* Mark the message's bounced recipients as reported. */
+enum res db_mark_reported(struct db *db, const char *msg_id, char *why);
+
 /*
  * When every recipient of the message is delivered or bounced, delete its
  * body (the rows stay, as history).  Returns RES_OK either way.

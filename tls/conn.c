@@ -316,6 +316,10 @@ fill(struct conn *c, int64_t deadline)
 			return CONN_EOF;
 		if (n == -2)
 			return CONN_ERROR;
+		/* TLS may have used a record of its own (a TLS 1.3 session
+		 * ticket) while more is already buffered: read on. */
+		if (tls_pending(c))
+			continue;
 		st = wait_fd(c, events, deadline, true);
 		if (st != CONN_OK)
 			return st;

@@ -21,6 +21,7 @@ import shutil
 import socket
 import socketserver
 import sqlite3
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -61,6 +62,11 @@ mx.wrongname    A 127.0.0.2
 """
 
 SENDER = "sender@senders.test"
+# aiosmtpd reports the null reverse-path of "MAIL FROM:<>" as "<>".
+NULL_PATH = ("", "<>")
+# Deliveries over TLS to the aiosmtpd sink sometimes need a retry (see
+# starttls_reply_in_one_segment_with_session_tickets): wait for one.
+TLS_WAIT = 15
 RECEIVED_RE = (rb"Received: from client\.test \(\[127\.0\.0\.1\]\)\r\n"
                rb"\tby relay\.test \(sluice\) with ESMTP id (\w+)\r\n"
                rb"\tfor <%s>;\r\n"
@@ -78,30 +84,105 @@ def dns():
     return _dns
 
 
+class _Plain:
+    """Line I/O on a socket."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.buf = b""
+
+    def readline(self):
+        while b"\n" not in self.buf:
+            d = self.sock.recv(65536)
+            if not d:
+                return b""
+            self.buf += d
+        line, self.buf = self.buf.split(b"\n", 1)
+        return line + b"\n"
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+
+class _TLS(_Plain):
+    """Line I/O over server-side TLS on memory BIOs, so that this side
+    decides what goes out in one write: what TLS has to send after the
+    handshake (TLS 1.3 session tickets) waits and goes out together with
+    the next reply, in one TCP segment."""
+
+    def __init__(self, sock, ctx):
+        super().__init__(sock)
+        self.inc, self.out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.obj = ctx.wrap_bio(self.inc, self.out, server_side=True)
+        while True:
+            try:
+                self.obj.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                pending = self.out.read()
+                if pending:
+                    sock.sendall(pending)
+                d = sock.recv(65536)
+                if not d:
+                    raise EOFError("closed during the handshake")
+                self.inc.write(d)
+        # self.out now holds the session tickets: they wait for send().
+
+    def readline(self):
+        while b"\n" not in self.buf:
+            try:
+                d = self.obj.read(65536)
+                if not d:
+                    return b""
+                self.buf += d
+                continue
+            except ssl.SSLWantReadError:
+                pass
+            d = self.sock.recv(65536)
+            if not d:
+                return b""
+            self.inc.write(d)
+        line, self.buf = self.buf.split(b"\n", 1)
+        return line + b"\n"
+
+    def send(self, data):
+        self.obj.write(data)
+        self.sock.sendall(self.out.read())
+
+
 class ScriptedMX:
     """A small SMTP server in this process, for what the sink cannot do:
-    reply 451 to every RCPT (greylisting), advertise DSN, and refuse MAIL
-    and RCPT parameters of extensions it did not advertise (555, RFC 5321
-    section 4.1.1.11), as a strict real server does.  Records every
-    command line and message."""
+    reply 451 to every RCPT (greylisting), advertise DSN, answer AUTH with
+    535, refuse MAIL and RCPT parameters of extensions it did not
+    advertise (555, RFC 5321 section 4.1.1.11) as a strict server does,
+    and send its first reply after STARTTLS in the same TCP segment as
+    the TLS 1.3 session tickets.  Records every command and message."""
 
     PARAMS = {"SIZE": "SIZE", "BODY": "8BITMIME", "SMTPUTF8": "SMTPUTF8",
-              "RET": "DSN", "ENVID": "DSN", "NOTIFY": "DSN", "ORCPT": "DSN"}
+              "RET": "DSN", "ENVID": "DSN", "NOTIFY": "DSN", "ORCPT": "DSN",
+              "AUTH": "AUTH"}
 
-    def __init__(self, host, port, ehlo=("8BITMIME",), rcpt_reply="250 2.1.5 Ok"):
-        self.ehlo = list(ehlo)
+    def __init__(self, host, port, ehlo=("SIZE", "8BITMIME"), rcpt_reply="250 2.1.5 Ok",
+                 auth_reply="535 5.7.8 Authentication credentials invalid", tls=None):
+        self.ehlo = list(ehlo) + (["STARTTLS"] if tls else [])
         self.keywords = {e.split()[0].upper() for e in self.ehlo}
         self.rcpt_reply = rcpt_reply
+        self.auth_reply = auth_reply
+        self.ctx = None
+        if tls:
+            self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self.ctx.load_cert_chain(*tls)
         self.commands = []
         self.messages = []
+        self.tls_sessions = 0
         mx = self
 
-        class Handler(socketserver.StreamRequestHandler):
+        class Handler(socketserver.BaseRequestHandler):
             def handle(self):
                 self.request.settimeout(30)
                 try:
-                    mx._session(self.rfile, self.request)
-                except (OSError, ValueError):
+                    mx._session(self.request)
+                except (OSError, ValueError, EOFError, ssl.SSLError):
                     pass
 
         class TCP(socketserver.ThreadingTCPServer):
@@ -120,12 +201,14 @@ class ScriptedMX:
                 return p
         return None
 
-    def _session(self, rfile, sock):
+    def _session(self, sock):
+        io = _Plain(sock)
+
         def say(s):
-            sock.sendall(s.encode() + b"\r\n")
+            io.send(s.encode() + b"\r\n")
         say("220 scripted ESMTP")
         while True:
-            raw = rfile.readline()
+            raw = io.readline()
             if not raw:
                 return
             line = raw.rstrip(b"\r\n").decode("utf-8", "replace")
@@ -133,11 +216,19 @@ class ScriptedMX:
             verb = line.split(" ", 1)[0].upper()
             args = line.split(">", 1)[1] if ">" in line else ""
             if verb == "EHLO":
-                lines = ["scripted.test"] + self.ehlo
-                say("\r\n".join("250-" + x for x in lines[:-1]) + "\r\n250 " + lines[-1]
-                    if len(lines) > 1 else "250 " + lines[0])
+                ext = [e for e in self.ehlo
+                       if not (e == "STARTTLS" and isinstance(io, _TLS))]
+                lines = ["scripted.test"] + ext
+                say("\r\n".join(("250 " if i == len(lines) - 1 else "250-") + x
+                                 for i, x in enumerate(lines)))
             elif verb == "HELO":
                 say("250 scripted.test")
+            elif verb == "STARTTLS" and self.ctx is not None and not isinstance(io, _TLS):
+                say("220 2.0.0 go ahead")
+                io = _TLS(sock, self.ctx)
+                self.tls_sessions += 1
+            elif verb == "AUTH":
+                say(self.auth_reply)
             elif verb in ("MAIL", "RCPT") and self._bad_param(args):
                 say("555 5.5.4 %s: parameter not supported" % self._bad_param(args))
             elif verb == "MAIL":
@@ -148,7 +239,7 @@ class ScriptedMX:
                 say("354 go ahead")
                 data = b""
                 while True:
-                    l = rfile.readline()
+                    l = io.readline()
                     if not l or l == b".\r\n":
                         break
                     data += l[1:] if l.startswith(b".") else l
@@ -212,7 +303,7 @@ class Env:
             "dns_timeout": "2s",
             "retry_schedule": "1s",
             "connect_timeout": "2s",
-            "delivery_command_timeout": "5s",
+            "delivery_command_timeout": "3s",
             "delivery_port": str(self.port),
         }
         c.update({k: str(v) for k, v in extra.items()})
@@ -400,7 +491,7 @@ def permanent_failure_sends_a_dsn_to_the_sender():
         st, n, last = wait_state(srv, qid, "reject@dest.test", "bounced")
         assert last.startswith("550 5.1.1"), last
         env_json, data = wait_messages(senders, 1, what="bounces")[0]
-        assert env_json["mail_from"] == "", env_json
+        assert env_json["mail_from"] in NULL_PATH, env_json
         assert env_json["rcpt_tos"] == [SENDER], env_json
         msg, per_msg, per_rcpt, returned = parse_dsn(data)
         assert msg["To"] and SENDER in msg["To"], msg["To"]
@@ -418,7 +509,10 @@ def permanent_failure_sends_a_dsn_to_the_sender():
         assert "550" in r["Diagnostic-Code"], r["Diagnostic-Code"]
         assert r["Diagnostic-Code"].lower().startswith("smtp;"), r["Diagnostic-Code"]
         # The original comes back.
-        assert returned is not None and returned.get_content_type() == "message/rfc822", returned
+        assert returned is not None, (
+            "the original is not returned: the DSN's parts are %r"
+            % [p.get_content_type() for p in msg.get_payload()])
+        assert returned.get_content_type() == "message/rfc822", returned.get_content_type()
         orig = returned.get_payload()[0]
         assert orig["Message-ID"] == "<doomed-1@senders.test>", orig.items()
         assert b"token-8c1f2e" in data
@@ -510,13 +604,14 @@ def notify_success_gives_a_relayed_dsn():
         wait_state(srv, qid, "ok@dest.test", "delivered")
         assert len(sink.messages()) == 1
         env_json, data = wait_messages(senders, 1, what="success notices")[0]
-        assert env_json["mail_from"] == "", env_json
+        assert env_json["mail_from"] in NULL_PATH, env_json
         msg, per_msg, per_rcpt, returned = parse_dsn(data)
         assert len(per_rcpt) == 1, per_rcpt
         r = per_rcpt[0]
         assert r["Final-Recipient"] == "rfc822; ok@dest.test", r["Final-Recipient"]
         # The sink does not offer DSN: the notice says "relayed" (RFC 3464
-        # section 2.3.3, RFC 3461 section 5.2.3).
+        # section 2.3.3; RFC 3461 section 5.2.2, relay to a non-conforming
+        # server).
         assert r["Action"] == "relayed", r["Action"]
         assert r["Status"].startswith("2."), r["Status"]
 
@@ -583,11 +678,35 @@ def starttls_used_when_offered():
         sink = env.sink("127.0.0.2", "--cert", pki.a.cert, "--key", pki.a.key)
         srv = env.server()
         qid = send(srv, ["t@dest.test"])
-        wait_state(srv, qid, "t@dest.test", "delivered")
-        env_json, _ = sink.messages()[0]
-        assert env_json["tls"] is True, env_json
-        att = attempts_of(srv, qid)
-        assert att[0][0] == "sent" and att[0][4] and att[0][4].startswith("TLS"), att
+        wait_state(srv, qid, "t@dest.test", "delivered", timeout=TLS_WAIT)
+        msgs = sink.messages()
+        assert len(msgs) == 1, msgs
+        assert msgs[0][0]["tls"] is True, msgs[0][0]
+        sent = [a for a in attempts_of(srv, qid) if a[0] == "sent"]
+        assert len(sent) == 1 and sent[0][4] and sent[0][4].startswith("TLS"), sent
+
+
+@test
+def starttls_reply_in_one_segment_with_session_tickets():
+    """After STARTTLS, a TLS 1.3 server sends its session tickets; when
+    they reach sluice in the same read as the reply to the next EHLO, the
+    reply must still be read (it sits decrypted-to-be in sluice's buffer,
+    not on the socket).  Seen at random with the aiosmtpd sink; made
+    certain here by sending tickets and reply in one write."""
+    pki = certs.pki()
+    with Env() as env:
+        peer = env.scripted("127.0.0.2", tls=(pki.a.cert, pki.a.key))
+        srv = env.server()
+        qid = send(srv, ["t@dest.test"])
+        try:
+            wait_state(srv, qid, "t@dest.test", ("delivered", "deferred"), attempts=1)
+        finally:
+            att = attempts_of(srv, qid)
+        assert peer.tls_sessions >= 1, peer.commands
+        assert att[0][0] == "sent", "first attempt: %r (commands seen: %r)" % (
+            att[0], peer.commands)
+        assert att[0][4] and att[0][4].startswith("TLS1.3"), att
+        assert len(peer.messages) == 1
 
 
 @test
@@ -610,7 +729,7 @@ def outbound_tls_verify_checks_the_mx_name():
         srv = env.server(outbound_tls="verify", tls_ca_file=pki.ca)
         ok = send(srv, ["v@verify.test"])
         bad = send(srv, ["w@wrongname.test"])
-        wait_state(srv, ok, "v@verify.test", "delivered")
+        wait_state(srv, ok, "v@verify.test", "delivered", timeout=TLS_WAIT)
         st, n, last = wait_state(srv, bad, "w@wrongname.test", "deferred", attempts=2)
         assert last.startswith("4.7.5"), last
         msgs = sink.messages()
@@ -631,13 +750,17 @@ def smarthost_auth_over_starttls():
                          smarthost_user="relayuser",
                          smarthost_password_file=env.file("pw", "s3cret\n"))
         qid = send(srv, ["s@dest.test"])
-        wait_state(srv, qid, "s@dest.test", "delivered")
+        wait_state(srv, qid, "s@dest.test", "delivered", timeout=TLS_WAIT)
         env_json, _ = hub.messages()[0]
-        assert env_json["auth"] == "relayuser", env_json
         assert env_json["tls"] is True, env_json
         assert env_json["rcpt_tos"] == ["s@dest.test"], env_json
         assert mx.messages() == []
         assert "s3cret" not in srv.log()
+        # The sink requires AUTH, so accepting the mail means sluice
+        # authenticated; it must also say as whom.
+        assert env_json["auth"] == "relayuser", (
+            "sink reports auth=%r (tests/lib/sink.py: its authenticator returns "
+            "AuthResult without auth_data)" % env_json["auth"])
 
 
 @test
@@ -653,12 +776,14 @@ def smarthost_auth_over_smtps():
                          smarthost_user="relayuser",
                          smarthost_password_file=env.file("pw", "s3cret\n"))
         qid = send(srv, ["s@dest.test"])
-        wait_state(srv, qid, "s@dest.test", "delivered")
+        wait_state(srv, qid, "s@dest.test", "delivered", timeout=TLS_WAIT)
         env_json, _ = hub.messages()[0]
-        assert env_json["auth"] == "relayuser", env_json
         att = attempts_of(srv, qid)
         assert att[-1][0] == "sent" and att[-1][4] and att[-1][4].startswith("TLS"), att
-        assert att[-1][2] == "127.0.0.4", att
+        assert att[-1][2] == "127.0.0.4" and att[-1][3] == env.port, att
+        assert env_json["auth"] == "relayuser", (
+            "sink reports auth=%r (tests/lib/sink.py: its authenticator returns "
+            "AuthResult without auth_data)" % env_json["auth"])
 
 
 @test
@@ -671,12 +796,30 @@ def smarthost_wrong_password_defers():
                          smarthost_user="relayuser",
                          smarthost_password_file=env.file("pw", "wrong\n"))
         qid = send(srv, ["s@dest.test"])
-        st, n, last = wait_state(srv, qid, "s@dest.test", "deferred", attempts=3)
-        assert "authentication failed" in last, last
+        # (The sink never answers a failed AUTH -- tests/lib/sink.py -- so
+        # the reason here is a timeout; the 535 case is the next test.)
+        st, n, last = wait_state(srv, qid, "s@dest.test", "deferred", attempts=2, timeout=15)
         assert last.startswith("4."), last
         assert hub.messages() == []
         assert srv.query("select count(*) from recipients where state='bounced'") == [(0,)]
         assert srv.query("select count(*) from messages") == [(1,)]
+
+
+@test
+def smarthost_rejecting_the_password_defers():
+    """A 535 to AUTH is the admin's to fix: deferred, never bounced."""
+    with Env() as env:
+        hub = env.scripted("127.0.0.4", ehlo=("SIZE", "8BITMIME", "AUTH PLAIN LOGIN"))
+        srv = env.server(smarthost="127.0.0.4:%d" % env.port, smarthost_tls="none",
+                         smarthost_auth_without_tls="yes", smarthost_user="relayuser",
+                         smarthost_password_file=env.file("pw", "wrong\n"))
+        qid = send(srv, ["s@dest.test"], sender="<>")
+        st, n, last = wait_state(srv, qid, "s@dest.test", "deferred", attempts=2)
+        assert "authentication failed" in last and "535" in last, last
+        assert last.startswith("4.7.0"), last
+        assert any(c.startswith("AUTH PLAIN ") for c in hub.commands), hub.commands
+        assert not any(c.upper().startswith("MAIL") for c in hub.commands), hub.commands
+        assert hub.messages == []
 
 
 @test
@@ -816,10 +959,11 @@ def dsn_parameters_reach_a_dsn_capable_sluice():
 
 @test
 def no_success_dsn_when_the_next_hop_does_dsn():
-    """RFC 3461 section 5.2.2: relayed to a server that offers DSN, the
-    NOTIFY=SUCCESS request travels on and the final MTA reports delivery;
-    the relay claiming "delivered" itself would be false (RFC 3464
-    section 2.3.3) and give the sender two notices."""
+    """Relayed to a server that offers DSN (RFC 3461 section 5.2.1), the
+    NOTIFY=SUCCESS request travels on and the final MTA reports delivery.
+    No action fits a notice from the relay: "delivered" means delivered to
+    the recipient, "relayed" means the next hop does not do DSN (RFC 3464
+    section 2.3.3); the sender would get two notices, one of them false."""
     with Env() as env:
         nexthop = Server(host="127.0.0.2", config={
             "hostname": "mx.dest.test", "relay_networks": "127.0.0.0/8",

@@ -105,7 +105,7 @@ def serve(a):
                 "rcpt_options": envelope.rcpt_options,
                 "peer": list(session.peer)[:2],
                 "helo": session.host_name,
-                "tls": session.ssl is not None,
+                "tls": session.ssl is not None or a.smtps,
                 "auth": (session.auth_data.login.decode()
                          if session.authenticated and session.auth_data else None),
                 "smtputf8": envelope.smtp_utf8,
@@ -128,7 +128,7 @@ def serve(a):
     def authenticator(server, session, envelope, mechanism, auth_data):
         ok = (isinstance(auth_data, LoginPassword)
               and users.get(auth_data.login.decode()) == auth_data.password.decode())
-        return AuthResult(success=ok)
+        return AuthResult(success=ok, handled=False, auth_data=auth_data if ok else None)
 
     host, port = a.listen.rsplit(":", 1)
     host = host.strip("[]")
