@@ -264,7 +264,9 @@ dispatcher_main(void *arg)
 		c.max_jobs = free_threads;
 		c.nbusy = d->ndests;
 		c.busy = xcalloc((size_t)c.nbusy + 1, sizeof(*c.busy));
-		memcpy(c.busy, d->dests, sizeof(*c.busy) * (size_t)c.nbusy);
+		if (c.nbusy > 0)
+			memcpy(c.busy, d->dests,
+			    sizeof(*c.busy) * (size_t)c.nbusy);
 		pthread_mutex_unlock(&d->mu);
 
 		seen = queue_mail_seq(d->q);
@@ -991,8 +993,9 @@ delivery_start(struct queue *q, const struct config *cfg,
 	d->nself = self->naddrs;
 	d->self_addrs =
 	    xcalloc((size_t)self->naddrs + 1, sizeof(*d->self_addrs));
-	memcpy(d->self_addrs, self->addrs,
-	    sizeof(*d->self_addrs) * (size_t)self->naddrs);
+	if (self->naddrs > 0)
+		memcpy(d->self_addrs, self->addrs,
+		    sizeof(*d->self_addrs) * (size_t)self->naddrs);
 	atomic_init(&d->stop, false);
 	pthread_mutex_init(&d->mu, NULL);
 	pthread_cond_init(&d->cv, NULL);
