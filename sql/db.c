@@ -510,19 +510,6 @@ prep(struct db *db, const char *sql, char *why)
 	return st;
 }
 
-/* Run a kept statement that returns no rows, then reset it. */
-static enum res
-step_reset(struct db *db, sqlite3_stmt *st, char *why)
-{
-	int rc = sqlite3_step(st);
-	enum res r = RES_OK;
-
-	if (rc != SQLITE_DONE)
-		r = db_fail(db, rc, why);
-	sqlite3_reset(st);
-	return r;
-}
-
 static void
 copy_col(sqlite3_stmt *st, int col, char *out, size_t len)
 {
@@ -593,7 +580,7 @@ db_lease(
 	sqlite3_bind_text(st, 1, msg_id, -1, SQLITE_STATIC);
 	sqlite3_bind_int(st, 2, rcpt_no);
 	sqlite3_bind_int64(st, 3, until);
-	return step_reset(db, st, why);
+	return step_done(db, st, why);
 }
 
 enum res
@@ -737,7 +724,7 @@ db_record_attempt(struct db *db, const struct db_attempt *a, char *why)
 	sqlite3_bind_text(st, 8, a->status, -1, SQLITE_STATIC);
 	bind_text_or_null(st, 9, a->reply);
 	sqlite3_bind_int64(st, 10, a->duration_ms);
-	if ((r = step_reset(db, st, why)) != RES_OK)
+	if ((r = step_done(db, st, why)) != RES_OK)
 		return r;
 	st = prep(db,
 	    "UPDATE recipients SET state = ?3, attempts = attempts + 1, "
@@ -754,7 +741,7 @@ db_record_attempt(struct db *db, const struct db_attempt *a, char *why)
 	sqlite3_bind_int64(st, 4, a->at);
 	bind_text_or_null(st, 5, a->reply);
 	sqlite3_bind_int64(st, 6, a->next_at);
-	return step_reset(db, st, why);
+	return step_done(db, st, why);
 }
 
 enum res
@@ -769,7 +756,7 @@ db_release_finished(struct db *db, const char *msg_id, char *why)
 	if (st == NULL)
 		return RES_TEMP;
 	sqlite3_bind_text(st, 1, msg_id, -1, SQLITE_STATIC);
-	return step_reset(db, st, why);
+	return step_done(db, st, why);
 }
 
 int
@@ -842,5 +829,5 @@ db_mark_reported(struct db *db, const char *msg_id, char *why)
 	if (st == NULL)
 		return RES_TEMP;
 	sqlite3_bind_text(st, 1, msg_id, -1, SQLITE_STATIC);
-	return step_reset(db, st, why);
+	return step_done(db, st, why);
 }

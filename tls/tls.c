@@ -92,43 +92,58 @@ out:
 	return ret;
 }
 
-struct tls_creds *
-tls_creds_load(
-    const char *cert, const char *key, const char *priority, char *why)
+/* New credentials with no certificate yet; NULL with `why`. */
+static struct tls_creds *
+creds_new(char *why)
 {
-	struct tls_creds *c;
-	const char *err = NULL;
-	int rc;
+	struct tls_creds *c = xcalloc(1, sizeof(*c));
+	int rc = gnutls_certificate_allocate_credentials(&c->x509);
 
-	if (key_matches(cert, key, why) != 0)
-		return NULL;
-	c = xcalloc(1, sizeof(*c));
-	atomic_init(&c->refs, 1);
-	rc = gnutls_certificate_allocate_credentials(&c->x509);
 	if (rc != GNUTLS_E_SUCCESS) {
 		why_set(why, "%s", gnutls_strerror(rc));
 		free(c);
 		return NULL;
 	}
+	atomic_init(&c->refs, 1);
+	return c;
+}
+
+/* Compile `priority` into `c`, or free `c` and return NULL with `why`. */
+static struct tls_creds *
+creds_finish(struct tls_creds *c, const char *priority, char *why)
+{
+	const char *err = NULL;
+	int rc = gnutls_priority_init(&c->prio, priority, &err);
+
+	if (rc != GNUTLS_E_SUCCESS) {
+		why_set(why, "bad tls_priority near \"%.40s\": %s",
+		    err ? err : "", gnutls_strerror(rc));
+		gnutls_certificate_free_credentials(c->x509);
+		free(c);
+		return NULL;
+	}
+	return c;
+}
+
+struct tls_creds *
+tls_creds_load(
+    const char *cert, const char *key, const char *priority, char *why)
+{
+	struct tls_creds *c;
+	int rc;
+
+	if (key_matches(cert, key, why) != 0 || (c = creds_new(why)) == NULL)
+		return NULL;
 	rc = gnutls_certificate_set_x509_key_file2(
 	    c->x509, cert, key, GNUTLS_X509_FMT_PEM, NULL, 0);
 	if (rc < 0) {
 		why_set(why, "cannot load certificate %s with key %s: %s", cert,
 		    key, gnutls_strerror(rc));
-		goto fail;
+		gnutls_certificate_free_credentials(c->x509);
+		free(c);
+		return NULL;
 	}
-	rc = gnutls_priority_init(&c->prio, priority, &err);
-	if (rc != GNUTLS_E_SUCCESS) {
-		why_set(why, "bad tls_priority near \"%.40s\": %s",
-		    err ? err : "", gnutls_strerror(rc));
-		c->prio = NULL;
-		goto fail;
-	}
-	return c;
-fail:
-	gnutls_certificate_free_credentials(c->x509);
-	free(c);
-	return NULL;
+	return creds_finish(c, priority, why);
 }
 
 void
@@ -255,17 +270,11 @@ out:
 struct tls_creds *
 tls_client_creds_new(const char *ca_file, char *why)
 {
-	struct tls_creds *c = xcalloc(1, sizeof(*c));
-	const char *err = NULL;
+	struct tls_creds *c = creds_new(why);
 	int rc;
 
-	atomic_init(&c->refs, 1);
-	rc = gnutls_certificate_allocate_credentials(&c->x509);
-	if (rc != GNUTLS_E_SUCCESS) {
-		why_set(why, "%s", gnutls_strerror(rc));
-		free(c);
+	if (c == NULL)
 		return NULL;
-	}
 	if (ca_file != NULL && ca_file[0] != '\0')
 		rc = gnutls_certificate_set_x509_trust_file(
 		    c->x509, ca_file, GNUTLS_X509_FMT_PEM);
@@ -275,20 +284,11 @@ tls_client_creds_new(const char *ca_file, char *why)
 		why_set(why, "cannot load the trust store %s: %s",
 		    ca_file && ca_file[0] ? ca_file : "(system)",
 		    gnutls_strerror(rc));
-		goto fail;
+		gnutls_certificate_free_credentials(c->x509);
+		free(c);
+		return NULL;
 	}
-	rc = gnutls_priority_init(&c->prio,
-	    "NORMAL:-VERS-SSL3.0:-VERS-TLS1.0:"
-	    "-VERS-TLS1.1",
-	    &err);
-	if (rc != GNUTLS_E_SUCCESS) {
-		why_set(why, "%s", gnutls_strerror(rc));
-		c->prio = NULL;
-		goto fail;
-	}
-	return c;
-fail:
-	gnutls_certificate_free_credentials(c->x509);
-	free(c);
-	return NULL;
+	/* Outbound: anything from TLS 1.2 up; MX hosts vary widely. */
+	return creds_finish(c, "NORMAL:-VERS-SSL3.0:-VERS-TLS1.0:-VERS-TLS1.1",
+	    why);
 }
