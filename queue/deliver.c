@@ -375,6 +375,7 @@ struct record {
 	const char *msg_id;
 	const struct db_msg_info *m;
 	const char *hostname;
+	int delay_warning; /* seconds, 0: no delay notices */
 	struct outcome *out;
 	int n;
 	int64_t at, duration_ms;
@@ -382,6 +383,7 @@ struct record {
 	int port;
 	char dsn_id[QUEUE_ID_LEN + 1];     /* out: the failure notice queued */
 	char success_id[QUEUE_ID_LEN + 1]; /* out: the success notice */
+	char delay_id[QUEUE_ID_LEN + 1];   /* out: the delay notice */
 	int dsn_rcpts;                     /* out: recipients it reports */
 };
 
@@ -536,6 +538,49 @@ success_notice(struct db *db, struct record *r, char *why)
 	return res;
 }
 
+/*
+ * The delay notice (delay_warning_time): recipients of this job still
+ * deferred that long after arrival, told once (RFC 3464 "delayed").
+ */
+static enum res
+delay_notice(struct db *db, struct record *r, char *why)
+{
+	struct bounce_rcpt *br;
+	char(*status)[16];
+	int i, k = 0;
+	enum res res = RES_OK;
+
+	if (r->delay_warning <= 0 ||
+	    r->at - r->m->received_at < r->delay_warning)
+		return RES_OK;
+	br = xcalloc((size_t)r->n + 1, sizeof(*br));
+	status = xcalloc((size_t)r->n + 1, sizeof(*status));
+	for (i = 0; i < r->n && res == RES_OK; i++) {
+		const struct outcome *o = &r->out[i];
+
+		if (strcmp(o->state, "deferred") != 0 ||
+		    (o->info.notified & 2) ||
+		    !notify_has(o->info.notify, "DELAY"))
+			continue;
+		br[k].address = o->info.address;
+		br[k].orcpt = o->info.orcpt[0] ? o->info.orcpt : NULL;
+		br[k].action = "delayed";
+		reply_status(o->reply, "4.0.0", status[k], sizeof(status[k]));
+		br[k].status = status[k];
+		br[k].remote_mta = r->mx_host;
+		br[k].diagnostic = o->reply;
+		br[k].last_attempt = r->at;
+		k++;
+		res =
+		    db_mark_delay_reported(db, r->msg_id, o->info.rcpt_no, why);
+	}
+	if (res == RES_OK && k > 0 && r->m->sender[0] != '\0')
+		res = queue_notice(db, r, BOUNCE_DELAY, br, k, why);
+	free(status);
+	free(br);
+	return res;
+}
+
 static enum res
 record_fn(struct db *db, void *arg, char *why)
 {
@@ -565,11 +610,15 @@ record_fn(struct db *db, void *arg, char *why)
 			return RES_TEMP;
 	}
 	/* queue_run may run us twice: start the outputs afresh. */
-	r->dsn_id[0] = r->success_id[0] = '\0';
+	r->dsn_id[0] = r->success_id[0] = r->delay_id[0] = '\0';
 	r->dsn_rcpts = 0;
 	if (success_notice(db, r, why) != RES_OK)
 		return RES_TEMP;
 	snprintf(r->success_id, sizeof(r->success_id), "%s", r->dsn_id);
+	r->dsn_id[0] = '\0';
+	if (delay_notice(db, r, why) != RES_OK)
+		return RES_TEMP;
+	snprintf(r->delay_id, sizeof(r->delay_id), "%s", r->dsn_id);
 	r->dsn_id[0] = '\0';
 	if (failure_notice(db, r, why) != RES_OK)
 		return RES_TEMP;
@@ -859,6 +908,7 @@ fresh:
 	rec.msg_id = j->msg_id;
 	rec.m = &m;
 	rec.hostname = cfg->hostname;
+	rec.delay_warning = cfg->delay_warning_time;
 	rec.out = out;
 	rec.n = n;
 	rec.at = now;
@@ -893,6 +943,10 @@ fresh:
 		    "%d recipient%s)",
 		    j->msg_id, rec.dsn_id, m.sender, rec.dsn_rcpts,
 		    rec.dsn_rcpts == 1 ? "" : "s");
+	if (rec.delay_id[0] != '\0')
+		log_info("deliver",
+		    "id=%s sender notice: id=%s to=<%s> (delayed)", j->msg_id,
+		    rec.delay_id, m.sender);
 	if (rec.success_id[0] != '\0')
 		log_info("deliver",
 		    "id=%s sender notice: id=%s to=<%s> (relayed)", j->msg_id,

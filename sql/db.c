@@ -636,7 +636,7 @@ db_load_rcpt(struct db *db, const char *msg_id, int rcpt_no,
 {
 	sqlite3_stmt *st = prep(db,
 	    "SELECT address, domain, state, coalesce(notify, ''), "
-	    "coalesce(orcpt, ''), attempts FROM recipients "
+	    "coalesce(orcpt, ''), attempts, notified FROM recipients "
 	    "WHERE msg_id = ?1 AND rcpt_no = ?2",
 	    why);
 	enum res res = RES_PERM;
@@ -655,6 +655,7 @@ db_load_rcpt(struct db *db, const char *msg_id, int rcpt_no,
 		copy_col(st, 3, r->notify, sizeof(r->notify));
 		copy_col(st, 4, r->orcpt, sizeof(r->orcpt));
 		r->attempts = sqlite3_column_int(st, 5);
+		r->notified = sqlite3_column_int(st, 6);
 		res = RES_OK;
 	} else if (rc == SQLITE_DONE) {
 		why_set(why, "recipient %s/%d is no longer in the queue",
@@ -786,7 +787,8 @@ db_unreported_bounces(
 	    "ORDER BY a.id DESC LIMIT 1), ''), "
 	    "coalesce(r.last_attempt_at, 0) "
 	    "FROM recipients AS r WHERE r.msg_id = ?1 "
-	    "AND r.state = 'bounced' AND r.notified = 0 ORDER BY r.rcpt_no",
+	    "AND r.state = 'bounced' AND (r.notified & 1) = 0 "
+	    "ORDER BY r.rcpt_no",
 	    why);
 	if (st == NULL)
 		return -1;
@@ -822,12 +824,28 @@ enum res
 db_mark_reported(struct db *db, const char *msg_id, char *why)
 {
 	sqlite3_stmt *st = prep(db,
-	    "UPDATE recipients SET notified = 1 WHERE msg_id = ?1 "
-	    "AND state = 'bounced' AND notified = 0",
+	    "UPDATE recipients SET notified = notified | 1 WHERE msg_id = ?1 "
+	    "AND state = 'bounced' AND (notified & 1) = 0",
 	    why);
 
 	if (st == NULL)
 		return RES_TEMP;
 	sqlite3_bind_text(st, 1, msg_id, -1, SQLITE_STATIC);
+	return step_done(db, st, why);
+}
+
+enum res
+db_mark_delay_reported(
+    struct db *db, const char *msg_id, int rcpt_no, char *why)
+{
+	sqlite3_stmt *st = prep(db,
+	    "UPDATE recipients SET notified = notified | 2 "
+	    "WHERE msg_id = ?1 AND rcpt_no = ?2",
+	    why);
+
+	if (st == NULL)
+		return RES_TEMP;
+	sqlite3_bind_text(st, 1, msg_id, -1, SQLITE_STATIC);
+	sqlite3_bind_int(st, 2, rcpt_no);
 	return step_done(db, st, why);
 }

@@ -128,6 +128,7 @@ struct db_rcpt_info {
 	char notify[64]; /* "" when absent */
 	char orcpt[520]; /* "" when absent */
 	int attempts;
+	int notified; /* 1: failure reported, 2: delay reported */
 };
 
 /* RES_PERM when the message is gone (deleted while queued). */
@@ -184,6 +185,10 @@ struct db_bounced {
  */
 int db_unreported_bounces(
     struct db *db, const char *msg_id, struct db_bounced **out, char *why);
+
+/* Mark one recipient's delay as reported (delay_warning_time). */
+enum res db_mark_delay_reported(
+    struct db *db, const char *msg_id, int rcpt_no, char *why);
 
 /* Mark the message's bounced recipients as reported. */
 enum res db_mark_reported(struct db *db, const char *msg_id, char *why);

@@ -47,7 +47,7 @@ CREATE TABLE recipients (
 	notify TEXT,			-- RFC 3461 NOTIFY, e.g. 'SUCCESS,FAILURE'
 	orcpt TEXT,			-- RFC 3461 ORCPT, 'rfc822;xtext'
 	lease_until INTEGER,		-- a delivery thread works on it until
-	notified INTEGER NOT NULL DEFAULT 0, -- its failure was reported (DSN)
+	notified INTEGER NOT NULL DEFAULT 0, -- bits: 1 failure, 2 delay reported
 	PRIMARY KEY (msg_id, rcpt_no)
 ) WITHOUT ROWID;
 

@@ -289,6 +289,6 @@ tls_client_creds_new(const char *ca_file, char *why)
 		return NULL;
 	}
 	/* Outbound: anything from TLS 1.2 up; MX hosts vary widely. */
-	return creds_finish(c, "NORMAL:-VERS-SSL3.0:-VERS-TLS1.0:-VERS-TLS1.1",
-	    why);
+	return creds_finish(
+	    c, "NORMAL:-VERS-SSL3.0:-VERS-TLS1.0:-VERS-TLS1.1", why);
 }

@@ -635,6 +635,25 @@ def expired_message_bounces_with_4_4_7():
 
 
 @test
+def delay_notice_sent_once():
+    with Env() as env:
+        env.sink("127.0.0.2")
+        senders = env.sink("127.0.0.5")
+        srv = env.server(delay_warning_time="1s")
+        qid = send(srv, ["tempfail@dest.test"])
+        wait_state(srv, qid, "tempfail@dest.test", "deferred", attempts=3, timeout=20)
+        env_json, data = wait_messages(senders, 1, what="delay notices")[0]
+        assert env_json["mail_from"] in NULL_PATH, env_json
+        _, _, per_rcpt, _ = parse_dsn(data)
+        assert per_rcpt[0]["Action"] == "delayed", per_rcpt[0].items()
+        assert per_rcpt[0]["Status"] == "4.3.0", per_rcpt[0].items()
+        assert per_rcpt[0]["Final-Recipient"] == "rfc822; tempfail@dest.test"
+        # Later attempts do not repeat it.
+        assert len(senders.messages()) == 1, senders.messages()
+        assert srv.query("select notified from recipients where msg_id=?", (qid,)) == [(2,)]
+
+
+@test
 def dns_outcomes_null_mx_nxdomain_servfail():
     with Env() as env:
         senders = env.sink("127.0.0.5")
