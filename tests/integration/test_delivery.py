@@ -1017,5 +1017,28 @@ def no_parameters_the_server_did_not_offer():
         assert len(peer.messages) == 1
 
 
+@test
+def smtputf8_message_to_a_server_without_it_bounces_5_6_7():
+    """RFC 6531 section 3.2: a message that needs SMTPUTF8 cannot go to a
+    server without it; it bounces with 5.6.7 (and nothing is sent)."""
+    with Env() as env:
+        peer = env.scripted("127.0.0.2", ehlo=("8BITMIME",))
+        senders = env.sink("127.0.0.5")
+        srv = env.server()
+        c = srv.connect()
+        c.ehlo()
+        c.cmd("MAIL FROM:<%s> SMTPUTF8" % SENDER, "250 ")
+        c.cmd("RCPT TO:<j\u00fcrgen@dest.test>", "250 ")
+        c.cmd("DATA", "354 ")
+        c.send("Subject: gr\u00fc\u00dfe\r\n\r\nhallo\r\n.\r\n".encode())
+        qid = c.reply("250 ")[1].split()[-1]
+        c.close()
+        st, n, last = wait_state(srv, qid, "j\u00fcrgen@dest.test", "bounced")
+        assert last.startswith("5.6.7"), last
+        assert peer.messages == [], peer.messages
+        _, _, per_rcpt, _ = parse_dsn(wait_messages(senders, 1, what="bounces")[0][1])
+        assert per_rcpt[0]["Status"] == "5.6.7", per_rcpt[0].items()
+
+
 if __name__ == "__main__":
     main()
