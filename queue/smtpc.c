@@ -492,6 +492,19 @@ code_res(int code)
 	return code >= 500 ? RES_PERM : code >= 400 ? RES_TEMP : RES_OK;
 }
 
+/* Read the reply to one RCPT into its recipient. */
+static bool
+rcpt_reply(struct smtpc *c, struct smtpc_rcpt *rc, char *why)
+{
+	struct reply rr;
+
+	if (!read_reply(c, c->o.command_timeout, &rr, NULL, why))
+		return false;
+	rc->result = code_res(rr.code);
+	snprintf(rc->reply, sizeof(rc->reply), "%s", rr.text);
+	return true;
+}
+
 enum res
 smtpc_send(
     struct smtpc *c, const struct smtpc_msg *m, struct smtpc_rcpt *rcpts, int n)
@@ -564,16 +577,8 @@ smtpc_send(
 			break; /* MAIL refused */
 		conn_printf(
 		    c->conn, "RCPT TO:<%s>%s\r\n", rcpts[i].address, rp);
-		if (!c->pipelining) {
-			struct reply rr;
-
-			if (!read_reply(
-			        c, c->o.command_timeout, &rr, NULL, why))
-				goto broken;
-			rcpts[i].result = code_res(rr.code);
-			snprintf(rcpts[i].reply, sizeof(rcpts[i].reply), "%s",
-			    rr.text);
-		}
+		if (!c->pipelining && !rcpt_reply(c, &rcpts[i], why))
+			goto broken;
 	}
 	if (c->pipelining && !use_bdat)
 		conn_printf(c->conn, "DATA\r\n");
@@ -581,16 +586,9 @@ smtpc_send(
 	if (c->pipelining) {
 		if (!read_reply(c, c->o.command_timeout, &r, NULL, why))
 			goto broken;
-		for (i = 0; i < n; i++) {
-			struct reply rr;
-
-			if (!read_reply(
-			        c, c->o.command_timeout, &rr, NULL, why))
+		for (i = 0; i < n; i++)
+			if (!rcpt_reply(c, &rcpts[i], why))
 				goto broken;
-			rcpts[i].result = code_res(rr.code);
-			snprintf(rcpts[i].reply, sizeof(rcpts[i].reply), "%s",
-			    rr.text);
-		}
 	}
 	if (code_res(r.code) != RES_OK) {
 		set_all(rcpts, n, false, code_res(r.code), r.text);

@@ -479,6 +479,13 @@ db_integrity_check(struct db *db, char *why)
 /* Prepare-run-finalize helper for statements used rarely enough. */
 static void bind_text_or_null(sqlite3_stmt *st, int col, const char *s);
 
+/* The reason for a failed read on the delivery side. */
+static void
+read_failed(struct db *db, char *why)
+{
+	why_set(why, "4.3.0 queue read error (%s)", sqlite3_errmsg(db->h));
+}
+
 /*
  * The statement for `sql`, prepared once per connection and kept: `sql`
  * is a string literal, so its address identifies it.  The caller resets
@@ -498,8 +505,7 @@ prep(struct db *db, const char *sql, char *why)
 	}
 	if (sqlite3_prepare_v3(db->h, sql, -1, SQLITE_PREPARE_PERSISTENT, &st,
 	        NULL) != SQLITE_OK) {
-		why_set(
-		    why, "4.3.0 queue read error (%s)", sqlite3_errmsg(db->h));
+		read_failed(db, why);
 		return NULL;
 	}
 	if (db->ncached < DB_CACHED_MAX) {
@@ -540,8 +546,7 @@ db_list_due(struct db *db, int64_t now, struct db_due *out, int max, char *why)
 		n++;
 	}
 	if (n < max && rc != SQLITE_DONE) {
-		why_set(
-		    why, "4.3.0 queue read error (%s)", sqlite3_errmsg(db->h));
+		read_failed(db, why);
 		n = -1;
 	}
 	sqlite3_reset(st);
@@ -622,8 +627,7 @@ db_load_message(
 	} else if (rc == SQLITE_DONE) {
 		why_set(why, "message %s is no longer in the queue", msg_id);
 	} else {
-		why_set(
-		    why, "4.3.0 queue read error (%s)", sqlite3_errmsg(db->h));
+		read_failed(db, why);
 		r = RES_TEMP;
 	}
 	sqlite3_reset(st);
@@ -661,8 +665,7 @@ db_load_rcpt(struct db *db, const char *msg_id, int rcpt_no,
 		why_set(why, "recipient %s/%d is no longer in the queue",
 		    msg_id, rcpt_no);
 	} else {
-		why_set(
-		    why, "4.3.0 queue read error (%s)", sqlite3_errmsg(db->h));
+		read_failed(db, why);
 		res = RES_TEMP;
 	}
 	sqlite3_reset(st);
@@ -692,8 +695,7 @@ db_read_body(struct db *db, const char *msg_id,
 		}
 	}
 	if (r == RES_OK && rc != SQLITE_DONE) {
-		why_set(
-		    why, "4.3.0 queue read error (%s)", sqlite3_errmsg(db->h));
+		read_failed(db, why);
 		r = RES_TEMP;
 	}
 	sqlite3_reset(st);
@@ -811,8 +813,7 @@ db_unreported_bounces(
 	}
 	sqlite3_reset(st);
 	if (rc != SQLITE_DONE) {
-		why_set(
-		    why, "4.3.0 queue read error (%s)", sqlite3_errmsg(db->h));
+		read_failed(db, why);
 		free(*out);
 		*out = NULL;
 		return -1;
