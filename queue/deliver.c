@@ -64,6 +64,7 @@ struct delivery {
 	struct sockaddr_storage *self_addrs;
 	int nself;
 	struct tls_creds *client_creds; /* NULL: no outbound TLS */
+	int stop_fd;
 	char *smarthost_pass;
 	pthread_t dispatcher;
 	bool dispatcher_started;
@@ -801,6 +802,7 @@ fresh:
 		o.data_timeout = cfg->delivery_data_timeout;
 		o.tls = d->client_creds ? cfg->outbound_tls : OUTBOUND_TLS_NONE;
 		o.tls_creds = d->client_creds;
+		o.stop_fd = d->stop_fd;
 		if (smarthost) {
 			/* TLS is required to a smarthost unless "none";
 			 * verified when outbound_tls = verify. */
@@ -1036,12 +1038,13 @@ read_secret(const char *path, char *why)
 
 struct delivery *
 delivery_start(struct queue *q, const struct config *cfg,
-    const struct dns_self *self, char *why)
+    const struct dns_self *self, int stop_fd, char *why)
 {
 	struct delivery *d = xcalloc(1, sizeof(*d));
 	int i;
 
 	d->q = q;
+	d->stop_fd = stop_fd;
 	d->cfg = cfg;
 	d->self_name = xstrdup(self->hostname ? self->hostname : "");
 	d->nself = self->naddrs;

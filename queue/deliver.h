@@ -19,10 +19,13 @@ struct delivery;
 
 /*
  * Start the dispatcher and the delivery threads.  `self` (our hostname and
- * listen addresses, for MX loop detection) is copied.  NULL with `why`.
+ * listen addresses, for MX loop detection) is copied.  When `stop_fd`
+ * becomes readable (the shutdown grace period is over), deliveries in
+ * progress stop waiting for their peers and are deferred.  NULL with
+ * `why`.
  */
 struct delivery *delivery_start(struct queue *q, const struct config *cfg,
-    const struct dns_self *self, char *why);
+    const struct dns_self *self, int stop_fd, char *why);
 
 /*
  * Stop claiming work, let the threads finish the jobs they hold (each

@@ -319,6 +319,7 @@ smtpc_open(const struct mx_host *h, const struct smtpc_opts *o,
 	if (fd < 0)
 		goto fail;
 	c->conn = conn_new(fd);
+	conn_set_stop_fd(c->conn, o->stop_fd);
 	if (o->implicit_tls && !start_tls(c, why))
 		goto fail;
 	if (!read_reply(c, o->command_timeout, &r, NULL, why))

@@ -32,6 +32,7 @@ struct smtpc_opts {
 	const char *auth_user;       /* AUTH when set (smarthost) */
 	const char *auth_pass;
 	bool auth_without_tls;
+	int stop_fd; /* readable: give up waiting (shutdown) */
 };
 
 /* One recipient of a transaction, and what the server said of it. */

@@ -10,9 +10,9 @@
  *   1. stop accepting (close the listeners);
  *   2. make stop_fd readable: sessions waiting for a command outside a
  *      transaction end with 421;
- *   3. sessions inside a transaction get shutdown_grace to finish; then
- *      kill_fd becomes readable and they end too, their partial messages
- *      dropped;
+ *   3. sessions inside a transaction, and deliveries in progress, get
+ *      shutdown_grace to finish; then kill_fd becomes readable and they
+ *      end too: partial messages are dropped, cut deliveries deferred;
  *   4. the queue writer finishes what was submitted; exit 0.
  * A second signal exits at once (status 1).  SQLite's WAL makes that safe:
  * a transaction is either committed or it never happened.
@@ -334,7 +334,8 @@ cmd_serve(const char *path)
 		self.hostname = cfg->hostname;
 		self.addrs = self_addrs;
 		self.naddrs = cfg->nlisten;
-		delivery = delivery_start(srv.queue, cfg, &self, why);
+		delivery =
+		    delivery_start(srv.queue, cfg, &self, srv.kill_fd, why);
 		if (delivery == NULL) {
 			log_err("main", "fatal: delivery: %s", why);
 			goto out;

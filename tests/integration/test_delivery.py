@@ -885,6 +885,30 @@ def kill9_during_delivery_then_delivered_after_restart():
 
 
 @test
+def sigterm_ends_a_stuck_delivery_after_the_grace_period():
+    """A delivery waiting on a silent MX must not hold up shutdown for its
+    whole timeout: after shutdown_grace it gives up, is recorded as
+    deferred, and sluice exits 0."""
+    with Env() as env:
+        stall = socket.socket()
+        stall.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        stall.bind(("127.0.0.2", env.port))
+        stall.listen(8)
+        try:
+            srv = env.server(delivery_command_timeout="120s", shutdown_grace="1s")
+            qid = send(srv, ["s@dest.test"])
+            poll_until(lambda: select.select([stall], [], [], 0)[0], 10,
+                       "the delivery connection")
+            # The harness allows 30 s; the stuck read alone would take 120.
+            assert srv.stop() == 0
+        finally:
+            stall.close()
+        row = srv.query("select state, attempts, lease_until from recipients where msg_id=?",
+                        (qid,))
+        assert row == [("deferred", 1, None)], row
+
+
+@test
 def held_recipient_stays_held():
     with Env() as env:
         sink = env.sink("127.0.0.2")
