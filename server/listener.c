@@ -118,7 +118,6 @@ accept_one(struct listener *l, int lfd, const struct listen_addr *la)
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	job.fd = fd;
 	job.listener = la;
-	job.accepted_ms = now_ms();
 	sockaddr_ntop((struct sockaddr *)&job.peer, ip, sizeof(ip));
 	/* Clients in relay_networks are exempt, as Postfix's mynetworks. */
 	trusted = cidr_match(cfg->relay_networks, cfg->nrelay_networks,

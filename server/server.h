@@ -31,7 +31,6 @@ struct job {
 	struct sockaddr_storage peer;
 	socklen_t peerlen;
 	const struct listen_addr *listener;
-	int64_t accepted_ms;
 };
 
 /*

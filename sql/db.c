@@ -452,31 +452,8 @@ db_disable_autocheckpoint(struct db *db)
 	sqlite3_wal_autocheckpoint(db->h, 0);
 }
 
-enum res
-db_integrity_check(struct db *db, char *why)
-{
-	sqlite3_stmt *st;
-	enum res r = RES_TEMP;
-
-	if (sqlite3_prepare_v2(
-	        db->h, "PRAGMA integrity_check", -1, &st, NULL) != SQLITE_OK) {
-		why_set(why, "%s", sqlite3_errmsg(db->h));
-		return RES_TEMP;
-	}
-	if (sqlite3_step(st) == SQLITE_ROW) {
-		const char *s = (const char *)sqlite3_column_text(st, 0);
-
-		why_set(why, "%s", s ? s : "(null)");
-		if (s != NULL && strcmp(s, "ok") == 0)
-			r = RES_OK;
-	}
-	sqlite3_finalize(st);
-	return r;
-}
-
 /* ---- delivery ---- */
 
-/* Prepare-run-finalize helper for statements used rarely enough. */
 static void bind_text_or_null(sqlite3_stmt *st, int col, const char *s);
 
 /* The reason for a failed read on the delivery side. */

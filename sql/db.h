@@ -199,7 +199,4 @@ enum res db_mark_reported(struct db *db, const char *msg_id, char *why);
  */
 enum res db_release_finished(struct db *db, const char *msg_id, char *why);
 
-/* "ok" or the first problem reported by PRAGMA integrity_check. */
-enum res db_integrity_check(struct db *db, char *why);
-
 #endif

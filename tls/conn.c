@@ -73,22 +73,10 @@ conn_free(struct conn *c)
 	free(c);
 }
 
-int
-conn_fd(const struct conn *c)
-{
-	return c->fd;
-}
-
 void
 conn_set_stop_fd(struct conn *c, int fd)
 {
 	c->stop_fd = fd;
-}
-
-size_t
-conn_pending(const struct conn *c)
-{
-	return c->in_len - c->in_off;
 }
 
 void
@@ -369,26 +357,6 @@ conn_read_line(struct conn *c, char *buf, size_t max, size_t *len,
 	}
 	buf[got] = '\0';
 	*len = got;
-	return CONN_OK;
-}
-
-enum conn_status
-conn_read(struct conn *c, void *buf, size_t max, size_t *n, int64_t deadline)
-{
-	enum conn_status st;
-	size_t avail;
-
-	if (c->in_off == c->in_len) {
-		st = fill(c, deadline);
-		if (st != CONN_OK)
-			return st;
-	}
-	avail = c->in_len - c->in_off;
-	if (avail > max)
-		avail = max;
-	memcpy(buf, c->in + c->in_off, avail);
-	c->in_off += avail;
-	*n = avail;
 	return CONN_OK;
 }
 

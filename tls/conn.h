@@ -34,7 +34,6 @@ struct conn;
 /* Take over `fd` (closed by conn_free).  Never fails. */
 struct conn *conn_new(int fd);
 void conn_free(struct conn *c);
-int conn_fd(const struct conn *c);
 
 /*
  * While set (>= 0), waits for input also wake up, with CONN_STOPPED, when
@@ -54,13 +53,6 @@ enum conn_status conn_read_line(struct conn *c, char *buf, size_t max,
     size_t *len, bool *too_long, bool *bare_lf, int64_t deadline);
 
 /*
- * Read up to `max` octets (at least one) into `buf`.  Buffered input is
- * returned first.  *n is the count on CONN_OK.
- */
-enum conn_status conn_read(
-    struct conn *c, void *buf, size_t max, size_t *n, int64_t deadline);
-
-/*
  * Make buffered input available without consuming it: on CONN_OK, *p and
  * *n describe at least one buffered octet (reading from the socket first
  * if nothing is buffered).  Consume what was used with conn_consume; the
@@ -70,9 +62,6 @@ enum conn_status conn_read(
 enum conn_status conn_peek(
     struct conn *c, const char **p, size_t *n, int64_t deadline);
 void conn_consume(struct conn *c, size_t n);
-
-/* Number of octets already buffered (no system call). */
-size_t conn_pending(const struct conn *c);
 
 /* Drop all buffered input (after STARTTLS: RFC 3207 section 4.2). */
 void conn_discard_input(struct conn *c);

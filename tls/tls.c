@@ -26,12 +26,6 @@ struct tls_creds {
 	gnutls_priority_t prio;
 };
 
-void
-tls_init(void)
-{
-	/* GnuTLS initialises itself at load time; nothing global to set. */
-}
-
 int
 tls_priority_check(const char *priority, char *why)
 {

@@ -16,9 +16,6 @@
 
 struct tls_creds;
 
-/* Call once at start, before any thread uses TLS. */
-void tls_init(void);
-
 /*
  * Load the PEM certificate chain `cert` and key `key` and compile
  * `priority`.  NULL with `why` on any problem (unreadable file, key that
