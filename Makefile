@@ -10,7 +10,7 @@
 
 BUILD    ?= build
 CC       ?= cc
-PKGS      = gnutls sqlite3 ldns libxcrypt
+PKGS      = gnutls sqlite3 ldns libxcrypt libmicrohttpd
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 WARN      = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
@@ -26,15 +26,15 @@ LDLIBS    = $(PKG_LIBS) -pthread
 PREFIX   ?= /usr/local
 
 COMMON_SRCS = common/util.c common/log.c common/config.c common/cidr.c \
-              common/holder.c
-SQL_SRCS    = sql/db.c
+              common/holder.c common/json.c common/metrics.c
+SQL_SRCS    = sql/db.c sql/admin.c
 SQL_ASM     = sql/embed.S
 TLS_SRCS    = tls/conn.c tls/tls.c
 DNS_SRCS    = dns/dns.c
 QUEUE_SRCS  = queue/queue.c queue/smtpc.c queue/deliver.c queue/bounce.c
 SERVER_SRCS = server/parse.c server/data.c server/session.c server/pool.c \
-              server/auth.c \
-              server/listener.c
+              server/auth.c server/listener.c server/httpd.c \
+              server/queuecmd.c server/sendmail.c server/health.c
 MAIN_SRCS   = server/main.c
 
 LIB_SRCS = $(COMMON_SRCS) $(SQL_SRCS) $(TLS_SRCS) $(DNS_SRCS) $(QUEUE_SRCS) \

@@ -11,6 +11,7 @@
 #include "util.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <netinet/in.h>
@@ -54,6 +55,7 @@ static const char *const outbound_tls_choices[] = {
     "none", "may", "encrypt", "verify", NULL};
 static const char *const smarthost_tls_choices[] = {
     "starttls", "smtps", "none", NULL};
+static const char *const log_format_choices[] = {"text", "json", NULL};
 
 #define F(field) offsetof(struct config, field)
 
@@ -78,6 +80,11 @@ static const struct key keys[] = {
     {"bare_newline", T_BARE_NEWLINE, 0, 0, 0, "reject", NULL},
     {"shutdown_grace", T_DURATION, F(shutdown_grace), 0, 86400, "30s", NULL},
     {"log_level", T_LOG_LEVEL, F(log_level), 0, 0, "info", NULL},
+    {"log_format", T_CHOICE, F(log_format), 0, 0, "text", log_format_choices},
+    {"metrics_listen", T_HOSTPORT, F(metrics_listen), 0, 0, "", NULL},
+    {"user", T_STRING, F(user), 0, 0, "sluice", NULL},
+    {"finished_retention", T_DURATION, F(finished_retention), 0, 3650 * 86400,
+        "7d", NULL},
     {"tls_cert", T_OPTPATH, F(tls_cert), 0, 0, "", NULL},
     {"tls_key", T_OPTPATH, F(tls_key), 0, 0, "", NULL},
     {"tls_priority", T_STRING, F(tls_priority), 0, 0, CONFIG_TLS_PRIORITY,
@@ -787,6 +794,32 @@ out:
 	return cfg;
 }
 
+int
+config_apply_env(struct config *cfg, FILE *errs)
+{
+	char name[80], why[WHY_MAX];
+	int errors = 0;
+	size_t i, j;
+
+	for (i = 0; i < NKEYS; i++) {
+		const char *value;
+
+		snprintf(name, sizeof(name), "SLUICE_%s", keys[i].name);
+		for (j = 7; name[j] != '\0'; j++)
+			name[j] = (char)toupper((unsigned char)name[j]);
+		value = getenv(name);
+		if (value == NULL)
+			continue;
+		if (keys[i].type == T_HOSTNAME && *value == '\0')
+			continue; /* empty: keep the computed default */
+		if (set_key(cfg, &keys[i], value, why) != 0) {
+			fprintf(errs, "environment %s: %s\n", name, why);
+			errors++;
+		}
+	}
+	return errors;
+}
+
 void
 config_free(struct config *cfg)
 {
@@ -807,6 +840,7 @@ config_free(struct config *cfg)
 	free(cfg->smarthost_user);
 	free(cfg->smarthost_password_file);
 	free(cfg->routes);
+	free(cfg->user);
 	free(cfg->relay_networks);
 	for (i = 0; i < cfg->nrelay_domains; i++)
 		free(cfg->relay_domains[i]);

@@ -108,8 +108,14 @@ struct config {
 	bool smarthost_auth_without_tls;
 	struct route *routes;
 	int nroutes;
-	int log_level; /* enum log_level */
+	int log_level;  /* enum log_level */
+	int log_format; /* LOG_FORMAT_* */
+	struct hostport metrics_listen; /* host[0] == '\0': off */
+	char *user; /* started as root: serve as this user */
+	int finished_retention; /* seconds finished messages are kept */
 };
+
+enum { LOG_FORMAT_TEXT = 0, LOG_FORMAT_JSON };
 
 /*
  * The embedded defaults (what config.example documents).  Never fails.
@@ -123,6 +129,13 @@ struct config *config_defaults(void);
  * *nerrors to their count.
  */
 struct config *config_load(const char *path, FILE *errs, int *nerrors);
+
+/*
+ * Apply SLUICE_<KEY> environment variables (SLUICE_RELAY_NETWORKS, ...)
+ * over `cfg`: the environment wins over the file.  Problems are printed to
+ * `errs` as "environment SLUICE_KEY: message"; returns their count.
+ */
+int config_apply_env(struct config *cfg, FILE *errs);
 
 void config_free(struct config *cfg);
 

@@ -18,6 +18,7 @@
  * a transaction is either committed or it never happened.
  */
 #include "auth.h"
+#include "cmds.h"
 #include "config.h"
 #include "deliver.h"
 #include "dns.h"
@@ -59,18 +60,40 @@ usage(FILE *f)
 	    "  passwd USER   hash a password read on standard input and "
 	    "print\n"
 	    "                the line USER:HASH for the auth_users file\n"
+	    "  queue ...     list, show and change queued mail (sluice queue "
+	    "help)\n"
+	    "  sendmail [-t] [-f SENDER] [-i] [RCPT...]\n"
+	    "                submit a message read on standard input\n"
+	    "  health        exit 0 when the relay answers SMTP and its queue "
+	    "is\n"
+	    "                writable (for HEALTHCHECK and monitoring)\n"
 	    "  version       print the version\n"
 	    "\n"
 	    "The configuration is FILE, else $SLUICE_CONFIG, else %s;\n"
-	    "when none of these exists, the built-in defaults are used.\n",
+	    "when none of these exists, the built-in defaults are used.\n"
+	    "Any key can also be set as SLUICE_<KEY> in the environment\n"
+	    "(SLUICE_RELAY_NETWORKS=...), which wins over the file.\n",
 	    DEFAULT_CONFIG);
 }
 
-/*
- * Find and load the configuration.  Returns NULL after printing the
- * problems.  `*source` says where it came from.
- */
+/* SLUICE_<KEY> variables over `cfg`; NULL (freeing it) on a bad one. */
 static struct config *
+with_env(struct config *cfg)
+{
+	int nerr;
+
+	if (cfg == NULL)
+		return NULL;
+	nerr = config_apply_env(cfg, stderr);
+	if (nerr == 0)
+		return cfg;
+	fprintf(stderr, "sluice: %d problem%s in the environment\n", nerr,
+	    nerr == 1 ? "" : "s");
+	config_free(cfg);
+	return NULL;
+}
+
+struct config *
 load_config(const char *path, const char **source)
 {
 	struct config *cfg;
@@ -81,7 +104,7 @@ load_config(const char *path, const char **source)
 	if (path == NULL || *path == '\0') {
 		if (access(DEFAULT_CONFIG, F_OK) != 0) {
 			*source = "built-in defaults";
-			return config_defaults();
+			return with_env(config_defaults());
 		}
 		path = DEFAULT_CONFIG;
 	}
@@ -90,7 +113,7 @@ load_config(const char *path, const char **source)
 	if (cfg == NULL)
 		fprintf(stderr, "sluice: %d problem%s in %s\n", nerr,
 		    nerr == 1 ? "" : "s", path);
-	return cfg;
+	return with_env(cfg);
 }
 
 /* mkdir -p for the directory that will hold `file`. */
@@ -478,11 +501,20 @@ main(int argc, char **argv)
 	const char *cmd, *path = NULL, *arg = NULL;
 	int i;
 
+	cmd = strrchr(argv[0], '/') ? strrchr(argv[0], '/') + 1 : argv[0];
+	if (strcmp(cmd, "sendmail") == 0)
+		return sendmail_cmd(argc, argv);
 	if (argc < 2) {
 		usage(stderr);
 		return 2;
 	}
 	cmd = argv[1];
+	if (strcmp(cmd, "sendmail") == 0)
+		return sendmail_cmd(argc - 1, argv + 1);
+	if (strcmp(cmd, "queue") == 0)
+		return queue_cmd(argc - 1, argv + 1);
+	if (strcmp(cmd, "health") == 0)
+		return health_cmd(argc - 1, argv + 1);
 	if (strcmp(cmd, "passwd") == 0) {
 		if (argc != 3) {
 			fprintf(stderr, "usage: sluice passwd USER\n");

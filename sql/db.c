@@ -685,7 +685,9 @@ db_record_attempt(struct db *db, const struct db_attempt *a, char *why)
 	sqlite3_stmt *st = prep(db,
 	    "INSERT INTO attempts (msg_id, rcpt_no, at, mx_host, ip, port, "
 	    "tls, status, reply, duration_ms) "
-	    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+	    "SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10 "
+	    "WHERE EXISTS (SELECT 1 FROM recipients "
+	    "WHERE msg_id = ?1 AND rcpt_no = ?2)",
 	    why);
 	enum res r;
 
@@ -711,7 +713,10 @@ db_record_attempt(struct db *db, const struct db_attempt *a, char *why)
 	    "last_attempt_at = ?4, last_reply = ?5, lease_until = NULL, "
 	    "next_attempt_at = CASE WHEN ?3 = 'deferred' THEN ?6 "
 	    "ELSE next_attempt_at END "
-	    "WHERE msg_id = ?1 AND rcpt_no = ?2 AND state <> 'held'",
+	    "WHERE msg_id = ?1 AND rcpt_no = ?2 AND (state IN ('queued', "
+	    "'deferred') OR (?3 = 'delivered' AND (state = 'held' OR "
+	    "(state = 'bounced' AND (notified & 1) = 0))) OR "
+	    "(?3 = 'bounced' AND state = 'held'))",
 	    why);
 	if (st == NULL)
 		return RES_TEMP;
@@ -826,4 +831,44 @@ db_mark_delay_reported(
 	sqlite3_bind_text(st, 1, msg_id, -1, SQLITE_STATIC);
 	sqlite3_bind_int(st, 2, rcpt_no);
 	return step_done(db, st, why);
+}
+
+struct sqlite3 *
+db_handle(struct db *db)
+{
+	return db->h;
+}
+
+enum res
+db_queue_counts(struct db *db, struct db_counts *c, char *why)
+{
+	sqlite3_stmt *st = prep(db,
+	    "SELECT coalesce(sum(state = 'queued'), 0), "
+	    "coalesce(sum(state = 'deferred'), 0), "
+	    "coalesce(sum(state = 'held'), 0), "
+	    "coalesce(sum(state = 'delivered'), 0), "
+	    "coalesce(sum(state = 'bounced'), 0), "
+	    "(SELECT min(m.received_at) FROM messages AS m WHERE EXISTS "
+	    "(SELECT 1 FROM recipients AS p WHERE p.msg_id = m.id AND "
+	    "p.state IN ('queued', 'deferred', 'held'))) "
+	    "FROM recipients",
+	    why);
+	enum res r = RES_OK;
+
+	memset(c, 0, sizeof(*c));
+	if (st == NULL)
+		return RES_TEMP;
+	if (sqlite3_step(st) == SQLITE_ROW) {
+		c->queued = sqlite3_column_int64(st, 0);
+		c->deferred = sqlite3_column_int64(st, 1);
+		c->held = sqlite3_column_int64(st, 2);
+		c->delivered = sqlite3_column_int64(st, 3);
+		c->bounced = sqlite3_column_int64(st, 4);
+		c->oldest_pending = sqlite3_column_int64(st, 5);
+	} else {
+		read_failed(db, why);
+		r = RES_TEMP;
+	}
+	sqlite3_reset(st);
+	return r;
 }

@@ -148,6 +148,12 @@ enum res db_read_body(struct db *db, const char *msg_id,
  * Record one delivery attempt of one recipient and its new state
  * ("delivered", "deferred", "bounced"), clearing its lease.  `next_at` is
  * the next attempt time for deferred recipients.
+ *
+ * The queue CLI may have changed the recipient meanwhile (it works on the
+ * same database while deliveries run): a deleted recipient records
+ * nothing; a held one stays held unless the attempt was final; one the
+ * administrator bounced (not yet reported) becomes delivered only if it
+ * was.
  */
 struct db_attempt {
 	const char *msg_id;
@@ -198,5 +204,19 @@ enum res db_mark_reported(struct db *db, const char *msg_id, char *why);
  * body (the rows stay, as history).  Returns RES_OK either way.
  */
 enum res db_release_finished(struct db *db, const char *msg_id, char *why);
+
+/*
+ * The SQLite connection itself, for the modules that own their SQL (the
+ * queue CLI in sql/admin.c).  Never shared between threads.
+ */
+struct sqlite3 *db_handle(struct db *db);
+
+/* Recipients by state, and the oldest message with one still pending. */
+struct db_counts {
+	int64_t queued, deferred, held, delivered, bounced;
+	int64_t oldest_pending; /* received_at (Unix seconds), 0: none */
+};
+
+enum res db_queue_counts(struct db *db, struct db_counts *c, char *why);
 
 #endif

@@ -6,6 +6,7 @@ PKGS=(
 	build-essential pkg-config          # compiler, make, pkg-config
 	libgnutls28-dev libsqlite3-dev libldns-dev   # the three libraries
 	libcrypt-dev                        # password hashes for AUTH
+	libmicrohttpd-dev                   # the /metrics endpoint
 	sqlite3                             # inspect the queue by hand
 	python3 python3-aiosmtpd python3-dnslib      # test clients and peers
 	swaks libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl

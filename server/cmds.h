@@ -1,0 +1,29 @@
+/*
+ * cmds.h - the sluice subcommands that run beside the server: each is
+ * called by main() with its own arguments (argv[0] is the command name)
+ * and returns the process exit status.
+ */
+#ifndef SLUICE_CMDS_H
+#define SLUICE_CMDS_H
+
+#include "config.h"
+
+/*
+ * Find and load the configuration: `path` (-c), else $SLUICE_CONFIG, else
+ * /etc/sluice/sluice.conf, else the built-in defaults; then SLUICE_<KEY>
+ * environment overrides.  NULL after printing the problems to stderr.
+ * `*source` says where it came from.
+ */
+struct config *load_config(const char *path, const char **source);
+
+/* sluice queue SUBCOMMAND ... (server/queuecmd.c) */
+int queue_cmd(int argc, char **argv);
+
+/* sluice sendmail [-t] [-f sender] [-i] [rcpt...] (server/sendmail.c);
+ * also how the binary runs when called as "sendmail". */
+int sendmail_cmd(int argc, char **argv);
+
+/* sluice health [-c FILE] (server/health.c) */
+int health_cmd(int argc, char **argv);
+
+#endif

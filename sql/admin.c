@@ -1,0 +1,2 @@
+/* admin.c - the queue CLI's SQL (placeholder, being written). */
+#include "admin.h"
