@@ -62,7 +62,7 @@ static const char *const stmt_sql[S_NSTMT] = {
     [S_DEL_CHUNKS] = "DELETE FROM body_chunks WHERE msg_id = ?1",
 };
 
-#define DB_CACHED_MAX 16
+#define DB_CACHED_MAX 64
 
 struct db {
 	sqlite3 *h;
@@ -871,4 +871,50 @@ db_queue_counts(struct db *db, struct db_counts *c, char *why)
 	}
 	sqlite3_reset(st);
 	return r;
+}
+
+enum res
+db_probe_write(struct db *db, char *why)
+{
+	if (exec_simple(db, "BEGIN IMMEDIATE", why) != 0)
+		return RES_TEMP;
+	return exec_simple(db, "ROLLBACK", why) == 0 ? RES_OK : RES_TEMP;
+}
+
+int
+db_prune_finished(struct db *db, int64_t before, char *why)
+{
+	static const char *const steps[] = {
+	    "CREATE TEMP TABLE IF NOT EXISTS prune_ids (id TEXT PRIMARY KEY)",
+	    "DELETE FROM temp.prune_ids",
+	    "INSERT INTO temp.prune_ids SELECT m.id FROM messages AS m "
+	    "WHERE NOT EXISTS (SELECT 1 FROM recipients AS r "
+	    "WHERE r.msg_id = m.id AND (r.state NOT IN ('delivered', "
+	    "'bounced') OR coalesce(r.last_attempt_at, m.received_at) >= ?1))",
+	    "DELETE FROM attempts WHERE msg_id IN temp.prune_ids",
+	    "DELETE FROM body_chunks WHERE msg_id IN temp.prune_ids",
+	    "DELETE FROM recipients WHERE msg_id IN temp.prune_ids",
+	    "DELETE FROM messages WHERE id IN temp.prune_ids",
+	};
+	int n = 0;
+	size_t i;
+
+	for (i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
+		sqlite3_stmt *st = prep(db, steps[i], why);
+		int rc;
+
+		if (st == NULL)
+			return -1;
+		if (sqlite3_bind_parameter_count(st) > 0)
+			sqlite3_bind_int64(st, 1, before);
+		rc = sqlite3_step(st);
+		sqlite3_reset(st);
+		if (rc != SQLITE_DONE) {
+			db_fail(db, rc, why);
+			return -1;
+		}
+		if (i == 6)
+			n = sqlite3_changes(db->h);
+	}
+	return n;
 }

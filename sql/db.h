@@ -1,5 +1,6 @@
 /*
- * db.h - the only door to SQLite.  No other module calls sqlite3_*.
+ * db.h - the door to SQLite.  No module outside sql/ calls sqlite3_*
+ * (sql/admin.c holds the queue CLI's own SQL, on db_handle()).
  *
  * A `struct db` is one connection and its prepared statements.  It belongs
  * to one thread at a time (connections are opened without SQLite's mutex):
@@ -218,5 +219,19 @@ struct db_counts {
 };
 
 enum res db_queue_counts(struct db *db, struct db_counts *c, char *why);
+
+/*
+ * Take and give back the write lock (BEGIN IMMEDIATE; ROLLBACK): RES_OK
+ * when this connection could write now (sluice health).
+ */
+enum res db_probe_write(struct db *db, char *why);
+
+/*
+ * Delete finished messages (every recipient delivered or bounced) whose
+ * last activity is before `before` (Unix seconds), with their recipients,
+ * attempts and any body left.  Runs in the caller's transaction.  Returns
+ * how many messages went, or -1 with `why`.
+ */
+int db_prune_finished(struct db *db, int64_t before, char *why);
 
 #endif
