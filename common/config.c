@@ -777,6 +777,8 @@ config_load(const char *path, FILE *errs, int *nerrors)
 		if (set_key(cfg, &keys[i], value, why) != 0) {
 			fprintf(errs, "%s:%d: %s\n", path, lineno, why);
 			errors++;
+		} else if (keys[i].off == offsetof(struct config, user)) {
+			cfg->user_set = true;
 		}
 	}
 	if (ferror(f)) {
@@ -815,6 +817,8 @@ config_apply_env(struct config *cfg, FILE *errs)
 		if (set_key(cfg, &keys[i], value, why) != 0) {
 			fprintf(errs, "environment %s: %s\n", name, why);
 			errors++;
+		} else if (keys[i].off == offsetof(struct config, user)) {
+			cfg->user_set = true;
 		}
 	}
 	return errors;

@@ -112,6 +112,7 @@ struct config {
 	int log_format; /* LOG_FORMAT_* */
 	struct hostport metrics_listen; /* host[0] == '\0': off */
 	char *user; /* started as root: serve as this user */
+	bool user_set; /* `user` came from the file or the environment */
 	int finished_retention; /* seconds finished messages are kept */
 };
 

@@ -27,10 +27,13 @@
 #include "deliver.h"
 #include "bounce.h"
 #include "db.h"
+#include "holder.h"
 #include "log.h"
+#include "metrics.h"
 #include "smtpc.h"
 #include "tls.h"
 
+#include <errno.h>
 #include <gnutls/crypto.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -42,6 +45,8 @@
 #define LEASE_SECONDS (2 * 3600)
 #define CLAIM_ROWS 256
 #define JOB_RCPTS_MAX 100
+#define RETURNED_MAX 16            /* returned messages handled per look */
+#define PRUNE_EVERY_MS (10 * 60 * 1000)
 
 struct job {
 	char msg_id[QUEUE_ID_LEN + 1];
@@ -57,15 +62,29 @@ struct dest {
 	int active;
 };
 
-struct delivery {
-	struct queue *q;
+/*
+ * What delivery takes from the configuration, swapped whole on SIGHUP
+ * (d->conf): each job and each claiming round use the version current
+ * when they start.
+ */
+struct delivery_conf {
 	const struct config *cfg;
+	struct held *cfg_ref; /* keeps cfg alive */
+	unsigned gen;         /* a new one per version */
 	char *self_name;
 	struct sockaddr_storage *self_addrs;
 	int nself;
 	struct tls_creds *client_creds; /* NULL: no outbound TLS */
-	int stop_fd;
 	char *smarthost_pass;
+};
+
+struct delivery {
+	struct queue *q;
+	struct holder *conf; /* struct delivery_conf * */
+	int nthreads_cfg;    /* delivery_threads at start */
+	int stop_fd;
+	int64_t next_admin_ms; /* dispatcher only: next look for returned mail */
+	int64_t next_prune_ms; /* dispatcher only */
 	pthread_t dispatcher;
 	bool dispatcher_started;
 	pthread_t *threads;
@@ -138,6 +157,7 @@ dest_find(struct delivery *d, const char *key, bool create)
 
 struct claim {
 	struct delivery *d;
+	const struct config *cfg;
 	int max_jobs;
 	struct dest *busy; /* snapshot of active destinations */
 	int nbusy;
@@ -171,7 +191,7 @@ static enum res
 claim_fn(struct db *db, void *arg, char *why)
 {
 	struct claim *c = arg;
-	const struct config *cfg = c->d->cfg;
+	const struct config *cfg = c->cfg;
 	struct db_due *due = xcalloc(CLAIM_ROWS, sizeof(*due));
 	int64_t now = (int64_t)time(NULL);
 	struct job *tail = NULL, *j;
@@ -238,6 +258,8 @@ out:
 	return r;
 }
 
+static void housekeeping(struct delivery *d, const struct config *cfg);
+
 static void *
 dispatcher_main(void *arg)
 {
@@ -245,6 +267,8 @@ dispatcher_main(void *arg)
 	char why[WHY_MAX];
 
 	while (!atomic_load(&d->stop)) {
+		const struct delivery_conf *dc;
+		struct held *ref;
 		struct claim c;
 		uint64_t seen;
 		int free_threads;
@@ -271,9 +295,13 @@ dispatcher_main(void *arg)
 		pthread_mutex_unlock(&d->mu);
 
 		seen = queue_mail_seq(d->q);
+		dc = holder_get(d->conf, &ref);
+		c.cfg = dc->cfg;
+		housekeeping(d, dc->cfg);
 		if (queue_run(d->q, claim_fn, &c, why) != RES_OK)
 			log_warn(
 			    "deliver", "claiming due mail failed: %s", why);
+		holder_put(ref);
 		free(c.busy);
 		if (c.jobs != NULL) {
 			struct job *j, *next;
@@ -307,6 +335,8 @@ struct worker {
 	/* The connection kept open after a job, for the next job to the
 	 * same destination (max_messages_per_connection). */
 	struct smtpc *kept;
+	unsigned kept_gen; /* the delivery_conf it was opened with */
+	unsigned dns_gen;  /* the delivery_conf w->dns was made for */
 	char kept_dest[300];
 	char kept_relay[400], kept_mx[DNS_NAME_MAX], kept_ip[64];
 	int kept_port;
@@ -680,10 +710,10 @@ notify_has(const char *notify, const char *what)
  * the sender's: it defers, it never bounces.
  */
 static enum res
-targets(struct worker *w, const struct job *j, struct mx_host **hosts, int *n,
-    bool *smarthost, char *why)
+targets(struct worker *w, const struct delivery_conf *dc, const struct job *j,
+    struct mx_host **hosts, int *n, bool *smarthost, char *why)
 {
-	const struct config *cfg = w->d->cfg;
+	const struct config *cfg = dc->cfg;
 	const struct route *r = route_for(cfg, j->domain);
 	struct dns_self self;
 	enum res res;
@@ -710,9 +740,9 @@ targets(struct worker *w, const struct job *j, struct mx_host **hosts, int *n,
 		}
 		return res;
 	}
-	self.hostname = w->d->self_name;
-	self.addrs = w->d->self_addrs;
-	self.naddrs = w->d->nself;
+	self.hostname = dc->self_name;
+	self.addrs = dc->self_addrs;
+	self.naddrs = dc->nself;
 	return dns_resolve_mx(w->dns, j->domain, cfg->delivery_port, &self,
 	    cfg->max_mx_hosts, hosts, n, why);
 }
@@ -731,10 +761,11 @@ no_answers(const struct smtpc_rcpt *sr, int n)
 }
 
 static void
-deliver_job(struct worker *w, const struct job *j)
+deliver_job(struct worker *w, const struct delivery_conf *dc,
+    const struct job *j)
 {
 	struct delivery *d = w->d;
-	const struct config *cfg = d->cfg;
+	const struct config *cfg = dc->cfg;
 	struct outcome *out = xcalloc((size_t)j->nrcpts, sizeof(*out));
 	struct smtpc_rcpt *sr = xcalloc((size_t)j->nrcpts, sizeof(*sr));
 	struct mx_host *hosts = NULL;
@@ -778,6 +809,7 @@ deliver_job(struct worker *w, const struct job *j)
 	 * there.
 	 */
 	if (w->kept != NULL && strcmp(w->kept_dest, j->dest) == 0 &&
+	    w->kept_gen == dc->gen &&
 	    (now_ms() - w->kept_since < 1000 ||
 	        smtpc_reset(w->kept) == RES_OK)) {
 		c = w->kept;
@@ -793,15 +825,15 @@ deliver_job(struct worker *w, const struct job *j)
 fresh:
 	drop_kept(w);
 	reused = false;
-	r = targets(w, j, &hosts, &nhosts, &smarthost, why);
+	r = targets(w, dc, j, &hosts, &nhosts, &smarthost, why);
 	if (r == RES_OK) {
 		memset(&o, 0, sizeof(o));
 		o.helo = cfg->hostname;
 		o.connect_timeout = cfg->connect_timeout;
 		o.command_timeout = cfg->delivery_command_timeout;
 		o.data_timeout = cfg->delivery_data_timeout;
-		o.tls = d->client_creds ? cfg->outbound_tls : OUTBOUND_TLS_NONE;
-		o.tls_creds = d->client_creds;
+		o.tls = dc->client_creds ? cfg->outbound_tls : OUTBOUND_TLS_NONE;
+		o.tls_creds = dc->client_creds;
 		o.stop_fd = d->stop_fd;
 		if (smarthost) {
 			/* TLS is required to a smarthost unless "none";
@@ -814,7 +846,7 @@ fresh:
 			            ? OUTBOUND_TLS_VERIFY
 			            : OUTBOUND_TLS_ENCRYPT;
 			o.auth_user = cfg->smarthost_user;
-			o.auth_pass = d->smarthost_pass;
+			o.auth_pass = dc->smarthost_pass;
 			o.auth_without_tls = cfg->smarthost_auth_without_tls;
 		}
 		r = RES_TEMP;
@@ -862,6 +894,7 @@ fresh:
 			if (cr == RES_OK &&
 			    ++w->kept_uses < cfg->max_messages_per_connection) {
 				w->kept = c;
+				w->kept_gen = dc->gen;
 				snprintf(w->kept_dest, sizeof(w->kept_dest),
 				    "%s", j->dest);
 				snprintf(w->kept_mx, sizeof(w->kept_mx), "%s",
@@ -931,6 +964,15 @@ fresh:
 		char dsn[16] = "";
 
 		reply_status(oc->reply, "-", dsn, sizeof(dsn));
+		if (strcmp(oc->state, "delivered") == 0) {
+			metrics_inc(M_DELIVERY_SENT);
+			metrics_observe(H_DELIVERY_LATENCY,
+			    (double)(now_ms() / 1000 - m.received_at));
+		} else {
+			metrics_inc(strcmp(oc->state, "bounced") == 0
+			                ? M_DELIVERY_BOUNCED
+			                : M_DELIVERY_DEFERRED);
+		}
 		log_info("deliver",
 		    "id=%s rcpt=<%s> relay=%s delay=%llds "
 		    "dsn=%s status=%s (%s)",
@@ -939,6 +981,8 @@ fresh:
 		    strcmp(oc->state, "delivered") == 0 ? "sent" : oc->state,
 		    oc->reply);
 	}
+	metrics_add(M_NOTICES, (rec.dsn_id[0] != '\0') +
+	    (rec.delay_id[0] != '\0') + (rec.success_id[0] != '\0'));
 	if (rec.dsn_id[0] != '\0')
 		log_info("deliver",
 		    "id=%s sender notice: id=%s to=<%s> (delivery failure, "
@@ -957,6 +1001,150 @@ out:
 	free(hosts);
 	free(sr);
 	free(out);
+}
+
+/* ---- housekeeping (the dispatcher, between claims) ---- */
+
+struct returned {
+	int64_t at;
+	const char *hostname;
+	char ids[RETURNED_MAX][QUEUE_ID_LEN + 1];
+	char dsn[RETURNED_MAX][QUEUE_ID_LEN + 1];
+	char sender[RETURNED_MAX][1100];
+	int n;
+};
+
+/*
+ * Failure notices for mail returned with `sluice queue bounce`: the CLI
+ * marks the recipients bounced and unreported in its own transaction;
+ * this sends the notice and marks them reported in ours.
+ */
+static enum res
+returned_fn(struct db *db, void *arg, char *why)
+{
+	struct returned *rt = arg;
+	int i;
+
+	rt->n = db_list_unreported(db, rt->ids, RETURNED_MAX, why);
+	if (rt->n < 0)
+		return RES_TEMP;
+	for (i = 0; i < rt->n; i++) {
+		struct db_msg_info m;
+		struct record r;
+		enum res res;
+
+		rt->dsn[i][0] = rt->sender[i][0] = '\0';
+		res = db_load_message(db, rt->ids[i], &m, why);
+		if (res == RES_TEMP)
+			return RES_TEMP;
+		if (res != RES_OK) { /* recipients without a message */
+			if (db_mark_reported(db, rt->ids[i], why) != RES_OK)
+				return RES_TEMP;
+			continue;
+		}
+		memset(&r, 0, sizeof(r));
+		r.msg_id = rt->ids[i];
+		r.m = &m;
+		r.hostname = rt->hostname;
+		r.at = rt->at;
+		if (failure_notice(db, &r, why) != RES_OK ||
+		    db_release_finished(db, r.msg_id, why) != RES_OK)
+			return RES_TEMP;
+		snprintf(rt->dsn[i], sizeof(rt->dsn[i]), "%s", r.dsn_id);
+		snprintf(rt->sender[i], sizeof(rt->sender[i]), "%s", m.sender);
+	}
+	return RES_OK;
+}
+
+struct prune {
+	int64_t before;
+	int n;
+};
+
+static enum res
+prune_fn(struct db *db, void *arg, char *why)
+{
+	struct prune *p = arg;
+
+	p->n = db_prune_finished(db, p->before, why);
+	return p->n < 0 ? RES_TEMP : RES_OK;
+}
+
+/*
+ * Once a second, notices for returned mail; every ten minutes (sooner
+ * while there is a backlog), finished messages older than
+ * finished_retention are pruned.
+ */
+static void
+housekeeping(struct delivery *d, const struct config *cfg)
+{
+	int64_t t = now_ms();
+	char why[WHY_MAX];
+	int i;
+
+	if (t >= d->next_admin_ms) {
+		struct returned *rt = xcalloc(1, sizeof(*rt));
+
+		d->next_admin_ms = t + 1000;
+		rt->at = (int64_t)time(NULL);
+		rt->hostname = cfg->hostname;
+		if (queue_run(d->q, returned_fn, rt, why) != RES_OK)
+			log_warn("deliver", "returned mail: %s", why);
+		else
+			for (i = 0; i < rt->n; i++) {
+				if (rt->dsn[i][0] != '\0')
+					metrics_inc(M_NOTICES);
+				log_info("deliver",
+				    "id=%s returned to sender: notice id=%s "
+				    "to=<%s>",
+				    rt->ids[i],
+				    rt->dsn[i][0] ? rt->dsn[i] : "none",
+				    rt->sender[i]);
+			}
+		free(rt);
+	}
+	if (cfg->finished_retention > 0 && t >= d->next_prune_ms) {
+		struct prune p = {
+		    (int64_t)time(NULL) - cfg->finished_retention, 0};
+
+		d->next_prune_ms = t + PRUNE_EVERY_MS;
+		if (queue_run(d->q, prune_fn, &p, why) != RES_OK) {
+			log_warn("deliver", "pruning finished mail: %s", why);
+		} else if (p.n > 0) {
+			log_info("deliver",
+			    "pruned %d finished message%s older than "
+			    "finished_retention",
+			    p.n, p.n == 1 ? "" : "s");
+			if (p.n >= DB_PRUNE_MAX)
+				d->next_prune_ms = t + 1000;
+		}
+	}
+}
+
+/*
+ * After a reload: a new resolver when the DNS settings may have changed
+ * (the old one is kept if the new one cannot be made), and no reuse of a
+ * connection opened under the old settings.
+ */
+static void
+worker_refresh(struct worker *w, const struct delivery_conf *dc)
+{
+	char why[WHY_MAX];
+	struct dns_resolver *r;
+
+	if (w->dns_gen == dc->gen)
+		return;
+	w->dns_gen = dc->gen;
+	if (w->kept != NULL && w->kept_gen != dc->gen)
+		drop_kept(w);
+	r = dns_resolver_new(dc->cfg, why);
+	if (r == NULL) {
+		log_err("deliver", "new DNS settings: %s (keeping the old)",
+		    why);
+		return;
+	}
+	dns_resolver_free(w->dns);
+	w->dns = r;
 }
 
 static void *
@@ -996,8 +1184,15 @@ worker_main(void *arg)
 		d->jobs = j->next;
 		pthread_mutex_unlock(&d->mu);
 
-		if (!atomic_load(&d->stop))
-			deliver_job(w, j);
+		if (!atomic_load(&d->stop)) {
+			struct held *ref;
+			const struct delivery_conf *dc =
+			    holder_get(d->conf, &ref);
+
+			worker_refresh(w, dc);
+			deliver_job(w, dc, j);
+			holder_put(ref);
+		}
 
 		pthread_mutex_lock(&d->mu);
 		ds = dest_find(d, j->dest, false);
@@ -1026,46 +1221,91 @@ read_secret(const char *path, char *why)
 		return xstrdup("");
 	f = fopen(path, "r");
 	if (f == NULL) {
-		why_set(why, "cannot read smarthost_password_file %s", path);
+		why_set(why, "cannot read smarthost_password_file %s: %s", path,
+		    strerror(errno));
 		return NULL;
 	}
 	n = fread(buf, 1, sizeof(buf) - 1, f);
 	fclose(f);
 	buf[n] = '\0';
 	buf[strcspn(buf, "\r\n")] = '\0';
+	explicit_bzero(buf + strlen(buf), sizeof(buf) - strlen(buf));
 	return xstrdup(buf);
 }
 
+void
+delivery_conf_free(struct delivery_conf *c)
+{
+	if (c == NULL)
+		return;
+	tls_creds_unref(c->client_creds);
+	if (c->smarthost_pass != NULL)
+		explicit_bzero(c->smarthost_pass, strlen(c->smarthost_pass));
+	free(c->smarthost_pass);
+	free(c->self_addrs);
+	free(c->self_name);
+	holder_put(c->cfg_ref);
+	free(c);
+}
+
+void
+delivery_conf_keep(struct delivery_conf *c, struct held *cfg_ref)
+{
+	c->cfg_ref = cfg_ref;
+}
+
+struct delivery_conf *
+delivery_conf_new(const struct config *cfg, char *why)
+{
+	static atomic_uint gens;
+	struct delivery_conf *c = xcalloc(1, sizeof(*c));
+	int i;
+
+	c->cfg = cfg;
+	c->gen = atomic_fetch_add(&gens, 1) + 1;
+	c->self_name = xstrdup(cfg->hostname);
+	c->nself = cfg->nlisten;
+	c->self_addrs = xcalloc((size_t)cfg->nlisten + 1, sizeof(*c->self_addrs));
+	for (i = 0; i < cfg->nlisten; i++)
+		c->self_addrs[i] = cfg->listen[i].ss;
+	c->smarthost_pass = read_secret(cfg->smarthost_password_file, why);
+	if (c->smarthost_pass == NULL)
+		goto fail;
+	if (cfg->outbound_tls != OUTBOUND_TLS_NONE ||
+	    cfg->smarthost_tls != SMARTHOST_TLS_NONE) {
+		c->client_creds = tls_client_creds_new(cfg->tls_ca_file, why);
+		if (c->client_creds == NULL)
+			goto fail;
+	}
+	return c;
+fail:
+	delivery_conf_free(c);
+	return NULL;
+}
+
+void
+delivery_reconfigure(struct delivery *d, struct delivery_conf *c)
+{
+	holder_set(d->conf, c);
+}
+
 struct delivery *
-delivery_start(struct queue *q, const struct config *cfg,
-    const struct dns_self *self, int stop_fd, char *why)
+delivery_start(
+    struct queue *q, struct delivery_conf *conf, int stop_fd, char *why)
 {
 	struct delivery *d = xcalloc(1, sizeof(*d));
+	const struct config *cfg = conf->cfg;
 	int i;
 
 	d->q = q;
 	d->stop_fd = stop_fd;
-	d->cfg = cfg;
-	d->self_name = xstrdup(self->hostname ? self->hostname : "");
-	d->nself = self->naddrs;
-	d->self_addrs =
-	    xcalloc((size_t)self->naddrs + 1, sizeof(*d->self_addrs));
-	if (self->naddrs > 0)
-		memcpy(d->self_addrs, self->addrs,
-		    sizeof(*d->self_addrs) * (size_t)self->naddrs);
+	d->conf = holder_new((void (*)(void *))delivery_conf_free);
+	holder_set(d->conf, conf);
+	d->nthreads_cfg = cfg->delivery_threads;
 	atomic_init(&d->stop, false);
 	pthread_mutex_init(&d->mu, NULL);
 	pthread_cond_init(&d->cv, NULL);
 	pthread_cond_init(&d->done_cv, NULL);
-	d->smarthost_pass = read_secret(cfg->smarthost_password_file, why);
-	if (d->smarthost_pass == NULL)
-		goto fail;
-	if (cfg->outbound_tls != OUTBOUND_TLS_NONE ||
-	    cfg->smarthost_tls != SMARTHOST_TLS_NONE) {
-		d->client_creds = tls_client_creds_new(cfg->tls_ca_file, why);
-		if (d->client_creds == NULL)
-			goto fail;
-	}
 	d->threads = xcalloc((size_t)cfg->delivery_threads, sizeof(pthread_t));
 	for (i = 0; i < cfg->delivery_threads; i++) {
 		struct worker *w = xcalloc(1, sizeof(*w));
@@ -1073,6 +1313,7 @@ delivery_start(struct queue *q, const struct config *cfg,
 		w->d = d;
 		w->db = db_open_readonly(cfg->queue_path, why);
 		w->dns = w->db ? dns_resolver_new(cfg, why) : NULL;
+		w->dns_gen = conf->gen;
 		if (w->db == NULL || w->dns == NULL ||
 		    pthread_create(&d->threads[i], NULL, worker_main, w) != 0) {
 			db_close(w->db);
@@ -1120,14 +1361,9 @@ delivery_stop(struct delivery *d)
 	for (i = 0; i < d->nthreads; i++)
 		pthread_join(d->threads[i], NULL);
 	jobs_free(d->jobs);
-	tls_creds_unref(d->client_creds);
-	if (d->smarthost_pass != NULL)
-		explicit_bzero(d->smarthost_pass, strlen(d->smarthost_pass));
-	free(d->smarthost_pass);
+	holder_free(d->conf);
 	free(d->threads);
 	free(d->dests);
-	free(d->self_addrs);
-	free(d->self_name);
 	pthread_mutex_destroy(&d->mu);
 	pthread_cond_destroy(&d->cv);
 	pthread_cond_destroy(&d->done_cv);

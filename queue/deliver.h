@@ -16,16 +16,37 @@
 #include "queue.h"
 
 struct delivery;
+struct delivery_conf;
+struct held;
 
 /*
- * Start the dispatcher and the delivery threads.  `self` (our hostname and
- * listen addresses, for MX loop detection) is copied.  When `stop_fd`
- * becomes readable (the shutdown grace period is over), deliveries in
- * progress stop waiting for their peers and are deferred.  NULL with
- * `why`.
+ * What delivery takes from `cfg` (routes, smarthost and its password,
+ * TLS client credentials, timeouts, our own names and addresses for MX
+ * loop detection).  NULL with `why` (an unreadable password file, a bad
+ * CA file).
  */
-struct delivery *delivery_start(struct queue *q, const struct config *cfg,
-    const struct dns_self *self, int stop_fd, char *why);
+struct delivery_conf *delivery_conf_new(const struct config *cfg, char *why);
+
+/* `c` holds `cfg_ref` (the reference keeping its config alive) until
+ * it is freed. */
+void delivery_conf_keep(struct delivery_conf *c, struct held *cfg_ref);
+void delivery_conf_free(struct delivery_conf *c);
+
+/*
+ * Start the dispatcher and the delivery threads with `conf` (taken over).
+ * When `stop_fd` becomes readable (the shutdown grace period is over),
+ * deliveries in progress stop waiting for their peers and are deferred.
+ * NULL with `why`.
+ */
+struct delivery *delivery_start(
+    struct queue *q, struct delivery_conf *conf, int stop_fd, char *why);
+
+/*
+ * SIGHUP: jobs that start from now on use `conf` (taken over); jobs in
+ * progress finish with the old one.  delivery_threads and queue_path
+ * keep their values from the start.
+ */
+void delivery_reconfigure(struct delivery *d, struct delivery_conf *c);
 
 /*
  * Stop claiming work, let the threads finish the jobs they hold (each

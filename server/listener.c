@@ -1,12 +1,15 @@
 /*
  * listener.c - the acceptor thread (see listener.h).
  *
- * Threads: the acceptor thread owns the listening sockets once started;
- * the main thread stops it through `wake` (a pipe) and joins it.
+ * Threads: the acceptor thread owns the listening sockets while it runs;
+ * the main thread stops it through `wake` (a pipe) and joins it, also to
+ * change the set of sockets on reload, then starts a new one.
  */
 #include "listener.h"
 #include "cidr.h"
+#include "holder.h"
 #include "log.h"
+#include "metrics.h"
 #include "util.h"
 
 #include <errno.h>
@@ -27,50 +30,64 @@
  */
 #define LISTEN_BACKLOG 4096
 
+struct lsock {
+	int fd;
+	struct listen_addr la;
+};
+
 struct listener {
 	struct server *srv;
 	struct pool *pool;
 	struct ipcount *ipc;
-	int *fds;
-	int nfds;
+	struct lsock *socks;
+	int nsocks;
 	int wake[2];
 	pthread_t thread;
 	bool started;
 };
 
-struct listener *
-listener_open(struct server *srv, char *why)
+/* Bind and listen on one address; -1 with `why`. */
+static int
+open_one(const struct listen_addr *la, char *why)
 {
-	const struct config *cfg = srv->cfg;
+	int one = 1;
+	int fd = socket(
+	    la->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+
+	if (fd < 0) {
+		why_set(why, "socket for %s: %s", la->text, strerror(errno));
+		return -1;
+	}
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (la->ss.ss_family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	if (bind(fd, (const struct sockaddr *)&la->ss, la->sslen) != 0 ||
+	    listen(fd, LISTEN_BACKLOG) != 0) {
+		why_set(why, "cannot listen on %s: %s", la->text,
+		    strerror(errno));
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+struct listener *
+listener_open(struct server *srv, const struct config *cfg, char *why)
+{
 	struct listener *l = xcalloc(1, sizeof(*l));
-	int i, one = 1;
+	int i;
 
 	l->srv = srv;
 	l->wake[0] = l->wake[1] = -1;
-	l->fds = xcalloc((size_t)cfg->nlisten, sizeof(int));
+	l->socks = xcalloc((size_t)cfg->nlisten, sizeof(*l->socks));
 	for (i = 0; i < cfg->nlisten; i++) {
-		const struct listen_addr *la = &cfg->listen[i];
-		int fd = socket(la->ss.ss_family,
-		    SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		int fd = open_one(&cfg->listen[i], why);
 
-		if (fd < 0) {
-			why_set(why, "socket for %s: %s", la->text,
-			    strerror(errno));
+		if (fd < 0)
 			goto fail;
-		}
-		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-		if (la->ss.ss_family == AF_INET6)
-			setsockopt(
-			    fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-		if (bind(fd, (const struct sockaddr *)&la->ss, la->sslen) !=
-		        0 ||
-		    listen(fd, LISTEN_BACKLOG) != 0) {
-			why_set(why, "cannot listen on %s: %s", la->text,
-			    strerror(errno));
-			close(fd);
-			goto fail;
-		}
-		l->fds[l->nfds++] = fd;
+		l->socks[l->nsocks].fd = fd;
+		l->socks[l->nsocks].la = cfg->listen[i];
+		l->nsocks++;
 	}
 	if (pipe2(l->wake, O_CLOEXEC | O_NONBLOCK) != 0) {
 		why_set(why, "pipe: %s", strerror(errno));
@@ -92,9 +109,9 @@ refuse(int fd, const char *text)
 
 /* Accept one connection; false when there was none to take. */
 static bool
-accept_one(struct listener *l, int lfd, const struct listen_addr *la)
+accept_one(struct listener *l, const struct config *cfg, int lfd,
+    const struct listen_addr *la)
 {
-	const struct config *cfg = l->srv->cfg;
 	struct job job;
 	char ip[64], text[256];
 	bool trusted;
@@ -117,13 +134,15 @@ accept_one(struct listener *l, int lfd, const struct listen_addr *la)
 	/* Replies are batched by the session: send each batch at once. */
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	job.fd = fd;
-	job.listener = la;
+	job.listener = *la;
 	sockaddr_ntop((struct sockaddr *)&job.peer, ip, sizeof(ip));
 	/* Clients in relay_networks are exempt, as Postfix's mynetworks. */
 	trusted = cidr_match(cfg->relay_networks, cfg->nrelay_networks,
 	    (struct sockaddr *)&job.peer);
+	metrics_inc(M_CONNECTIONS);
 	if (!ipcount_acquire(l->ipc, (struct sockaddr *)&job.peer,
 	        trusted ? 0 : cfg->max_connections_per_ip)) {
+		metrics_inc(M_REJECT_PER_IP);
 		log_info("acceptor",
 		    "reject: client=[%s]: too many "
 		    "connections from this address (%d)",
@@ -136,6 +155,7 @@ accept_one(struct listener *l, int lfd, const struct listen_addr *la)
 		return true;
 	}
 	if (!pool_submit(l->pool, &job)) {
+		metrics_inc(M_REJECT_OVERLOAD);
 		ipcount_release(l->ipc, (struct sockaddr *)&job.peer);
 		log_warn("acceptor",
 		    "reject: client=[%s]: all %d workers "
@@ -154,38 +174,120 @@ static void *
 acceptor_main(void *arg)
 {
 	struct listener *l = arg;
-	const struct config *cfg = l->srv->cfg;
-	struct pollfd *p = xcalloc((size_t)l->nfds + 1, sizeof(*p));
-	int i;
+	struct pollfd *p = xcalloc((size_t)l->nsocks + 1, sizeof(*p));
+	int i, n = l->nsocks;
 
-	for (i = 0; i < l->nfds; i++) {
-		p[i].fd = l->fds[i];
+	for (i = 0; i < n; i++) {
+		p[i].fd = l->socks[i].fd;
 		p[i].events = POLLIN;
 	}
-	p[l->nfds].fd = l->wake[0];
-	p[l->nfds].events = POLLIN;
+	p[n].fd = l->wake[0];
+	p[n].events = POLLIN;
 	for (;;) {
-		if (poll(p, (nfds_t)l->nfds + 1, -1) < 0) {
+		const struct config *cfg;
+		struct held *ref;
+
+		if (poll(p, (nfds_t)n + 1, -1) < 0) {
 			if (errno == EINTR)
 				continue;
 			log_err("acceptor", "poll: %s", strerror(errno));
 			break;
 		}
-		if (p[l->nfds].revents != 0)
+		if (p[n].revents != 0)
 			break;
-		for (i = 0; i < l->nfds; i++) {
-			int n;
+		/* The limits of the configuration current now. */
+		cfg = holder_get(l->srv->config, &ref);
+		for (i = 0; i < n; i++) {
+			int k;
 
 			/* Drain a burst, but let other listeners take turns. */
 			if (!(p[i].revents & POLLIN))
 				continue;
-			for (n = 0; n < 64; n++)
-				if (!accept_one(l, l->fds[i], &cfg->listen[i]))
+			for (k = 0; k < 64; k++)
+				if (!accept_one(
+				        l, cfg, l->socks[i].fd, &l->socks[i].la))
 					break;
 		}
+		holder_put(ref);
 	}
 	free(p);
 	return NULL;
+}
+
+static int
+start_thread(struct listener *l, char *why)
+{
+	char c;
+
+	while (read(l->wake[0], &c, 1) == 1)
+		; /* a stale wake-up from the last stop */
+	if (pthread_create(&l->thread, NULL, acceptor_main, l) != 0) {
+		why_set(why, "cannot start the acceptor thread");
+		return -1;
+	}
+	l->started = true;
+	return 0;
+}
+
+static void
+stop_thread(struct listener *l)
+{
+	if (!l->started)
+		return;
+	(void)!write(l->wake[1], "x", 1);
+	pthread_join(l->thread, NULL);
+	l->started = false;
+}
+
+static bool
+same_addr(const struct listen_addr *a, const struct listen_addr *b)
+{
+	return a->kind == b->kind && a->sslen == b->sslen &&
+	       memcmp(&a->ss, &b->ss, a->sslen) == 0;
+}
+
+int
+listener_reload(struct listener *l, const struct config *cfg)
+{
+	struct lsock *next = xcalloc((size_t)cfg->nlisten, sizeof(*next));
+	char why[WHY_MAX];
+	int i, j, n = 0, failed = 0;
+
+	stop_thread(l);
+	for (i = 0; i < cfg->nlisten; i++) {
+		const struct listen_addr *la = &cfg->listen[i];
+
+		for (j = 0; j < l->nsocks; j++)
+			if (l->socks[j].fd >= 0 && same_addr(&l->socks[j].la, la))
+				break;
+		if (j < l->nsocks) { /* unchanged: keep it, backlog and all */
+			next[n].fd = l->socks[j].fd;
+			l->socks[j].fd = -1;
+		} else if ((next[n].fd = open_one(la, why)) < 0) {
+			log_err("main", "SIGHUP: %s", why);
+			failed++;
+			continue;
+		} else {
+			log_info("main", "SIGHUP: listening on %s", la->text);
+		}
+		next[n].la = *la;
+		n++;
+	}
+	for (j = 0; j < l->nsocks; j++) {
+		if (l->socks[j].fd < 0)
+			continue;
+		log_info("main", "SIGHUP: no longer listening on %s",
+		    l->socks[j].la.text);
+		close(l->socks[j].fd);
+	}
+	free(l->socks);
+	l->socks = next;
+	l->nsocks = n;
+	if (l->pool != NULL && start_thread(l, why) != 0) {
+		log_err("main", "SIGHUP: %s", why);
+		failed++;
+	}
+	return failed;
 }
 
 int
@@ -194,12 +296,7 @@ listener_start(
 {
 	l->pool = pool;
 	l->ipc = ipc;
-	if (pthread_create(&l->thread, NULL, acceptor_main, l) != 0) {
-		why_set(why, "cannot start the acceptor thread");
-		return -1;
-	}
-	l->started = true;
-	return 0;
+	return start_thread(l, why);
 }
 
 void
@@ -209,16 +306,13 @@ listener_stop(struct listener *l)
 
 	if (l == NULL)
 		return;
-	if (l->started) {
-		(void)!write(l->wake[1], "x", 1);
-		pthread_join(l->thread, NULL);
-	}
-	for (i = 0; i < l->nfds; i++)
-		close(l->fds[i]);
+	stop_thread(l);
+	for (i = 0; i < l->nsocks; i++)
+		close(l->socks[i].fd);
 	if (l->wake[0] >= 0)
 		close(l->wake[0]);
 	if (l->wake[1] >= 0)
 		close(l->wake[1]);
-	free(l->fds);
+	free(l->socks);
 	free(l);
 }

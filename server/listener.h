@@ -19,11 +19,20 @@ struct listener;
  * Bind and listen on every configured address (before serving starts: a
  * failure here is fatal).  NULL with `why`.
  */
-struct listener *listener_open(struct server *srv, char *why);
+struct listener *listener_open(
+    struct server *srv, const struct config *cfg, char *why);
 
 /* Start accepting into `pool`, counting clients in `ipc`. */
 int listener_start(
     struct listener *l, struct pool *pool, struct ipcount *ipc, char *why);
+
+/*
+ * SIGHUP: listen on `cfg`'s addresses.  Sockets whose address and kind did
+ * not change stay open (pending connections are kept); new ones are
+ * opened, removed ones closed.  Addresses that cannot be opened are
+ * logged and left out; returns how many.  Main thread only.
+ */
+int listener_reload(struct listener *l, const struct config *cfg);
 
 /* Stop accepting, close the listening sockets, join the thread, free. */
 void listener_stop(struct listener *l);

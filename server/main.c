@@ -23,9 +23,11 @@
 #include "deliver.h"
 #include "dns.h"
 #include "holder.h"
+#include "httpd.h"
 #include "listener.h"
 #include "log.h"
 #include "pool.h"
+#include "privs.h"
 #include "queue.h"
 #include "server.h"
 #include "tls.h"
@@ -210,33 +212,118 @@ load_auth(const struct config *cfg, bool *failed)
 	return db;
 }
 
-/* SIGHUP: new certificates and users, or the old ones kept. */
-static void
-reload(struct server *srv)
+/* What serving needs beside `struct server`, for reload and shutdown. */
+struct serving {
+	struct server srv;
+	const char *path; /* -c, or NULL: found again on reload */
+	struct config *cfg; /* the current version (srv.config holds it) */
+	struct listener *lis;
+	struct delivery_conf *dconf; /* until delivery starts */
+	struct delivery *delivery;
+	struct httpd *httpd;
+};
+
+static bool
+same_hostport(const struct hostport *a, const struct hostport *b)
 {
-	struct tls_creds *creds;
-	struct auth_db *db;
+	return strcmp(a->host, b->host) == 0 && a->port == b->port;
+}
+
+/* Keys read only at start: say so when a reload changes them. */
+static void
+warn_restart_keys(const struct config *old, const struct config *cfg)
+{
+	if (strcmp(old->queue_path, cfg->queue_path) != 0)
+		log_warn("main", "SIGHUP: queue_path changes at the next start");
+	if (old->workers != cfg->workers)
+		log_warn("main", "SIGHUP: workers changes at the next start");
+	if (old->delivery_threads != cfg->delivery_threads)
+		log_warn("main",
+		    "SIGHUP: delivery_threads changes at the next start");
+	if (strcmp(old->user, cfg->user) != 0)
+		log_warn("main", "SIGHUP: user changes at the next start");
+}
+
+/*
+ * SIGHUP: read the configuration again and switch to it whole, or keep
+ * the old one whole when anything in it is wrong (the file, the
+ * certificate, auth_users, the smarthost password file).  Sessions and
+ * deliveries in progress finish with the version they started with.
+ */
+static void
+reload(struct serving *sv)
+{
+	struct config *cfg;
+	const struct config *old;
+	struct tls_creds *creds = NULL;
+	struct auth_db *db = NULL;
+	struct delivery_conf *dconf = NULL;
+	struct held *old_ref, *ref;
+	const char *source;
 	char why[WHY_MAX];
 	bool failed;
 
-	creds = load_tls(srv->cfg, false, why);
-	if (creds == NULL) {
-		log_err("main", "SIGHUP: keeping the old certificate: %s", why);
-	} else {
-		holder_set(srv->tls, creds);
-		log_info("main", "SIGHUP: certificate reloaded");
+	cfg = load_config(sv->path, &source);
+	if (cfg == NULL) {
+		log_err("main", "SIGHUP: %s has errors (above): keeping the "
+		                "old configuration",
+		    sv->path ? sv->path : "the configuration");
+		return;
 	}
-	db = load_auth(srv->cfg, &failed);
-	if (failed) {
+	if (tls_priority_check(cfg->tls_priority, why) != 0 ||
+	    (creds = load_tls(cfg, true, why)) == NULL) {
 		log_err("main",
-		    "SIGHUP: keeping the old auth_users: %s has "
-		    "errors",
-		    srv->cfg->auth_users);
-	} else if (db != NULL) {
-		holder_set(srv->auth, db);
-		log_info("main", "SIGHUP: auth_users reloaded (%d users)",
-		    auth_db_count(db));
+		    "SIGHUP: TLS: %s: keeping the old certificate and "
+		    "configuration",
+		    why);
+		goto fail;
 	}
+	db = load_auth(cfg, &failed);
+	if (failed) {
+		log_err("main", "SIGHUP: %s has errors: keeping the old auth_users and "
+		                "configuration",
+		    cfg->auth_users);
+		goto fail;
+	}
+	if (sv->delivery != NULL &&
+	    (dconf = delivery_conf_new(cfg, why)) == NULL) {
+		log_err("main", "SIGHUP: %s: keeping the old configuration",
+		    why);
+		goto fail;
+	}
+	/* Everything checked: switch. */
+	old = holder_get(sv->srv.config, &old_ref);
+	holder_set(sv->srv.config, cfg);
+	if (dconf != NULL) {
+		(void)holder_get(sv->srv.config, &ref);
+		delivery_conf_keep(dconf, ref);
+		delivery_reconfigure(sv->delivery, dconf);
+	}
+	warn_restart_keys(old, cfg);
+	holder_set(sv->srv.tls, creds);
+	holder_set(sv->srv.auth, db);
+	if (listener_reload(sv->lis, cfg) > 0)
+		log_err("main", "SIGHUP: some listeners could not be opened");
+	log_set_level(cfg->log_level);
+	log_set_json(cfg->log_format == LOG_FORMAT_JSON);
+	if (!same_hostport(&old->metrics_listen, &cfg->metrics_listen)) {
+		httpd_stop(sv->httpd);
+		sv->httpd = NULL;
+		if (cfg->metrics_listen.host[0] != '\0' &&
+		    (sv->httpd = httpd_start(cfg, &sv->srv, why)) == NULL)
+			log_err("main", "SIGHUP: %s", why);
+	}
+	holder_put(old_ref);
+	sv->cfg = cfg;
+	log_info("main",
+	    "SIGHUP: configuration reloaded from %s (certificate reloaded, "
+	    "%d auth users)",
+	    source, db ? auth_db_count(db) : 0);
+	return;
+fail:
+	tls_creds_unref(creds);
+	auth_db_free(db);
+	config_free(cfg);
 }
 
 static void
@@ -267,16 +354,103 @@ drain_sessions(struct pool *pool, const sigset_t *set, int64_t ms)
 	}
 }
 
+/* The folder that holds the queue (and the self-signed key pair). */
+static void
+data_dir(const struct config *cfg, char *dir, size_t len)
+{
+	const char *slash = strrchr(cfg->queue_path, '/');
+
+	if (slash == NULL)
+		snprintf(dir, len, ".");
+	else if (slash == cfg->queue_path)
+		snprintf(dir, len, "/");
+	else
+		snprintf(dir, len, "%.*s", (int)(slash - cfg->queue_path),
+		    cfg->queue_path);
+}
+
+/*
+ * Everything that needs root, then the drop: the queue's folder, the
+ * listening sockets, a configured certificate and auth_users, the
+ * smarthost password.  Then, as the user: the self-signed certificate,
+ * the queue.
+ */
+static int
+start_serving(struct serving *sv, char *why)
+{
+	struct config *cfg = sv->cfg;
+	struct privs privs;
+	struct stat st;
+	char dir[4096];
+	bool created, failed;
+	struct auth_db *db;
+	struct tls_creds *creds = NULL;
+
+	if (privs_plan(cfg, &privs, why) != 0)
+		return -1;
+	data_dir(cfg, dir, sizeof(dir));
+	created = stat(dir, &st) != 0;
+	if (make_parent_dirs(cfg->queue_path, why) != 0)
+		return -1;
+	privs_prepare_dir(&privs, dir, created);
+	sv->lis = listener_open(&sv->srv, cfg, why);
+	if (sv->lis == NULL)
+		return -1;
+	if (cfg->tls_cert[0] != '\0' &&
+	    (creds = load_tls(cfg, false, why)) == NULL)
+		return -1;
+	db = load_auth(cfg, &failed);
+	if (failed) {
+		tls_creds_unref(creds);
+		why_set(why, "%s has errors", cfg->auth_users);
+		return -1;
+	}
+	holder_set(sv->srv.auth, db);
+	if (cfg->delivery_threads > 0) {
+		struct held *ref;
+
+		sv->dconf = delivery_conf_new(cfg, why);
+		if (sv->dconf == NULL) {
+			tls_creds_unref(creds);
+			return -1;
+		}
+		(void)holder_get(sv->srv.config, &ref);
+		delivery_conf_keep(sv->dconf, ref);
+	}
+	if (privs_drop(&privs, why) != 0) {
+		tls_creds_unref(creds);
+		return -1;
+	}
+	if (privs.drop && access(dir, W_OK | X_OK) != 0) {
+		tls_creds_unref(creds);
+		why_set(why,
+		    "the queue folder %s is not writable by user %s: "
+		    "chown %s %s",
+		    dir, privs.name, privs.name, dir);
+		return -1;
+	}
+	if (creds == NULL && (creds = load_tls(cfg, true, why)) == NULL)
+		return -1;
+	holder_set(sv->srv.tls, creds);
+	sv->srv.queue = queue_open(cfg->queue_path, why);
+	if (sv->srv.queue == NULL) {
+		char tmp[WHY_MAX];
+
+		snprintf(tmp, sizeof(tmp), "%s", why);
+		why_set(why, "queue %s: %s", cfg->queue_path, tmp);
+		return -1;
+	}
+	return 0;
+}
+
 static int
 cmd_serve(const char *path)
 {
-	struct server srv;
+	struct serving sv;
+	struct server *srv = &sv.srv;
 	struct config *cfg;
-	struct listener *lis = NULL;
 	struct ipcount *ipc = NULL;
 	struct pool *pool = NULL;
-	struct delivery *delivery = NULL;
-	struct sockaddr_storage *self_addrs = NULL;
 	const char *source;
 	char why[WHY_MAX], addrs[512];
 	sigset_t set;
@@ -287,9 +461,15 @@ cmd_serve(const char *path)
 	if (cfg == NULL)
 		return 1;
 	log_set_level(cfg->log_level);
-	memset(&srv, 0, sizeof(srv));
-	srv.cfg = cfg;
-	srv.stop_fd = srv.kill_fd = -1;
+	log_set_json(cfg->log_format == LOG_FORMAT_JSON);
+	memset(&sv, 0, sizeof(sv));
+	sv.path = path;
+	sv.cfg = cfg;
+	srv->stop_fd = srv->kill_fd = -1;
+	srv->config = holder_new((void (*)(void *))config_free);
+	holder_set(srv->config, cfg);
+	srv->tls = holder_new((void (*)(void *))tls_creds_unref);
+	srv->auth = holder_new((void (*)(void *))auth_db_free);
 
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
@@ -298,74 +478,44 @@ cmd_serve(const char *path)
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
-	if (make_parent_dirs(cfg->queue_path, why) != 0) {
-		log_err("main", "fatal: %s", why);
-		goto out;
-	}
-	srv.queue = queue_open(cfg->queue_path, why);
-	if (srv.queue == NULL) {
-		log_err("main", "fatal: queue %s: %s", cfg->queue_path, why);
-		goto out;
-	}
-	srv.stop_fd = eventfd(0, EFD_CLOEXEC);
-	srv.kill_fd = eventfd(0, EFD_CLOEXEC);
-	if (srv.stop_fd < 0 || srv.kill_fd < 0) {
+	srv->stop_fd = eventfd(0, EFD_CLOEXEC);
+	srv->kill_fd = eventfd(0, EFD_CLOEXEC);
+	if (srv->stop_fd < 0 || srv->kill_fd < 0) {
 		log_err("main", "fatal: eventfd: %s", strerror(errno));
 		goto out;
 	}
-	srv.tls = holder_new((void (*)(void *))tls_creds_unref);
-	srv.auth = holder_new((void (*)(void *))auth_db_free);
-	{
-		struct tls_creds *creds = load_tls(cfg, true, why);
-		struct auth_db *db;
-		bool failed;
-
-		if (creds == NULL) {
-			log_err("main", "fatal: TLS: %s", why);
-			goto out;
-		}
-		holder_set(srv.tls, creds);
-		db = load_auth(cfg, &failed);
-		if (failed) {
-			log_err(
-			    "main", "fatal: %s has errors", cfg->auth_users);
-			goto out;
-		}
-		holder_set(srv.auth, db);
-	}
-	lis = listener_open(&srv, why);
-	if (lis == NULL) {
+	if (start_serving(&sv, why) != 0) {
 		log_err("main", "fatal: %s", why);
 		goto out;
 	}
 	ipc = ipcount_new();
-	pool = pool_new(&srv, ipc, cfg->workers, cfg->workers, why);
+	pool = pool_new(srv, ipc, cfg->workers, cfg->workers, why);
 	if (pool == NULL) {
 		log_err("main", "fatal: %s", why);
 		goto out;
 	}
-	if (listener_start(lis, pool, ipc, why) != 0) {
+	if (listener_start(sv.lis, pool, ipc, why) != 0) {
 		log_err("main", "fatal: %s", why);
 		goto out;
 	}
-	if (cfg->delivery_threads > 0) {
-		struct dns_self self;
-
-		self_addrs = xcalloc((size_t)cfg->nlisten, sizeof(*self_addrs));
-		for (i = 0; i < cfg->nlisten; i++)
-			self_addrs[i] = cfg->listen[i].ss;
-		self.hostname = cfg->hostname;
-		self.addrs = self_addrs;
-		self.naddrs = cfg->nlisten;
-		delivery =
-		    delivery_start(srv.queue, cfg, &self, srv.kill_fd, why);
-		if (delivery == NULL) {
+	if (sv.dconf != NULL) {
+		sv.delivery =
+		    delivery_start(srv->queue, sv.dconf, srv->kill_fd, why);
+		sv.dconf = NULL;
+		if (sv.delivery == NULL) {
 			log_err("main", "fatal: delivery: %s", why);
 			goto out;
 		}
 	} else {
 		log_info("main", "delivery_threads = 0: accepting and queueing "
 		                 "only, delivering nothing");
+	}
+	if (cfg->metrics_listen.host[0] != '\0') {
+		sv.httpd = httpd_start(cfg, srv, why);
+		if (sv.httpd == NULL) {
+			log_err("main", "fatal: %s", why);
+			goto out;
+		}
 	}
 	addrs[0] = '\0';
 	for (i = 0; i < cfg->nlisten && off < sizeof(addrs); i++)
@@ -383,39 +533,41 @@ cmd_serve(const char *path)
 		if (sig == SIGTERM || sig == SIGINT)
 			break;
 		if (sig == SIGHUP)
-			reload(&srv);
+			reload(&sv);
 	}
+	cfg = sv.cfg;
 	log_info("main", "%s: shutting down (grace %ds)",
 	    sig == SIGTERM ? "SIGTERM" : "SIGINT", cfg->shutdown_grace);
-	listener_stop(lis);
-	lis = NULL;
-	signal_fd(srv.stop_fd);
+	listener_stop(sv.lis);
+	sv.lis = NULL;
+	signal_fd(srv->stop_fd);
 	drain_sessions(pool, &set, (int64_t)cfg->shutdown_grace * 1000);
 	if (pool_busy(pool) > 0)
 		log_info("main", "grace period over: ending %d session%s",
 		    pool_busy(pool), pool_busy(pool) == 1 ? "" : "s");
-	signal_fd(srv.kill_fd);
+	signal_fd(srv->kill_fd);
 	drain_sessions(pool, &set, 3600 * 1000);
 	rc = 0;
 out:
-	listener_stop(lis);
+	listener_stop(sv.lis);
 	if (pool != NULL)
 		pool_join(pool);
 	ipcount_free(ipc);
-	delivery_stop(delivery);
-	free(self_addrs);
-	queue_close(srv.queue);
-	holder_free(srv.tls);
-	holder_free(srv.auth);
-	if (srv.stop_fd >= 0)
-		close(srv.stop_fd);
-	if (srv.kill_fd >= 0)
-		close(srv.kill_fd);
+	httpd_stop(sv.httpd);
+	delivery_conf_free(sv.dconf);
+	delivery_stop(sv.delivery);
+	queue_close(srv->queue);
+	holder_free(srv->tls);
+	holder_free(srv->auth);
+	if (srv->stop_fd >= 0)
+		close(srv->stop_fd);
+	if (srv->kill_fd >= 0)
+		close(srv->kill_fd);
 	if (rc == 0)
 		log_info("main", "stopped: %ld message%s accepted",
-		    atomic_load(&srv.messages_accepted),
-		    atomic_load(&srv.messages_accepted) == 1 ? "" : "s");
-	config_free(cfg);
+		    atomic_load(&srv->messages_accepted),
+		    atomic_load(&srv->messages_accepted) == 1 ? "" : "s");
+	holder_free(srv->config);
 	return rc;
 }
 

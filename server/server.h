@@ -2,7 +2,9 @@
  * server.h - what the acceptor, the worker pool and the sessions share.
  *
  * `struct server` is built by main before any thread starts and is
- * read-only afterwards, except for the atomic counters.
+ * read-only afterwards, except for the atomic counters and what the
+ * holders hold: SIGHUP swaps the configuration, the certificates and the
+ * users whole, and each session keeps the versions it started with.
  */
 #ifndef SLUICE_SERVER_H
 #define SLUICE_SERVER_H
@@ -15,7 +17,7 @@
 #include "queue.h"
 
 struct server {
-	const struct config *cfg;
+	struct holder *config; /* struct config *, swapped on SIGHUP */
 	struct queue *queue;
 	int stop_fd; /* readable once shutdown began: idle sessions end */
 	int kill_fd; /* readable once the grace period ended: all end */
@@ -30,7 +32,7 @@ struct job {
 	int fd;
 	struct sockaddr_storage peer;
 	socklen_t peerlen;
-	const struct listen_addr *listener;
+	struct listen_addr listener; /* a copy: configurations come and go */
 };
 
 /*

@@ -29,6 +29,7 @@
 #include "conn.h"
 #include "data.h"
 #include "log.h"
+#include "metrics.h"
 #include "parse.h"
 #include "tls.h"
 #include "util.h"
@@ -66,7 +67,8 @@ struct intake {
 
 struct session {
 	struct server *srv;
-	const struct config *cfg;
+	const struct config *cfg; /* the version this session started with */
+	struct held *cfg_ref;
 	struct conn *conn;
 	char ip[64];
 	char iplit[80]; /* "[192.0.2.1]" or "[IPv6:2001:db8::1]" */
@@ -343,14 +345,17 @@ do_rcpt(struct session *s, const char *args)
 	s->rcpt_attempts++;
 	code = parse_rcpt(args, s->esmtp, s->mail.smtputf8, &ra, why);
 	if (code != 0) {
+		metrics_inc(M_RCPT_REJECTED);
 		reply(s, code, "%s", why);
 		return;
 	}
 	if (s->nrcpts >= s->cfg->max_recipients) {
+		metrics_inc(M_RCPT_REJECTED);
 		reply(s, 452, "4.5.3 Error: too many recipients");
 		return;
 	}
 	if (!relay_allowed(s, &ra.to)) {
+		metrics_inc(M_RCPT_REJECTED);
 		reply(s, 554, "5.7.1 <%s@%s>: Relay access denied", ra.to.local,
 		    ra.to.domain);
 		return;
@@ -552,6 +557,8 @@ message_end(struct session *s, struct intake *in, unsigned flags)
 	free(er);
 	s->nmails++;
 	atomic_fetch_add(&s->srv->messages_accepted, 1);
+	metrics_inc(M_MESSAGES_ACCEPTED);
+	metrics_add(M_BYTES_ACCEPTED, in->size);
 	log_sanitize(from, sizeof(from), s->sender);
 	log_info("smtpd",
 	    "id=%s from=<%s> size=%lld nrcpt=%d client=%s "
@@ -617,12 +624,15 @@ budget_consume(struct session *s, struct budget *b, size_t n)
 static void
 data_read_failed(struct session *s, enum conn_status st)
 {
-	if (st == CONN_TIMEOUT)
+	if (st == CONN_TIMEOUT) {
+		metrics_inc(M_REJECT_TIMEOUT);
 		reply(s, 421, "4.4.2 %s Error: timeout exceeded",
 		    s->cfg->hostname);
-	else if (st == CONN_STOPPED)
+	} else if (st == CONN_STOPPED) {
+		metrics_inc(M_REJECT_SHUTDOWN);
 		reply(
 		    s, 421, "4.3.2 %s Service shutting down", s->cfg->hostname);
+	}
 	else
 		log_info(
 		    "smtpd", "client=%s lost connection during data", s->iplit);
@@ -860,6 +870,7 @@ start_tls(struct session *s)
 	    now_ms() + (int64_t)s->cfg->command_timeout * 1000, why);
 	holder_put(ref);
 	if (st != CONN_OK) {
+		metrics_inc(M_REJECT_TLS);
 		log_info("smtpd", "client=%s TLS handshake failed: %s",
 		    s->iplit, why);
 		return false;
@@ -974,6 +985,7 @@ auth_verdict(struct session *s, const char *user, const char *pass)
 		return;
 	}
 	s->auth_failures++;
+	metrics_inc(M_AUTH_FAILED);
 	log_info("smtpd",
 	    "client=%s authentication failed for user=%s "
 	    "(%d of %d)",
@@ -1172,10 +1184,11 @@ void
 session_run(struct server *srv, const struct job *job)
 {
 	struct session *s = xcalloc(1, sizeof(*s));
-	const struct config *cfg = srv->cfg;
+	const struct config *cfg;
 	const struct sockaddr *peer = (const struct sockaddr *)&job->peer;
 	int64_t started = now_ms();
 
+	cfg = holder_get(srv->config, &s->cfg_ref);
 	s->srv = srv;
 	s->cfg = cfg;
 	s->conn = conn_new(job->fd);
@@ -1188,9 +1201,9 @@ session_run(struct server *srv, const struct job *job)
 	s->trusted =
 	    cidr_match(cfg->relay_networks, cfg->nrelay_networks, peer);
 	s->state = SS_INIT;
-	s->kind = job->listener->kind;
+	s->kind = job->listener.kind;
 	log_info("smtpd", "connect from %s:%d listener=%s%s", s->iplit, s->port,
-	    job->listener->text, s->trusted ? " trusted" : "");
+	    job->listener.text, s->trusted ? " trusted" : "");
 	/* RFC 8314: on an implicit-TLS port the handshake comes first; like
 	 * an idle session, it ends at once at shutdown. */
 	conn_set_stop_fd(s->conn, srv->stop_fd);
@@ -1212,11 +1225,13 @@ session_run(struct server *srv, const struct job *job)
 		    &too_long, &bare_lf,
 		    now_ms() + cfg->command_timeout * 1000);
 		if (st == CONN_TIMEOUT) {
+			metrics_inc(M_REJECT_TIMEOUT);
 			reply(s, 421, "4.4.2 %s Error: timeout exceeded",
 			    cfg->hostname);
 			break;
 		}
 		if (st == CONN_STOPPED) {
+			metrics_inc(M_REJECT_SHUTDOWN);
 			reply(s, 421, "4.3.2 %s Service shutting down",
 			    cfg->hostname);
 			break;
@@ -1230,6 +1245,7 @@ session_run(struct server *srv, const struct job *job)
 			do_command(s, len);
 		}
 		if (!s->quit && s->errors >= cfg->max_errors) {
+			metrics_inc(M_REJECT_ERRORS);
 			reply(s, 421, "4.7.0 %s Error: too many errors",
 			    cfg->hostname);
 			break;
@@ -1245,5 +1261,6 @@ session_run(struct server *srv, const struct job *job)
 	    (unsigned long long)conn_bytes_out(s->conn),
 	    (long long)(now_ms() - started));
 	conn_free(s->conn);
+	holder_put(s->cfg_ref);
 	free(s);
 }

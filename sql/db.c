@@ -803,6 +803,32 @@ db_unreported_bounces(
 	return n;
 }
 
+int
+db_list_unreported(struct db *db, char (*ids)[QUEUE_ID_LEN + 1], int max,
+    char *why)
+{
+	sqlite3_stmt *st = prep(db,
+	    "SELECT DISTINCT r.msg_id FROM recipients AS r "
+	    "WHERE r.state = 'bounced' AND (r.notified & 1) = 0 "
+	    "AND NOT EXISTS (SELECT 1 FROM recipients AS p "
+	    "WHERE p.msg_id = r.msg_id AND p.state IN ('queued', 'deferred')) "
+	    "LIMIT ?1",
+	    why);
+	int n = 0, rc;
+
+	if (st == NULL)
+		return -1;
+	sqlite3_bind_int(st, 1, max);
+	while (n < max && (rc = sqlite3_step(st)) == SQLITE_ROW)
+		copy_col(st, 0, ids[n++], QUEUE_ID_LEN + 1);
+	if (n < max && rc != SQLITE_DONE) {
+		read_failed(db, why);
+		n = -1;
+	}
+	sqlite3_reset(st);
+	return n;
+}
+
 enum res
 db_mark_reported(struct db *db, const char *msg_id, char *why)
 {
@@ -890,7 +916,8 @@ db_prune_finished(struct db *db, int64_t before, char *why)
 	    "INSERT INTO temp.prune_ids SELECT m.id FROM messages AS m "
 	    "WHERE NOT EXISTS (SELECT 1 FROM recipients AS r "
 	    "WHERE r.msg_id = m.id AND (r.state NOT IN ('delivered', "
-	    "'bounced') OR coalesce(r.last_attempt_at, m.received_at) >= ?1))",
+	    "'bounced') OR coalesce(r.last_attempt_at, m.received_at) >= ?1)) "
+	    "LIMIT " DB_PRUNE_MAX_TEXT,
 	    "DELETE FROM attempts WHERE msg_id IN temp.prune_ids",
 	    "DELETE FROM body_chunks WHERE msg_id IN temp.prune_ids",
 	    "DELETE FROM recipients WHERE msg_id IN temp.prune_ids",
@@ -917,4 +944,49 @@ db_prune_finished(struct db *db, int64_t before, char *why)
 			n = sqlite3_changes(db->h);
 	}
 	return n;
+}
+
+enum res
+db_helper_writer(struct db *db, char *why)
+{
+	char err[WHY_MAX];
+	int v, i;
+
+	if (exec_simple(db, "PRAGMA synchronous = FULL", err) != 0 ||
+	    exec_simple(db, "PRAGMA foreign_keys = ON", err) != 0) {
+		why_set(why, "cannot set up the queue: %s", err);
+		return RES_TEMP;
+	}
+	v = user_version(db);
+	if (v != DB_SCHEMA_VERSION) {
+		if (v < 0)
+			why_set(why, "cannot read the schema version: %s",
+			    sqlite3_errmsg(db->h));
+		else if (v == 0)
+			why_set(why, "not a sluice queue (no schema)");
+		else
+			why_set(why,
+			    "the queue has schema version %d, this sluice "
+			    "writes version %d",
+			    v, DB_SCHEMA_VERSION);
+		return RES_TEMP;
+	}
+	for (i = 0; i < S_NSTMT; i++) {
+		if (db->st[i] != NULL)
+			continue;
+		if (sqlite3_prepare_v3(db->h, stmt_sql[i], -1,
+		        SQLITE_PREPARE_PERSISTENT, &db->st[i],
+		        NULL) != SQLITE_OK) {
+			why_set(why, "cannot prepare \"%s\": %s", stmt_sql[i],
+			    sqlite3_errmsg(db->h));
+			return RES_TEMP;
+		}
+	}
+	return RES_OK;
+}
+
+void
+db_set_busy_timeout(struct db *db, int ms)
+{
+	sqlite3_busy_timeout(db->h, ms);
 }

@@ -193,6 +193,14 @@ struct db_bounced {
 int db_unreported_bounces(
     struct db *db, const char *msg_id, struct db_bounced **out, char *why);
 
+/*
+ * Up to `max` messages with bounced recipients not yet reported and none
+ * pending: normally none, as delivery reports in the same transaction;
+ * these are the ones `sluice queue bounce` returned.  Count or -1.
+ */
+int db_list_unreported(struct db *db, char (*ids)[QUEUE_ID_LEN + 1], int max,
+    char *why);
+
 /* Mark one recipient's delay as reported (delay_warning_time). */
 enum res db_mark_delay_reported(
     struct db *db, const char *msg_id, int rcpt_no, char *why);
@@ -229,9 +237,29 @@ enum res db_probe_write(struct db *db, char *why);
 /*
  * Delete finished messages (every recipient delivered or bounced) whose
  * last activity is before `before` (Unix seconds), with their recipients,
- * attempts and any body left.  Runs in the caller's transaction.  Returns
- * how many messages went, or -1 with `why`.
+ * attempts and any body left, at most DB_PRUNE_MAX of them (call again
+ * while it returns that many).  Runs in the caller's transaction.
+ * Returns how many messages went, or -1 with `why`.
  */
+#define DB_PRUNE_MAX 1000
+#define DB_PRUNE_MAX_TEXT "1000"
 int db_prune_finished(struct db *db, int64_t before, char *why);
+
+/*
+ * Make a db_open_helper connection able to store mail (db_begin,
+ * db_put_chunk, db_put_message, db_commit, db_rollback): synchronous=FULL,
+ * foreign keys on, the writer's statements prepared, after checking that
+ * the queue has the schema this sluice writes (it never creates or
+ * upgrades one: that is db_open's work, at the server's start).  For
+ * `sluice sendmail` storing a message while no relay answers.  RES_TEMP
+ * with `why` on failure.
+ */
+enum res db_helper_writer(struct db *db, char *why);
+
+/*
+ * Wait at most `ms` milliseconds for a lock another connection holds
+ * (the default is 10 s): for callers with a deadline (sluice health).
+ */
+void db_set_busy_timeout(struct db *db, int ms);
 
 #endif

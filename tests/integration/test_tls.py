@@ -594,7 +594,7 @@ def sighup_reloads_certificate():
         f.write("-----BEGIN CERTIFICATE-----\nbroken\n-----END CERTIFICATE-----\n")
     srv.proc.send_signal(signal.SIGHUP)
     srv.wait_log(r"keeping the old certificate", start=mark)
-    assert "certificate reloaded" not in srv.log()[mark:], srv.log()[mark:]
+    assert "configuration reloaded" not in srv.log()[mark:], srv.log()[mark:]
     assert srv.proc.poll() is None
     assert peer_cert(srv) == (PKI.b.serial, PKI.b.cn)
 

@@ -88,6 +88,8 @@ class Server:
             # Intake tests inspect queued mail: nothing is delivered unless
             # a test turns delivery on.
             "delivery_threads": "0",
+            # Tests run as root: stay root (privilege tests set a user).
+            "user": "root",
         }
         self.config.update(config or {})
         self.proc = None

@@ -1,0 +1,122 @@
+/*
+ * privs.c - dropping root (see privs.h).
+ *
+ * Threads: main thread only, before other threads exist (setuid and
+ * capset apply to the calling thread; with a single thread that is the
+ * whole process).
+ */
+#include "privs.h"
+#include "log.h"
+#include "util.h"
+
+#include <errno.h>
+#include <grp.h>
+#include <linux/capability.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+int
+privs_plan(const struct config *cfg, struct privs *p, char *why)
+{
+	struct passwd *pw;
+
+	memset(p, 0, sizeof(*p));
+	if (geteuid() != 0)
+		return 0;
+	pw = getpwnam(cfg->user);
+	if (pw == NULL) {
+		if (cfg->user_set) {
+			why_set(why,
+			    "user \"%s\" does not exist (create it, e.g. "
+			    "useradd --system %s, or set user = root)",
+			    cfg->user, cfg->user);
+			return -1;
+		}
+		log_warn("main",
+		    "running as root: the user \"%s\" does not exist "
+		    "(create it with useradd --system %s, or set user)",
+		    cfg->user, cfg->user);
+		return 0;
+	}
+	if (pw->pw_uid == 0)
+		return 0; /* user = root: stay root, as asked */
+	p->drop = true;
+	p->uid = pw->pw_uid;
+	p->gid = pw->pw_gid;
+	snprintf(p->name, sizeof(p->name), "%s", cfg->user);
+	return 0;
+}
+
+void
+privs_prepare_dir(const struct privs *p, const char *dir, bool created)
+{
+	static const char *const files[] = {"queue.db", "queue.db-wal",
+	    "queue.db-shm", "selfsigned-cert.pem", "selfsigned-key.pem", NULL};
+	char path[4096];
+	struct stat st;
+	int i;
+
+	if (!p->drop)
+		return;
+	if (created && chown(dir, p->uid, p->gid) != 0)
+		log_warn("main", "chown %s: %s", dir, strerror(errno));
+	for (i = 0; files[i] != NULL; i++) {
+		snprintf(path, sizeof(path), "%s/%s", dir, files[i]);
+		if (lstat(path, &st) != 0 || !S_ISREG(st.st_mode) ||
+		    st.st_uid != 0)
+			continue;
+		if (chown(path, p->uid, p->gid) != 0)
+			log_warn(
+			    "main", "chown %s: %s", path, strerror(errno));
+	}
+}
+
+/* Keep CAP_NET_BIND_SERVICE alone, permitted and effective. */
+static int
+keep_bind_cap(char *why)
+{
+	struct __user_cap_header_struct hdr;
+	struct __user_cap_data_struct data[2];
+
+	memset(&hdr, 0, sizeof(hdr));
+	memset(data, 0, sizeof(data));
+	hdr.version = _LINUX_CAPABILITY_VERSION_3;
+	data[0].permitted = data[0].effective = 1u << CAP_NET_BIND_SERVICE;
+	if (syscall(SYS_capset, &hdr, data) != 0) {
+		why_set(why, "capset: %s", strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+int
+privs_drop(const struct privs *p, char *why)
+{
+	if (!p->drop)
+		return 0;
+	if (prctl(PR_SET_KEEPCAPS, 1L, 0L, 0L, 0L) != 0) {
+		why_set(why, "prctl(PR_SET_KEEPCAPS): %s", strerror(errno));
+		return -1;
+	}
+	if (initgroups(p->name, p->gid) != 0 || setgid(p->gid) != 0 ||
+	    setuid(p->uid) != 0) {
+		why_set(why, "cannot become user %s (uid %ld): %s", p->name,
+		    (long)p->uid, strerror(errno));
+		return -1;
+	}
+	(void)prctl(PR_SET_KEEPCAPS, 0L, 0L, 0L, 0L);
+	if (setuid(0) == 0) { /* never: root must be gone for good */
+		why_set(why, "could still become root after dropping it");
+		return -1;
+	}
+	if (keep_bind_cap(why) != 0)
+		return -1;
+	log_info("main", "running as user %s (uid %ld, gid %ld)", p->name,
+	    (long)p->uid, (long)p->gid);
+	return 0;
+}

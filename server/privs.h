@@ -1,0 +1,42 @@
+/*
+ * privs.h - started as root, sluice binds its ports, reads its keys, then
+ * serves as `user` (default "sluice"), keeping only the capability to
+ * bind ports below 1024 (CAP_NET_BIND_SERVICE) so that a reload can open
+ * a new listener on port 25.
+ *
+ * Threads: main thread only, before any other thread starts.
+ */
+#ifndef SLUICE_PRIVS_H
+#define SLUICE_PRIVS_H
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include "config.h"
+
+struct privs {
+	bool drop; /* running as root and `user` is someone else */
+	uid_t uid;
+	gid_t gid;
+	char name[64];
+};
+
+/*
+ * Decide what to become.  Not root: nothing to do.  Root with a `user`
+ * that does not exist: an error when the configuration names it, a
+ * warning (and staying root) for the default "sluice", so that a first
+ * `make run` as root works before the user is created.  -1 with `why`.
+ */
+int privs_plan(const struct config *cfg, struct privs *p, char *why);
+
+/*
+ * Give the queue's folder `dir` to the user when sluice just created it
+ * (`created`), and the queue's own files in it (the database, its WAL and
+ * shared-memory files, the self-signed key pair) when root owns them.
+ */
+void privs_prepare_dir(const struct privs *p, const char *dir, bool created);
+
+/* Become the user (groups, gid, uid), keeping CAP_NET_BIND_SERVICE. */
+int privs_drop(const struct privs *p, char *why);
+
+#endif
