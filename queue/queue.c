@@ -30,6 +30,7 @@
 #include "queue.h"
 #include "db.h"
 #include "log.h"
+#include "metrics.h"
 
 #include <gnutls/crypto.h>
 #include <pthread.h>
@@ -273,12 +274,15 @@ run_batch(struct queue *q, struct op *batch)
 	struct op *op, *next;
 	char why[WHY_MAX];
 	enum res r;
+	int n = 0;
 
 	r = db_begin(q->db, why);
-	for (op = batch; r == RES_OK && op != NULL; op = op->next)
+	for (op = batch; r == RES_OK && op != NULL; op = op->next, n++)
 		r = apply(q, op);
 	if (r == RES_OK)
 		r = db_commit(q->db, why);
+	if (r == RES_OK)
+		metrics_observe(H_COMMIT_BATCH, n);
 	else
 		db_rollback(q->db);
 	if (r == RES_OK) {
