@@ -304,8 +304,6 @@ reload(struct serving *sv)
 	holder_set(sv->srv.auth, db);
 	if (listener_reload(sv->lis, cfg) > 0)
 		log_err("main", "SIGHUP: some listeners could not be opened");
-	log_set_level(cfg->log_level);
-	log_set_json(cfg->log_format == LOG_FORMAT_JSON);
 	if (!same_hostport(&old->metrics_listen, &cfg->metrics_listen)) {
 		httpd_stop(sv->httpd);
 		sv->httpd = NULL;
@@ -319,6 +317,8 @@ reload(struct serving *sv)
 	    "SIGHUP: configuration reloaded from %s (certificate reloaded, "
 	    "%d auth users)",
 	    source, db ? auth_db_count(db) : 0);
+	log_set_level(cfg->log_level);
+	log_set_json(cfg->log_format == LOG_FORMAT_JSON);
 	return;
 fail:
 	tls_creds_unref(creds);
