@@ -173,5 +173,25 @@ def drops_root_after_binding():
     shutil.rmtree(base, ignore_errors=True)
 
 
+@test
+def config_example_documents_every_key():
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    example = open(os.path.join(root, "config.example")).read()
+    shown = re.findall(r"^#([a-z_]+) =(.*)$", example, re.M)
+    table = re.findall(r'^\s*\{"([a-z_]+)", T_', open(os.path.join(root, "common/config.c")).read(),
+                       re.M)
+    assert len(table) > 40, table
+    missing = sorted(set(table) - set(k for k, _ in shown))
+    assert not missing, "keys not in config.example: %s" % missing
+    # Uncommented, the example is a valid configuration.
+    d = tempfile.mkdtemp(prefix="sluice-example-")
+    path = os.path.join(d, "all.conf")
+    with open(path, "w") as f:
+        for k, v in shown:
+            f.write("%s =%s\n" % (k, v))
+    r = run(["check-config", "-c", path], cwd=d)
+    assert r.returncode == 0, r.stderr
+
+
 if __name__ == "__main__":
     main()
