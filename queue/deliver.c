@@ -1071,9 +1071,9 @@ prune_fn(struct db *db, void *arg, char *why)
 }
 
 /*
- * Once a second, notices for returned mail; every ten minutes (sooner
- * while there is a backlog), finished messages older than
- * finished_retention are pruned.
+ * Once a second, notices for returned mail; every ten minutes (a quarter
+ * of finished_retention when that is shorter; every second while there is
+ * a backlog), finished messages older than finished_retention are pruned.
  */
 static void
 housekeeping(struct delivery *d, const struct config *cfg)
@@ -1106,8 +1106,11 @@ housekeeping(struct delivery *d, const struct config *cfg)
 	if (cfg->finished_retention > 0 && t >= d->next_prune_ms) {
 		struct prune p = {
 		    (int64_t)time(NULL) - cfg->finished_retention, 0};
+		int64_t every = (int64_t)cfg->finished_retention * 1000 / 4;
 
-		d->next_prune_ms = t + PRUNE_EVERY_MS;
+		d->next_prune_ms = t + (every < 1000 ? 1000
+		                        : every > PRUNE_EVERY_MS ? PRUNE_EVERY_MS
+		                                                 : every);
 		if (queue_run(d->q, prune_fn, &p, why) != RES_OK) {
 			log_warn("deliver", "pruning finished mail: %s", why);
 		} else if (p.n > 0) {

@@ -174,6 +174,35 @@ def drops_root_after_binding():
 
 
 @test
+def finished_messages_are_pruned_after_retention():
+    import sink
+    tmp = tempfile.mkdtemp(prefix="sluice-prune-")
+    port = free_port()
+    mx = sink.Sink("127.0.0.1", port, os.path.join(tmp, "mx"))
+    try:
+        srv = Server(config={"delivery_threads": "1", "outbound_tls": "none",
+                             "routes": "example.net:127.0.0.1:%d" % port,
+                             "finished_retention": "2s"})
+        c = srv.connect()
+        c.ehlo()
+        done = c.mail(rcpts=("<a@example.net>",))
+        c.cmd("QUIT", "221 ")
+        poll_until(lambda: srv.query("select state from recipients where msg_id=?",
+                                     (done,)) == [("delivered",)], 15, "delivery")
+        assert srv.query("select count(*) from attempts where msg_id=?", (done,)) == [(1,)]
+        # Gone, with its attempts, a few seconds later; pending mail stays.
+        poll_until(lambda: srv.query("select count(*) from messages where id=?",
+                                     (done,)) == [(0,)], 15, "pruning")
+        assert srv.query("select count(*) from attempts where msg_id=?", (done,)) == [(0,)]
+        assert srv.query("select count(*) from recipients where msg_id=?", (done,)) == [(0,)]
+        assert "pruned 1 finished message" in srv.log()
+    finally:
+        mx.stop()
+        import shutil
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@test
 def config_example_documents_every_key():
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     example = open(os.path.join(root, "config.example")).read()
