@@ -614,6 +614,23 @@ set_key(struct config *cfg, const struct key *k, const char *value, char *why)
 		if (config_parse_hostport(value,
 		        (struct hostport *)((char *)cfg + k->off), why) != 0)
 			goto out;
+		if (k->off == offsetof(struct config, metrics_listen)) {
+			unsigned char a[16];
+			const struct hostport *hp = &cfg->metrics_listen;
+
+			if (inet_pton(AF_INET, hp->host, a) != 1 &&
+			    inet_pton(AF_INET6, hp->host, a) != 1) {
+				why_set(why,
+				    "metrics_listen needs an IP address, not "
+				    "\"%s\"",
+				    hp->host);
+				goto out;
+			}
+			if (hp->port == 0) {
+				why_set(why, "metrics_listen needs a port");
+				goto out;
+			}
+		}
 		break;
 	case T_ROUTES:
 		n = split_list(copy, &items);

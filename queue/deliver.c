@@ -967,7 +967,7 @@ fresh:
 		if (strcmp(oc->state, "delivered") == 0) {
 			metrics_inc(M_DELIVERY_SENT);
 			metrics_observe(H_DELIVERY_LATENCY,
-			    (double)(now_ms() / 1000 - m.received_at));
+			    (double)(now - m.received_at));
 		} else {
 			metrics_inc(strcmp(oc->state, "bounced") == 0
 			                ? M_DELIVERY_BOUNCED

@@ -16,6 +16,11 @@
  */
 struct config *load_config(const char *path, const char **source);
 
+/* The same for a running server: each problem becomes a log line. */
+struct config *load_config_logged(const char *path, const char **source);
+
+#define DEFAULT_CONFIG "/etc/sluice/sluice.conf"
+
 /* sluice queue SUBCOMMAND ... (server/queuecmd.c) */
 int queue_cmd(int argc, char **argv);
 

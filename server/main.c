@@ -32,6 +32,7 @@
 #include "server.h"
 #include "tls.h"
 #include "util.h"
+#include "version.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -43,8 +44,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define DEFAULT_CONFIG "/etc/sluice/sluice.conf"
-#define SLUICE_VERSION "0.1.0"
 
 static void
 usage(FILE *f)
@@ -76,73 +75,6 @@ usage(FILE *f)
 	    "Any key can also be set as SLUICE_<KEY> in the environment\n"
 	    "(SLUICE_RELAY_NETWORKS=...), which wins over the file.\n",
 	    DEFAULT_CONFIG);
-}
-
-/* SLUICE_<KEY> variables over `cfg`; NULL (freeing it) on a bad one. */
-static struct config *
-with_env(struct config *cfg, FILE *errs)
-{
-	int nerr;
-
-	if (cfg == NULL)
-		return NULL;
-	nerr = config_apply_env(cfg, errs);
-	if (nerr == 0)
-		return cfg;
-	fprintf(errs, "sluice: %d problem%s in the environment\n", nerr,
-	    nerr == 1 ? "" : "s");
-	config_free(cfg);
-	return NULL;
-}
-
-/* load_config, reporting problems to `errs`. */
-static struct config *
-load_config_to(const char *path, const char **source, FILE *errs)
-{
-	struct config *cfg;
-	int nerr = 0;
-
-	if (path == NULL)
-		path = getenv("SLUICE_CONFIG");
-	if (path == NULL || *path == '\0') {
-		if (access(DEFAULT_CONFIG, F_OK) != 0) {
-			*source = "built-in defaults";
-			return with_env(config_defaults(), errs);
-		}
-		path = DEFAULT_CONFIG;
-	}
-	*source = path;
-	cfg = config_load(path, errs, &nerr);
-	if (cfg == NULL)
-		fprintf(errs, "sluice: %d problem%s in %s\n", nerr,
-		    nerr == 1 ? "" : "s", path);
-	return with_env(cfg, errs);
-}
-
-struct config *
-load_config(const char *path, const char **source)
-{
-	return load_config_to(path, source, stderr);
-}
-
-/* load_config for a running server: each problem becomes a log line. */
-static struct config *
-load_config_logged(const char *path, const char **source)
-{
-	struct config *cfg;
-	char *text = NULL, *line, *save = NULL;
-	size_t len = 0;
-	FILE *errs = open_memstream(&text, &len);
-
-	if (errs == NULL)
-		return load_config(path, source);
-	cfg = load_config_to(path, source, errs);
-	fclose(errs);
-	for (line = strtok_r(text, "\n", &save); line != NULL;
-	    line = strtok_r(NULL, "\n", &save))
-		log_err("config", "%s", line);
-	free(text);
-	return cfg;
 }
 
 /* mkdir -p for the directory that will hold `file`. */

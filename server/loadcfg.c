@@ -1,0 +1,78 @@
+/*
+ * loadcfg.c - finding and loading the configuration, for `sluice serve`
+ * and the commands beside it (see cmds.h).
+ */
+#include "cmds.h"
+#include "log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* SLUICE_<KEY> variables over `cfg`; NULL (freeing it) on a bad one. */
+static struct config *
+with_env(struct config *cfg, FILE *errs)
+{
+	int nerr;
+
+	if (cfg == NULL)
+		return NULL;
+	nerr = config_apply_env(cfg, errs);
+	if (nerr == 0)
+		return cfg;
+	fprintf(errs, "sluice: %d problem%s in the environment\n", nerr,
+	    nerr == 1 ? "" : "s");
+	config_free(cfg);
+	return NULL;
+}
+
+/* load_config, reporting problems to `errs`. */
+static struct config *
+load_config_to(const char *path, const char **source, FILE *errs)
+{
+	struct config *cfg;
+	int nerr = 0;
+
+	if (path == NULL)
+		path = getenv("SLUICE_CONFIG");
+	if (path == NULL || *path == '\0') {
+		if (access(DEFAULT_CONFIG, F_OK) != 0) {
+			*source = "built-in defaults";
+			return with_env(config_defaults(), errs);
+		}
+		path = DEFAULT_CONFIG;
+	}
+	*source = path;
+	cfg = config_load(path, errs, &nerr);
+	if (cfg == NULL)
+		fprintf(errs, "sluice: %d problem%s in %s\n", nerr,
+		    nerr == 1 ? "" : "s", path);
+	return with_env(cfg, errs);
+}
+
+struct config *
+load_config(const char *path, const char **source)
+{
+	return load_config_to(path, source, stderr);
+}
+
+struct config *
+load_config_logged(const char *path, const char **source)
+{
+	struct config *cfg;
+	char *text = NULL, *line, *save = NULL;
+	size_t len = 0;
+	FILE *errs = open_memstream(&text, &len);
+
+	if (errs == NULL)
+		return load_config(path, source);
+	cfg = load_config_to(path, source, errs);
+	fclose(errs);
+	for (line = strtok_r(text, "\n", &save); line != NULL;
+	    line = strtok_r(NULL, "\n", &save))
+		log_err("config", "%s", line);
+	free(text);
+	return cfg;
+}
+
