@@ -43,6 +43,8 @@ struct db *db_open_readonly(const char *path, char *why);
 
 void db_close(struct db *db);
 
+/* Transactions on a connection from db_open only (the others have no
+ * prepared BEGIN/COMMIT/ROLLBACK). */
 enum res db_begin(struct db *db, char *why);
 enum res db_commit(struct db *db, char *why);
 void db_rollback(struct db *db);
