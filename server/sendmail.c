@@ -1,12 +1,1421 @@
-/* sendmail.c - placeholder, being written. */
+/*
+ * sendmail.c - `sluice sendmail`, the sendmail(8) command line for cron
+ * jobs and scripts: read one message on standard input, give it the
+ * headers every message needs (From, Date, Message-ID), and submit it
+ *
+ *   1. over SMTP to the running relay's first /smtp listener (a local
+ *      client relays by IP: relay_networks includes 127.0.0.0/8), or,
+ *   2. when no relay answers, straight into the queue file, as Postfix's
+ *      maildrop does, for the relay to deliver when it runs.  Only the
+ *      user who owns the queue may do that: SQLite creates its -wal and
+ *      -shm files as the caller, and the relay must be able to open them.
+ *
+ * Options follow sendmail and Postfix (-t, -i/-oi, -f, -F, -C); the ones
+ * that only tune sendmail itself are accepted and ignored, and the modes
+ * other than -bm are refused.  Exit status per sysexits.h: 0 sent (or
+ * queued), 64 usage, 65 bad input, 67 a recipient refused, 69 refused
+ * for good, 75 try again later, 76 protocol error, 78 configuration.
+ *
+ * Threads: single-threaded command; no shared state.
+ */
+#include "cidr.h"
 #include "cmds.h"
+#include "conn.h"
+#include "db.h"
+#include "envelope.h"
+#include "log.h"
+#include "queue.h"
+#include "util.h"
 
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sysexits.h>
+#include <time.h>
+#include <unistd.h>
+
+#define LINE_MAX_OCTETS 998 /* RFC 5322 section 2.1.1, without CRLF */
+#define ADDRESS_MAX 254     /* RFC 5321 path limit, without the <> */
+#define FULLNAME_MAX 256
+#define REPLY_LINE_MAX 1024
+#define REPLY_LINES_MAX 100
+
+struct opts {
+	bool from_headers;    /* -t */
+	bool dot_ends;        /* no -i: a line "." ends the message */
+	const char *sender;   /* -f, or NULL */
+	const char *fullname; /* -F, or NULL */
+	const char *config;   /* -C / -c, or NULL */
+	char **rcpts;         /* the arguments after the options */
+	int nrcpts;
+};
+
+/* A growable byte buffer. */
+struct sbuf {
+	char *p;
+	size_t len, cap;
+};
+
+/* A piece of the message as sent: the message is the pieces in order. */
+struct piece {
+	const char *p;
+	size_t n;
+};
+
+/* Envelope addresses, owned, without duplicates. */
+struct addrs {
+	char **v;
+	int n, cap;
+};
+
+struct job {
+	const struct config *cfg;
+	char *sender; /* "" for the null reverse-path */
+	struct addrs rcpts;
+	bool smtputf8;        /* the envelope is not ASCII */
+	struct sbuf raw;      /* the input, every line ending in CRLF */
+	struct sbuf added;    /* the headers we add */
+	struct piece *pieces; /* the message as sent (see assemble) */
+	int npieces, cap;
+	int64_t size; /* octets of all pieces */
+	bool eightbit;
+};
+
+static void
+sb_add(struct sbuf *b, const void *data, size_t n)
+{
+	if (b->len + n + 1 > b->cap) {
+		b->cap = (b->len + n + 1) * 2;
+		b->p = xrealloc(b->p, b->cap);
+	}
+	memcpy(b->p + b->len, data, n);
+	b->len += n;
+	b->p[b->len] = '\0';
+}
+
+static void sb_addf(struct sbuf *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void
+sb_addf(struct sbuf *b, const char *fmt, ...)
+{
+	va_list ap;
+	char *s;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(NULL, 0, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return;
+	s = xmalloc((size_t)n + 1);
+	va_start(ap, fmt);
+	vsnprintf(s, (size_t)n + 1, fmt, ap);
+	va_end(ap);
+	sb_add(b, s, (size_t)n);
+	free(s);
+}
+
+static void
+usage(FILE *f)
+{
+	fprintf(f,
+	    "usage: sendmail [-t] [-i] [-f SENDER] [-F NAME] [-C FILE] "
+	    "[--] [RECIPIENT...]\n"
+	    "  reads a message on standard input and submits it to sluice\n"
+	    "  -t       recipients from the To, Cc and Bcc headers too\n"
+	    "  -i, -oi  a line with a single \".\" does not end the message\n"
+	    "  -f ADDR  envelope sender ('<>' for the null sender)\n"
+	    "  -F NAME  full name for the From header, when one is added\n"
+	    "  -C FILE  sluice configuration (also -c, $SLUICE_CONFIG)\n");
+}
+
+/* ---- options ---- */
+
+/* Options that take a value but only tune sendmail itself. */
+static bool
+ignored_with_value(char c)
+{
+	return strchr("BNRVXhL", c) != NULL;
+}
+
+/* Flags accepted and ignored (verbose, no aliasing, me too, ...). */
+static bool
+ignored_flag(char c)
+{
+	return strchr("vmnUG", c) != NULL;
+}
+
+/*
+ * The value of option `c` in argv[*i] at `rest`: the rest of the argument,
+ * else the next argument.  NULL (after a message) when there is none.
+ */
+static const char *
+option_value(int argc, char **argv, int *i, const char *rest, char c)
+{
+	if (*rest != '\0')
+		return rest;
+	if (*i + 1 < argc)
+		return argv[++*i];
+	fprintf(stderr, "sendmail: option -%c needs a value\n", c);
+	return NULL;
+}
+
+/* One option cluster ("-ti", "-fuser", "-oi"); 0 or an exit status. */
+static int
+parse_cluster(int argc, char **argv, int *i, struct opts *o)
+{
+	const char *a = argv[*i], *v;
+	size_t k;
+
+	for (k = 1; a[k] != '\0'; k++) {
+		char c = a[k];
+
+		if (c == 't') {
+			o->from_headers = true;
+		} else if (c == 'i') {
+			o->dot_ends = false;
+		} else if (ignored_flag(c)) {
+			continue;
+		} else if (c == 'o') {
+			/* -oi is -i; -odi, -oem, ... are sendmail's own. */
+			if (strcmp(a + k + 1, "i") == 0)
+				o->dot_ends = false;
+			else if (a[k + 1] == '\0' && *i + 1 < argc)
+				(*i)++;
+			return 0;
+		} else if (c == 'b') {
+			if (strcmp(a + k + 1, "m") == 0)
+				return 0;
+			fprintf(stderr,
+			    "sendmail: -b%s is not supported: sluice "
+			    "sendmail only submits mail (-bm)\n",
+			    a + k + 1);
+			return EX_USAGE;
+		} else if (c == 'e' || c == 'O' || c == 'd') {
+			return 0; /* -eX, -Ooption=value, -dX: ignored */
+		} else if (strchr("frFCc", c) != NULL ||
+		           ignored_with_value(c)) {
+			v = option_value(argc, argv, i, a + k + 1, c);
+			if (v == NULL)
+				return EX_USAGE;
+			if (c == 'f' || c == 'r')
+				o->sender = v;
+			else if (c == 'F')
+				o->fullname = v;
+			else if (c == 'C' || c == 'c')
+				o->config = v;
+			return 0;
+		} else {
+			fprintf(stderr,
+			    "sendmail: option -%c is not supported\n", c);
+			usage(stderr);
+			return EX_USAGE;
+		}
+	}
+	return 0;
+}
+
+/* Parse the command line; 0, or the exit status (-1: --help). */
+static int
+parse_options(int argc, char **argv, struct opts *o)
+{
+	int i, rc;
+
+	memset(o, 0, sizeof(*o));
+	o->dot_ends = true;
+	for (i = 1; i < argc; i++) {
+		const char *a = argv[i];
+
+		if (strcmp(a, "--") == 0) {
+			i++;
+			break;
+		}
+		if (strcmp(a, "--help") == 0)
+			return -1;
+		if (a[0] != '-' || a[1] == '\0')
+			break; /* the recipients (POSIX: options first) */
+		if ((rc = parse_cluster(argc, argv, &i, o)) != 0)
+			return rc;
+	}
+	o->rcpts = argv + i;
+	o->nrcpts = argc - i;
+	if (o->fullname != NULL && (strpbrk(o->fullname, "\r\n") != NULL ||
+	                               strlen(o->fullname) > FULLNAME_MAX)) {
+		fprintf(stderr, "sendmail: bad full name (-F)\n");
+		return EX_USAGE;
+	}
+	if (o->nrcpts == 0 && !o->from_headers) {
+		fprintf(stderr, "sendmail: no recipients\n");
+		usage(stderr);
+		return EX_USAGE;
+	}
+	return 0;
+}
+
+/* ---- addresses ---- */
+
+static bool
+is_wsp(char c)
+{
+	return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
+/*
+ * Check and complete one envelope address ("user@example.com",
+ * "<user@example.com>", or a bare local name, which gets @hostname).
+ * Returns it (malloc'd; "" for <>), or NULL with `why`.
+ */
+static char *
+make_address(const char *in, size_t len, const char *hostname, char *why)
+{
+	const char *at = NULL;
+	bool quoted = false;
+	struct sbuf b = {NULL, 0, 0};
+	size_t k;
+
+	while (len > 0 && is_wsp(*in))
+		in++, len--;
+	while (len > 0 && is_wsp(in[len - 1]))
+		len--;
+	if (len >= 2 && in[0] == '<' && in[len - 1] == '>')
+		in++, len -= 2;
+	for (k = 0; k < len; k++) {
+		unsigned char c = (unsigned char)in[k];
+
+		if (c < 0x20 || c == 0x7f ||
+		    (!quoted && (c == ' ' || c == '<' || c == '>' || c == ',' ||
+		                    c == '(' || c == ')'))) {
+			why_set(why, "bad address \"%.*s\"",
+			    (int)(len > 100 ? 100 : len), in);
+			return NULL;
+		}
+		if (c == '"' && (k == 0 || in[k - 1] != '\\'))
+			quoted = !quoted;
+		if (c == '@' && !quoted)
+			at = in + k;
+	}
+	if (quoted || (at != NULL && (at == in || at == in + len - 1))) {
+		why_set(why, "bad address \"%.*s\"",
+		    (int)(len > 100 ? 100 : len), in);
+		return NULL;
+	}
+	sb_add(&b, in, len);
+	if (at == NULL && len > 0)
+		sb_addf(&b, "@%s", hostname);
+	if (b.len > ADDRESS_MAX) {
+		why_set(why, "address longer than %d octets", ADDRESS_MAX);
+		free(b.p);
+		return NULL;
+	}
+	return b.p ? b.p : xstrdup("");
+}
+
+/* Add `s` (taking it over) unless it is listed already. */
+static void
+addrs_add(struct addrs *a, char *s)
+{
+	int i;
+
+	for (i = 0; i < a->n; i++) {
+		if (ascii_casecmp(a->v[i], s) == 0) {
+			free(s);
+			return;
+		}
+	}
+	if (a->n == a->cap) {
+		a->cap = a->cap ? a->cap * 2 : 8;
+		a->v = xrealloc(a->v, sizeof(*a->v) * (size_t)a->cap);
+	}
+	a->v[a->n++] = s;
+}
+
+static void
+addrs_free(struct addrs *a)
+{
+	int i;
+
+	for (i = 0; i < a->n; i++)
+		free(a->v[i]);
+	free(a->v);
+}
+
+/* One parsed element of an address list: its bare or <angle> address. */
+struct element {
+	struct sbuf bare;  /* outside quotes and <>, whitespace dropped */
+	struct sbuf angle; /* inside <> */
+	bool has_angle;
+};
+
+/* Finish an element: add its address (if any) to `a`.  0 or -1 + why. */
+static int
+element_end(struct element *e, const char *hostname, struct addrs *a, char *why)
+{
+	const char *s = e->has_angle ? e->angle.p : e->bare.p;
+	size_t n = e->has_angle ? e->angle.len : e->bare.len;
+	const char *colon;
+	char *addr;
+	int rc = 0;
+
+	/* An obsolete source route ("<@a,@b:user@c>") is dropped. */
+	if (n > 0 && s[0] == '@' && (colon = memchr(s, ':', n)) != NULL) {
+		n -= (size_t)(colon + 1 - s);
+		s = colon + 1;
+	}
+	if (n > 0) {
+		addr = make_address(s, n, hostname, why);
+		if (addr == NULL)
+			rc = -1;
+		else if (addr[0] == '\0')
+			free(addr);
+		else
+			addrs_add(a, addr);
+	}
+	free(e->bare.p);
+	free(e->angle.p);
+	memset(e, 0, sizeof(*e));
+	return rc;
+}
+
+/* Skip a comment starting at s[*i] == '(' (nested, with quoted pairs). */
+static bool
+skip_comment(const char *s, size_t n, size_t *i)
+{
+	int depth = 0;
+
+	for (; *i < n; (*i)++) {
+		if (s[*i] == '\\')
+			(*i)++;
+		else if (s[*i] == '(')
+			depth++;
+		else if (s[*i] == ')' && --depth == 0)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * Copy a quoted string starting at s[*i] == '"' into `b`, quotes kept;
+ * false when it does not end.
+ */
+static bool
+copy_quoted(const char *s, size_t n, size_t *i, struct sbuf *b)
+{
+	sb_add(b, "\"", 1);
+	for ((*i)++; *i < n && s[*i] != '"'; (*i)++) {
+		if (s[*i] == '\\' && *i + 1 < n) {
+			sb_add(b, s + *i, 2);
+			(*i)++;
+		} else if (s[*i] != '\r' && s[*i] != '\n') {
+			sb_add(b, s + *i, 1);
+		}
+	}
+	sb_add(b, "\"", 1);
+	return *i < n;
+}
+
+/*
+ * Add the addresses of an RFC 5322 address list (the value of To, Cc or
+ * Bcc): "A <a@x>, b@y (B), Group: c@z, d@z;".  0 or -1 with `why`.
+ */
+static int
+parse_address_list(
+    const char *s, size_t n, const char *hostname, struct addrs *a, char *why)
+{
+	struct element e;
+	size_t i;
+	int rc = 0;
+
+	memset(&e, 0, sizeof(e));
+	for (i = 0; i < n && rc == 0; i++) {
+		char c = s[i];
+		bool closed = true;
+
+		if (c == '(') {
+			closed = skip_comment(s, n, &i);
+		} else if (c == '"') {
+			closed = copy_quoted(s, n, &i, &e.bare);
+		} else if (c == '<') {
+			/* The angle address, up to '>'. */
+			e.has_angle = true;
+			e.angle.len = 0;
+			for (i++; i < n && s[i] != '>' && closed; i++) {
+				if (s[i] == '"')
+					closed =
+					    copy_quoted(s, n, &i, &e.angle);
+				else if (!is_wsp(s[i]))
+					sb_add(&e.angle, s + i, 1);
+			}
+			closed = closed && i < n;
+		} else if (c == ',' || c == ';') {
+			rc = element_end(&e, hostname, a, why);
+		} else if (c == ':') {
+			/* "Group:" - what came before is the group's name. */
+			free(e.bare.p);
+			memset(&e.bare, 0, sizeof(e.bare));
+		} else if (!is_wsp(c)) {
+			sb_add(&e.bare, &c, 1);
+		}
+		if (!closed) {
+			why_set(why, "unterminated %s",
+			    c == '('   ? "comment"
+			    : c == '"' ? "quoted string"
+			               : "<address>");
+			rc = -1;
+		}
+	}
+	if (rc == 0)
+		rc = element_end(&e, hostname, a, why);
+	free(e.bare.p);
+	free(e.angle.p);
+	return rc;
+}
+
+/* ---- the message ---- */
+
+/*
+ * Append one input line (without its line ending) to the message, with
+ * CRLF; a lone CR inside it is a line break too.  0 or an exit status.
+ */
+static int
+add_line(
+    struct job *j, const char *line, size_t len, int lineno, long long limit)
+{
+	const char *p = line, *end = line + len;
+
+	if (memchr(line, '\0', len) != NULL) {
+		fprintf(
+		    stderr, "sendmail: line %d contains a NUL octet\n", lineno);
+		return EX_DATAERR;
+	}
+	for (;;) {
+		const char *cr = memchr(p, '\r', (size_t)(end - p));
+		const char *stop = cr ? cr : end;
+
+		if (stop - p > LINE_MAX_OCTETS) {
+			fprintf(stderr,
+			    "sendmail: line %d is longer than %d octets (RFC "
+			    "5322 section 2.1.1)\n",
+			    lineno, LINE_MAX_OCTETS);
+			return EX_DATAERR;
+		}
+		sb_add(&j->raw, p, (size_t)(stop - p));
+		sb_add(&j->raw, "\r\n", 2);
+		if (cr == NULL)
+			break;
+		p = cr + 1;
+	}
+	if ((long long)j->raw.len > limit) {
+		fprintf(stderr,
+		    "sendmail: the message is larger than max_message_size "
+		    "(%lld octets)\n",
+		    limit);
+		return EX_DATAERR;
+	}
+	return 0;
+}
+
+/* Read the message on `in`.  0 or an exit status (message printed). */
+static int
+read_message(FILE *in, bool dot_ends, struct job *j)
+{
+	char *line = NULL;
+	size_t cap = 0, len;
+	ssize_t n;
+	int lineno = 0, rc = 0;
+
+	sb_add(&j->raw, "", 0);
+	while ((n = getline(&line, &cap, in)) > 0) {
+		len = (size_t)n;
+		lineno++;
+		if (line[len - 1] == '\n')
+			len--;
+		if (len > 0 && line[len - 1] == '\r')
+			len--;
+		/* An mbox "From " line in front is not part of the message. */
+		if (lineno == 1 && len >= 5 && memcmp(line, "From ", 5) == 0)
+			continue;
+		if (dot_ends && len == 1 && line[0] == '.')
+			break;
+		rc = add_line(j, line, len, lineno, j->cfg->max_message_size);
+		if (rc != 0)
+			break;
+	}
+	if (rc == 0 && ferror(in)) {
+		fprintf(stderr, "sendmail: cannot read the message: %s\n",
+		    strerror(errno));
+		rc = EX_IOERR;
+	}
+	free(line);
+	return rc;
+}
+
+/*
+ * Length of the header field at raw[off] with its continuation lines
+ * (CRLFs included), or 0 when the line there is not a header field.
+ * Every line of raw ends in CRLF.
+ */
+static size_t
+field_len(const struct sbuf *raw, size_t off)
+{
+	const char *p = raw->p + off, *end = raw->p + raw->len, *nl;
+	size_t k = 0;
+
+	while (p + k < end && p[k] > 32 && p[k] < 127 && p[k] != ':')
+		k++;
+	if (k == 0)
+		return 0;
+	while (p + k < end && (p[k] == ' ' || p[k] == '\t'))
+		k++;
+	if (p + k >= end || p[k] != ':')
+		return 0;
+	for (nl = memchr(p, '\n', (size_t)(end - p));
+	     nl != NULL && nl + 1 < end;
+	     nl = memchr(nl + 1, '\n', (size_t)(end - nl - 1))) {
+		if (nl[1] != ' ' && nl[1] != '\t')
+			break;
+	}
+	return nl ? (size_t)(nl + 1 - p) : (size_t)(end - p);
+}
+
+/* Is the field `f` named `name` (any case)?  Its value is after the ':'. */
+static bool
+field_is(const char *f, const char *name, const char **value)
+{
+	size_t n = strlen(name), k = n;
+
+	if (ascii_ncasecmp(f, name, n) != 0)
+		return false;
+	while (f[k] == ' ' || f[k] == '\t')
+		k++;
+	if (f[k] != ':')
+		return false;
+	*value = f + k + 1;
+	return true;
+}
+
+static void
+add_piece(struct job *j, const char *p, size_t n)
+{
+	if (n == 0)
+		return;
+	if (j->npieces == j->cap) {
+		j->cap = j->cap ? j->cap * 2 : 8;
+		j->pieces =
+		    xrealloc(j->pieces, sizeof(*j->pieces) * (size_t)j->cap);
+	}
+	j->pieces[j->npieces].p = p;
+	j->pieces[j->npieces].n = n;
+	j->npieces++;
+	j->size += (int64_t)n;
+}
+
+/* The From header we add: "Full Name" <sender>, or the bare address. */
+static void
+add_from(struct job *j, const char *fullname, const char *addr)
+{
+	const char *c;
+	bool plain = true;
+
+	if (fullname == NULL || fullname[0] == '\0') {
+		sb_addf(&j->added, "From: %s\r\n", addr);
+		return;
+	}
+	for (c = fullname; *c != '\0'; c++)
+		if (!(*c == ' ' || (*c >= 'A' && *c <= 'Z') ||
+		        (*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') ||
+		        strchr("!#$%&'*+-/=?^_`{|}~", *c) != NULL ||
+		        (unsigned char)*c >= 0x80))
+			plain = false;
+	if (plain) {
+		sb_addf(&j->added, "From: %s <%s>\r\n", fullname, addr);
+		return;
+	}
+	sb_add(&j->added, "From: \"", 7);
+	for (c = fullname; *c != '\0'; c++) {
+		if (*c == '"' || *c == '\\')
+			sb_add(&j->added, "\\", 1);
+		sb_add(&j->added, c, 1);
+	}
+	sb_addf(&j->added, "\" <%s>\r\n", addr);
+}
+
+/* What the header section of the input holds. */
+struct headers {
+	size_t end; /* offset of the empty line, or of the first body line */
+	bool blank; /* the section ends with an empty line */
+	bool has_from, has_date, has_msgid;
+};
+
+/*
+ * Scan the header section: note which of From, Date and Message-ID are
+ * there and, with -t, collect the To, Cc and Bcc recipients.  0 or an
+ * exit status.
+ */
+static int
+scan_headers(struct job *j, bool from_headers, struct headers *h)
+{
+	const char *f, *value;
+	size_t off = 0, flen;
+	char why[WHY_MAX];
+
+	memset(h, 0, sizeof(*h));
+	while (off < j->raw.len && j->raw.p[off] != '\r' &&
+	       (flen = field_len(&j->raw, off)) > 0) {
+		f = j->raw.p + off;
+		if (field_is(f, "From", &value))
+			h->has_from = true;
+		else if (field_is(f, "Date", &value))
+			h->has_date = true;
+		else if (field_is(f, "Message-ID", &value))
+			h->has_msgid = true;
+		else if (from_headers &&
+		         (field_is(f, "To", &value) ||
+		             field_is(f, "Cc", &value) ||
+		             field_is(f, "Bcc", &value)) &&
+		         parse_address_list(value, flen - (size_t)(value - f),
+		             j->cfg->hostname, &j->rcpts, why) != 0) {
+			fprintf(stderr, "sendmail: %.*s header: %s\n",
+			    (int)(strcspn(f, " \t:")), f, why);
+			return EX_DATAERR;
+		}
+		off += flen;
+	}
+	h->end = off;
+	h->blank = off < j->raw.len && j->raw.p[off] == '\r';
+	return 0;
+}
+
+/* The headers the message lacks: From, Date, Message-ID. */
+static void
+add_missing(struct job *j, const struct headers *h, const char *fullname,
+    const char *login_addr)
+{
+	char date[64], id[QUEUE_ID_LEN + 1];
+
+	if (!h->has_from)
+		add_from(j, fullname, j->sender[0] ? j->sender : login_addr);
+	if (!h->has_date) {
+		rfc5322_date(date, sizeof(date), (int64_t)time(NULL));
+		sb_addf(&j->added, "Date: %s\r\n", date);
+	}
+	if (!h->has_msgid) {
+		queue_new_id(id);
+		sb_addf(
+		    &j->added, "Message-ID: <%s@%s>\r\n", id, j->cfg->hostname);
+	}
+}
+
+/*
+ * The message as sent, as pieces: the headers we add, the input's headers
+ * without Bcc (the other recipients must not see it), an empty line when
+ * the body follows the headers without one, the body.
+ */
+static void
+assemble(struct job *j, const struct headers *h)
+{
+	const char *value;
+	size_t off = 0, span = 0, flen, k;
+
+	add_piece(j, j->added.p, j->added.len);
+	while (off < h->end) {
+		flen = field_len(&j->raw, off);
+		if (field_is(j->raw.p + off, "Bcc", &value)) {
+			add_piece(j, j->raw.p + span, off - span);
+			span = off + flen;
+		}
+		off += flen;
+	}
+	add_piece(j, j->raw.p + span, h->end - span);
+	if (!h->blank && h->end < j->raw.len)
+		add_piece(j, "\r\n", 2);
+	add_piece(j, j->raw.p + h->end, j->raw.len - h->end);
+	j->eightbit = false;
+	for (k = 0; k < j->raw.len && !j->eightbit; k++)
+		j->eightbit = (unsigned char)j->raw.p[k] >= 0x80;
+	for (k = 0; k < j->added.len && !j->eightbit; k++)
+		j->eightbit = (unsigned char)j->added.p[k] >= 0x80;
+}
+
+/* Headers, recipients from them (-t), pieces.  0 or an exit status. */
+static int
+build_message(struct job *j, const struct opts *o, const char *login_addr)
+{
+	struct headers h;
+	int rc;
+
+	if ((rc = scan_headers(j, o->from_headers, &h)) != 0)
+		return rc;
+	add_missing(j, &h, o->fullname, login_addr);
+	assemble(j, &h);
+	return 0;
+}
+
+static bool
+non_ascii(const char *s)
+{
+	for (; *s != '\0'; s++)
+		if ((unsigned char)*s >= 0x80)
+			return true;
+	return false;
+}
+
+/* ---- submission over SMTP ---- */
+
+struct smtp {
+	struct conn *conn;
+	char peer[80];                 /* "127.0.0.1:2525" */
+	int cmd_timeout, data_timeout; /* seconds */
+	bool size, eightbit, smtputf8;
+};
+
+struct reply {
+	int code;
+	char text[512]; /* the first line, sanitized */
+};
+
+static void
+ehlo_keyword(struct smtp *s, const char *kw)
+{
+	if (ascii_ncasecmp(kw, "SIZE", 4) == 0 && (kw[4] == ' ' || !kw[4]))
+		s->size = true;
+	else if (ascii_casecmp(kw, "8BITMIME") == 0)
+		s->eightbit = true;
+	else if (ascii_casecmp(kw, "SMTPUTF8") == 0)
+		s->smtputf8 = true;
+}
+
+/* Read one reply (all its lines).  False with `why` when none came. */
+static bool
+smtp_reply(struct smtp *s, int timeout, struct reply *r, bool ehlo, char *why)
+{
+	char line[REPLY_LINE_MAX];
+	int nlines = 0;
+
+	r->code = 0;
+	r->text[0] = '\0';
+	for (;;) {
+		bool too_long, bare_lf;
+		size_t len;
+		enum conn_status st =
+		    conn_read_line(s->conn, line, sizeof(line), &len, &too_long,
+		        &bare_lf, now_ms() + (int64_t)timeout * 1000);
+
+		if (st != CONN_OK) {
+			why_set(why, "%s: %s", s->peer,
+			    st == CONN_TIMEOUT ? "timeout waiting for a reply"
+			                       : "connection lost");
+			return false;
+		}
+		if (len < 3 || line[0] < '2' || line[0] > '5' ||
+		    (len > 3 && line[3] != ' ' && line[3] != '-') ||
+		    ++nlines > REPLY_LINES_MAX) {
+			why_set(why, "%s: malformed reply", s->peer);
+			return false;
+		}
+		if (nlines == 1) {
+			r->code = atoi(line);
+			log_sanitize(r->text, sizeof(r->text), line);
+		}
+		if (ehlo && nlines > 1 && len > 4)
+			ehlo_keyword(s, line + 4);
+		if (len == 3 || line[3] == ' ')
+			return true;
+	}
+}
+
+static bool smtp_cmd(struct smtp *s, struct reply *r, char *why,
+    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+/* Send one command and read its reply. */
+static bool
+smtp_cmd(struct smtp *s, struct reply *r, char *why, const char *fmt, ...)
+{
+	char buf[2048];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= sizeof(buf) - 2) {
+		why_set(why, "command too long");
+		return false;
+	}
+	memcpy(buf + n, "\r\n", 2);
+	conn_write(s->conn, buf, (size_t)n + 2);
+	return smtp_reply(s, s->cmd_timeout, r, false, why);
+}
+
+/* The exit status for a failure reply. */
+static int
+reply_status(int code)
+{
+	if (code >= 500)
+		return EX_UNAVAILABLE;
+	if (code >= 400)
+		return EX_TEMPFAIL;
+	return EX_PROTOCOL;
+}
+
+/* Write the message with dot-stuffing (RFC 5321 section 4.5.2). */
+static void
+send_stuffed(struct smtp *s, const struct job *j)
+{
+	bool sol = true;
+	char last = '\n';
+	int i;
+
+	for (i = 0; i < j->npieces; i++) {
+		const char *p = j->pieces[i].p, *end = p + j->pieces[i].n;
+
+		while (p < end) {
+			const char *nl = memchr(p, '\n', (size_t)(end - p));
+			const char *stop = nl ? nl + 1 : end;
+
+			if (sol && *p == '.')
+				conn_write(s->conn, ".", 1);
+			conn_write(s->conn, p, (size_t)(stop - p));
+			last = stop[-1];
+			sol = nl != NULL;
+			p = stop;
+		}
+	}
+	if (last != '\n')
+		conn_write(s->conn, "\r\n", 2);
+	conn_write(s->conn, ".\r\n", 3);
+}
+
+/* MAIL FROM with the parameters the message needs and the server offers. */
+static bool
+send_mail_from(struct smtp *s, const struct job *j, struct reply *r, char *why)
+{
+	char params[128] = "";
+	size_t o = 0;
+
+	if (s->size)
+		o += (size_t)snprintf(params + o, sizeof(params) - o,
+		    " SIZE=%lld", (long long)j->size);
+	if (j->eightbit && s->eightbit)
+		o += (size_t)snprintf(
+		    params + o, sizeof(params) - o, " BODY=8BITMIME");
+	if (j->smtputf8)
+		snprintf(params + o, sizeof(params) - o, " SMTPUTF8");
+	return smtp_cmd(s, r, why, "MAIL FROM:<%s>%s", j->sender, params);
+}
+
+/*
+ * RCPT TO for every recipient: how many were accepted; *temp is set when
+ * one was refused for now.  -1 when the connection failed.
+ */
+static int
+send_rcpts(struct smtp *s, const struct job *j, bool *temp, char *why)
+{
+	struct reply r;
+	int i, accepted = 0;
+
+	*temp = false;
+	for (i = 0; i < j->rcpts.n; i++) {
+		if (!smtp_cmd(s, &r, why, "RCPT TO:<%s>", j->rcpts.v[i]))
+			return -1;
+		if (r.code / 100 == 2) {
+			accepted++;
+			continue;
+		}
+		fprintf(stderr, "sendmail: recipient <%s> refused: %s\n",
+		    j->rcpts.v[i], r.text);
+		if (r.code < 500)
+			*temp = true;
+	}
+	return accepted;
+}
+
+/*
+ * One transaction on an open session: MAIL, RCPT, DATA.  Returns the exit
+ * status (messages printed).
+ */
+static int
+smtp_transaction(struct smtp *s, const struct job *j)
+{
+	struct reply r;
+	char why[WHY_MAX];
+	bool temp;
+	int accepted;
+
+	if (j->smtputf8 && !s->smtputf8) {
+		fprintf(stderr,
+		    "sendmail: the addresses need SMTPUTF8, which %s does "
+		    "not offer\n",
+		    s->peer);
+		return EX_UNAVAILABLE;
+	}
+	if (!send_mail_from(s, j, &r, why))
+		goto lost;
+	if (r.code != 250) {
+		fprintf(stderr, "sendmail: sender <%s> refused: %s\n",
+		    j->sender, r.text);
+		return reply_status(r.code);
+	}
+	accepted = send_rcpts(s, j, &temp, why);
+	if (accepted < 0)
+		goto lost;
+	if (temp)
+		return EX_TEMPFAIL; /* all or nothing: try again later */
+	if (accepted == 0)
+		return EX_NOUSER;
+	if (!smtp_cmd(s, &r, why, "DATA"))
+		goto lost;
+	if (r.code != 354) {
+		fprintf(stderr, "sendmail: DATA refused: %s\n", r.text);
+		return reply_status(r.code);
+	}
+	send_stuffed(s, j);
+	if (!smtp_reply(s, s->data_timeout, &r, false, why))
+		goto lost;
+	if (r.code != 250) {
+		fprintf(stderr, "sendmail: message refused: %s\n", r.text);
+		return reply_status(r.code);
+	}
+	return accepted < j->rcpts.n ? EX_NOUSER : EX_OK;
+lost:
+	fprintf(stderr, "sendmail: %s\n", why);
+	return EX_TEMPFAIL;
+}
+
+/* "127.0.0.1:25" or "[::1]:25" for `ss`. */
+static void
+peer_text(const struct sockaddr_storage *ss, char *buf, size_t len)
+{
+	char ip[64];
+
+	sockaddr_ntop((const struct sockaddr *)ss, ip, sizeof(ip));
+	snprintf(buf, len, ss->ss_family == AF_INET6 ? "[%s]:%d" : "%s:%d", ip,
+	    sockaddr_port((const struct sockaddr *)ss));
+}
+
+/* Where to reach listener `l`: a wildcard address means loopback. */
+static void
+listener_target(
+    const struct listen_addr *l, struct sockaddr_storage *ss, socklen_t *len)
+{
+	*ss = l->ss;
+	*len = l->sslen;
+	if (ss->ss_family == AF_INET) {
+		struct sockaddr_in *in = (struct sockaddr_in *)ss;
+
+		if (in->sin_addr.s_addr == htonl(INADDR_ANY))
+			in->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	} else if (ss->ss_family == AF_INET6) {
+		struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
+
+		if (IN6_IS_ADDR_UNSPECIFIED(&in6->sin6_addr))
+			in6->sin6_addr = in6addr_loopback;
+	}
+}
+
+/* Connect within `timeout` seconds: the socket, or -1 with errno set. */
+static int
+connect_within(const struct sockaddr_storage *ss, socklen_t len, int timeout)
+{
+	int fd = socket(
+	    ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	struct pollfd p;
+	int err = 0, one = 1;
+	socklen_t elen = sizeof(err);
+
+	if (fd < 0)
+		return -1;
+	if (connect(fd, (const struct sockaddr *)ss, len) != 0 &&
+	    errno != EINPROGRESS) {
+		err = errno;
+		goto fail;
+	}
+	p.fd = fd;
+	p.events = POLLOUT;
+	if (poll(&p, 1, timeout * 1000) != 1) {
+		err = ETIMEDOUT;
+		goto fail;
+	}
+	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) != 0 || err != 0)
+		goto fail;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	return fd;
+fail:
+	close(fd);
+	errno = err;
+	return -1;
+}
+
+/* Greeting, then EHLO (HELO when refused).  0 or the exit status. */
+static int
+smtp_hello(struct smtp *s, const char *helo)
+{
+	struct reply r;
+	char why[WHY_MAX];
+
+	if (!smtp_reply(s, s->cmd_timeout, &r, false, why))
+		goto lost;
+	if (r.code != 220) {
+		fprintf(stderr, "sendmail: %s refused the session: %s\n",
+		    s->peer, r.text);
+		return reply_status(r.code);
+	}
+	conn_printf(s->conn, "EHLO %s\r\n", helo);
+	if (!smtp_reply(s, s->cmd_timeout, &r, true, why))
+		goto lost;
+	if (r.code == 250)
+		return 0;
+	if (!smtp_cmd(s, &r, why, "HELO %s", helo))
+		goto lost;
+	if (r.code == 250)
+		return 0;
+	fprintf(stderr, "sendmail: %s refused HELO: %s\n", s->peer, r.text);
+	return reply_status(r.code);
+lost:
+	fprintf(stderr, "sendmail: %s\n", why);
+	return EX_TEMPFAIL;
+}
+
+/* Why no relay answered, for the messages of the queue path. */
+struct no_relay {
+	const char *state;    /* "sluice is not running", ... */
+	char detail[WHY_MAX]; /* "; 127.0.0.1:25: connection refused" or "" */
+};
+
+/*
+ * Submit over SMTP to the first /smtp listener.  Returns the exit status;
+ * when no relay answers, nothing was sent, *nr says why and the return
+ * value is -1.
+ */
+static int
+submit_smtp(const struct job *j, struct no_relay *nr)
+{
+	const struct config *cfg = j->cfg;
+	const struct listen_addr *l = NULL;
+	struct sockaddr_storage ss;
+	struct smtp s;
+	struct reply r;
+	socklen_t sslen;
+	char why[WHY_MAX];
+	int i, fd, rc;
+
+	for (i = 0; i < cfg->nlisten && l == NULL; i++)
+		if (cfg->listen[i].kind == LISTEN_SMTP)
+			l = &cfg->listen[i];
+	if (l == NULL) {
+		nr->state = "sluice has no /smtp listener";
+		nr->detail[0] = '\0';
+		return -1;
+	}
+	memset(&s, 0, sizeof(s));
+	listener_target(l, &ss, &sslen);
+	peer_text(&ss, s.peer, sizeof(s.peer));
+	fd = connect_within(&ss, sslen, cfg->connect_timeout);
+	if (fd < 0) {
+		nr->state = "sluice is not running";
+		snprintf(nr->detail, sizeof(nr->detail), "; %s: %s", s.peer,
+		    strerror(errno));
+		nr->detail[strlen(s.peer) + 4] =
+		    ascii_lower(nr->detail[strlen(s.peer) + 4]);
+		return -1;
+	}
+	s.conn = conn_new(fd);
+	s.cmd_timeout = cfg->delivery_command_timeout;
+	s.data_timeout = cfg->delivery_data_timeout;
+	rc = smtp_hello(&s, cfg->hostname);
+	if (rc == 0)
+		rc = smtp_transaction(&s, j);
+	/* QUIT, best effort: the outcome is already known. */
+	s.cmd_timeout = 2;
+	(void)smtp_cmd(&s, &r, why, "QUIT");
+	conn_free(s.conn);
+	return rc;
+}
+
+/* ---- submission into the queue file ---- */
+
+/* Cuts what it is given into chunks of QUEUE_CHUNK octets and stores them. */
+struct chunker {
+	struct db *db;
+	const char *id;
+	char *buf;
+	size_t fill;
+	int seq;
+	enum res r;
+	char *why;
+};
+
+static void
+chunk_flush(struct chunker *k)
+{
+	if (k->r == RES_OK && k->fill > 0)
+		k->r = db_put_chunk(
+		    k->db, k->id, k->seq++, k->buf, k->fill, k->why);
+	k->fill = 0;
+}
+
+static void
+chunk_add(struct chunker *k, const char *p, size_t n)
+{
+	while (n > 0 && k->r == RES_OK) {
+		size_t take =
+		    QUEUE_CHUNK - k->fill < n ? QUEUE_CHUNK - k->fill : n;
+
+		memcpy(k->buf + k->fill, p, take);
+		k->fill += take;
+		p += take;
+		n -= take;
+		if (k->fill == QUEUE_CHUNK)
+			chunk_flush(k);
+	}
+}
+
+/* Store our Received header, then the message. */
+static enum res
+store_body(struct db *db, const char *id, const struct sbuf *trace,
+    const struct job *j, char *why)
+{
+	struct chunker k = {db, id, xmalloc(QUEUE_CHUNK), 0, 0, RES_OK, why};
+	int i;
+
+	chunk_add(&k, trace->p, trace->len);
+	for (i = 0; i < j->npieces; i++)
+		chunk_add(&k, j->pieces[i].p, j->pieces[i].n);
+	chunk_flush(&k);
+	free(k.buf);
+	return k.r;
+}
+
+/* The message, its envelope and recipients, in one transaction. */
+static enum res
+store_message(struct db *db, const struct job *j, char *why)
+{
+	struct envelope env;
+	struct envelope_rcpt *er;
+	struct sbuf trace = {NULL, 0, 0};
+	char date[64], **domains;
+	enum res r;
+	int i;
+
+	memset(&env, 0, sizeof(env));
+	queue_new_id(env.id);
+	env.received_at = (int64_t)time(NULL);
+	rfc5322_date(date, sizeof(date), env.received_at);
+	sb_addf(&trace,
+	    "Received: from local (uid %u)\r\n\tby %s (sluice) with local "
+	    "id %s;\r\n\t%s\r\n",
+	    (unsigned)geteuid(), j->cfg->hostname, env.id, date);
+	er = xcalloc((size_t)j->rcpts.n, sizeof(*er));
+	domains = xcalloc((size_t)j->rcpts.n, sizeof(*domains));
+	for (i = 0; i < j->rcpts.n; i++) {
+		domains[i] = xstrdup(strrchr(j->rcpts.v[i], '@') + 1);
+		for (char *c = domains[i]; *c != '\0'; c++)
+			*c = ascii_lower(*c);
+		er[i].address = j->rcpts.v[i];
+		er[i].domain = domains[i];
+	}
+	env.sender = j->sender;
+	env.rcpts = er;
+	env.nrcpts = j->rcpts.n;
+	env.size = j->size;
+	env.stored_size = j->size + (int64_t)trace.len;
+	env.body_type = j->eightbit ? "8BITMIME" : "7BIT";
+	env.smtputf8 = j->smtputf8;
+	env.client_ip = "127.0.0.1";
+	env.helo = "local";
+	env.protocol = "local";
+	r = db_begin(db, why);
+	if (r == RES_OK)
+		r = store_body(db, env.id, &trace, j, why);
+	if (r == RES_OK)
+		r = db_put_message(db, &env, why);
+	if (r == RES_OK)
+		r = db_commit(db, why);
+	else
+		db_rollback(db);
+	for (i = 0; i < j->rcpts.n; i++)
+		free(domains[i]);
+	free(domains);
+	free(er);
+	free(trace.p);
+	return r;
+}
+
+/*
+ * No relay answered: put the message straight into the queue, if it is
+ * ours to write.  Returns the exit status.
+ */
+static int
+submit_queue(struct job *j, const struct no_relay *nr)
+{
+	const char *path = j->cfg->queue_path;
+	struct db *db = NULL;
+	struct stat st;
+	char why[WHY_MAX];
+	int rc = EX_TEMPFAIL;
+
+	if (stat(path, &st) != 0) {
+		if (errno == ENOENT)
+			fprintf(stderr,
+			    "sendmail: %s and has no queue yet (%s does not "
+			    "exist)%s\n",
+			    nr->state, path, nr->detail);
+		else
+			fprintf(stderr,
+			    "sendmail: %s and the queue at %s cannot be used: "
+			    "%s%s\n",
+			    nr->state, path, strerror(errno), nr->detail);
+		return EX_TEMPFAIL;
+	}
+	if (st.st_uid != geteuid()) {
+		fprintf(stderr,
+		    "sendmail: %s and the queue at %s belongs to another "
+		    "user (uid %u)%s\n",
+		    nr->state, path, (unsigned)st.st_uid, nr->detail);
+		return EX_TEMPFAIL;
+	}
+	db = db_open_helper(path, why);
+	if (db == NULL || db_helper_writer(db, why) != RES_OK ||
+	    store_message(db, j, why) != RES_OK) {
+		fprintf(stderr,
+		    "sendmail: %s and the message could not be put into "
+		    "the queue at %s: %s%s\n",
+		    nr->state, path, why, nr->detail);
+		goto out;
+	}
+	rc = EX_OK;
+out:
+	db_close(db);
+	return rc;
+}
+
+/* ---- the command ---- */
+
+/* login@hostname for the user running us. */
+static char *
+login_address(const char *hostname)
+{
+	struct passwd *pw = getpwuid(geteuid());
+	struct sbuf b = {NULL, 0, 0};
+
+	if (pw != NULL && pw->pw_name != NULL && pw->pw_name[0] != '\0')
+		sb_addf(&b, "%s@%s", pw->pw_name, hostname);
+	else
+		sb_addf(&b, "%u@%s", (unsigned)geteuid(), hostname);
+	return b.p;
+}
+
+/* The envelope from the options (the -t part comes with the headers). */
+static int
+make_envelope(struct job *j, const struct opts *o, const char *login_addr)
+{
+	char why[WHY_MAX], *a;
+	int i;
+
+	if (o->sender == NULL) {
+		j->sender = xstrdup(login_addr);
+	} else {
+		j->sender = make_address(
+		    o->sender, strlen(o->sender), j->cfg->hostname, why);
+		if (j->sender == NULL) {
+			fprintf(stderr, "sendmail: sender: %s\n", why);
+			return EX_USAGE;
+		}
+	}
+	for (i = 0; i < o->nrcpts; i++) {
+		a = make_address(
+		    o->rcpts[i], strlen(o->rcpts[i]), j->cfg->hostname, why);
+		if (a == NULL || a[0] == '\0') {
+			fprintf(stderr, "sendmail: recipient: %s\n",
+			    a ? "empty address" : why);
+			free(a);
+			return EX_USAGE;
+		}
+		addrs_add(&j->rcpts, a);
+	}
+	return 0;
+}
+
+/* After the headers: the recipients are known; check them all. */
+static int
+check_envelope(struct job *j)
+{
+	int i;
+
+	if (j->rcpts.n == 0) {
+		fprintf(stderr, "sendmail: no recipients\n");
+		return EX_USAGE;
+	}
+	if (j->rcpts.n > j->cfg->max_recipients) {
+		fprintf(stderr,
+		    "sendmail: %d recipients; the relay takes at most %d "
+		    "(max_recipients)\n",
+		    j->rcpts.n, j->cfg->max_recipients);
+		return EX_USAGE;
+	}
+	j->smtputf8 = non_ascii(j->sender);
+	for (i = 0; i < j->rcpts.n; i++)
+		j->smtputf8 = j->smtputf8 || non_ascii(j->rcpts.v[i]);
+	return 0;
+}
 
 int
 sendmail_cmd(int argc, char **argv)
 {
-	(void)argc;
-	fprintf(stderr, "sluice: %s: not written yet\n", argv[0]);
-	return 2;
+	struct opts o;
+	struct config *cfg = NULL;
+	struct job j;
+	const char *source;
+	struct no_relay nr;
+	char *login_addr = NULL;
+	int rc;
+
+	memset(&j, 0, sizeof(j));
+	rc = parse_options(argc, argv, &o);
+	if (rc != 0) {
+		if (rc < 0)
+			usage(stdout);
+		return rc < 0 ? EX_OK : rc;
+	}
+	cfg = load_config(o.config, &source);
+	if (cfg == NULL)
+		return EX_CONFIG;
+	signal(SIGPIPE, SIG_IGN);
+	j.cfg = cfg;
+	login_addr = login_address(cfg->hostname);
+	if ((rc = make_envelope(&j, &o, login_addr)) != 0 ||
+	    (rc = read_message(stdin, o.dot_ends, &j)) != 0 ||
+	    (rc = build_message(&j, &o, login_addr)) != 0 ||
+	    (rc = check_envelope(&j)) != 0)
+		goto out;
+	if (j.size > cfg->max_message_size) {
+		fprintf(stderr,
+		    "sendmail: the message is larger than max_message_size "
+		    "(%lld octets)\n",
+		    cfg->max_message_size);
+		rc = EX_DATAERR;
+		goto out;
+	}
+	rc = submit_smtp(&j, &nr);
+	if (rc < 0)
+		rc = submit_queue(&j, &nr);
+out:
+	free(j.sender);
+	addrs_free(&j.rcpts);
+	free(j.raw.p);
+	free(j.added.p);
+	free(j.pieces);
+	free(login_addr);
+	config_free(cfg);
+	return rc;
 }
