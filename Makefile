@@ -104,10 +104,59 @@ lint:
 	    --inline-suppr -Icommon -Iserver -Iqueue -Isql -Itls \
 	    $(LIB_SRCS) $(MAIN_SRCS)
 
+# make install [DESTDIR=/staging] [PREFIX=/usr/local] [SENDMAIL_LINK=yes [FORCE=yes]]
+#   $(SBINDIR)/sluice                       the binary (0755)
+#   $(MANDIR)/man8/sluice.8                 the manual page
+#   $(DOCDIR)/                              README, docs/*.md, sluice.service,
+#                                           sluice.conf.example
+#   $(SYSCONFDIR)/sluice/sluice.conf.example
+# sluice.conf itself is never created or overwritten (as with Postfix and
+# OpenSMTPD): copy the example to it on a first install.  sluice reads
+# /etc/sluice/sluice.conf whatever PREFIX is, so SYSCONFDIR is /etc, not
+# $(PREFIX)/etc.  The man page and the unit are installed with their
+# /usr/local paths rewritten for PREFIX (and the unit's -c for SYSCONFDIR).
+# SENDMAIL_LINK=yes also makes $(SBINDIR)/sendmail a link to sluice; another
+# sendmail found there is kept (the install fails) unless FORCE=yes.
+SYSCONFDIR    ?= /etc
+SBINDIR       ?= $(PREFIX)/sbin
+MANDIR        ?= $(PREFIX)/share/man
+DOCDIR        ?= $(PREFIX)/share/doc/sluice
+SENDMAIL_LINK ?= no
+FORCE         ?= no
+INSTALL_DOCS   = README.md $(wildcard docs/*.md)
+INSTALL_PATHS  = sed -e 's|/usr/local/sbin/|$(SBINDIR)/|g' \
+                     -e 's|/usr/local/share/doc/sluice|$(DOCDIR)|g' \
+                     -e 's|/usr/local/share/man|$(MANDIR)|g'
+
 install: $(BIN)
-	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)/etc/sluice
-	install -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/sbin/sluice
-	install -m 0644 config.example $(DESTDIR)/etc/sluice/sluice.conf.example
+	install -d -m 0755 $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man8 \
+	    $(DESTDIR)$(DOCDIR) $(DESTDIR)$(SYSCONFDIR)/sluice
+	install -m 0755 $(BIN) $(DESTDIR)$(SBINDIR)/sluice
+	$(INSTALL_PATHS) docs/sluice.8 >$(DESTDIR)$(MANDIR)/man8/sluice.8
+	chmod 0644 $(DESTDIR)$(MANDIR)/man8/sluice.8
+	$(INSTALL_PATHS) -e 's|/etc/sluice/|$(SYSCONFDIR)/sluice/|g' \
+	    docs/sluice.service >$(DESTDIR)$(DOCDIR)/sluice.service
+	chmod 0644 $(DESTDIR)$(DOCDIR)/sluice.service
+	install -m 0644 $(INSTALL_DOCS) $(DESTDIR)$(DOCDIR)/
+	install -m 0644 config.example $(DESTDIR)$(DOCDIR)/sluice.conf.example
+	install -m 0644 config.example \
+	    $(DESTDIR)$(SYSCONFDIR)/sluice/sluice.conf.example
+	@if [ ! -e $(DESTDIR)$(SYSCONFDIR)/sluice/sluice.conf ]; then \
+	    echo "make install: no $(SYSCONFDIR)/sluice/sluice.conf yet;" \
+	        "start from $(SYSCONFDIR)/sluice/sluice.conf.example"; fi
+	@case "$(SENDMAIL_LINK)" in \
+	yes) link=$(DESTDIR)$(SBINDIR)/sendmail; \
+	    if { [ -e "$$link" ] || [ -L "$$link" ]; } && \
+	        [ "$$(readlink "$$link")" != sluice ] && \
+	        [ "$$(readlink "$$link")" != $(SBINDIR)/sluice ] && \
+	        [ "$(FORCE)" != yes ]; then \
+	        echo "make install: $$link exists and is not sluice;" \
+	            "not replacing it (FORCE=yes replaces it)" >&2; exit 1; \
+	    fi; \
+	    echo "ln -sfn sluice $$link"; ln -sfn sluice "$$link";; \
+	no|'') ;; \
+	*) echo "make install: SENDMAIL_LINK must be yes or no" >&2; exit 1;; \
+	esac
 
 clean:
 	rm -rf build build-asan build-tsan

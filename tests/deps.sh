@@ -12,6 +12,7 @@ PKGS=(
 	swaks libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl
 	gnutls-bin openssl                  # test certificates, TLS clients
 	procps util-linux                   # ps, mount (tmpfs disk-full test)
+	groff-base                          # render the man page in tests
 )
 missing=()
 for p in "${PKGS[@]}"; do
