@@ -31,7 +31,8 @@ SQL_SRCS    = sql/db.c sql/admin.c
 SQL_ASM     = sql/embed.S
 TLS_SRCS    = tls/conn.c tls/tls.c
 DNS_SRCS    = dns/dns.c
-QUEUE_SRCS  = queue/queue.c queue/smtpc.c queue/deliver.c queue/bounce.c
+QUEUE_SRCS  = queue/queue.c queue/smtpc.c queue/smtpwire.c queue/deliver.c \
+              queue/bounce.c
 SERVER_SRCS = server/parse.c server/data.c server/session.c server/pool.c \
               server/auth.c server/listener.c server/httpd.c server/privs.c \
               server/loadcfg.c \

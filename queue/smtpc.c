@@ -3,9 +3,9 @@
  *
  * Threads: one delivery thread per struct smtpc; no shared state.
  * Invariants:
- *  1. The remote server is not trusted: every reply line is bounded
- *     (REPLY_LINE_MAX, REPLY_LINES_MAX) and its text is only copied into
- *     fixed buffers.
+ *  1. The remote server is not trusted: replies are read by smtpwire.c,
+ *     which bounds every line and copies only the first, sanitized, into
+ *     a fixed buffer.
  *  2. Message data is streamed from the queue a chunk at a time, with
  *     dot-stuffing (DATA) or as BDAT chunks; it is never whole in memory.
  */
@@ -13,22 +13,14 @@
 #include "config.h"
 #include "conn.h"
 #include "log.h"
+#include "smtpwire.h"
 #include "tls.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
-#define REPLY_LINE_MAX 1024
-#define REPLY_LINES_MAX 100
 
 struct smtpc {
 	struct conn *conn;
@@ -42,58 +34,53 @@ struct smtpc {
 	bool broken;
 };
 
-struct reply {
-	int code;
-	char text[512]; /* first line, "250 2.1.0 Ok" */
-};
+/* Turn what the wire reported into `why`; false when it failed. */
+static bool
+wire_ok(
+    struct smtpc *c, enum smtpwire_status st, struct smtp_reply *r, char *why)
+{
+	switch (st) {
+	case SMTPWIRE_OK:
+		if (strlen(r->text) > 3)
+			r->text[3] = ' '; /* "250 2.1.0 Ok", one line or more */
+		return true;
+	case SMTPWIRE_TOO_LONG:
+		why_set(why, "5.5.0 command too long");
+		return false;
+	case SMTPWIRE_MALFORMED:
+		why_set(why, "4.5.0 %s: malformed reply", c->host);
+		break;
+	case SMTPWIRE_TIMEOUT:
+	case SMTPWIRE_LOST:
+		why_set(why, "4.4.2 %s: %s", c->host,
+		    st == SMTPWIRE_TIMEOUT ? "timeout waiting for reply"
+		                           : "connection lost");
+		break;
+	}
+	c->broken = true;
+	return false;
+}
+
+static int64_t
+deadline_in(int seconds)
+{
+	return now_ms() + (int64_t)seconds * 1000;
+}
 
 /* Read one reply (all its lines); false when the connection failed. */
 static bool
-read_reply(struct smtpc *c, int timeout, struct reply *r,
-    void (*each)(struct smtpc *, const char *), char *why)
+read_reply(struct smtpc *c, int timeout, struct smtp_reply *r, char *why)
 {
-	char line[REPLY_LINE_MAX];
-	int nlines = 0;
-
-	r->code = 0;
-	r->text[0] = '\0';
-	for (;;) {
-		bool too_long, bare_lf;
-		size_t len;
-		enum conn_status st =
-		    conn_read_line(c->conn, line, sizeof(line), &len, &too_long,
-		        &bare_lf, now_ms() + (int64_t)timeout * 1000);
-
-		if (st != CONN_OK) {
-			why_set(why, "4.4.2 %s: %s", c->host,
-			    st == CONN_TIMEOUT ? "timeout waiting for reply"
-			                       : "connection lost");
-			c->broken = true;
-			return false;
-		}
-		if (len < 3 || line[0] < '2' || line[0] > '5' ||
-		    (len > 3 && line[3] != ' ' && line[3] != '-') ||
-		    ++nlines > REPLY_LINES_MAX) {
-			why_set(why, "4.5.0 %s: malformed reply", c->host);
-			c->broken = true;
-			return false;
-		}
-		if (nlines == 1) {
-			r->code = atoi(line);
-			log_sanitize(r->text, sizeof(r->text), line);
-			if (len > 3)
-				r->text[3] = ' ';
-		}
-		if (each != NULL && len > 4)
-			each(c, line + 4);
-		if (len == 3 || line[3] == ' ')
-			return true;
-	}
+	return wire_ok(c,
+	    smtpwire_read_reply(c->conn, deadline_in(timeout), r, NULL, NULL),
+	    r, why);
 }
 
 static void
-ehlo_keyword(struct smtpc *c, const char *kw)
+ehlo_keyword(void *arg, const char *kw)
 {
+	struct smtpc *c = arg;
+
 	if (ascii_casecmp(kw, "PIPELINING") == 0)
 		c->pipelining = true;
 	else if (ascii_casecmp(kw, "8BITMIME") == 0)
@@ -130,39 +117,35 @@ ehlo_keyword(struct smtpc *c, const char *kw)
 	}
 }
 
-static bool command(struct smtpc *c, struct reply *r, char *why,
+static bool command(struct smtpc *c, struct smtp_reply *r, char *why,
     const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
 /* Send one command and read its reply. */
 static bool
-command(struct smtpc *c, struct reply *r, char *why, const char *fmt, ...)
+command(struct smtpc *c, struct smtp_reply *r, char *why, const char *fmt, ...)
 {
-	char buf[2048];
+	enum smtpwire_status st;
 	va_list ap;
-	int n;
 
 	va_start(ap, fmt);
-	n = vsnprintf(buf, sizeof(buf), fmt, ap);
+	st = smtpwire_vcommand(
+	    c->conn, deadline_in(c->o.command_timeout), r, NULL, NULL, fmt, ap);
 	va_end(ap);
-	if (n < 0 || (size_t)n >= sizeof(buf) - 2) {
-		why_set(why, "5.5.0 command too long");
-		return false;
-	}
-	memcpy(buf + n, "\r\n", 2);
-	conn_write(c->conn, buf, (size_t)n + 2);
-	return read_reply(c, c->o.command_timeout, r, NULL, why);
+	return wire_ok(c, st, r, why);
 }
 
 static bool
-ehlo(struct smtpc *c, struct reply *r, char *why)
+ehlo(struct smtpc *c, struct smtp_reply *r, char *why)
 {
 	c->esmtp = c->pipelining = c->eightbit = c->smtputf8 = c->dsn = false;
 	c->chunking = c->binarymime = c->starttls = false;
 	c->auth_plain = c->auth_login = false;
 	c->size_limit = 0;
 	c->size = false;
-	conn_printf(c->conn, "EHLO %s\r\n", c->o.helo);
-	if (!read_reply(c, c->o.command_timeout, r, ehlo_keyword, why))
+	if (!wire_ok(c,
+	        smtpwire_command(c->conn, deadline_in(c->o.command_timeout), r,
+	            ehlo_keyword, c, "EHLO %s", c->o.helo),
+	        r, why))
 		return false;
 	if (r->code == 250) {
 		c->esmtp = true;
@@ -175,36 +158,13 @@ ehlo(struct smtpc *c, struct reply *r, char *why)
 static int
 connect_to(const struct mx_host *h, int timeout, char *why)
 {
-	int fd = socket(
-	    h->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	struct pollfd p;
-	int err = 0, one = 1;
-	socklen_t elen = sizeof(err);
+	int fd = smtpwire_connect(&h->addr, h->addrlen, deadline_in(timeout));
 
-	if (fd < 0) {
-		why_set(why, "4.4.1 socket: %s", strerror(errno));
-		return -1;
-	}
-	if (connect(fd, (const struct sockaddr *)&h->addr, h->addrlen) != 0 &&
-	    errno != EINPROGRESS) {
-		err = errno;
-		goto fail;
-	}
-	p.fd = fd;
-	p.events = POLLOUT;
-	if (poll(&p, 1, timeout * 1000) != 1) {
-		err = ETIMEDOUT;
-		goto fail;
-	}
-	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) != 0 || err != 0)
-		goto fail;
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (fd < 0)
+		why_set(why, "4.4.1 connect to %s[%s]:%d: %s", h->name, h->ip,
+		    sockaddr_port((const struct sockaddr *)&h->addr),
+		    strerror(errno));
 	return fd;
-fail:
-	why_set(why, "4.4.1 connect to %s[%s]:%d: %s", h->name, h->ip,
-	    sockaddr_port((const struct sockaddr *)&h->addr), strerror(err));
-	close(fd);
-	return -1;
 }
 
 static bool
@@ -252,7 +212,7 @@ b64(const unsigned char *in, size_t len, char *out, size_t outlen)
 }
 
 static enum res
-authenticate(struct smtpc *c, struct reply *r, char *why)
+authenticate(struct smtpc *c, struct smtp_reply *r, char *why)
 {
 	const char *u = c->o.auth_user,
 	           *p = c->o.auth_pass ? c->o.auth_pass : "";
@@ -307,7 +267,7 @@ smtpc_open(const struct mx_host *h, const struct smtpc_opts *o,
     struct smtpc **out, char *why)
 {
 	struct smtpc *c = xcalloc(1, sizeof(*c));
-	struct reply r;
+	struct smtp_reply r;
 	enum res res = RES_TEMP;
 	int fd;
 
@@ -322,7 +282,7 @@ smtpc_open(const struct mx_host *h, const struct smtpc_opts *o,
 	conn_set_stop_fd(c->conn, o->stop_fd);
 	if (o->implicit_tls && !start_tls(c, why))
 		goto fail;
-	if (!read_reply(c, o->command_timeout, &r, NULL, why))
+	if (!read_reply(c, o->command_timeout, &r, why))
 		goto fail;
 	if (r.code != 220) {
 		why_set(
@@ -377,7 +337,7 @@ fail:
 enum res
 smtpc_reset(struct smtpc *c)
 {
-	struct reply r;
+	struct smtp_reply r;
 	char why[WHY_MAX];
 
 	if (c->broken || !command(c, &r, why, "RSET") || r.code != 250) {
@@ -405,12 +365,12 @@ smtpc_close(struct smtpc *c)
 	if (c == NULL)
 		return;
 	if (c->conn != NULL && !c->broken) {
-		struct reply r;
+		struct smtp_reply r;
 		char why[WHY_MAX];
 
 		conn_printf(c->conn, "QUIT\r\n");
 		(void)conn_flush(c->conn, now_ms() + 2000);
-		(void)read_reply(c, 2, &r, NULL, why);
+		(void)read_reply(c, 2, &r, why);
 	}
 	conn_free(c->conn);
 	free(c);
@@ -451,7 +411,7 @@ struct chunker {
 	int64_t left; /* octets still to send */
 	bool failed;
 	char why[WHY_MAX];
-	struct reply r;
+	struct smtp_reply r;
 };
 
 static int
@@ -465,7 +425,7 @@ put_chunk(void *arg, const void *data, size_t len)
 	conn_write(k->c->conn, data, len);
 	if (k->left <= 0)
 		return 0; /* the caller reads the LAST reply */
-	if (!read_reply(k->c, k->c->o.data_timeout, &k->r, NULL, k->why) ||
+	if (!read_reply(k->c, k->c->o.data_timeout, &k->r, k->why) ||
 	    k->r.code != 250) {
 		k->failed = true;
 		return 1;
@@ -497,9 +457,9 @@ code_res(int code)
 static bool
 rcpt_reply(struct smtpc *c, struct smtpc_rcpt *rc, char *why)
 {
-	struct reply rr;
+	struct smtp_reply rr;
 
-	if (!read_reply(c, c->o.command_timeout, &rr, NULL, why))
+	if (!read_reply(c, c->o.command_timeout, &rr, why))
 		return false;
 	rc->result = code_res(rr.code);
 	snprintf(rc->reply, sizeof(rc->reply), "%s", rr.text);
@@ -511,7 +471,7 @@ smtpc_send(
     struct smtpc *c, const struct smtpc_msg *m, struct smtpc_rcpt *rcpts, int n)
 {
 	char why[WHY_MAX], params[400];
-	struct reply r;
+	struct smtp_reply r;
 	bool binary = strcmp(m->body_type, "BINARYMIME") == 0;
 	bool use_bdat = c->chunking;
 	int i, accepted = 0;
@@ -563,8 +523,7 @@ smtpc_send(
 			    m->envid);
 	}
 	conn_printf(c->conn, "MAIL FROM:<%s>%s\r\n", m->sender, params);
-	if (!c->pipelining &&
-	    !read_reply(c, c->o.command_timeout, &r, NULL, why))
+	if (!c->pipelining && !read_reply(c, c->o.command_timeout, &r, why))
 		goto broken;
 	for (i = 0; i < n; i++) {
 		char rp[700] = "";
@@ -585,7 +544,7 @@ smtpc_send(
 		conn_printf(c->conn, "DATA\r\n");
 	/* With PIPELINING the replies come now, in order (RFC 2920). */
 	if (c->pipelining) {
-		if (!read_reply(c, c->o.command_timeout, &r, NULL, why))
+		if (!read_reply(c, c->o.command_timeout, &r, why))
 			goto broken;
 		for (i = 0; i < n; i++)
 			if (!rcpt_reply(c, &rcpts[i], why))
@@ -595,7 +554,7 @@ smtpc_send(
 		set_all(rcpts, n, false, code_res(r.code), r.text);
 		if (c->pipelining && !use_bdat) {
 			/* DATA was sent too: read its (failing) reply. */
-			if (!read_reply(c, c->o.command_timeout, &r, NULL, why))
+			if (!read_reply(c, c->o.command_timeout, &r, why))
 				goto broken;
 		}
 		goto rset;
@@ -611,7 +570,7 @@ smtpc_send(
 				goto rset;
 			conn_printf(c->conn, "DATA\r\n");
 		}
-		if (!read_reply(c, c->o.command_timeout, &r, NULL, why))
+		if (!read_reply(c, c->o.command_timeout, &r, why))
 			goto broken;
 		if (accepted == 0) {
 			/* RFC 2920: DATA after all RCPTs failed must fail. */
@@ -656,7 +615,7 @@ smtpc_send(
 			return RES_TEMP;
 		}
 	}
-	if (!read_reply(c, c->o.data_timeout, &r, NULL, why))
+	if (!read_reply(c, c->o.data_timeout, &r, why))
 		goto broken;
 	if (code_res(r.code) == RES_OK && r.code != 250 && r.code != 251)
 		r.code = 451;

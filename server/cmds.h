@@ -21,6 +21,14 @@ struct config *load_config_logged(const char *path, const char **source);
 
 #define DEFAULT_CONFIG "/etc/sluice/sluice.conf"
 
+/*
+ * Where a command reaches listener `l` (server/loadcfg.c): its address,
+ * a wildcard (0.0.0.0, ::) becoming loopback, in *ss and *len, and as
+ * text ("127.0.0.1:2525", "[::1]:2525") in `text`.
+ */
+void listener_target(const struct listen_addr *l, struct sockaddr_storage *ss,
+    socklen_t *len, char *text, size_t tlen);
+
 /* sluice queue SUBCOMMAND ... (server/queuecmd.c) */
 int queue_cmd(int argc, char **argv);
 

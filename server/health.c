@@ -17,18 +17,14 @@
  *
  * Threads: single-threaded command; no shared state.
  */
-#include "cidr.h"
 #include "cmds.h"
 #include "conn.h"
 #include "db.h"
-#include "log.h"
+#include "smtpwire.h"
 #include "tls.h"
 #include "util.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
-#include <netinet/in.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,8 +36,6 @@
 
 #define HEALTH_TIMEOUT 10 /* seconds, the default */
 #define HEALTH_MIN_FREE (1024 * 1024)
-#define REPLY_LINE_MAX 1024
-#define REPLY_LINES_MAX 100
 
 /* The SMTP side of the check. */
 struct probe {
@@ -71,31 +65,6 @@ set_errno_why(char *why, const char *what, int err)
 	}
 }
 
-/* Where to reach listener `l` (a wildcard means loopback), as text too. */
-static void
-listener_target(const struct listen_addr *l, struct sockaddr_storage *ss,
-    socklen_t *len, char *text, size_t tlen)
-{
-	char ip[64];
-
-	*ss = l->ss;
-	*len = l->sslen;
-	if (ss->ss_family == AF_INET) {
-		struct sockaddr_in *in = (struct sockaddr_in *)ss;
-
-		if (in->sin_addr.s_addr == htonl(INADDR_ANY))
-			in->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	} else if (ss->ss_family == AF_INET6) {
-		struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
-
-		if (IN6_IS_ADDR_UNSPECIFIED(&in6->sin6_addr))
-			in6->sin6_addr = in6addr_loopback;
-	}
-	sockaddr_ntop((const struct sockaddr *)ss, ip, sizeof(ip));
-	snprintf(text, tlen, ss->ss_family == AF_INET6 ? "[%s]:%d" : "%s:%d",
-	    ip, sockaddr_port((const struct sockaddr *)ss));
-}
-
 static int
 remaining_ms(int64_t deadline)
 {
@@ -109,84 +78,45 @@ static int
 probe_connect(struct probe *p, const struct sockaddr_storage *ss, socklen_t len,
     char *why)
 {
-	int fd = socket(
-	    ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	struct pollfd pf;
-	int err = 0, n;
-	socklen_t elen = sizeof(err);
+	int fd = smtpwire_connect(ss, len, p->deadline);
 
-	if (fd < 0) {
-		set_errno_why(why, "socket", errno);
-		return -1;
-	}
-	if (connect(fd, (const struct sockaddr *)ss, len) != 0 &&
-	    errno != EINPROGRESS) {
-		set_errno_why(why, p->peer, errno);
-		goto fail;
-	}
-	pf.fd = fd;
-	pf.events = POLLOUT;
-	while (
-	    (n = poll(&pf, 1, remaining_ms(p->deadline))) < 0 && errno == EINTR)
-		;
-	if (n != 1) {
+	if (fd >= 0)
+		return fd;
+	if (errno == ETIMEDOUT)
 		why_set(
 		    why, "%s: no connection within %d s", p->peer, p->timeout);
-		goto fail;
-	}
-	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) != 0 ||
-	    err != 0) {
-		set_errno_why(why, p->peer, err ? err : errno);
-		goto fail;
-	}
-	return fd;
-fail:
-	close(fd);
+	else
+		set_errno_why(why, p->peer, errno);
 	return -1;
 }
 
 /*
- * Read one reply; its first line (sanitized) goes to `text`.  Returns the
- * code, or 0 with `why` naming `what` we were waiting for.
+ * The code of what the wire reported, or 0 with `why` naming `what` we
+ * were waiting for.
  */
 static int
-probe_reply(
-    struct probe *p, const char *what, char *text, size_t tlen, char *why)
+probe_result(const struct probe *p, enum smtpwire_status st,
+    const struct smtp_reply *r, const char *what, char *why)
 {
-	char line[REPLY_LINE_MAX];
-	int nlines = 0, code = 0;
-
-	for (;;) {
-		bool too_long, bare_lf;
-		size_t len;
-		enum conn_status st = conn_read_line(p->conn, line,
-		    sizeof(line), &len, &too_long, &bare_lf, p->deadline);
-
-		if (st == CONN_TIMEOUT) {
-			why_set(why, "%s: no %s within %d s", p->peer, what,
-			    p->timeout);
-			return 0;
-		}
-		if (st != CONN_OK) {
-			why_set(why, "%s: connection closed before the %s",
-			    p->peer, what);
-			return 0;
-		}
-		if (len < 3 || line[0] < '1' || line[0] > '5' ||
-		    (len > 3 && line[3] != ' ' && line[3] != '-') ||
-		    ++nlines > REPLY_LINES_MAX) {
-			log_sanitize(text, (unsigned)tlen, line);
-			why_set(why, "%s: malformed %s \"%s\"", p->peer, what,
-			    text);
-			return 0;
-		}
-		if (nlines == 1) {
-			code = atoi(line);
-			log_sanitize(text, (unsigned)tlen, line);
-		}
-		if (len == 3 || line[3] == ' ')
-			return code;
+	switch (st) {
+	case SMTPWIRE_OK:
+		return r->code;
+	case SMTPWIRE_TIMEOUT:
+		why_set(
+		    why, "%s: no %s within %d s", p->peer, what, p->timeout);
+		break;
+	case SMTPWIRE_LOST:
+		why_set(
+		    why, "%s: connection closed before the %s", p->peer, what);
+		break;
+	case SMTPWIRE_MALFORMED:
+		why_set(why, "%s: malformed %s \"%s\"", p->peer, what, r->text);
+		break;
+	case SMTPWIRE_TOO_LONG:
+		why_set(why, "%s: command too long", p->peer);
+		break;
 	}
+	return 0;
 }
 
 /*
@@ -219,32 +149,34 @@ client_creds(const struct config *cfg, char *why)
 static int
 probe_talk(struct probe *p, const char *helo, char *why)
 {
-	char text[512];
-	int64_t deadline;
+	struct smtp_reply r;
+	int64_t quit_by;
 	int code;
 
-	code = probe_reply(p, "greeting", text, sizeof(text), why);
+	code = probe_result(p,
+	    smtpwire_read_reply(p->conn, p->deadline, &r, NULL, NULL), &r,
+	    "greeting", why);
 	if (code == 0)
 		return -1;
 	if (code != 220) {
-		why_set(why, "%s: greeting was \"%s\"", p->peer, text);
+		why_set(why, "%s: greeting was \"%s\"", p->peer, r.text);
 		return -1;
 	}
-	conn_printf(p->conn, "EHLO %s\r\n", helo);
-	code = probe_reply(p, "reply to EHLO", text, sizeof(text), why);
+	code = probe_result(p,
+	    smtpwire_command(
+	        p->conn, p->deadline, &r, NULL, NULL, "EHLO %s", helo),
+	    &r, "reply to EHLO", why);
 	if (code == 0)
 		return -1;
 	if (code != 250) {
-		why_set(why, "%s: EHLO was answered \"%s\"", p->peer, text);
+		why_set(why, "%s: EHLO was answered \"%s\"", p->peer, r.text);
 		return -1;
 	}
 	/* QUIT, politely and briefly: the verdict is in. */
-	conn_printf(p->conn, "QUIT\r\n");
-	deadline = p->deadline;
+	quit_by = p->deadline;
 	if (remaining_ms(p->deadline) > 1000)
-		p->deadline = now_ms() + 1000;
-	(void)probe_reply(p, "reply to QUIT", text, sizeof(text), why);
-	p->deadline = deadline;
+		quit_by = now_ms() + 1000;
+	(void)smtpwire_command(p->conn, quit_by, &r, NULL, NULL, "QUIT");
 	return 0;
 }
 

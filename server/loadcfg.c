@@ -1,10 +1,14 @@
 /*
  * loadcfg.c - finding and loading the configuration, for `sluice serve`
- * and the commands beside it (see cmds.h).
+ * and the commands beside it, and where those commands reach a listener
+ * (see cmds.h).
  */
+#include "cidr.h"
 #include "cmds.h"
 #include "log.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,3 +80,26 @@ load_config_logged(const char *path, const char **source)
 	return cfg;
 }
 
+void
+listener_target(const struct listen_addr *l, struct sockaddr_storage *ss,
+    socklen_t *len, char *text, size_t tlen)
+{
+	char ip[64];
+
+	*ss = l->ss;
+	*len = l->sslen;
+	if (ss->ss_family == AF_INET) {
+		struct sockaddr_in *in = (struct sockaddr_in *)ss;
+
+		if (in->sin_addr.s_addr == htonl(INADDR_ANY))
+			in->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	} else if (ss->ss_family == AF_INET6) {
+		struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
+
+		if (IN6_IS_ADDR_UNSPECIFIED(&in6->sin6_addr))
+			in6->sin6_addr = in6addr_loopback;
+	}
+	sockaddr_ntop((const struct sockaddr *)ss, ip, sizeof(ip));
+	snprintf(text, tlen, ss->ss_family == AF_INET6 ? "[%s]:%d" : "%s:%d",
+	    ip, sockaddr_port((const struct sockaddr *)ss));
+}

@@ -18,20 +18,16 @@
  *
  * Threads: single-threaded command; no shared state.
  */
-#include "cidr.h"
 #include "cmds.h"
 #include "conn.h"
 #include "db.h"
 #include "envelope.h"
 #include "log.h"
 #include "queue.h"
+#include "smtpwire.h"
 #include "util.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <poll.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -47,8 +43,6 @@
 #define LINE_MAX_OCTETS 998 /* RFC 5322 section 2.1.1, without CRLF */
 #define ADDRESS_MAX 254     /* RFC 5321 path limit, without the <> */
 #define FULLNAME_MAX 256
-#define REPLY_LINE_MAX 1024
-#define REPLY_LINES_MAX 100
 
 struct opts {
 	bool from_headers;    /* -t */
@@ -779,14 +773,11 @@ struct smtp {
 	bool size, eightbit, smtputf8;
 };
 
-struct reply {
-	int code;
-	char text[512]; /* the first line, sanitized */
-};
-
 static void
-ehlo_keyword(struct smtp *s, const char *kw)
+ehlo_keyword(void *arg, const char *kw)
 {
+	struct smtp *s = arg;
+
 	if (ascii_ncasecmp(kw, "SIZE", 4) == 0 && (kw[4] == ' ' || !kw[4]))
 		s->size = true;
 	else if (ascii_casecmp(kw, "8BITMIME") == 0)
@@ -795,66 +786,59 @@ ehlo_keyword(struct smtp *s, const char *kw)
 		s->smtputf8 = true;
 }
 
-/* Read one reply (all its lines).  False with `why` when none came. */
-static bool
-smtp_reply(struct smtp *s, int timeout, struct reply *r, bool ehlo, char *why)
+static int64_t
+deadline_in(int seconds)
 {
-	char line[REPLY_LINE_MAX];
-	int nlines = 0;
-
-	r->code = 0;
-	r->text[0] = '\0';
-	for (;;) {
-		bool too_long, bare_lf;
-		size_t len;
-		enum conn_status st =
-		    conn_read_line(s->conn, line, sizeof(line), &len, &too_long,
-		        &bare_lf, now_ms() + (int64_t)timeout * 1000);
-
-		if (st != CONN_OK) {
-			why_set(why, "%s: %s", s->peer,
-			    st == CONN_TIMEOUT ? "timeout waiting for a reply"
-			                       : "connection lost");
-			return false;
-		}
-		if (len < 3 || line[0] < '2' || line[0] > '5' ||
-		    (len > 3 && line[3] != ' ' && line[3] != '-') ||
-		    ++nlines > REPLY_LINES_MAX) {
-			why_set(why, "%s: malformed reply", s->peer);
-			return false;
-		}
-		if (nlines == 1) {
-			r->code = atoi(line);
-			log_sanitize(r->text, sizeof(r->text), line);
-		}
-		if (ehlo && nlines > 1 && len > 4)
-			ehlo_keyword(s, line + 4);
-		if (len == 3 || line[3] == ' ')
-			return true;
-	}
+	return now_ms() + (int64_t)seconds * 1000;
 }
 
-static bool smtp_cmd(struct smtp *s, struct reply *r, char *why,
+/* Turn what the wire reported into `why`; false when it failed. */
+static bool
+wire_ok(const struct smtp *s, enum smtpwire_status st, char *why)
+{
+	switch (st) {
+	case SMTPWIRE_OK:
+		return true;
+	case SMTPWIRE_TIMEOUT:
+		why_set(why, "%s: timeout waiting for a reply", s->peer);
+		break;
+	case SMTPWIRE_LOST:
+		why_set(why, "%s: connection lost", s->peer);
+		break;
+	case SMTPWIRE_MALFORMED:
+		why_set(why, "%s: malformed reply", s->peer);
+		break;
+	case SMTPWIRE_TOO_LONG:
+		why_set(why, "command too long");
+		break;
+	}
+	return false;
+}
+
+/* Read one reply (all its lines).  False with `why` when none came. */
+static bool
+smtp_reply(struct smtp *s, int timeout, struct smtp_reply *r, char *why)
+{
+	return wire_ok(s,
+	    smtpwire_read_reply(s->conn, deadline_in(timeout), r, NULL, NULL),
+	    why);
+}
+
+static bool smtp_cmd(struct smtp *s, struct smtp_reply *r, char *why,
     const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
 /* Send one command and read its reply. */
 static bool
-smtp_cmd(struct smtp *s, struct reply *r, char *why, const char *fmt, ...)
+smtp_cmd(struct smtp *s, struct smtp_reply *r, char *why, const char *fmt, ...)
 {
-	char buf[2048];
+	enum smtpwire_status st;
 	va_list ap;
-	int n;
 
 	va_start(ap, fmt);
-	n = vsnprintf(buf, sizeof(buf), fmt, ap);
+	st = smtpwire_vcommand(
+	    s->conn, deadline_in(s->cmd_timeout), r, NULL, NULL, fmt, ap);
 	va_end(ap);
-	if (n < 0 || (size_t)n >= sizeof(buf) - 2) {
-		why_set(why, "command too long");
-		return false;
-	}
-	memcpy(buf + n, "\r\n", 2);
-	conn_write(s->conn, buf, (size_t)n + 2);
-	return smtp_reply(s, s->cmd_timeout, r, false, why);
+	return wire_ok(s, st, why);
 }
 
 /* The exit status for a failure reply. */
@@ -898,7 +882,8 @@ send_stuffed(struct smtp *s, const struct job *j)
 
 /* MAIL FROM with the parameters the message needs and the server offers. */
 static bool
-send_mail_from(struct smtp *s, const struct job *j, struct reply *r, char *why)
+send_mail_from(
+    struct smtp *s, const struct job *j, struct smtp_reply *r, char *why)
 {
 	char params[128] = "";
 	size_t o = 0;
@@ -921,7 +906,7 @@ send_mail_from(struct smtp *s, const struct job *j, struct reply *r, char *why)
 static int
 send_rcpts(struct smtp *s, const struct job *j, bool *temp, char *why)
 {
-	struct reply r;
+	struct smtp_reply r;
 	int i, accepted = 0;
 
 	*temp = false;
@@ -947,7 +932,7 @@ send_rcpts(struct smtp *s, const struct job *j, bool *temp, char *why)
 static int
 smtp_transaction(struct smtp *s, const struct job *j)
 {
-	struct reply r;
+	struct smtp_reply r;
 	char why[WHY_MAX];
 	bool temp;
 	int accepted;
@@ -980,7 +965,7 @@ smtp_transaction(struct smtp *s, const struct job *j)
 		return reply_status(r.code);
 	}
 	send_stuffed(s, j);
-	if (!smtp_reply(s, s->data_timeout, &r, false, why))
+	if (!smtp_reply(s, s->data_timeout, &r, why))
 		goto lost;
 	if (r.code != 250) {
 		fprintf(stderr, "sendmail: message refused: %s\n", r.text);
@@ -992,86 +977,24 @@ lost:
 	return EX_TEMPFAIL;
 }
 
-/* "127.0.0.1:25" or "[::1]:25" for `ss`. */
-static void
-peer_text(const struct sockaddr_storage *ss, char *buf, size_t len)
-{
-	char ip[64];
-
-	sockaddr_ntop((const struct sockaddr *)ss, ip, sizeof(ip));
-	snprintf(buf, len, ss->ss_family == AF_INET6 ? "[%s]:%d" : "%s:%d", ip,
-	    sockaddr_port((const struct sockaddr *)ss));
-}
-
-/* Where to reach listener `l`: a wildcard address means loopback. */
-static void
-listener_target(
-    const struct listen_addr *l, struct sockaddr_storage *ss, socklen_t *len)
-{
-	*ss = l->ss;
-	*len = l->sslen;
-	if (ss->ss_family == AF_INET) {
-		struct sockaddr_in *in = (struct sockaddr_in *)ss;
-
-		if (in->sin_addr.s_addr == htonl(INADDR_ANY))
-			in->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	} else if (ss->ss_family == AF_INET6) {
-		struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
-
-		if (IN6_IS_ADDR_UNSPECIFIED(&in6->sin6_addr))
-			in6->sin6_addr = in6addr_loopback;
-	}
-}
-
-/* Connect within `timeout` seconds: the socket, or -1 with errno set. */
-static int
-connect_within(const struct sockaddr_storage *ss, socklen_t len, int timeout)
-{
-	int fd = socket(
-	    ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	struct pollfd p;
-	int err = 0, one = 1;
-	socklen_t elen = sizeof(err);
-
-	if (fd < 0)
-		return -1;
-	if (connect(fd, (const struct sockaddr *)ss, len) != 0 &&
-	    errno != EINPROGRESS) {
-		err = errno;
-		goto fail;
-	}
-	p.fd = fd;
-	p.events = POLLOUT;
-	if (poll(&p, 1, timeout * 1000) != 1) {
-		err = ETIMEDOUT;
-		goto fail;
-	}
-	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) != 0 || err != 0)
-		goto fail;
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	return fd;
-fail:
-	close(fd);
-	errno = err;
-	return -1;
-}
-
 /* Greeting, then EHLO (HELO when refused).  0 or the exit status. */
 static int
 smtp_hello(struct smtp *s, const char *helo)
 {
-	struct reply r;
+	struct smtp_reply r;
 	char why[WHY_MAX];
 
-	if (!smtp_reply(s, s->cmd_timeout, &r, false, why))
+	if (!smtp_reply(s, s->cmd_timeout, &r, why))
 		goto lost;
 	if (r.code != 220) {
 		fprintf(stderr, "sendmail: %s refused the session: %s\n",
 		    s->peer, r.text);
 		return reply_status(r.code);
 	}
-	conn_printf(s->conn, "EHLO %s\r\n", helo);
-	if (!smtp_reply(s, s->cmd_timeout, &r, true, why))
+	if (!wire_ok(s,
+	        smtpwire_command(s->conn, deadline_in(s->cmd_timeout), &r,
+	            ehlo_keyword, s, "EHLO %s", helo),
+	        why))
 		goto lost;
 	if (r.code == 250)
 		return 0;
@@ -1104,7 +1027,7 @@ submit_smtp(const struct job *j, struct no_relay *nr)
 	const struct listen_addr *l = NULL;
 	struct sockaddr_storage ss;
 	struct smtp s;
-	struct reply r;
+	struct smtp_reply r;
 	socklen_t sslen;
 	char why[WHY_MAX];
 	int i, fd, rc;
@@ -1118,9 +1041,8 @@ submit_smtp(const struct job *j, struct no_relay *nr)
 		return -1;
 	}
 	memset(&s, 0, sizeof(s));
-	listener_target(l, &ss, &sslen);
-	peer_text(&ss, s.peer, sizeof(s.peer));
-	fd = connect_within(&ss, sslen, cfg->connect_timeout);
+	listener_target(l, &ss, &sslen, s.peer, sizeof(s.peer));
+	fd = smtpwire_connect(&ss, sslen, deadline_in(cfg->connect_timeout));
 	if (fd < 0) {
 		nr->state = "sluice is not running";
 		snprintf(nr->detail, sizeof(nr->detail), "; %s: %s", s.peer,
