@@ -46,31 +46,18 @@ utf8_len(const unsigned char *p)
 static size_t
 escape_one(const unsigned char *p, char *esc, size_t *elen)
 {
+	const char *two = *p == '"'    ? "\\\""
+	                  : *p == '\\' ? "\\\\"
+	                  : *p == '\n' ? "\\n"
+	                  : *p == '\r' ? "\\r"
+	                  : *p == '\t' ? "\\t"
+	                               : NULL;
 	size_t n;
 
-	switch (*p) {
-	case '"':
-		memcpy(esc, "\\\"", 2);
+	if (two != NULL) {
+		memcpy(esc, two, 2);
 		*elen = 2;
 		return 1;
-	case '\\':
-		memcpy(esc, "\\\\", 2);
-		*elen = 2;
-		return 1;
-	case '\n':
-		memcpy(esc, "\\n", 2);
-		*elen = 2;
-		return 1;
-	case '\r':
-		memcpy(esc, "\\r", 2);
-		*elen = 2;
-		return 1;
-	case '\t':
-		memcpy(esc, "\\t", 2);
-		*elen = 2;
-		return 1;
-	default:
-		break;
 	}
 	if (*p < 0x20 || *p == 0x7f) {
 		static const char hex[] = "0123456789abcdef";
