@@ -108,10 +108,10 @@ struct config {
 	bool smarthost_auth_without_tls;
 	struct route *routes;
 	int nroutes;
-	int log_level;  /* enum log_level */
-	int log_format; /* LOG_FORMAT_* */
+	int log_level;                  /* enum log_level */
+	int log_format;                 /* LOG_FORMAT_* */
 	struct hostport metrics_listen; /* host[0] == '\0': off */
-	char *user; /* started as root: serve as this user */
+	char *user;    /* started as root: serve as this user */
 	bool user_set; /* `user` came from the file or the environment */
 	int finished_retention; /* seconds finished messages are kept */
 };

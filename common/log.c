@@ -87,18 +87,20 @@ json_pairs(char *out, size_t len, size_t *off, const char *msg)
 
 /* {"time":...,"level":...,"component":...,"pid":...,"msg":...,k:v...} */
 static size_t
-format_json(char *line, size_t len, const char *stamp,
-    enum log_level level, const char *component, const char *msg)
+format_json(char *line, size_t len, const char *stamp, enum log_level level,
+    const char *component, const char *msg)
 {
 	size_t n = 0;
 	int r;
 
-	r = snprintf(line, len, "{\"time\":\"%s\",\"level\":\"%s\","
-	    "\"component\":", stamp, level_names[level]);
+	r = snprintf(line, len,
+	    "{\"time\":\"%s\",\"level\":\"%s\","
+	    "\"component\":",
+	    stamp, level_names[level]);
 	n = r > 0 ? (size_t)r : 0;
 	json_buf_str(line, len - 2, &n, component);
-	r = snprintf(line + n, len - n, ",\"pid\":%ld,\"msg\":",
-	    (long)getpid());
+	r = snprintf(
+	    line + n, len - n, ",\"pid\":%ld,\"msg\":", (long)getpid());
 	n += r > 0 ? (size_t)r : 0;
 	json_buf_str(line, len - 2, &n, msg);
 	json_pairs(line, len - 2, &n, msg);
@@ -129,8 +131,8 @@ log_msg(enum log_level level, const char *component, const char *fmt, ...)
 		va_start(ap, fmt);
 		vsnprintf(msg, sizeof(msg), fmt, ap);
 		va_end(ap);
-		n = format_json(line, sizeof(line) - 1, stamp, level, component,
-		    msg);
+		n = format_json(
+		    line, sizeof(line) - 1, stamp, level, component, msg);
 		line[n++] = '\n';
 		(void)!write(STDERR_FILENO, line, n);
 		return;

@@ -45,7 +45,7 @@
 #define LEASE_SECONDS (2 * 3600)
 #define CLAIM_ROWS 256
 #define JOB_RCPTS_MAX 100
-#define RETURNED_MAX 16            /* returned messages handled per look */
+#define RETURNED_MAX 16 /* returned messages handled per look */
 #define PRUNE_EVERY_MS (10 * 60 * 1000)
 
 struct job {
@@ -83,7 +83,8 @@ struct delivery {
 	struct holder *conf; /* struct delivery_conf * */
 	int nthreads_cfg;    /* delivery_threads at start */
 	int stop_fd;
-	int64_t next_admin_ms; /* dispatcher only: next look for returned mail */
+	int64_t
+	    next_admin_ms; /* dispatcher only: next look for returned mail */
 	int64_t next_prune_ms; /* dispatcher only */
 	pthread_t dispatcher;
 	bool dispatcher_started;
@@ -761,8 +762,8 @@ no_answers(const struct smtpc_rcpt *sr, int n)
 }
 
 static void
-deliver_job(struct worker *w, const struct delivery_conf *dc,
-    const struct job *j)
+deliver_job(
+    struct worker *w, const struct delivery_conf *dc, const struct job *j)
 {
 	struct delivery *d = w->d;
 	const struct config *cfg = dc->cfg;
@@ -832,7 +833,8 @@ fresh:
 		o.connect_timeout = cfg->connect_timeout;
 		o.command_timeout = cfg->delivery_command_timeout;
 		o.data_timeout = cfg->delivery_data_timeout;
-		o.tls = dc->client_creds ? cfg->outbound_tls : OUTBOUND_TLS_NONE;
+		o.tls =
+		    dc->client_creds ? cfg->outbound_tls : OUTBOUND_TLS_NONE;
 		o.tls_creds = dc->client_creds;
 		o.stop_fd = d->stop_fd;
 		if (smarthost) {
@@ -966,8 +968,8 @@ fresh:
 		reply_status(oc->reply, "-", dsn, sizeof(dsn));
 		if (strcmp(oc->state, "delivered") == 0) {
 			metrics_inc(M_DELIVERY_SENT);
-			metrics_observe(H_DELIVERY_LATENCY,
-			    (double)(now - m.received_at));
+			metrics_observe(
+			    H_DELIVERY_LATENCY, (double)(now - m.received_at));
 		} else {
 			metrics_inc(strcmp(oc->state, "bounced") == 0
 			                ? M_DELIVERY_BOUNCED
@@ -982,7 +984,8 @@ fresh:
 		    oc->reply);
 	}
 	metrics_add(M_NOTICES, (rec.dsn_id[0] != '\0') +
-	    (rec.delay_id[0] != '\0') + (rec.success_id[0] != '\0'));
+	                           (rec.delay_id[0] != '\0') +
+	                           (rec.success_id[0] != '\0'));
 	if (rec.dsn_id[0] != '\0')
 		log_info("deliver",
 		    "id=%s sender notice: id=%s to=<%s> (delivery failure, "
@@ -1108,9 +1111,10 @@ housekeeping(struct delivery *d, const struct config *cfg)
 		    (int64_t)time(NULL) - cfg->finished_retention, 0};
 		int64_t every = (int64_t)cfg->finished_retention * 1000 / 4;
 
-		d->next_prune_ms = t + (every < 1000 ? 1000
-		                        : every > PRUNE_EVERY_MS ? PRUNE_EVERY_MS
-		                                                 : every);
+		d->next_prune_ms =
+		    t + (every < 1000                ? 1000
+		            : every > PRUNE_EVERY_MS ? PRUNE_EVERY_MS
+		                                     : every);
 		if (queue_run(d->q, prune_fn, &p, why) != RES_OK) {
 			log_warn("deliver", "pruning finished mail: %s", why);
 		} else if (p.n > 0) {
@@ -1142,8 +1146,8 @@ worker_refresh(struct worker *w, const struct delivery_conf *dc)
 		drop_kept(w);
 	r = dns_resolver_new(dc->cfg, why);
 	if (r == NULL) {
-		log_err("deliver", "new DNS settings: %s (keeping the old)",
-		    why);
+		log_err(
+		    "deliver", "new DNS settings: %s (keeping the old)", why);
 		return;
 	}
 	dns_resolver_free(w->dns);
@@ -1268,7 +1272,8 @@ delivery_conf_new(const struct config *cfg, char *why)
 	c->gen = atomic_fetch_add(&gens, 1) + 1;
 	c->self_name = xstrdup(cfg->hostname);
 	c->nself = cfg->nlisten;
-	c->self_addrs = xcalloc((size_t)cfg->nlisten + 1, sizeof(*c->self_addrs));
+	c->self_addrs =
+	    xcalloc((size_t)cfg->nlisten + 1, sizeof(*c->self_addrs));
 	for (i = 0; i < cfg->nlisten; i++)
 		c->self_addrs[i] = cfg->listen[i].ss;
 	c->smarthost_pass = read_secret(cfg->smarthost_password_file, why);

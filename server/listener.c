@@ -63,8 +63,8 @@ open_one(const struct listen_addr *la, char *why)
 		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
 	if (bind(fd, (const struct sockaddr *)&la->ss, la->sslen) != 0 ||
 	    listen(fd, LISTEN_BACKLOG) != 0) {
-		why_set(why, "cannot listen on %s: %s", la->text,
-		    strerror(errno));
+		why_set(
+		    why, "cannot listen on %s: %s", la->text, strerror(errno));
 		close(fd);
 		return -1;
 	}
@@ -204,8 +204,8 @@ acceptor_main(void *arg)
 			if (!(p[i].revents & POLLIN))
 				continue;
 			for (k = 0; k < 64; k++)
-				if (!accept_one(
-				        l, cfg, l->socks[i].fd, &l->socks[i].la))
+				if (!accept_one(l, cfg, l->socks[i].fd,
+				        &l->socks[i].la))
 					break;
 		}
 		holder_put(ref);
@@ -258,7 +258,8 @@ listener_reload(struct listener *l, const struct config *cfg)
 		const struct listen_addr *la = &cfg->listen[i];
 
 		for (j = 0; j < l->nsocks; j++)
-			if (l->socks[j].fd >= 0 && same_addr(&l->socks[j].la, la))
+			if (l->socks[j].fd >= 0 &&
+			    same_addr(&l->socks[j].la, la))
 				break;
 		if (j < l->nsocks) { /* unchanged: keep it, backlog and all */
 			next[n].fd = l->socks[j].fd;

@@ -74,7 +74,7 @@ load_config_logged(const char *path, const char **source)
 	cfg = load_config_to(path, source, errs);
 	fclose(errs);
 	for (line = strtok_r(text, "\n", &save); line != NULL;
-	    line = strtok_r(NULL, "\n", &save))
+	     line = strtok_r(NULL, "\n", &save))
 		log_err("config", "%s", line);
 	free(text);
 	return cfg;

@@ -44,7 +44,6 @@
 #include <time.h>
 #include <unistd.h>
 
-
 static void
 usage(FILE *f)
 {
@@ -174,7 +173,7 @@ load_auth(const struct config *cfg, bool *failed)
 /* What serving needs beside `struct server`, for reload and shutdown. */
 struct serving {
 	struct server srv;
-	const char *path; /* -c, or NULL: found again on reload */
+	const char *path;   /* -c, or NULL: found again on reload */
 	struct config *cfg; /* the current version (srv.config holds it) */
 	struct listener *lis;
 	struct delivery_conf *dconf; /* until delivery starts */
@@ -193,7 +192,8 @@ static void
 warn_restart_keys(const struct config *old, const struct config *cfg)
 {
 	if (strcmp(old->queue_path, cfg->queue_path) != 0)
-		log_warn("main", "SIGHUP: queue_path changes at the next start");
+		log_warn(
+		    "main", "SIGHUP: queue_path changes at the next start");
 	if (old->workers != cfg->workers)
 		log_warn("main", "SIGHUP: workers changes at the next start");
 	if (old->delivery_threads != cfg->delivery_threads)
@@ -224,8 +224,9 @@ reload(struct serving *sv)
 
 	cfg = load_config_logged(sv->path, &source);
 	if (cfg == NULL) {
-		log_err("main", "SIGHUP: %s has errors (above): keeping the "
-		                "old configuration",
+		log_err("main",
+		    "SIGHUP: %s has errors (above): keeping the "
+		    "old configuration",
 		    sv->path ? sv->path : "the configuration");
 		return;
 	}
@@ -239,15 +240,16 @@ reload(struct serving *sv)
 	}
 	db = load_auth(cfg, &failed);
 	if (failed) {
-		log_err("main", "SIGHUP: %s has errors: keeping the old auth_users and "
-		                "configuration",
+		log_err("main",
+		    "SIGHUP: %s has errors: keeping the old auth_users and "
+		    "configuration",
 		    cfg->auth_users);
 		goto fail;
 	}
 	if (sv->delivery != NULL &&
 	    (dconf = delivery_conf_new(cfg, why)) == NULL) {
-		log_err("main", "SIGHUP: %s: keeping the old configuration",
-		    why);
+		log_err(
+		    "main", "SIGHUP: %s: keeping the old configuration", why);
 		goto fail;
 	}
 	/* Everything checked: switch. */

@@ -71,8 +71,7 @@ privs_prepare_dir(const struct privs *p, const char *dir, bool created)
 		    st.st_uid != 0)
 			continue;
 		if (chown(path, p->uid, p->gid) != 0)
-			log_warn(
-			    "main", "chown %s: %s", path, strerror(errno));
+			log_warn("main", "chown %s: %s", path, strerror(errno));
 	}
 }
 

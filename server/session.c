@@ -632,8 +632,7 @@ data_read_failed(struct session *s, enum conn_status st)
 		metrics_inc(M_REJECT_SHUTDOWN);
 		reply(
 		    s, 421, "4.3.2 %s Service shutting down", s->cfg->hostname);
-	}
-	else
+	} else
 		log_info(
 		    "smtpd", "client=%s lost connection during data", s->iplit);
 	s->quit = true;

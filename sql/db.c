@@ -804,8 +804,8 @@ db_unreported_bounces(
 }
 
 int
-db_list_unreported(struct db *db, char (*ids)[QUEUE_ID_LEN + 1], int max,
-    char *why)
+db_list_unreported(
+    struct db *db, char (*ids)[QUEUE_ID_LEN + 1], int max, char *why)
 {
 	sqlite3_stmt *st = prep(db,
 	    "SELECT DISTINCT r.msg_id FROM recipients AS r "

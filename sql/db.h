@@ -200,8 +200,8 @@ int db_unreported_bounces(
  * pending: normally none, as delivery reports in the same transaction;
  * these are the ones `sluice queue bounce` returned.  Count or -1.
  */
-int db_list_unreported(struct db *db, char (*ids)[QUEUE_ID_LEN + 1], int max,
-    char *why);
+int db_list_unreported(
+    struct db *db, char (*ids)[QUEUE_ID_LEN + 1], int max, char *why);
 
 /* Mark one recipient's delay as reported (delay_warning_time). */
 enum res db_mark_delay_reported(
