@@ -587,6 +587,7 @@ queue_run(struct queue *q, enum res (*fn)(struct db *, void *, char *),
 	pthread_mutex_init(&w.mu, NULL);
 	pthread_cond_init(&w.cv, NULL);
 	w.done = false;
+	w.result = RES_TEMP; /* set by the writer before done */
 	op->type = OP_RUN;
 	op->fn = fn;
 	op->arg = arg;

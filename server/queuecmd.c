@@ -1187,7 +1187,7 @@ check_ids(struct args *a)
 	for (i = 0; i < a->npos; i++) {
 		const char *s = a->pos[i];
 
-		for (k = 0; s[k] != '\0' && k < QUEUE_ID_LEN; k++)
+		for (k = 0; k < QUEUE_ID_LEN && s[k] != '\0'; k++)
 			a->ids[i][k] = (s[k] >= 'a' && s[k] <= 'z')
 			                   ? (char)(s[k] - 'a' + 'A')
 			                   : s[k];
@@ -1209,7 +1209,7 @@ check_args(const struct subcmd *sc, struct args *a)
 	if (extra != 0) {
 		size_t k;
 
-		for (k = 0; k < NOPTIONS; k++)
+		for (k = 0; k + 1 < NOPTIONS; k++)
 			if (extra & options[k].bit)
 				break;
 		return usage_error("%s does not apply here", options[k].name);

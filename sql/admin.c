@@ -342,7 +342,7 @@ admin_list(struct db *db, const struct admin_filter *f,
 		    -1, SQLITE_STATIC);
 	if (f->domain != NULL) {
 		/* Domains are stored in lower case (ASCII; A-labels). */
-		for (i = 0; f->domain[i] != '\0' && i < 255; i++)
+		for (i = 0; i < 255 && f->domain[i] != '\0'; i++)
 			domain[i] = ascii_lower(f->domain[i]);
 		domain[i] = '\0';
 		sqlite3_bind_text(st, 4, domain, -1, SQLITE_STATIC);
@@ -642,7 +642,7 @@ admin_retry_all(struct db *db, const char *domain, int64_t now, char *why)
 		goto out;
 	sqlite3_bind_int64(st, 1, now);
 	if (domain != NULL) {
-		for (i = 0; domain[i] != '\0' && i < 255; i++)
+		for (i = 0; i < 255 && domain[i] != '\0'; i++)
 			low[i] = ascii_lower(domain[i]);
 		low[i] = '\0';
 		sqlite3_bind_text(st, 2, low, -1, SQLITE_STATIC);
