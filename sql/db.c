@@ -22,10 +22,12 @@
 extern const char sql_schema_text[];
 extern const char sql_views_text[];
 extern const char sql_upgrade2_text[];
+extern const char sql_upgrade3_text[];
 
 /* upgrades[v] brings a version v - 1 queue to version v. */
 static const char *const upgrades[] = {
     [2] = sql_upgrade2_text,
+    [3] = sql_upgrade3_text,
 };
 
 enum stmt_id {
@@ -133,7 +135,7 @@ user_version(struct db *db)
 
 /*
  * Bring the schema to DB_SCHEMA_VERSION in one transaction: a new file gets
- * schema.sql; an older one would get the upgrade steps in order (none yet).
+ * schema.sql; an older one would get the upgrade steps in order.
  */
 static int
 migrate(struct db *db, char *why)
@@ -809,6 +811,7 @@ db_list_unreported(
 {
 	sqlite3_stmt *st = prep(db,
 	    "SELECT DISTINCT r.msg_id FROM recipients AS r "
+	    "INDEXED BY recipients_unreported "
 	    "WHERE r.state = 'bounced' AND (r.notified & 1) = 0 "
 	    "AND NOT EXISTS (SELECT 1 FROM recipients AS p "
 	    "WHERE p.msg_id = r.msg_id AND p.state IN ('queued', 'deferred')) "

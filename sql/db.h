@@ -21,7 +21,7 @@
 #include "envelope.h"
 #include "util.h"
 
-#define DB_SCHEMA_VERSION 2
+#define DB_SCHEMA_VERSION 3
 
 struct db;
 

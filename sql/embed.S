@@ -15,4 +15,8 @@ sql_views_text:
 sql_upgrade2_text:
 	.incbin "sql/upgrade-2.sql"
 	.byte 0
+	.global sql_upgrade3_text
+sql_upgrade3_text:
+	.incbin "sql/upgrade-3.sql"
+	.byte 0
 	.section .note.GNU-stack,"",@progbits

@@ -1,4 +1,4 @@
--- sluice queue schema, version 2.
+-- sluice queue schema, version 3.
 --
 -- This file creates a new queue.  sluice runs it when the database has
 -- PRAGMA user_version = 0 (a new file); later versions add upgrade steps
@@ -53,6 +53,9 @@ CREATE TABLE recipients (
 
 CREATE INDEX recipients_due ON recipients (state, next_attempt_at);
 CREATE INDEX recipients_domain ON recipients (domain, state);
+-- Bounced recipients not yet reported to the sender (see upgrade-3.sql).
+CREATE INDEX recipients_unreported ON recipients (msg_id)
+    WHERE state = 'bounced' AND (notified & 1) = 0;
 
 -- The message itself, in chunks of up to 64 KiB: the exact octets to send
 -- on (the Received header, then the message as received after

@@ -143,7 +143,10 @@ def version_1_queue_is_upgraded_in_place():
     con.close()
     srv.start()
     assert "upgraded the queue schema to version 2" in srv.log()
-    assert srv.query("pragma user_version") == [(2,)]
+    assert "upgraded the queue schema to version 3" in srv.log()
+    assert srv.query("pragma user_version") == [(3,)]
+    assert srv.query("select count(*) from sqlite_master where type = 'index'"
+                     " and name = 'recipients_unreported'") == [(1,)]
     assert srv.query("select address, lease_until from recipients where msg_id='OLD'") == [("c@d", None)]
     c = srv.connect()
     c.ehlo()
