@@ -204,6 +204,25 @@ warn_restart_keys(const struct config *old, const struct config *cfg)
 }
 
 /*
+ * After dropping root, a key only root may read (as certbot leaves them)
+ * cannot be read again on SIGHUP.  When the files are the same ones, keep
+ * what was loaded at start rather than refuse the whole reload.
+ */
+static bool
+tls_unreadable_unchanged(const struct config *old, const struct config *cfg)
+{
+	char c1[4096], k1[4096], c2[4096], k2[4096];
+
+	tls_paths(old, c1, k1, sizeof(c1));
+	tls_paths(cfg, c2, k2, sizeof(c2));
+	if (strcmp(c1, c2) != 0 || strcmp(k1, k2) != 0 ||
+	    strcmp(old->tls_priority, cfg->tls_priority) != 0)
+		return false;
+	return (access(c2, R_OK) != 0 && errno == EACCES) ||
+	       (access(k2, R_OK) != 0 && errno == EACCES);
+}
+
+/*
  * SIGHUP: read the configuration again and switch to it whole, or keep
  * the old one whole when anything in it is wrong (the file, the
  * certificate, auth_users, the smarthost password file).  Sessions and
@@ -220,7 +239,7 @@ reload(struct serving *sv)
 	struct held *old_ref, *ref;
 	const char *source;
 	char why[WHY_MAX];
-	bool failed;
+	bool failed, keep_creds = false;
 
 	cfg = load_config_logged(sv->path, &source);
 	if (cfg == NULL) {
@@ -230,8 +249,14 @@ reload(struct serving *sv)
 		    sv->path ? sv->path : "the configuration");
 		return;
 	}
-	if (tls_priority_check(cfg->tls_priority, why) != 0 ||
-	    (creds = load_tls(cfg, true, why)) == NULL) {
+	if (tls_unreadable_unchanged(sv->cfg, cfg)) {
+		log_warn("main",
+		    "SIGHUP: %s or its key cannot be read as this user: "
+		    "keeping the certificate loaded at start",
+		    cfg->tls_cert);
+		keep_creds = true;
+	} else if (tls_priority_check(cfg->tls_priority, why) != 0 ||
+	           (creds = load_tls(cfg, true, why)) == NULL) {
 		log_err("main",
 		    "SIGHUP: TLS: %s: keeping the old certificate and "
 		    "configuration",
@@ -261,7 +286,8 @@ reload(struct serving *sv)
 		delivery_reconfigure(sv->delivery, dconf);
 	}
 	warn_restart_keys(old, cfg);
-	holder_set(sv->srv.tls, creds);
+	if (!keep_creds)
+		holder_set(sv->srv.tls, creds);
 	holder_set(sv->srv.auth, db);
 	if (listener_reload(sv->lis, cfg) > 0)
 		log_err("main", "SIGHUP: some listeners could not be opened");
@@ -275,9 +301,10 @@ reload(struct serving *sv)
 	holder_put(old_ref);
 	sv->cfg = cfg;
 	log_info("main",
-	    "SIGHUP: configuration reloaded from %s (certificate reloaded, "
+	    "SIGHUP: configuration reloaded from %s (certificate %s, "
 	    "%d auth users)",
-	    source, db ? auth_db_count(db) : 0);
+	    source, keep_creds ? "kept" : "reloaded",
+	    db ? auth_db_count(db) : 0);
 	log_set_level(cfg->log_level);
 	log_set_json(cfg->log_format == LOG_FORMAT_JSON);
 	return;

@@ -152,6 +152,28 @@ def drops_root_after_binding():
     cl.reply("220 ")
     cl.close()
     assert srv.stop() == 0
+    # A certificate whose key only root may read (as certbot leaves it):
+    # read at start as root; a reload as the user keeps it and applies
+    # the rest.
+    import certs
+    cert, key = certs.install(certs.pki().a, srv.dir)
+    os.chmod(key, 0o600)
+    srv.config["tls_cert"] = cert
+    srv.config["tls_key"] = key
+    srv.start()
+    srv.config["hostname"] = "after-reload.test"
+    srv.write_config()
+    mark = len(srv.log())
+    srv.proc.send_signal(signal.SIGHUP)
+    text = srv.wait_log(r"configuration reloaded .*certificate kept", start=mark)
+    assert "keeping the certificate loaded at start" in text, text
+    c = srv.connect()
+    code, greeting = c.reply("220 ")
+    assert "after-reload.test" in greeting, greeting
+    c.cmd("EHLO client.test", "250 ")
+    c.cmd("STARTTLS", "220 ")
+    c.close()
+    assert srv.stop() == 0
     # A queue folder that exists and that the user cannot write: a clear
     # fatal error, not a half-started server.
     locked = os.path.join(base, "locked")
