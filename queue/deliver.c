@@ -81,7 +81,6 @@ struct delivery_conf {
 struct delivery {
 	struct queue *q;
 	struct holder *conf; /* struct delivery_conf * */
-	int nthreads_cfg;    /* delivery_threads at start */
 	int stop_fd;
 	int64_t
 	    next_admin_ms; /* dispatcher only: next look for returned mail */
@@ -336,8 +335,7 @@ struct worker {
 	/* The connection kept open after a job, for the next job to the
 	 * same destination (max_messages_per_connection). */
 	struct smtpc *kept;
-	unsigned kept_gen; /* the delivery_conf it was opened with */
-	unsigned dns_gen;  /* the delivery_conf w->dns was made for */
+	unsigned gen; /* the delivery_conf that w->dns and w->kept belong to */
 	char kept_dest[300];
 	char kept_relay[400], kept_mx[DNS_NAME_MAX], kept_ip[64];
 	int kept_port;
@@ -810,7 +808,6 @@ deliver_job(
 	 * there.
 	 */
 	if (w->kept != NULL && strcmp(w->kept_dest, j->dest) == 0 &&
-	    w->kept_gen == dc->gen &&
 	    (now_ms() - w->kept_since < 1000 ||
 	        smtpc_reset(w->kept) == RES_OK)) {
 		c = w->kept;
@@ -896,7 +893,6 @@ fresh:
 			if (cr == RES_OK &&
 			    ++w->kept_uses < cfg->max_messages_per_connection) {
 				w->kept = c;
-				w->kept_gen = dc->gen;
 				snprintf(w->kept_dest, sizeof(w->kept_dest),
 				    "%s", j->dest);
 				snprintf(w->kept_mx, sizeof(w->kept_mx), "%s",
@@ -1139,11 +1135,10 @@ worker_refresh(struct worker *w, const struct delivery_conf *dc)
 	char why[WHY_MAX];
 	struct dns_resolver *r;
 
-	if (w->dns_gen == dc->gen)
+	if (w->gen == dc->gen)
 		return;
-	w->dns_gen = dc->gen;
-	if (w->kept != NULL && w->kept_gen != dc->gen)
-		drop_kept(w);
+	w->gen = dc->gen;
+	drop_kept(w);
 	r = dns_resolver_new(dc->cfg, why);
 	if (r == NULL) {
 		log_err(
@@ -1309,7 +1304,6 @@ delivery_start(
 	d->stop_fd = stop_fd;
 	d->conf = holder_new((void (*)(void *))delivery_conf_free);
 	holder_set(d->conf, conf);
-	d->nthreads_cfg = cfg->delivery_threads;
 	atomic_init(&d->stop, false);
 	pthread_mutex_init(&d->mu, NULL);
 	pthread_cond_init(&d->cv, NULL);
@@ -1321,7 +1315,7 @@ delivery_start(
 		w->d = d;
 		w->db = db_open_readonly(cfg->queue_path, why);
 		w->dns = w->db ? dns_resolver_new(cfg, why) : NULL;
-		w->dns_gen = conf->gen;
+		w->gen = conf->gen;
 		if (w->db == NULL || w->dns == NULL ||
 		    pthread_create(&d->threads[i], NULL, worker_main, w) != 0) {
 			db_close(w->db);
