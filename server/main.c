@@ -108,6 +108,21 @@ out:
 	return rc;
 }
 
+/* The folder that holds the queue (and the self-signed key pair). */
+static void
+data_dir(const struct config *cfg, char *dir, size_t len)
+{
+	const char *slash = strrchr(cfg->queue_path, '/');
+
+	if (slash == NULL)
+		snprintf(dir, len, ".");
+	else if (slash == cfg->queue_path)
+		snprintf(dir, len, "/");
+	else
+		snprintf(dir, len, "%.*s", (int)(slash - cfg->queue_path),
+		    cfg->queue_path);
+}
+
 /*
  * The certificate and key to use: the configured ones, or a self-signed
  * pair in the data folder (beside the queue), generated at first start.
@@ -115,8 +130,7 @@ out:
 static void
 tls_paths(const struct config *cfg, char *cert, char *key, size_t len)
 {
-	const char *slash;
-	int dlen;
+	char dir[4000]; /* leaves room for the file names below */
 
 	if (cfg->tls_cert[0] != '\0') {
 		snprintf(cert, len, "%s", cfg->tls_cert);
@@ -124,12 +138,9 @@ tls_paths(const struct config *cfg, char *cert, char *key, size_t len)
 		    cfg->tls_key[0] ? cfg->tls_key : cfg->tls_cert);
 		return;
 	}
-	slash = strrchr(cfg->queue_path, '/');
-	dlen = slash ? (int)(slash - cfg->queue_path) : 1;
-	snprintf(cert, len, "%.*s/selfsigned-cert.pem", dlen,
-	    slash ? cfg->queue_path : ".");
-	snprintf(key, len, "%.*s/selfsigned-key.pem", dlen,
-	    slash ? cfg->queue_path : ".");
+	data_dir(cfg, dir, sizeof(dir));
+	snprintf(cert, len, "%s/selfsigned-cert.pem", dir);
+	snprintf(key, len, "%s/selfsigned-key.pem", dir);
 }
 
 /* Load (and on first start generate) the TLS credentials.  NULL + why. */
@@ -342,21 +353,6 @@ drain_sessions(struct pool *pool, const sigset_t *set, int64_t ms)
 	}
 }
 
-/* The folder that holds the queue (and the self-signed key pair). */
-static void
-data_dir(const struct config *cfg, char *dir, size_t len)
-{
-	const char *slash = strrchr(cfg->queue_path, '/');
-
-	if (slash == NULL)
-		snprintf(dir, len, ".");
-	else if (slash == cfg->queue_path)
-		snprintf(dir, len, "/");
-	else
-		snprintf(dir, len, "%.*s", (int)(slash - cfg->queue_path),
-		    cfg->queue_path);
-}
-
 /*
  * Everything that needs root, then the drop: the queue's folder, the
  * listening sockets, a configured certificate and auth_users, the
@@ -369,7 +365,8 @@ start_serving(struct serving *sv, char *why)
 	struct config *cfg = sv->cfg;
 	struct privs privs;
 	struct stat st;
-	char dir[4096];
+	char dir[4096], wal[4096], shm[4096], cert[4096], key[4096];
+	const char *own[6];
 	bool created, failed;
 	struct auth_db *db;
 	struct tls_creds *creds = NULL;
@@ -380,7 +377,19 @@ start_serving(struct serving *sv, char *why)
 	created = stat(dir, &st) != 0;
 	if (make_parent_dirs(cfg->queue_path, why) != 0)
 		return -1;
-	privs_prepare_dir(&privs, dir, created);
+	/* The files sluice itself makes in the folder. */
+	snprintf(wal, sizeof(wal), "%s-wal", cfg->queue_path);
+	snprintf(shm, sizeof(shm), "%s-shm", cfg->queue_path);
+	tls_paths(cfg, cert, key, sizeof(cert));
+	own[0] = cfg->queue_path;
+	own[1] = wal;
+	own[2] = shm;
+	own[3] = own[4] = own[5] = NULL;
+	if (cfg->tls_cert[0] == '\0') { /* the self-signed pair */
+		own[3] = cert;
+		own[4] = key;
+	}
+	privs_prepare_dir(&privs, dir, created, own);
 	sv->lis = listener_open(&sv->srv, cfg, why);
 	if (sv->lis == NULL)
 		return -1;

@@ -53,11 +53,9 @@ privs_plan(const struct config *cfg, struct privs *p, char *why)
 }
 
 void
-privs_prepare_dir(const struct privs *p, const char *dir, bool created)
+privs_prepare_dir(const struct privs *p, const char *dir, bool created,
+    const char *const *files)
 {
-	static const char *const files[] = {"queue.db", "queue.db-wal",
-	    "queue.db-shm", "selfsigned-cert.pem", "selfsigned-key.pem", NULL};
-	char path[4096];
 	struct stat st;
 	int i;
 
@@ -66,12 +64,12 @@ privs_prepare_dir(const struct privs *p, const char *dir, bool created)
 	if (created && chown(dir, p->uid, p->gid) != 0)
 		log_warn("main", "chown %s: %s", dir, strerror(errno));
 	for (i = 0; files[i] != NULL; i++) {
-		snprintf(path, sizeof(path), "%s/%s", dir, files[i]);
-		if (lstat(path, &st) != 0 || !S_ISREG(st.st_mode) ||
+		if (lstat(files[i], &st) != 0 || !S_ISREG(st.st_mode) ||
 		    st.st_uid != 0)
 			continue;
-		if (chown(path, p->uid, p->gid) != 0)
-			log_warn("main", "chown %s: %s", path, strerror(errno));
+		if (chown(files[i], p->uid, p->gid) != 0)
+			log_warn(
+			    "main", "chown %s: %s", files[i], strerror(errno));
 	}
 }
 

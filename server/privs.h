@@ -31,10 +31,11 @@ int privs_plan(const struct config *cfg, struct privs *p, char *why);
 
 /*
  * Give the queue's folder `dir` to the user when sluice just created it
- * (`created`), and the queue's own files in it (the database, its WAL and
- * shared-memory files, the self-signed key pair) when root owns them.
+ * (`created`), and those of `files` (NULL-terminated: the database, its WAL
+ * and shared-memory files, the self-signed key pair) that root owns.
  */
-void privs_prepare_dir(const struct privs *p, const char *dir, bool created);
+void privs_prepare_dir(const struct privs *p, const char *dir, bool created,
+    const char *const *files);
 
 /* Become the user (groups, gid, uid), keeping CAP_NET_BIND_SERVICE. */
 int privs_drop(const struct privs *p, char *why);

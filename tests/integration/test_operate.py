@@ -174,6 +174,24 @@ def drops_root_after_binding():
     c.cmd("STARTTLS", "220 ")
     c.close()
     assert srv.stop() == 0
+    # A queue made by an earlier run as root, under another name, in a
+    # folder the user owns: its files are given to the user.
+    own = os.path.join(base, "own")
+    os.mkdir(own, 0o750)
+    os.chown(own, pw.pw_uid, pw.pw_gid)
+    srv3 = Server(config={"user": "root", "queue_path": os.path.join(own, "mail.db")})
+    assert srv3.stop() == 0
+    assert os.stat(os.path.join(own, "mail.db")).st_uid == 0
+    srv3.config["user"] = "nobody"
+    os.chmod(srv3.dir, 0o755)
+    srv3.start()
+    for name in ("mail.db", "selfsigned-cert.pem", "selfsigned-key.pem"):
+        assert os.stat(os.path.join(own, name)).st_uid == pw.pw_uid, name
+    c = srv3.connect()
+    c.ehlo()
+    c.mail()
+    c.cmd("QUIT", "221 ")
+    assert srv3.stop() == 0
     # A queue folder that exists and that the user cannot write: a clear
     # fatal error, not a half-started server.
     locked = os.path.join(base, "locked")
