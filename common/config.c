@@ -38,6 +38,7 @@ enum key_type {
 	T_DURATIONS, /* retry_schedule */
 	T_HOSTPORTS, /* dns_servers */
 	T_HOSTPORT,  /* smarthost, may be empty */
+	T_IPPORT,    /* metrics_listen: an IP address and a port, or empty */
 	T_ROUTES,
 };
 
@@ -81,7 +82,7 @@ static const struct key keys[] = {
     {"shutdown_grace", T_DURATION, F(shutdown_grace), 0, 86400, "30s", NULL},
     {"log_level", T_LOG_LEVEL, F(log_level), 0, 0, "info", NULL},
     {"log_format", T_CHOICE, F(log_format), 0, 0, "text", log_format_choices},
-    {"metrics_listen", T_HOSTPORT, F(metrics_listen), 0, 0, "", NULL},
+    {"metrics_listen", T_IPPORT, F(metrics_listen), 0, 0, "", NULL},
     {"user", T_STRING, F(user), 0, 0, "sluice", NULL},
     {"finished_retention", T_DURATION, F(finished_retention), 0, 3650 * 86400,
         "7d", NULL},
@@ -606,6 +607,7 @@ set_key(struct config *cfg, const struct key *k, const char *value, char *why)
 		free(items);
 		break;
 	case T_HOSTPORT:
+	case T_IPPORT:
 		if (*value == '\0') {
 			memset(
 			    (char *)cfg + k->off, 0, sizeof(struct hostport));
@@ -614,20 +616,19 @@ set_key(struct config *cfg, const struct key *k, const char *value, char *why)
 		if (config_parse_hostport(value,
 		        (struct hostport *)((char *)cfg + k->off), why) != 0)
 			goto out;
-		if (k->off == offsetof(struct config, metrics_listen)) {
+		if (k->type == T_IPPORT) {
 			unsigned char a[16];
-			const struct hostport *hp = &cfg->metrics_listen;
+			const struct hostport *hp =
+			    (struct hostport *)((char *)cfg + k->off);
 
 			if (inet_pton(AF_INET, hp->host, a) != 1 &&
 			    inet_pton(AF_INET6, hp->host, a) != 1) {
-				why_set(why,
-				    "metrics_listen needs an IP address, not "
-				    "\"%s\"",
-				    hp->host);
+				why_set(why, "%s needs an IP address, not \"%s\"",
+				    k->name, hp->host);
 				goto out;
 			}
 			if (hp->port == 0) {
-				why_set(why, "metrics_listen needs a port");
+				why_set(why, "%s needs a port", k->name);
 				goto out;
 			}
 		}
@@ -739,6 +740,14 @@ trim(char *s)
 	return s;
 }
 
+/* Remember the keys whose default matters (see config.h: user_set). */
+static void
+note_set(struct config *cfg, const struct key *k)
+{
+	if (k->off == offsetof(struct config, user))
+		cfg->user_set = true;
+}
+
 struct config *
 config_load(const char *path, FILE *errs, int *nerrors)
 {
@@ -794,8 +803,8 @@ config_load(const char *path, FILE *errs, int *nerrors)
 		if (set_key(cfg, &keys[i], value, why) != 0) {
 			fprintf(errs, "%s:%d: %s\n", path, lineno, why);
 			errors++;
-		} else if (keys[i].off == offsetof(struct config, user)) {
-			cfg->user_set = true;
+		} else {
+			note_set(cfg, &keys[i]);
 		}
 	}
 	if (ferror(f)) {
@@ -834,8 +843,8 @@ config_apply_env(struct config *cfg, FILE *errs)
 		if (set_key(cfg, &keys[i], value, why) != 0) {
 			fprintf(errs, "environment %s: %s\n", name, why);
 			errors++;
-		} else if (keys[i].off == offsetof(struct config, user)) {
-			cfg->user_set = true;
+		} else {
+			note_set(cfg, &keys[i]);
 		}
 	}
 	return errors;
