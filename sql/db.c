@@ -188,6 +188,39 @@ fail:
 	return -1;
 }
 
+/*
+ * Durability and integrity for a connection that writes mail: a commit
+ * returns only after the WAL is synced, which is what a 250 reply promises.
+ */
+static int
+writer_pragmas(struct db *db, char *why)
+{
+	if (exec_simple(db, "PRAGMA synchronous = FULL", why) != 0 ||
+	    exec_simple(db, "PRAGMA foreign_keys = ON", why) != 0)
+		return -1;
+	return 0;
+}
+
+/* Prepare the writer statements (db->st) not prepared yet. */
+static int
+prepare_writer(struct db *db, char *why)
+{
+	int i;
+
+	for (i = 0; i < S_NSTMT; i++) {
+		if (db->st[i] != NULL)
+			continue;
+		if (sqlite3_prepare_v3(db->h, stmt_sql[i], -1,
+		        SQLITE_PREPARE_PERSISTENT, &db->st[i],
+		        NULL) != SQLITE_OK) {
+			why_set(why, "cannot prepare \"%s\": %s", stmt_sql[i],
+			    sqlite3_errmsg(db->h));
+			return -1;
+		}
+	}
+	return 0;
+}
+
 static struct db *
 open_common(const char *path, int flags, char *why)
 {
@@ -211,18 +244,13 @@ db_open(const char *path, char *why)
 {
 	struct db *db;
 	char err[WHY_MAX];
-	int i;
 
 	db = open_common(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, why);
 	if (db == NULL)
 		return NULL;
-	/*
-	 * WAL with synchronous=FULL: a commit returns only after the WAL is
-	 * synced, which is what a 250 reply promises.
-	 */
+	/* WAL, with the writer's synchronous=FULL (writer_pragmas). */
 	if (exec_simple(db, "PRAGMA journal_mode = WAL", err) != 0 ||
-	    exec_simple(db, "PRAGMA synchronous = FULL", err) != 0 ||
-	    exec_simple(db, "PRAGMA foreign_keys = ON", err) != 0 ||
+	    writer_pragmas(db, err) != 0 ||
 	    exec_simple(db, "PRAGMA journal_size_limit = 67108864", err) != 0) {
 		why_set(why, "cannot set up %s: %s", path, err);
 		goto fail;
@@ -232,14 +260,9 @@ db_open(const char *path, char *why)
 		    path, err);
 		goto fail;
 	}
-	for (i = 0; i < S_NSTMT; i++) {
-		if (sqlite3_prepare_v3(db->h, stmt_sql[i], -1,
-		        SQLITE_PREPARE_PERSISTENT, &db->st[i],
-		        NULL) != SQLITE_OK) {
-			why_set(why, "bug: cannot prepare \"%s\": %s",
-			    stmt_sql[i], sqlite3_errmsg(db->h));
-			goto fail;
-		}
+	if (prepare_writer(db, err) != 0) {
+		why_set(why, "bug: %s", err);
+		goto fail;
 	}
 	return db;
 fail:
@@ -953,10 +976,9 @@ enum res
 db_helper_writer(struct db *db, char *why)
 {
 	char err[WHY_MAX];
-	int v, i;
+	int v;
 
-	if (exec_simple(db, "PRAGMA synchronous = FULL", err) != 0 ||
-	    exec_simple(db, "PRAGMA foreign_keys = ON", err) != 0) {
+	if (writer_pragmas(db, err) != 0) {
 		why_set(why, "cannot set up the queue: %s", err);
 		return RES_TEMP;
 	}
@@ -974,18 +996,7 @@ db_helper_writer(struct db *db, char *why)
 			    v, DB_SCHEMA_VERSION);
 		return RES_TEMP;
 	}
-	for (i = 0; i < S_NSTMT; i++) {
-		if (db->st[i] != NULL)
-			continue;
-		if (sqlite3_prepare_v3(db->h, stmt_sql[i], -1,
-		        SQLITE_PREPARE_PERSISTENT, &db->st[i],
-		        NULL) != SQLITE_OK) {
-			why_set(why, "cannot prepare \"%s\": %s", stmt_sql[i],
-			    sqlite3_errmsg(db->h));
-			return RES_TEMP;
-		}
-	}
-	return RES_OK;
+	return prepare_writer(db, why) == 0 ? RES_OK : RES_TEMP;
 }
 
 void
