@@ -26,7 +26,8 @@ LDLIBS    = $(PKG_LIBS) -pthread
 PREFIX   ?= /usr/local
 
 COMMON_SRCS = common/util.c common/log.c common/config.c common/cidr.c \
-              common/holder.c common/json.c common/metrics.c
+              common/holder.c common/json.c common/metrics.c \
+              common/strbuf.c
 SQL_SRCS    = sql/db.c sql/admin.c
 SQL_ASM     = sql/embed.S
 TLS_SRCS    = tls/conn.c tls/tls.c
@@ -44,7 +45,7 @@ LIB_SRCS = $(COMMON_SRCS) $(SQL_SRCS) $(TLS_SRCS) $(DNS_SRCS) $(QUEUE_SRCS) \
 LIB_OBJS = $(LIB_SRCS:%.c=$(BUILD)/%.o) $(BUILD)/sql/embed.o
 BIN      = $(BUILD)/sluice
 
-UNIT_TESTS = parse data config auth bounce dns metrics json
+UNIT_TESTS = parse data config auth bounce dns metrics json strbuf
 UNIT_BINS  = $(UNIT_TESTS:%=$(BUILD)/tests/test_%)
 
 .PHONY: all run test check unit asan tsan bench tls-audit fmt lint clean install deps

@@ -19,10 +19,10 @@
  *     in enum metric: HELP and TYPE are written once per family.
  */
 #include "metrics.h"
+#include "strbuf.h"
 #include "util.h"
 #include "version.h"
 
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -151,54 +151,25 @@ metrics_observe(enum metric_hist h, double value)
 
 /* ---- rendering ---- */
 
-/* A growing string. */
-struct sb {
-	char *s;
-	size_t len, cap;
-};
-
-static void sb_printf(struct sb *b, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static void
-sb_printf(struct sb *b, const char *fmt, ...)
-{
-	va_list ap;
-	int n;
-
-	for (;;) {
-		va_start(ap, fmt);
-		n = vsnprintf(b->s + b->len, b->cap - b->len, fmt, ap);
-		va_end(ap);
-		if (n < 0)
-			abort(); /* only an invalid format can do this */
-		if ((size_t)n < b->cap - b->len)
-			break;
-		b->cap = b->cap * 2 + (size_t)n;
-		b->s = xrealloc(b->s, b->cap);
-	}
-	b->len += (size_t)n;
-}
-
 /* A label value with \, " and newline escaped (format 0.0.4). */
 static void
-sb_label_value(struct sb *b, const char *v)
+sb_label_value(struct strbuf *b, const char *v)
 {
 	for (; *v != '\0'; v++) {
 		if (*v == '\\')
-			sb_printf(b, "\\\\");
+			strbuf_str(b, "\\\\");
 		else if (*v == '"')
-			sb_printf(b, "\\\"");
+			strbuf_str(b, "\\\"");
 		else if (*v == '\n')
-			sb_printf(b, "\\n");
+			strbuf_str(b, "\\n");
 		else
-			sb_printf(b, "%c", *v);
+			strbuf_add(b, v, 1);
 	}
 }
 
 /* Millionths as a decimal without trailing zeros: 1500000 -> "1.5". */
 static void
-sb_scaled(struct sb *b, int64_t v)
+sb_scaled(struct strbuf *b, int64_t v)
 {
 	char frac[8];
 	int n;
@@ -207,19 +178,20 @@ sb_scaled(struct sb *b, int64_t v)
 	for (n = 6; n > 0 && frac[n - 1] == '0'; n--)
 		frac[n - 1] = '\0';
 	if (n == 0)
-		sb_printf(b, "%lld", (long long)(v / 1000000));
+		strbuf_fmt(b, "%lld", (long long)(v / 1000000));
 	else
-		sb_printf(b, "%lld.%s", (long long)(v / 1000000), frac);
+		strbuf_fmt(b, "%lld.%s", (long long)(v / 1000000), frac);
 }
 
 static void
-sb_family(struct sb *b, const char *name, const char *type, const char *help)
+sb_family(
+    struct strbuf *b, const char *name, const char *type, const char *help)
 {
-	sb_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+	strbuf_fmt(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
 static void
-render_counters(struct sb *b)
+render_counters(struct strbuf *b)
 {
 	const char *prev = NULL;
 	int m;
@@ -233,15 +205,15 @@ render_counters(struct sb *b)
 			sb_family(b, d->name, "counter", d->help);
 		prev = d->name;
 		if (d->label != NULL)
-			sb_printf(b, "%s{%s=\"%s\"} %lld\n", d->name, d->label,
+			strbuf_fmt(b, "%s{%s=\"%s\"} %lld\n", d->name, d->label,
 			    d->value, v);
 		else
-			sb_printf(b, "%s %lld\n", d->name, v);
+			strbuf_fmt(b, "%s %lld\n", d->name, v);
 	}
 }
 
 static void
-render_hist(struct sb *b, int h)
+render_hist(struct strbuf *b, int h)
 {
 	const struct hist_def *d = &hist_defs[h];
 	int64_t cum = 0;
@@ -252,19 +224,19 @@ render_hist(struct sb *b, int h)
 		cum += atomic_load_explicit(
 		    &hists[h].bucket[i], memory_order_relaxed);
 		if (i < d->nbounds)
-			sb_printf(b, "%s_bucket{le=\"%g\"} %lld\n", d->name,
+			strbuf_fmt(b, "%s_bucket{le=\"%g\"} %lld\n", d->name,
 			    d->bounds[i], (long long)cum);
 		else
-			sb_printf(b, "%s_bucket{le=\"+Inf\"} %lld\n", d->name,
+			strbuf_fmt(b, "%s_bucket{le=\"+Inf\"} %lld\n", d->name,
 			    (long long)cum);
 	}
-	sb_printf(b, "%s_sum ", d->name);
+	strbuf_fmt(b, "%s_sum ", d->name);
 	sb_scaled(b, atomic_load_explicit(&hists[h].sum, memory_order_relaxed));
-	sb_printf(b, "\n%s_count %lld\n", d->name, (long long)cum);
+	strbuf_fmt(b, "\n%s_count %lld\n", d->name, (long long)cum);
 }
 
 static void
-render_queue(struct sb *b, const struct metrics_gauges *g)
+render_queue(struct strbuf *b, const struct metrics_gauges *g)
 {
 	static const char *const states[] = {
 	    "queued", "deferred", "held", "delivered", "bounced"};
@@ -275,46 +247,45 @@ render_queue(struct sb *b, const struct metrics_gauges *g)
 	sb_family(b, "sluice_queue_up", "gauge",
 	    "1 when the queue could be read for this scrape, else 0 (and the "
 	    "queue gauges are absent).");
-	sb_printf(b, "sluice_queue_up %d\n", g->have_queue ? 1 : 0);
+	strbuf_fmt(b, "sluice_queue_up %d\n", g->have_queue ? 1 : 0);
 	if (!g->have_queue)
 		return;
 	sb_family(b, "sluice_queue_recipients", "gauge",
 	    "Recipients in the queue, by state.");
 	for (i = 0; i < NELEM(states); i++)
-		sb_printf(b, "sluice_queue_recipients{state=\"%s\"} %lld\n",
+		strbuf_fmt(b, "sluice_queue_recipients{state=\"%s\"} %lld\n",
 		    states[i], (long long)counts[i]);
 	sb_family(b, "sluice_queue_oldest_message_age_seconds", "gauge",
 	    "Age of the oldest message with a recipient still queued, "
 	    "deferred or held (0 when there is none).");
-	sb_printf(b, "sluice_queue_oldest_message_age_seconds %lld\n",
+	strbuf_fmt(b, "sluice_queue_oldest_message_age_seconds %lld\n",
 	    (long long)g->oldest_age_seconds);
 }
 
 char *
 metrics_render(const struct metrics_gauges *g, size_t *len)
 {
-	struct sb b = {xmalloc(8192), 0, 8192};
+	struct strbuf b = {0};
 	int h;
 
-	b.s[0] = '\0';
 	render_counters(&b);
 	for (h = 0; h < M_NHISTS; h++)
 		render_hist(&b, h);
 	sb_family(&b, "sluice_sessions_active", "gauge",
 	    "SMTP sessions in progress.");
-	sb_printf(
+	strbuf_fmt(
 	    &b, "sluice_sessions_active %lld\n", (long long)g->sessions_active);
 	render_queue(&b, g);
 	sb_family(&b, "sluice_start_time_seconds", "gauge",
 	    "Start time of the process since the Unix epoch, in seconds.");
-	sb_printf(&b, "sluice_start_time_seconds ");
+	strbuf_fmt(&b, "sluice_start_time_seconds ");
 	sb_scaled(&b, start_us);
-	sb_printf(&b, "\n");
+	strbuf_fmt(&b, "\n");
 	sb_family(&b, "sluice_build_info", "gauge",
 	    "Always 1; the version is in the label.");
-	sb_printf(&b, "sluice_build_info{version=\"");
+	strbuf_fmt(&b, "sluice_build_info{version=\"");
 	sb_label_value(&b, SLUICE_VERSION);
-	sb_printf(&b, "\"} 1\n");
+	strbuf_fmt(&b, "\"} 1\n");
 	*len = b.len;
-	return b.s;
+	return b.p;
 }

@@ -4,6 +4,7 @@
 #include "util.h"
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,6 +77,15 @@ why_set(char *why, const char *fmt, ...)
 	va_end(ap);
 }
 
+void
+why_set_errno(char *why, const char *what, int err)
+{
+	const char *text = strerror(err);
+
+	why_set(why, "%s: %c%s", what, ascii_lower(text[0]),
+	    text[0] != '\0' ? text + 1 : "");
+}
+
 char
 ascii_lower(char c)
 {
@@ -113,12 +123,37 @@ now_ms(void)
 }
 
 int64_t
+deadline_in(int seconds)
+{
+	return now_ms() + (int64_t)seconds * 1000;
+}
+
+int
+deadline_left_ms(int64_t deadline)
+{
+	int64_t left = deadline - now_ms();
+
+	return left < 0 ? 0 : left > 3600 * 1000 ? 3600 * 1000 : (int)left;
+}
+
+int64_t
 wall_us(void)
 {
 	struct timespec ts;
 
 	clock_gettime(CLOCK_REALTIME, &ts);
 	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+bool
+has_8bit(const void *p, size_t n)
+{
+	const unsigned char *s = p;
+
+	for (size_t i = 0; i < n; i++)
+		if (s[i] & 0x80)
+			return true;
+	return false;
 }
 
 void

@@ -35,14 +35,30 @@ char *xstrndup(const char *s, size_t n);
 void why_set(char *why, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
+/*
+ * why_set for a failed system call: "WHAT: " and strerror(err) starting
+ * with a lower-case letter, as the other reasons do ("127.0.0.1:25:
+ * connection refused").
+ */
+void why_set_errno(char *why, const char *what, int err);
+
 /* ASCII-only case-insensitive helpers (locale-free). */
 int ascii_casecmp(const char *a, const char *b);
 int ascii_ncasecmp(const char *a, const char *b, size_t n);
 char ascii_lower(char c);
 
+/* True when any octet of p[0..n) has the high bit set (8-bit data). */
+bool has_8bit(const void *p, size_t n);
+
 /* Monotonic clock in milliseconds, and wall clock in microseconds. */
 int64_t now_ms(void);
 int64_t wall_us(void);
+
+/* The now_ms() value `seconds` from now: a deadline. */
+int64_t deadline_in(int seconds);
+
+/* Milliseconds left before `deadline`, for poll(): 0 to one hour. */
+int deadline_left_ms(int64_t deadline);
 
 /* RFC 5322 date ("Sun, 22 Nov 2026 20:31:32 +0000") for `t`, in UTC. */
 void rfc5322_date(char *buf, size_t len, int64_t t_sec);

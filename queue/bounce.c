@@ -28,6 +28,7 @@
  *     malformed "+" stays as it is, and "+0D+0A" cannot inject a line.
  */
 #include "bounce.h"
+#include "strbuf.h"
 #include "util.h"
 
 #include <stdarg.h>
@@ -45,68 +46,11 @@
 #define ID_MAX 32
 #define DATE_MAX 64
 
-/* A growing output buffer, always NUL-terminated. */
-struct buf {
-	char *p;
-	size_t len;
-	size_t cap;
-};
-
 /* A part's content before the boundary is known. */
 struct part {
 	const char *p;
 	size_t len;
 };
-
-static void
-buf_add(struct buf *b, const void *data, size_t n)
-{
-	if (b->len + n + 1 > b->cap) {
-		size_t cap = b->cap ? b->cap : 1024;
-
-		while (b->len + n + 1 > cap)
-			cap *= 2;
-		b->p = xrealloc(b->p, cap);
-		b->cap = cap;
-	}
-	if (n > 0)
-		memcpy(b->p + b->len, data, n);
-	b->len += n;
-	b->p[b->len] = '\0';
-}
-
-static void
-buf_str(struct buf *b, const char *s)
-{
-	buf_add(b, s, strlen(s));
-}
-
-static void buf_fmt(struct buf *b, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static void
-buf_fmt(struct buf *b, const char *fmt, ...)
-{
-	char small[512], *big;
-	va_list ap;
-	int n;
-
-	va_start(ap, fmt);
-	n = vsnprintf(small, sizeof(small), fmt, ap);
-	va_end(ap);
-	if (n < 0)
-		return;
-	if ((size_t)n < sizeof(small)) {
-		buf_add(b, small, (size_t)n);
-		return;
-	}
-	big = xmalloc((size_t)n + 1);
-	va_start(ap, fmt);
-	vsnprintf(big, (size_t)n + 1, fmt, ap);
-	va_end(ap);
-	buf_add(b, big, (size_t)n);
-	free(big);
-}
 
 /* Malloc'd copy of s[0..n) made safe per invariant 2; "" if nothing left. */
 static char *
@@ -207,44 +151,44 @@ safe_token(const char *s, const char *dflt)
 
 /* Append "Name: value", folded at spaces (RFC 5322 section 2.2.3). */
 static void
-put_field(struct buf *b, const char *name, const char *value)
+put_field(struct strbuf *b, const char *name, const char *value)
 {
 	size_t col = strlen(name) + 2;
 	const char *w = value;
 	bool first = true;
 
-	buf_str(b, name);
-	buf_str(b, ": ");
+	strbuf_str(b, name);
+	strbuf_str(b, ": ");
 	while (*w != '\0') {
 		const char *sp = strchr(w, ' ');
 		size_t wl = sp ? (size_t)(sp - w) : strlen(w);
 
 		if (!first && col + 1 + wl > FOLD_COL) {
-			buf_str(b, "\r\n ");
+			strbuf_str(b, "\r\n ");
 			col = 1;
 		} else if (!first) {
-			buf_str(b, " ");
+			strbuf_str(b, " ");
 			col++;
 		}
-		buf_add(b, w, wl);
+		strbuf_add(b, w, wl);
 		col += wl;
 		first = false;
 		w += wl;
 		if (*w == ' ')
 			w++;
 	}
-	buf_str(b, "\r\n");
+	strbuf_str(b, "\r\n");
 }
 
 /* Append `text` (single spaces, no controls) wrapped at WRAP_COL. */
 static void
-put_wrapped(struct buf *b, const char *indent, const char *text)
+put_wrapped(struct strbuf *b, const char *indent, const char *text)
 {
 	size_t ind = strlen(indent), col = ind;
 	const char *w = text;
 	bool first = true;
 
-	buf_str(b, indent);
+	strbuf_str(b, indent);
 	while (*w != '\0') {
 		const char *sp = strchr(w, ' ');
 		size_t wl = sp ? (size_t)(sp - w) : strlen(w);
@@ -254,47 +198,36 @@ put_wrapped(struct buf *b, const char *indent, const char *text)
 			continue;
 		}
 		if (!first && col + 1 + wl > WRAP_COL) {
-			buf_str(b, "\r\n");
-			buf_str(b, indent);
+			strbuf_str(b, "\r\n");
+			strbuf_str(b, indent);
 			col = ind;
 		} else if (!first) {
-			buf_str(b, " ");
+			strbuf_str(b, " ");
 			col++;
 		}
-		buf_add(b, w, wl);
+		strbuf_add(b, w, wl);
 		col += wl;
 		first = false;
 		w += wl;
 	}
-	buf_str(b, "\r\n");
+	strbuf_str(b, "\r\n");
 }
 
-static void put_para(struct buf *b, const char *indent, const char *fmt, ...)
+static void put_para(struct strbuf *b, const char *indent, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 /* Format a paragraph, then wrap it (the arguments are already clean). */
 static void
-put_para(struct buf *b, const char *indent, const char *fmt, ...)
+put_para(struct strbuf *b, const char *indent, const char *fmt, ...)
 {
-	char small[1024], *big;
+	struct strbuf para = {0};
 	va_list ap;
-	int n;
 
 	va_start(ap, fmt);
-	n = vsnprintf(small, sizeof(small), fmt, ap);
+	strbuf_vfmt(&para, fmt, ap);
 	va_end(ap);
-	if (n < 0)
-		return;
-	if ((size_t)n < sizeof(small)) {
-		put_wrapped(b, indent, small);
-		return;
-	}
-	big = xmalloc((size_t)n + 1);
-	va_start(ap, fmt);
-	vsnprintf(big, (size_t)n + 1, fmt, ap);
-	va_end(ap);
-	put_wrapped(b, indent, big);
-	free(big);
+	put_wrapped(b, indent, para.p);
+	strbuf_free(&para);
 }
 
 /* RFC 3464 section 2.3.4 status-code: [245] "." 1*3DIGIT "." 1*3DIGIT. */
@@ -358,7 +291,7 @@ orcpt_value(const char *orcpt)
 {
 	const char *semi;
 	char *type, *raw, *addr, *out = NULL;
-	struct buf v = {0};
+	struct strbuf v = {0};
 
 	if (orcpt == NULL || (semi = strchr(orcpt, ';')) == NULL)
 		return NULL;
@@ -366,7 +299,7 @@ orcpt_value(const char *orcpt)
 	raw = xtext_dec(semi + 1, strlen(semi + 1));
 	addr = clean(raw);
 	if (*type != '\0' && *addr != '\0') {
-		buf_fmt(&v, "%s; %s", type, addr);
+		strbuf_fmt(&v, "%s; %s", type, addr);
 		out = v.p;
 	}
 	free(addr);
@@ -377,8 +310,8 @@ orcpt_value(const char *orcpt)
 
 /* The message/delivery-status content (RFC 3464 section 2.1). */
 static void
-build_status(struct buf *b, const struct bounce_msg *m, enum bounce_kind kind,
-    const char *mta)
+build_status(struct strbuf *b, const struct bounce_msg *m,
+    enum bounce_kind kind, const char *mta)
 {
 	char date[DATE_MAX];
 	char *qid = clean(m->queue_id);
@@ -407,23 +340,23 @@ build_status(struct buf *b, const struct bounce_msg *m, enum bounce_kind kind,
 		char *orcpt = orcpt_value(r->orcpt);
 		char *rmta = clean(r->remote_mta);
 		char *diag = clean(r->diagnostic);
-		struct buf v = {0};
+		struct strbuf v = {0};
 
-		buf_str(b, "\r\n");
-		buf_fmt(&v, "rfc822; %s", addr);
+		strbuf_str(b, "\r\n");
+		strbuf_fmt(&v, "rfc822; %s", addr);
 		put_field(b, "Final-Recipient", v.p);
 		if (orcpt != NULL)
 			put_field(b, "Original-Recipient", orcpt);
 		put_field(b, "Action", rcpt_action(r, kind));
 		put_field(b, "Status", rcpt_status(r, kind));
 		if (*rmta != '\0') {
-			v.len = 0;
-			buf_fmt(&v, "dns; %s", rmta);
+			strbuf_truncate(&v, 0);
+			strbuf_fmt(&v, "dns; %s", rmta);
 			put_field(b, "Remote-MTA", v.p);
 		}
 		if (*diag != '\0') {
-			v.len = 0;
-			buf_fmt(&v, "%s; %s",
+			strbuf_truncate(&v, 0);
+			strbuf_fmt(&v, "%s; %s",
 			    looks_smtp(diag) ? "smtp" : "X-Sluice", diag);
 			put_field(b, "Diagnostic-Code", v.p);
 		}
@@ -441,13 +374,13 @@ build_status(struct buf *b, const struct bounce_msg *m, enum bounce_kind kind,
 
 /* The readable text/plain part: what happened, per recipient, and why. */
 static void
-build_text(struct buf *b, const struct bounce_msg *m, enum bounce_kind kind,
+build_text(struct strbuf *b, const struct bounce_msg *m, enum bounce_kind kind,
     const char *mta, int returned, size_t size)
 {
 	char date[DATE_MAX];
 
 	put_para(b, "", "This is the mail system at host %s.", mta);
-	buf_str(b, "\r\n");
+	strbuf_str(b, "\r\n");
 	switch (kind) {
 	case BOUNCE_FAILURE:
 		put_para(b, "",
@@ -474,7 +407,7 @@ build_text(struct buf *b, const struct bounce_msg *m, enum bounce_kind kind,
 		char *qid = clean(m->queue_id);
 
 		rfc5322_date(date, sizeof(date), m->arrival);
-		buf_str(b, "\r\n");
+		strbuf_str(b, "\r\n");
 		put_para(b, "", "The message was received on %s%s%s%s.", date,
 		    *qid ? " (queue ID " : "", qid, *qid ? ")" : "");
 		free(qid);
@@ -485,7 +418,7 @@ build_text(struct buf *b, const struct bounce_msg *m, enum bounce_kind kind,
 		char *rmta = clean(r->remote_mta);
 		char *diag = clean(r->diagnostic);
 
-		buf_str(b, "\r\n");
+		strbuf_str(b, "\r\n");
 		put_para(b, "", "<%s>: %s, status %s", addr,
 		    rcpt_action(r, kind), rcpt_status(r, kind));
 		if (*diag != '\0' && *rmta != '\0')
@@ -506,7 +439,7 @@ build_text(struct buf *b, const struct bounce_msg *m, enum bounce_kind kind,
 	}
 	if (returned == 0)
 		return;
-	buf_str(b, "\r\n");
+	strbuf_str(b, "\r\n");
 	if (returned == 2)
 		put_para(b, "", "A copy of your message is attached.");
 	else if (m->ret_hdrs)
@@ -555,16 +488,6 @@ pick_boundary(char *out, size_t outlen, const char *qid, int64_t now,
 	}
 }
 
-/* True when any octet of p[0..n) has the high bit set. */
-static bool
-has_8bit(const unsigned char *p, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		if (p[i] & 0x80)
-			return true;
-	return false;
-}
-
 char *
 bounce_format(const struct bounce_msg *m, size_t *len)
 {
@@ -585,7 +508,7 @@ bounce_format(const struct bounce_msg *m, size_t *len)
 	};
 	enum bounce_kind kind =
 	    m->kind <= BOUNCE_SUCCESS ? m->kind : BOUNCE_FAILURE;
-	struct buf out = {0}, text = {0}, status = {0}, v = {0};
+	struct strbuf out = {0}, text = {0}, status = {0}, v = {0};
 	char *host = clean(m->reporting_mta);
 	char *sender = clean(m->sender);
 	char *qid_tok = safe_token(m->queue_id, "noid");
@@ -631,8 +554,8 @@ bounce_format(const struct bounce_msg *m, size_t *len)
 	}
 
 	build_text(&text, m, kind, host, returned, size);
-	v.len = 0;
-	buf_fmt(&v, "dns; %s", host);
+	strbuf_truncate(&v, 0);
+	strbuf_fmt(&v, "dns; %s", host);
 	build_status(&status, m, kind, v.p);
 
 	parts[0] = (struct part){text.p, text.len};
@@ -644,56 +567,56 @@ bounce_format(const struct bounce_msg *m, size_t *len)
 	/* Top-level header (RFC 5322 section 3.6, RFC 3834 section 5). */
 	rfc5322_date(date, sizeof(date), m->now);
 	put_field(&out, "Date", date);
-	v.len = 0;
-	buf_fmt(&v, "Mail Delivery System <MAILER-DAEMON@%s>", host);
+	strbuf_truncate(&v, 0);
+	strbuf_fmt(&v, "Mail Delivery System <MAILER-DAEMON@%s>", host);
 	put_field(&out, "From", v.p);
-	v.len = 0;
-	buf_fmt(&v, "<%s>", sender);
+	strbuf_truncate(&v, 0);
+	strbuf_fmt(&v, "<%s>", sender);
 	put_field(&out, "To", v.p);
 	put_field(&out, "Subject", subjects[kind]);
 	put_field(&out, "Auto-Submitted", "auto-replied");
 	/* The time keeps a second delay notice from reusing the ID. */
-	buf_fmt(&out, "Message-ID: <%s.%s.%lld@%s>\r\n", qid_tok, kinds[kind],
-	    (long long)m->now, host_tok);
+	strbuf_fmt(&out, "Message-ID: <%s.%s.%lld@%s>\r\n", qid_tok,
+	    kinds[kind], (long long)m->now, host_tok);
 	put_field(&out, "MIME-Version", "1.0");
-	buf_fmt(&out,
+	strbuf_fmt(&out,
 	    "Content-Type: multipart/report; report-type=delivery-status;\r\n"
 	    "\tboundary=\"%s\"\r\n",
 	    boundary);
 	if (eightbit)
 		put_field(&out, "Content-Transfer-Encoding", "8bit");
-	buf_str(&out, "\r\nThis is a MIME-encapsulated message.\r\n");
+	strbuf_str(&out, "\r\nThis is a MIME-encapsulated message.\r\n");
 
 	/* The parts; each delimiter's leading CRLF belongs to it. */
-	buf_fmt(&out,
+	strbuf_fmt(&out,
 	    "\r\n--%s\r\n"
 	    "Content-Type: text/plain; charset=us-ascii\r\n"
 	    "Content-Description: Notification\r\n\r\n",
 	    boundary);
-	buf_add(&out, text.p, text.len);
-	buf_fmt(&out,
+	strbuf_add(&out, text.p, text.len);
+	strbuf_fmt(&out,
 	    "\r\n--%s\r\n"
 	    "Content-Type: message/delivery-status\r\n"
 	    "Content-Description: Delivery report\r\n\r\n",
 	    boundary);
-	buf_add(&out, status.p, status.len);
+	strbuf_add(&out, status.p, status.len);
 	if (returned) {
-		buf_fmt(&out, "\r\n--%s\r\n", boundary);
+		strbuf_fmt(&out, "\r\n--%s\r\n", boundary);
 		if (returned == 2) {
 			put_field(&out, "Content-Type", "message/rfc822");
 			put_field(&out, "Content-Description", descs[kind]);
 		} else {
 			put_field(&out, "Content-Type", "text/rfc822-headers");
-			v.len = 0;
-			buf_fmt(&v, "%s Headers", descs[kind]);
+			strbuf_truncate(&v, 0);
+			strbuf_fmt(&v, "%s Headers", descs[kind]);
 			put_field(&out, "Content-Description", v.p);
 		}
 		if (eightbit)
 			put_field(&out, "Content-Transfer-Encoding", "8bit");
-		buf_str(&out, "\r\n");
-		buf_add(&out, orig, ret_len);
+		strbuf_str(&out, "\r\n");
+		strbuf_add(&out, orig, ret_len);
 	}
-	buf_fmt(&out, "\r\n--%s--\r\n", boundary);
+	strbuf_fmt(&out, "\r\n--%s--\r\n", boundary);
 
 	free(v.p);
 	free(status.p);

@@ -36,13 +36,10 @@ struct smtpc {
 
 /* Turn what the wire reported into `why`; false when it failed. */
 static bool
-wire_ok(
-    struct smtpc *c, enum smtpwire_status st, struct smtp_reply *r, char *why)
+wire_ok(struct smtpc *c, enum smtpwire_status st, char *why)
 {
 	switch (st) {
 	case SMTPWIRE_OK:
-		if (strlen(r->text) > 3)
-			r->text[3] = ' '; /* "250 2.1.0 Ok", one line or more */
 		return true;
 	case SMTPWIRE_TOO_LONG:
 		why_set(why, "5.5.0 command too long");
@@ -61,19 +58,13 @@ wire_ok(
 	return false;
 }
 
-static int64_t
-deadline_in(int seconds)
-{
-	return now_ms() + (int64_t)seconds * 1000;
-}
-
 /* Read one reply (all its lines); false when the connection failed. */
 static bool
 read_reply(struct smtpc *c, int timeout, struct smtp_reply *r, char *why)
 {
 	return wire_ok(c,
 	    smtpwire_read_reply(c->conn, deadline_in(timeout), r, NULL, NULL),
-	    r, why);
+	    why);
 }
 
 static void
@@ -131,7 +122,7 @@ command(struct smtpc *c, struct smtp_reply *r, char *why, const char *fmt, ...)
 	st = smtpwire_vcommand(
 	    c->conn, deadline_in(c->o.command_timeout), r, NULL, NULL, fmt, ap);
 	va_end(ap);
-	return wire_ok(c, st, r, why);
+	return wire_ok(c, st, why);
 }
 
 static bool
@@ -145,7 +136,7 @@ ehlo(struct smtpc *c, struct smtp_reply *r, char *why)
 	if (!wire_ok(c,
 	        smtpwire_command(c->conn, deadline_in(c->o.command_timeout), r,
 	            ehlo_keyword, c, "EHLO %s", c->o.helo),
-	        r, why))
+	        why))
 		return false;
 	if (r->code == 250) {
 		c->esmtp = true;
@@ -175,8 +166,8 @@ start_tls(struct smtpc *c, char *why)
 	enum conn_status st;
 
 	st = conn_tls_connect(c->conn, c->o.tls_creds, c->o.tls_name,
-	    c->o.tls == OUTBOUND_TLS_VERIFY,
-	    now_ms() + (int64_t)c->o.command_timeout * 1000, err);
+	    c->o.tls == OUTBOUND_TLS_VERIFY, deadline_in(c->o.command_timeout),
+	    err);
 	if (st != CONN_OK) {
 		why_set(
 		    why, "4.7.5 %s: TLS handshake failed: %s", c->host, err);
@@ -364,44 +355,19 @@ smtpc_close(struct smtpc *c)
 {
 	if (c == NULL)
 		return;
-	if (c->conn != NULL && !c->broken) {
-		struct smtp_reply r;
-		char why[WHY_MAX];
-
-		conn_printf(c->conn, "QUIT\r\n");
-		(void)conn_flush(c->conn, now_ms() + 2000);
-		(void)read_reply(c, 2, &r, why);
-	}
+	if (c->conn != NULL && !c->broken)
+		smtpwire_quit(c->conn, deadline_in(2));
 	conn_free(c->conn);
 	free(c);
 }
 
 /* ---- the transaction ---- */
 
-/* Dot-stuffing writer for DATA (RFC 5321 section 4.5.2). */
-struct stuffer {
-	struct smtpc *c;
-	bool sol;  /* at the start of a line */
-	char last; /* last octet written */
-};
-
+/* DATA writer: the body callback's `put` for smtpwire_data_put. */
 static int
 put_stuffed(void *arg, const void *data, size_t len)
 {
-	struct stuffer *s = arg;
-	const char *p = data, *end = p + len;
-
-	while (p < end) {
-		const char *nl = memchr(p, '\n', (size_t)(end - p));
-		const char *stop = nl ? nl + 1 : end;
-
-		if (s->sol && *p == '.')
-			conn_write(s->c->conn, ".", 1);
-		conn_write(s->c->conn, p, (size_t)(stop - p));
-		s->last = stop[-1];
-		s->sol = (nl != NULL);
-		p = stop;
-	}
+	smtpwire_data_put(arg, data, len);
 	return 0;
 }
 
@@ -563,7 +529,7 @@ smtpc_send(
 		if (rcpts[i].result == RES_OK)
 			accepted++;
 	if (!use_bdat) {
-		struct stuffer s = {c, true, '\n'};
+		struct smtpwire_data d;
 
 		if (!c->pipelining) {
 			if (accepted == 0)
@@ -583,14 +549,13 @@ smtpc_send(
 			    r.text);
 			goto rset;
 		}
-		if (m->body(m->body_arg, put_stuffed, &s, why) != RES_OK) {
+		smtpwire_data_begin(&d, c->conn);
+		if (m->body(m->body_arg, put_stuffed, &d, why) != RES_OK) {
 			set_all(rcpts, n, true, RES_TEMP, why);
 			c->broken = true;
 			return RES_TEMP;
 		}
-		if (s.last != '\n')
-			conn_write(c->conn, "\r\n", 2);
-		conn_write(c->conn, ".\r\n", 3);
+		smtpwire_data_end(&d);
 	} else {
 		struct chunker k;
 

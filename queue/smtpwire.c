@@ -22,15 +22,6 @@
 
 #define COMMAND_MAX 2048 /* with its CRLF */
 
-/* Milliseconds to `deadline` for poll(), at least 0. */
-static int
-left_ms(int64_t deadline)
-{
-	int64_t left = deadline - now_ms();
-
-	return left < 0 ? 0 : left > 3600 * 1000 ? 3600 * 1000 : (int)left;
-}
-
 /* Poll `fd` for writability until the deadline: 1, or 0 when it passed. */
 static int
 wait_writable(int fd, int64_t deadline)
@@ -40,7 +31,8 @@ wait_writable(int fd, int64_t deadline)
 
 	p.fd = fd;
 	p.events = POLLOUT;
-	while ((n = poll(&p, 1, left_ms(deadline))) < 0 && errno == EINTR)
+	while (
+	    (n = poll(&p, 1, deadline_left_ms(deadline))) < 0 && errno == EINTR)
 		;
 	return n == 1;
 }
@@ -92,7 +84,7 @@ smtpwire_read_reply(struct conn *c, int64_t deadline, struct smtp_reply *r,
     void (*each)(void *arg, const char *line), void *arg)
 {
 	char line[SMTPWIRE_LINE_MAX];
-	int nlines = 0;
+	int nlines = 0, code = 0;
 
 	r->code = 0;
 	r->text[0] = '\0';
@@ -102,25 +94,27 @@ smtpwire_read_reply(struct conn *c, int64_t deadline, struct smtp_reply *r,
 		enum conn_status st = conn_read_line(
 		    c, line, sizeof(line), &len, &too_long, &bare_lf, deadline);
 
-		if (st != CONN_OK) {
-			r->code = 0;
+		if (st != CONN_OK)
 			return st == CONN_TIMEOUT ? SMTPWIRE_TIMEOUT
 			                          : SMTPWIRE_LOST;
-		}
 		if (!reply_line_ok(line, len) ||
 		    ++nlines > SMTPWIRE_LINES_MAX) {
-			r->code = 0;
 			log_sanitize(r->text, sizeof(r->text), line);
 			return SMTPWIRE_MALFORMED;
 		}
 		if (nlines == 1) {
-			r->code = atoi(line);
+			code = atoi(line);
 			log_sanitize(r->text, sizeof(r->text), line);
+			/* "250-a" and "250 a" alike: the text is one line. */
+			if (strlen(r->text) > 3)
+				r->text[3] = ' ';
 		} else if (each != NULL && len > 4) {
 			each(arg, line + 4);
 		}
-		if (len == 3 || line[3] == ' ')
+		if (len == 3 || line[3] == ' ') {
+			r->code = code; /* only a whole reply has a code */
 			return SMTPWIRE_OK;
+		}
 	}
 }
 
@@ -153,4 +147,46 @@ smtpwire_command(struct conn *c, int64_t deadline, struct smtp_reply *r,
 	st = smtpwire_vcommand(c, deadline, r, each, arg, fmt, ap);
 	va_end(ap);
 	return st;
+}
+
+void
+smtpwire_quit(struct conn *c, int64_t deadline)
+{
+	struct smtp_reply r;
+
+	(void)smtpwire_command(c, deadline, &r, NULL, NULL, "QUIT");
+}
+
+void
+smtpwire_data_begin(struct smtpwire_data *d, struct conn *c)
+{
+	d->conn = c;
+	d->sol = true;
+	d->last = '\n';
+}
+
+void
+smtpwire_data_put(struct smtpwire_data *d, const void *data, size_t len)
+{
+	const char *p = data, *end = p + len;
+
+	while (p < end) {
+		const char *nl = memchr(p, '\n', (size_t)(end - p));
+		const char *stop = nl ? nl + 1 : end;
+
+		if (d->sol && *p == '.')
+			conn_write(d->conn, ".", 1);
+		conn_write(d->conn, p, (size_t)(stop - p));
+		d->last = stop[-1];
+		d->sol = nl != NULL;
+		p = stop;
+	}
+}
+
+void
+smtpwire_data_end(struct smtpwire_data *d)
+{
+	if (d->last != '\n')
+		conn_write(d->conn, "\r\n", 2);
+	conn_write(d->conn, ".\r\n", 3);
 }

@@ -2,7 +2,8 @@
  * smtpwire.h - the client side of the SMTP wire, shared by the delivery
  * client (smtpc.c), `sluice sendmail` and `sluice health`: connect with a
  * deadline, read one reply (all its lines, RFC 5321 section 4.2.1), send
- * one command and read its reply.
+ * one command and read its reply, QUIT, and write message data with
+ * dot-stuffing (RFC 5321 section 4.5.2).
  *
  * The functions only report what happened (enum smtpwire_status); each
  * caller words its own reasons ("4.4.2 HOST: timeout waiting for reply",
@@ -14,6 +15,8 @@
 #define SLUICE_SMTPWIRE_H
 
 #include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
 
@@ -26,8 +29,10 @@ struct conn;
 
 /* A reply, as a plain record. */
 struct smtp_reply {
-	int code;       /* 250; 0 when no reply was read */
-	char text[512]; /* the first line, sanitized: "250-mx.example.net" */
+	int code; /* 250; 0 when no reply was read */
+	/* The first line, sanitized, with a space after the code even when
+	 * more lines follow: "250 mx.example.net" for "250-mx.example.net". */
+	char text[512];
 };
 
 enum smtpwire_status {
@@ -68,5 +73,29 @@ enum smtpwire_status smtpwire_command(struct conn *c, int64_t deadline,
 enum smtpwire_status smtpwire_vcommand(struct conn *c, int64_t deadline,
     struct smtp_reply *r, void (*each)(void *arg, const char *line), void *arg,
     const char *fmt, va_list ap) __attribute__((format(printf, 6, 0)));
+
+/*
+ * QUIT, best effort, when the outcome is known already: the reply (read
+ * before `deadline`) is dropped.  Skip it on a connection that timed out
+ * or sent a malformed reply: nothing sensible would answer.
+ */
+void smtpwire_quit(struct conn *c, int64_t deadline);
+
+/*
+ * Message data after "354" (RFC 5321 section 4.5.2): begin, put the
+ * message in pieces of any size, end.  A '.' at the start of a line is
+ * doubled; end adds CRLF when the message does not end with a line break,
+ * then the end-of-data line ".".  The octets are queued on the conn
+ * (conn_write); the reply read after end flushes them.
+ */
+struct smtpwire_data {
+	struct conn *conn;
+	bool sol;  /* at the start of a line */
+	char last; /* the last octet put */
+};
+
+void smtpwire_data_begin(struct smtpwire_data *d, struct conn *c);
+void smtpwire_data_put(struct smtpwire_data *d, const void *p, size_t len);
+void smtpwire_data_end(struct smtpwire_data *d);
 
 #endif

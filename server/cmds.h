@@ -29,6 +29,20 @@ struct config *load_config_logged(const char *path, const char **source);
 void listener_target(const struct listen_addr *l, struct sockaddr_storage *ss,
     socklen_t *len, char *text, size_t tlen);
 
+/*
+ * The folder that holds the queue and the self-signed key pair
+ * (server/loadcfg.c): the folder of queue_path, "." or "/".
+ */
+void data_dir(const struct config *cfg, char *dir, size_t len);
+
+/*
+ * The TLS certificate and key of the server's listeners: the configured
+ * ones (tls_key defaulting to tls_cert), or the self-signed pair in
+ * data_dir, which `sluice serve` generates at first start.  `cert` and
+ * `key` have `len` octets each.
+ */
+void tls_paths(const struct config *cfg, char *cert, char *key, size_t len);
+
 /* sluice queue SUBCOMMAND ... (server/queuecmd.c) */
 int queue_cmd(int argc, char **argv);
 

@@ -52,27 +52,6 @@ usage(void)
 	return 2;
 }
 
-/* strerror, starting with a lower-case letter as in the other reasons. */
-static void
-set_errno_why(char *why, const char *what, int err)
-{
-	why_set(why, "%s: %s", what, strerror(err));
-	for (char *p = why + strlen(what) + 2; *p != '\0'; p++) {
-		if (*p != ' ') {
-			*p = ascii_lower(*p);
-			break;
-		}
-	}
-}
-
-static int
-remaining_ms(int64_t deadline)
-{
-	int64_t left = deadline - now_ms();
-
-	return left < 0 ? 0 : left > 3600 * 1000 ? 3600 * 1000 : (int)left;
-}
-
 /* Connect before the deadline: the socket, or -1 with `why`. */
 static int
 probe_connect(struct probe *p, const struct sockaddr_storage *ss, socklen_t len,
@@ -86,7 +65,7 @@ probe_connect(struct probe *p, const struct sockaddr_storage *ss, socklen_t len,
 		why_set(
 		    why, "%s: no connection within %d s", p->peer, p->timeout);
 	else
-		set_errno_why(why, p->peer, errno);
+		why_set_errno(why, p->peer, errno);
 	return -1;
 }
 
@@ -121,23 +100,17 @@ probe_result(const struct probe *p, enum smtpwire_status st,
 
 /*
  * Client credentials for an /smtps listener.  Nothing is verified, so the
- * trust store only has to load: the relay's own certificate does (and
- * works in a container without CA certificates), else the system's.
+ * trust store only has to load: the relay's own certificate (tls_paths:
+ * the configured one or the self-signed one) does, and works in a
+ * container without CA certificates; else the system's.
  */
 static struct tls_creds *
 client_creds(const struct config *cfg, char *why)
 {
-	char cert[4096];
-	const char *slash = strrchr(cfg->queue_path, '/');
+	char cert[4096], key[4096];
 	struct tls_creds *c = NULL;
 
-	if (cfg->tls_cert[0] != '\0')
-		snprintf(cert, sizeof(cert), "%s", cfg->tls_cert);
-	else if (slash != NULL)
-		snprintf(cert, sizeof(cert), "%.*s/selfsigned-cert.pem",
-		    (int)(slash - cfg->queue_path), cfg->queue_path);
-	else
-		snprintf(cert, sizeof(cert), "./selfsigned-cert.pem");
+	tls_paths(cfg, cert, key, sizeof(cert));
 	if (access(cert, R_OK) == 0)
 		c = tls_client_creds_new(cert, why);
 	if (c == NULL)
@@ -150,7 +123,6 @@ static int
 probe_talk(struct probe *p, const char *helo, char *why)
 {
 	struct smtp_reply r;
-	int64_t quit_by;
 	int code;
 
 	code = probe_result(p,
@@ -173,10 +145,9 @@ probe_talk(struct probe *p, const char *helo, char *why)
 		return -1;
 	}
 	/* QUIT, politely and briefly: the verdict is in. */
-	quit_by = p->deadline;
-	if (remaining_ms(p->deadline) > 1000)
-		quit_by = now_ms() + 1000;
-	(void)smtpwire_command(p->conn, quit_by, &r, NULL, NULL, "QUIT");
+	smtpwire_quit(p->conn, deadline_left_ms(p->deadline) > 1000
+	                           ? deadline_in(1)
+	                           : p->deadline);
 	return 0;
 }
 
@@ -278,7 +249,7 @@ check_queue(const struct config *cfg, int64_t deadline, char *why)
 		why_set(why, "queue %s: %s", path, err);
 		return -1;
 	}
-	db_set_busy_timeout(db, remaining_ms(deadline) + 1);
+	db_set_busy_timeout(db, deadline_left_ms(deadline) + 1);
 	if (db_probe_write(db, err) != RES_OK) {
 		why_set(why, "queue %s: cannot write: %s", path, err);
 		goto out;
@@ -364,7 +335,7 @@ health_cmd(int argc, char **argv)
 	alarm((unsigned)timeout + 2);
 	memset(&p, 0, sizeof(p));
 	p.timeout = timeout;
-	p.deadline = now_ms() + (int64_t)timeout * 1000;
+	p.deadline = deadline_in(timeout);
 	rc = 1;
 	if (check_smtp(cfg, &p, &ms, why) != 0 ||
 	    check_queue(cfg, p.deadline, why) != 0) {

@@ -1,7 +1,10 @@
 /*
  * loadcfg.c - finding and loading the configuration, for `sluice serve`
- * and the commands beside it, and where those commands reach a listener
- * (see cmds.h).
+ * and the commands beside it, where those commands reach a listener, and
+ * the paths derived from queue_path (see cmds.h).
+ *
+ * Threads: called by main() and the commands before any thread starts, and
+ * on SIGHUP by the main thread; no shared state.
  */
 #include "cidr.h"
 #include "cmds.h"
@@ -102,4 +105,34 @@ listener_target(const struct listen_addr *l, struct sockaddr_storage *ss,
 	sockaddr_ntop((const struct sockaddr *)ss, ip, sizeof(ip));
 	snprintf(text, tlen, ss->ss_family == AF_INET6 ? "[%s]:%d" : "%s:%d",
 	    ip, sockaddr_port((const struct sockaddr *)ss));
+}
+
+void
+data_dir(const struct config *cfg, char *dir, size_t len)
+{
+	const char *slash = strrchr(cfg->queue_path, '/');
+
+	if (slash == NULL)
+		snprintf(dir, len, ".");
+	else if (slash == cfg->queue_path)
+		snprintf(dir, len, "/");
+	else
+		snprintf(dir, len, "%.*s", (int)(slash - cfg->queue_path),
+		    cfg->queue_path);
+}
+
+void
+tls_paths(const struct config *cfg, char *cert, char *key, size_t len)
+{
+	char dir[4000]; /* leaves room for the file names below */
+
+	if (cfg->tls_cert[0] != '\0') {
+		snprintf(cert, len, "%s", cfg->tls_cert);
+		snprintf(key, len, "%s",
+		    cfg->tls_key[0] ? cfg->tls_key : cfg->tls_cert);
+		return;
+	}
+	data_dir(cfg, dir, sizeof(dir));
+	snprintf(cert, len, "%s/selfsigned-cert.pem", dir);
+	snprintf(key, len, "%s/selfsigned-key.pem", dir);
 }

@@ -108,41 +108,6 @@ out:
 	return rc;
 }
 
-/* The folder that holds the queue (and the self-signed key pair). */
-static void
-data_dir(const struct config *cfg, char *dir, size_t len)
-{
-	const char *slash = strrchr(cfg->queue_path, '/');
-
-	if (slash == NULL)
-		snprintf(dir, len, ".");
-	else if (slash == cfg->queue_path)
-		snprintf(dir, len, "/");
-	else
-		snprintf(dir, len, "%.*s", (int)(slash - cfg->queue_path),
-		    cfg->queue_path);
-}
-
-/*
- * The certificate and key to use: the configured ones, or a self-signed
- * pair in the data folder (beside the queue), generated at first start.
- */
-static void
-tls_paths(const struct config *cfg, char *cert, char *key, size_t len)
-{
-	char dir[4000]; /* leaves room for the file names below */
-
-	if (cfg->tls_cert[0] != '\0') {
-		snprintf(cert, len, "%s", cfg->tls_cert);
-		snprintf(key, len, "%s",
-		    cfg->tls_key[0] ? cfg->tls_key : cfg->tls_cert);
-		return;
-	}
-	data_dir(cfg, dir, sizeof(dir));
-	snprintf(cert, len, "%s/selfsigned-cert.pem", dir);
-	snprintf(key, len, "%s/selfsigned-key.pem", dir);
-}
-
 /* Load (and on first start generate) the TLS credentials.  NULL + why. */
 static struct tls_creds *
 load_tls(const struct config *cfg, bool generate, char *why)

@@ -23,8 +23,10 @@
 #include "db.h"
 #include "envelope.h"
 #include "log.h"
+#include "parse.h"
 #include "queue.h"
 #include "smtpwire.h"
+#include "strbuf.h"
 #include "util.h"
 
 #include <errno.h>
@@ -41,8 +43,8 @@
 #include <unistd.h>
 
 #define LINE_MAX_OCTETS 998 /* RFC 5322 section 2.1.1, without CRLF */
-#define ADDRESS_MAX 254     /* RFC 5321 path limit, without the <> */
 #define FULLNAME_MAX 256
+#define SHOWN_MAX 100 /* octets of a bad address quoted in a message */
 
 struct opts {
 	bool from_headers;    /* -t */
@@ -54,22 +56,30 @@ struct opts {
 	int nrcpts;
 };
 
-/* A growable byte buffer. */
-struct sbuf {
-	char *p;
-	size_t len, cap;
-};
-
 /* A piece of the message as sent: the message is the pieces in order. */
 struct piece {
 	const char *p;
 	size_t n;
 };
 
-/* Envelope addresses, owned, without duplicates. */
+/* An envelope address as the SMTP parser (parse.h) accepted it. */
+struct address {
+	char text[SMTP_LOCAL_MAX * 4 + SMTP_DOMAIN_MAX + 2]; /* "" for <> */
+	char domain[SMTP_DOMAIN_MAX + 1];                    /* lower-cased */
+	bool utf8; /* not ASCII: needs SMTPUTF8 */
+};
+
+/* An envelope recipient, owned. */
+struct rcpt {
+	char *addr;
+	char *domain; /* lower-cased, for the queue */
+};
+
+/* Envelope recipients, without duplicates. */
 struct addrs {
-	char **v;
+	struct rcpt *v;
 	int n, cap;
+	bool utf8; /* one of them needs SMTPUTF8 */
 };
 
 struct job {
@@ -77,48 +87,13 @@ struct job {
 	char *sender; /* "" for the null reverse-path */
 	struct addrs rcpts;
 	bool smtputf8;        /* the envelope is not ASCII */
-	struct sbuf raw;      /* the input, every line ending in CRLF */
-	struct sbuf added;    /* the headers we add */
+	struct strbuf raw;    /* the input, every line ending in CRLF */
+	struct strbuf added;  /* the headers we add */
 	struct piece *pieces; /* the message as sent (see assemble) */
 	int npieces, cap;
 	int64_t size; /* octets of all pieces */
 	bool eightbit;
 };
-
-static void
-sb_add(struct sbuf *b, const void *data, size_t n)
-{
-	if (b->len + n + 1 > b->cap) {
-		b->cap = (b->len + n + 1) * 2;
-		b->p = xrealloc(b->p, b->cap);
-	}
-	memcpy(b->p + b->len, data, n);
-	b->len += n;
-	b->p[b->len] = '\0';
-}
-
-static void sb_addf(struct sbuf *b, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static void
-sb_addf(struct sbuf *b, const char *fmt, ...)
-{
-	va_list ap;
-	char *s;
-	int n;
-
-	va_start(ap, fmt);
-	n = vsnprintf(NULL, 0, fmt, ap);
-	va_end(ap);
-	if (n < 0)
-		return;
-	s = xmalloc((size_t)n + 1);
-	va_start(ap, fmt);
-	vsnprintf(s, (size_t)n + 1, fmt, ap);
-	va_end(ap);
-	sb_add(b, s, (size_t)n);
-	free(s);
-}
 
 static void
 usage(FILE *f)
@@ -266,17 +241,82 @@ is_wsp(char c)
 }
 
 /*
- * Check and complete one envelope address ("user@example.com",
- * "<user@example.com>", or a bare local name, which gets @hostname).
- * Returns it (malloc'd; "" for <>), or NULL with `why`.
+ * Whether `in` has an '@' outside a quoted string (else it is a bare local
+ * name).  False when it has a '<' or '>' outside one: it goes between the
+ * <> of a MAIL or RCPT command for the parser, and must not end the path
+ * early ("a@b> SIZE=1").
  */
-static char *
-make_address(const char *in, size_t len, const char *hostname, char *why)
+static bool
+scan_unquoted(const char *in, size_t len, bool *has_at)
 {
-	const char *at = NULL;
 	bool quoted = false;
-	struct sbuf b = {NULL, 0, 0};
 	size_t k;
+
+	*has_at = false;
+	for (k = 0; k < len; k++) {
+		if (quoted && in[k] == '\\')
+			k++;
+		else if (in[k] == '"')
+			quoted = !quoted;
+		else if (!quoted && (in[k] == '<' || in[k] == '>'))
+			return false;
+		else if (!quoted && in[k] == '@')
+			*has_at = true;
+	}
+	return true;
+}
+
+/*
+ * Parse "FROM:<path> SMTPUTF8" (the sender) or "TO:<path>" (a recipient:
+ * no parameter allowed) as the server does.  0, or the reply code with
+ * `why` ("5.1.3 Bad recipient address syntax").
+ */
+static int
+parse_path(const char *cmd, bool sender, struct address *out, char *why)
+{
+	struct mail_args ma;
+	struct rcpt_args ra;
+	const struct smtp_path *p;
+	int code;
+	char *c;
+
+	if (sender) {
+		code = parse_mail(cmd, true, &ma, why);
+		p = &ma.from;
+	} else {
+		code = parse_rcpt(cmd, false, true, &ra, why);
+		p = &ra.to;
+	}
+	if (code != 0)
+		return code;
+	memset(out, 0, sizeof(*out));
+	if (!p->null_path) {
+		snprintf(
+		    out->text, sizeof(out->text), "%s@%s", p->local, p->domain);
+		snprintf(out->domain, sizeof(out->domain), "%s", p->domain);
+		for (c = out->domain; *c != '\0'; c++)
+			*c = ascii_lower(*c);
+	}
+	out->utf8 = p->utf8;
+	return 0;
+}
+
+/*
+ * Complete and check one envelope address ("user@example.com",
+ * "<user@example.com>", or a bare local name, which gets @hostname): the
+ * sender (where "<>" and "" are the null sender) or a recipient.  The
+ * SMTP parser checks it (grammar, lengths, UTF-8); a source route is
+ * dropped.  0, or -1 with `why`.
+ */
+static int
+make_address(const char *in, size_t len, bool sender, const char *hostname,
+    struct address *out, char *why)
+{
+	struct strbuf cmd = {0};
+	char err[WHY_MAX];
+	size_t start, shown;
+	bool has_at;
+	int rc = -1;
 
 	while (len > 0 && is_wsp(*in))
 		in++, len--;
@@ -284,54 +324,50 @@ make_address(const char *in, size_t len, const char *hostname, char *why)
 		len--;
 	if (len >= 2 && in[0] == '<' && in[len - 1] == '>')
 		in++, len -= 2;
-	for (k = 0; k < len; k++) {
-		unsigned char c = (unsigned char)in[k];
-
-		if (c < 0x20 || c == 0x7f ||
-		    (!quoted && (c == ' ' || c == '<' || c == '>' || c == ',' ||
-		                    c == '(' || c == ')'))) {
-			why_set(why, "bad address \"%.*s\"",
-			    (int)(len > 100 ? 100 : len), in);
-			return NULL;
-		}
-		if (c == '"' && (k == 0 || in[k - 1] != '\\'))
-			quoted = !quoted;
-		if (c == '@' && !quoted)
-			at = in + k;
-	}
-	if (quoted || (at != NULL && (at == in || at == in + len - 1))) {
+	if (!scan_unquoted(in, len, &has_at)) {
 		why_set(why, "bad address \"%.*s\"",
-		    (int)(len > 100 ? 100 : len), in);
-		return NULL;
+		    (int)(len > SHOWN_MAX ? SHOWN_MAX : len), in);
+		return -1;
 	}
-	sb_add(&b, in, len);
-	if (at == NULL && len > 0)
-		sb_addf(&b, "@%s", hostname);
-	if (b.len > ADDRESS_MAX) {
-		why_set(why, "address longer than %d octets", ADDRESS_MAX);
-		free(b.p);
-		return NULL;
+	strbuf_str(&cmd, sender ? "FROM:<" : "TO:<");
+	start = cmd.len;
+	strbuf_add(&cmd, in, len);
+	if (!has_at && len > 0)
+		strbuf_fmt(&cmd, "@%s", hostname);
+	shown = cmd.len - start;
+	strbuf_str(&cmd, sender ? "> SMTPUTF8" : ">");
+	if (parse_path(cmd.p, sender, out, err) != 0) {
+		/* The parser's reason, without its enhanced status code. */
+		const char *reason = strchr(err, ' ');
+
+		why_set(why, "bad address \"%.*s\" (%s)",
+		    (int)(shown > SHOWN_MAX ? SHOWN_MAX : shown), cmd.p + start,
+		    reason ? reason + 1 : err);
+		goto out;
 	}
-	return b.p ? b.p : xstrdup("");
+	rc = 0;
+out:
+	strbuf_free(&cmd);
+	return rc;
 }
 
-/* Add `s` (taking it over) unless it is listed already. */
+/* Add a recipient unless it is listed already. */
 static void
-addrs_add(struct addrs *a, char *s)
+addrs_add(struct addrs *a, const struct address *ad)
 {
 	int i;
 
-	for (i = 0; i < a->n; i++) {
-		if (ascii_casecmp(a->v[i], s) == 0) {
-			free(s);
+	for (i = 0; i < a->n; i++)
+		if (ascii_casecmp(a->v[i].addr, ad->text) == 0)
 			return;
-		}
-	}
 	if (a->n == a->cap) {
 		a->cap = a->cap ? a->cap * 2 : 8;
 		a->v = xrealloc(a->v, sizeof(*a->v) * (size_t)a->cap);
 	}
-	a->v[a->n++] = s;
+	a->v[a->n].addr = xstrdup(ad->text);
+	a->v[a->n].domain = xstrdup(ad->domain);
+	a->n++;
+	a->utf8 = a->utf8 || ad->utf8;
 }
 
 static void
@@ -339,15 +375,17 @@ addrs_free(struct addrs *a)
 {
 	int i;
 
-	for (i = 0; i < a->n; i++)
-		free(a->v[i]);
+	for (i = 0; i < a->n; i++) {
+		free(a->v[i].addr);
+		free(a->v[i].domain);
+	}
 	free(a->v);
 }
 
 /* One parsed element of an address list: its bare or <angle> address. */
 struct element {
-	struct sbuf bare;  /* outside quotes and <>, whitespace dropped */
-	struct sbuf angle; /* inside <> */
+	struct strbuf bare;  /* outside quotes and <>, whitespace dropped */
+	struct strbuf angle; /* inside <> */
 	bool has_angle;
 };
 
@@ -355,29 +393,18 @@ struct element {
 static int
 element_end(struct element *e, const char *hostname, struct addrs *a, char *why)
 {
-	const char *s = e->has_angle ? e->angle.p : e->bare.p;
-	size_t n = e->has_angle ? e->angle.len : e->bare.len;
-	const char *colon;
-	char *addr;
+	const struct strbuf *b = e->has_angle ? &e->angle : &e->bare;
+	struct address ad;
 	int rc = 0;
 
-	/* An obsolete source route ("<@a,@b:user@c>") is dropped. */
-	if (n > 0 && s[0] == '@' && (colon = memchr(s, ':', n)) != NULL) {
-		n -= (size_t)(colon + 1 - s);
-		s = colon + 1;
+	if (b->len > 0) {
+		rc = make_address(b->p, b->len, false, hostname, &ad, why);
+		if (rc == 0)
+			addrs_add(a, &ad);
 	}
-	if (n > 0) {
-		addr = make_address(s, n, hostname, why);
-		if (addr == NULL)
-			rc = -1;
-		else if (addr[0] == '\0')
-			free(addr);
-		else
-			addrs_add(a, addr);
-	}
-	free(e->bare.p);
-	free(e->angle.p);
-	memset(e, 0, sizeof(*e));
+	strbuf_free(&e->bare);
+	strbuf_free(&e->angle);
+	e->has_angle = false;
 	return rc;
 }
 
@@ -403,18 +430,18 @@ skip_comment(const char *s, size_t n, size_t *i)
  * false when it does not end.
  */
 static bool
-copy_quoted(const char *s, size_t n, size_t *i, struct sbuf *b)
+copy_quoted(const char *s, size_t n, size_t *i, struct strbuf *b)
 {
-	sb_add(b, "\"", 1);
+	strbuf_add(b, "\"", 1);
 	for ((*i)++; *i < n && s[*i] != '"'; (*i)++) {
 		if (s[*i] == '\\' && *i + 1 < n) {
-			sb_add(b, s + *i, 2);
+			strbuf_add(b, s + *i, 2);
 			(*i)++;
 		} else if (s[*i] != '\r' && s[*i] != '\n') {
-			sb_add(b, s + *i, 1);
+			strbuf_add(b, s + *i, 1);
 		}
 	}
-	sb_add(b, "\"", 1);
+	strbuf_add(b, "\"", 1);
 	return *i < n;
 }
 
@@ -442,23 +469,22 @@ parse_address_list(
 		} else if (c == '<') {
 			/* The angle address, up to '>'. */
 			e.has_angle = true;
-			e.angle.len = 0;
+			strbuf_truncate(&e.angle, 0);
 			for (i++; i < n && s[i] != '>' && closed; i++) {
 				if (s[i] == '"')
 					closed =
 					    copy_quoted(s, n, &i, &e.angle);
 				else if (!is_wsp(s[i]))
-					sb_add(&e.angle, s + i, 1);
+					strbuf_add(&e.angle, s + i, 1);
 			}
 			closed = closed && i < n;
 		} else if (c == ',' || c == ';') {
 			rc = element_end(&e, hostname, a, why);
 		} else if (c == ':') {
 			/* "Group:" - what came before is the group's name. */
-			free(e.bare.p);
-			memset(&e.bare, 0, sizeof(e.bare));
+			strbuf_truncate(&e.bare, 0);
 		} else if (!is_wsp(c)) {
-			sb_add(&e.bare, &c, 1);
+			strbuf_add(&e.bare, &c, 1);
 		}
 		if (!closed) {
 			why_set(why, "unterminated %s",
@@ -470,8 +496,8 @@ parse_address_list(
 	}
 	if (rc == 0)
 		rc = element_end(&e, hostname, a, why);
-	free(e.bare.p);
-	free(e.angle.p);
+	strbuf_free(&e.bare);
+	strbuf_free(&e.angle);
 	return rc;
 }
 
@@ -503,8 +529,8 @@ add_line(
 			    lineno, LINE_MAX_OCTETS);
 			return EX_DATAERR;
 		}
-		sb_add(&j->raw, p, (size_t)(stop - p));
-		sb_add(&j->raw, "\r\n", 2);
+		strbuf_add(&j->raw, p, (size_t)(stop - p));
+		strbuf_add(&j->raw, "\r\n", 2);
 		if (cr == NULL)
 			break;
 		p = cr + 1;
@@ -528,7 +554,7 @@ read_message(FILE *in, bool dot_ends, struct job *j)
 	ssize_t n;
 	int lineno = 0, rc = 0;
 
-	sb_add(&j->raw, "", 0);
+	strbuf_add(&j->raw, "", 0);
 	while ((n = getline(&line, &cap, in)) > 0) {
 		len = (size_t)n;
 		lineno++;
@@ -560,7 +586,7 @@ read_message(FILE *in, bool dot_ends, struct job *j)
  * Every line of raw ends in CRLF.
  */
 static size_t
-field_len(const struct sbuf *raw, size_t off)
+field_len(const struct strbuf *raw, size_t off)
 {
 	const char *p = raw->p + off, *end = raw->p + raw->len, *nl;
 	size_t k = 0;
@@ -622,7 +648,7 @@ add_from(struct job *j, const char *fullname, const char *addr)
 	bool plain = true;
 
 	if (fullname == NULL || fullname[0] == '\0') {
-		sb_addf(&j->added, "From: %s\r\n", addr);
+		strbuf_fmt(&j->added, "From: %s\r\n", addr);
 		return;
 	}
 	for (c = fullname; *c != '\0'; c++)
@@ -632,16 +658,16 @@ add_from(struct job *j, const char *fullname, const char *addr)
 		        (unsigned char)*c >= 0x80))
 			plain = false;
 	if (plain) {
-		sb_addf(&j->added, "From: %s <%s>\r\n", fullname, addr);
+		strbuf_fmt(&j->added, "From: %s <%s>\r\n", fullname, addr);
 		return;
 	}
-	sb_add(&j->added, "From: \"", 7);
+	strbuf_add(&j->added, "From: \"", 7);
 	for (c = fullname; *c != '\0'; c++) {
 		if (*c == '"' || *c == '\\')
-			sb_add(&j->added, "\\", 1);
-		sb_add(&j->added, c, 1);
+			strbuf_add(&j->added, "\\", 1);
+		strbuf_add(&j->added, c, 1);
 	}
-	sb_addf(&j->added, "\" <%s>\r\n", addr);
+	strbuf_fmt(&j->added, "\" <%s>\r\n", addr);
 }
 
 /* What the header section of the input holds. */
@@ -701,11 +727,11 @@ add_missing(struct job *j, const struct headers *h, const char *fullname,
 		add_from(j, fullname, j->sender[0] ? j->sender : login_addr);
 	if (!h->has_date) {
 		rfc5322_date(date, sizeof(date), (int64_t)time(NULL));
-		sb_addf(&j->added, "Date: %s\r\n", date);
+		strbuf_fmt(&j->added, "Date: %s\r\n", date);
 	}
 	if (!h->has_msgid) {
 		queue_new_id(id);
-		sb_addf(
+		strbuf_fmt(
 		    &j->added, "Message-ID: <%s@%s>\r\n", id, j->cfg->hostname);
 	}
 }
@@ -719,7 +745,7 @@ static void
 assemble(struct job *j, const struct headers *h)
 {
 	const char *value;
-	size_t off = 0, span = 0, flen, k;
+	size_t off = 0, span = 0, flen;
 
 	add_piece(j, j->added.p, j->added.len);
 	while (off < h->end) {
@@ -734,11 +760,8 @@ assemble(struct job *j, const struct headers *h)
 	if (!h->blank && h->end < j->raw.len)
 		add_piece(j, "\r\n", 2);
 	add_piece(j, j->raw.p + h->end, j->raw.len - h->end);
-	j->eightbit = false;
-	for (k = 0; k < j->raw.len && !j->eightbit; k++)
-		j->eightbit = (unsigned char)j->raw.p[k] >= 0x80;
-	for (k = 0; k < j->added.len && !j->eightbit; k++)
-		j->eightbit = (unsigned char)j->added.p[k] >= 0x80;
+	j->eightbit = has_8bit(j->raw.p, j->raw.len) ||
+	              has_8bit(j->added.p, j->added.len);
 }
 
 /* Headers, recipients from them (-t), pieces.  0 or an exit status. */
@@ -755,15 +778,6 @@ build_message(struct job *j, const struct opts *o, const char *login_addr)
 	return 0;
 }
 
-static bool
-non_ascii(const char *s)
-{
-	for (; *s != '\0'; s++)
-		if ((unsigned char)*s >= 0x80)
-			return true;
-	return false;
-}
-
 /* ---- submission over SMTP ---- */
 
 struct smtp {
@@ -771,6 +785,7 @@ struct smtp {
 	char peer[80];                 /* "127.0.0.1:2525" */
 	int cmd_timeout, data_timeout; /* seconds */
 	bool size, eightbit, smtputf8;
+	bool broken; /* a reply timed out or was malformed: no QUIT */
 };
 
 static void
@@ -786,15 +801,9 @@ ehlo_keyword(void *arg, const char *kw)
 		s->smtputf8 = true;
 }
 
-static int64_t
-deadline_in(int seconds)
-{
-	return now_ms() + (int64_t)seconds * 1000;
-}
-
 /* Turn what the wire reported into `why`; false when it failed. */
 static bool
-wire_ok(const struct smtp *s, enum smtpwire_status st, char *why)
+wire_ok(struct smtp *s, enum smtpwire_status st, char *why)
 {
 	switch (st) {
 	case SMTPWIRE_OK:
@@ -810,8 +819,9 @@ wire_ok(const struct smtp *s, enum smtpwire_status st, char *why)
 		break;
 	case SMTPWIRE_TOO_LONG:
 		why_set(why, "command too long");
-		break;
+		return false; /* nothing was sent */
 	}
+	s->broken = true;
 	return false;
 }
 
@@ -852,32 +862,17 @@ reply_status(int code)
 	return EX_PROTOCOL;
 }
 
-/* Write the message with dot-stuffing (RFC 5321 section 4.5.2). */
+/* Write the message after 354, dot-stuffed, and the end of data. */
 static void
-send_stuffed(struct smtp *s, const struct job *j)
+send_data(struct smtp *s, const struct job *j)
 {
-	bool sol = true;
-	char last = '\n';
+	struct smtpwire_data d;
 	int i;
 
-	for (i = 0; i < j->npieces; i++) {
-		const char *p = j->pieces[i].p, *end = p + j->pieces[i].n;
-
-		while (p < end) {
-			const char *nl = memchr(p, '\n', (size_t)(end - p));
-			const char *stop = nl ? nl + 1 : end;
-
-			if (sol && *p == '.')
-				conn_write(s->conn, ".", 1);
-			conn_write(s->conn, p, (size_t)(stop - p));
-			last = stop[-1];
-			sol = nl != NULL;
-			p = stop;
-		}
-	}
-	if (last != '\n')
-		conn_write(s->conn, "\r\n", 2);
-	conn_write(s->conn, ".\r\n", 3);
+	smtpwire_data_begin(&d, s->conn);
+	for (i = 0; i < j->npieces; i++)
+		smtpwire_data_put(&d, j->pieces[i].p, j->pieces[i].n);
+	smtpwire_data_end(&d);
 }
 
 /* MAIL FROM with the parameters the message needs and the server offers. */
@@ -911,14 +906,14 @@ send_rcpts(struct smtp *s, const struct job *j, bool *temp, char *why)
 
 	*temp = false;
 	for (i = 0; i < j->rcpts.n; i++) {
-		if (!smtp_cmd(s, &r, why, "RCPT TO:<%s>", j->rcpts.v[i]))
+		if (!smtp_cmd(s, &r, why, "RCPT TO:<%s>", j->rcpts.v[i].addr))
 			return -1;
 		if (r.code / 100 == 2) {
 			accepted++;
 			continue;
 		}
 		fprintf(stderr, "sendmail: recipient <%s> refused: %s\n",
-		    j->rcpts.v[i], r.text);
+		    j->rcpts.v[i].addr, r.text);
 		if (r.code < 500)
 			*temp = true;
 	}
@@ -964,7 +959,7 @@ smtp_transaction(struct smtp *s, const struct job *j)
 		fprintf(stderr, "sendmail: DATA refused: %s\n", r.text);
 		return reply_status(r.code);
 	}
-	send_stuffed(s, j);
+	send_data(s, j);
 	if (!smtp_reply(s, s->data_timeout, &r, why))
 		goto lost;
 	if (r.code != 250) {
@@ -1011,8 +1006,8 @@ lost:
 
 /* Why no relay answered, for the messages of the queue path. */
 struct no_relay {
-	const char *state;    /* "sluice is not running", ... */
-	char detail[WHY_MAX]; /* "; 127.0.0.1:25: connection refused" or "" */
+	const char *state;        /* "sluice is not running", ... */
+	char detail[WHY_MAX + 2]; /* "; 127.0.0.1:25: connection refused", "" */
 };
 
 /*
@@ -1027,7 +1022,6 @@ submit_smtp(const struct job *j, struct no_relay *nr)
 	const struct listen_addr *l = NULL;
 	struct sockaddr_storage ss;
 	struct smtp s;
-	struct smtp_reply r;
 	socklen_t sslen;
 	char why[WHY_MAX];
 	int i, fd, rc;
@@ -1045,10 +1039,8 @@ submit_smtp(const struct job *j, struct no_relay *nr)
 	fd = smtpwire_connect(&ss, sslen, deadline_in(cfg->connect_timeout));
 	if (fd < 0) {
 		nr->state = "sluice is not running";
-		snprintf(nr->detail, sizeof(nr->detail), "; %s: %s", s.peer,
-		    strerror(errno));
-		nr->detail[strlen(s.peer) + 4] =
-		    ascii_lower(nr->detail[strlen(s.peer) + 4]);
+		why_set_errno(why, s.peer, errno);
+		snprintf(nr->detail, sizeof(nr->detail), "; %s", why);
 		return -1;
 	}
 	s.conn = conn_new(fd);
@@ -1057,9 +1049,8 @@ submit_smtp(const struct job *j, struct no_relay *nr)
 	rc = smtp_hello(&s, cfg->hostname);
 	if (rc == 0)
 		rc = smtp_transaction(&s, j);
-	/* QUIT, best effort: the outcome is already known. */
-	s.cmd_timeout = 2;
-	(void)smtp_cmd(&s, &r, why, "QUIT");
+	if (!s.broken)
+		smtpwire_quit(s.conn, deadline_in(2));
 	conn_free(s.conn);
 	return rc;
 }
@@ -1104,7 +1095,7 @@ chunk_add(struct chunker *k, const char *p, size_t n)
 
 /* Store our Received header, then the message. */
 static enum res
-store_body(struct db *db, const char *id, const struct sbuf *trace,
+store_body(struct db *db, const char *id, const struct strbuf *trace,
     const struct job *j, char *why)
 {
 	struct chunker k = {db, id, xmalloc(QUEUE_CHUNK), 0, 0, RES_OK, why};
@@ -1124,8 +1115,8 @@ store_message(struct db *db, const struct job *j, char *why)
 {
 	struct envelope env;
 	struct envelope_rcpt *er;
-	struct sbuf trace = {NULL, 0, 0};
-	char date[64], **domains;
+	struct strbuf trace = {0};
+	char date[64];
 	enum res r;
 	int i;
 
@@ -1133,18 +1124,14 @@ store_message(struct db *db, const struct job *j, char *why)
 	queue_new_id(env.id);
 	env.received_at = (int64_t)time(NULL);
 	rfc5322_date(date, sizeof(date), env.received_at);
-	sb_addf(&trace,
+	strbuf_fmt(&trace,
 	    "Received: from local (uid %u)\r\n\tby %s (sluice) with local "
 	    "id %s;\r\n\t%s\r\n",
 	    (unsigned)geteuid(), j->cfg->hostname, env.id, date);
 	er = xcalloc((size_t)j->rcpts.n, sizeof(*er));
-	domains = xcalloc((size_t)j->rcpts.n, sizeof(*domains));
 	for (i = 0; i < j->rcpts.n; i++) {
-		domains[i] = xstrdup(strrchr(j->rcpts.v[i], '@') + 1);
-		for (char *c = domains[i]; *c != '\0'; c++)
-			*c = ascii_lower(*c);
-		er[i].address = j->rcpts.v[i];
-		er[i].domain = domains[i];
+		er[i].address = j->rcpts.v[i].addr;
+		er[i].domain = j->rcpts.v[i].domain;
 	}
 	env.sender = j->sender;
 	env.rcpts = er;
@@ -1165,11 +1152,8 @@ store_message(struct db *db, const struct job *j, char *why)
 		r = db_commit(db, why);
 	else
 		db_rollback(db);
-	for (i = 0; i < j->rcpts.n; i++)
-		free(domains[i]);
-	free(domains);
 	free(er);
-	free(trace.p);
+	strbuf_free(&trace);
 	return r;
 }
 
@@ -1228,42 +1212,42 @@ static char *
 login_address(const char *hostname)
 {
 	struct passwd *pw = getpwuid(geteuid());
-	struct sbuf b = {NULL, 0, 0};
+	struct strbuf b = {0};
 
 	if (pw != NULL && pw->pw_name != NULL && pw->pw_name[0] != '\0')
-		sb_addf(&b, "%s@%s", pw->pw_name, hostname);
+		strbuf_fmt(&b, "%s@%s", pw->pw_name, hostname);
 	else
-		sb_addf(&b, "%u@%s", (unsigned)geteuid(), hostname);
+		strbuf_fmt(&b, "%u@%s", (unsigned)geteuid(), hostname);
 	return b.p;
 }
 
-/* The envelope from the options (the -t part comes with the headers). */
+/*
+ * The envelope from the options (the -t part comes with the headers):
+ * the sender is -f, else the user's login address.
+ */
 static int
 make_envelope(struct job *j, const struct opts *o, const char *login_addr)
 {
-	char why[WHY_MAX], *a;
+	const char *from = o->sender ? o->sender : login_addr;
+	const char *host = j->cfg->hostname;
+	struct address ad;
+	char why[WHY_MAX];
 	int i;
 
-	if (o->sender == NULL) {
-		j->sender = xstrdup(login_addr);
-	} else {
-		j->sender = make_address(
-		    o->sender, strlen(o->sender), j->cfg->hostname, why);
-		if (j->sender == NULL) {
-			fprintf(stderr, "sendmail: sender: %s\n", why);
-			return EX_USAGE;
-		}
+	if (make_address(from, strlen(from), true, host, &ad, why) != 0) {
+		fprintf(stderr, "sendmail: sender: %s%s\n", why,
+		    o->sender ? "" : "; give one with -f");
+		return EX_USAGE;
 	}
+	j->sender = xstrdup(ad.text);
+	j->smtputf8 = ad.utf8;
 	for (i = 0; i < o->nrcpts; i++) {
-		a = make_address(
-		    o->rcpts[i], strlen(o->rcpts[i]), j->cfg->hostname, why);
-		if (a == NULL || a[0] == '\0') {
-			fprintf(stderr, "sendmail: recipient: %s\n",
-			    a ? "empty address" : why);
-			free(a);
+		if (make_address(o->rcpts[i], strlen(o->rcpts[i]), false, host,
+		        &ad, why) != 0) {
+			fprintf(stderr, "sendmail: recipient: %s\n", why);
 			return EX_USAGE;
 		}
-		addrs_add(&j->rcpts, a);
+		addrs_add(&j->rcpts, &ad);
 	}
 	return 0;
 }
@@ -1272,8 +1256,6 @@ make_envelope(struct job *j, const struct opts *o, const char *login_addr)
 static int
 check_envelope(struct job *j)
 {
-	int i;
-
 	if (j->rcpts.n == 0) {
 		fprintf(stderr, "sendmail: no recipients\n");
 		return EX_USAGE;
@@ -1285,9 +1267,7 @@ check_envelope(struct job *j)
 		    j->rcpts.n, j->cfg->max_recipients);
 		return EX_USAGE;
 	}
-	j->smtputf8 = non_ascii(j->sender);
-	for (i = 0; i < j->rcpts.n; i++)
-		j->smtputf8 = j->smtputf8 || non_ascii(j->rcpts.v[i]);
+	j->smtputf8 = j->smtputf8 || j->rcpts.utf8;
 	return 0;
 }
 
@@ -1334,8 +1314,8 @@ sendmail_cmd(int argc, char **argv)
 out:
 	free(j.sender);
 	addrs_free(&j.rcpts);
-	free(j.raw.p);
-	free(j.added.p);
+	strbuf_free(&j.raw);
+	strbuf_free(&j.added);
 	free(j.pieces);
 	free(login_addr);
 	config_free(cfg);

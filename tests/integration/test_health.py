@@ -133,14 +133,18 @@ def stopped_server_is_connection_refused():
 
 @test
 def greeting_554_is_unhealthy():
-    fake = FakeListener(b"554 go away\r\n")
-    try:
-        srv = fake_config(fake.port)
-        rc, out, _ = health(srv)
-        assert (rc, out) == (1, 'unhealthy: 127.0.0.1:%d: greeting was "554 go away"\n'
-                             % fake.port), (rc, out)
-    finally:
-        fake.stop()
+    # A reply of several lines is shown by its first, as "554 ...".
+    for greeting, shown in ((b"554 go away\r\n", "554 go away"),
+                            (b"554-5.3.2 busy right now\r\n554 5.3.2 come back later\r\n",
+                             "554 5.3.2 busy right now")):
+        fake = FakeListener(greeting)
+        try:
+            srv = fake_config(fake.port)
+            rc, out, _ = health(srv)
+            assert (rc, out) == (1, 'unhealthy: 127.0.0.1:%d: greeting was "%s"\n'
+                                 % (fake.port, shown)), (rc, out)
+        finally:
+            fake.stop()
 
 
 @test

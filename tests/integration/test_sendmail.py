@@ -4,13 +4,16 @@ The message goes over SMTP to the running relay (the harness server keeps it
 in the queue: delivery_threads = 0) or, with no relay answering, straight
 into the queue file; a sink on 127.0.0.2 stands in for the remote MX when a
 test follows the mail to the end.  Tests run as root (chown checks)."""
+import contextlib
 import os
 import pwd
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 from sink import Sink  # noqa: E402
@@ -308,7 +311,166 @@ def no_relay_and_no_queue_exits_75():
     rc, out, err = sendmail(srv, ["ann@x.test"], "Subject: s\n\nb\n")
     assert rc == 75, (rc, err)
     assert re.search(r"sluice is not running .* has no queue yet", err), err
+    # Why no relay answered, in lower case as in every other reason.
+    assert err.endswith("; 127.0.0.1:%d: connection refused\n" % srv.port), err
     assert not os.path.exists(srv.db)
+
+
+# Addresses the SMTP server's parser refuses (sendmail checks with it):
+# an empty label, a leading dot, an unclosed address literal, bytes that are
+# not UTF-8, a local part over 64 octets, and a '>' that would end the path
+# early and smuggle a parameter.
+BAD_ADDRESSES = ["ann@b..test", ".user@x.test", "user@[garbage", b"\xff\xfe@x.test",
+                 "l" * 72 + "@x.test", "ann@x.test> SIZE=1"]
+
+
+def as_bytes(s):
+    return s if isinstance(s, bytes) else s.encode()
+
+
+@test
+def bad_addresses_are_refused_even_with_no_relay_answering():
+    # With the relay stopped the message would go straight into the queue
+    # file: sendmail's own check is all that keeps a bad address out.
+    srv = Server()
+    assert srv.stop() == 0
+    for addr in BAD_ADDRESSES:
+        rc, out, err = sendmail(srv, [addr], "Subject: s\n\nb\n")
+        assert rc == 64 and err.startswith("sendmail: recipient: bad address "), (addr, rc, err)
+        rc, out, err = sendmail(srv, ["-f", addr, "ann@x.test"], "Subject: s\n\nb\n")
+        assert rc == 64 and err.startswith("sendmail: sender: bad address "), (addr, rc, err)
+        for field in (b"To", b"Bcc"):
+            data = field + b": Ann <ann@x.test>, " + as_bytes(addr) + b"\nSubject: s\n\nb\n"
+            rc, out, err = sendmail(srv, ["-t"], data)
+            assert rc == 65 and err.startswith("sendmail: %s header: bad address "
+                                               % field.decode()), (addr, rc, err)
+    # In angle brackets too, and said why.
+    rc, out, err = sendmail(srv, ["-t"], "To: Bob <bob@y..test>\n\nb\n")
+    assert (rc, err) == (65, 'sendmail: To header: bad address "bob@y..test" '
+                             '(Bad recipient address syntax)\n'), (rc, err)
+    rc, out, err = sendmail(srv, ["l" * 72 + "@x.test"], "b\n")
+    assert rc == 64 and err.endswith("(Recipient address too long)\n"), (rc, err)
+    assert srv.query("select count(*) from messages")[0][0] == 0
+    # A bare local name still gets this host's name, then the same check.
+    rc, out, err = sendmail(srv, ["ann..x"], "b\n")
+    assert rc == 64 and 'bad address "ann..x@relay.test"' in err, (rc, err)
+
+
+@test
+def queue_file_takes_domain_and_smtputf8_from_the_parsed_path():
+    srv = Server()
+    assert srv.stop() == 0
+    rc, out, err = sendmail(srv, ["-f", "<@hop.test:robot@Client.TEST>", "Ann@X.Test",
+                                  "<@a.test,@b.test:bob@y.test>", "j\u00f6rg@B\u00fccher.test"],
+                            "Subject: s\n\nb\n")
+    assert (rc, err) == (0, ""), (rc, err)
+    qid = ids(srv)[0]
+    # Source routes are dropped; domains are lower-cased (ASCII letters).
+    assert sender(srv, qid) == "robot@Client.TEST"
+    got = sorted(srv.query("select address, domain from recipients where msg_id=?", (qid,)))
+    assert got == [("Ann@X.Test", "x.test"), ("bob@y.test", "y.test"),
+                   ("j\u00f6rg@B\u00fccher.test", "b\u00fccher.test")], got
+    assert srv.query("select smtputf8 from messages where id=?", (qid,)) == [(1,)]
+    before = ids(srv)
+    rc, out, err = sendmail(srv, ["ann@x.test"], "Subject: s\n\nb\n")
+    assert (rc, err) == (0, ""), (rc, err)
+    assert srv.query("select smtputf8 from messages where id=?", (new_id(srv, before),)) == [(0,)]
+    # Over SMTP the relay sees SMTPUTF8 on MAIL for a non-ASCII sender too.
+    srv.start()
+    qid = submit_ok(srv, ["-f", "r\u00f6bot@client.test", "ann@x.test"], "Subject: s\n\nb\n")
+    assert sender(srv, qid) == "r\u00f6bot@client.test"
+    assert srv.query("select smtputf8 from messages where id=?", (qid,)) == [(1,)]
+
+
+class FakeRelay:
+    """Plays the relay's /smtp listener for one session: answers each
+    command by its verb from `replies` (raw reply octets; None: no answer
+    at all), 250 otherwise, and records the command lines."""
+
+    def __init__(self, replies):
+        self.replies = {"DATA": b"354 go ahead\r\n", "QUIT": b"221 bye\r\n"}
+        self.replies.update(replies)
+        self.lines = []
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(1)
+        self.sock.settimeout(20)
+        self.port = self.sock.getsockname()[1]
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        try:
+            conn, _ = self.sock.accept()
+        except OSError:
+            return
+        with conn, conn.makefile("rb") as f:
+            conn.settimeout(20)
+            conn.sendall(b"220 fake ESMTP\r\n")
+            in_data = False
+            for raw in f:
+                line = raw.rstrip(b"\r\n").decode("utf-8", "replace")
+                if in_data:
+                    if line == ".":
+                        in_data = False
+                        conn.sendall(b"250 queued\r\n")
+                    continue
+                self.lines.append(line)
+                verb = line.split(" ", 1)[0].upper()
+                reply = self.replies.get(verb, b"250 ok\r\n")
+                if reply is not None:
+                    conn.sendall(reply)
+                in_data = verb == "DATA" and reply is not None and reply.startswith(b"354")
+
+    def verbs(self):
+        """The verbs received, once sendmail has closed the connection."""
+        self.thread.join(10)
+        assert not self.thread.is_alive(), "the session did not end"
+        self.sock.close()
+        return [line.split(" ", 1)[0].upper() for line in self.lines]
+
+
+def fake_relay_config(port, **extra):
+    srv = Server(start=False, config=extra)
+    srv.config["listen"] = "127.0.0.1:%d" % port
+    srv.write_config()
+    return srv
+
+
+@test
+def multiline_reply_is_shown_by_its_first_line():
+    fake = FakeRelay({"RCPT": b"550-5.1.1 no such user here\r\n550 5.1.1 try another\r\n"})
+    srv = fake_relay_config(fake.port)
+    rc, out, err = sendmail(srv, ["ann@x.test"], "Subject: s\n\nb\n")
+    assert rc == 67, (rc, err)
+    assert err == "sendmail: recipient <ann@x.test> refused: 550 5.1.1 no such user here\n", err
+    # The session ended politely.
+    assert fake.verbs() == ["EHLO", "MAIL", "RCPT", "QUIT"], fake.lines
+
+
+@test
+def no_quit_after_a_malformed_or_missing_reply():
+    for reply, why in ((b"hello there\r\n", "malformed reply"),
+                       (None, "timeout waiting for a reply")):
+        fake = FakeRelay({"MAIL": reply})
+        srv = fake_relay_config(fake.port, delivery_command_timeout="1s")
+        rc, out, err = sendmail(srv, ["ann@x.test"], "Subject: s\n\nb\n")
+        assert (rc, err) == (75, "sendmail: 127.0.0.1:%d: %s\n" % (fake.port, why)), (rc, err)
+        # Nothing sensible would answer QUIT: sendmail does not wait for it.
+        assert fake.verbs() == ["EHLO", "MAIL"], fake.lines
+
+
+@contextlib.contextmanager
+def remote_mx():
+    """A sink on 127.0.0.2 standing in for the remote MX: yields it and its port."""
+    port = free_port("127.0.0.2")
+    d = tempfile.mkdtemp(prefix="sluice-sink-")
+    sink = Sink("127.0.0.2", port, d)
+    try:
+        yield sink, port
+    finally:
+        sink.stop()
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def sink_config(port, **extra):
@@ -320,10 +482,7 @@ def sink_config(port, **extra):
 
 @test
 def queued_while_stopped_is_delivered_after_start():
-    port = free_port("127.0.0.2")
-    d = tempfile.mkdtemp(prefix="sluice-sink-")
-    sink = Sink("127.0.0.2", port, d)
-    try:
+    with remote_mx() as (sink, port):
         srv = Server(config=sink_config(port), start=False)
         srv.start()
         assert srv.stop() == 0
@@ -336,19 +495,13 @@ def queued_while_stopped_is_delivered_after_start():
         assert env["mail_from"] == "cron@client.test" and env["rcpt_tos"] == ["ops@dest.test"], env
         assert data.startswith(b"Received: from local (uid "), data[:200]
         assert data.endswith(b"all good\r\n"), data
-    finally:
-        sink.stop()
-        shutil.rmtree(d, ignore_errors=True)
 
 
 @test
 def running_relay_without_smtp_listener_delivers_from_the_queue_file():
     # Only a /submission listener: sendmail writes into the live queue and
     # the relay's delivery threads find it without any signal.
-    port = free_port("127.0.0.2")
-    d = tempfile.mkdtemp(prefix="sluice-sink-")
-    sink = Sink("127.0.0.2", port, d)
-    try:
+    with remote_mx() as (sink, port):
         srv = Server(config=sink_config(port), start=False)
         srv.config["listen"] = "127.0.0.1:%d/submission" % srv.port
         srv.start()
@@ -357,9 +510,6 @@ def running_relay_without_smtp_listener_delivers_from_the_queue_file():
         msgs = poll_until(lambda: sink.messages(), 15, "delivery to the sink")
         assert msgs[0][0]["rcpt_tos"] == ["ops@dest.test"]
         assert b"with local id" in msgs[0][1]
-    finally:
-        sink.stop()
-        shutil.rmtree(d, ignore_errors=True)
 
 
 if __name__ == "__main__":
