@@ -27,7 +27,7 @@ PREFIX   ?= /usr/local
 
 COMMON_SRCS = common/util.c common/log.c common/config.c common/cidr.c \
               common/holder.c common/json.c common/metrics.c \
-              common/strbuf.c
+              common/strbuf.c common/utf8.c
 SQL_SRCS    = sql/db.c sql/admin.c
 SQL_ASM     = sql/embed.S
 TLS_SRCS    = tls/conn.c tls/tls.c

@@ -18,9 +18,8 @@
  * One slow or idle client cannot pin the endpoint: connections are capped
  * in total and per address and time out after HTTPD_TIMEOUT seconds idle.
  * The queue connection only reads (WAL): it never holds up the writer.
- * epoll
- * (MHD_USE_AUTO) rather than select, since the relay's descriptors can
- * number more than FD_SETSIZE.
+ * epoll (MHD_USE_AUTO) rather than select, since the relay's descriptors
+ * can number more than FD_SETSIZE.
  */
 #include "httpd.h"
 #include "db.h"
@@ -82,6 +81,7 @@ read_queue(struct httpd *h, struct metrics_gauges *g)
 {
 	struct db_counts c;
 	char why[WHY_MAX];
+	int64_t now;
 
 	if (h->db == NULL)
 		h->db = db_open_readonly(h->queue_path, why);
@@ -106,8 +106,9 @@ read_queue(struct httpd *h, struct metrics_gauges *g)
 	g->queue_held = c.held;
 	g->queue_delivered = c.delivered;
 	g->queue_bounced = c.bounced;
-	if (c.oldest_pending > 0 && c.oldest_pending < (int64_t)time(NULL))
-		g->oldest_age_seconds = (int64_t)time(NULL) - c.oldest_pending;
+	now = (int64_t)time(NULL);
+	if (c.oldest_pending > 0 && c.oldest_pending < now)
+		g->oldest_age_seconds = now - c.oldest_pending;
 	return true;
 }
 
@@ -180,37 +181,28 @@ handle(void *cls, struct MHD_Connection *conn, const char *url,
 	return serve_metrics(h, conn);
 }
 
-/* The numeric address of metrics_listen into `ss`; -1 + why. */
+/*
+ * metrics_listen as a socket address.  The configuration has checked that
+ * it is a numeric IP address with a port (T_IPPORT), so inet_pton cannot
+ * normally fail: -1 only if it does.
+ */
 static int
-parse_addr(const struct hostport *hp, const char *text,
-    struct sockaddr_storage *ss, char *why)
+sock_addr(const struct hostport *hp, struct sockaddr_storage *ss)
 {
 	struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
 	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
 
 	memset(ss, 0, sizeof(*ss));
-	if (hp->port <= 0 || hp->port > 65535) {
-		why_set(why,
-		    "metrics_listen %s: a port is required "
-		    "(127.0.0.1:9100, [::1]:9100)",
-		    text);
-		return -1;
-	}
 	if (inet_pton(AF_INET, hp->host, &s4->sin_addr) == 1) {
 		s4->sin_family = AF_INET;
 		s4->sin_port = htons((uint16_t)hp->port);
-		return 0;
-	}
-	if (inet_pton(AF_INET6, hp->host, &s6->sin6_addr) == 1) {
+	} else if (inet_pton(AF_INET6, hp->host, &s6->sin6_addr) == 1) {
 		s6->sin6_family = AF_INET6;
 		s6->sin6_port = htons((uint16_t)hp->port);
-		return 0;
+	} else {
+		return -1;
 	}
-	why_set(why,
-	    "metrics_listen %s: \"%s\" is not an IP address "
-	    "(host names are not resolved)",
-	    text, hp->host);
-	return -1;
+	return 0;
 }
 
 /* "Failed to bind to port 9100: Address already in use" -> the reason. */
@@ -242,10 +234,11 @@ httpd_start(const struct config *cfg, struct server *srv, char *why)
 		    h->addr, sizeof(h->addr), "[%s]:%d", hp->host, hp->port);
 	else
 		snprintf(h->addr, sizeof(h->addr), "%s:%d", hp->host, hp->port);
-	if (hp->port == 0)
-		snprintf(h->addr, sizeof(h->addr), "%s", hp->host);
-	if (parse_addr(hp, h->addr, &ss, why) != 0)
+	if (sock_addr(hp, &ss) != 0) {
+		why_set(why, "metrics_listen %s: not an IP address and port",
+		    h->addr);
 		goto fail;
+	}
 	if (ss.ss_family == AF_INET6)
 		flags |= MHD_USE_IPv6;
 	h->d = MHD_start_daemon(flags, (uint16_t)hp->port, NULL, NULL, handle,

@@ -15,6 +15,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "utf8.h" /* utf8_valid, which the parsers use */
+
 /* RFC 5321 section 4.5.3.1 limits. */
 #define SMTP_LOCAL_MAX 64
 #define SMTP_DOMAIN_MAX 255
@@ -155,9 +157,6 @@ int parse_helo(const char *args, char *why);
  * `outlen - 1` bytes.  The output is NUL-terminated.
  */
 int xtext_decode(const char *in, char *out, size_t outlen);
-
-/* Validate UTF-8 (no overlongs, no surrogates, <= U+10FFFF). */
-bool utf8_valid(const unsigned char *s, size_t len);
 
 /* Case-insensitive domain comparison ignoring nothing else. */
 bool domain_equal(const char *a, const char *b);

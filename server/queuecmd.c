@@ -23,6 +23,7 @@
 #include "config.h"
 #include "json.h"
 #include "log.h"
+#include "utf8.h"
 #include "util.h"
 
 #include <errno.h>
@@ -65,6 +66,7 @@ static const struct option {
 struct args {
 	const char *cmd; /* the subcommand, NULL when none */
 	const char *config, *status, *domain, *older_than;
+	long long older;  /* older_than in seconds (checked) */
 	unsigned seen;    /* OPT_* given */
 	const char **pos; /* positional arguments after the subcommand */
 	int npos;
@@ -112,36 +114,19 @@ static const char usage_text[] =
 /* ---- terminal-safe output ---- */
 
 /*
- * Length of the valid UTF-8 sequence at p (avail octets): 0 when it is
- * not one or encodes a C1 control (U+0080..U+009F, which some terminals
- * obey), -1 when it may be one but is cut short.
+ * Length of the UTF-8 sequence at p (avail octets) that a terminal may be
+ * given: 0 when it is not well-formed or encodes a C1 control
+ * (U+0080..U+009F: C2 80..C2 9F, which some terminals obey), -1 when it
+ * may be one but is cut short.
  */
 static int
-utf8_seq(const unsigned char *p, size_t avail)
+utf8_shown(const unsigned char *p, size_t avail)
 {
-	unsigned c = p[0], cp;
-	size_t n, i;
+	int n = utf8_seq_len(p, avail);
 
-	if (c >= 0xc2 && c <= 0xdf)
-		n = 2, cp = c & 0x1f;
-	else if (c >= 0xe0 && c <= 0xef)
-		n = 3, cp = c & 0x0f;
-	else if (c >= 0xf0 && c <= 0xf4)
-		n = 4, cp = c & 0x07;
-	else
+	if (n == 2 && p[0] == 0xc2 && p[1] < 0xa0)
 		return 0;
-	for (i = 1; i < n; i++) {
-		if (i >= avail)
-			return -1;
-		if ((p[i] & 0xc0) != 0x80)
-			return 0;
-		cp = (cp << 6) | (p[i] & 0x3f);
-	}
-	if (cp < 0xa0 ||
-	    (n == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
-	    (n == 4 && (cp < 0x10000 || cp > 0x10ffff)))
-		return 0;
-	return (int)n;
+	return n;
 }
 
 /* Write one line's worth of `s`: controls and broken UTF-8 become '?'. */
@@ -158,7 +143,7 @@ put_safe(FILE *f, const char *s)
 			putc('?', f);
 		else if (*p < 0x80)
 			putc(*p, f);
-		else if ((k = utf8_seq(p, left)) > 0)
+		else if ((k = utf8_shown(p, left)) > 0)
 			fwrite(p, 1, (size_t)k, f);
 		else {
 			putc('?', f);
@@ -202,7 +187,7 @@ tty_one(struct tty *t, const unsigned char *b, size_t i, size_t n)
 		putc((int)c, t->f);
 		return 1;
 	}
-	if (c >= 0x80 && (k = utf8_seq(b + i, n - i)) != 0) {
+	if (c >= 0x80 && (k = utf8_shown(b + i, n - i)) != 0) {
 		if (k < 0)
 			return 0;
 		fwrite(b + i, 1, (size_t)k, t->f);
@@ -511,14 +496,13 @@ cmd_list(struct ctx *c)
 	acc.c = c;
 	acc.json = (a->seen & OPT_JSON) != 0;
 	if (a->older_than != NULL) {
-		f.received_before =
-		    c->now - config_parse_duration(a->older_than);
+		f.received_before = c->now - a->older;
 		if (f.received_before < 1)
 			f.received_before = 1; /* before 1970: nothing */
 	}
 	if (admin_read_begin(c->db, why) != RES_OK)
 		goto fail;
-	n = admin_list(c->db, &f, list_one, &acc, why);
+	n = admin_list(c->db, &f, c->now, list_one, &acc, why);
 	admin_read_end(c->db);
 	if (n < 0)
 		goto fail;
@@ -699,7 +683,7 @@ cmd_show(struct ctx *c)
 
 	if (admin_read_begin(c->db, why) != RES_OK)
 		goto fail;
-	r = admin_load(c->db, id, &m, why);
+	r = admin_load(c->db, id, c->now, &m, why);
 	if (r == RES_PERM) {
 		fprintf(stderr, "sluice: no message %s in the queue\n", id);
 		goto out;
@@ -747,20 +731,17 @@ static int
 cmd_export(struct ctx *c)
 {
 	const char *id = c->a->ids[0];
-	struct admin_msg m;
 	char why[WHY_MAX];
-	enum res r;
 	int n, err = 0, rc = 1;
 
 	if (admin_read_begin(c->db, why) != RES_OK)
 		goto fail;
-	r = admin_load(c->db, id, &m, why);
-	admin_msg_clear(&m);
-	if (r == RES_PERM) {
+	n = admin_exists(c->db, id, why);
+	if (n == 0) {
 		fprintf(stderr, "sluice: no message %s in the queue\n", id);
 		goto out;
 	}
-	if (r != RES_OK)
+	if (n < 0)
 		goto fail;
 	n = admin_body(c->db, id, export_write, &err, why);
 	if (n < 0)
@@ -876,30 +857,6 @@ cmd_retry(struct ctx *c)
 }
 
 static int
-cmd_hold(struct ctx *c)
-{
-	return run_change(c, ADMIN_HOLD);
-}
-
-static int
-cmd_release(struct ctx *c)
-{
-	return run_change(c, ADMIN_RELEASE);
-}
-
-static int
-cmd_delete(struct ctx *c)
-{
-	return run_change(c, ADMIN_DELETE);
-}
-
-static int
-cmd_bounce(struct ctx *c)
-{
-	return run_change(c, ADMIN_BOUNCE);
-}
-
-static int
 cmd_purge(struct ctx *c)
 {
 	long long dur = c->cfg->finished_retention;
@@ -907,7 +864,7 @@ cmd_purge(struct ctx *c)
 	int n, k;
 
 	if (c->a->older_than != NULL)
-		dur = config_parse_duration(c->a->older_than);
+		dur = c->a->older;
 	/* In batches (each its own transaction), not to hold the write
 	 * lock long while the server runs. */
 	n = 0;
@@ -1057,19 +1014,20 @@ static const struct subcmd {
 	unsigned allowed; /* OPT_* besides -c */
 	int npos;         /* positional arguments: 0, 1 or ARGS_IDS */
 	bool write;
-	int (*run)(struct ctx *);
+	int (*run)(struct ctx *); /* NULL: run_change(op) */
+	enum admin_op op;
 } subcmds[] = {
-    {"list", OPT_STATUS | OPT_DOMAIN | OPT_OLDER | OPT_JSON, 0, false,
-        cmd_list},
-    {"show", OPT_BODY, 1, false, cmd_show},
-    {"export", 0, 1, false, cmd_export},
-    {"retry", OPT_ALL | OPT_DOMAIN, ARGS_IDS, true, cmd_retry},
-    {"hold", 0, ARGS_IDS, true, cmd_hold},
-    {"release", 0, ARGS_IDS, true, cmd_release},
-    {"delete", 0, ARGS_IDS, true, cmd_delete},
-    {"bounce", 0, ARGS_IDS, true, cmd_bounce},
-    {"stats", OPT_JSON, 0, false, cmd_stats},
-    {"purge", OPT_OLDER, 0, true, cmd_purge},
+    {"list", OPT_STATUS | OPT_DOMAIN | OPT_OLDER | OPT_JSON, 0, false, cmd_list,
+        0},
+    {"show", OPT_BODY, 1, false, cmd_show, 0},
+    {"export", 0, 1, false, cmd_export, 0},
+    {"retry", OPT_ALL | OPT_DOMAIN, ARGS_IDS, true, cmd_retry, 0},
+    {"hold", 0, ARGS_IDS, true, NULL, ADMIN_HOLD},
+    {"release", 0, ARGS_IDS, true, NULL, ADMIN_RELEASE},
+    {"delete", 0, ARGS_IDS, true, NULL, ADMIN_DELETE},
+    {"bounce", 0, ARGS_IDS, true, NULL, ADMIN_BOUNCE},
+    {"stats", OPT_JSON, 0, false, cmd_stats, 0},
+    {"purge", OPT_OLDER, 0, true, cmd_purge, 0},
 };
 
 /* An argument from the command line, made safe to show (one at a time). */
@@ -1234,7 +1192,8 @@ check_args(const struct subcmd *sc, struct args *a)
 		return usage_error("unknown state \"%s\" (queued, deferred, "
 		                   "held, delivered or bounced)",
 		    shown(a->status));
-	if (a->older_than != NULL && config_parse_duration(a->older_than) < 0)
+	if (a->older_than != NULL &&
+	    (a->older = config_parse_duration(a->older_than)) < 0)
 		return usage_error("bad duration \"%s\" (like 30s, 15m, 2h, "
 		                   "7d)",
 		    shown(a->older_than));
@@ -1263,7 +1222,7 @@ run(const struct subcmd *sc, const struct args *a)
 		config_free(cfg);
 		return 1;
 	}
-	rc = sc->run(&c);
+	rc = sc->run != NULL ? sc->run(&c) : run_change(&c, sc->op);
 	db_close(c.db);
 	config_free(cfg);
 	if (fflush(stdout) != 0 || ferror(stdout)) {

@@ -17,14 +17,12 @@
  *     side reports it to the sender once nothing is pending.
  */
 #include "admin.h"
+#include "db_int.h"
 
 #include <errno.h>
-#include <sqlite3.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 
 /* The queue ID alphabet (queue/queue.c): Crockford base 32. */
 static const char id_alphabet[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
@@ -35,76 +33,6 @@ static const char id_alphabet[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 	"m.client_port, m.helo, m.protocol, m.tls_version, m.tls_cipher, "     \
 	"m.auth_user"
 
-#define PENDING "('queued', 'deferred', 'held')"
-
-/* Fill `why` with the connection's last error. */
-static void
-sql_failed(struct db *db, char *why)
-{
-	why_set(why, "queue database error: %s", sqlite3_errmsg(db_handle(db)));
-}
-
-static sqlite3_stmt *
-prepare(struct db *db, const char *sql, char *why)
-{
-	sqlite3_stmt *st = NULL;
-
-	if (sqlite3_prepare_v2(db_handle(db), sql, -1, &st, NULL) !=
-	    SQLITE_OK) {
-		sql_failed(db, why);
-		sqlite3_finalize(st);
-		return NULL;
-	}
-	return st;
-}
-
-static int
-exec_sql(struct db *db, const char *sql, char *why)
-{
-	if (sqlite3_exec(db_handle(db), sql, NULL, NULL, NULL) != SQLITE_OK) {
-		sql_failed(db, why);
-		return -1;
-	}
-	return 0;
-}
-
-/* End whatever transaction is open, throwing its changes away. */
-static void
-rollback(struct db *db)
-{
-	if (!sqlite3_get_autocommit(db_handle(db)))
-		sqlite3_exec(db_handle(db), "ROLLBACK", NULL, NULL, NULL);
-}
-
-static enum res
-write_begin(struct db *db, char *why)
-{
-	return exec_sql(db, "BEGIN IMMEDIATE", why) == 0 ? RES_OK : RES_TEMP;
-}
-
-static enum res
-write_commit(struct db *db, char *why)
-{
-	if (exec_sql(db, "COMMIT", why) == 0)
-		return RES_OK;
-	rollback(db);
-	return RES_TEMP;
-}
-
-/* Step a statement that returns no rows; -1 with `why` on error. */
-static int
-step_done(struct db *db, sqlite3_stmt *st, char *why)
-{
-	int rc = sqlite3_step(st);
-
-	sqlite3_reset(st);
-	if (rc != SQLITE_DONE) {
-		sql_failed(db, why);
-		return -1;
-	}
-	return 0;
-}
-
 static char *
 col_dup(sqlite3_stmt *st, int col)
 {
@@ -113,33 +41,10 @@ col_dup(sqlite3_stmt *st, int col)
 	return t ? xstrdup((const char *)t) : NULL;
 }
 
-static void
-col_copy(sqlite3_stmt *st, int col, char *out, size_t len)
-{
-	const unsigned char *t = sqlite3_column_text(st, col);
-
-	snprintf(out, len, "%s", t ? (const char *)t : "");
-}
-
 static const char *
 col_text(sqlite3_stmt *st, int col)
 {
 	return (const char *)sqlite3_column_text(st, col);
-}
-
-static int
-user_version(struct db *db)
-{
-	char why[WHY_MAX];
-	sqlite3_stmt *st = prepare(db, "PRAGMA user_version", why);
-	int v = -1;
-
-	if (st == NULL)
-		return -1;
-	if (sqlite3_step(st) == SQLITE_ROW)
-		v = sqlite3_column_int(st, 0);
-	sqlite3_finalize(st);
-	return v;
 }
 
 struct db *
@@ -147,7 +52,6 @@ admin_open(const char *path, bool write, char *why)
 {
 	struct stat sb;
 	struct db *db;
-	int v;
 
 	if (stat(path, &sb) != 0) {
 		if (errno == ENOENT)
@@ -160,24 +64,8 @@ admin_open(const char *path, bool write, char *why)
 	db = write ? db_open_helper(path, why) : db_open_readonly(path, why);
 	if (db == NULL)
 		return NULL;
-	v = user_version(db);
-	if (v < 0)
-		why_set(why, "cannot read %s: %s", path,
-		    sqlite3_errmsg(db_handle(db)));
-	else if (v == 0)
-		why_set(
-		    why, "no queue at %s (the file holds no queue yet)", path);
-	else if (v < DB_SCHEMA_VERSION)
-		why_set(why,
-		    "%s has queue schema version %d; start sluice serve once "
-		    "to upgrade it to version %d",
-		    path, v, DB_SCHEMA_VERSION);
-	else if (v > DB_SCHEMA_VERSION)
-		why_set(why,
-		    "%s has queue schema version %d, newer than this sluice "
-		    "(%d)",
-		    path, v, DB_SCHEMA_VERSION);
-	if (v != DB_SCHEMA_VERSION) {
+	db_errors_for_cli(db);
+	if (db_check_schema(db, why) != RES_OK) {
 		db_close(db);
 		return NULL;
 	}
@@ -188,13 +76,13 @@ enum res
 admin_read_begin(struct db *db, char *why)
 {
 	/* A deferred transaction: its first read fixes the snapshot. */
-	return exec_sql(db, "BEGIN", why) == 0 ? RES_OK : RES_TEMP;
+	return db_run(db, "BEGIN", why);
 }
 
 void
 admin_read_end(struct db *db)
 {
-	rollback(db);
+	db_rollback(db);
 }
 
 bool
@@ -245,7 +133,7 @@ static void
 msg_from_row(sqlite3_stmt *st, struct admin_msg *m)
 {
 	memset(m, 0, sizeof(*m));
-	col_copy(st, 0, m->id, sizeof(m->id));
+	copy_col(st, 0, m->id, sizeof(m->id));
 	m->received_at = sqlite3_column_int64(st, 1);
 	m->sender = col_dup(st, 2);
 	if (m->sender == NULL)
@@ -265,14 +153,18 @@ msg_from_row(sqlite3_stmt *st, struct admin_msg *m)
 	m->auth_user = col_dup(st, 15);
 }
 
-/* Add the recipients of m->id to `m`, with the prepared statement `st`. */
+/*
+ * Add the recipients of m->id to `m`, with the statement of rcpts_stmt;
+ * in flight: leased beyond `now`.
+ */
 static int
-load_rcpts(struct db *db, sqlite3_stmt *st, struct admin_msg *m, char *why)
+load_rcpts(struct db *db, sqlite3_stmt *st, struct admin_msg *m, int64_t now,
+    char *why)
 {
 	int rc, cap = 0;
 
 	sqlite3_bind_text(st, 1, m->id, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 2, (int64_t)time(NULL));
+	sqlite3_bind_int64(st, 2, now);
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		struct admin_rcpt *r;
 
@@ -285,7 +177,7 @@ load_rcpts(struct db *db, sqlite3_stmt *st, struct admin_msg *m, char *why)
 		r->rcpt_no = sqlite3_column_int(st, 0);
 		r->address = col_dup(st, 1);
 		r->domain = col_dup(st, 2);
-		col_copy(st, 3, r->state, sizeof(r->state));
+		copy_col(st, 3, r->state, sizeof(r->state));
 		r->attempts = sqlite3_column_int(st, 4);
 		r->next_attempt_at = sqlite3_column_int64(st, 5);
 		r->last_attempt_at = sqlite3_column_int64(st, 6);
@@ -299,16 +191,16 @@ load_rcpts(struct db *db, sqlite3_stmt *st, struct admin_msg *m, char *why)
 	}
 	sqlite3_reset(st);
 	if (rc != SQLITE_DONE) {
-		sql_failed(db, why);
+		db_fail(db, rc, why);
 		return -1;
 	}
 	return 0;
 }
 
 static sqlite3_stmt *
-prepare_rcpts(struct db *db, char *why)
+rcpts_stmt(struct db *db, char *why)
 {
-	return prepare(db,
+	return prep(db,
 	    "SELECT rcpt_no, address, domain, state, attempts, "
 	    "next_attempt_at, coalesce(last_attempt_at, 0), last_reply, "
 	    "notify, orcpt, notified, coalesce(lease_until, 0) > ?2 "
@@ -317,7 +209,7 @@ prepare_rcpts(struct db *db, char *why)
 }
 
 int
-admin_list(struct db *db, const struct admin_filter *f,
+admin_list(struct db *db, const struct admin_filter *f, int64_t now,
     int (*fn)(void *, const struct admin_msg *), void *arg, char *why)
 {
 	static const char *const pending[] = {"queued", "deferred", "held"};
@@ -326,14 +218,14 @@ admin_list(struct db *db, const struct admin_filter *f,
 	int n = 0, rc, i;
 
 	/* The recipients' index finds the messages; then received order. */
-	st = prepare(db,
+	st = prep(db,
 	    "SELECT " MSG_COLS " FROM messages AS m WHERE m.id IN "
 	    "(SELECT r.msg_id FROM recipients AS r "
 	    "WHERE r.state IN (?1, ?2, ?3) AND (?4 IS NULL OR r.domain = ?4)) "
 	    "AND (?5 IS NULL OR m.received_at < ?5) "
 	    "ORDER BY m.received_at, m.id",
 	    why);
-	if (st == NULL || (rst = prepare_rcpts(db, why)) == NULL) {
+	if (st == NULL || (rst = rcpts_stmt(db, why)) == NULL) {
 		n = -1;
 		goto out;
 	}
@@ -354,7 +246,7 @@ admin_list(struct db *db, const struct admin_filter *f,
 		int stop;
 
 		msg_from_row(st, &m);
-		if (load_rcpts(db, rst, &m, why) != 0) {
+		if (load_rcpts(db, rst, &m, now, why) != 0) {
 			admin_msg_clear(&m);
 			n = -1;
 			goto out;
@@ -366,24 +258,24 @@ admin_list(struct db *db, const struct admin_filter *f,
 			goto out;
 	}
 	if (rc != SQLITE_DONE) {
-		sql_failed(db, why);
+		db_fail(db, rc, why);
 		n = -1;
 	}
 out:
-	sqlite3_finalize(rst);
-	sqlite3_finalize(st);
+	sqlite3_reset(st);
 	return n;
 }
 
 enum res
-admin_load(struct db *db, const char *id, struct admin_msg *m, char *why)
+admin_load(
+    struct db *db, const char *id, int64_t now, struct admin_msg *m, char *why)
 {
-	sqlite3_stmt *st, *rst = NULL;
+	sqlite3_stmt *st, *rst;
 	enum res r = RES_TEMP;
 	int rc;
 
 	memset(m, 0, sizeof(*m));
-	st = prepare(
+	st = prep(
 	    db, "SELECT " MSG_COLS " FROM messages AS m WHERE m.id = ?1", why);
 	if (st == NULL)
 		return RES_TEMP;
@@ -395,27 +287,45 @@ admin_load(struct db *db, const char *id, struct admin_msg *m, char *why)
 		goto out;
 	}
 	if (rc != SQLITE_ROW) {
-		sql_failed(db, why);
+		db_fail(db, rc, why);
 		goto out;
 	}
 	msg_from_row(st, m);
-	if ((rst = prepare_rcpts(db, why)) == NULL ||
-	    load_rcpts(db, rst, m, why) != 0) {
+	if ((rst = rcpts_stmt(db, why)) == NULL ||
+	    load_rcpts(db, rst, m, now, why) != 0) {
 		admin_msg_clear(m);
 		goto out;
 	}
 	r = RES_OK;
 out:
-	sqlite3_finalize(rst);
-	sqlite3_finalize(st);
+	sqlite3_reset(st);
 	return r;
+}
+
+int
+admin_exists(struct db *db, const char *id, char *why)
+{
+	sqlite3_stmt *st =
+	    prep(db, "SELECT 1 FROM messages WHERE id = ?1", why);
+	int rc;
+
+	if (st == NULL)
+		return -1;
+	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+		db_fail(db, rc, why);
+		return -1;
+	}
+	return rc == SQLITE_ROW;
 }
 
 int
 admin_attempts(struct db *db, const char *id,
     int (*fn)(void *, const struct admin_attempt *), void *arg, char *why)
 {
-	sqlite3_stmt *st = prepare(db,
+	sqlite3_stmt *st = prep(db,
 	    "SELECT a.at, a.rcpt_no, r.address, a.mx_host, a.ip, "
 	    "coalesce(a.port, 0), a.tls, a.status, a.reply, "
 	    "coalesce(a.duration_ms, -1) "
@@ -448,10 +358,10 @@ admin_attempts(struct db *db, const char *id,
 			break;
 	}
 	if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
-		sql_failed(db, why);
+		db_fail(db, rc, why);
 		n = -1;
 	}
-	sqlite3_finalize(st);
+	sqlite3_reset(st);
 	return n;
 }
 
@@ -459,61 +369,40 @@ int
 admin_body(struct db *db, const char *id,
     int (*fn)(void *, const void *, size_t), void *arg, char *why)
 {
-	sqlite3_stmt *st = prepare(db,
-	    "SELECT data FROM body_chunks WHERE msg_id = ?1 ORDER BY seq", why);
-	int n = 0, rc;
+	bool stopped; /* by fn: not an error here */
 
-	if (st == NULL)
-		return -1;
-	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		const void *p = sqlite3_column_blob(st, 0);
-		int len = sqlite3_column_bytes(st, 0);
-
-		n++;
-		if (len > 0 && fn(arg, p, (size_t)len) != 0)
-			break;
-	}
-	if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
-		sql_failed(db, why);
-		n = -1;
-	}
-	sqlite3_finalize(st);
-	return n;
+	return db_body_chunks(db, id, fn, arg, &stopped, why);
 }
 
 /* ---- changes ---- */
 
+#define OP_MAX 2 /* statements of one change */
+
 /*
  * The statements of one kind of change, run per message in order; what
- * the last one changed is what the change reports (for a delete: every
+ * the last one changed is what the change reports.  A delete lists the
+ * messages, then db_delete_listed deletes them (it reports every
  * recipient the message had, counted by look_up).
  */
-static const char *const op_sql[][4] = {
+static const char *const op_sql[][OP_MAX] = {
     [ADMIN_RETRY] = {"UPDATE recipients SET next_attempt_at = ?2 "
-                     "WHERE msg_id = ?1 AND state IN ('queued', 'deferred')",
-        NULL},
+                     "WHERE msg_id = ?1 AND state IN ('queued', 'deferred')"},
     [ADMIN_HOLD] = {"UPDATE recipients SET state = 'held' "
-                    "WHERE msg_id = ?1 AND state IN ('queued', 'deferred')",
-        NULL},
+                    "WHERE msg_id = ?1 AND state IN ('queued', 'deferred')"},
     [ADMIN_RELEASE] = {"UPDATE recipients SET state = CASE WHEN attempts > 0 "
                        "THEN 'deferred' ELSE 'queued' END, "
                        "next_attempt_at = ?2 "
-                       "WHERE msg_id = ?1 AND state = 'held'",
-        NULL},
-    [ADMIN_DELETE] = {"DELETE FROM attempts WHERE msg_id = ?1",
-        "DELETE FROM body_chunks WHERE msg_id = ?1",
-        "DELETE FROM recipients WHERE msg_id = ?1",
-        "DELETE FROM messages WHERE id = ?1"},
+                       "WHERE msg_id = ?1 AND state = 'held'"},
+    [ADMIN_DELETE] = {"INSERT OR IGNORE INTO temp.delete_ids (id) "
+                      "VALUES (?1)"},
     [ADMIN_BOUNCE] = {"INSERT INTO attempts (msg_id, rcpt_no, at, mx_host, "
                       "status, reply) SELECT msg_id, rcpt_no, ?2, NULL, "
                       "'bounced', ?3 FROM recipients "
-                      "WHERE msg_id = ?1 AND state IN " PENDING,
+                      "WHERE msg_id = ?1 AND state IN " DB_PENDING,
         "UPDATE recipients SET state = 'bounced', last_reply = ?3, "
         "last_attempt_at = ?2, lease_until = NULL, "
         "notified = notified & ~1 "
-        "WHERE msg_id = ?1 AND state IN " PENDING,
-        NULL},
+        "WHERE msg_id = ?1 AND state IN " DB_PENDING},
 };
 
 /*
@@ -525,9 +414,9 @@ static const char *const op_sql[][4] = {
 static int
 look_up(struct db *db, struct admin_change *v, int n, char *why)
 {
-	sqlite3_stmt *st = prepare(db,
+	sqlite3_stmt *st = prep(db,
 	    "SELECT m.sender, (SELECT count(*) FROM recipients AS r "
-	    "WHERE r.msg_id = m.id AND r.state IN " PENDING " AND "
+	    "WHERE r.msg_id = m.id AND r.state IN " DB_PENDING " AND "
 	    "(r.notify IS NULL OR r.notify = '' OR "
 	    "instr(upper(r.notify), 'FAILURE') > 0)), "
 	    "(SELECT count(*) FROM recipients AS r WHERE r.msg_id = m.id) "
@@ -546,21 +435,20 @@ look_up(struct db *db, struct admin_change *v, int n, char *why)
 		v[i].rcpts = 0;
 		v[i].sender[0] = '\0';
 		if (rc == SQLITE_ROW) {
-			col_copy(st, 0, v[i].sender, sizeof(v[i].sender));
+			copy_col(st, 0, v[i].sender, sizeof(v[i].sender));
 			v[i].rcpts = sqlite3_column_int(st, 2);
 			if (v[i].sender[0] != '\0')
 				v[i].notice = sqlite3_column_int(st, 1);
 		} else if (rc == SQLITE_DONE) {
 			missing++;
 		} else {
-			sql_failed(db, why);
+			db_fail(db, rc, why);
 			missing = -1;
 		}
 		sqlite3_reset(st);
 		if (missing < 0)
 			break;
 	}
-	sqlite3_finalize(st);
 	return missing;
 }
 
@@ -580,7 +468,7 @@ change_one(struct db *db, enum admin_op op, sqlite3_stmt **st, int nst,
 		if (np >= 3)
 			sqlite3_bind_text(
 			    st[i], 3, ADMIN_BOUNCE_REPLY, -1, SQLITE_STATIC);
-		if (step_done(db, st[i], why) != 0)
+		if (step_done(db, st[i], why) != RES_OK)
 			return -1;
 		c->changed = sqlite3_changes(db_handle(db));
 	}
@@ -593,11 +481,11 @@ enum res
 admin_change(struct db *db, enum admin_op op, struct admin_change *v, int n,
     int64_t now, char *why)
 {
-	sqlite3_stmt *st[4] = {NULL, NULL, NULL, NULL};
+	sqlite3_stmt *st[OP_MAX];
 	enum res r = RES_TEMP;
-	int i, nst = 0, missing;
+	int i, nst, missing;
 
-	if (write_begin(db, why) != RES_OK)
+	if (db_begin(db, why) != RES_OK)
 		return RES_TEMP;
 	missing = look_up(db, v, n, why);
 	if (missing != 0) {
@@ -608,18 +496,20 @@ admin_change(struct db *db, enum admin_op op, struct admin_change *v, int n,
 		}
 		goto out;
 	}
-	for (nst = 0; nst < 4 && op_sql[op][nst] != NULL; nst++)
-		if ((st[nst] = prepare(db, op_sql[op][nst], why)) == NULL)
+	if (op == ADMIN_DELETE && db_delete_start(db, why) != 0)
+		goto out;
+	for (nst = 0; nst < OP_MAX && op_sql[op][nst] != NULL; nst++)
+		if ((st[nst] = prep(db, op_sql[op][nst], why)) == NULL)
 			goto out;
 	for (i = 0; i < n; i++)
 		if (change_one(db, op, st, nst, &v[i], now, why) != 0)
 			goto out;
-	r = write_commit(db, why);
+	if (op == ADMIN_DELETE && db_delete_listed(db, why) < 0)
+		goto out;
+	r = db_commit(db, why);
 out:
-	for (i = 0; i < 4; i++)
-		sqlite3_finalize(st[i]);
 	if (r != RES_OK)
-		rollback(db);
+		db_rollback(db);
 	return r;
 }
 
@@ -631,9 +521,9 @@ admin_retry_all(struct db *db, const char *domain, int64_t now, char *why)
 	int64_t n = -1;
 	int i;
 
-	if (write_begin(db, why) != RES_OK)
+	if (db_begin(db, why) != RES_OK)
 		return -1;
-	st = prepare(db,
+	st = prep(db,
 	    "UPDATE recipients SET next_attempt_at = ?1 "
 	    "WHERE state IN ('queued', 'deferred') "
 	    "AND (?2 IS NULL OR domain = ?2)",
@@ -647,15 +537,14 @@ admin_retry_all(struct db *db, const char *domain, int64_t now, char *why)
 		low[i] = '\0';
 		sqlite3_bind_text(st, 2, low, -1, SQLITE_STATIC);
 	}
-	if (step_done(db, st, why) != 0)
+	if (step_done(db, st, why) != RES_OK)
 		goto out;
 	n = sqlite3_changes(db_handle(db));
-	if (write_commit(db, why) != RES_OK)
+	if (db_commit(db, why) != RES_OK)
 		n = -1;
 out:
-	sqlite3_finalize(st);
 	if (n < 0)
-		rollback(db);
+		db_rollback(db);
 	return n;
 }
 
@@ -664,42 +553,22 @@ admin_purge(struct db *db, int64_t before, char *why)
 {
 	int n;
 
-	if (write_begin(db, why) != RES_OK)
+	if (db_begin(db, why) != RES_OK)
 		return -1;
 	n = db_prune_finished(db, before, why);
-	if (n >= 0 && write_commit(db, why) != RES_OK)
+	if (n >= 0 && db_commit(db, why) != RES_OK)
 		n = -1;
 	if (n < 0)
-		rollback(db);
+		db_rollback(db);
 	return n;
 }
 
 /* ---- statistics ---- */
 
-/* One row of int64 columns (NULL reads as 0); -1 on error. */
-static int
-ints_row(struct db *db, const char *sql, int64_t *out, int n, char *why)
-{
-	sqlite3_stmt *st = prepare(db, sql, why);
-	int i, rc = -1;
-
-	if (st == NULL)
-		return -1;
-	if (sqlite3_step(st) == SQLITE_ROW) {
-		for (i = 0; i < n; i++)
-			out[i] = sqlite3_column_int64(st, i);
-		rc = 0;
-	} else {
-		sql_failed(db, why);
-	}
-	sqlite3_finalize(st);
-	return rc;
-}
-
 static int
 load_domains(struct db *db, struct admin_domain **doms, int *ndoms, char *why)
 {
-	sqlite3_stmt *st = prepare(db,
+	sqlite3_stmt *st = prep(db,
 	    "SELECT domain, recipients, queued, deferred, held, delivered, "
 	    "bounced, coalesce(oldest_pending_seconds, -1) "
 	    "FROM queue_by_domain "
@@ -728,64 +597,63 @@ load_domains(struct db *db, struct admin_domain **doms, int *ndoms, char *why)
 		d->bounced = sqlite3_column_int64(st, 6);
 		d->oldest_pending_seconds = sqlite3_column_int64(st, 7);
 	}
-	sqlite3_finalize(st);
+	sqlite3_reset(st);
 	if (rc != SQLITE_DONE) {
-		sql_failed(db, why);
+		db_fail(db, rc, why);
 		return -1;
 	}
 	return 0;
 }
 
+/*
+ * Every message, and the pending ones (a recipient queued, deferred or
+ * held): how many, their size, and the oldest (received first; by ID
+ * among those received in the same second), in one pass over them.
+ */
 static int
-oldest_id(struct db *db, char *out, size_t len, char *why)
+load_pending(struct db *db, struct admin_stats *s, char *why)
 {
-	sqlite3_stmt *st = prepare(db,
-	    "SELECT id FROM messages WHERE id IN (SELECT msg_id FROM "
-	    "recipients WHERE state IN " PENDING ") "
-	    "ORDER BY received_at, id LIMIT 1",
+	sqlite3_stmt *st = prep(db,
+	    "SELECT t.n, coalesce(p.n, 0), coalesce(p.size, 0), "
+	    "coalesce(p.received_at, 0), p.id "
+	    "FROM (SELECT count(*) AS n FROM messages) AS t LEFT JOIN "
+	    "(SELECT count(*) OVER () AS n, sum(size) OVER () AS size, "
+	    "received_at, id FROM messages WHERE id IN " DB_PENDING_IDS " "
+	    "ORDER BY received_at, id LIMIT 1) AS p",
 	    why);
 	int rc;
 
 	if (st == NULL)
 		return -1;
-	out[0] = '\0';
 	rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW)
-		col_copy(st, 0, out, len);
-	sqlite3_finalize(st);
-	if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
-		sql_failed(db, why);
-		return -1;
+	if (rc == SQLITE_ROW) {
+		s->messages = sqlite3_column_int64(st, 0);
+		s->pending_messages = sqlite3_column_int64(st, 1);
+		s->pending_size = sqlite3_column_int64(st, 2);
+		s->counts.oldest_pending = sqlite3_column_int64(st, 3);
+		copy_col(st, 4, s->oldest_id, sizeof(s->oldest_id));
+	} else {
+		db_fail(db, rc, why);
 	}
-	return 0;
+	sqlite3_reset(st);
+	return rc == SQLITE_ROW ? 0 : -1;
 }
 
 enum res
 admin_get_stats(struct db *db, struct admin_stats *s,
     struct admin_domain **doms, int *ndoms, char *why)
 {
-	int64_t v[3];
-
 	memset(s, 0, sizeof(*s));
 	*doms = NULL;
 	*ndoms = 0;
-	if (db_queue_counts(db, &s->counts, why) != RES_OK)
-		return RES_TEMP;
-	if (ints_row(db,
-	        "SELECT (SELECT count(*) FROM messages), count(*), "
-	        "coalesce(sum(size), 0) FROM messages WHERE id IN "
-	        "(SELECT msg_id FROM recipients WHERE state IN " PENDING ")",
-	        v, 3, why) != 0 ||
-	    oldest_id(db, s->oldest_id, sizeof(s->oldest_id), why) != 0 ||
+	if (db_count_states(db, &s->counts, why) != RES_OK ||
+	    load_pending(db, s, why) != 0 ||
 	    load_domains(db, doms, ndoms, why) != 0) {
 		admin_domains_free(*doms, *ndoms);
 		*doms = NULL;
 		*ndoms = 0;
 		return RES_TEMP;
 	}
-	s->messages = v[0];
-	s->pending_messages = v[1];
-	s->pending_size = v[2];
 	return RES_OK;
 }
 

@@ -87,18 +87,23 @@ struct admin_filter {
  * Call fn(arg, m) for each message that has a recipient matching the
  * filter's state and domain (the same recipient), received before
  * `received_before`, oldest first; `m` (every recipient of the message)
- * is valid during the call only.  A non-zero return from fn stops.
- * Returns how many messages were passed, or -1 with `why`.
+ * is valid during the call only.  A recipient is in_flight when its
+ * lease runs beyond `now`.  A non-zero return from fn stops.  Returns
+ * how many messages were passed, or -1 with `why`.
  */
-int admin_list(struct db *db, const struct admin_filter *f,
+int admin_list(struct db *db, const struct admin_filter *f, int64_t now,
     int (*fn)(void *, const struct admin_msg *), void *arg, char *why);
 
 /*
  * Load one message with its recipients into *m (clear it with
- * admin_msg_clear).  RES_PERM when there is no such message.
+ * admin_msg_clear), in_flight judged at `now`.  RES_PERM when there is
+ * no such message.
  */
 enum res admin_load(
-    struct db *db, const char *id, struct admin_msg *m, char *why);
+    struct db *db, const char *id, int64_t now, struct admin_msg *m, char *why);
+
+/* 1 when message `id` is in the queue, 0 when not, -1 with `why`. */
+int admin_exists(struct db *db, const char *id, char *why);
 
 struct admin_attempt {
 	int64_t at;

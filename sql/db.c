@@ -11,7 +11,7 @@
  *  2. Chunks of a message not yet acknowledged are listed in `incoming`, so
  *     they can be told from queued mail and reclaimed after a crash.
  */
-#include "db.h"
+#include "db_int.h"
 #include "log.h"
 
 #include <sqlite3.h>
@@ -30,10 +30,8 @@ static const char *const upgrades[] = {
     [3] = sql_upgrade3_text,
 };
 
+/* The writer's statements, prepared before it stores anything. */
 enum stmt_id {
-	S_BEGIN,
-	S_COMMIT,
-	S_ROLLBACK,
 	S_PUT_CHUNK,
 	S_PUT_INCOMING,
 	S_PUT_MESSAGE,
@@ -44,9 +42,6 @@ enum stmt_id {
 };
 
 static const char *const stmt_sql[S_NSTMT] = {
-    [S_BEGIN] = "BEGIN IMMEDIATE",
-    [S_COMMIT] = "COMMIT",
-    [S_ROLLBACK] = "ROLLBACK",
     [S_PUT_CHUNK] = "INSERT INTO body_chunks (msg_id, seq, data) "
                     "VALUES (?1, ?2, ?3)",
     [S_PUT_INCOMING] = "INSERT OR IGNORE INTO incoming (msg_id, "
@@ -68,6 +63,8 @@ static const char *const stmt_sql[S_NSTMT] = {
 
 struct db {
 	sqlite3 *h;
+	char *path; /* for messages */
+	bool cli;   /* errors worded for a person (db_errors_for_cli) */
 	sqlite3_stmt *st[S_NSTMT];
 	struct {
 		const char *sql;
@@ -76,22 +73,47 @@ struct db {
 	int ncached;
 };
 
-/* Map an SQLite error to a reply text for the client (see db.h). */
+/*
+ * The words for a failed statement: on the server's connections, the
+ * text of an SMTP reply (see db.h; `write`: the statement changes the
+ * queue, so a full disk is "4.3.1"); on the queue CLI's, for a person.
+ */
 static enum res
-db_fail(struct db *db, int rc, char *why)
+sql_error(struct db *db, int rc, bool write, char *why)
 {
-	int base = rc & 0xff;
+	const char *msg = db->h ? sqlite3_errmsg(db->h) : sqlite3_errstr(rc);
 
-	if (base == SQLITE_FULL)
+	if (db->cli)
+		why_set(why, "queue database error: %s", msg);
+	else if (!write)
+		why_set(why, "4.3.0 queue read error (%s)", msg);
+	else if ((rc & 0xff) == SQLITE_FULL)
 		why_set(why, "4.3.1 Insufficient system storage");
 	else
-		why_set(why, "4.3.0 Queue write error (%s)",
-		    db && db->h ? sqlite3_errmsg(db->h) : sqlite3_errstr(rc));
+		why_set(why, "4.3.0 Queue write error (%s)", msg);
 	return RES_TEMP;
 }
 
-/* Run a statement that returns no rows, then reset it. */
-static enum res
+enum res
+db_fail(struct db *db, int rc, char *why)
+{
+	return sql_error(db, rc, true, why);
+}
+
+/* The reason for a failed read. */
+static void
+read_failed(struct db *db, char *why)
+{
+	sql_error(db, SQLITE_ERROR, false, why);
+}
+
+void
+db_errors_for_cli(struct db *db)
+{
+	db->cli = true;
+}
+
+enum res
 step_done(struct db *db, sqlite3_stmt *st, char *why)
 {
 	int rc = sqlite3_step(st);
@@ -118,7 +140,7 @@ exec_simple(struct db *db, const char *sql, char *why)
 	return 0;
 }
 
-static int
+int
 user_version(struct db *db)
 {
 	sqlite3_stmt *st;
@@ -227,6 +249,7 @@ open_common(const char *path, int flags, char *why)
 	struct db *db = xcalloc(1, sizeof(*db));
 	int rc;
 
+	db->path = xstrdup(path);
 	rc = sqlite3_open_v2(path, &db->h, flags | SQLITE_OPEN_NOMUTEX, NULL);
 	if (rc != SQLITE_OK) {
 		why_set(why, "cannot open %s: %s", path,
@@ -294,19 +317,28 @@ db_close(struct db *db)
 	for (i = 0; i < db->ncached; i++)
 		sqlite3_finalize(db->cached[i].st);
 	sqlite3_close(db->h);
+	free(db->path);
 	free(db);
+}
+
+enum res
+db_run(struct db *db, const char *sql, char *why)
+{
+	sqlite3_stmt *st = prep(db, sql, why);
+
+	return st == NULL ? RES_TEMP : step_done(db, st, why);
 }
 
 enum res
 db_begin(struct db *db, char *why)
 {
-	return step_done(db, db->st[S_BEGIN], why);
+	return db_run(db, "BEGIN IMMEDIATE", why);
 }
 
 enum res
 db_commit(struct db *db, char *why)
 {
-	enum res r = step_done(db, db->st[S_COMMIT], why);
+	enum res r = db_run(db, "COMMIT", why);
 
 	/* A failed COMMIT may leave the transaction open: end it. */
 	if (r != RES_OK && !sqlite3_get_autocommit(db->h))
@@ -320,7 +352,7 @@ db_rollback(struct db *db)
 	char why[WHY_MAX];
 
 	if (!sqlite3_get_autocommit(db->h))
-		(void)step_done(db, db->st[S_ROLLBACK], why);
+		(void)db_run(db, "ROLLBACK", why);
 }
 
 enum res
@@ -481,19 +513,7 @@ db_disable_autocheckpoint(struct db *db)
 
 static void bind_text_or_null(sqlite3_stmt *st, int col, const char *s);
 
-/* The reason for a failed read on the delivery side. */
-static void
-read_failed(struct db *db, char *why)
-{
-	why_set(why, "4.3.0 queue read error (%s)", sqlite3_errmsg(db->h));
-}
-
-/*
- * The statement for `sql`, prepared once per connection and kept: `sql`
- * is a string literal, so its address identifies it.  The caller resets
- * it after use (sqlite3_reset), never finalizes it.
- */
-static sqlite3_stmt *
+sqlite3_stmt *
 prep(struct db *db, const char *sql, char *why)
 {
 	sqlite3_stmt *st = NULL;
@@ -518,7 +538,7 @@ prep(struct db *db, const char *sql, char *why)
 	return st;
 }
 
-static void
+void
 copy_col(sqlite3_stmt *st, int col, char *out, size_t len)
 {
 	const unsigned char *t = sqlite3_column_text(st, col);
@@ -674,34 +694,50 @@ db_load_rcpt(struct db *db, const char *msg_id, int rcpt_no,
 	return res;
 }
 
+int
+db_body_chunks(struct db *db, const char *msg_id,
+    int (*fn)(void *, const void *, size_t), void *arg, bool *stopped,
+    char *why)
+{
+	sqlite3_stmt *st = prep(db,
+	    "SELECT data FROM body_chunks WHERE msg_id = ?1 ORDER BY seq", why);
+	int n = 0, rc;
+
+	*stopped = false;
+	if (st == NULL)
+		return -1;
+	sqlite3_bind_text(st, 1, msg_id, -1, SQLITE_STATIC);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		const void *p = sqlite3_column_blob(st, 0);
+		int len = sqlite3_column_bytes(st, 0);
+
+		n++;
+		if (len > 0 && fn(arg, p, (size_t)len) != 0) {
+			*stopped = true;
+			break;
+		}
+	}
+	if (!*stopped && rc != SQLITE_DONE) {
+		read_failed(db, why);
+		n = -1;
+	}
+	sqlite3_reset(st);
+	return n;
+}
+
 enum res
 db_read_body(struct db *db, const char *msg_id,
     int (*fn)(void *, const void *, size_t), void *arg, char *why)
 {
-	sqlite3_stmt *st = prep(db,
-	    "SELECT data FROM body_chunks WHERE msg_id = ?1 ORDER BY seq", why);
-	enum res r = RES_OK;
-	int rc;
+	bool stopped;
 
-	if (st == NULL)
+	if (db_body_chunks(db, msg_id, fn, arg, &stopped, why) < 0)
 		return RES_TEMP;
-	sqlite3_bind_text(st, 1, msg_id, -1, SQLITE_STATIC);
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		const void *p = sqlite3_column_blob(st, 0);
-		int n = sqlite3_column_bytes(st, 0);
-
-		if (n > 0 && fn(arg, p, (size_t)n) != 0) {
-			why_set(why, "4.4.2 connection lost while sending");
-			r = RES_TEMP;
-			break;
-		}
+	if (stopped) {
+		why_set(why, "4.4.2 connection lost while sending");
+		return RES_TEMP;
 	}
-	if (r == RES_OK && rc != SQLITE_DONE) {
-		read_failed(db, why);
-		r = RES_TEMP;
-	}
-	sqlite3_reset(st);
-	return r;
+	return RES_OK;
 }
 
 enum res
@@ -891,32 +927,68 @@ db_handle(struct db *db)
 	return db->h;
 }
 
+/* Where a recipient in `state` is counted; NULL for an unknown state. */
+static int64_t *
+count_of(struct db_counts *c, const char *state)
+{
+	if (state == NULL)
+		return NULL;
+	if (strcmp(state, "queued") == 0)
+		return &c->queued;
+	if (strcmp(state, "deferred") == 0)
+		return &c->deferred;
+	if (strcmp(state, "held") == 0)
+		return &c->held;
+	if (strcmp(state, "delivered") == 0)
+		return &c->delivered;
+	if (strcmp(state, "bounced") == 0)
+		return &c->bounced;
+	return NULL;
+}
+
+enum res
+db_count_states(struct db *db, struct db_counts *c, char *why)
+{
+	sqlite3_stmt *st = prep(
+	    db, "SELECT state, count(*) FROM recipients GROUP BY state", why);
+	int rc;
+
+	if (st == NULL)
+		return RES_TEMP;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		int64_t *n =
+		    count_of(c, (const char *)sqlite3_column_text(st, 0));
+
+		if (n != NULL)
+			*n = sqlite3_column_int64(st, 1);
+	}
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE) {
+		read_failed(db, why);
+		return RES_TEMP;
+	}
+	return RES_OK;
+}
+
 enum res
 db_queue_counts(struct db *db, struct db_counts *c, char *why)
 {
-	sqlite3_stmt *st = prep(db,
-	    "SELECT coalesce(sum(state = 'queued'), 0), "
-	    "coalesce(sum(state = 'deferred'), 0), "
-	    "coalesce(sum(state = 'held'), 0), "
-	    "coalesce(sum(state = 'delivered'), 0), "
-	    "coalesce(sum(state = 'bounced'), 0), "
-	    "(SELECT min(m.received_at) FROM messages AS m WHERE EXISTS "
-	    "(SELECT 1 FROM recipients AS p WHERE p.msg_id = m.id AND "
-	    "p.state IN ('queued', 'deferred', 'held'))) "
-	    "FROM recipients",
-	    why);
+	sqlite3_stmt *st;
 	enum res r = RES_OK;
 
 	memset(c, 0, sizeof(*c));
+	if (db_count_states(db, c, why) != RES_OK)
+		return RES_TEMP;
+	/* The pending recipients' index finds the messages (not a scan of
+	 * every message, finished ones included). */
+	st = prep(db,
+	    "SELECT coalesce(min(received_at), 0) FROM messages "
+	    "WHERE id IN " DB_PENDING_IDS,
+	    why);
 	if (st == NULL)
 		return RES_TEMP;
 	if (sqlite3_step(st) == SQLITE_ROW) {
-		c->queued = sqlite3_column_int64(st, 0);
-		c->deferred = sqlite3_column_int64(st, 1);
-		c->held = sqlite3_column_int64(st, 2);
-		c->delivered = sqlite3_column_int64(st, 3);
-		c->bounced = sqlite3_column_int64(st, 4);
-		c->oldest_pending = sqlite3_column_int64(st, 5);
+		c->oldest_pending = sqlite3_column_int64(st, 0);
 	} else {
 		read_failed(db, why);
 		r = RES_TEMP;
@@ -933,69 +1005,106 @@ db_probe_write(struct db *db, char *why)
 	return exec_simple(db, "ROLLBACK", why) == 0 ? RES_OK : RES_TEMP;
 }
 
+/* Run `n` statements that return no rows, in order; -1 at the first
+ * that fails. */
+static int
+run_all(struct db *db, const char *const *sql, size_t n, char *why)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (db_run(db, sql[i], why) != RES_OK)
+			return -1;
+	return 0;
+}
+
+int
+db_delete_start(struct db *db, char *why)
+{
+	static const char *const steps[] = {
+	    "CREATE TEMP TABLE IF NOT EXISTS delete_ids (id TEXT PRIMARY KEY)",
+	    "DELETE FROM temp.delete_ids",
+	};
+
+	return run_all(db, steps, sizeof(steps) / sizeof(steps[0]), why);
+}
+
+int
+db_delete_listed(struct db *db, char *why)
+{
+	static const char *const steps[] = {
+	    "DELETE FROM attempts WHERE msg_id IN temp.delete_ids",
+	    "DELETE FROM body_chunks WHERE msg_id IN temp.delete_ids",
+	    "DELETE FROM recipients WHERE msg_id IN temp.delete_ids",
+	    "DELETE FROM messages WHERE id IN temp.delete_ids",
+	};
+
+	if (run_all(db, steps, sizeof(steps) / sizeof(steps[0]), why) != 0)
+		return -1;
+	/* The rows the last step deleted: the messages themselves. */
+	return sqlite3_changes(db->h);
+}
+
 int
 db_prune_finished(struct db *db, int64_t before, char *why)
 {
-	static const char *const steps[] = {
-	    "CREATE TEMP TABLE IF NOT EXISTS prune_ids (id TEXT PRIMARY KEY)",
-	    "DELETE FROM temp.prune_ids",
-	    "INSERT INTO temp.prune_ids SELECT m.id FROM messages AS m "
+	sqlite3_stmt *st;
+
+	if (db_delete_start(db, why) != 0)
+		return -1;
+	st = prep(db,
+	    "INSERT INTO temp.delete_ids SELECT m.id FROM messages AS m "
 	    "WHERE NOT EXISTS (SELECT 1 FROM recipients AS r "
 	    "WHERE r.msg_id = m.id AND (r.state NOT IN ('delivered', "
 	    "'bounced') OR coalesce(r.last_attempt_at, m.received_at) >= ?1)) "
-	    "LIMIT " DB_PRUNE_MAX_TEXT,
-	    "DELETE FROM attempts WHERE msg_id IN temp.prune_ids",
-	    "DELETE FROM body_chunks WHERE msg_id IN temp.prune_ids",
-	    "DELETE FROM recipients WHERE msg_id IN temp.prune_ids",
-	    "DELETE FROM messages WHERE id IN temp.prune_ids",
-	};
-	int n = 0;
-	size_t i;
+	    "LIMIT ?2",
+	    why);
+	if (st == NULL)
+		return -1;
+	sqlite3_bind_int64(st, 1, before);
+	sqlite3_bind_int(st, 2, DB_PRUNE_MAX);
+	if (step_done(db, st, why) != RES_OK)
+		return -1;
+	return db_delete_listed(db, why);
+}
 
-	for (i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
-		sqlite3_stmt *st = prep(db, steps[i], why);
-		int rc;
+enum res
+db_check_schema(struct db *db, char *why)
+{
+	int v = user_version(db);
 
-		if (st == NULL)
-			return -1;
-		if (sqlite3_bind_parameter_count(st) > 0)
-			sqlite3_bind_int64(st, 1, before);
-		rc = sqlite3_step(st);
-		sqlite3_reset(st);
-		if (rc != SQLITE_DONE) {
-			db_fail(db, rc, why);
-			return -1;
-		}
-		if (i == 6)
-			n = sqlite3_changes(db->h);
-	}
-	return n;
+	if (v == DB_SCHEMA_VERSION)
+		return RES_OK;
+	if (v < 0)
+		why_set(
+		    why, "cannot read %s: %s", db->path, sqlite3_errmsg(db->h));
+	else if (v == 0)
+		why_set(why, "no queue at %s (the file holds no queue yet)",
+		    db->path);
+	else if (v < DB_SCHEMA_VERSION)
+		why_set(why,
+		    "%s has queue schema version %d; start sluice serve once "
+		    "to upgrade it to version %d",
+		    db->path, v, DB_SCHEMA_VERSION);
+	else
+		why_set(why,
+		    "%s has queue schema version %d, newer than this sluice "
+		    "(%d)",
+		    db->path, v, DB_SCHEMA_VERSION);
+	return RES_TEMP;
 }
 
 enum res
 db_helper_writer(struct db *db, char *why)
 {
 	char err[WHY_MAX];
-	int v;
 
 	if (writer_pragmas(db, err) != 0) {
 		why_set(why, "cannot set up the queue: %s", err);
 		return RES_TEMP;
 	}
-	v = user_version(db);
-	if (v != DB_SCHEMA_VERSION) {
-		if (v < 0)
-			why_set(why, "cannot read the schema version: %s",
-			    sqlite3_errmsg(db->h));
-		else if (v == 0)
-			why_set(why, "not a sluice queue (no schema)");
-		else
-			why_set(why,
-			    "the queue has schema version %d, this sluice "
-			    "writes version %d",
-			    v, DB_SCHEMA_VERSION);
+	if (db_check_schema(db, why) != RES_OK)
 		return RES_TEMP;
-	}
 	return prepare_writer(db, why) == 0 ? RES_OK : RES_TEMP;
 }
 

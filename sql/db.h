@@ -10,7 +10,8 @@
  * Functions that can fail return RES_OK or RES_TEMP and fill `why` with an
  * enhanced status code and text suitable for an SMTP reply:
  * "4.3.1 Insufficient system storage" when the disk or the database is
- * full, "4.3.0 Queue write error (...)" for anything else.
+ * full, "4.3.0 Queue write error (...)" for anything else.  (The queue
+ * CLI's connections word them for a person instead: sql/db_int.h.)
  */
 #ifndef SLUICE_DB_H
 #define SLUICE_DB_H
@@ -34,7 +35,8 @@ struct db *db_open(const char *path, char *why);
 
 /*
  * A second read-write connection to a queue that db_open has already
- * set up (no schema work, no prepared statements): for checkpoints.
+ * set up (no schema work): for checkpoints, the queue CLI's changes, and
+ * (after db_helper_writer) sendmail storing a message.
  */
 struct db *db_open_helper(const char *path, char *why);
 
@@ -43,8 +45,11 @@ struct db *db_open_readonly(const char *path, char *why);
 
 void db_close(struct db *db);
 
-/* Transactions on a connection from db_open only (the others have no
- * prepared BEGIN/COMMIT/ROLLBACK). */
+/*
+ * Transactions, on any read-write connection: db_begin takes the write
+ * lock (BEGIN IMMEDIATE); a failed db_commit rolls back; db_rollback ends
+ * whatever transaction is open (none: nothing to do).
+ */
 enum res db_begin(struct db *db, char *why);
 enum res db_commit(struct db *db, char *why);
 void db_rollback(struct db *db);
@@ -244,12 +249,11 @@ enum res db_probe_write(struct db *db, char *why);
  * Returns how many messages went, or -1 with `why`.
  */
 #define DB_PRUNE_MAX 1000
-#define DB_PRUNE_MAX_TEXT "1000"
 int db_prune_finished(struct db *db, int64_t before, char *why);
 
 /*
- * Make a db_open_helper connection able to store mail (db_begin,
- * db_put_chunk, db_put_message, db_commit, db_rollback): synchronous=FULL,
+ * Make a db_open_helper connection able to store mail (db_put_chunk,
+ * db_put_message in a db_begin ... db_commit): synchronous=FULL,
  * foreign keys on, the writer's statements prepared, after checking that
  * the queue has the schema this sluice writes (it never creates or
  * upgrades one: that is db_open's work, at the server's start).  For

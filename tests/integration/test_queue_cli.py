@@ -1,7 +1,9 @@
 """sluice queue (the queue CLI) against a live server: list (text and
 --json) and its filters, show, export, retry, hold/release, delete and
-bounce while deliveries run, stats, purge, bad input, and every query of
-docs/queries.md run with `sqlite3 -readonly` on the live database.
+bounce while deliveries run, stats, purge (in batches), bad input, broken
+UTF-8 and control characters on the terminal, queues of another schema
+version, and every query of docs/queries.md run with `sqlite3 -readonly`
+on the live database.
 
 Delivery tests route dest.test and senders.test to MX, a small SMTP
 server in this process (127.0.0.1, a free port) whose RCPT replies the
@@ -543,6 +545,161 @@ def stats_and_purge():
     assert rows_left(srv, held)["recipients"] == 1 and rows_left(srv, queued)["body_chunks"] == 1, \
         (rows_left(srv, held), rows_left(srv, queued))
     assert qjson(srv, "stats", "--json")["messages"] == 2
+
+
+@test
+def oldest_pending_skips_finished_mail_and_ties_go_by_id():
+    srv = Server()
+    done = send(srv, ["f@dest.test"])
+    a = send(srv, ["a@dest.test"])
+    b = send(srv, ["b@dest.test", "c@other.test"])
+    queue(srv, "bounce", done, check=0)
+    queue(srv, "hold", b, check=0)
+    # The finished message is the oldest: it must not count.  a and b
+    # arrived in the same second: the lower ID is the oldest.
+    t = int(time.time()) - 3600
+    write_db(srv, "update messages set received_at=? where id=?", (t - 86400, done))
+    write_db(srv, "update messages set received_at=? where id in (?, ?)", (t, a, b))
+    s = qjson(srv, "stats", "--json")
+    assert s["recipients"] == {"queued": 1, "deferred": 0, "held": 2, "delivered": 0,
+                               "bounced": 1}, s
+    sizes = dict(srv.query("select id, size from messages"))
+    assert (s["messages"], s["pending_messages"], s["pending_size"]) == (
+        3, 2, sizes[a] + sizes[b]), s
+    assert s["oldest_pending_id"] == min(a, b), (s, a, b)
+    assert s["oldest_pending_at"] == rfc3339_of(t), (s, t)
+    assert 3600 <= s["oldest_pending_seconds"] < 3660, s
+    out = queue(srv, "stats", check=0)[1]
+    assert "oldest pending: %s, received 1h ago\n" % min(a, b) in out, out
+
+    # Nothing pending: no oldest, but the finished message still counts.
+    said(srv, "%s: deleted, with its 1 recipient\n%s: deleted, with its 2 recipients\n" % (a, b),
+         "delete", a, b)
+    s = qjson(srv, "stats", "--json")
+    assert (s["messages"], s["pending_messages"], s["pending_size"]) == (1, 0, 0), s
+    assert (s["oldest_pending_id"], s["oldest_pending_at"], s["oldest_pending_seconds"]) == \
+        (None, None, None), s
+    assert "oldest pending: (nothing pending)" in queue(srv, "stats", check=0)[1]
+
+
+@test
+def delete_takes_several_messages_in_one_transaction():
+    srv = Server()
+    a = send(srv, ["a@dest.test", "b@dest.test"])
+    b = send(srv, ["c@dest.test"])
+    keep = send(srv, ["d@dest.test"])
+    write_db(srv, "insert into attempts (msg_id, rcpt_no, at, status, reply) "
+             "values (?, 0, 1, 'deferred', '451 later')", (a,))
+    # An ID given twice is deleted once, and reported as asked.
+    said(srv, "%s: deleted, with its 2 recipients\n%s: deleted, with its 1 recipient\n"
+         "%s: deleted, with its 2 recipients\n" % (a, b, a), "delete", a, b, a)
+    for m in (a, b):
+        assert rows_left(srv, m) == {"messages": 0, "recipients": 0, "attempts": 0,
+                                     "body_chunks": 0}, (m, rows_left(srv, m))
+    assert rows_left(srv, keep) == {"messages": 1, "recipients": 1, "attempts": 0,
+                                    "body_chunks": 1}, rows_left(srv, keep)
+    # All or nothing: with an ID already gone, nothing is deleted.
+    rc, out, err = queue(srv, "delete", keep, a, check=1)
+    assert "no message %s in the queue" % a in err and out == "", (out, err)
+    assert rows_left(srv, keep)["messages"] == 1
+    said(srv, "%s: deleted, with its 1 recipient\n" % keep, "delete", keep)
+    assert srv.query("select count(*) from messages") == [(0,)]
+
+
+@test
+def purge_goes_in_batches_past_the_batch_size():
+    srv = Server()
+    pending = send(srv, ["p@dest.test"])
+    old = int(time.time()) - 7200
+    n = 1001  # DB_PRUNE_MAX + 1: two batches
+    con = sqlite3.connect(srv.db, timeout=10)
+    try:
+        with con:
+            for i in range(n):
+                mid = "P%015d" % i
+                con.execute("insert into messages (id, received_at, sender, size, stored_size, "
+                            "client_ip, protocol) values (?, ?, 's@x.test', 10, 10, "
+                            "'127.0.0.1', 'ESMTP')", (mid, old))
+                con.execute("insert into recipients (msg_id, rcpt_no, address, domain, state, "
+                            "next_attempt_at, last_attempt_at) values (?, 0, 'r@x.test', "
+                            "'x.test', ?, 0, ?)", (mid, "delivered" if i % 2 else "bounced", old))
+                con.execute("insert into attempts (msg_id, rcpt_no, at, status) "
+                            "values (?, 0, ?, 'sent')", (mid, old))
+    finally:
+        con.close()
+    write_db(srv, "update messages set received_at=? where id=?", (old, pending))
+    out = queue(srv, "purge", "--older-than", "1h", check=0)[1]
+    assert out == "%d finished messages purged (last activity more than 1h ago)\n" % n, out
+    assert srv.query("select count(*) from messages") == [(1,)], srv.query("select count(*) from messages")
+    assert srv.query("select count(*) from recipients where msg_id like 'P%'") == [(0,)]
+    assert srv.query("select count(*) from attempts") == [(0,)]
+    assert rows_left(srv, pending)["recipients"] == 1
+    said(srv, "0 finished messages purged (last activity more than 1h ago)\n",
+         "purge", "--older-than", "1h")
+
+
+@test
+def in_flight_follows_the_lease():
+    srv = Server()
+    qid = send(srv, ["l@dest.test", "m@dest.test"])
+    write_db(srv, "update recipients set lease_until=? where msg_id=? and rcpt_no=0",
+             (int(time.time()) + 600, qid))
+    write_db(srv, "update recipients set lease_until=? where msg_id=? and rcpt_no=1",
+             (int(time.time()) - 10, qid))
+    r = qjson(srv, "list", "--json")[0]["recipients"]
+    assert [x["in_flight"] for x in r] == [True, False], r
+    out = queue(srv, "list", check=0)[1]
+    assert re.search(r"<l@dest\.test>  0 attempts, being delivered$", out, re.M), out
+    assert re.search(r"<m@dest\.test>  0 attempts$", out, re.M), out
+    out = queue(srv, "show", qid, check=0)[1]
+    assert out.count("being delivered now") == 1, out
+
+
+@test
+def broken_and_control_utf8_is_shown_safely():
+    srv = Server()
+    qid = send(srv, ["u@dest.test"])
+    # Stored as a BLOB: octets that are not UTF-8 reach the CLI as they are.
+    reply = b"caf\xc3\xa9 \xc2\x85x \xff end \xe2\x82"
+    write_db(srv, "update recipients set state='deferred', last_reply=? where msg_id=?",
+             (reply, qid))
+    out = queue(srv, "list", check=0)[1]
+    # C1 control U+0085 and broken octets: one '?' per octet.
+    assert "(caf\u00e9 ??x ? end ??)\n" in out, repr(out)
+    r = qjson(srv, "list", "--json")[0]["recipients"][0]
+    assert r["last_reply"] == "caf\u00e9 \x85x \ufffd end \ufffd\ufffd", repr(r["last_reply"])
+    # A body whose UTF-8 sequences are cut by chunk ends.
+    chunks = [b"Subject: t\r\n\r\nA\xe2\x82", b"\xacB \xe0\x80", b"\x80C\xc2", b"\x85D\r\n"]
+    write_db(srv, "delete from body_chunks where msg_id=?", (qid,))
+    for i, c in enumerate(chunks):
+        write_db(srv, "insert into body_chunks (msg_id, seq, data) values (?, ?, ?)", (qid, i, c))
+    out = queue(srv, "show", qid, "--body", check=0)[1]
+    assert out.endswith("Message:\nSubject: t\n\nA\u20acB ???C??D\n"), repr(out[-200:])
+    p = subprocess.run([BIN, "queue", "export", qid, "-c", srv.cfgpath], capture_output=True)
+    assert p.returncode == 0 and p.stdout == b"".join(chunks), p
+
+
+@test
+def queue_of_another_schema_is_refused_clearly():
+    srv = Server()
+    for version, want in (
+            (0, "sluice: no queue at {p} (the file holds no queue yet)\n"),
+            (2, "sluice: {p} has queue schema version 2; start sluice serve once to upgrade "
+                "it to version 3\n"),
+            (99, "sluice: {p} has queue schema version 99, newer than this sluice (3)\n")):
+        path = os.path.join(srv.dir, "v%d.db" % version)
+        con = sqlite3.connect(path)
+        con.execute("create table t (x)")
+        con.execute("pragma user_version = %d" % version)
+        con.commit()
+        con.close()
+        cfg = os.path.join(srv.dir, "v%d.conf" % version)
+        with open(cfg, "w") as f:
+            f.write("queue_path = %s\n" % path)
+        # Read-only (list) and read-write (hold) opens say the same.
+        for args in (["list"], ["hold", UNKNOWN]):
+            rc, out, err = queue(None, "-c", cfg, *args, check=1)
+            assert err == want.format(p=path) and out == "", (args, err)
 
 
 # ---- docs/queries.md ----
