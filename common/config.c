@@ -623,7 +623,8 @@ set_key(struct config *cfg, const struct key *k, const char *value, char *why)
 
 			if (inet_pton(AF_INET, hp->host, a) != 1 &&
 			    inet_pton(AF_INET6, hp->host, a) != 1) {
-				why_set(why, "%s needs an IP address, not \"%s\"",
+				why_set(why,
+				    "%s needs an IP address, not \"%s\"",
 				    k->name, hp->host);
 				goto out;
 			}
