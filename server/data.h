@@ -48,7 +48,16 @@ void data_dec_init_chunked(struct data_dec *d, bool normalize_bare_newlines);
 size_t data_dec_finish(struct data_dec *d, char *out);
 
 /*
- * Decode `inlen` input octets into `out`, which must hold 2 * inlen octets.
+ * The most octets data_dec_feed can produce from `n` input octets: 2 per
+ * octet (a bare LF or CR normalised to CRLF) plus 2 for a CR held over from
+ * the previous call (a bare CR normalised when the next octet arrives,
+ * which is then decoded too).
+ */
+#define DATA_DEC_OUT_MAX(n) (2 * (size_t)(n) + 2)
+
+/*
+ * Decode `inlen` input octets into `out`, which must hold
+ * DATA_DEC_OUT_MAX(inlen) octets.
  * Returns the number of input octets consumed: fewer than inlen only when
  * the end of data was reached (d->done), in which case the rest belongs to
  * the next command.  *outlen is set to the octets produced.

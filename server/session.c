@@ -704,7 +704,7 @@ do_data(struct session *s, const char *args)
 	reply(s, 354, "End data with <CR><LF>.<CR><LF>");
 	intake_begin(s, &in, false);
 	budget_init(&b, s->cfg);
-	out = xmalloc(2 * CONN_INBUF);
+	out = xmalloc(DATA_DEC_OUT_MAX(CONN_INBUF));
 	while (!in.dec.done) {
 		const char *p;
 		size_t n, used, outlen;
@@ -772,7 +772,7 @@ do_bdat(struct session *s, const char *args)
 	if (ok && s->bdat.msg == NULL)
 		intake_begin(s, &s->bdat, true);
 	budget_init(&b, s->cfg);
-	out = xmalloc(2 * CONN_INBUF + 2);
+	out = xmalloc(DATA_DEC_OUT_MAX(CONN_INBUF));
 	while (want > 0) {
 		const char *q;
 		size_t n, outlen;

@@ -171,9 +171,45 @@ test_hdr_scan(void)
 	CHECK(h.received == 0, "no header section");
 }
 
+/*
+ * The output bound: "x\r", then in a second call "M" and bare LFs, in
+ * normalise mode, produce 2 * n + 1 octets from n (the held CR becomes
+ * CRLF, then "M", then CRLF per LF).  Decode into a buffer of exactly
+ * DATA_DEC_OUT_MAX(n) with a guard after it.
+ */
+static void
+test_output_bound(void)
+{
+	enum { N = 16384 };
+	char *in = malloc(N), *out = malloc(DATA_DEC_OUT_MAX(N) + 1);
+	struct data_dec d;
+	size_t o, worst = 0, modes;
+
+	for (modes = 0; modes < 2; modes++) {
+		data_dec_init_chunked(&d, true);
+		if (modes == 1)
+			data_dec_init(&d, true);
+		data_dec_feed(&d, "x\r", 2, out, &o);
+		in[0] = 'M';
+		memset(in + 1, '\n', N - 1);
+		out[DATA_DEC_OUT_MAX(N)] = 'G';
+		data_dec_feed(&d, in, N, out, &o);
+		if (o > worst)
+			worst = o;
+		CHECK(o <= DATA_DEC_OUT_MAX(N) &&
+		          out[DATA_DEC_OUT_MAX(N)] == 'G',
+		    "output bound (%s): %zu octets from %d, bound %zu",
+		    modes ? "DATA" : "BDAT", o, N, DATA_DEC_OUT_MAX(N));
+	}
+	CHECK(worst == 2 * N + 1, "the worst case is reached: %zu", worst);
+	free(in);
+	free(out);
+}
+
 int
 main(void)
 {
+	test_output_bound();
 	test_decoder();
 	test_long_line();
 	test_chunked();
