@@ -35,6 +35,7 @@ DNS_SRCS    = dns/dns.c
 QUEUE_SRCS  = queue/queue.c queue/smtpc.c queue/smtpwire.c queue/deliver.c \
               queue/bounce.c
 SERVER_SRCS = server/parse.c server/data.c server/session.c server/pool.c \
+              server/waiter.c server/anvil.c \
               server/auth.c server/listener.c server/httpd.c server/privs.c \
               server/loadcfg.c \
               server/queuecmd.c server/sendmail.c server/health.c

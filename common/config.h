@@ -61,7 +61,16 @@ struct config {
 	int nlisten;
 	char *queue_path;
 	int workers;
-	int max_connections_per_ip; /* 0: unlimited */
+	/* Admission (server/listener.c, server/anvil.c). */
+	int max_connections;        /* open connections, all clients */
+	int max_connections_per_ip; /* per client (prefix); 0: unlimited */
+	int max_connection_rate;    /* per client per time unit; 0: off */
+	int max_auth_failure_rate;  /* per client per time unit; 0: off */
+	int client_rate_time_unit;  /* seconds */
+	int client_ipv4_prefix;     /* a client is this /prefix */
+	int client_ipv6_prefix;
+	int stress_threshold;       /* percent of max_connections */
+	int stress_command_timeout; /* seconds, untrusted, under stress */
 	long long max_message_size;
 	int max_recipients;
 	struct cidr *relay_networks;

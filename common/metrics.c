@@ -55,10 +55,19 @@ static const struct counter_def counter_defs[M_NCOUNTERS] = {
         HELP_REJECTED},
     [M_REJECT_TLS] = {"sluice_sessions_rejected_total", "reason", "tls_failed",
         HELP_REJECTED},
+    [M_REJECT_MAX_CONN] = {"sluice_sessions_rejected_total", "reason",
+        "max_connections", HELP_REJECTED},
+    [M_REJECT_RATE] = {"sluice_sessions_rejected_total", "reason",
+        "connection_rate", HELP_REJECTED},
     [M_RCPT_REJECTED] = {"sluice_recipients_rejected_total", NULL, NULL,
         "RCPT TO commands refused (relay denied, bad address, limits)."},
     [M_AUTH_FAILED] = {"sluice_auth_failures_total", NULL, NULL,
         "Failed SMTP AUTH attempts."},
+    [M_AUTH_RATE_LIMITED] = {"sluice_auth_rate_limited_total", NULL, NULL,
+        "AUTH commands refused because the client failed too often "
+        "(max_auth_failure_rate)."},
+    [M_STRESS_EPISODES] = {"sluice_stress_episodes_total", NULL, NULL,
+        "Times stress mode began (stress_threshold)."},
     [M_MESSAGES_ACCEPTED] = {"sluice_messages_accepted_total", NULL, NULL,
         "Messages accepted (250 after the data) and committed to the "
         "queue."},
@@ -272,9 +281,17 @@ metrics_render(const struct metrics_gauges *g, size_t *len)
 	for (h = 0; h < M_NHISTS; h++)
 		render_hist(&b, h);
 	sb_family(&b, "sluice_sessions_active", "gauge",
-	    "SMTP sessions in progress.");
+	    "SMTP sessions open (running, queued for a worker, or parked).");
 	strbuf_fmt(
 	    &b, "sluice_sessions_active %lld\n", (long long)g->sessions_active);
+	sb_family(&b, "sluice_sessions_parked", "gauge",
+	    "SMTP sessions waiting without a worker (for input, for the "
+	    "client to read, or for a delay).");
+	strbuf_fmt(
+	    &b, "sluice_sessions_parked %lld\n", (long long)g->sessions_parked);
+	sb_family(&b, "sluice_stress_mode", "gauge",
+	    "1 while stress mode shortens untrusted clients' timeouts.");
+	strbuf_fmt(&b, "sluice_stress_mode %lld\n", (long long)g->stress);
 	render_queue(&b, g);
 	sb_family(&b, "sluice_start_time_seconds", "gauge",
 	    "Start time of the process since the Unix epoch, in seconds.");

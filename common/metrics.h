@@ -28,8 +28,12 @@ enum metric {
 	M_REJECT_ERRORS,     /* ...{reason="too_many_errors"} */
 	M_REJECT_TIMEOUT,    /* ...{reason="timeout"} */
 	M_REJECT_TLS,        /* ...{reason="tls_failed"} */
+	M_REJECT_MAX_CONN,   /* ...{reason="max_connections"} */
+	M_REJECT_RATE,       /* ...{reason="connection_rate"} */
 	M_RCPT_REJECTED,     /* sluice_recipients_rejected_total */
 	M_AUTH_FAILED,       /* sluice_auth_failures_total */
+	M_AUTH_RATE_LIMITED, /* sluice_auth_rate_limited_total */
+	M_STRESS_EPISODES,   /* sluice_stress_episodes_total */
 	M_MESSAGES_ACCEPTED, /* sluice_messages_accepted_total */
 	M_BYTES_ACCEPTED,    /* sluice_accepted_bytes_total */
 	M_DELIVERY_SENT,     /* sluice_deliveries_total{result="sent"} */
@@ -69,6 +73,8 @@ void metrics_observe(enum metric_hist h, double value);
 /* Gauges read when the metrics are rendered. */
 struct metrics_gauges {
 	int64_t sessions_active; /* sluice_sessions_active */
+	int64_t sessions_parked; /* sluice_sessions_parked */
+	int64_t stress;          /* sluice_stress_mode (0 or 1) */
 	int have_queue;          /* sluice_queue_up; 0: the queue could
 	                          * not be read, and the queue gauges
 	                          * below are left out */

@@ -26,6 +26,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "util.h"
+#include "waiter.h"
 #include "version.h"
 
 #include <arpa/inet.h>
@@ -147,6 +148,9 @@ serve_metrics(struct httpd *h, struct MHD_Connection *conn)
 
 	memset(&g, 0, sizeof(g));
 	g.sessions_active = atomic_load(&h->srv->sessions);
+	g.sessions_parked =
+	    h->srv->waiter != NULL ? waiter_parked(h->srv->waiter) : 0;
+	g.stress = atomic_load(&h->srv->stress) ? 1 : 0;
 	g.have_queue = read_queue(h, &g);
 	body = metrics_render(&g, &len);
 	return reply(conn, MHD_HTTP_OK, CT_METRICS, body, len);

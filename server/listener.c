@@ -6,11 +6,13 @@
  * change the set of sockets on reload, then starts a new one.
  */
 #include "listener.h"
+#include "anvil.h"
 #include "cidr.h"
 #include "holder.h"
 #include "log.h"
 #include "metrics.h"
 #include "util.h"
+#include "waiter.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -38,7 +40,6 @@ struct lsock {
 struct listener {
 	struct server *srv;
 	struct pool *pool;
-	struct ipcount *ipc;
 	struct lsock *socks;
 	int nsocks;
 	int wake[2];
@@ -107,20 +108,97 @@ refuse(int fd, const char *text)
 	close(fd);
 }
 
+/*
+ * Admission: may a new connection from this client be served?  When not,
+ * it is refused with a 421 and its reason logged and counted.  A client is
+ * counted in anvil (open connections, rate) when it is admitted.
+ */
+static bool
+admit(struct listener *l, const struct config *cfg, int fd, bool trusted,
+    const struct anvil_key *key, const char *ip)
+{
+	struct server *srv = l->srv;
+	char client[80], text[256];
+	enum anvil_verdict v;
+	int count;
+
+	if (!trusted && atomic_load(&srv->sessions) >= cfg->max_connections) {
+		metrics_inc(M_REJECT_MAX_CONN);
+		log_warn("acceptor",
+		    "reject: client=[%s]: %d connections open "
+		    "(max_connections)",
+		    ip, cfg->max_connections);
+		snprintf(text, sizeof(text),
+		    "421 4.3.2 %s Error: too many connections; try again "
+		    "later\r\n",
+		    cfg->hostname);
+		refuse(fd, text);
+		return false;
+	}
+	/* Clients in relay_networks are exempt, as Postfix's mynetworks,
+	 * but counted all the same. */
+	v = anvil_connect(srv->anvil, key,
+	    trusted ? 0 : cfg->max_connections_per_ip,
+	    trusted ? 0 : cfg->max_connection_rate,
+	    (int64_t)cfg->client_rate_time_unit * 1000, now_ms(), &count);
+	if (v != ANVIL_OK) {
+		anvil_key_text(key, cfg->client_ipv4_prefix,
+		    cfg->client_ipv6_prefix, client, sizeof(client));
+		if (v == ANVIL_TOO_MANY) {
+			metrics_inc(M_REJECT_PER_IP);
+			log_info("acceptor",
+			    "reject: client=[%s]: too many connections from "
+			    "%s (%d open, max_connections_per_ip)",
+			    ip, client, count);
+			snprintf(text, sizeof(text),
+			    "421 4.7.0 %s Error: too many connections from "
+			    "%s\r\n",
+			    cfg->hostname, client);
+		} else {
+			metrics_inc(M_REJECT_RATE);
+			log_info("acceptor",
+			    "reject: client=[%s]: %d connections from %s in "
+			    "%ds (max_connection_rate)",
+			    ip, count, client, cfg->client_rate_time_unit);
+			snprintf(text, sizeof(text),
+			    "421 4.7.0 %s Error: too many connections from "
+			    "%s; try again in a minute\r\n",
+			    cfg->hostname, client);
+		}
+		refuse(fd, text);
+		return false;
+	}
+	if (!trusted && !pool_has_room(l->pool)) {
+		anvil_disconnect(srv->anvil, key, now_ms());
+		metrics_inc(M_REJECT_OVERLOAD);
+		log_warn("acceptor",
+		    "reject: client=[%s]: all %d workers busy and %d "
+		    "sessions waiting for one",
+		    ip, cfg->workers, pool_queued(l->pool));
+		snprintf(text, sizeof(text),
+		    "421 4.3.2 %s Service busy; try again later\r\n",
+		    cfg->hostname);
+		refuse(fd, text);
+		return false;
+	}
+	return true;
+}
+
 /* Accept one connection; false when there was none to take. */
 static bool
 accept_one(struct listener *l, const struct config *cfg, int lfd,
     const struct listen_addr *la)
 {
-	struct job job;
-	char ip[64], text[256];
+	struct sockaddr_storage peer;
+	socklen_t peerlen = sizeof(peer);
+	struct anvil_key key;
+	struct session *s;
+	char ip[64];
 	bool trusted;
 	int fd, one = 1;
 
-	memset(&job, 0, sizeof(job));
-	job.peerlen = sizeof(job.peer);
-	fd = accept4(
-	    lfd, (struct sockaddr *)&job.peer, &job.peerlen, SOCK_CLOEXEC);
+	memset(&peer, 0, sizeof(peer));
+	fd = accept4(lfd, (struct sockaddr *)&peer, &peerlen, SOCK_CLOEXEC);
 	if (fd < 0) {
 		if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
 		    errno != ECONNABORTED) {
@@ -133,40 +211,22 @@ accept_one(struct listener *l, const struct config *cfg, int lfd,
 	}
 	/* Replies are batched by the session: send each batch at once. */
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	job.fd = fd;
-	job.listener = *la;
-	sockaddr_ntop((struct sockaddr *)&job.peer, ip, sizeof(ip));
-	/* Clients in relay_networks are exempt, as Postfix's mynetworks. */
+	sockaddr_ntop((struct sockaddr *)&peer, ip, sizeof(ip));
 	trusted = cidr_match(cfg->relay_networks, cfg->nrelay_networks,
-	    (struct sockaddr *)&job.peer);
+	    (struct sockaddr *)&peer);
 	metrics_inc(M_CONNECTIONS);
-	if (!ipcount_acquire(l->ipc, (struct sockaddr *)&job.peer,
-	        trusted ? 0 : cfg->max_connections_per_ip)) {
-		metrics_inc(M_REJECT_PER_IP);
-		log_info("acceptor",
-		    "reject: client=[%s]: too many "
-		    "connections from this address (%d)",
-		    ip, cfg->max_connections_per_ip);
-		snprintf(text, sizeof(text),
-		    "421 4.7.0 %s Error: too many "
-		    "connections from %s\r\n",
-		    cfg->hostname, ip);
-		refuse(fd, text);
+	anvil_key((struct sockaddr *)&peer, cfg->client_ipv4_prefix,
+	    cfg->client_ipv6_prefix, &key);
+	if (!admit(l, cfg, fd, trusted, &key, ip))
 		return true;
-	}
-	if (!pool_submit(l->pool, &job)) {
-		metrics_inc(M_REJECT_OVERLOAD);
-		ipcount_release(l->ipc, (struct sockaddr *)&job.peer);
-		log_warn("acceptor",
-		    "reject: client=[%s]: all %d workers "
-		    "busy and the queue is full",
-		    ip, cfg->workers);
-		snprintf(text, sizeof(text),
-		    "421 4.3.2 %s Service busy; try "
-		    "again later\r\n",
-		    cfg->hostname);
-		refuse(fd, text);
-	}
+	s = session_new(l->srv, fd, &peer, la, trusted, &key);
+	pool_submit(l->pool, session_wait(s), EV_START);
+	/* A burst of connections starts stress mode at once, not within
+	 * the waiter's next second. */
+	if (!atomic_load(&l->srv->stress) &&
+	    atomic_load(&l->srv->sessions) >=
+	        (long)cfg->max_connections * cfg->stress_threshold / 100)
+		(void)waiter_stress_check(l->srv->waiter);
 	return true;
 }
 
@@ -292,11 +352,9 @@ listener_reload(struct listener *l, const struct config *cfg)
 }
 
 int
-listener_start(
-    struct listener *l, struct pool *pool, struct ipcount *ipc, char *why)
+listener_start(struct listener *l, struct pool *pool, char *why)
 {
 	l->pool = pool;
-	l->ipc = ipc;
 	return start_thread(l, why);
 }
 

@@ -1,8 +1,10 @@
 /*
  * listener.h - the acceptor: one thread polls every listening socket,
- * accepts, enforces max_connections_per_ip and hands connections to the
- * worker pool.  A client that cannot be served gets a 421 and is closed at
- * once, never left waiting.
+ * accepts, admits (max_connections for untrusted clients; per client, as
+ * anvil.h counts them: max_connections_per_ip and max_connection_rate; a
+ * run queue with room) and hands each new session to the worker pool.  A
+ * client that cannot be served gets a 421 and is closed at once, never
+ * left waiting.
  *
  * Threads: listener_open / listener_start / listener_stop from the main
  * thread; the acceptor thread is internal.
@@ -22,9 +24,8 @@ struct listener;
 struct listener *listener_open(
     struct server *srv, const struct config *cfg, char *why);
 
-/* Start accepting into `pool`, counting clients in `ipc`. */
-int listener_start(
-    struct listener *l, struct pool *pool, struct ipcount *ipc, char *why);
+/* Start accepting into `pool`. */
+int listener_start(struct listener *l, struct pool *pool, char *why);
 
 /*
  * SIGHUP: listen on `cfg`'s addresses.  Sockets whose address and kind did

@@ -33,6 +33,7 @@
 #include "tls.h"
 #include "util.h"
 #include "version.h"
+#include "waiter.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -40,6 +41,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -303,11 +305,11 @@ signal_fd(int fd)
  * meanwhile means "exit now".
  */
 static void
-drain_sessions(struct pool *pool, const sigset_t *set, int64_t ms)
+drain_sessions(struct server *srv, const sigset_t *set, int64_t ms)
 {
 	int64_t deadline = now_ms() + ms;
 
-	while (pool_busy(pool) > 0 && now_ms() < deadline) {
+	while (atomic_load(&srv->sessions) > 0 && now_ms() < deadline) {
 		struct timespec ts = {0, 50 * 1000 * 1000};
 		int sig = sigtimedwait(set, NULL, &ts);
 
@@ -316,6 +318,37 @@ drain_sessions(struct pool *pool, const sigset_t *set, int64_t ms)
 			_exit(1);
 		}
 	}
+}
+
+/*
+ * Each connection is a descriptor: raise the soft limit to the hard one,
+ * and say so when even that cannot hold max_connections.
+ */
+static void
+raise_fd_limit(const struct config *cfg)
+{
+	struct rlimit rl;
+	rlim_t want = (rlim_t)cfg->max_connections + (rlim_t)cfg->workers +
+	              4 * (rlim_t)cfg->delivery_threads + 256;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return;
+	if (rl.rlim_cur < want && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max < want ? rl.rlim_max : want;
+		(void)setrlimit(RLIMIT_NOFILE, &rl);
+		(void)getrlimit(RLIMIT_NOFILE, &rl);
+	}
+	if (rl.rlim_cur < want)
+		log_warn("main",
+		    "max_connections = %d needs about %llu file descriptors, "
+		    "but the limit is %llu (ulimit -n): accepting fails "
+		    "beyond about %llu connections",
+		    cfg->max_connections, (unsigned long long)want,
+		    (unsigned long long)rl.rlim_cur,
+		    rl.rlim_cur > want - (rlim_t)cfg->max_connections
+		        ? (unsigned long long)(rl.rlim_cur -
+		                               (want - (rlim_t)cfg->max_connections))
+		        : 0ULL);
 }
 
 /*
@@ -411,7 +444,6 @@ cmd_serve(const char *path)
 	struct serving sv;
 	struct server *srv = &sv.srv;
 	struct config *cfg;
-	struct ipcount *ipc = NULL;
 	struct pool *pool = NULL;
 	const char *source;
 	char why[WHY_MAX], addrs[512];
@@ -450,13 +482,21 @@ cmd_serve(const char *path)
 		log_err("main", "fatal: %s", why);
 		goto out;
 	}
-	ipc = ipcount_new();
-	pool = pool_new(srv, ipc, cfg->workers, cfg->workers, why);
+	raise_fd_limit(cfg);
+	/* Clients tracked: those with connections open, and recent ones. */
+	srv->anvil = anvil_new((size_t)cfg->max_connections * 2 + 100000);
+	pool = pool_new(srv, cfg->workers, cfg->workers, why);
 	if (pool == NULL) {
 		log_err("main", "fatal: %s", why);
 		goto out;
 	}
-	if (listener_start(sv.lis, pool, ipc, why) != 0) {
+	srv->pool = pool;
+	srv->waiter = waiter_new(srv, pool, why);
+	if (srv->waiter == NULL) {
+		log_err("main", "fatal: %s", why);
+		goto out;
+	}
+	if (listener_start(sv.lis, pool, why) != 0) {
 		log_err("main", "fatal: %s", why);
 		goto out;
 	}
@@ -503,18 +543,27 @@ cmd_serve(const char *path)
 	listener_stop(sv.lis);
 	sv.lis = NULL;
 	signal_fd(srv->stop_fd);
-	drain_sessions(pool, &set, (int64_t)cfg->shutdown_grace * 1000);
-	if (pool_busy(pool) > 0)
-		log_info("main", "grace period over: ending %d session%s",
-		    pool_busy(pool), pool_busy(pool) == 1 ? "" : "s");
+	drain_sessions(srv, &set, (int64_t)cfg->shutdown_grace * 1000);
+	if (atomic_load(&srv->sessions) > 0)
+		log_info("main", "grace period over: ending %ld session%s",
+		    atomic_load(&srv->sessions),
+		    atomic_load(&srv->sessions) == 1 ? "" : "s");
 	signal_fd(srv->kill_fd);
-	drain_sessions(pool, &set, 3600 * 1000);
+	drain_sessions(srv, &set, 3600 * 1000);
 	rc = 0;
 out:
 	listener_stop(sv.lis);
+	if (pool != NULL && srv->stop_fd >= 0) {
+		/* Whatever is left ends now (a failed start, or a drain cut
+		 * short): no session is left parked or queued. */
+		signal_fd(srv->stop_fd);
+		signal_fd(srv->kill_fd);
+	}
+	waiter_stop(srv->waiter);
 	if (pool != NULL)
 		pool_join(pool);
-	ipcount_free(ipc);
+	waiter_free(srv->waiter);
+	anvil_free(srv->anvil);
 	httpd_stop(sv.httpd);
 	delivery_conf_free(sv.dconf);
 	delivery_stop(sv.delivery);

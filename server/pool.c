@@ -1,86 +1,198 @@
 /*
- * pool.c - worker threads, the bounded job queue, and per-client counts
- * (see pool.h).
+ * pool.c - worker threads and the run queue (see pool.h).
  *
- * Shared state:
- *  - p->mu guards p->jobs (a ring of qcap entries: head, count), p->stop
- *    and p->running.
- *  - ic->mu guards the ipcount hash table.
- * Neither lock is held across I/O or a session.
+ * Shared state, all guarded by p->mu: the two lanes of the run queue
+ * (intrusive lists through sess_wait.next), `running`, `stop`.  `queued`
+ * is also an atomic, read without the lock by workers deciding whether to
+ * linger.  The lock is never held while a session runs.
+ *
+ * A worker that finds its session waiting lingers (polls its descriptor)
+ * for up to the park grace before parking it, so that a client in the
+ * middle of a quick exchange is answered without a trip through the
+ * waiter.  It does not linger when another session waits for a worker,
+ * nor for a wait that has only a deadline.  docs/benchmark.md has the
+ * measurements behind the grace.
  */
 #include "pool.h"
 #include "log.h"
 #include "util.h"
+#include "waiter.h"
 
-#include <netinet/in.h>
+#include <errno.h>
+#include <poll.h>
 #include <pthread.h>
-#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #define WORKER_STACK (512 * 1024)
+/* How long a worker watches a session that waits, before parking it. */
+#define PARK_GRACE_MS 20
+
+struct lane {
+	struct sess_wait *head, *tail;
+};
 
 struct pool {
 	struct server *srv;
-	struct ipcount *ipc;
 	pthread_t *threads;
 	int nthreads;
+	int max_queued;
+	int grace_ms;
 	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	struct job *jobs;      /* guarded by mu */
-	int qcap, head, count; /* guarded by mu */
-	int running;           /* guarded by mu: sessions in progress */
-	bool stop;             /* guarded by mu */
+	pthread_cond_t cv;      /* work arrived, or stop */
+	pthread_cond_t idle_cv; /* the queue emptied and no worker runs */
+	struct lane trusted;    /* guarded by mu */
+	struct lane untrusted;  /* guarded by mu */
+	atomic_int queued;      /* written under mu */
+	int running;            /* guarded by mu */
+	bool stop;              /* guarded by mu */
 };
+
+static void
+lane_push(struct lane *l, struct sess_wait *w)
+{
+	w->next = NULL;
+	if (l->tail != NULL)
+		l->tail->next = w;
+	else
+		l->head = w;
+	l->tail = w;
+}
+
+static struct sess_wait *
+lane_pop(struct lane *l)
+{
+	struct sess_wait *w = l->head;
+
+	if (w != NULL) {
+		l->head = w->next;
+		if (l->head == NULL)
+			l->tail = NULL;
+		w->next = NULL;
+	}
+	return w;
+}
+
+void
+pool_submit(struct pool *p, struct sess_wait *w, enum sess_event ev)
+{
+	w->ev = ev;
+	pthread_mutex_lock(&p->mu);
+	lane_push(w->trusted ? &p->trusted : &p->untrusted, w);
+	atomic_fetch_add(&p->queued, 1);
+	pthread_cond_signal(&p->cv);
+	pthread_mutex_unlock(&p->mu);
+}
+
+bool
+pool_has_room(struct pool *p)
+{
+	return atomic_load(&p->queued) < p->max_queued;
+}
+
+/*
+ * Watch a waiting session for up to the grace: the event it should run
+ * with next, or -1 to park it.
+ */
+static int
+linger(struct pool *p, struct sess_wait *w)
+{
+	struct pollfd pfd[2];
+	int64_t left = w->deadline - now_ms();
+	int rc;
+
+	if (w->events == 0 || p->grace_ms <= 0 || atomic_load(&p->queued) > 0)
+		return -1;
+	if (left <= 0)
+		return EV_TIMEOUT;
+	pfd[0].fd = w->fd;
+	pfd[0].events = w->events;
+	pfd[1].fd = w->stop == STOP_EARLY ? p->srv->stop_fd : p->srv->kill_fd;
+	pfd[1].events = POLLIN;
+	do
+		rc = poll(pfd, 2, left < p->grace_ms ? (int)left : p->grace_ms);
+	while (rc < 0 && errno == EINTR);
+	if (rc > 0 && (pfd[1].revents & POLLIN))
+		return EV_STOP;
+	if (rc > 0 && pfd[0].revents != 0)
+		return EV_READY;
+	if (w->deadline <= now_ms())
+		return EV_TIMEOUT;
+	return -1;
+}
+
+/* Run a session until it ends or is parked. */
+static void
+run(struct pool *p, struct sess_wait *w)
+{
+	enum sess_event ev = w->ev;
+	struct session *s = w->s;
+
+	for (;;) {
+		int next;
+
+		if (!session_run(s, ev))
+			return; /* ended: w is gone with it */
+		next = linger(p, w);
+		if (next < 0) {
+			session_shrink(s);
+			waiter_park(p->srv->waiter, w);
+			return;
+		}
+		ev = (enum sess_event)next;
+	}
+}
 
 static void *
 worker_main(void *arg)
 {
 	struct pool *p = arg;
-	struct job job;
 
 	for (;;) {
+		struct sess_wait *w;
+
 		pthread_mutex_lock(&p->mu);
-		while (p->count == 0 && !p->stop)
+		while (p->trusted.head == NULL && p->untrusted.head == NULL &&
+		       !p->stop)
 			pthread_cond_wait(&p->cv, &p->mu);
-		if (p->count == 0) {
+		w = lane_pop(&p->trusted);
+		if (w == NULL)
+			w = lane_pop(&p->untrusted);
+		if (w == NULL) { /* stopping, and nothing left */
 			pthread_mutex_unlock(&p->mu);
 			break;
 		}
-		job = p->jobs[p->head];
-		p->head = (p->head + 1) % p->qcap;
-		p->count--;
+		atomic_fetch_sub(&p->queued, 1);
 		p->running++;
 		pthread_mutex_unlock(&p->mu);
 
-		atomic_fetch_add(&p->srv->sessions, 1);
-		session_run(p->srv, &job);
-		atomic_fetch_sub(&p->srv->sessions, 1);
-		ipcount_release(p->ipc, (struct sockaddr *)&job.peer);
+		run(p, w);
 
 		pthread_mutex_lock(&p->mu);
 		p->running--;
+		if (p->running == 0 && atomic_load(&p->queued) == 0)
+			pthread_cond_broadcast(&p->idle_cv);
 		pthread_mutex_unlock(&p->mu);
 	}
 	return NULL;
 }
 
 struct pool *
-pool_new(
-    struct server *srv, struct ipcount *ipc, int nworkers, int qcap, char *why)
+pool_new(struct server *srv, int nworkers, int max_queued, char *why)
 {
 	struct pool *p = xcalloc(1, sizeof(*p));
 	pthread_attr_t attr;
+	const char *g = getenv("SLUICE_PARK_GRACE_MS");
 	int i;
 
 	p->srv = srv;
-	p->ipc = ipc;
-	p->qcap = qcap;
-	p->jobs = xcalloc((size_t)qcap, sizeof(*p->jobs));
+	p->max_queued = max_queued;
+	p->grace_ms = g != NULL ? atoi(g) : PARK_GRACE_MS;
 	p->threads = xcalloc((size_t)nworkers, sizeof(*p->threads));
 	pthread_mutex_init(&p->mu, NULL);
 	pthread_cond_init(&p->cv, NULL);
+	pthread_cond_init(&p->idle_cv, NULL);
 	pthread_attr_init(&attr);
 	pthread_attr_setstacksize(&attr, WORKER_STACK);
 	for (i = 0; i < nworkers; i++) {
@@ -98,32 +210,21 @@ pool_new(
 	return p;
 }
 
-bool
-pool_submit(struct pool *p, const struct job *job)
-{
-	bool ok = false;
-
-	pthread_mutex_lock(&p->mu);
-	if (!p->stop && p->count < p->qcap &&
-	    p->running + p->count < p->nthreads + p->qcap) {
-		p->jobs[(p->head + p->count) % p->qcap] = *job;
-		p->count++;
-		pthread_cond_signal(&p->cv);
-		ok = true;
-	}
-	pthread_mutex_unlock(&p->mu);
-	return ok;
-}
-
 int
-pool_busy(struct pool *p)
+pool_running(struct pool *p)
 {
 	int n;
 
 	pthread_mutex_lock(&p->mu);
-	n = p->running + p->count;
+	n = p->running;
 	pthread_mutex_unlock(&p->mu);
 	return n;
+}
+
+int
+pool_queued(struct pool *p)
+{
+	return atomic_load(&p->queued);
 }
 
 void
@@ -132,6 +233,8 @@ pool_join(struct pool *p)
 	int i;
 
 	pthread_mutex_lock(&p->mu);
+	while (p->running > 0 || atomic_load(&p->queued) > 0)
+		pthread_cond_wait(&p->idle_cv, &p->mu);
 	p->stop = true;
 	pthread_cond_broadcast(&p->cv);
 	pthread_mutex_unlock(&p->mu);
@@ -139,153 +242,7 @@ pool_join(struct pool *p)
 		pthread_join(p->threads[i], NULL);
 	pthread_mutex_destroy(&p->mu);
 	pthread_cond_destroy(&p->cv);
+	pthread_cond_destroy(&p->idle_cv);
 	free(p->threads);
-	free(p->jobs);
 	free(p);
-}
-
-/* ---- per-client connection counts: an open-addressing hash table ---- */
-
-struct ipslot {
-	unsigned char key[17]; /* family byte + 16 address bytes */
-	int count;             /* 0: free (tombstones are count 0 too) */
-	bool used;
-};
-
-struct ipcount {
-	pthread_mutex_t mu;
-	struct ipslot *slots; /* guarded by mu */
-	size_t nslots, nused; /* guarded by mu */
-};
-
-struct ipcount *
-ipcount_new(void)
-{
-	struct ipcount *ic = xcalloc(1, sizeof(*ic));
-
-	pthread_mutex_init(&ic->mu, NULL);
-	ic->nslots = 1024;
-	ic->slots = xcalloc(ic->nslots, sizeof(*ic->slots));
-	return ic;
-}
-
-void
-ipcount_free(struct ipcount *ic)
-{
-	if (ic == NULL)
-		return;
-	pthread_mutex_destroy(&ic->mu);
-	free(ic->slots);
-	free(ic);
-}
-
-static void
-ip_key(const struct sockaddr *sa, unsigned char *key)
-{
-	memset(key, 0, 17);
-	if (sa->sa_family == AF_INET) {
-		key[0] = 4;
-		memcpy(key + 1, &((const struct sockaddr_in *)sa)->sin_addr, 4);
-	} else if (sa->sa_family == AF_INET6) {
-		key[0] = 6;
-		memcpy(
-		    key + 1, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
-	}
-}
-
-static size_t
-ip_hash(const unsigned char *key)
-{
-	uint64_t h = 1469598103934665603ULL; /* FNV-1a */
-	int i;
-
-	for (i = 0; i < 17; i++)
-		h = (h ^ key[i]) * 1099511628211ULL;
-	return (size_t)h;
-}
-
-/* Find the slot for `key`, or the first unused one.  Caller holds mu. */
-static struct ipslot *
-ip_find(struct ipcount *ic, const unsigned char *key)
-{
-	size_t i = ip_hash(key) & (ic->nslots - 1);
-	struct ipslot *free_slot = NULL;
-
-	for (;;) {
-		struct ipslot *s = &ic->slots[i];
-
-		if (!s->used)
-			return free_slot ? free_slot : s;
-		if (s->count == 0 && free_slot == NULL)
-			free_slot = s;
-		else if (s->count > 0 && memcmp(s->key, key, 17) == 0)
-			return s;
-		i = (i + 1) & (ic->nslots - 1);
-	}
-}
-
-/* Rebuild the table without tombstones, growing when needed. */
-static void
-ip_rehash(struct ipcount *ic)
-{
-	struct ipslot *old = ic->slots;
-	size_t n = ic->nslots, i, live = 0;
-
-	for (i = 0; i < n; i++)
-		if (old[i].used && old[i].count > 0)
-			live++;
-	if (live * 2 >= n)
-		ic->nslots = n * 2;
-	ic->slots = xcalloc(ic->nslots, sizeof(*ic->slots));
-	ic->nused = 0;
-	for (i = 0; i < n; i++) {
-		if (old[i].used && old[i].count > 0) {
-			struct ipslot *s = ip_find(ic, old[i].key);
-
-			*s = old[i];
-			ic->nused++;
-		}
-	}
-	free(old);
-}
-
-bool
-ipcount_acquire(struct ipcount *ic, const struct sockaddr *sa, int limit)
-{
-	unsigned char key[17];
-	struct ipslot *s;
-	bool ok = true;
-
-	ip_key(sa, key);
-	pthread_mutex_lock(&ic->mu);
-	s = ip_find(ic, key);
-	if (!s->used || s->count == 0) {
-		if (!s->used)
-			ic->nused++;
-		memcpy(s->key, key, 17);
-		s->used = true;
-		s->count = 0;
-	}
-	if (limit > 0 && s->count >= limit)
-		ok = false;
-	else
-		s->count++;
-	if (ic->nused * 4 >= ic->nslots * 3)
-		ip_rehash(ic);
-	pthread_mutex_unlock(&ic->mu);
-	return ok;
-}
-
-void
-ipcount_release(struct ipcount *ic, const struct sockaddr *sa)
-{
-	unsigned char key[17];
-	struct ipslot *s;
-
-	ip_key(sa, key);
-	pthread_mutex_lock(&ic->mu);
-	s = ip_find(ic, key);
-	if (s->used && s->count > 0 && memcmp(s->key, key, 17) == 0)
-		s->count--;
-	pthread_mutex_unlock(&ic->mu);
 }

@@ -1,9 +1,16 @@
 /*
- * pool.h - the worker pool: `workers` threads serving a bounded job queue
- * of accepted connections.  Each worker runs one session to its end.
+ * pool.h - the worker pool: `workers` threads running sessions from a run
+ * queue.  A worker runs a session while it has something to do; when the
+ * session must wait, the worker watches it a little longer (the park
+ * grace, while no other session waits for a worker), then parks it in the
+ * waiter (waiter.h) and takes the next one.  So a session costs a thread
+ * only while it works, and idle clients cannot exhaust the pool.
  *
- * Threads: pool_submit from the acceptor thread; pool_new / pool_join from
- * the main thread.
+ * The run queue has two lanes: sessions of trusted clients (relay_networks)
+ * are always taken first.
+ *
+ * Threads: pool_submit_new from the acceptor; pool_resume from the waiter
+ * (and workers); pool_new / pool_join from the main thread.
  */
 #ifndef SLUICE_POOL_H
 #define SLUICE_POOL_H
@@ -13,37 +20,36 @@
 #include "server.h"
 
 struct pool;
-struct ipcount;
 
 /*
- * Start `nworkers` threads and a job queue of `qcap` entries.  When a
- * session ends, its client's connection count in `ipc` is released.
+ * Start `nworkers` threads.  A new connection is refused (pool_submit_new
+ * returns false) while `max_queued` or more sessions wait for a worker.
  * NULL with `why` when threads cannot be created.
  */
 struct pool *pool_new(
-    struct server *srv, struct ipcount *ipc, int nworkers, int qcap, char *why);
+    struct server *srv, int nworkers, int max_queued, char *why);
 
 /*
- * Queue a connection.  False when every worker is busy and the queue is
- * full: the caller refuses the client.  On success the job is copied.
+ * True while a new session may be queued: fewer than `max_queued` sessions
+ * wait for a worker (otherwise the acceptor refuses the client with 421).
  */
-bool pool_submit(struct pool *p, const struct job *job);
+bool pool_has_room(struct pool *p);
 
-/* Number of sessions running or queued. */
-int pool_busy(struct pool *p);
+/*
+ * Queue a session to run with `ev`.  Never fails: a session handed over is
+ * always run, trusted clients' first.
+ */
+void pool_submit(struct pool *p, struct sess_wait *w, enum sess_event ev);
 
-/* Finish queued jobs, stop the workers, wait for them, free the pool. */
+/* Sessions running on a worker, and waiting for one. */
+int pool_running(struct pool *p);
+int pool_queued(struct pool *p);
+
+/*
+ * Stop: wait until the run queue is empty and every worker is idle, then
+ * stop the workers and free the pool.  The caller makes sure nothing is
+ * submitted any more (the acceptor and the waiter are stopped first).
+ */
 void pool_join(struct pool *p);
-
-/*
- * Per-client connection counts for max_connections_per_ip.  Thread-safe
- * (a mutex inside).  acquire returns false when the client is at `limit`
- * already (limit 0: no limit); every successful acquire is followed by one
- * release.
- */
-struct ipcount *ipcount_new(void);
-void ipcount_free(struct ipcount *ic);
-bool ipcount_acquire(struct ipcount *ic, const struct sockaddr *sa, int limit);
-void ipcount_release(struct ipcount *ic, const struct sockaddr *sa);
 
 #endif

@@ -1,17 +1,31 @@
 /*
- * session.c - the ESMTP server state machine (RFC 5321 and its extensions).
+ * session.c - the ESMTP server state machine (RFC 5321 and its extensions),
+ * run as an event-driven task: a worker runs a session while it has input,
+ * and when it would wait (for the next command, a slow DATA read, a stalled
+ * TLS handshake, the client to read our replies, or auth_failure_delay)
+ * session_run returns what it waits for and the session is parked, costing
+ * no thread (see server.h and waiter.c).
  *
- * Threads: each session runs to its end on one worker thread; the only
- * shared things it touches are the read-only config, the queue (through
- * queue.h) and the server's atomic counters.
+ * Threads: one worker at a time runs a session (server.h's invariant); the
+ * only shared things it touches are the read-only config, the queue
+ * (through queue.h), anvil, and the server's atomic counters.
  *
  * Each verb has a check step (order and syntax: may it run now?) and a do
- * step, as in OpenSMTPD.  Session life cycle:
+ * step, as in OpenSMTPD.  The SMTP state:
  *
  *   connect ─> 220 ─> [INIT] ─EHLO/HELO─> [READY] ─MAIL─> [MAIL]
  *                                            ^              │ RCPT
  *                                            │              v
  *                       250 queued / RSET ───┴──────────  [RCPT] ─DATA/BDAT─>
+ *
+ * and what the session is doing (its phase), each phase a step function:
+ *
+ *   START ─(465)─> HANDSHAKE ─────────┐
+ *     └──(220)──────────────────> COMMAND <──┬── DATA   (do_data: 354)
+ *                 STARTTLS: 220 ──> HANDSHAKE├── BDAT   (do_bdat)
+ *                                            ├── SASL   (do_auth: 334)
+ *                                            └── DELAY  (a failed AUTH)
+ *     QUIT, 421, errors ──> CLOSE (flush the last replies) ──> end
  *
  * Invariants:
  *  1. "250 ... queued as" is sent only after queue_msg_commit returned
@@ -19,9 +33,17 @@
  *  2. The end of DATA is only <CRLF>.<CRLF> (data.c); a message with bare
  *     CR or LF is refused unless bare_newline = normalize.
  *  3. Memory is bounded: command lines by SMTP_MAIL_LINE_MAX, recipients by
- *     max_recipients, message data by QUEUE_CHUNK-sized buffers.
+ *     max_recipients, message data by QUEUE_CHUNK-sized buffers, pending
+ *     replies by CONN_OUTBUF (no command is read while more than half of it
+ *     waits to be sent).
  *  4. A transaction whose data does not end cleanly (timeout, disconnect,
  *     shutdown) is dropped with its partial data: queue_msg_free.
+ *  5. Every wait has a deadline: command_timeout (stress_command_timeout
+ *     for untrusted clients in stress mode) for a command, a SASL line, a
+ *     TLS handshake, and replies the client does not read; the DATA budget
+ *     (data_timeout, min_data_rate) for message data.
+ *  6. Replies leave in order, and all at once before the session waits for
+ *     input, so pipelined commands are answered in one write (RFC 2920).
  */
 #include "server.h"
 #include "auth.h"
@@ -34,6 +56,7 @@
 #include "tls.h"
 #include "util.h"
 
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,6 +69,24 @@ enum sess_state {
 	SS_READY, /* after HELO/EHLO, no transaction */
 	SS_MAIL,  /* after MAIL */
 	SS_RCPT,  /* at least one recipient accepted */
+};
+
+enum phase {
+	PH_START,     /* not greeted yet */
+	PH_HANDSHAKE, /* TLS handshake (port 465, or after STARTTLS) */
+	PH_COMMAND,   /* reading commands */
+	PH_DATA,      /* reading message data after 354 */
+	PH_BDAT,      /* reading a BDAT chunk */
+	PH_SASL,      /* reading a SASL response after 334 */
+	PH_DELAY,     /* auth_failure_delay before the 535 */
+	PH_CLOSE,     /* sending the last replies */
+};
+
+/* What one step did. */
+enum step {
+	STEP_NEXT, /* run the (new) phase's step again */
+	STEP_WAIT, /* the wait record is filled: park */
+	STEP_END,  /* the session is over */
 };
 
 struct rcpt {
@@ -65,21 +106,47 @@ struct intake {
 	char store_why[WHY_MAX]; /* why storing failed, or "" */
 };
 
+/*
+ * Read-time budget for message data (Postfix's min_data_rate): each wait
+ * may last up to data_timeout, but time spent waiting is charged and every
+ * octet received earns 1/min_data_rate seconds back, so a client that
+ * trickles data runs out of budget and is disconnected.
+ */
+struct budget {
+	int64_t left_ms;
+	int64_t cap_ms;
+	int rate;
+};
+
+/* An AUTH exchange waiting for the client's next SASL line. */
+enum sasl_step { SASL_PLAIN, SASL_LOGIN_USER, SASL_LOGIN_PASS };
+
 struct session {
 	struct server *srv;
 	const struct config *cfg; /* the version this session started with */
 	struct held *cfg_ref;
 	struct conn *conn;
+	struct sess_wait wait;
+	struct anvil_key client; /* counted in srv->anvil until the end */
+	enum phase phase;
+	int64_t started;
+	int64_t deadline;  /* of the wait for input in progress, 0: none */
+	int64_t wdeadline; /* for replies the client does not read, 0: none */
+	bool writing;      /* parked until the client reads our replies */
 	char ip[64];
 	char iplit[80]; /* "[192.0.2.1]" or "[IPv6:2001:db8::1]" */
 	int port;
+	char listener[80];
 	bool trusted; /* client is in relay_networks */
 	enum listen_kind kind;
 	char tls_version[32]; /* "" without TLS */
 	char tls_cipher[64];
 	int tls_bits;
+	bool implicit_tls; /* the handshake in progress is port 465's */
 	char auth_user[AUTH_FIELD_MAX]; /* "" until AUTH succeeds */
 	int auth_failures;
+	enum sasl_step sasl;
+	char sasl_user[AUTH_FIELD_MAX]; /* LOGIN: the name, until PASS */
 	enum sess_state state;
 	bool esmtp;
 	bool quit;
@@ -92,9 +159,16 @@ struct session {
 	struct rcpt *rcpts;
 	int nrcpts;
 	int rcpt_attempts;
+	/* DATA (RFC 5321 section 4.1.1.4): the message being received. */
+	struct intake data;
+	struct budget budget; /* DATA and BDAT */
+	bool budget_waiting;  /* charge the wait that ends now */
+	char *decoded;        /* DATA_DEC_OUT_MAX(CONN_INBUF), while reading */
 	/* BDAT (RFC 3030): the message being received in chunks. */
 	struct intake bdat;
 	bool bdat_failed; /* a chunk failed: refuse until RSET/LAST */
+	unsigned long long bdat_left, bdat_chunk;
+	bool bdat_last, bdat_ok;
 	char line[SMTP_MAIL_LINE_MAX + 1];
 };
 
@@ -149,8 +223,11 @@ reset_transaction(struct session *s)
 	s->rcpt_attempts = 0;
 	memset(&s->mail, 0, sizeof(s->mail));
 	s->sender[0] = '\0';
+	intake_end(&s->data);
 	intake_end(&s->bdat);
 	s->bdat_failed = false;
+	free(s->decoded);
+	s->decoded = NULL;
 	if (s->state > SS_READY)
 		s->state = SS_READY;
 }
@@ -567,18 +644,6 @@ message_end(struct session *s, struct intake *in, unsigned flags)
 	reply(s, 250, "2.0.0 Ok: queued as %s", env.id);
 }
 
-/*
- * Read-time budget for message data (Postfix's min_data_rate): each wait
- * may last up to data_timeout, but time spent waiting is charged and every
- * octet received earns 1/min_data_rate seconds back, so a client that
- * trickles data runs out of budget and is disconnected.
- */
-struct budget {
-	int64_t left_ms;
-	int64_t cap_ms;
-	int rate;
-};
-
 static void
 budget_init(struct budget *b, const struct config *cfg)
 {
@@ -587,24 +652,9 @@ budget_init(struct budget *b, const struct config *cfg)
 	b->rate = cfg->min_data_rate;
 }
 
-/*
- * Look at buffered data within the budget (see conn_peek); the caller
- * consumes what it uses with budget_consume, which charges the budget.
- */
-static enum conn_status
-budget_peek(struct session *s, struct budget *b, const char **p, size_t *n)
-{
-	int64_t t0 = now_ms();
-	enum conn_status st;
-
-	st = conn_peek(s->conn, p, n, t0 + b->left_ms);
-	if (st != CONN_OK)
-		return st;
-	b->left_ms -= now_ms() - t0;
-	return CONN_OK;
-}
-
-static enum conn_status
+/* Consume `n` octets of input and earn their time back; false when the
+ * budget is spent (the client is too slow). */
+static bool
 budget_consume(struct session *s, struct budget *b, size_t n)
 {
 	conn_consume(s->conn, n);
@@ -612,18 +662,124 @@ budget_consume(struct session *s, struct budget *b, size_t n)
 		b->left_ms += (int64_t)n * 1000 / b->rate;
 		if (b->left_ms > b->cap_ms)
 			b->left_ms = b->cap_ms;
-		if (b->left_ms <= 0)
-			return CONN_TIMEOUT;
-	} else {
-		b->left_ms = b->cap_ms;
+		return b->left_ms > 0;
 	}
-	return CONN_OK;
+	b->left_ms = b->cap_ms;
+	return true;
 }
 
-/* End the session because reading data failed. */
+/* Take the time the session waited for data out of its budget. */
 static void
+budget_charge(struct session *s)
+{
+	if (s->budget_waiting) {
+		s->budget.left_ms -= now_ms() - s->wait.since;
+		s->budget_waiting = false;
+	}
+}
+
+/* -------- waiting -------- */
+
+/* Where shutdown ends this session: idle ones at once, others after the
+ * grace period. */
+static enum sess_stop
+stop_stage(const struct session *s)
+{
+	if (s->phase == PH_DATA || s->phase == PH_BDAT || s->state > SS_READY)
+		return STOP_LATE;
+	return STOP_EARLY;
+}
+
+/* Fill the wait record and park. */
+static enum step
+park(struct session *s, short events, int64_t deadline)
+{
+	struct sess_wait *w = &s->wait;
+
+	w->fd = conn_fd(s->conn);
+	w->events = events;
+	w->deadline = deadline;
+	w->since = now_ms();
+	w->stop = stop_stage(s);
+	w->trusted = s->trusted;
+	w->idle = s->phase == PH_COMMAND && s->state <= SS_READY;
+	return STEP_WAIT;
+}
+
+/*
+ * Send what is queued; STEP_NEXT when all of it left, else wait for the
+ * client to read (command_timeout at most), or STEP_END when the
+ * connection is broken.
+ */
+static enum step
+flush_or_wait(struct session *s)
+{
+	enum conn_status st = conn_try_flush(s->conn);
+
+	if (st == CONN_OK) {
+		s->writing = false;
+		s->wdeadline = 0;
+		return STEP_NEXT;
+	}
+	if (st != CONN_AGAIN)
+		return STEP_END;
+	if (s->wdeadline == 0)
+		s->wdeadline = now_ms() + (int64_t)s->cfg->command_timeout * 1000;
+	s->writing = true;
+	return park(s, POLLOUT, s->wdeadline);
+}
+
+/*
+ * Wait for input (what conn_want says) until `deadline`, after sending
+ * every reply queued (invariant 6).
+ */
+static enum step
+wait_input(struct session *s, int64_t deadline)
+{
+	enum step r = flush_or_wait(s);
+
+	if (r != STEP_NEXT)
+		return r;
+	return park(s, conn_want(s->conn), deadline);
+}
+
+/*
+ * The deadline for the next command, SASL line or handshake: stress mode
+ * (listener.c) gives untrusted clients stress_command_timeout instead.
+ */
+static int64_t
+command_deadline(struct session *s)
+{
+	int t = s->cfg->command_timeout;
+
+	if (!s->trusted && atomic_load(&s->srv->stress) &&
+	    s->cfg->stress_command_timeout < t)
+		t = s->cfg->stress_command_timeout;
+	return now_ms() + (int64_t)t * 1000;
+}
+
+/* Wait for a line of input, with one deadline for the whole line. */
+static enum step
+wait_line(struct session *s)
+{
+	if (s->deadline == 0)
+		s->deadline = command_deadline(s);
+	return wait_input(s, s->deadline);
+}
+
+static enum step
+close_session(struct session *s)
+{
+	s->phase = PH_CLOSE;
+	return STEP_NEXT;
+}
+
+/* End the session because reading message data failed. */
+static enum step
 data_read_failed(struct session *s, enum conn_status st)
 {
+	intake_end(&s->data);
+	reset_transaction(s);
 	if (st == CONN_TIMEOUT) {
 		metrics_inc(M_REJECT_TIMEOUT);
 		reply(s, 421, "4.4.2 %s Error: timeout exceeded",
@@ -632,10 +788,12 @@ data_read_failed(struct session *s, enum conn_status st)
 		metrics_inc(M_REJECT_SHUTDOWN);
 		reply(
 		    s, 421, "4.3.2 %s Service shutting down", s->cfg->hostname);
-	} else
+	} else {
 		log_info(
 		    "smtpd", "client=%s lost connection during data", s->iplit);
-	s->quit = true;
+		return STEP_END;
+	}
+	return close_session(s);
 }
 
 /*
@@ -652,6 +810,28 @@ message_take(struct session *s, struct intake *in, const char *p, size_t n)
 	if (in->size <= s->cfg->max_message_size && in->store_why[0] == '\0' &&
 	    queue_msg_write(in->msg, p, n, why) != RES_OK)
 		snprintf(in->store_why, sizeof(in->store_why), "%s", why);
+}
+
+/*
+ * Look at the message data buffered, reading what has arrived; on
+ * CONN_AGAIN the session waits for more within its budget.
+ */
+static enum conn_status
+data_peek(struct session *s, const char **p, size_t *n, enum step *r)
+{
+	enum conn_status st;
+
+	budget_charge(s);
+	if (s->budget.left_ms <= 0)
+		return CONN_TIMEOUT;
+	st = conn_try_peek(s->conn, p, n);
+	if (st == CONN_AGAIN) {
+		*r = wait_input(s, now_ms() + s->budget.left_ms);
+		/* The wait began now (or, when replies must drain first, the
+		 * client gets their time as a bonus). */
+		s->budget_waiting = *r == STEP_WAIT && !s->writing;
+	}
+	return st;
 }
 
 /* -------- DATA -------- */
@@ -694,43 +874,42 @@ check_data(struct session *s, const char *args)
 static void
 do_data(struct session *s, const char *args)
 {
-	struct intake in;
-	struct budget b;
-	char *out;
-	enum conn_status st = CONN_OK;
-
 	if (!check_data(s, args))
 		return;
 	reply(s, 354, "End data with <CR><LF>.<CR><LF>");
-	intake_begin(s, &in, false);
-	budget_init(&b, s->cfg);
-	out = xmalloc(DATA_DEC_OUT_MAX(CONN_INBUF));
-	while (!in.dec.done) {
-		const char *p;
-		size_t n, used, outlen;
+	intake_begin(s, &s->data, false);
+	budget_init(&s->budget, s->cfg);
+	s->phase = PH_DATA;
+}
 
-		st = budget_peek(s, &b, &p, &n);
-		if (st != CONN_OK)
-			break;
-		/* Octets after the terminator stay buffered: they are the
-		 * next pipelined command (RFC 2920). */
-		used = data_dec_feed(&in.dec, p, n, out, &outlen);
-		message_take(s, &in, out, outlen);
-		st = budget_consume(s, &b, used);
-		if (st != CONN_OK && !in.dec.done)
-			break;
-		st = CONN_OK;
-	}
-	free(out);
-	if (st != CONN_OK) {
-		intake_end(&in);
-		reset_transaction(s);
-		data_read_failed(s, st);
-		return;
-	}
-	message_end(s, &in, in.dec.flags);
-	intake_end(&in);
+static enum step
+step_data(struct session *s)
+{
+	struct intake *in = &s->data;
+	enum step r = STEP_NEXT;
+	const char *p;
+	size_t n, used, outlen;
+	enum conn_status st = data_peek(s, &p, &n, &r);
+
+	if (st == CONN_AGAIN)
+		return r;
+	if (st != CONN_OK)
+		return data_read_failed(s, st);
+	if (s->decoded == NULL)
+		s->decoded = xmalloc(DATA_DEC_OUT_MAX(CONN_INBUF));
+	/* Octets after the terminator stay buffered: they are the next
+	 * pipelined command (RFC 2920). */
+	used = data_dec_feed(&in->dec, p, n, s->decoded, &outlen);
+	message_take(s, in, s->decoded, outlen);
+	if (!budget_consume(s, &s->budget, used) && !in->dec.done)
+		return data_read_failed(s, CONN_TIMEOUT);
+	if (!in->dec.done)
+		return STEP_NEXT;
+	message_end(s, in, in->dec.flags);
+	intake_end(in);
 	reset_transaction(s);
+	s->phase = PH_COMMAND;
+	return STEP_NEXT;
 }
 
 /* -------- BDAT (RFC 3030) -------- */
@@ -738,12 +917,8 @@ do_data(struct session *s, const char *args)
 static void
 do_bdat(struct session *s, const char *args)
 {
-	unsigned long long want = 0, chunk;
+	unsigned long long want = 0;
 	const char *p = args;
-	struct budget b;
-	bool last = false, ok;
-	char *out;
-	enum conn_status st = CONN_OK;
 
 	/* Parse "size [LAST]" first: the chunk must be consumed whatever
 	 * happens, or its octets would be read as commands. */
@@ -760,53 +935,38 @@ do_bdat(struct session *s, const char *args)
 		}
 		want = want * 10 + (unsigned)(*p - '0');
 	}
+	s->bdat_last = false;
 	if (*p == ' ' && ascii_casecmp(p + 1, "LAST") == 0)
-		last = true;
+		s->bdat_last = true;
 	else if (*p != '\0') {
 		reply(s, 501, "5.5.4 Syntax: BDAT size [LAST]");
 		s->quit = true;
 		return;
 	}
-	chunk = want;
-	ok = (s->state == SS_RCPT && !s->bdat_failed);
-	if (ok && s->bdat.msg == NULL)
+	s->bdat_chunk = s->bdat_left = want;
+	s->bdat_ok = (s->state == SS_RCPT && !s->bdat_failed);
+	if (s->bdat_ok && s->bdat.msg == NULL)
 		intake_begin(s, &s->bdat, true);
-	budget_init(&b, s->cfg);
-	out = xmalloc(DATA_DEC_OUT_MAX(CONN_INBUF));
-	while (want > 0) {
-		const char *q;
-		size_t n, outlen;
+	budget_init(&s->budget, s->cfg);
+	s->phase = PH_BDAT;
+}
 
-		st = budget_peek(s, &b, &q, &n);
-		if (st != CONN_OK)
-			break;
-		if (n > want)
-			n = (size_t)want;
-		if (ok && s->mail.body == BODY_BINARYMIME) {
-			message_take(s, &s->bdat, q, n);
-		} else if (ok) {
-			/* The same line-ending rules as DATA, minus dots. */
-			(void)data_dec_feed(&s->bdat.dec, q, n, out, &outlen);
-			message_take(s, &s->bdat, out, outlen);
-		}
-		want -= n;
-		st = budget_consume(s, &b, n);
-		if (st != CONN_OK && want > 0)
-			break;
-		st = CONN_OK;
-	}
-	if (ok && last && s->mail.body != BODY_BINARYMIME) {
-		size_t outlen = data_dec_finish(&s->bdat.dec, out);
+/* The whole chunk was read: answer it. */
+static void
+bdat_end(struct session *s)
+{
+	bool last = s->bdat_last;
 
-		message_take(s, &s->bdat, out, outlen);
+	if (s->bdat_ok && last && s->mail.body != BODY_BINARYMIME) {
+		char fin[2];
+		size_t outlen = data_dec_finish(&s->bdat.dec, fin);
+
+		message_take(s, &s->bdat, fin, outlen);
 	}
-	free(out);
-	if (st != CONN_OK) {
-		reset_transaction(s);
-		data_read_failed(s, st);
-		return;
-	}
-	if (!ok) {
+	free(s->decoded);
+	s->decoded = NULL;
+	s->phase = PH_COMMAND;
+	if (!s->bdat_ok) {
 		if (s->state == SS_INIT)
 			reply(s, 503, "5.5.1 Error: send HELO/EHLO first");
 		else if (s->state == SS_READY)
@@ -837,7 +997,7 @@ do_bdat(struct session *s, const char *args)
 		return;
 	}
 	if (!last) {
-		reply(s, 250, "2.0.0 Ok: %llu octets received", chunk);
+		reply(s, 250, "2.0.0 Ok: %llu octets received", s->bdat_chunk);
 		return;
 	}
 	message_end(s, &s->bdat,
@@ -845,40 +1005,107 @@ do_bdat(struct session *s, const char *args)
 	reset_transaction(s);
 }
 
+static enum step
+step_bdat(struct session *s)
+{
+	enum step r = STEP_NEXT;
+	const char *q;
+	size_t n, outlen;
+	enum conn_status st;
+
+	if (s->bdat_left == 0) {
+		bdat_end(s);
+		return STEP_NEXT;
+	}
+	st = data_peek(s, &q, &n, &r);
+	if (st == CONN_AGAIN)
+		return r;
+	if (st != CONN_OK)
+		return data_read_failed(s, st);
+	if (n > s->bdat_left)
+		n = (size_t)s->bdat_left;
+	if (s->bdat_ok && s->mail.body == BODY_BINARYMIME) {
+		message_take(s, &s->bdat, q, n);
+	} else if (s->bdat_ok) {
+		if (s->decoded == NULL)
+			s->decoded = xmalloc(DATA_DEC_OUT_MAX(CONN_INBUF));
+		/* The same line-ending rules as DATA, minus dots. */
+		(void)data_dec_feed(&s->bdat.dec, q, n, s->decoded, &outlen);
+		message_take(s, &s->bdat, s->decoded, outlen);
+	}
+	s->bdat_left -= n;
+	if (!budget_consume(s, &s->budget, n) && s->bdat_left > 0)
+		return data_read_failed(s, CONN_TIMEOUT);
+	return STEP_NEXT;
+}
+
 /* -------- STARTTLS (RFC 3207) and implicit TLS (RFC 8314) -------- */
 
-/* Handshake with the current credentials; false ends the session. */
-static bool
-start_tls(struct session *s)
+static void
+tls_failed(struct session *s, const char *why)
 {
-	struct held *ref;
-	struct tls_creds *creds = holder_get(s->srv->tls, &ref);
-	char why[WHY_MAX];
-	enum conn_status st = CONN_ERROR;
+	metrics_inc(M_REJECT_TLS);
+	log_info("smtpd", "client=%s TLS handshake failed: %s", s->iplit, why);
+}
 
-	if (creds == NULL) {
-		log_warn("smtpd",
-		    "client=%s TLS requested but no certificate "
-		    "is loaded",
-		    s->iplit);
+/*
+ * The handshake: first the "220 Ready to start TLS" must leave, then TLS
+ * is set up with the current credentials, then it runs until done.
+ */
+static enum step
+step_handshake(struct session *s)
+{
+	char why[WHY_MAX];
+	enum conn_status st;
+	enum step r = flush_or_wait(s);
+
+	if (r != STEP_NEXT)
+		return r;
+	if (!conn_tls_active(s->conn)) {
+		struct held *ref;
+		struct tls_creds *creds = holder_get(s->srv->tls, &ref);
+
+		if (creds == NULL) {
+			holder_put(ref);
+			log_warn("smtpd",
+			    "client=%s TLS requested but no certificate "
+			    "is loaded",
+			    s->iplit);
+			return STEP_END;
+		}
+		why[0] = '\0';
+		st = conn_tls_server(s->conn, creds, why);
 		holder_put(ref);
-		return false;
+		if (st != CONN_OK) {
+			tls_failed(s, why);
+			return STEP_END;
+		}
+		s->deadline = command_deadline(s);
 	}
 	why[0] = '\0';
-	st = conn_tls_accept(s->conn, creds,
-	    now_ms() + (int64_t)s->cfg->command_timeout * 1000, why);
-	holder_put(ref);
+	st = conn_tls_handshake(s->conn, why);
+	if (st == CONN_AGAIN)
+		return park(s, conn_want(s->conn), s->deadline);
 	if (st != CONN_OK) {
-		metrics_inc(M_REJECT_TLS);
-		log_info("smtpd", "client=%s TLS handshake failed: %s",
-		    s->iplit, why);
-		return false;
+		tls_failed(s, why);
+		return STEP_END;
 	}
+	s->deadline = 0;
 	conn_tls_info(s->conn, s->tls_version, sizeof(s->tls_version),
 	    s->tls_cipher, sizeof(s->tls_cipher), &s->tls_bits);
 	log_info("smtpd", "client=%s TLS established: %s %s (%d bits)",
 	    s->iplit, s->tls_version, s->tls_cipher, s->tls_bits);
-	return true;
+	s->phase = PH_COMMAND;
+	if (s->implicit_tls) {
+		conn_printf(s->conn, "220 %s ESMTP sluice\r\n", s->cfg->hostname);
+		return STEP_NEXT;
+	}
+	/* The client must start over with EHLO (RFC 3207 section 4.2). */
+	reset_transaction(s);
+	s->state = SS_INIT;
+	s->esmtp = false;
+	s->helo[0] = '\0';
+	return STEP_NEXT;
 }
 
 static void
@@ -897,73 +1124,31 @@ do_starttls(struct session *s, const char *args)
 		return;
 	}
 	reply(s, 220, "2.0.0 Ready to start TLS");
-	if (conn_flush(s->conn, now_ms() + 10000) != CONN_OK) {
-		s->quit = true;
-		return;
-	}
 	/*
 	 * RFC 3207 section 4.2 and CVE-2011-0411: anything the client sent
-	 * after STARTTLS in plaintext is discarded, never executed.
+	 * after STARTTLS in plaintext is discarded, never executed.  What is
+	 * buffered now was sent before it saw our 220; nothing more is read
+	 * before the handshake.
 	 */
 	conn_discard_input(s->conn);
-	if (!start_tls(s)) {
-		s->quit = true;
-		return;
-	}
-	/* The client must start over with EHLO (RFC 3207 section 4.2). */
-	reset_transaction(s);
-	s->state = SS_INIT;
-	s->esmtp = false;
-	s->helo[0] = '\0';
+	s->implicit_tls = false;
+	s->phase = PH_HANDSHAKE;
 }
 
 /* -------- AUTH (RFC 4954) -------- */
 
-/*
- * Read one SASL response line after a 334 challenge into `buf`.  Returns
- * false, having replied, when the exchange cannot go on.
- */
-static bool
-sasl_read(struct session *s, char *buf, size_t max)
+/* The 535 for a failed AUTH (after auth_failure_delay). */
+static void
+auth_refused(struct session *s)
 {
-	bool too_long, bare_lf;
-	size_t len;
-	enum conn_status st;
-
-	st = conn_read_line(s->conn, buf, max, &len, &too_long, &bare_lf,
-	    now_ms() + (int64_t)s->cfg->command_timeout * 1000);
-	if (st == CONN_TIMEOUT) {
-		reply(s, 421, "4.4.2 %s Error: timeout exceeded",
+	reply(s, 535, "5.7.8 Error: authentication credentials invalid");
+	if (s->auth_failures >= AUTH_MAX_FAILURES) {
+		reply(s, 421,
+		    "4.7.0 %s Error: too many authentication "
+		    "failures",
 		    s->cfg->hostname);
 		s->quit = true;
-		return false;
 	}
-	if (st != CONN_OK) {
-		s->quit = true;
-		return false;
-	}
-	if (too_long) {
-		reply(s, 500, "5.5.6 Authentication exchange line is too long");
-		return false;
-	}
-	if (strcmp(buf, "*") == 0) {
-		reply(s, 501, "5.7.0 Authentication aborted");
-		return false;
-	}
-	return true;
-}
-
-/* Decode one base64 SASL field; false (having replied) when malformed. */
-static bool
-sasl_decode(
-    struct session *s, const char *b64, char *out, size_t outlen, int *len)
-{
-	*len = auth_b64_decode(b64, out, outlen);
-	if (*len < 0) {
-		reply(s, 501, "5.5.2 Error: invalid base64 data");
-		return false;
-	}
-	return true;
 }
 
 static void
@@ -973,6 +1158,7 @@ auth_verdict(struct session *s, const char *user, const char *pass)
 	struct auth_db *db = holder_get(s->srv->auth, &ref);
 	bool ok = db != NULL && auth_db_verify(db, user, pass);
 	char safe[AUTH_FIELD_MAX];
+	int rate;
 
 	holder_put(ref);
 	log_sanitize(safe, sizeof(safe), user);
@@ -985,39 +1171,183 @@ auth_verdict(struct session *s, const char *user, const char *pass)
 	}
 	s->auth_failures++;
 	metrics_inc(M_AUTH_FAILED);
+	rate = anvil_auth_failed(s->srv->anvil, &s->client,
+	    (int64_t)s->cfg->client_rate_time_unit * 1000, now_ms());
 	log_info("smtpd",
 	    "client=%s authentication failed for user=%s "
-	    "(%d of %d)",
-	    s->iplit, safe, s->auth_failures, AUTH_MAX_FAILURES);
-	/* Slow down password guessing. */
+	    "(%d of %d; %d from this client in %ds)",
+	    s->iplit, safe, s->auth_failures, AUTH_MAX_FAILURES, rate,
+	    s->cfg->client_rate_time_unit);
+	/* Slow down password guessing: a parked wait, not a sleeping
+	 * worker. */
 	if (s->cfg->auth_failure_delay > 0) {
-		(void)conn_flush(s->conn, now_ms() + 10000);
-		sleep((unsigned)s->cfg->auth_failure_delay);
+		s->deadline = 0;
+		s->phase = PH_DELAY;
+		return;
 	}
-	reply(s, 535, "5.7.8 Error: authentication credentials invalid");
-	if (s->auth_failures >= AUTH_MAX_FAILURES) {
-		reply(s, 421,
-		    "4.7.0 %s Error: too many authentication "
-		    "failures",
-		    s->cfg->hostname);
-		s->quit = true;
+	auth_refused(s);
+}
+
+static enum step
+step_delay(struct session *s)
+{
+	enum step r;
+
+	if (s->deadline == 0) {
+		/* Earlier replies leave first; then the delay starts. */
+		if ((r = flush_or_wait(s)) != STEP_NEXT)
+			return r;
+		s->deadline =
+		    now_ms() + (int64_t)s->cfg->auth_failure_delay * 1000;
 	}
+	if (now_ms() < s->deadline)
+		return park(s, 0, s->deadline);
+	s->deadline = 0;
+	s->phase = PH_COMMAND;
+	auth_refused(s);
+	return s->quit ? close_session(s) : STEP_NEXT;
+}
+
+/*
+ * Decode one base64 SASL field into `out`; false (having replied) when it
+ * is malformed or, for a user name or password, holds a NUL octet (a C
+ * string would silently end there).
+ */
+static bool
+sasl_decode(struct session *s, const char *b64, char *out, size_t outlen,
+    int *len, const char *what)
+{
+	*len = auth_b64_decode(b64, out, outlen);
+	if (*len < 0) {
+		reply(s, 501, "5.5.2 Error: invalid base64 data");
+		return false;
+	}
+	if (what != NULL && memchr(out, '\0', (size_t)*len) != NULL) {
+		reply(s, 501, "5.5.2 Error: NUL octet in the %s", what);
+		return false;
+	}
+	return true;
+}
+
+/* A PLAIN response (RFC 4616); an empty initial response is "=". */
+static void
+sasl_plain(struct session *s, const char *resp)
+{
+	char dec[3 * AUTH_FIELD_MAX + 8], user[AUTH_FIELD_MAX];
+	char pass[AUTH_FIELD_MAX], authz[AUTH_FIELD_MAX];
+	int n;
+
+	if (!sasl_decode(s, resp, dec, sizeof(dec), &n, NULL))
+		goto out;
+	if (sasl_plain_split(dec, (size_t)n, authz, user, pass) != 0) {
+		reply(s, 501, "5.5.2 Error: malformed PLAIN response");
+		goto out;
+	}
+	/* No proxy authorisation: authzid empty or the user. */
+	if (authz[0] != '\0' && strcmp(authz, user) != 0) {
+		reply(s, 535,
+		    "5.7.8 Error: authorization identity "
+		    "not permitted");
+		goto out;
+	}
+	auth_verdict(s, user, pass);
+out:
+	explicit_bzero(dec, sizeof(dec));
+	explicit_bzero(pass, sizeof(pass));
+}
+
+/* LOGIN: the user name, then ask for the password. */
+static void
+sasl_login_user(struct session *s, const char *resp)
+{
+	int n;
+
+	if (!sasl_decode(
+	        s, resp, s->sasl_user, sizeof(s->sasl_user), &n, "user name"))
+		return;
+	conn_printf(s->conn, "334 UGFzc3dvcmQ6\r\n");
+	s->sasl = SASL_LOGIN_PASS;
+	s->phase = PH_SASL;
+}
+
+static void
+sasl_login_pass(struct session *s, const char *resp)
+{
+	char pass[AUTH_FIELD_MAX];
+	int n;
+
+	if (sasl_decode(s, resp, pass, sizeof(pass), &n, "password"))
+		auth_verdict(s, s->sasl_user, pass);
+	explicit_bzero(pass, sizeof(pass));
+}
+
+/* Read one SASL response line after a 334 challenge. */
+static enum step
+step_sasl(struct session *s)
+{
+	char resp[sizeof(s->line)];
+	bool too_long, bare_lf;
+	size_t len;
+	enum conn_status st;
+
+	st = conn_try_line(s->conn, s->line, sizeof(s->line), &len, &too_long,
+	    &bare_lf);
+	if (st == CONN_AGAIN)
+		return wait_line(s);
+	if (st != CONN_OK)
+		return STEP_END;
+	s->deadline = 0;
+	s->phase = PH_COMMAND;
+	/* Never log credentials: the line logged with a reply is the
+	 * command's name only. */
+	memcpy(resp, s->line, len + 1);
+	snprintf(s->line, sizeof(s->line), "AUTH %s",
+	    s->sasl == SASL_PLAIN ? "PLAIN" : "LOGIN");
+	if (too_long) {
+		reply(s, 500, "5.5.6 Authentication exchange line is too long");
+	} else if (memchr(resp, '\0', len) != NULL) {
+		reply(s, 501, "5.5.2 Error: invalid base64 data");
+	} else if (strcmp(resp, "*") == 0) {
+		reply(s, 501, "5.7.0 Authentication aborted");
+	} else if (s->sasl == SASL_PLAIN) {
+		sasl_plain(s, resp);
+	} else if (s->sasl == SASL_LOGIN_USER) {
+		sasl_login_user(s, resp);
+	} else {
+		sasl_login_pass(s, resp);
+	}
+	explicit_bzero(resp, sizeof(resp));
+	return s->quit ? close_session(s) : STEP_NEXT;
+}
+
+/* Refuse AUTH from a client that failed too often lately (anvil). */
+static bool
+auth_rate_exceeded(struct session *s)
+{
+	int limit = s->cfg->max_auth_failure_rate, rate;
+
+	if (limit <= 0)
+		return false;
+	rate = anvil_auth_rate(s->srv->anvil, &s->client,
+	    (int64_t)s->cfg->client_rate_time_unit * 1000, now_ms());
+	if (rate < limit)
+		return false;
+	metrics_inc(M_AUTH_RATE_LIMITED);
+	reply(s, 454,
+	    "4.7.0 Error: too many failed authentications from %s; try "
+	    "again later",
+	    s->iplit);
+	return true;
 }
 
 static void
 do_auth(struct session *s, const char *args)
 {
-	char mech[32], initial[SMTP_MAIL_LINE_MAX + 1], resp[2048];
-	char dec[3 * AUTH_FIELD_MAX + 8], user[AUTH_FIELD_MAX];
-	char pass[AUTH_FIELD_MAX], authz[AUTH_FIELD_MAX];
+	char mech[32];
 	const char *sp = strchr(args, ' ');
+	const char *initial = sp ? sp + 1 : "";
 	size_t mlen = sp ? (size_t)(sp - args) : strlen(args);
-	int n;
 
-	snprintf(initial, sizeof(initial), "%s", sp ? sp + 1 : "");
-	/* Never log credentials: keep only "AUTH MECH" of the line. */
-	if (sp != NULL)
-		s->line[(size_t)(sp - s->line)] = '\0';
 	if (mlen == 0 || mlen >= sizeof(mech)) {
 		reply(
 		    s, 501, "5.5.4 Syntax: AUTH mechanism [initial-response]");
@@ -1025,6 +1355,9 @@ do_auth(struct session *s, const char *args)
 	}
 	memcpy(mech, args, mlen);
 	mech[mlen] = '\0';
+	/* Never log credentials: keep only "AUTH MECH" of the line. */
+	if (sp != NULL)
+		s->line[(size_t)(sp - s->line)] = '\0';
 	if (s->state == SS_INIT || !s->esmtp) {
 		reply(s, 503, "5.5.1 Error: send EHLO first");
 		goto out;
@@ -1049,65 +1382,76 @@ do_auth(struct session *s, const char *args)
 		    "transaction");
 		goto out;
 	}
+	if (auth_rate_exceeded(s))
+		goto out;
 	if (ascii_casecmp(mech, "PLAIN") == 0) {
-		/* RFC 4616; an empty initial response is "=". */
-		if (initial[0] == '\0') {
-			conn_printf(s->conn, "334 \r\n");
-			if (!sasl_read(s, resp, sizeof(resp)))
-				goto out;
+		s->sasl = SASL_PLAIN;
+		if (initial[0] != '\0') {
+			sasl_plain(s, initial);
 		} else {
-			snprintf(resp, sizeof(resp), "%s", initial);
-		}
-		if (!sasl_decode(s, resp, dec, sizeof(dec), &n))
-			goto out;
-		if (sasl_plain_split(dec, (size_t)n, authz, user, pass) != 0) {
-			reply(s, 501, "5.5.2 Error: malformed PLAIN response");
-			goto out;
-		}
-		/* No proxy authorisation: authzid empty or the user. */
-		if (authz[0] != '\0' && strcmp(authz, user) != 0) {
-			reply(s, 535,
-			    "5.7.8 Error: authorization identity "
-			    "not permitted");
-			goto out;
+			conn_printf(s->conn, "334 \r\n");
+			s->phase = PH_SASL;
 		}
 	} else if (ascii_casecmp(mech, "LOGIN") == 0) {
+		s->sasl = SASL_LOGIN_USER;
 		if (initial[0] != '\0') {
-			snprintf(resp, sizeof(resp), "%s", initial);
+			sasl_login_user(s, initial);
 		} else {
 			conn_printf(s->conn, "334 VXNlcm5hbWU6\r\n");
-			if (!sasl_read(s, resp, sizeof(resp)))
-				goto out;
+			s->phase = PH_SASL;
 		}
-		if (!sasl_decode(s, resp, user, sizeof(user), &n))
-			goto out;
-		conn_printf(s->conn, "334 UGFzc3dvcmQ6\r\n");
-		if (!sasl_read(s, resp, sizeof(resp)))
-			goto out;
-		if (!sasl_decode(s, resp, pass, sizeof(pass), &n))
-			goto out;
 	} else {
 		reply(s, 504, "5.5.4 Error: unrecognized authentication type");
-		goto out;
 	}
-	auth_verdict(s, user, pass);
 out:
-	explicit_bzero(initial, sizeof(initial));
-	explicit_bzero(resp, sizeof(resp));
-	explicit_bzero(dec, sizeof(dec));
-	explicit_bzero(pass, sizeof(pass));
+	/* The initial response is in the line after the NUL put there. */
+	explicit_bzero(s->line + strlen(s->line),
+	    sizeof(s->line) - strlen(s->line));
 }
 
 /* -------- the command loop -------- */
+
+/*
+ * The first octet that has no place in a command line, or -1.  Commands
+ * are text (RFC 5321 sections 2.3.1 and 4.1.1: SP-separated printable
+ * ASCII; SMTPUTF8 allows UTF-8 in addresses, which the parsers check): NUL,
+ * CR, the other controls and DEL are refused, never cut at or ignored.
+ */
+static int
+forbidden_octet(const char *line, size_t len)
+{
+	size_t i;
+
+	for (i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)line[i];
+
+		if (c < 0x20 || c == 0x7f)
+			return c;
+	}
+	return -1;
+}
 
 static void
 do_command(struct session *s, size_t len)
 {
 	const char *args;
-	enum smtp_verb verb = parse_verb(s->line, &args);
+	enum smtp_verb verb;
 	size_t limit = SMTP_CMDLINE_MAX;
+	int bad = forbidden_octet(s->line, len);
 
 	s->ncommands++;
+	if (bad >= 0) {
+		char *at = memchr(s->line, bad, len);
+
+		/* Log what can be logged: the line up to the octet. */
+		*at = '\0';
+		reply(s, 500,
+		    "5.5.2 Error: command contains a forbidden octet "
+		    "(0x%02x)",
+		    bad);
+		return;
+	}
+	verb = parse_verb(s->line, &args);
 	if (verb == VERB_MAIL || verb == VERB_AUTH)
 		limit = SMTP_MAIL_LINE_MAX;
 	else if (verb == VERB_RCPT)
@@ -1179,78 +1523,195 @@ do_command(struct session *s, size_t len)
 	}
 }
 
-void
-session_run(struct server *srv, const struct job *job)
+static enum step
+step_command(struct session *s)
+{
+	bool too_long, bare_lf;
+	size_t len;
+	enum conn_status st;
+	enum step r;
+
+	if (s->errors >= s->cfg->max_errors) {
+		metrics_inc(M_REJECT_ERRORS);
+		reply(s, 421, "4.7.0 %s Error: too many errors",
+		    s->cfg->hostname);
+		return close_session(s);
+	}
+	/* Invariant 3: a client that does not read its replies gets no
+	 * more of them. */
+	if (conn_out_pending(s->conn) > CONN_OUTBUF / 2 &&
+	    (r = flush_or_wait(s)) != STEP_NEXT)
+		return r;
+	st = conn_try_line(s->conn, s->line, sizeof(s->line), &len, &too_long,
+	    &bare_lf);
+	if (st == CONN_AGAIN)
+		return wait_line(s);
+	if (st != CONN_OK)
+		return STEP_END;
+	s->deadline = 0;
+	if (too_long) {
+		s->line[0] = '\0';
+		s->ncommands++;
+		reply(s, 500, "5.5.2 Error: line too long");
+	} else {
+		do_command(s, len);
+	}
+	return s->quit ? close_session(s) : STEP_NEXT;
+}
+
+/* Send the last replies (5 seconds at most), then end. */
+static enum step
+step_close(struct session *s)
+{
+	int64_t limit = now_ms() + 5000;
+
+	if (s->wdeadline == 0 || s->wdeadline > limit)
+		s->wdeadline = limit;
+	return flush_or_wait(s) == STEP_WAIT ? STEP_WAIT : STEP_END;
+}
+
+/* -------- events and the life cycle -------- */
+
+static enum step
+on_start(struct session *s)
+{
+	log_info("smtpd", "connect from %s:%d listener=%s%s", s->iplit, s->port,
+	    s->listener, s->trusted ? " trusted" : "");
+	/* RFC 8314: on an implicit-TLS port the handshake comes first. */
+	if (s->kind == LISTEN_SMTPS) {
+		s->implicit_tls = true;
+		s->phase = PH_HANDSHAKE;
+	} else {
+		conn_printf(s->conn, "220 %s ESMTP sluice\r\n", s->cfg->hostname);
+		s->phase = PH_COMMAND;
+	}
+	return STEP_NEXT;
+}
+
+static enum step
+on_timeout(struct session *s)
+{
+	if (s->writing || s->phase == PH_CLOSE) {
+		if (s->phase != PH_CLOSE)
+			log_info("smtpd",
+			    "client=%s timeout: it does not read our "
+			    "replies",
+			    s->iplit);
+		metrics_inc(M_REJECT_TIMEOUT);
+		return STEP_END;
+	}
+	switch (s->phase) {
+	case PH_HANDSHAKE:
+		tls_failed(s, "timeout");
+		return STEP_END;
+	case PH_DATA:
+	case PH_BDAT:
+		budget_charge(s);
+		return data_read_failed(s, CONN_TIMEOUT);
+	case PH_DELAY:
+		return STEP_NEXT; /* the delay is over */
+	default:
+		metrics_inc(M_REJECT_TIMEOUT);
+		reply(s, 421, "4.4.2 %s Error: timeout exceeded",
+		    s->cfg->hostname);
+		return close_session(s);
+	}
+}
+
+static enum step
+on_stop(struct session *s)
+{
+	if (s->writing || s->phase == PH_CLOSE)
+		return STEP_END;
+	switch (s->phase) {
+	case PH_HANDSHAKE:
+		tls_failed(s, "shutting down");
+		return STEP_END;
+	case PH_DATA:
+	case PH_BDAT:
+		return data_read_failed(s, CONN_STOPPED);
+	default:
+		metrics_inc(M_REJECT_SHUTDOWN);
+		reply(s, 421, "4.3.2 %s Service shutting down",
+		    s->cfg->hostname);
+		return close_session(s);
+	}
+}
+
+static enum step
+step(struct session *s)
+{
+	switch (s->phase) {
+	case PH_START:
+		return on_start(s);
+	case PH_HANDSHAKE:
+		return step_handshake(s);
+	case PH_COMMAND:
+		return step_command(s);
+	case PH_DATA:
+		return step_data(s);
+	case PH_BDAT:
+		return step_bdat(s);
+	case PH_SASL:
+		return step_sasl(s);
+	case PH_DELAY:
+		return step_delay(s);
+	case PH_CLOSE:
+		return step_close(s);
+	}
+	return STEP_END;
+}
+
+struct session *
+session_new(struct server *srv, int fd, const struct sockaddr_storage *peer,
+    const struct listen_addr *la, bool trusted, const struct anvil_key *key)
 {
 	struct session *s = xcalloc(1, sizeof(*s));
-	const struct config *cfg;
-	const struct sockaddr *peer = (const struct sockaddr *)&job->peer;
-	int64_t started = now_ms();
+	const struct sockaddr *sa = (const struct sockaddr *)peer;
 
-	cfg = holder_get(srv->config, &s->cfg_ref);
 	s->srv = srv;
-	s->cfg = cfg;
-	s->conn = conn_new(job->fd);
-	sockaddr_ntop(peer, s->ip, sizeof(s->ip));
-	s->port = sockaddr_port(peer);
+	s->cfg = holder_get(srv->config, &s->cfg_ref);
+	s->conn = conn_new(fd);
+	s->wait.s = s;
+	s->wait.fd = fd;
+	s->client = *key;
+	s->started = now_ms();
+	s->phase = PH_START;
+	sockaddr_ntop(sa, s->ip, sizeof(s->ip));
+	s->port = sockaddr_port(sa);
 	if (strchr(s->ip, ':') != NULL)
 		snprintf(s->iplit, sizeof(s->iplit), "[IPv6:%s]", s->ip);
 	else
 		snprintf(s->iplit, sizeof(s->iplit), "[%s]", s->ip);
-	s->trusted =
-	    cidr_match(cfg->relay_networks, cfg->nrelay_networks, peer);
+	snprintf(s->listener, sizeof(s->listener), "%s", la->text);
+	s->trusted = trusted;
+	s->kind = la->kind;
 	s->state = SS_INIT;
-	s->kind = job->listener.kind;
-	log_info("smtpd", "connect from %s:%d listener=%s%s", s->iplit, s->port,
-	    job->listener.text, s->trusted ? " trusted" : "");
-	/* RFC 8314: on an implicit-TLS port the handshake comes first; like
-	 * an idle session, it ends at once at shutdown. */
-	conn_set_stop_fd(s->conn, srv->stop_fd);
-	if (s->kind == LISTEN_SMTPS && !start_tls(s))
-		s->quit = true;
-	else
-		conn_printf(s->conn, "220 %s ESMTP sluice\r\n", cfg->hostname);
-	while (!s->quit) {
-		bool too_long, bare_lf;
-		size_t len;
-		enum conn_status st;
+	atomic_fetch_add(&srv->sessions, 1);
+	if (!trusted)
+		atomic_fetch_add(&srv->untrusted, 1);
+	return s;
+}
 
-		/* Idle sessions end at shutdown; transactions get the grace
-		 * period. */
-		conn_set_stop_fd(s->conn,
-		    s->state <= SS_READY ? srv->stop_fd : srv->kill_fd);
-		s->line[0] = '\0';
-		st = conn_read_line(s->conn, s->line, sizeof(s->line), &len,
-		    &too_long, &bare_lf,
-		    now_ms() + cfg->command_timeout * 1000);
-		if (st == CONN_TIMEOUT) {
-			metrics_inc(M_REJECT_TIMEOUT);
-			reply(s, 421, "4.4.2 %s Error: timeout exceeded",
-			    cfg->hostname);
-			break;
-		}
-		if (st == CONN_STOPPED) {
-			metrics_inc(M_REJECT_SHUTDOWN);
-			reply(s, 421, "4.3.2 %s Service shutting down",
-			    cfg->hostname);
-			break;
-		}
-		if (st != CONN_OK)
-			break;
-		if (too_long) {
-			s->line[0] = '\0';
-			reply(s, 500, "5.5.2 Error: line too long");
-		} else {
-			do_command(s, len);
-		}
-		if (!s->quit && s->errors >= cfg->max_errors) {
-			metrics_inc(M_REJECT_ERRORS);
-			reply(s, 421, "4.7.0 %s Error: too many errors",
-			    cfg->hostname);
-			break;
-		}
-	}
-	(void)conn_flush(s->conn, now_ms() + 5000);
+struct sess_wait *
+session_wait(struct session *s)
+{
+	return &s->wait;
+}
+
+void
+session_shrink(struct session *s)
+{
+	free(s->decoded);
+	s->decoded = NULL;
+	conn_shrink(s->conn);
+}
+
+static void
+session_end(struct session *s)
+{
+	struct server *srv = s->srv;
+
 	reset_transaction(s);
 	log_info("smtpd",
 	    "disconnect from %s commands=%d mails=%d rcpts=%d "
@@ -1258,8 +1719,41 @@ session_run(struct server *srv, const struct job *job)
 	    s->iplit, s->ncommands, s->nmails, s->nrcpts_total, s->errors,
 	    (unsigned long long)conn_bytes_in(s->conn),
 	    (unsigned long long)conn_bytes_out(s->conn),
-	    (long long)(now_ms() - started));
+	    (long long)(now_ms() - s->started));
 	conn_free(s->conn);
+	anvil_disconnect(srv->anvil, &s->client, now_ms());
+	if (!s->trusted)
+		atomic_fetch_sub(&srv->untrusted, 1);
 	holder_put(s->cfg_ref);
+	free(s->decoded);
+	explicit_bzero(s, sizeof(*s));
 	free(s);
+	atomic_fetch_sub(&srv->sessions, 1);
+}
+
+bool
+session_run(struct session *s, enum sess_event ev)
+{
+	enum step r = STEP_NEXT;
+
+	switch (ev) {
+	case EV_START:
+		break;
+	case EV_READY:
+		conn_mark_ready(s->conn);
+		break;
+	case EV_TIMEOUT:
+		r = on_timeout(s);
+		break;
+	case EV_STOP:
+		r = on_stop(s);
+		break;
+	}
+	while (r == STEP_NEXT)
+		r = step(s);
+	if (r == STEP_END) {
+		session_end(s);
+		return false;
+	}
+	return true;
 }

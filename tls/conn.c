@@ -1,9 +1,17 @@
 /*
- * conn.c - buffered session I/O with deadlines (see conn.h).
+ * conn.c - buffered connection I/O over TCP and TLS (see conn.h).
  *
- * Threads: one owner thread per conn; no shared state.
- * Invariant: output is flushed before every blocking read, so a client
- * that pipelines never waits for replies the server already has.
+ * Threads: one thread at a time per conn; no shared state.
+ *
+ * Invariants:
+ *  1. The blocking calls flush output before every wait for input, so a
+ *     client that pipelines never waits for replies the server already has.
+ *  2. CONN_AGAIN from a read is returned only when the socket is empty as
+ *     far as we know: no whole line (or, for peek, no octet) is buffered,
+ *     GnuTLS holds no decrypted record and no raw record is read ahead.
+ *     So a caller may sleep on the descriptor without missing input.
+ *  3. `may_read` is only a hint to save a recv() that would fail; a wrong
+ *     "false" costs one poll() that returns at once, never a lost octet.
  */
 #include "conn.h"
 #include "tls.h"
@@ -21,40 +29,38 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#define CONN_RAWBUF (CONN_INBUF + 64)
+
 struct conn {
 	int fd;
 	gnutls_session_t tls;    /* NULL until TLS is on */
 	struct tls_creds *creds; /* a reference while tls is set */
 	int stop_fd;
 	bool write_failed;
-	unsigned char in[CONN_INBUF];
+	bool may_read; /* a recv() might find data (invariant 3) */
+	bool skipping; /* discarding the rest of an over-long line */
+	short want;    /* POLLIN or POLLOUT: what CONN_AGAIN waits for */
+	unsigned char *in;     /* CONN_INBUF octets, or NULL */
 	size_t in_off, in_len; /* unread input is in[in_off..in_len) */
-	unsigned char out[CONN_OUTBUF];
+	unsigned char *out;    /* CONN_OUTBUF octets, or NULL */
 	size_t out_len;
-	int64_t out_deadline; /* for flushes forced by a full buffer */
 	uint64_t bytes_in, bytes_out;
 	/* TLS records read ahead from the socket (see tls_pull). */
-	unsigned char raw[CONN_INBUF + 64];
+	unsigned char *raw; /* CONN_RAWBUF octets, or NULL */
 	size_t raw_off, raw_len;
 };
 
 struct conn *
 conn_new(int fd)
 {
-	struct conn *c = xmalloc(sizeof(*c));
+	struct conn *c = xcalloc(1, sizeof(*c));
 
 	c->fd = fd;
-	c->tls = NULL;
-	c->creds = NULL;
-	/* Non-blocking: every wait is a poll() with a deadline. */
+	/* Non-blocking: every wait is a poll() or an epoll set. */
 	(void)fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
 	c->stop_fd = -1;
-	c->raw_off = c->raw_len = 0;
-	c->write_failed = false;
-	c->in_off = c->in_len = 0;
-	c->out_len = 0;
-	c->out_deadline = 0;
-	c->bytes_in = c->bytes_out = 0;
+	c->may_read = true;
+	c->want = POLLIN;
 	return c;
 }
 
@@ -70,6 +76,9 @@ conn_free(struct conn *c)
 		tls_creds_unref(c->creds);
 	}
 	close(c->fd);
+	free(c->in);
+	free(c->out);
+	free(c->raw);
 	free(c);
 }
 
@@ -83,6 +92,7 @@ void
 conn_discard_input(struct conn *c)
 {
 	c->in_off = c->in_len = 0;
+	c->skipping = false;
 }
 
 uint64_t
@@ -95,6 +105,63 @@ uint64_t
 conn_bytes_out(const struct conn *c)
 {
 	return c->bytes_out;
+}
+
+short
+conn_want(const struct conn *c)
+{
+	return c->want;
+}
+
+void
+conn_mark_ready(struct conn *c)
+{
+	c->may_read = true;
+}
+
+int
+conn_fd(const struct conn *c)
+{
+	return c->fd;
+}
+
+size_t
+conn_out_pending(const struct conn *c)
+{
+	return c->out_len;
+}
+
+/* Octets that TLS has decrypted or read ahead but we have not taken. */
+static bool
+tls_pending(const struct conn *c)
+{
+	return c->tls != NULL && (gnutls_record_check_pending(c->tls) > 0 ||
+	                             c->raw_off < c->raw_len);
+}
+
+bool
+conn_in_pending(const struct conn *c)
+{
+	return c->in_off < c->in_len || tls_pending(c);
+}
+
+void
+conn_shrink(struct conn *c)
+{
+	if (c->in != NULL && c->in_off == c->in_len) {
+		free(c->in);
+		c->in = NULL;
+		c->in_off = c->in_len = 0;
+	}
+	if (c->out != NULL && c->out_len == 0) {
+		free(c->out);
+		c->out = NULL;
+	}
+	if (c->raw != NULL && c->raw_off == c->raw_len) {
+		free(c->raw);
+		c->raw = NULL;
+		c->raw_off = c->raw_len = 0;
+	}
 }
 
 /* Wait until `fd` is ready for `events` or the deadline passes. */
@@ -125,22 +192,24 @@ wait_fd(struct conn *c, short events, int64_t deadline, bool stoppable)
 			continue;
 		if (n == 2 && (p[1].revents & POLLIN))
 			return CONN_STOPPED;
-		if (p[0].revents != 0)
+		if (p[0].revents != 0) {
+			c->may_read = true;
 			return CONN_OK;
+		}
 	}
 }
 
 /*
  * One non-blocking read or write over TCP or TLS.  Returns the octets
- * moved, 0 for end of file (reads), -1 when it would block (*events says
+ * moved, 0 for end of file (reads), -1 when it would block (c->want says
  * what to wait for), -2 on error.
  */
 static ssize_t
-io_recv(struct conn *c, void *buf, size_t n, short *events)
+io_recv(struct conn *c, void *buf, size_t n)
 {
 	ssize_t r;
 
-	*events = POLLIN;
+	c->want = POLLIN;
 	if (c->tls == NULL) {
 		r = recv(c->fd, buf, n, 0);
 		if (r >= 0)
@@ -153,8 +222,8 @@ io_recv(struct conn *c, void *buf, size_t n, short *events)
 	if (r >= 0)
 		return r;
 	if (r == GNUTLS_E_AGAIN || r == GNUTLS_E_INTERRUPTED) {
-		*events =
-		    gnutls_record_get_direction(c->tls) ? POLLOUT : POLLIN;
+		if (gnutls_record_get_direction(c->tls))
+			c->want = POLLOUT;
 		return -1;
 	}
 	/* A peer that closes without close_notify has still closed. */
@@ -168,6 +237,7 @@ io_send(struct conn *c, const void *buf, size_t n)
 {
 	ssize_t r;
 
+	c->want = POLLOUT;
 	if (c->tls == NULL) {
 		r = send(c->fd, buf, n, MSG_NOSIGNAL);
 		if (r >= 0)
@@ -184,19 +254,11 @@ io_send(struct conn *c, const void *buf, size_t n)
 	return -2;
 }
 
-/* Octets that TLS has decrypted but we have not read yet. */
-static bool
-tls_pending(const struct conn *c)
-{
-	return c->tls != NULL && (gnutls_record_check_pending(c->tls) > 0 ||
-	                             c->raw_off < c->raw_len);
-}
-
 enum conn_status
-conn_flush(struct conn *c, int64_t deadline)
+conn_try_flush(struct conn *c)
 {
 	size_t off = 0;
-	enum conn_status st;
+	enum conn_status st = CONN_OK;
 
 	if (c->write_failed)
 		return CONN_ERROR;
@@ -206,23 +268,39 @@ conn_flush(struct conn *c, int64_t deadline)
 		if (n > 0) {
 			off += (size_t)n;
 			c->bytes_out += (uint64_t)n;
+			/* Replies just went out: the peer has not answered. */
+			c->may_read = false;
 			continue;
 		}
 		if (n == -1) {
-			/* TLS wants the same arguments again after this. */
-			st = wait_fd(c, POLLOUT, deadline, false);
-			if (st != CONN_OK) {
-				c->write_failed = true;
-				return st;
-			}
-			continue;
+			/* TLS wants the same octets again after this. */
+			st = CONN_AGAIN;
+			break;
 		}
 		c->write_failed = true;
 		c->out_len = 0;
 		return CONN_ERROR;
 	}
-	c->out_len = 0;
-	return CONN_OK;
+	if (off > 0) {
+		memmove(c->out, c->out + off, c->out_len - off);
+		c->out_len -= off;
+	}
+	return st;
+}
+
+enum conn_status
+conn_flush(struct conn *c, int64_t deadline)
+{
+	enum conn_status st;
+
+	while ((st = conn_try_flush(c)) == CONN_AGAIN) {
+		st = wait_fd(c, c->want, deadline, false);
+		if (st != CONN_OK) {
+			c->write_failed = true;
+			return st;
+		}
+	}
+	return st;
 }
 
 void
@@ -230,8 +308,10 @@ conn_write(struct conn *c, const void *data, size_t len)
 {
 	const unsigned char *p = data;
 
+	if (c->out == NULL)
+		c->out = xmalloc(CONN_OUTBUF);
 	while (len > 0) {
-		size_t n = sizeof(c->out) - c->out_len;
+		size_t n = CONN_OUTBUF - c->out_len;
 
 		if (n == 0) {
 			/* A full buffer: flush with a generous deadline. */
@@ -267,34 +347,29 @@ conn_printf(struct conn *c, const char *fmt, ...)
 	conn_write(c, buf, (size_t)n);
 }
 
-/* Refill the input buffer: flush output first, then read what arrives. */
+/*
+ * Read what has arrived into the input buffer, without waiting: CONN_OK
+ * when octets were added, CONN_AGAIN, CONN_EOF or CONN_ERROR.  The caller
+ * has room (the buffer is never full when it asks).
+ */
 static enum conn_status
-fill(struct conn *c, int64_t deadline)
+read_some(struct conn *c)
 {
-	enum conn_status st;
-	bool replied = c->out_len > 0;
-	ssize_t n;
-
-	if (replied && (st = conn_flush(c, deadline)) != CONN_OK)
-		return st;
+	if (c->in == NULL)
+		c->in = xmalloc(CONN_INBUF);
 	if (c->in_off > 0) {
 		memmove(c->in, c->in + c->in_off, c->in_len - c->in_off);
 		c->in_len -= c->in_off;
 		c->in_off = 0;
 	}
-	/*
-	 * Having just replied, the peer has usually not answered yet: wait
-	 * first rather than try a read bound to fail (one system call less
-	 * per command).
-	 */
-	if (replied && !tls_pending(c) &&
-	    (st = wait_fd(c, POLLIN, deadline, true)) != CONN_OK)
-		return st;
+	if (!c->may_read && !tls_pending(c)) {
+		c->want = POLLIN;
+		return CONN_AGAIN;
+	}
 	for (;;) {
-		short events;
+		ssize_t n =
+		    io_recv(c, c->in + c->in_len, CONN_INBUF - c->in_len);
 
-		n = io_recv(
-		    c, c->in + c->in_len, sizeof(c->in) - c->in_len, &events);
 		if (n > 0) {
 			c->in_len += (size_t)n;
 			c->bytes_in += (uint64_t)n;
@@ -308,7 +383,69 @@ fill(struct conn *c, int64_t deadline)
 		 * ticket) while more is already buffered: read on. */
 		if (tls_pending(c))
 			continue;
-		st = wait_fd(c, events, deadline, true);
+		c->may_read = false;
+		return CONN_AGAIN;
+	}
+}
+
+/* Copy the line of `take` octets at the read position into buf. */
+static void
+take_line(struct conn *c, size_t take, char *buf, size_t max, size_t *len,
+    bool *too_long, bool *bare_lf)
+{
+	const unsigned char *start = c->in + c->in_off;
+	size_t got;
+
+	c->in_off += take;
+	if (c->skipping || take > max - 1) {
+		/* Over-long: buf keeps (or got, at skipping's start) the
+		 * first max - 1 octets. */
+		if (!c->skipping)
+			memcpy(buf, start, max - 1);
+		c->skipping = false;
+		buf[max - 1] = '\0';
+		*len = max - 1;
+		*too_long = true;
+		return;
+	}
+	memcpy(buf, start, take);
+	got = take - 1; /* LF */
+	if (got > 0 && buf[got - 1] == '\r')
+		got--;
+	else
+		*bare_lf = true;
+	buf[got] = '\0';
+	*len = got;
+}
+
+enum conn_status
+conn_try_line(struct conn *c, char *buf, size_t max, size_t *len,
+    bool *too_long, bool *bare_lf)
+{
+	enum conn_status st;
+
+	*too_long = false;
+	*bare_lf = false;
+	for (;;) {
+		const unsigned char *start = c->in ? c->in + c->in_off : NULL;
+		size_t avail = c->in_len - c->in_off;
+		const unsigned char *lf =
+		    avail > 0 ? memchr(start, '\n', avail) : NULL;
+
+		if (lf != NULL) {
+			take_line(c, (size_t)(lf - start) + 1, buf, max, len,
+			    too_long, bare_lf);
+			return CONN_OK;
+		}
+		/* No line end and more than fits: keep the start, drop
+		 * the rest until the line ends. */
+		if (!c->skipping && avail >= max - 1) {
+			memcpy(buf, start, max - 1);
+			c->skipping = true;
+		}
+		if (c->skipping)
+			c->in_off = c->in_len;
+		st = read_some(c);
 		if (st != CONN_OK)
 			return st;
 	}
@@ -318,45 +455,33 @@ enum conn_status
 conn_read_line(struct conn *c, char *buf, size_t max, size_t *len,
     bool *too_long, bool *bare_lf, int64_t deadline)
 {
-	size_t got = 0;
 	enum conn_status st;
 
-	*too_long = false;
-	*bare_lf = false;
-	for (;;) {
-		unsigned char *start = c->in + c->in_off;
-		size_t avail = c->in_len - c->in_off;
-		unsigned char *lf = memchr(start, '\n', avail);
-		size_t take = lf ? (size_t)(lf - start) + 1 : avail;
-
-		/* Copy what fits (max - 1 leaves room for the NUL). */
-		if (got + take <= max - 1) {
-			memcpy(buf + got, start, take);
-			got += take;
-		} else {
-			if (got < max - 1) {
-				memcpy(buf + got, start, max - 1 - got);
-				got = max - 1;
-			}
-			*too_long = true;
+	while ((st = conn_try_line(c, buf, max, len, too_long, bare_lf)) ==
+	       CONN_AGAIN) {
+		if (c->out_len > 0) {
+			if ((st = conn_flush(c, deadline)) != CONN_OK)
+				return st;
+			continue;
 		}
-		c->in_off += take;
-		if (lf != NULL)
-			break;
-		st = fill(c, deadline);
+		if ((st = wait_fd(c, c->want, deadline, true)) != CONN_OK)
+			return st;
+	}
+	return st;
+}
+
+enum conn_status
+conn_try_peek(struct conn *c, const char **p, size_t *n)
+{
+	enum conn_status st;
+
+	if (c->in_off == c->in_len) {
+		st = read_some(c);
 		if (st != CONN_OK)
 			return st;
 	}
-	/* Strip the line ending from what we kept. */
-	if (!*too_long) {
-		got--; /* LF */
-		if (got > 0 && buf[got - 1] == '\r')
-			got--;
-		else
-			*bare_lf = true;
-	}
-	buf[got] = '\0';
-	*len = got;
+	*p = (const char *)c->in + c->in_off;
+	*n = c->in_len - c->in_off;
 	return CONN_OK;
 }
 
@@ -365,14 +490,16 @@ conn_peek(struct conn *c, const char **p, size_t *n, int64_t deadline)
 {
 	enum conn_status st;
 
-	if (c->in_off == c->in_len) {
-		st = fill(c, deadline);
-		if (st != CONN_OK)
+	while ((st = conn_try_peek(c, p, n)) == CONN_AGAIN) {
+		if (c->out_len > 0) {
+			if ((st = conn_flush(c, deadline)) != CONN_OK)
+				return st;
+			continue;
+		}
+		if ((st = wait_fd(c, c->want, deadline, true)) != CONN_OK)
 			return st;
 	}
-	*p = (const char *)c->in + c->in_off;
-	*n = c->in_len - c->in_off;
-	return CONN_OK;
+	return st;
 }
 
 void
@@ -395,8 +522,11 @@ tls_pull(gnutls_transport_ptr_t ptr, void *data, size_t len)
 	size_t n;
 
 	if (c->raw_off == c->raw_len) {
-		ssize_t r = recv(c->fd, c->raw, sizeof(c->raw), 0);
+		ssize_t r;
 
+		if (c->raw == NULL)
+			c->raw = xmalloc(CONN_RAWBUF);
+		r = recv(c->fd, c->raw, CONN_RAWBUF, 0);
 		if (r < 0) {
 			gnutls_transport_set_errno(c->tls, errno);
 			return -1;
@@ -460,27 +590,43 @@ tls_setup(struct conn *c, struct tls_creds *creds, unsigned flags, char *why)
 	return 0;
 }
 
-static enum conn_status
-tls_handshake(struct conn *c, int64_t deadline, char *why)
+enum conn_status
+conn_tls_handshake(struct conn *c, char *why)
 {
-	enum conn_status st;
-	int rc;
+	int rc, tries;
 
-	for (;;) {
+	/* A warning alert is not fatal: ask again (a few times at most). */
+	for (tries = 0; tries < 8; tries++) {
 		rc = gnutls_handshake(c->tls);
 		if (rc == GNUTLS_E_SUCCESS)
 			return CONN_OK;
-		if (rc != GNUTLS_E_AGAIN && rc != GNUTLS_E_INTERRUPTED &&
-		    gnutls_error_is_fatal(rc)) {
-			why_set(why, "%s", gnutls_strerror(rc));
-			/* Tell the peer why (protocol_version, ...); best
-			 * effort, the socket is non-blocking. */
-			(void)gnutls_alert_send_appropriate(c->tls, rc);
-			return CONN_ERROR;
+		if (rc == GNUTLS_E_AGAIN || rc == GNUTLS_E_INTERRUPTED) {
+			c->want = gnutls_record_get_direction(c->tls)
+			              ? POLLOUT
+			              : POLLIN;
+			/* Records read ahead are there to take now. */
+			if (c->want == POLLIN && c->raw_off < c->raw_len)
+				continue;
+			return CONN_AGAIN;
 		}
-		st = wait_fd(c,
-		    gnutls_record_get_direction(c->tls) ? POLLOUT : POLLIN,
-		    deadline, true);
+		if (gnutls_error_is_fatal(rc))
+			break;
+	}
+	why_set(why, "%s", gnutls_strerror(rc));
+	/* Tell the peer why (protocol_version, ...); best effort, the socket
+	 * is non-blocking. */
+	(void)gnutls_alert_send_appropriate(c->tls, rc);
+	return CONN_ERROR;
+}
+
+/* The handshake, waiting until `deadline`. */
+static enum conn_status
+tls_handshake_wait(struct conn *c, int64_t deadline, char *why)
+{
+	enum conn_status st;
+
+	while ((st = conn_tls_handshake(c, why)) == CONN_AGAIN) {
+		st = wait_fd(c, c->want, deadline, true);
 		if (st != CONN_OK) {
 			why_set(why, "%s",
 			    st == CONN_TIMEOUT   ? "timeout"
@@ -489,16 +635,16 @@ tls_handshake(struct conn *c, int64_t deadline, char *why)
 			return st;
 		}
 	}
+	return st;
 }
 
 enum conn_status
-conn_tls_accept(
-    struct conn *c, struct tls_creds *creds, int64_t deadline, char *why)
+conn_tls_server(struct conn *c, struct tls_creds *creds, char *why)
 {
 	if (tls_setup(c, creds, GNUTLS_SERVER, why) != 0)
 		return CONN_ERROR;
 	gnutls_certificate_server_set_request(c->tls, GNUTLS_CERT_IGNORE);
-	return tls_handshake(c, deadline, why);
+	return CONN_OK;
 }
 
 enum conn_status
@@ -512,7 +658,7 @@ conn_tls_connect(struct conn *c, struct tls_creds *creds, const char *name,
 		    c->tls, GNUTLS_NAME_DNS, name, strlen(name));
 	if (verify)
 		gnutls_session_set_verify_cert(c->tls, name, 0);
-	return tls_handshake(c, deadline, why);
+	return tls_handshake_wait(c, deadline, why);
 }
 
 bool
