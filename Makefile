@@ -46,7 +46,7 @@ LIB_SRCS = $(COMMON_SRCS) $(SQL_SRCS) $(TLS_SRCS) $(DNS_SRCS) $(QUEUE_SRCS) \
 LIB_OBJS = $(LIB_SRCS:%.c=$(BUILD)/%.o) $(BUILD)/sql/embed.o
 BIN      = $(BUILD)/sluice
 
-UNIT_TESTS = parse data config auth bounce dns metrics json strbuf
+UNIT_TESTS = parse data config auth bounce dns metrics json strbuf anvil
 UNIT_BINS  = $(UNIT_TESTS:%=$(BUILD)/tests/test_%)
 
 .PHONY: all run test check unit asan tsan bench tls-audit fmt lint clean install deps

@@ -485,7 +485,11 @@ cmd_serve(const char *path)
 	raise_fd_limit(cfg);
 	/* Clients tracked: those with connections open, and recent ones. */
 	srv->anvil = anvil_new((size_t)cfg->max_connections * 2 + 100000);
-	pool = pool_new(srv, cfg->workers, cfg->workers, why);
+	/* A burst of new sessions may wait for a worker; beyond this many,
+	 * untrusted clients are refused (421 4.3.2) rather than left waiting
+	 * for their greeting. */
+	pool = pool_new(srv, cfg->workers,
+	    cfg->workers * 8 < 1000 ? 1000 : cfg->workers * 8, why);
 	if (pool == NULL) {
 		log_err("main", "fatal: %s", why);
 		goto out;

@@ -736,11 +736,14 @@ flush_or_wait(struct session *s)
 static enum step
 wait_input(struct session *s, int64_t deadline)
 {
+	/* What the read wants (POLLIN, or POLLOUT for TLS), before the
+	 * flush makes conn_want() about the write. */
+	short events = conn_want(s->conn);
 	enum step r = flush_or_wait(s);
 
 	if (r != STEP_NEXT)
 		return r;
-	return park(s, conn_want(s->conn), deadline);
+	return park(s, events, deadline);
 }
 
 /*

@@ -51,6 +51,7 @@ struct waiter {
 	bool shorten;            /* guarded by mu: stress began */
 	int64_t wake_at;         /* guarded by mu */
 	atomic_long parked;
+	atomic_llong stress_ms; /* stress_command_timeout, in stress mode */
 };
 
 /* epoll tags of the descriptors that are not sessions. */
@@ -152,6 +153,11 @@ waiter_park(struct waiter *wt, struct sess_wait *w)
 	enum sess_event now = EV_STOP;
 
 	memset(&ev, 0, sizeof(ev));
+	/* Stress mode: sessions that began waiting before it began, or that
+	 * were running then, get the short timeout too. */
+	if (w->idle && !w->trusted && atomic_load(&wt->srv->stress) &&
+	    w->since + atomic_load(&wt->stress_ms) < w->deadline)
+		w->deadline = w->since + atomic_load(&wt->stress_ms);
 	pthread_mutex_lock(&wt->mu);
 	if (wt->quit || wt->stopped >= (int)w->stop)
 		goto hand_back;
@@ -414,6 +420,10 @@ waiter_stress_check(struct waiter *wt)
 		on = open >= limit - limit / 10 || queued > cfg->workers / 2;
 	else
 		on = open >= limit || queued > cfg->workers;
+	/* Before the mode turns on: waiter_park reads it then. */
+	if (on)
+		atomic_store(&wt->stress_ms,
+		    (long long)cfg->stress_command_timeout * 1000);
 	if (on != was && atomic_compare_exchange_strong(&srv->stress, &was, on)) {
 		if (on) {
 			metrics_inc(M_STRESS_EPISODES);

@@ -35,6 +35,8 @@ FAMILIES = {
     "sluice_sessions_rejected_total": "counter",
     "sluice_recipients_rejected_total": "counter",
     "sluice_auth_failures_total": "counter",
+    "sluice_auth_rate_limited_total": "counter",
+    "sluice_stress_episodes_total": "counter",
     "sluice_messages_accepted_total": "counter",
     "sluice_accepted_bytes_total": "counter",
     "sluice_deliveries_total": "counter",
@@ -42,6 +44,8 @@ FAMILIES = {
     "sluice_delivery_latency_seconds": "histogram",
     "sluice_commit_batch_size": "histogram",
     "sluice_sessions_active": "gauge",
+    "sluice_sessions_parked": "gauge",
+    "sluice_stress_mode": "gauge",
     "sluice_queue_up": "gauge",
     "sluice_queue_recipients": "gauge",
     "sluice_queue_oldest_message_age_seconds": "gauge",
@@ -169,7 +173,7 @@ def endpoint_pages_and_format():
     version = subprocess.run([BIN, "version"], capture_output=True, text=True).stdout.split()[-1]
     assert m.get("sluice_build_info", version=version) == 1, (version, body[-200:])
     for reason in ("per_ip_limit", "overload", "shutdown", "too_many_errors",
-                   "timeout", "tls_failed"):
+                   "timeout", "tls_failed", "max_connections", "connection_rate"):
         assert m.get("sluice_sessions_rejected_total", reason=reason) is not None, reason
     for result in ("sent", "deferred", "bounced"):
         assert m.get("sluice_deliveries_total", result=result) is not None, result
@@ -216,6 +220,10 @@ def intake_counters_and_queue_gauges():
     c = srv.connect()
     c.ehlo()
     assert scrape(srv).get("sluice_sessions_active") == 1
+    # An idle session is parked (after the workers' short linger).
+    scrape_until(srv, lambda x: x.get("sluice_sessions_parked") == 1,
+                 "the idle session to be parked")
+    assert scrape(srv).get("sluice_stress_mode") == 0
     c.cmd("QUIT", "221 ")
     c.close()
     scrape_until(srv, lambda x: x.get("sluice_sessions_active") == 0,
