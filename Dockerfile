@@ -8,7 +8,7 @@
 # Two stages: the build stage compiles on Debian 12 and stages
 # `make install DESTDIR=/out PREFIX=/usr`; the runtime stage is
 # debian:12-slim with the shared libraries only, and runs as the
-# unprivileged user sluice (uid and gid 2525).
+# unprivileged user sluice (uid and gid 2525), or any uid in group 0.
 
 FROM debian:12 AS build
 RUN apt-get update \
@@ -33,11 +33,15 @@ RUN apt-get update \
         ca-certificates \
     && rm -rf /var/lib/apt/lists/*
 # A fixed uid/gid, so that bind mounts and Kubernetes (runAsUser: 2525,
-# fsGroup: 2525) can match it.
+# fsGroup: 2525) can match it.  The volume's folder belongs to group 0 and
+# that group may write it, with the setgid bit so that what is made there
+# stays in group 0: OpenShift runs the image under an arbitrary uid in
+# group 0, and sluice gives that group the owner's rights on the files it
+# makes in such a folder (docs/container.md).
 RUN groupadd --system --gid 2525 sluice \
     && useradd --system --uid 2525 --gid sluice --home-dir /var/lib/sluice \
         --no-create-home --shell /usr/sbin/nologin sluice \
-    && install -d -o sluice -g sluice -m 0750 /var/lib/sluice
+    && install -d -o sluice -g 0 -m 2770 /var/lib/sluice
 COPY --from=build /out/usr/sbin/sluice /usr/sbin/sluice
 COPY --from=build /out/etc/sluice/ /etc/sluice/
 COPY --from=build /out/usr/share/doc/sluice/ /usr/share/doc/sluice/

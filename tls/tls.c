@@ -169,7 +169,11 @@ tls_creds_priority(const struct tls_creds *c)
 	return c->prio;
 }
 
-/* Write `data` to `path` (created with `mode`) atomically via a temp file. */
+/*
+ * Write `data` to `path` with `mode` (as shared_file_mode makes it, whatever
+ * the umask) atomically via a temp file.  A temp file left by a crash,
+ * perhaps by another uid of a shared folder, is removed first.
+ */
 static int
 write_file(const char *path, const gnutls_datum_t *data, mode_t mode, char *why)
 {
@@ -177,12 +181,15 @@ write_file(const char *path, const gnutls_datum_t *data, mode_t mode, char *why)
 	int fd, rc = -1;
 
 	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+	mode = shared_file_mode(path, mode);
+	(void)unlink(tmp);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
 	if (fd < 0) {
 		why_set(why, "cannot create %s: %s", tmp, strerror(errno));
 		return -1;
 	}
-	if (write(fd, data->data, data->size) != (ssize_t)data->size ||
+	if (fchmod(fd, mode) != 0 ||
+	    write(fd, data->data, data->size) != (ssize_t)data->size ||
 	    fsync(fd) != 0) {
 		why_set(why, "cannot write %s: %s", tmp, strerror(errno));
 		goto out;
