@@ -18,6 +18,7 @@ binary:
   that provide the Makefile's libraries (build) and the binary's shared
   libraries (runtime), and its ENV is a configuration sluice accepts.
 The Docker image itself cannot be built here (no Docker daemon)."""
+import ipaddress
 import json
 import os
 import re
@@ -659,11 +660,22 @@ def dockerfile_runtime_settings():
     assert re.search(r"install -d -o %s\b[^&;]*/var/lib/sluice" % re.escape(user), runs), runs
     order = [i for s, i, a in df if s == 1]
     assert order.index("VOLUME") > max(i for i, x in enumerate(order) if x == "RUN")
-    # The listeners and EXPOSE agree.
+    # The listeners and EXPOSE agree, on ports any user may bind under any
+    # runtime (Podman does not lower ip_unprivileged_port_start as Docker
+    # does), one per kind of listener.
     listen_ports = sorted(int(re.search(r":(\d+)(/|$)", item.strip()).group(1))
                           for item in env["SLUICE_LISTEN"].split(","))
     exposed = sorted(int(p.split("/")[0]) for p in one(df, "EXPOSE", 1).split())
-    assert listen_ports == exposed == [25, 465, 587], (listen_ports, exposed)
+    assert listen_ports == exposed, (listen_ports, exposed)
+    assert all(p >= 1024 for p in exposed), exposed
+    kinds = sorted((item.strip().partition("/")[2] or "smtp")
+                   for item in env["SLUICE_LISTEN"].split(","))
+    assert kinds == ["smtp", "smtps", "submission"], kinds
+    # Only loopback relays: through a published port every client may
+    # appear as the bridge's gateway, a private address.
+    for net in env["SLUICE_RELAY_NETWORKS"].split(","):
+        n = ipaddress.ip_network(net.strip())
+        assert n.is_loopback, "the image trusts %s" % n
     # Exec-form commands: sluice from PATH, serve by default.
     assert json.loads(one(df, "ENTRYPOINT")) == ["sluice"]
     assert json.loads(one(df, "CMD")) == ["serve"]
@@ -676,6 +688,31 @@ def dockerfile_runtime_settings():
     helptext = run([BIN, "help"], text=True, env=clean_env()).stdout
     for cmd in ("serve", "health"):
         assert re.search(r"^  %s\b" % cmd, helptext, re.M), cmd
+
+
+@test
+def container_docs_publish_the_image_ports():
+    """Every port the docs and the Dockerfile publish (docker/podman -p,
+    compose ports:) is one the image listens on (or the metrics port the
+    same example sets), and no command in them needs a --sysctl."""
+    df = dockerfile()
+    exposed = {p.split("/")[0] for p in one(df, "EXPOSE", 1).split()}
+    seen = 0
+    for name in ("docs/container.md", "README.md", "Dockerfile"):
+        text = open(src(name)).read()
+        blocks = re.findall(r"```[a-z]*\n(.*?)```", text, re.S) if name.endswith(".md") \
+            else [text]
+        for block in blocks:
+            assert "--sysctl" not in block, "%s: %s" % (name, block)
+            published = re.findall(r"-p\s+(?:[\d.]+:)?(\d+):(\d+)\b", block)
+            published += re.findall(r"^\s*- \"(?:[\d.]+:)?(\d+):(\d+)\"$", block, re.M)
+            for host, inside in published:
+                seen += 1
+                ok = inside in exposed or (
+                    inside == "9025" and "METRICS_LISTEN" in block)
+                assert ok, "%s publishes %s:%s; the image listens on %s" % (
+                    name, host, inside, sorted(exposed))
+    assert seen >= 8, seen
 
 
 @test
