@@ -6,6 +6,8 @@
 #   make test       build and run every test (unit + integration)
 #   make asan/tsan  the same under AddressSanitizer+UBSan / ThreadSanitizer
 #   make bench      the accept benchmark (not a test)
+#   make container-test  build the image with podman and check it (minutes;
+#                   installs podman, as root)
 #   make deps       install the Debian packages needed to build and test
 
 BUILD    ?= build
@@ -49,7 +51,8 @@ BIN      = $(BUILD)/sluice
 UNIT_TESTS = parse data config auth bounce dns metrics json strbuf anvil
 UNIT_BINS  = $(UNIT_TESTS:%=$(BUILD)/tests/test_%)
 
-.PHONY: all run test check unit asan tsan bench tls-audit fmt lint clean install deps
+.PHONY: all run test check unit asan tsan bench tls-audit container-test fmt lint \
+        clean install deps
 
 all: $(BIN)
 
@@ -96,6 +99,11 @@ bench: $(BIN) $(BUILD)/bench/tlsload
 # Slow and optional: testssl.sh against the submission and smtps ports.
 tls-audit: $(BIN)
 	BUILD=$(BUILD) bash tests/tls-audit.sh
+
+# Slow and optional: build the container image with podman and run it
+# (docs/container.md); needs root.
+container-test:
+	bash tests/container-test.sh
 
 deps:
 	bash tests/deps.sh

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 static void
@@ -170,4 +171,22 @@ rfc5322_date(char *buf, size_t len, int64_t t_sec)
 	snprintf(buf, len, "%s, %d %s %04d %02d:%02d:%02d +0000",
 	    days[tm.tm_wday], tm.tm_mday, months[tm.tm_mon], tm.tm_year + 1900,
 	    tm.tm_hour, tm.tm_min, tm.tm_sec);
+}
+
+mode_t
+shared_file_mode(const char *path, mode_t mode)
+{
+	const char *slash = strrchr(path, '/');
+	char dir[4096];
+	struct stat st;
+
+	if (slash == NULL)
+		snprintf(dir, sizeof(dir), ".");
+	else
+		snprintf(dir, sizeof(dir), "%.*s",
+		    slash == path ? 1 : (int)(slash - path), path);
+	if (stat(dir, &st) == 0 && (st.st_mode & S_IWGRP) &&
+	    !(st.st_mode & S_ISVTX))
+		mode |= (mode & 0700) >> 3;
+	return mode;
 }

@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdbool.h>
+#include <sys/types.h>
 
 /*
  * Result of anything that can fail for a peer (Postfix style): temporary
@@ -59,6 +60,15 @@ int64_t deadline_in(int seconds);
 
 /* Milliseconds left before `deadline`, for poll(): 0 to one hour. */
 int deadline_left_ms(int64_t deadline);
+
+/*
+ * The permissions for a file sluice makes at `path`: `mode`, with the
+ * owner's bits given to the group too when the file's folder is one its
+ * group may write and is not sticky.  That is a volume shared by the uids
+ * of one group (OpenShift runs a container under an arbitrary uid in group
+ * 0): a later start under another uid of the group can then use the file.
+ */
+mode_t shared_file_mode(const char *path, mode_t mode);
 
 /* RFC 5322 date ("Sun, 22 Nov 2026 20:31:32 +0000") for `t`, in UTC. */
 void rfc5322_date(char *buf, size_t len, int64_t t_sec);

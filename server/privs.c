@@ -10,6 +10,7 @@
 #include "util.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <linux/capability.h>
 #include <pwd.h>
@@ -52,6 +53,43 @@ privs_plan(const struct config *cfg, struct privs *p, char *why)
 	return 0;
 }
 
+/*
+ * In a folder shared with its group (shared_file_mode), give the group the
+ * owner's rights on the files sluice makes there.  The database is created
+ * here when it does not exist: SQLite makes its WAL and shared-memory files,
+ * which come and go, with the database's mode.  Files left with narrower
+ * modes (by an older version) are widened when this uid may.
+ */
+static void
+share_files(const char *const *files)
+{
+	struct stat st;
+	mode_t want;
+	int i, fd;
+
+	want = shared_file_mode(files[0], 0600);
+	if (want == 0600)
+		return; /* not a shared folder */
+	fd = open(files[0], O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, want);
+	if (fd >= 0) {
+		(void)fchmod(fd, want); /* whatever the umask */
+		close(fd);
+	}
+	for (i = 0; files[i] != NULL; i++) {
+		if (lstat(files[i], &st) != 0 || !S_ISREG(st.st_mode))
+			continue;
+		want = shared_file_mode(files[i], st.st_mode & 07777);
+		if (want == (st.st_mode & 07777))
+			continue;
+		if (chmod(files[i], want) != 0)
+			log_warn("main",
+			    "%s (uid %ld, mode %04o) cannot be shared with "
+			    "the folder's group: %s",
+			    files[i], (long)st.st_uid,
+			    (unsigned)(st.st_mode & 07777), strerror(errno));
+	}
+}
+
 void
 privs_prepare_dir(const struct privs *p, const char *dir, bool created,
     const char *const *files)
@@ -59,6 +97,7 @@ privs_prepare_dir(const struct privs *p, const char *dir, bool created,
 	struct stat st;
 	int i;
 
+	share_files(files);
 	if (!p->drop)
 		return;
 	if (created && chown(dir, p->uid, p->gid) != 0)

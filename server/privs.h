@@ -31,8 +31,11 @@ int privs_plan(const struct config *cfg, struct privs *p, char *why);
 
 /*
  * Give the queue's folder `dir` to the user when sluice just created it
- * (`created`), and those of `files` (NULL-terminated: the database, its WAL
- * and shared-memory files, the self-signed key pair) that root owns.
+ * (`created`), and those of `files` (NULL-terminated: the database first,
+ * its WAL and shared-memory files, the self-signed key pair) that root
+ * owns.  In a folder its group may write (shared_file_mode in util.h: an
+ * OpenShift volume), whoever runs: create the database with mode 0660 if
+ * it is missing, and give the group the owner's rights on those files.
  */
 void privs_prepare_dir(const struct privs *p, const char *dir, bool created,
     const char *const *files);

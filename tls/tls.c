@@ -5,6 +5,7 @@
  * Shared state: a tls_creds' refcount (atomic).
  */
 #include "tls.h"
+#include "log.h"
 #include "util.h"
 
 #include <errno.h>
@@ -168,7 +169,11 @@ tls_creds_priority(const struct tls_creds *c)
 	return c->prio;
 }
 
-/* Write `data` to `path` (created with `mode`) atomically via a temp file. */
+/*
+ * Write `data` to `path` with `mode` (as shared_file_mode makes it, whatever
+ * the umask) atomically via a temp file.  A temp file left by a crash,
+ * perhaps by another uid of a shared folder, is removed first.
+ */
 static int
 write_file(const char *path, const gnutls_datum_t *data, mode_t mode, char *why)
 {
@@ -176,12 +181,15 @@ write_file(const char *path, const gnutls_datum_t *data, mode_t mode, char *why)
 	int fd, rc = -1;
 
 	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+	mode = shared_file_mode(path, mode);
+	(void)unlink(tmp);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
 	if (fd < 0) {
 		why_set(why, "cannot create %s: %s", tmp, strerror(errno));
 		return -1;
 	}
-	if (write(fd, data->data, data->size) != (ssize_t)data->size ||
+	if (fchmod(fd, mode) != 0 ||
+	    write(fd, data->data, data->size) != (ssize_t)data->size ||
 	    fsync(fd) != 0) {
 		why_set(why, "cannot write %s: %s", tmp, strerror(errno));
 		goto out;
@@ -198,6 +206,53 @@ out:
 	return rc;
 }
 
+/*
+ * May the pair at `cert` and `key` be kept for `hostname`?  Both files
+ * readable, the key matching the certificate (the key is written first: a
+ * crash between the two writes leaves a new key beside the old
+ * certificate), and the certificate's CN, which tls_selfsigned_ensure sets
+ * to the host name, equal to `hostname`.  0 when it may; -1 with the
+ * reason in `why`, left empty when neither file exists (a first start).
+ */
+static int
+selfsigned_reusable(
+    const char *cert, const char *key, const char *hostname, char *why)
+{
+	gnutls_datum_t data = {NULL, 0};
+	gnutls_x509_crt_t crt = NULL;
+	char cn[256], safe[128];
+	size_t cnlen = sizeof(cn);
+	int rc, ret = -1;
+
+	why[0] = '\0';
+	if (access(cert, F_OK) != 0 && access(key, F_OK) != 0)
+		return -1;
+	if (key_matches(cert, key, why) != 0)
+		return -1;
+	if ((rc = gnutls_load_file(cert, &data)) < 0 ||
+	    (rc = gnutls_x509_crt_init(&crt)) < 0 ||
+	    (rc = gnutls_x509_crt_import(crt, &data, GNUTLS_X509_FMT_PEM)) <
+	        0 ||
+	    (rc = gnutls_x509_crt_get_dn_by_oid(
+	         crt, GNUTLS_OID_X520_COMMON_NAME, 0, 0, cn, &cnlen)) < 0) {
+		why_set(why, "cannot read the name in %s: %s", cert,
+		    gnutls_strerror(rc));
+		goto out;
+	}
+	if (ascii_casecmp(cn, hostname) != 0) {
+		log_sanitize(safe, sizeof(safe), cn);
+		why_set(
+		    why, "%s was made for %s, not %s", cert, safe, hostname);
+		goto out;
+	}
+	ret = 0;
+out:
+	if (crt != NULL)
+		gnutls_x509_crt_deinit(crt);
+	gnutls_free(data.data);
+	return ret;
+}
+
 int
 tls_selfsigned_ensure(
     const char *cert, const char *key, const char *hostname, char *why)
@@ -206,11 +261,15 @@ tls_selfsigned_ensure(
 	gnutls_x509_crt_t crt = NULL;
 	gnutls_datum_t kpem = {NULL, 0}, cpem = {NULL, 0};
 	unsigned char serial[16];
+	char reason[WHY_MAX];
 	time_t now = time(NULL);
 	int rc, ret = -1;
 
-	if (access(cert, R_OK) == 0 && access(key, R_OK) == 0)
+	if (selfsigned_reusable(cert, key, hostname, reason) == 0)
 		return 0;
+	if (reason[0] != '\0')
+		log_info(
+		    "tls", "replacing the self-signed certificate: %s", reason);
 	if ((rc = gnutls_x509_privkey_init(&pk)) < 0 ||
 	    (rc = gnutls_x509_privkey_generate(pk, GNUTLS_PK_RSA, 2048, 0)) <
 	        0 ||

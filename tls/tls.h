@@ -31,9 +31,13 @@ int tls_priority_check(const char *priority, char *why);
 
 /*
  * Write a self-signed certificate for `hostname` (RSA 2048, SHA-256, valid
- * for ten years, the name as CN and DNS SAN) and its key (mode 0600) to
- * the two paths, unless both exist already.  Returns 1 when it generated
- * them, 0 when they existed, -1 with `why` on failure.
+ * for ten years, the name as CN and DNS SAN) and its key (mode 0600; 0660,
+ * and 0664 for the certificate, in a folder shared with a group:
+ * shared_file_mode in util.h) to the two paths, unless a pair made for
+ * `hostname` is there already.  A pair made for another name (the host
+ * name changed), one whose key does not match, or one that cannot be read
+ * is replaced, with a log line that says why.  Returns 1 when it generated
+ * the pair, 0 when it kept it, -1 with `why` on failure.
  */
 int tls_selfsigned_ensure(
     const char *cert, const char *key, const char *hostname, char *why);

@@ -18,6 +18,7 @@ binary:
   that provide the Makefile's libraries (build) and the binary's shared
   libraries (runtime), and its ENV is a configuration sluice accepts.
 The Docker image itself cannot be built here (no Docker daemon)."""
+import ipaddress
 import json
 import os
 import re
@@ -659,11 +660,22 @@ def dockerfile_runtime_settings():
     assert re.search(r"install -d -o %s\b[^&;]*/var/lib/sluice" % re.escape(user), runs), runs
     order = [i for s, i, a in df if s == 1]
     assert order.index("VOLUME") > max(i for i, x in enumerate(order) if x == "RUN")
-    # The listeners and EXPOSE agree.
+    # The listeners and EXPOSE agree, on ports any user may bind under any
+    # runtime (Podman does not lower ip_unprivileged_port_start as Docker
+    # does), one per kind of listener.
     listen_ports = sorted(int(re.search(r":(\d+)(/|$)", item.strip()).group(1))
                           for item in env["SLUICE_LISTEN"].split(","))
     exposed = sorted(int(p.split("/")[0]) for p in one(df, "EXPOSE", 1).split())
-    assert listen_ports == exposed == [25, 465, 587], (listen_ports, exposed)
+    assert listen_ports == exposed, (listen_ports, exposed)
+    assert all(p >= 1024 for p in exposed), exposed
+    kinds = sorted((item.strip().partition("/")[2] or "smtp")
+                   for item in env["SLUICE_LISTEN"].split(","))
+    assert kinds == ["smtp", "smtps", "submission"], kinds
+    # Only loopback relays: through a published port every client may
+    # appear as the bridge's gateway, a private address.
+    for net in env["SLUICE_RELAY_NETWORKS"].split(","):
+        n = ipaddress.ip_network(net.strip())
+        assert n.is_loopback, "the image trusts %s" % n
     # Exec-form commands: sluice from PATH, serve by default.
     assert json.loads(one(df, "ENTRYPOINT")) == ["sluice"]
     assert json.loads(one(df, "CMD")) == ["serve"]
@@ -676,6 +688,32 @@ def dockerfile_runtime_settings():
     helptext = run([BIN, "help"], text=True, env=clean_env()).stdout
     for cmd in ("serve", "health"):
         assert re.search(r"^  %s\b" % cmd, helptext, re.M), cmd
+
+
+@test
+def container_docs_publish_the_image_ports():
+    """Every port the docs and the Dockerfile publish (docker/podman -p,
+    compose ports:) is one the image listens on (or the metrics port the
+    same example sets), and no command in them needs a --sysctl."""
+    df = dockerfile()
+    exposed = {p.split("/")[0] for p in one(df, "EXPOSE", 1).split()}
+    seen = 0
+    for name in ("docs/container.md", "README.md", "Dockerfile"):
+        text = open(src(name)).read()
+        blocks = re.findall(r"```[a-z]*\n(.*?)```", text, re.S) if name.endswith(".md") \
+            else [text]
+        for block in blocks:
+            if re.search(r"\b(docker|podman) run\b", block):
+                assert "--sysctl" not in block, "%s: %s" % (name, block)
+            published = re.findall(r"-p\s+(?:[\d.]+:)?(\d+):(\d+)\b", block)
+            published += re.findall(r"^\s*- \"(?:[\d.]+:)?(\d+):(\d+)\"$", block, re.M)
+            for host, inside in published:
+                seen += 1
+                ok = inside in exposed or (
+                    inside == "9025" and "METRICS_LISTEN" in block)
+                assert ok, "%s publishes %s:%s; the image listens on %s" % (
+                    name, host, inside, sorted(exposed))
+    assert seen >= 8, seen
 
 
 @test
@@ -697,6 +735,130 @@ def dockerfile_environment_is_a_valid_configuration():
     assert {"HOSTNAME", "SMARTHOST_PASSWORD_FILE", "METRICS_LISTEN", "LOG_FORMAT"} <= names
     keys = sorted(n.lower() for n in names)
     assert unknown_keys(keys) == [], unknown_keys(keys)
+
+
+def volume_folder(df):
+    """(uid, group, mode) of the image's volume folder, from the runtime
+    stage's useradd and `install -d` lines."""
+    runs = " ".join(instrs(df, "RUN", 1))
+    user = one(df, "USER", 1).split(":")[0]
+    uid = re.search(r"useradd\b[^&;]*--uid (\d+)[^&;]*\b%s\b" % re.escape(user), runs)
+    m = re.search(r"install -d -o %s -g (\S+) -m ([0-7]+) /var/lib/sluice" % re.escape(user),
+                  runs)
+    assert uid and m, runs
+    return int(uid.group(1)), m.group(1), int(m.group(2), 8)
+
+
+class UidServer(sluicetest.Server):
+    """A server run as `uid`:`gid` with no other group (setpriv), as
+    OpenShift runs a container, on the queue folder `folder`."""
+
+    def __init__(self, uid, gid, folder, hostname="relay.test"):
+        super().__init__(start=False, config={
+            "hostname": hostname,
+            "queue_path": os.path.join(folder, "queue.db"),
+        })
+        del self.config["user"]
+        self.db = self.config["queue_path"]
+        os.chmod(self.dir, 0o755)
+        self.ids = (str(uid), str(gid))
+
+    def start(self, wait=True):
+        self.write_config()
+        self.logfile = open(self.logpath, "ab")
+        self._logstart = os.path.getsize(self.logpath)
+        self.proc = subprocess.Popen(
+            ["setpriv", "--reuid", self.ids[0], "--regid", self.ids[1], "--clear-groups",
+             BIN, "serve", "-c", self.cfgpath],
+            stdout=self.logfile, stderr=self.logfile, stdin=subprocess.DEVNULL,
+            env=clean_env())
+        if wait:
+            self.wait_log(r"info main: ready", start=self._logstart)
+        return self
+
+
+def queue_one(srv):
+    """Queue one message for a relay domain; (queue id, DER certificate)."""
+    import smtplib
+    import ssl
+    noverify = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    noverify.check_hostname = False
+    noverify.verify_mode = ssl.CERT_NONE
+    with smtplib.SMTP(srv.host, srv.port, local_hostname="client.test") as s:
+        s.starttls(context=noverify)
+        der = s.sock.getpeercert(binary_form=True)
+        s.ehlo()
+        s.mail("a@client.test")
+        assert s.rcpt("postmaster@inbound.test")[0] == 250
+        code, text = s.data(b"Subject: shared volume\r\n\r\nx\r\n")
+    assert code == 250, (code, text)
+    return re.search(rb"queued as (\w+)", text).group(1).decode(), der
+
+
+def shared_with_group_0(folder):
+    """Every file sluice left in `folder` is in group 0 with the owner's
+    rights for the group (the key included)."""
+    names = sorted(os.listdir(folder))
+    assert "queue.db" in names and "selfsigned-key.pem" in names, names
+    for n in names:
+        st = os.stat(os.path.join(folder, n))
+        assert st.st_gid == 0, (n, st.st_gid)
+        assert (st.st_mode >> 3) & 0o7 == (st.st_mode >> 6) & 0o7, (n, oct(st.st_mode))
+    return names
+
+
+@test
+def arbitrary_uids_in_group_0_share_the_volume():
+    """OpenShift runs the image as an arbitrary uid in group 0.  On folders
+    made as the Dockerfile makes its volume's: one such uid queues a
+    message; another uid of group 0 then starts there, finds it, queues
+    more and serves TLS with the key the first one made; and one such uid
+    takes over a folder the image's own user started in."""
+    df = dockerfile()
+    owner, group, mode = volume_folder(df)
+    assert group in ("0", "root"), group
+    assert mode & 0o070 == 0o070 and mode & stat.S_ISGID, oct(mode)
+    top = tempfile.mkdtemp(prefix="sluice-volumes-")
+    os.chmod(top, 0o755)
+    try:
+        vols = []
+        for name in ("openshift", "image-user"):
+            vols.append(os.path.join(top, name))
+            os.mkdir(vols[-1])
+            os.chown(vols[-1], owner, 0)
+            os.chmod(vols[-1], mode)
+        vol = vols[0]
+        a = UidServer(100123, 0, vol)
+        a.start()
+        id1, der = queue_one(a)
+        assert a.stop() == 0
+        shared_with_group_0(vol)
+        assert os.stat(os.path.join(vol, "queue.db")).st_uid == 100123
+
+        b = UidServer(100456, 0, vol)
+        b.start()
+        assert b.query("select id from messages") == [(id1,)]
+        id2, der2 = queue_one(b)
+        assert der2 == der, "the certificate was made anew"
+        assert b.stop() == 0
+        assert "replacing the self-signed certificate" not in b.log(), b.log()
+        assert b.query("select id from messages order by id") == sorted([(id1,), (id2,)])
+        shared_with_group_0(vol)
+
+        # The image's own user first (uid and gid 2525), then uid 100789:0.
+        vol = vols[1]
+        c = UidServer(owner, owner, vol)
+        c.start()
+        id3, _ = queue_one(c)
+        assert c.stop() == 0
+        shared_with_group_0(vol)
+        d = UidServer(100789, 0, vol)
+        d.start()
+        queue_one(d)
+        assert d.stop() == 0
+        assert id3 in [r[0] for r in d.query("select id from messages")]
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
 
 
 if apt_works():

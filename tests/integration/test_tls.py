@@ -4,6 +4,7 @@ injection class of bugs (CVE-2011-0411), protocol versions, handshake
 timeouts, the self-signed certificate and certificate reload on SIGHUP."""
 import os
 import re
+import shutil
 import signal
 import smtplib
 import socket
@@ -528,6 +529,72 @@ def selfsigned_certificate_generated_and_reused():
     assert open(cert).read() == pem, "the self-signed certificate was regenerated"
     assert srv.log().count("generated a self-signed certificate") == 1, srv.log()
     assert seen() == der
+
+
+@test
+def selfsigned_certificate_follows_the_hostname():
+    """A self-signed pair made for another host name is replaced, with a
+    log line that says why: at a start and on SIGHUP.  So is one whose key
+    does not match (a crash between writing the key and the certificate)."""
+    srv = Server()
+    cert = os.path.join(srv.dir, "selfsigned-cert.pem")
+    key = os.path.join(srv.dir, "selfsigned-key.pem")
+    noverify = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    noverify.check_hostname = False
+    noverify.verify_mode = ssl.CERT_NONE
+
+    def seen():
+        """(CN, DER) of what a STARTTLS client gets."""
+        with smtplib.SMTP(srv.host, srv.port, local_hostname="client.test") as s:
+            s.starttls(context=noverify)
+            der = s.sock.getpeercert(binary_form=True)
+        return certs.peer_serial_and_cn(der)[1], der
+
+    def on_disk():
+        return certs.peer_serial_and_cn(ssl.PEM_cert_to_DER_cert(open(cert).read()))[1]
+
+    assert seen()[0] == on_disk() == "relay.test"
+    assert "replacing the self-signed certificate" not in srv.log(), srv.log()
+
+    # A new name at the next start.
+    srv.stop()
+    srv.config["hostname"] = "relay2.test"
+    mark = len(srv.log())
+    srv.start()
+    log = srv.log()[mark:]
+    assert ("info tls: replacing the self-signed certificate: %s was made for "
+            "relay.test, not relay2.test" % cert) in log, log
+    assert "generated a self-signed certificate for relay2.test" in log, log
+    assert seen()[0] == on_disk() == "relay2.test"
+    assert os.stat(key).st_mode & 0o077 == 0, oct(os.stat(key).st_mode)
+    assert not os.path.exists(cert + ".tmp") and not os.path.exists(key + ".tmp")
+
+    # The same name again: kept, nothing said.
+    der = seen()[1]
+    srv.restart()
+    assert seen()[1] == der
+    assert srv.log().count("generated a self-signed certificate") == 2, srv.log()
+
+    # A new name on SIGHUP: sessions after the reload get the new pair.
+    srv.config["hostname"] = "relay3.test"
+    srv.write_config()
+    mark = len(srv.log())
+    srv.proc.send_signal(signal.SIGHUP)
+    log = srv.wait_log(r"SIGHUP: configuration reloaded", start=mark)
+    assert "was made for relay2.test, not relay3.test" in log, log
+    assert seen()[0] == on_disk() == "relay3.test"
+
+    # A key that does not match the certificate beside it.
+    srv.stop()
+    old_pem = open(cert).read()
+    shutil.copyfile(PKI.a.key, key)
+    mark = len(srv.log())
+    srv.start()
+    log = srv.log()[mark:]
+    assert re.search(r"replacing the self-signed certificate: certificate \S+ does not "
+                     r"match key \S+", log), log
+    assert open(cert).read() != old_pem
+    assert seen()[0] == "relay3.test"
 
 
 @test
