@@ -51,7 +51,7 @@ BIN      = $(BUILD)/sluice
 UNIT_TESTS = parse data config auth bounce dns metrics json strbuf anvil
 UNIT_BINS  = $(UNIT_TESTS:%=$(BUILD)/tests/test_%)
 
-.PHONY: all run test check unit asan tsan bench tls-audit container-test fmt lint \
+.PHONY: all run test check unit asan tsan bench bench-idle tls-audit container-test fmt lint \
         clean install deps
 
 all: $(BIN)
@@ -95,6 +95,10 @@ $(BUILD)/bench/tlsload: bench/tlsload.c
 
 bench: $(BIN) $(BUILD)/bench/tlsload
 	bash bench/run.sh
+
+# 10,000 idle connections, then a trusted client; beside a reference build.
+bench-idle: $(BIN)
+	bash bench/run-idle.sh
 
 # Slow and optional: testssl.sh against the submission and smtps ports.
 tls-audit: $(BIN)

@@ -66,7 +66,8 @@ def smtp_source(port, msgs, sessions, persistent, host="127.0.0.1", rcpt="rcpt@e
 
 
 class Sluice:
-    def __init__(self, workers=200, extra="delivery_threads = 0\n", keep_dir=None):
+    def __init__(self, workers=200, extra="delivery_threads = 0\n", keep_dir=None,
+                 binary=None, env=None):
         self.dir = keep_dir or tempfile.mkdtemp(prefix="sluice-bench-")
         self.port = free_port()
         self.db = os.path.join(self.dir, "queue.db")
@@ -76,7 +77,8 @@ class Sluice:
                     "max_message_size = 64m\nlog_level = warning\n"
                     "max_connections_per_ip = 0\n%s" % (self.port, self.db, workers, extra))
         self.log = open(os.path.join(self.dir, "log"), "ab")
-        self.proc = subprocess.Popen([BIN, "serve", "-c", cfg], stderr=self.log)
+        self.proc = subprocess.Popen([binary or BIN, "serve", "-c", cfg], stderr=self.log,
+                                     env=dict(os.environ, **(env or {})))
         wait_port(self.port)
 
     def delivered(self):
@@ -263,6 +265,22 @@ def big_message_rss(size_mb):
         srv.stop()
 
 
+def accept_rate(binary, env, n, sessions, persistent, runs):
+    """(messages/s, messages stored, peak RSS kB) of one build for one load."""
+    srv = Sluice(binary=binary, env=env)
+    try:
+        # Warm up: the first commits grow a new WAL file, which costs a
+        # journal commit each; a running relay is past that.
+        smtp_source(srv.port, 1000, sessions, persistent)
+        rate = median(smtp_source(srv.port, n, sessions, persistent) for _ in range(runs))
+        stored = srv.count()
+        hwm = rss_kb(srv.proc.pid)
+    finally:
+        srv.stop()
+    assert stored == 1000 + n * runs, "stored %d" % stored
+    return rate, stored, hwm
+
+
 def median(values):
     v = sorted(values)
     return v[len(v) // 2]
@@ -273,16 +291,26 @@ def main():
     ap.add_argument("--messages", type=int, default=10000)
     ap.add_argument("--latency-samples", type=int, default=2000)
     ap.add_argument("--runs", type=int, default=3, help="runs per figure (median)")
-    ap.add_argument("--only", choices=["e2e"], help="run one part")
+    ap.add_argument("--only", choices=["e2e", "accept"], help="run one part")
+    ap.add_argument("--baseline", default=os.environ.get("BASELINE_BIN"),
+                    help="a reference build measured beside this one")
+    ap.add_argument("--grace", default=os.environ.get("BENCH_GRACE"),
+                    help="park grace values to compare, in ms (e.g. 0,20)")
     a = ap.parse_args()
     n = a.messages
     if a.only == "e2e":
         e2e_table(n)
         return
+    builds = [("sluice", BIN, {})]
+    if a.baseline:
+        builds.append(("reference", a.baseline, {}))
     print("sluice accept benchmark: %d messages of 1 KB, 1 recipient; %d cores; median of %d runs"
           % (n, os.cpu_count(), a.runs))
+    if a.baseline:
+        print("reference: %s" % a.baseline)
     print()
-    print("%-34s %12s %12s %8s %8s" % ("load", "smtp-sink/s", "sluice/s", "ratio", "target"))
+    print("%-34s %12s %12s %8s %12s %8s %8s" % ("load", "smtp-sink/s", "sluice/s", "ratio",
+                                               "reference/s", "ratio", "target"))
     rows = []
     for sessions in (20, 100):
         for persistent in (False, True):
@@ -292,22 +320,33 @@ def main():
                                    for _ in range(a.runs))
             finally:
                 sink.stop()
-            srv = Sluice()
-            try:
-                # Warm up: the first commits grow a new WAL file, which
-                # costs a journal commit each; a running relay is past that.
-                smtp_source(srv.port, 1000, sessions, persistent)
-                rate = median(smtp_source(srv.port, n, sessions, persistent)
-                              for _ in range(a.runs))
-                stored = srv.count()
-                hwm = rss_kb(srv.proc.pid)
-            finally:
-                srv.stop()
-            assert stored == 1000 + n * a.runs, "stored %d" % stored
+            rates = []
+            for name, binary, env in builds:
+                rate, stored, hwm = accept_rate(binary, env, n, sessions, persistent, a.runs)
+                rates.append(rate)
+                if name == "sluice":
+                    rows.append((sessions, persistent, hwm))
             label = "%d sessions, %s" % (sessions, "persistent" if persistent else "1 msg/connection")
-            print("%-34s %12.0f %12.0f %8.2f %8s   (stored %d, peak RSS %.1f MB)"
-                  % (label, sink_rate, rate, rate / sink_rate, ">= 0.50", stored, hwm / 1024))
-            rows.append((sessions, persistent, hwm))
+            ref = ("%12.0f %8.2f" % (rates[1], rates[1] / sink_rate)) if len(rates) > 1 else "%12s %8s" % ("-", "-")
+            print("%-34s %12.0f %12.0f %8.2f %s %8s   (peak RSS %.1f MB)"
+                  % (label, sink_rate, rates[0], rates[0] / sink_rate, ref, ">= 0.50",
+                     rows[-1][2] / 1024))
+            sys.stdout.flush()
+    if a.grace:
+        print()
+        print("park grace (a worker watches a waiting session this long before parking it;"
+              " SLUICE_PARK_GRACE_MS)")
+        for sessions, persistent in ((20, False), (20, True), (100, True)):
+            line = "%d sessions, %s" % (sessions, "persistent" if persistent else "1 msg/connection")
+            cells = []
+            for g in a.grace.split(","):
+                rate, _, _ = accept_rate(BIN, {"SLUICE_PARK_GRACE_MS": g}, n, sessions,
+                                         persistent, a.runs)
+                cells.append("%s ms: %6.0f/s" % (g, rate))
+            print("%-34s %s" % (line, "   ".join(cells)))
+            sys.stdout.flush()
+    if a.only == "accept":
+        return
     srv = Sluice()
     try:
         latency(srv.port, 200)  # warm-up

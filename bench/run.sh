@@ -15,4 +15,9 @@ if [ ! -x "$PF/usr/sbin/smtp-source" ]; then
 	: >"$PF/conf/main.cf"
 fi
 export PF_ROOT=$PF
+# The reference build measured beside this one (BASELINE_REF=none: none).
+if [ -z "${BASELINE_BIN:-}" ] && [ "${BASELINE_REF:-3575e2d}" != none ]; then
+	BASELINE_BIN=$(bash bench/baseline.sh "${BASELINE_REF:-3575e2d}")
+	export BASELINE_BIN
+fi
 exec /usr/bin/python3 bench/bench.py "$@"

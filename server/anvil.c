@@ -144,8 +144,7 @@ find(struct anvil *a, const struct anvil_key *k)
 {
 	size_t i = key_hash(k) & (a->nslots - 1);
 
-	while (a->slots[i].used &&
-	       memcmp(&a->slots[i].key, k, sizeof(*k)) != 0)
+	while (a->slots[i].used && memcmp(&a->slots[i].key, k, sizeof(*k)) != 0)
 		i = (i + 1) & (a->nslots - 1);
 	return &a->slots[i];
 }

@@ -347,7 +347,8 @@ raise_fd_limit(const struct config *cfg)
 		    (unsigned long long)rl.rlim_cur,
 		    rl.rlim_cur > want - (rlim_t)cfg->max_connections
 		        ? (unsigned long long)(rl.rlim_cur -
-		                               (want - (rlim_t)cfg->max_connections))
+		                               (want - (rlim_t)cfg
+		                                           ->max_connections))
 		        : 0ULL);
 }
 

@@ -42,7 +42,7 @@ struct server {
 	struct anvil *anvil; /* per-client counts and rates */
 	struct pool *pool;
 	struct waiter *waiter;
-	atomic_long sessions; /* sessions open (running, queued or parked) */
+	atomic_long sessions;  /* sessions open (running, queued or parked) */
 	atomic_long untrusted; /* of which from outside relay_networks */
 	atomic_long messages_accepted;
 	atomic_bool stress; /* stress mode: see listener.c */

@@ -724,7 +724,8 @@ flush_or_wait(struct session *s)
 	if (st != CONN_AGAIN)
 		return STEP_END;
 	if (s->wdeadline == 0)
-		s->wdeadline = now_ms() + (int64_t)s->cfg->command_timeout * 1000;
+		s->wdeadline =
+		    now_ms() + (int64_t)s->cfg->command_timeout * 1000;
 	s->writing = true;
 	return park(s, POLLOUT, s->wdeadline);
 }
@@ -1100,7 +1101,8 @@ step_handshake(struct session *s)
 	    s->iplit, s->tls_version, s->tls_cipher, s->tls_bits);
 	s->phase = PH_COMMAND;
 	if (s->implicit_tls) {
-		conn_printf(s->conn, "220 %s ESMTP sluice\r\n", s->cfg->hostname);
+		conn_printf(
+		    s->conn, "220 %s ESMTP sluice\r\n", s->cfg->hostname);
 		return STEP_NEXT;
 	}
 	/* The client must start over with EHLO (RFC 3207 section 4.2). */
@@ -1293,8 +1295,8 @@ step_sasl(struct session *s)
 	size_t len;
 	enum conn_status st;
 
-	st = conn_try_line(s->conn, s->line, sizeof(s->line), &len, &too_long,
-	    &bare_lf);
+	st = conn_try_line(
+	    s->conn, s->line, sizeof(s->line), &len, &too_long, &bare_lf);
 	if (st == CONN_AGAIN)
 		return wait_line(s);
 	if (st != CONN_OK)
@@ -1408,8 +1410,8 @@ do_auth(struct session *s, const char *args)
 	}
 out:
 	/* The initial response is in the line after the NUL put there. */
-	explicit_bzero(s->line + strlen(s->line),
-	    sizeof(s->line) - strlen(s->line));
+	explicit_bzero(
+	    s->line + strlen(s->line), sizeof(s->line) - strlen(s->line));
 }
 
 /* -------- the command loop -------- */
@@ -1545,8 +1547,8 @@ step_command(struct session *s)
 	if (conn_out_pending(s->conn) > CONN_OUTBUF / 2 &&
 	    (r = flush_or_wait(s)) != STEP_NEXT)
 		return r;
-	st = conn_try_line(s->conn, s->line, sizeof(s->line), &len, &too_long,
-	    &bare_lf);
+	st = conn_try_line(
+	    s->conn, s->line, sizeof(s->line), &len, &too_long, &bare_lf);
 	if (st == CONN_AGAIN)
 		return wait_line(s);
 	if (st != CONN_OK)
@@ -1585,7 +1587,8 @@ on_start(struct session *s)
 		s->implicit_tls = true;
 		s->phase = PH_HANDSHAKE;
 	} else {
-		conn_printf(s->conn, "220 %s ESMTP sluice\r\n", s->cfg->hostname);
+		conn_printf(
+		    s->conn, "220 %s ESMTP sluice\r\n", s->cfg->hostname);
 		s->phase = PH_COMMAND;
 	}
 	return STEP_NEXT;
@@ -1635,8 +1638,8 @@ on_stop(struct session *s)
 		return data_read_failed(s, CONN_STOPPED);
 	default:
 		metrics_inc(M_REJECT_SHUTDOWN);
-		reply(s, 421, "4.3.2 %s Service shutting down",
-		    s->cfg->hostname);
+		reply(
+		    s, 421, "4.3.2 %s Service shutting down", s->cfg->hostname);
 		return close_session(s);
 	}
 }

@@ -358,7 +358,8 @@ waiter_main(void *arg)
 			const struct config *cfg =
 			    holder_get(wt->srv->config, &ref);
 
-			shorten(wt, (int64_t)cfg->stress_command_timeout * 1000);
+			shorten(
+			    wt, (int64_t)cfg->stress_command_timeout * 1000);
 			holder_put(ref);
 		}
 	}
@@ -424,7 +425,8 @@ waiter_stress_check(struct waiter *wt)
 	if (on)
 		atomic_store(&wt->stress_ms,
 		    (long long)cfg->stress_command_timeout * 1000);
-	if (on != was && atomic_compare_exchange_strong(&srv->stress, &was, on)) {
+	if (on != was &&
+	    atomic_compare_exchange_strong(&srv->stress, &was, on)) {
 		if (on) {
 			metrics_inc(M_STRESS_EPISODES);
 			log_warn("smtpd",

@@ -37,10 +37,10 @@ struct conn {
 	struct tls_creds *creds; /* a reference while tls is set */
 	int stop_fd;
 	bool write_failed;
-	bool may_read; /* a recv() might find data (invariant 3) */
-	bool skipping; /* discarding the rest of an over-long line */
-	short want;    /* POLLIN or POLLOUT: what CONN_AGAIN waits for */
-	unsigned char *in;     /* CONN_INBUF octets, or NULL */
+	bool may_read;     /* a recv() might find data (invariant 3) */
+	bool skipping;     /* discarding the rest of an over-long line */
+	short want;        /* POLLIN or POLLOUT: what CONN_AGAIN waits for */
+	unsigned char *in; /* CONN_INBUF octets, or NULL */
 	size_t in_off, in_len; /* unread input is in[in_off..in_len) */
 	unsigned char *out;    /* CONN_OUTBUF octets, or NULL */
 	size_t out_len;
@@ -601,9 +601,8 @@ conn_tls_handshake(struct conn *c, char *why)
 		if (rc == GNUTLS_E_SUCCESS)
 			return CONN_OK;
 		if (rc == GNUTLS_E_AGAIN || rc == GNUTLS_E_INTERRUPTED) {
-			c->want = gnutls_record_get_direction(c->tls)
-			              ? POLLOUT
-			              : POLLIN;
+			c->want = gnutls_record_get_direction(c->tls) ? POLLOUT
+			                                              : POLLIN;
 			/* Records read ahead are there to take now. */
 			if (c->want == POLLIN && c->raw_off < c->raw_len)
 				continue;

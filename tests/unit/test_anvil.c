@@ -52,8 +52,7 @@ static const struct {
     {"192.0.2.7", "192.0.2.6", 31, 64, true, "192.0.2.6/31"},
     {"2001:db8:1:2::1", "2001:db8:1:2:ffff::9", 32, 64, true,
         "2001:db8:1:2::/64"},
-    {"2001:db8:1:2::1", "2001:db8:1:3::1", 32, 64, false,
-        "2001:db8:1:2::/64"},
+    {"2001:db8:1:2::1", "2001:db8:1:3::1", 32, 64, false, "2001:db8:1:2::/64"},
     {"2001:db8:1:2::1", "2001:db8:1:3::1", 32, 48, true, "2001:db8:1::/48"},
     {"2001:db8::1", "2001:db8::1", 32, 128, true, "2001:db8::1"},
     {"2001:db8::1", "2001:db8::2", 32, 128, false, "2001:db8::1"},
@@ -100,8 +99,7 @@ test_counts(void)
 	anvil_disconnect(a, &k, 1000);
 	CHECK(anvil_connect(a, &k, 3, 0, 60000, 1000, &n) == ANVIL_OK,
 	    "a slot freed is a slot to use");
-	CHECK(anvil_connect(a, &k, 0, 0, 60000, 1000, &n) == ANVIL_OK &&
-	          n == 4,
+	CHECK(anvil_connect(a, &k, 0, 0, 60000, 1000, &n) == ANVIL_OK && n == 4,
 	    "limit 0 is no limit (%d open)", n);
 	anvil_free(a);
 }
@@ -122,8 +120,7 @@ test_rate(void)
 	          n == 5,
 	    "the rate that decided is reported (%d)", n);
 	/* Half a window later the 5 still weigh in full (same window). */
-	CHECK(anvil_connect(a, &k, 0, 5, unit, t + unit / 2, &n) ==
-	          ANVIL_RATE,
+	CHECK(anvil_connect(a, &k, 0, 5, unit, t + unit / 2, &n) == ANVIL_RATE,
 	    "still limited half a minute later");
 	/* In the next window the previous one counts by its overlap: at a
 	 * quarter into it, 5 * 3/4 = 3 (rounded down) of 5: two more. */
@@ -173,12 +170,12 @@ test_bound(void)
 		if (anvil_size(a) > peak)
 			peak = anvil_size(a);
 	}
-	CHECK(peak <= 1000, "the table never holds more than 1000: %zu",
-	    peak);
+	CHECK(peak <= 1000, "the table never holds more than 1000: %zu", peak);
 	CHECK(refused == 0, "no client refused for lack of room: %d", refused);
 	anvil_connect(a, &held, 5, 0, 60000, 100000, &n);
-	CHECK(n == 3, "the client with open connections kept its entry "
-	              "(%d open, want 3)",
+	CHECK(n == 3,
+	    "the client with open connections kept its entry "
+	    "(%d open, want 3)",
 	    n);
 	anvil_free(a);
 }
