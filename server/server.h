@@ -75,7 +75,8 @@ struct sess_wait {
 	int64_t since;    /* when the wait began */
 	enum sess_stop stop;
 	bool trusted; /* served first; never given stress timeouts */
-	bool idle;    /* waiting for a command outside a transaction */
+	bool idle;    /* waiting for a command outside a transaction, a TLS
+	               * handshake or a SASL line: stress shortens it */
 	/* The hand-over: why it runs next (set by whoever hands it on). */
 	enum sess_event ev;
 	/* The waiter's, under its lock. */

@@ -702,7 +702,12 @@ park(struct session *s, short events, int64_t deadline)
 	w->since = now_ms();
 	w->stop = stop_stage(s);
 	w->trusted = s->trusted;
-	w->idle = s->phase == PH_COMMAND && s->state <= SS_READY;
+	/* Waiting for the client under command_timeout (stress mode may
+	 * shorten it): a command outside a transaction, a handshake, a SASL
+	 * line. */
+	w->idle = (s->phase == PH_COMMAND && s->state <= SS_READY) ||
+	          (s->phase == PH_HANDSHAKE && !s->writing) ||
+	          s->phase == PH_SASL;
 	return STEP_WAIT;
 }
 
