@@ -63,8 +63,11 @@ static const char *const stmt_sql[S_NSTMT] = {
 
 struct db {
 	sqlite3 *h;
-	char *path; /* for messages */
-	bool cli;   /* errors worded for a person (db_errors_for_cli) */
+	char *path;        /* for messages */
+	bool cli;          /* errors worded for a person (db_errors_for_cli) */
+	int busy_ms;       /* the busy timeout (db_set_busy_timeout) */
+	int page_size;     /* 0 until read (wal_frame_bytes) */
+	int64_t wal_bytes; /* after the last commit (db_watch_wal) */
 	sqlite3_stmt *st[S_NSTMT];
 	struct {
 		const char *sql;
@@ -257,7 +260,8 @@ open_common(const char *path, int flags, char *why)
 		db_close(db);
 		return NULL;
 	}
-	sqlite3_busy_timeout(db->h, 10000);
+	db->busy_ms = 10000;
+	sqlite3_busy_timeout(db->h, db->busy_ms);
 	sqlite3_extended_result_codes(db->h, 1);
 	return db;
 }
@@ -273,8 +277,7 @@ db_open(const char *path, char *why)
 		return NULL;
 	/* WAL, with the writer's synchronous=FULL (writer_pragmas). */
 	if (exec_simple(db, "PRAGMA journal_mode = WAL", err) != 0 ||
-	    writer_pragmas(db, err) != 0 ||
-	    exec_simple(db, "PRAGMA journal_size_limit = 67108864", err) != 0) {
+	    writer_pragmas(db, err) != 0) {
 		why_set(why, "cannot set up %s: %s", path, err);
 		goto fail;
 	}
@@ -490,23 +493,100 @@ fail_noset:
 	return -1;
 }
 
-enum res
-db_checkpoint(struct db *db, char *why)
+/* The bytes `frames` WAL frames take, with the WAL's 32-byte header. */
+static int64_t
+wal_frame_bytes(struct db *db, int frames)
 {
-	int rc = sqlite3_wal_checkpoint_v2(
-	    db->h, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+	sqlite3_stmt *st;
 
-	if (rc != SQLITE_OK && rc != SQLITE_BUSY) {
+	if (frames <= 0)
+		return 0;
+	if (db->page_size == 0 && sqlite3_prepare_v2(db->h, "PRAGMA page_size",
+	                              -1, &st, NULL) == SQLITE_OK) {
+		if (sqlite3_step(st) == SQLITE_ROW)
+			db->page_size = sqlite3_column_int(st, 0);
+		sqlite3_finalize(st);
+	}
+	/* Each frame is a 24-byte header and one page. */
+	return 32 +
+	       (int64_t)frames * (24 + (db->page_size ? db->page_size : 4096));
+}
+
+enum res
+db_checkpoint(struct db *db, enum db_ckpt_mode mode, int busy_ms,
+    struct db_ckpt *out, char *why)
+{
+	static const int modes[] = {
+	    [DB_CKPT_PASSIVE] = SQLITE_CHECKPOINT_PASSIVE,
+	    [DB_CKPT_RESTART] = SQLITE_CHECKPOINT_RESTART,
+	    [DB_CKPT_TRUNCATE] = SQLITE_CHECKPOINT_TRUNCATE,
+	};
+	int nlog = -1, ncopied = -1, rc, tries;
+
+	memset(out, 0, sizeof(*out));
+	if (mode != DB_CKPT_PASSIVE)
+		sqlite3_busy_timeout(db->h, busy_ms);
+	for (tries = 0; tries < 2; tries++) {
+		rc = sqlite3_wal_checkpoint_v2(
+		    db->h, NULL, modes[mode], &nlog, &ncopied);
+		/*
+		 * A connection that has not read the database yet has not
+		 * opened its WAL either, and SQLite (3.40) then returns
+		 * SQLITE_OK having done nothing, with -1 frames: the
+		 * checkpointer's connection did exactly that at every call
+		 * while queue.db-wal grew to gigabytes.  One read opens the
+		 * WAL for the connection's lifetime.
+		 */
+		if (rc != SQLITE_OK || nlog >= 0 || user_version(db) < 0)
+			break;
+	}
+	if (mode != DB_CKPT_PASSIVE)
+		sqlite3_busy_timeout(db->h, db->busy_ms);
+	if (rc != SQLITE_OK && (rc & 0xff) != SQLITE_BUSY) {
 		why_set(why, "checkpoint: %s", sqlite3_errmsg(db->h));
 		return RES_TEMP;
 	}
+	if (nlog < 0) {
+		why_set(why, "checkpoint: the WAL of %s is not open", db->path);
+		return RES_TEMP;
+	}
+	out->wal_bytes = wal_frame_bytes(db, nlog);
+	out->copied_bytes = wal_frame_bytes(db, ncopied);
+	out->complete = rc == SQLITE_OK && ncopied == nlog;
 	return RES_OK;
 }
 
-void
-db_disable_autocheckpoint(struct db *db)
+/* sqlite3_wal_hook: called in the committing thread after each commit. */
+static int
+wal_hook(void *arg, sqlite3 *h, const char *name, int frames)
 {
-	sqlite3_wal_autocheckpoint(db->h, 0);
+	struct db *db = arg;
+
+	(void)h;
+	(void)name;
+	db->wal_bytes = wal_frame_bytes(db, frames);
+	return SQLITE_OK;
+}
+
+enum res
+db_watch_wal(struct db *db, int64_t limit, char *why)
+{
+	char sql[64];
+
+	snprintf(sql, sizeof(sql), "PRAGMA journal_size_limit = %lld",
+	    (long long)limit);
+	if (exec_simple(db, sql, why) != 0)
+		return RES_TEMP;
+	(void)wal_frame_bytes(db, 1); /* read the page size now */
+	/* Replaces the hook of SQLite's automatic checkpoints. */
+	sqlite3_wal_hook(db->h, wal_hook, db);
+	return RES_OK;
+}
+
+int64_t
+db_wal_bytes(const struct db *db)
+{
+	return db->wal_bytes;
 }
 
 /* ---- delivery ---- */
@@ -1111,5 +1191,6 @@ db_helper_writer(struct db *db, char *why)
 void
 db_set_busy_timeout(struct db *db, int ms)
 {
+	db->busy_ms = ms;
 	sqlite3_busy_timeout(db->h, ms);
 }

@@ -16,6 +16,7 @@
 #ifndef SLUICE_DB_H
 #define SLUICE_DB_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -80,15 +81,54 @@ int db_reclaim_incoming(
     struct db *db, int (*fn)(void *, const char *), void *arg, char *why);
 
 /*
- * Checkpoint the WAL into the database file without blocking the writer
- * (PRAGMA wal_checkpoint(PASSIVE)).  Used by the queue's checkpointer
- * thread on its own connection, so that the writer never pays for a
- * checkpoint in the middle of a commit (see db_disable_autocheckpoint).
+ * The WAL.  SQLite appends every commit to queue.db-wal; a checkpoint
+ * copies the WAL's pages into queue.db, and only once every page has been
+ * copied and no reader still uses the WAL can the next commit start again
+ * at the WAL's beginning.  Under a steady stream of commits that moment
+ * never comes by itself (a checkpoint that does not hold the writer back
+ * always finds newer commits behind it), so the queue forces one when
+ * the WAL passes its cap (queue/queue.c).
  */
-enum res db_checkpoint(struct db *db, char *why);
+enum db_ckpt_mode {
+	DB_CKPT_PASSIVE,  /* copy what no reader needs; never waits */
+	DB_CKPT_RESTART,  /* copy everything, then wait (busy_ms) until
+	                   * the next commit may start the WAL over */
+	DB_CKPT_TRUNCATE, /* RESTART, and truncate the WAL file to 0 */
+};
 
-/* Turn off SQLite's automatic checkpoints on this connection. */
-void db_disable_autocheckpoint(struct db *db);
+struct db_ckpt {
+	int64_t wal_bytes;    /* the WAL's content when it ran */
+	int64_t copied_bytes; /* how much of that is in queue.db now */
+	bool complete;        /* PASSIVE: everything copied; RESTART and
+	                       * TRUNCATE: the WAL can start over */
+};
+
+/*
+ * Checkpoint in `mode` on this connection, which must have no
+ * transaction open.  RESTART and TRUNCATE take the write lock and wait at
+ * most `busy_ms` for it and for readers (a reader inside a transaction
+ * that began before the newest commits keeps them from completing); the
+ * connection's busy timeout is restored afterwards.  RES_OK when the
+ * checkpoint ran, complete or not (see `out`); RES_TEMP with `why` on an
+ * error.
+ */
+enum res db_checkpoint(struct db *db, enum db_ckpt_mode mode, int busy_ms,
+    struct db_ckpt *out, char *why);
+
+/*
+ * For the writer's connection: keep the WAL file at most `limit` bytes
+ * once it starts over (PRAGMA journal_size_limit), turn off SQLite's own
+ * checkpoints (the queue runs them), and note the WAL's size after every
+ * commit for db_wal_bytes.
+ */
+enum res db_watch_wal(struct db *db, int64_t limit, char *why);
+
+/*
+ * The size of the WAL's content after this connection's last commit
+ * (frames and header, in bytes; 0 before the first commit), as noted by
+ * db_watch_wal.
+ */
+int64_t db_wal_bytes(const struct db *db);
 
 /* ---- delivery ---- */
 
