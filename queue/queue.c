@@ -344,7 +344,6 @@ force_checkpoint(struct queue *q, int64_t wal, int64_t batch)
 		    (long long)wal, (long long)q->wal_cap, (long long)batch,
 		    (long long)(now - t0),
 		    q->blocked_since ? " (no longer blocked)" : "");
-		q->wal_prev = 0; /* the next commit starts the WAL over */
 		q->force_after = 0;
 		q->force_backoff = 0;
 		q->blocked_since = 0;
@@ -385,7 +384,11 @@ static void
 wal_committed(struct queue *q)
 {
 	int64_t wal = db_wal_bytes(q->db);
-	/* Smaller than before: the commit started the WAL over. */
+	/*
+	 * Smaller than after the last commit: this one started the WAL over
+	 * (only then can it shrink).  Not assumed after a RESTART: a batch
+	 * then counts all it wrote only if it is smaller than the WAL was.
+	 */
 	int64_t batch = wal >= q->wal_prev ? wal - q->wal_prev : wal;
 
 	q->wal_prev = wal;
