@@ -64,7 +64,7 @@ $(BUILD)/%.o: %.c
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
 $(BUILD)/sql/embed.o: sql/embed.S sql/schema.sql sql/views.sql sql/upgrade-2.sql \
-                      sql/upgrade-3.sql
+                      sql/upgrade-3.sql sql/upgrade-4.sql
 	@mkdir -p $(dir $@)
 	$(CC) $(SANFLAGS) -c -o $@ sql/embed.S
 

@@ -23,11 +23,13 @@ extern const char sql_schema_text[];
 extern const char sql_views_text[];
 extern const char sql_upgrade2_text[];
 extern const char sql_upgrade3_text[];
+extern const char sql_upgrade4_text[];
 
 /* upgrades[v] brings a version v - 1 queue to version v. */
 static const char *const upgrades[] = {
     [2] = sql_upgrade2_text,
     [3] = sql_upgrade3_text,
+    [4] = sql_upgrade4_text,
 };
 
 /* The writer's statements, prepared before it stores anything. */
@@ -690,6 +692,7 @@ db_lease(
 	return step_done(db, st, why);
 }
 
+/* Through recipients_leased: the leased rows only, not the whole queue. */
 enum res
 db_clear_leases(struct db *db, char *why)
 {

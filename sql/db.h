@@ -23,7 +23,7 @@
 #include "envelope.h"
 #include "util.h"
 
-#define DB_SCHEMA_VERSION 3
+#define DB_SCHEMA_VERSION 4
 
 struct db;
 

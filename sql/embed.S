@@ -19,4 +19,8 @@ sql_upgrade2_text:
 sql_upgrade3_text:
 	.incbin "sql/upgrade-3.sql"
 	.byte 0
+	.global sql_upgrade4_text
+sql_upgrade4_text:
+	.incbin "sql/upgrade-4.sql"
+	.byte 0
 	.section .note.GNU-stack,"",@progbits

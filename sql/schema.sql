@@ -56,6 +56,9 @@ CREATE INDEX recipients_domain ON recipients (domain, state);
 -- Bounced recipients not yet reported to the sender (see upgrade-3.sql).
 CREATE INDEX recipients_unreported ON recipients (msg_id)
     WHERE state = 'bounced' AND (notified & 1) = 0;
+-- Recipients a delivery thread holds (see upgrade-4.sql).
+CREATE INDEX recipients_leased ON recipients (lease_until)
+    WHERE lease_until IS NOT NULL;
 
 -- The message itself, in chunks of up to 64 KiB: the exact octets to send
 -- on (the Received header, then the message as received after

@@ -144,9 +144,10 @@ def version_1_queue_is_upgraded_in_place():
     srv.start()
     assert "upgraded the queue schema to version 2" in srv.log()
     assert "upgraded the queue schema to version 3" in srv.log()
-    assert srv.query("pragma user_version") == [(3,)]
+    assert "upgraded the queue schema to version 4" in srv.log()
+    assert srv.query("pragma user_version") == [(4,)]
     assert srv.query("select count(*) from sqlite_master where type = 'index'"
-                     " and name = 'recipients_unreported'") == [(1,)]
+                     " and name in ('recipients_unreported', 'recipients_leased')") == [(2,)]
     assert srv.query("select address, lease_until from recipients where msg_id='OLD'") == [("c@d", None)]
     c = srv.connect()
     c.ehlo()
