@@ -6,6 +6,7 @@
 #   make test       build and run every test (unit + integration)
 #   make asan/tsan  the same under AddressSanitizer+UBSan / ThreadSanitizer
 #   make bench      the accept benchmark (not a test)
+#   make bench-wal  the WAL under 500,000 messages (WAL_ARGS: bench/wal.py -h)
 #   make container-test  build the image with podman and check it (minutes;
 #                   installs podman, as root)
 #   make deps       install the Debian packages needed to build and test
@@ -51,8 +52,8 @@ BIN      = $(BUILD)/sluice
 UNIT_TESTS = parse data config auth bounce dns metrics json strbuf anvil
 UNIT_BINS  = $(UNIT_TESTS:%=$(BUILD)/tests/test_%)
 
-.PHONY: all run test check unit asan tsan bench bench-idle tls-audit container-test fmt lint \
-        clean install deps
+.PHONY: all run test check unit asan tsan bench bench-idle bench-wal tls-audit \
+        container-test fmt lint clean install deps
 
 all: $(BIN)
 
@@ -99,6 +100,10 @@ bench: $(BIN) $(BUILD)/bench/tlsload
 # 10,000 idle connections, then a trusted client; beside a reference build.
 bench-idle: $(BIN)
 	bash bench/run-idle.sh
+
+# 500,000 messages: the WAL's size, queue.db, a restart after kill -9.
+bench-wal: $(BIN)
+	BENCH=wal bash bench/run.sh $(WAL_ARGS)
 
 # Slow and optional: testssl.sh against the submission and smtps ports.
 tls-audit: $(BIN)

@@ -20,4 +20,4 @@ if [ -z "${BASELINE_BIN:-}" ] && [ "${BASELINE_REF:-3575e2d}" != none ]; then
 	BASELINE_BIN=$(bash bench/baseline.sh "${BASELINE_REF:-3575e2d}")
 	export BASELINE_BIN
 fi
-exec /usr/bin/python3 bench/bench.py "$@"
+exec /usr/bin/python3 "bench/${BENCH:-bench}.py" "$@"
