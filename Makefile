@@ -7,6 +7,7 @@
 #   make asan/tsan  the same under AddressSanitizer+UBSan / ThreadSanitizer
 #   make bench      the accept benchmark (not a test)
 #   make bench-wal  the WAL under 500,000 messages (WAL_ARGS: bench/wal.py -h)
+#   make crashloop  kill -9 under load and delivery, CYCLES times (50)
 #   make container-test  build the image with podman and check it (minutes;
 #                   installs podman, as root)
 #   make deps       install the Debian packages needed to build and test
@@ -52,7 +53,7 @@ BIN      = $(BUILD)/sluice
 UNIT_TESTS = parse data config auth bounce dns metrics json strbuf anvil
 UNIT_BINS  = $(UNIT_TESTS:%=$(BUILD)/tests/test_%)
 
-.PHONY: all run test check unit asan tsan bench bench-idle bench-wal tls-audit \
+.PHONY: all run test check unit asan tsan bench bench-idle bench-wal crashloop tls-audit \
         container-test fmt lint clean install deps
 
 all: $(BIN)
@@ -104,6 +105,12 @@ bench-idle: $(BIN)
 # 500,000 messages: the WAL's size, queue.db, a restart after kill -9.
 bench-wal: $(BIN)
 	BENCH=wal bash bench/run.sh $(WAL_ARGS)
+
+# kill -9 at random points under load and delivery (tests/lib/crashloop.py).
+CYCLES ?= 50
+crashloop: $(BIN)
+	BUILD=$(BUILD) SLUICE_SANITIZER=$(SANITIZER) /usr/bin/python3 \
+	    tests/lib/crashloop.py --cycles $(CYCLES)
 
 # Slow and optional: testssl.sh against the submission and smtps ports.
 tls-audit: $(BIN)
