@@ -26,6 +26,8 @@
  *     only after the transaction holding it has committed or failed.
  *  3. queue_msg_free waits for the message's operations to finish before
  *     freeing it, so the writer never touches a freed queue_msg.
+ *  4. At most DATA_INFLIGHT_MAX octets of message data (plus one chunk)
+ *     wait for the writer, whatever the number of sessions.
  *
  * The WAL.  Every commit appends to queue.db-wal, and SQLite starts the WAL
  * over only when a transaction begins while every page in it has been
@@ -65,6 +67,13 @@
 #include <time.h>
 
 #define MAX_INFLIGHT 2
+/*
+ * Message octets handed to the writer and not yet written, all messages
+ * together: sessions wait beyond this (invariant 4), so many sessions
+ * (parked ones hand over what they buffered) cannot queue more than this
+ * much in memory when the disk is slower than the network.
+ */
+#define DATA_INFLIGHT_MAX (16 * 1024 * 1024)
 #define RECLAIM_INTERVAL_MS (10 * 60 * 1000)
 #define WAL_CAP (64 * 1024 * 1024)
 #define CKPT_STEP (4 * 1024 * 1024)
@@ -131,6 +140,8 @@ struct queue {
 	struct op *head, *tail; /* guarded by mu */
 	bool stop;              /* guarded by mu */
 	uint64_t mail_seq;      /* guarded by mu: messages committed */
+	int64_t data_inflight;  /* guarded by mu: octets not yet written */
+	pthread_cond_t room_cv; /* guarded by mu: data_inflight went down */
 	pthread_cond_t mail_cv; /* guarded by mu: broadcast on new mail */
 	char **live;            /* writer only: ids being received */
 	int nlive;
@@ -275,6 +286,12 @@ finish(struct queue *q, struct op *op)
 		pthread_mutex_lock(&q->mu);
 		q->mail_seq++;
 		pthread_cond_broadcast(&q->mail_cv);
+		pthread_mutex_unlock(&q->mu);
+	}
+	if (op->len > 0 && op->m != NULL) {
+		pthread_mutex_lock(&q->mu);
+		q->data_inflight -= (int64_t)op->len;
+		pthread_cond_broadcast(&q->room_cv);
 		pthread_mutex_unlock(&q->mu);
 	}
 	if (op->w != NULL) {
@@ -605,6 +622,7 @@ queue_open(const char *path, char *why)
 	pthread_cond_init(&q->ckpt_cv, NULL);
 	pthread_cond_init(&q->ckpt_done_cv, NULL);
 	pthread_cond_init(&q->mail_cv, NULL);
+	pthread_cond_init(&q->room_cv, NULL);
 	if (pthread_create(&q->writer, NULL, writer_main, q) != 0) {
 		why_set(why, "cannot start the queue writer thread");
 		goto fail_sync;
@@ -625,6 +643,7 @@ fail_sync:
 	pthread_cond_destroy(&q->ckpt_cv);
 	pthread_cond_destroy(&q->ckpt_done_cv);
 	pthread_cond_destroy(&q->mail_cv);
+	pthread_cond_destroy(&q->room_cv);
 fail:
 	db_close(q->ckpt_db);
 	db_close(q->db);
@@ -660,6 +679,7 @@ queue_close(struct queue *q)
 	pthread_cond_destroy(&q->ckpt_cv);
 	pthread_cond_destroy(&q->ckpt_done_cv);
 	pthread_cond_destroy(&q->mail_cv);
+	pthread_cond_destroy(&q->room_cv);
 	free(q);
 }
 
@@ -698,6 +718,16 @@ send_op(struct queue_msg *m, enum op_type type, const struct envelope *env)
 	op->env = env;
 	m->buf = NULL;
 	m->len = m->cap = 0;
+	if (op->len > 0) { /* invariant 4 */
+		struct queue *q = m->q;
+
+		pthread_mutex_lock(&q->mu);
+		while (q->data_inflight > 0 &&
+		       q->data_inflight + (int64_t)op->len > DATA_INFLIGHT_MAX)
+			pthread_cond_wait(&q->room_cv, &q->mu);
+		q->data_inflight += (int64_t)op->len;
+		pthread_mutex_unlock(&q->mu);
+	}
 	pthread_mutex_lock(&m->mu);
 	m->inflight++;
 	pthread_mutex_unlock(&m->mu);
@@ -738,6 +768,33 @@ queue_msg_write(struct queue_msg *m, const void *data, size_t len, char *why)
 		len -= n;
 	}
 	return RES_OK;
+}
+
+void
+queue_msg_park(struct queue_msg *m)
+{
+	if (m == NULL || m->buf == NULL)
+		return;
+	if (msg_failed(m, NULL) || m->len == 0) {
+		/* Nothing there that will ever be stored. */
+		free(m->buf);
+		m->buf = NULL;
+		m->len = m->cap = 0;
+		return;
+	}
+	if (m->len < QUEUE_PARK_MIN) {
+		if (m->cap > m->len) {
+			m->buf = xrealloc(m->buf, m->len);
+			m->cap = m->len;
+		}
+		return;
+	}
+	/* Invariant 1, as in queue_msg_write. */
+	pthread_mutex_lock(&m->mu);
+	while (m->inflight >= MAX_INFLIGHT)
+		pthread_cond_wait(&m->cv, &m->mu);
+	pthread_mutex_unlock(&m->mu);
+	send_op(m, OP_CHUNK, NULL);
 }
 
 enum res

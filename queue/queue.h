@@ -15,8 +15,9 @@
  * others.
  *
  * Threads: queue_open/queue_close from the main thread; queue_msg_* from
- * the one session thread that owns the queue_msg; the writer thread is
- * internal.
+ * the thread running the session that owns the queue_msg (one at a time:
+ * a session moves between workers through the pool's lock); the writer
+ * thread is internal.
  */
 #ifndef SLUICE_QUEUE_H
 #define SLUICE_QUEUE_H
@@ -61,6 +62,18 @@ const char *queue_msg_id(const struct queue_msg *m);
  */
 enum res queue_msg_write(
     struct queue_msg *m, const void *data, size_t len, char *why);
+
+/*
+ * The session is about to wait for more of the message without a worker
+ * (parked): what it has buffered goes to the writer as a chunk when it is
+ * QUEUE_PARK_MIN octets or more, and a smaller buffer shrinks to its
+ * contents, so that a waiting message holds at most QUEUE_PARK_MIN octets
+ * (chunks are then smaller than QUEUE_CHUNK; readers concatenate them in
+ * order).  May wait, as queue_msg_write does, for earlier chunks.  NULL is
+ * a no-op.
+ */
+#define QUEUE_PARK_MIN 4096
+void queue_msg_park(struct queue_msg *m);
 
 /*
  * Make the message queued mail: store the remaining octets, the envelope

@@ -1715,6 +1715,11 @@ session_shrink(struct session *s)
 {
 	free(s->decoded);
 	s->decoded = NULL;
+	/* A message being received holds at most QUEUE_PARK_MIN octets
+	 * while the session waits (a BDAT one also between chunks). */
+	if (s->phase == PH_DATA)
+		queue_msg_park(s->data.msg);
+	queue_msg_park(s->bdat.msg);
 	conn_shrink(s->conn);
 }
 

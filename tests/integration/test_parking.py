@@ -353,6 +353,91 @@ def shutdown_ends_idle_parked_at_once_and_waits_for_data():
 
 
 @test
+def messages_in_progress_memory_bounded():
+    # 200 clients each send 60 KB of a message and wait: parked in the
+    # middle of DATA (and of BDAT), a session hands what it buffered to the
+    # queue, so waiting messages cost a few KB each, not a 64 KB chunk
+    # buffer; every message then arrives whole.
+    srv = Server(config={"workers": "4", "max_connections_per_ip": "0"})
+    before = srv.peak_rss_kb()
+    line = b"y" * 98 + b"\r\n"
+    part = line * 600           # 60,000 octets
+    clients = []
+    for i in range(200):
+        c = srv.connect(source="127.0.0.%d" % (100 + i % 50), timeout=20)
+        c.ehlo()
+        c.cmd("MAIL FROM:<a@client.test>", "250 ")
+        c.cmd("RCPT TO:<x@inbound.test>", "250 ")
+        if i % 2 == 0:
+            c.cmd("DATA", "354 ")
+        clients.append(c)
+    stored = lambda: srv.query("select coalesce(sum(length(data)), 0) from body_chunks")[0][0]  # noqa: E731
+    for i, c in enumerate(clients):
+        msg = b"Subject: %03d\r\n\r\n" % i + part
+        if i % 2:    # BDAT: one LAST chunk, all but its last 5 octets
+            c.send(b"BDAT %d LAST\r\n" % (len(msg) + 5) + msg)
+        else:
+            c.send(msg)
+        # One at a time, so that the peak is what waiting sessions hold,
+        # not what waits for the disk (bounded on its own, at 16 MiB).
+        poll_until(lambda: stored() >= (i + 1) * len(part), what="message %d stored" % i)
+    grown = srv.peak_rss_kb() - before
+    assert grown < rss_limit_kb(200 * 24), "200 waiting messages: +%d kB" % grown
+    for i, c in enumerate(clients):
+        c.send(b"end\r\n" if i % 2 else b"end\r\n.\r\n")
+    for i, c in enumerate(clients):
+        code, text = c.reply("250 2.0.0 Ok: queued as ")
+        body = srv.body(text.split()[-1])
+        want = b"Subject: %03d\r\n\r\n" % i + part + b"end\r\n"
+        assert body.endswith(want), (i, len(body), body[-200:])
+
+
+@test
+def data_waiting_for_the_disk_is_bounded():
+    # Another process holds the queue's write lock for a few seconds (the
+    # disk is slower than the network): 300 sessions each hand over two
+    # parts of a message, parking between them.  What waits for the writer
+    # is bounded (16 MiB in all, plus a chunk per worker), not 300 x 120 KB;
+    # sessions wait for room instead.  Then everything is stored.
+    import sqlite3
+    srv = Server(config={"workers": "4", "max_connections_per_ip": "0"})
+    part = (b"z" * 98 + b"\r\n") * 600      # 60,000 octets
+    clients = []
+    for i in range(300):
+        c = srv.connect(source="127.0.0.%d" % (100 + i % 50), timeout=30)
+        c.ehlo()
+        c.cmd("MAIL FROM:<a@client.test>", "250 ")
+        c.cmd("RCPT TO:<x@inbound.test>", "250 ")
+        c.cmd("DATA", "354 ")
+        clients.append(c)
+    before = srv.peak_rss_kb()
+    lock = sqlite3.connect(srv.db, timeout=10)
+    lock.execute("BEGIN IMMEDIATE")
+    try:
+        for c in clients:
+            c.sock.setblocking(False)
+        for round_ in range(2):
+            for c in clients:
+                try:
+                    c.sock.send(part)   # what the kernel takes now
+                except BlockingIOError:
+                    pass
+            time.sleep(1.5)
+        grown = srv.peak_rss_kb() - before
+    finally:
+        lock.rollback()
+        lock.close()
+    assert grown < rss_limit_kb(24 * 1024), "waiting for the disk: +%d kB" % grown
+    for c in clients:
+        c.sock.setblocking(True)
+    for c in clients:
+        c.send(b".\r\n")
+    for c in clients:
+        c.reply("250 2.0.0 Ok: queued as ")
+    assert srv.query("select count(*) from messages")[0][0] == 300
+
+
+@test
 def many_idle_sessions_memory_bounded():
     # 1,000 idle sessions cost little memory each (buffers are released
     # while a session is parked).
