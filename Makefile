@@ -51,13 +51,14 @@ LIB_SRCS = $(COMMON_SRCS) $(SQL_SRCS) $(TLS_SRCS) $(DNS_SRCS) $(QUEUE_SRCS) \
 LIB_OBJS = $(LIB_SRCS:%.c=$(BUILD)/%.o) $(BUILD)/sql/embed.o
 BIN      = $(BUILD)/sluice
 
-UNIT_TESTS = parse data config auth bounce dns metrics json strbuf anvil
+UNIT_TESTS = parse data config auth bounce dns metrics json strbuf anvil \
+             smtpwire
 UNIT_BINS  = $(UNIT_TESTS:%=$(BUILD)/tests/test_%)
 
 # Fuzz targets (tests/fuzz/fuzz_NAME.c, docs/fuzzing.md).  `make test`
 # replays each one's corpus through replay.c (test_fuzz_NAME); `make fuzz`
 # builds them with libFuzzer in $(FUZZ_BUILD) and runs each one.
-FUZZ_TARGETS = parse data
+FUZZ_TARGETS = parse data reply
 FUZZ_REPLAY  = $(FUZZ_TARGETS:%=$(BUILD)/tests/test_fuzz_%)
 FUZZ_BUILD  ?= build-fuzz
 FUZZ_SECONDS ?= 60
