@@ -7,9 +7,9 @@
  *     (SMTPWIRE_LINE_MAX, SMTPWIRE_LINES_MAX), must carry the reply's one
  *     code, and its text is only copied, sanitized, into the caller's
  *     fixed buffer.  Anything else is a malformed reply, never a guess.
- *  2. The reply checks (smtpwire_reply_line, smtpwire_ehlo_keyword) are
- *     pure, so that they can be fed bytes without a socket
- *     (tests/fuzz/fuzz_reply.c).
+ *  2. The reply checks (smtpwire_reply_line, smtpwire_ehlo_keyword) and
+ *     the dot-stuffer (smtpwire_stuff) are pure, so that they can be fed
+ *     bytes without a socket (tests/fuzz/fuzz_reply.c, fuzz_stuff.c).
  */
 #include "smtpwire.h"
 #include "conn.h"
@@ -276,35 +276,88 @@ smtpwire_quit(struct conn *c, int64_t deadline)
 }
 
 void
+smtpwire_stuff_init(struct smtpwire_data *d)
+{
+	d->sol = true;
+	d->cr = false;
+}
+
+size_t
+smtpwire_stuff(struct smtpwire_data *d, const char *in, size_t n, char *out)
+{
+	size_t i, o = 0;
+
+	for (i = 0; i < n; i++) {
+		char c = in[i];
+
+		if (d->cr) {
+			/* The CR held: CRLF, or a bare CR; a line break both.
+			 */
+			d->cr = false;
+			out[o++] = '\r';
+			out[o++] = '\n';
+			d->sol = true;
+			if (c == '\n')
+				continue;
+		}
+		if (c == '\r') {
+			d->cr = true;
+		} else if (c == '\n') {
+			out[o++] = '\r'; /* a bare LF */
+			out[o++] = '\n';
+			d->sol = true;
+		} else {
+			if (d->sol && c == '.')
+				out[o++] = '.';
+			out[o++] = c;
+			d->sol = false;
+		}
+	}
+	return o;
+}
+
+size_t
+smtpwire_stuff_end(struct smtpwire_data *d, char *out)
+{
+	size_t o = 0;
+
+	if (d->cr || !d->sol) {
+		out[o++] = '\r';
+		out[o++] = '\n';
+	}
+	memcpy(out + o, ".\r\n", 3);
+	d->cr = false;
+	d->sol = true;
+	return o + 3;
+}
+
+void
 smtpwire_data_begin(struct smtpwire_data *d, struct conn *c)
 {
 	d->conn = c;
-	d->sol = true;
-	d->last = '\n';
+	smtpwire_stuff_init(d);
 }
 
 void
 smtpwire_data_put(struct smtpwire_data *d, const void *data, size_t len)
 {
-	const char *p = data, *end = p + len;
+	enum { SLICE = 4096 };
+	char buf[SMTPWIRE_STUFF_OUT_MAX(SLICE)];
+	const char *p = data;
+	size_t n;
 
-	while (p < end) {
-		const char *nl = memchr(p, '\n', (size_t)(end - p));
-		const char *stop = nl ? nl + 1 : end;
-
-		if (d->sol && *p == '.')
-			conn_write(d->conn, ".", 1);
-		conn_write(d->conn, p, (size_t)(stop - p));
-		d->last = stop[-1];
-		d->sol = nl != NULL;
-		p = stop;
+	while (len > 0) {
+		n = len < SLICE ? len : SLICE;
+		conn_write(d->conn, buf, smtpwire_stuff(d, p, n, buf));
+		p += n;
+		len -= n;
 	}
 }
 
 void
 smtpwire_data_end(struct smtpwire_data *d)
 {
-	if (d->last != '\n')
-		conn_write(d->conn, "\r\n", 2);
-	conn_write(d->conn, ".\r\n", 3);
+	char buf[SMTPWIRE_STUFF_END_MAX];
+
+	conn_write(d->conn, buf, smtpwire_stuff_end(d, buf));
 }

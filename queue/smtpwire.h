@@ -130,19 +130,41 @@ void smtpwire_quit(struct conn *c, int64_t deadline);
 
 /*
  * Message data after "354" (RFC 5321 section 4.5.2): begin, put the
- * message in pieces of any size, end.  A '.' at the start of a line is
- * doubled; end adds CRLF when the message does not end with a line break,
- * then the end-of-data line ".".  The octets are queued on the conn
- * (conn_write); the reply read after end flushes them.
+ * message in pieces of any size, end.  Every line break of the message,
+ * CRLF or a bare LF or bare CR, is sent as CRLF (section 2.3.8: a client
+ * MUST NOT send a bare CR or LF; Postfix also sends a bare LF as CRLF), so
+ * that a strict receiver, which finds the end of data only after a CRLF,
+ * always finds it.  A '.' at the start of a line is doubled; end adds
+ * CRLF when the message does not end with a line break, then the
+ * end-of-data line ".".  The octets are queued on the conn (conn_write);
+ * the reply read after end flushes them.
+ *
+ * The same, pure: smtpwire_stuff_init, then smtpwire_stuff writes the
+ * stuffed form of `n` octets into `out` (room for SMTPWIRE_STUFF_OUT_MAX(n)
+ * octets: a held CR from the last call and a line break or a doubled dot
+ * per octet) and returns its length; smtpwire_stuff_end writes the end
+ * (at most SMTPWIRE_STUFF_END_MAX octets).
+ *
+ * What the receiver decodes is the message with every bare CR and bare LF
+ * replaced by CRLF, and CRLF appended when the message is not empty and
+ * does not end with a line break.
  */
 struct smtpwire_data {
 	struct conn *conn;
-	bool sol;  /* at the start of a line */
-	char last; /* the last octet put */
+	bool sol; /* at the start of a line */
+	bool cr;  /* a CR held until the next octet says if LF follows */
 };
+
+#define SMTPWIRE_STUFF_OUT_MAX(n) (2 * (size_t)(n) + 2)
+#define SMTPWIRE_STUFF_END_MAX 5
 
 void smtpwire_data_begin(struct smtpwire_data *d, struct conn *c);
 void smtpwire_data_put(struct smtpwire_data *d, const void *p, size_t len);
 void smtpwire_data_end(struct smtpwire_data *d);
+
+void smtpwire_stuff_init(struct smtpwire_data *d);
+size_t smtpwire_stuff(
+    struct smtpwire_data *d, const char *in, size_t n, char *out);
+size_t smtpwire_stuff_end(struct smtpwire_data *d, char *out);
 
 #endif

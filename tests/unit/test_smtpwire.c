@@ -1,10 +1,12 @@
 /*
  * test_smtpwire.c - the client side of the wire (queue/smtpwire.c): the
  * reply checks (codes, multi-line replies whose lines disagree, NUL,
- * line limits) and EHLO keywords.  Replies are also read through a real
+ * line limits), EHLO keywords, and the dot-stuffer, alone and as the
+ * server's DATA decoder reads it.  Replies are also read through a real
  * conn over a socketpair.
  */
 #include "conn.h"
+#include "data.h"
 #include "smtpwire.h"
 #include "util.h"
 #include "unit.h"
@@ -204,6 +206,77 @@ test_ehlo(void)
 	}
 }
 
+/* -- dot-stuffing ----------------------------------------------------- */
+
+struct scase {
+	const char *name;
+	const char *msg;
+	const char *wire;    /* what is sent, end of data included */
+	const char *decoded; /* what a strict receiver stores */
+};
+
+static const struct scase scases[] = {
+    {"empty", "", ".\r\n", ""},
+    {"one line", "a\r\n", "a\r\n.\r\n", "a\r\n"},
+    {"no final break", "a", "a\r\n.\r\n", "a\r\n"},
+    {"dots", ".a\r\n..\r\n.", "..a\r\n...\r\n..\r\n.\r\n", ".a\r\n..\r\n.\r\n"},
+    {"bare lf at the end", "a\n", "a\r\n.\r\n", "a\r\n"},
+    {"bare lf then dot", "a\n.\nb", "a\r\n..\r\nb\r\n.\r\n", "a\r\n.\r\nb\r\n"},
+    {"bare cr", "a\rb\r", "a\r\nb\r\n.\r\n", "a\r\nb\r\n"},
+    {"cr cr lf", "a\r\r\n.", "a\r\n\r\n..\r\n.\r\n", "a\r\n\r\n.\r\n"},
+    {"dot mid line", "a.b\r\n", "a.b\r\n.\r\n", "a.b\r\n"},
+};
+
+/* Stuff `msg` in pieces of `step` octets (0: whole). */
+static char *
+stuff(const char *msg, size_t step, size_t *len)
+{
+	struct smtpwire_data d;
+	size_t n = strlen(msg), pos = 0, piece, o = 0;
+	char *out = malloc(SMTPWIRE_STUFF_OUT_MAX(n) + SMTPWIRE_STUFF_END_MAX);
+
+	smtpwire_stuff_init(&d);
+	while (pos < n) {
+		piece = step == 0 || step > n - pos ? n - pos : step;
+		o += smtpwire_stuff(&d, msg + pos, piece, out + o);
+		pos += piece;
+	}
+	o += smtpwire_stuff_end(&d, out + o);
+	*len = o;
+	return out;
+}
+
+static void
+test_stuff(void)
+{
+	size_t i, step;
+
+	for (i = 0; i < sizeof(scases) / sizeof(scases[0]); i++) {
+		const struct scase *c = &scases[i];
+
+		for (step = 0; step <= 3; step++) {
+			struct data_dec dec;
+			size_t len, used, outlen;
+			char *wire = stuff(c->msg, step, &len);
+			char *out = malloc(DATA_DEC_OUT_MAX(len));
+
+			CHECK(len == strlen(c->wire) &&
+			          memcmp(wire, c->wire, len) == 0,
+			    "stuff %s (pieces of %zu)", c->name, step);
+			data_dec_init(&dec, false);
+			used = data_dec_feed(&dec, wire, len, out, &outlen);
+			CHECK(dec.done && used == len && dec.flags == 0 &&
+			          outlen == strlen(c->decoded) &&
+			          memcmp(out, c->decoded, outlen) == 0,
+			    "stuff %s (pieces of %zu): a strict receiver ends "
+			    "the data at its end",
+			    c->name, step);
+			free(out);
+			free(wire);
+		}
+	}
+}
+
 int
 main(void)
 {
@@ -211,5 +284,6 @@ main(void)
 	test_reply_limits();
 	test_reply_conn();
 	test_ehlo();
+	test_stuff();
 	UNIT_DONE();
 }
