@@ -147,6 +147,7 @@ main(int argc, char **argv)
 {
 	int i;
 
+	setvbuf(stdout, NULL, _IOLBF, 0); /* lines in order with stderr */
 	if (argc < 2)
 		replay_path("tests/fuzz/corpus/" FUZZ_TARGET);
 	for (i = 1; i < argc; i++)
