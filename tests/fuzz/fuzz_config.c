@@ -35,6 +35,15 @@ check_values(const struct config *c)
 	                c->smarthost_user != NULL &&
 	                c->smarthost_password_file != NULL,
 	    "strings set");
+	FUZZ_ASSERT(IN(c->max_connections, 1, 1000000) &&
+	                IN(c->max_connection_rate, 0, 1000000) &&
+	                IN(c->max_auth_failure_rate, 0, 1000000) &&
+	                IN(c->client_rate_time_unit, 1, 86400) &&
+	                IN(c->client_ipv4_prefix, 8, 32) &&
+	                IN(c->client_ipv6_prefix, 16, 128) &&
+	                IN(c->stress_threshold, 1, 100) &&
+	                IN(c->stress_command_timeout, 1, 86400),
+	    "connection limits within their ranges");
 	FUZZ_ASSERT(IN(c->workers, 1, 10000) &&
 	                IN(c->max_connections_per_ip, 0, 100000) &&
 	                IN(c->max_message_size, 1024, 1LL << 40) &&
