@@ -10,6 +10,7 @@
 #   make crashloop  kill -9 under load and delivery, CYCLES times (50)
 #   make container-test  build the image with podman and check it (minutes;
 #                   installs podman, as root)
+#   make fuzz       run every libFuzzer target for FUZZ_SECONDS (clang)
 #   make deps       install the Debian packages needed to build and test
 
 BUILD    ?= build
@@ -50,11 +51,23 @@ LIB_SRCS = $(COMMON_SRCS) $(SQL_SRCS) $(TLS_SRCS) $(DNS_SRCS) $(QUEUE_SRCS) \
 LIB_OBJS = $(LIB_SRCS:%.c=$(BUILD)/%.o) $(BUILD)/sql/embed.o
 BIN      = $(BUILD)/sluice
 
-UNIT_TESTS = parse data config auth bounce dns metrics json strbuf anvil
+UNIT_TESTS = parse data config auth bounce dns metrics json strbuf anvil \
+             smtpwire
 UNIT_BINS  = $(UNIT_TESTS:%=$(BUILD)/tests/test_%)
 
+# Fuzz targets (tests/fuzz/fuzz_NAME.c, docs/fuzzing.md).  `make test`
+# replays each one's corpus through replay.c (test_fuzz_NAME); `make fuzz`
+# builds them with libFuzzer in $(FUZZ_BUILD) and runs each one.
+FUZZ_TARGETS = parse data auth reply dns config bounce stuff
+FUZZ_REPLAY  = $(FUZZ_TARGETS:%=$(BUILD)/tests/test_fuzz_%)
+FUZZ_BUILD  ?= build-fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_CC     ?= clang
+FUZZ_SANFLAGS = -fsanitize=fuzzer-no-link,address,undefined \
+                -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+
 .PHONY: all run test check unit asan tsan bench bench-idle bench-wal crashloop tls-audit \
-        container-test fmt lint clean install deps
+        container-test fmt lint clean install deps fuzz fuzz-bins
 
 all: $(BIN)
 
@@ -74,13 +87,22 @@ $(BUILD)/tests/test_%: tests/unit/test_%.c $(LIB_OBJS)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS)
 
-unit: $(UNIT_BINS)
+$(BUILD)/tests/test_fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c $(LIB_OBJS)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -DFUZZ_TARGET='"$*"' -o $@ \
+	    $(filter %.c %.o,$^) $(LDLIBS)
+
+$(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(LIB_OBJS)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -fsanitize=fuzzer -o $@ $(filter %.c %.o,$^) $(LDLIBS)
+
+unit: $(UNIT_BINS) $(FUZZ_REPLAY)
 
 run: $(BIN)
 	$(BIN) serve
 
 # The whole suite; the last line is "N passed, M failed".
-test check: $(BIN) $(UNIT_BINS)
+test check: $(BIN) $(UNIT_BINS) $(FUZZ_REPLAY)
 	@BUILD=$(BUILD) SLUICE_SANITIZER=$(SANITIZER) bash tests/run.sh
 
 asan:
@@ -124,8 +146,19 @@ container-test:
 deps:
 	bash tests/deps.sh
 
+# Every fuzz target for FUZZ_SECONDS each, from its seed corpus; new inputs
+# go to $(FUZZ_BUILD)/corpus/, crashes to $(FUZZ_BUILD)/crashes/.
+fuzz:
+	$(MAKE) BUILD=$(FUZZ_BUILD) CC=$(FUZZ_CC) OPT=-O1 \
+	    SANFLAGS="$(FUZZ_SANFLAGS)" fuzz-bins
+	FUZZ_BUILD=$(FUZZ_BUILD) FUZZ_SECONDS=$(FUZZ_SECONDS) \
+	    bash tests/fuzz/run.sh $(FUZZ_TARGETS)
+
+fuzz-bins: $(FUZZ_TARGETS:%=$(BUILD)/fuzz/fuzz_%)
+
 fmt:
-	clang-format -i $(LIB_SRCS) $(MAIN_SRCS) $(wildcard */*.h tests/unit/*.c)
+	clang-format -i $(LIB_SRCS) $(MAIN_SRCS) \
+	    $(wildcard */*.h tests/unit/*.c tests/fuzz/*.[ch])
 
 lint:
 	cppcheck --quiet --error-exitcode=1 --enable=warning,portability \
@@ -187,6 +220,6 @@ install: $(BIN)
 	esac
 
 clean:
-	rm -rf build build-asan build-tsan
+	rm -rf build build-asan build-tsan $(FUZZ_BUILD)
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -753,6 +753,29 @@ trim(char *s)
 	return s;
 }
 
+/*
+ * The first control octet of a line of `len` octets as read (its "\n" or
+ * "\r\n" aside), or -1.  A NUL would cut the line short without a word,
+ * and other controls have no place in a value or in an error message.
+ */
+static int
+control_octet(const char *line, size_t len)
+{
+	size_t i;
+
+	if (len > 0 && line[len - 1] == '\n')
+		len--;
+	if (len > 0 && line[len - 1] == '\r')
+		len--;
+	for (i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)line[i];
+
+		if ((c < 0x20 && c != '\t') || c == 0x7f)
+			return c;
+	}
+	return -1;
+}
+
 /* Remember the keys whose default matters (see config.h: user_set). */
 static void
 note_set(struct config *cfg, const struct key *k)
@@ -768,7 +791,8 @@ config_load(const char *path, FILE *errs, int *nerrors)
 	int seen[NKEYS] = {0};
 	char *line = NULL, why[WHY_MAX];
 	size_t cap = 0, i;
-	int lineno = 0, errors = 0;
+	ssize_t len;
+	int lineno = 0, errors = 0, bad;
 	FILE *f;
 
 	f = fopen(path, "r");
@@ -777,10 +801,18 @@ config_load(const char *path, FILE *errs, int *nerrors)
 		errors++;
 		goto out;
 	}
-	while (getline(&line, &cap, f) != -1) {
+	while ((len = getline(&line, &cap, f)) != -1) {
 		char *key, *value, *eq, *hash;
 
 		lineno++;
+		if ((bad = control_octet(line, (size_t)len)) >= 0) {
+			fprintf(errs,
+			    "%s:%d: control character 0x%02x in the line "
+			    "(only text, tabs and UTF-8 are allowed)\n",
+			    path, lineno, bad);
+			errors++;
+			continue;
+		}
 		hash = strchr(line, '#');
 		if (hash != NULL)
 			*hash = '\0';

@@ -1,7 +1,8 @@
 /*
  * config.h - the configuration file: flat "key = value" lines, '#'
  * comments, lists separated by commas or spaces.  Every key is documented
- * with its default in config.example.
+ * with its default in config.example.  A line holding a control character
+ * other than a tab (a NUL included) is an error, never cut short.
  *
  * A `struct config` is immutable once loaded: threads share it read-only
  * (a reload, later, builds a new one and swaps it whole).

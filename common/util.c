@@ -164,10 +164,16 @@ rfc5322_date(char *buf, size_t len, int64_t t_sec)
 	    "Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
 	static const char *const months[] = {"Jan", "Feb", "Mar", "Apr", "May",
 	    "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-	time_t t = (time_t)t_sec;
+	/* 253402300799 is 9999-12-31 23:59:59: gmtime_r may fail beyond. */
+	time_t t = (time_t)(t_sec < 0                ? 0
+	                    : t_sec > 253402300799LL ? 253402300799LL
+	                                             : t_sec);
 	struct tm tm;
 
-	gmtime_r(&t, &tm);
+	if (gmtime_r(&t, &tm) == NULL) {
+		t = 0;
+		gmtime_r(&t, &tm);
+	}
 	snprintf(buf, len, "%s, %d %s %04d %02d:%02d:%02d +0000",
 	    days[tm.tm_wday], tm.tm_mday, months[tm.tm_mon], tm.tm_year + 1900,
 	    tm.tm_hour, tm.tm_min, tm.tm_sec);

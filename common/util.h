@@ -70,7 +70,11 @@ int deadline_left_ms(int64_t deadline);
  */
 mode_t shared_file_mode(const char *path, mode_t mode);
 
-/* RFC 5322 date ("Sun, 22 Nov 2026 20:31:32 +0000") for `t`, in UTC. */
+/*
+ * RFC 5322 date ("Sun, 22 Nov 2026 20:31:32 +0000") for `t`, in UTC.  A
+ * time before 1970 or after 9999 (a damaged queue row) is clamped to that
+ * range: the result is always a valid date.
+ */
 void rfc5322_date(char *buf, size_t len, int64_t t_sec);
 
 #endif

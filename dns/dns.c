@@ -12,7 +12,12 @@
  *  1. Every lookup goes through dns_query(): one question, no search list,
  *     CNAMEs followed for at most DNS_CNAME_MAX hops, and the outcome
  *     typed as RES_OK (records, or none: NODATA), RES_PERM (NXDOMAIN) or
- *     RES_TEMP (transport error, timeout, SERVFAIL, REFUSED, ...).
+ *     RES_TEMP (transport error, timeout, SERVFAIL, REFUSED, ...).  The
+ *     records returned are usable: an A record holds 4 octets, AAAA 16,
+ *     MX a preference and a name; others are dropped, and an answer with
+ *     records of the type but none usable is RES_TEMP ("malformed
+ *     answer", as Postfix says "malformed or unexpected name server
+ *     reply"), never an empty success.
  *  2. A result list holds hosts in the order to try: ascending preference,
  *     and within one host its AAAA addresses before its A addresses.  No
  *     address appears twice (the first, best-preference, occurrence wins).
@@ -61,7 +66,9 @@ struct cache_entry {
 
 struct dns_resolver {
 	struct cache_entry cache[DNS_CACHE_SIZE];
-	ldns_resolver *res;
+	ldns_resolver *res;   /* NULL for a canned resolver */
+	dns_answer_fn answer; /* canned answers (tests), or NULL */
+	void *answer_arg;
 	int inet;     /* INET_ALL, INET_IPV4, INET_IPV6 */
 	uint64_t rng; /* xorshift64* state for shuffling equal preferences */
 };
@@ -193,17 +200,102 @@ dns_resolver_free(struct dns_resolver *r)
 		return;
 	for (i = 0; i < DNS_CACHE_SIZE; i++)
 		ldns_rr_list_deep_free(r->cache[i].rrs);
-	ldns_resolver_deep_free(r->res);
+	if (r->res != NULL)
+		ldns_resolver_deep_free(r->res);
 	free(r);
 }
 
-/* The records in `pkt`'s answer section of `type` owned by `owner`. */
+struct dns_resolver *
+dns_resolver_new_canned(int inet_protocols, dns_answer_fn answer, void *arg)
+{
+	struct dns_resolver *r = xcalloc(1, sizeof *r);
+
+	r->answer = answer;
+	r->answer_arg = arg;
+	r->inet = inet_protocols;
+	r->rng = 0x9e3779b97f4a7c15ULL;
+	return r;
+}
+
+/* One question, to the name servers or the canned answers. */
+static ldns_status
+ask(struct dns_resolver *r, const ldns_rdf *name, ldns_rr_type type,
+    ldns_pkt **pkt)
+{
+	unsigned char *wire;
+	char *text;
+	size_t i, len = 0, n;
+	ldns_status st;
+
+	*pkt = NULL;
+	if (r->answer == NULL) {
+		/*
+		 * ldns marks a server that timed out as unreachable for the
+		 * life of the resolver; a resolver lives as long as its
+		 * delivery thread, so give every server a new chance.
+		 */
+		for (i = 0; i < ldns_resolver_nameserver_count(r->res); i++)
+			ldns_resolver_set_nameserver_rtt(
+			    r->res, i, LDNS_RESOLV_RTT_MIN);
+		return ldns_resolver_query_status(
+		    pkt, r->res, name, type, LDNS_RR_CLASS_IN, LDNS_RD);
+	}
+	text = ldns_rdf2str(name);
+	if (text == NULL)
+		return LDNS_STATUS_MEM_ERR;
+	n = strlen(text);
+	if (n > 1 && text[n - 1] == '.')
+		text[n - 1] = '\0';
+	wire = r->answer(r->answer_arg, text, (int)type, &len);
+	free(text);
+	if (wire == NULL)
+		return LDNS_STATUS_NETWORK_ERR;
+	st = ldns_wire2pkt(pkt, wire, len);
+	free(wire);
+	if (st != LDNS_STATUS_OK)
+		*pkt = NULL;
+	return st;
+}
+
+/* Does `rr` hold what its type needs (invariant 1)? */
+static bool
+rr_usable(const ldns_rr *rr, ldns_rr_type type)
+{
+	const ldns_rdf *rdf;
+
+	switch (type) {
+	case LDNS_RR_TYPE_A:
+	case LDNS_RR_TYPE_AAAA:
+		rdf = ldns_rr_rd_count(rr) == 1 ? ldns_rr_rdf(rr, 0) : NULL;
+		return rdf != NULL &&
+		       ldns_rdf_get_type(rdf) ==
+		           (type == LDNS_RR_TYPE_A ? LDNS_RDF_TYPE_A
+		                                   : LDNS_RDF_TYPE_AAAA) &&
+		       ldns_rdf_size(rdf) == (type == LDNS_RR_TYPE_A ? 4 : 16);
+	case LDNS_RR_TYPE_MX:
+		return ldns_rr_rd_count(rr) == 2 &&
+		       ldns_rdf_get_type(ldns_rr_rdf(rr, 0)) ==
+		           LDNS_RDF_TYPE_INT16 &&
+		       ldns_rdf_size(ldns_rr_rdf(rr, 0)) == 2 &&
+		       ldns_rdf_get_type(ldns_rr_rdf(rr, 1)) ==
+		           LDNS_RDF_TYPE_DNAME;
+	default:
+		return true;
+	}
+}
+
+/*
+ * The usable records in `pkt`'s answer section of `type` owned by
+ * `owner` (NULL: none); *bad counts those of the type that were not.
+ */
 static ldns_rr_list *
-answer_records(ldns_pkt *pkt, const ldns_rdf *owner, ldns_rr_type type)
+answer_records(
+    ldns_pkt *pkt, const ldns_rdf *owner, ldns_rr_type type, int *bad)
 {
 	ldns_rr_list *ans = ldns_pkt_answer(pkt), *out = NULL;
 	size_t i;
 
+	*bad = 0;
 	for (i = 0; i < ldns_rr_list_rr_count(ans); i++) {
 		ldns_rr *rr = ldns_rr_list_rr(ans, i);
 
@@ -211,6 +303,10 @@ answer_records(ldns_pkt *pkt, const ldns_rdf *owner, ldns_rr_type type)
 		    ldns_rr_get_class(rr) != LDNS_RR_CLASS_IN ||
 		    ldns_dname_compare(ldns_rr_owner(rr), owner) != 0)
 			continue;
+		if (!rr_usable(rr, type)) {
+			(*bad)++;
+			continue;
+		}
 		if (out == NULL)
 			out = ldns_rr_list_new();
 		ldns_rr_list_push_rr(out, ldns_rr_clone(rr));
@@ -255,8 +351,7 @@ dns_query_net(struct dns_resolver *r, const char *name, ldns_rr_type type,
 	ldns_pkt_rcode rcode;
 	ldns_status st;
 	enum res res = RES_TEMP;
-	size_t i;
-	int hops = 0;
+	int hops = 0, bad;
 	bool moved;
 
 	*out = NULL;
@@ -267,16 +362,7 @@ dns_query_net(struct dns_resolver *r, const char *name, ldns_rr_type type,
 		goto out;
 	}
 	for (;;) {
-		/*
-		 * ldns marks a server that timed out as unreachable for the
-		 * life of the resolver; a resolver lives as long as its
-		 * delivery thread, so give every server a new chance.
-		 */
-		for (i = 0; i < ldns_resolver_nameserver_count(r->res); i++)
-			ldns_resolver_set_nameserver_rtt(
-			    r->res, i, LDNS_RESOLV_RTT_MIN);
-		st = ldns_resolver_query_status(
-		    &pkt, r->res, cur, type, LDNS_RR_CLASS_IN, LDNS_RD);
+		st = ask(r, cur, type, &pkt);
 		if (st != LDNS_STATUS_OK || pkt == NULL) {
 			why_set(why,
 			    "4.4.3 DNS lookup of %s for %s failed: no answer "
@@ -300,9 +386,16 @@ dns_query_net(struct dns_resolver *r, const char *name, ldns_rr_type type,
 		}
 		/* Walk the CNAME chain as far as this answer goes. */
 		for (moved = false;; moved = true) {
-			*out = answer_records(pkt, cur, type);
+			*out = answer_records(pkt, cur, type, &bad);
 			if (*out != NULL) {
 				res = RES_OK;
+				goto out;
+			}
+			if (bad > 0) {
+				why_set(why,
+				    "4.4.3 DNS lookup of %s for %s failed: "
+				    "malformed answer (no usable %s record)",
+				    type_name(type), name, type_name(type));
 				goto out;
 			}
 			target = answer_cname(pkt, cur);
@@ -550,8 +643,11 @@ hostvec_add(struct hostvec *hv, const char *name, int pref,
 	return true;
 }
 
-/* Append the addresses in `rrs` (A or AAAA records) to `hv`. */
-static void
+/*
+ * Append the addresses in `rrs` (A or AAAA records) to `hv`.  Returns how
+ * many addresses the records held (those already listed included).
+ */
+static int
 add_records(struct hostvec *hv, const ldns_rr_list *rrs, const char *name,
     int pref, int port)
 {
@@ -559,6 +655,7 @@ add_records(struct hostvec *hv, const ldns_rr_list *rrs, const char *name,
 	socklen_t sslen;
 	ldns_rdf *rdf;
 	size_t i;
+	int n = 0;
 
 	for (i = 0; i < ldns_rr_list_rr_count(rrs); i++) {
 		rdf = ldns_rr_a_address(ldns_rr_list_rr(rrs, i));
@@ -582,7 +679,9 @@ add_records(struct hostvec *hv, const ldns_rr_list *rrs, const char *name,
 			continue;
 		}
 		hostvec_add(hv, name, pref, &ss, sslen, port);
+		n++;
 	}
+	return n;
 }
 
 /*
@@ -609,8 +708,9 @@ host_addrs(struct dns_resolver *r, const char *name, int pref, int port,
 			continue;
 		qres = dns_query(r, name, types[i], &rrs, qwhy);
 		if (qres == RES_OK && rrs != NULL) {
-			found = true;
-			add_records(hv, rrs, name, pref, port);
+			/* Only an address counts (invariant 3). */
+			if (add_records(hv, rrs, name, pref, port) > 0)
+				found = true;
 		} else if (qres == RES_TEMP) {
 			res = RES_TEMP;
 			snprintf(why, WHY_MAX, "%s", qwhy);

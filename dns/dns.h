@@ -8,11 +8,14 @@
  * ordering functions are pure.
  *
  * Results are typed as everywhere in sluice: RES_OK, RES_TEMP (try again
- * later: SERVFAIL, timeout, no answer) or RES_PERM (bounce), with `why`
+ * later: SERVFAIL, timeout, no answer, a malformed answer) or RES_PERM
+ * (bounce), with `why`
  * (WHY_MAX bytes) starting with the enhanced status code to report:
  *   "5.1.2 domain example.invalid does not exist (NXDOMAIN)"
  *   "5.1.10 example.com does not accept mail (null MX, RFC 7505)"
  *   "4.4.3 DNS lookup of MX for example.com failed: SERVFAIL"
+ *   "4.4.3 DNS lookup of A for mx.example.com failed: malformed answer
+ *    (no usable A record)"
  *   "5.4.6 mail for example.com loops back to myself"
  *   "5.4.4 no usable address for example.com"
  */
@@ -59,6 +62,20 @@ struct dns_resolver;
  */
 struct dns_resolver *dns_resolver_new(const struct config *cfg, char *why);
 void dns_resolver_free(struct dns_resolver *r);
+
+/*
+ * For tests and fuzzing: a resolver that asks `answer` instead of name
+ * servers.  answer(arg, name, qtype, &len) returns the reply to a query
+ * (`name` as asked, without the trailing dot; `qtype` 1 for A, 28 for AAAA,
+ * 15 for MX) as a DNS message in wire format, malloc'd (the resolver frees
+ * it), or NULL for no reply (a transport error).  From ldns_wire2pkt on,
+ * replies go through the same code as those from the network.  Equal MX
+ * preferences are shuffled from a fixed seed.  Never fails.
+ */
+typedef unsigned char *(*dns_answer_fn)(
+    void *arg, const char *name, int qtype, size_t *len);
+struct dns_resolver *dns_resolver_new_canned(
+    int inet_protocols, dns_answer_fn answer, void *arg);
 
 /*
  * The ordered addresses to try for mail to `domain` on `port`, at most

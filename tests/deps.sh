@@ -13,6 +13,7 @@ PKGS=(
 	gnutls-bin openssl                  # test certificates, TLS clients
 	procps util-linux                   # ps, mount (tmpfs disk-full test)
 	groff-base                          # render the man page in tests
+	clang libclang-rt-14-dev            # make fuzz: libFuzzer, sanitizers
 )
 missing=()
 for p in "${PKGS[@]}"; do

@@ -968,6 +968,31 @@ test_degenerate(void)
 	dsn_free(&d);
 }
 
+/* Times from a damaged queue row: valid dates, no crash. */
+static void
+test_hostile_times(void)
+{
+	struct bounce_rcpt r = {.address = "bob@example.org",
+	    .status = "5.1.1",
+	    .last_attempt = INT64_MIN};
+	struct bounce_msg m = base_msg(&r, 1);
+	struct dsn d;
+	bool ok;
+
+	m.arrival = -1;
+	m.now = INT64_MAX;
+	ok = format(&m, &d);
+	CHECK(ok && field_is(d.hdr, "Date", "Fri, 31 Dec 9999 23:59:59 +0000"),
+	    "hostile times: a time past 9999 is 9999-12-31");
+	CHECK(ok &&
+	          field_is(d.blocks[0], "Arrival-Date",
+	              "Thu, 1 Jan 1970 00:00:00 +0000") &&
+	          field_is(d.blocks[1], "Last-Attempt-Date",
+	              "Thu, 1 Jan 1970 00:00:00 +0000"),
+	    "hostile times: a negative time is 1970-01-01");
+	dsn_free(&d);
+}
+
 int
 main(void)
 {
@@ -979,5 +1004,6 @@ main(void)
 	test_hostile();
 	test_boundary();
 	test_degenerate();
+	test_hostile_times();
 	UNIT_DONE();
 }

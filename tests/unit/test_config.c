@@ -9,21 +9,28 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+/* Load `len` octets of `text` as a file. */
 static struct config *
-load_text(const char *text, char *errs, size_t errlen, int *nerr)
+load_bytes(const char *text, size_t len, char *errs, size_t errlen, int *nerr)
 {
 	char path[] = "/tmp/sluice-test-config-XXXXXX";
 	int fd = mkstemp(path);
 	FILE *e = fmemopen(errs, errlen, "w");
 	struct config *cfg;
 
-	(void)!write(fd, text, strlen(text));
+	(void)!write(fd, text, len);
 	close(fd);
 	memset(errs, 0, errlen);
 	cfg = config_load(path, e, nerr);
 	fclose(e);
 	unlink(path);
 	return cfg;
+}
+
+static struct config *
+load_text(const char *text, char *errs, size_t errlen, int *nerr)
+{
+	return load_bytes(text, strlen(text), errs, errlen, nerr);
 }
 
 static void
@@ -132,6 +139,34 @@ test_errors(void)
 	config_free(c);
 }
 
+/* A NUL or another control octet is an error, never a cut line. */
+static void
+test_control_octets(void)
+{
+	static const char nul[] = "hostname = mail.example.com\0junk\n"
+	                          "workers = 5\n";
+	char errs[4096];
+	int nerr;
+	struct config *c =
+	    load_bytes(nul, sizeof(nul) - 1, errs, sizeof(errs), &nerr);
+
+	CHECK(
+	    c == NULL && nerr == 1 &&
+	        strstr(errs, ":1: control character 0x00 in the line") != NULL,
+	    "NUL in a line is refused (%d errors)", nerr);
+	config_free(c);
+	c = load_text("user = ma\x1bil\n# \x7f\nworkers = 5\r\n"
+	              "hostname =\tmail.example.com\t\n",
+	    errs, sizeof(errs), &nerr);
+	CHECK(c == NULL && nerr == 2 &&
+	          strstr(errs, ":1: control character 0x1b") != NULL &&
+	          strstr(errs, ":2: control character 0x7f") != NULL,
+	    "escape and DEL are refused, even in a comment; CRLF and tabs "
+	    "are fine (%d errors)",
+	    nerr);
+	config_free(c);
+}
+
 static void
 test_helpers(void)
 {
@@ -181,6 +216,7 @@ main(void)
 	test_defaults();
 	test_values();
 	test_errors();
+	test_control_octets();
 	test_helpers();
 	UNIT_DONE();
 }

@@ -6,6 +6,9 @@
  * and the reuse of one resolver after a timeout.  Those run against
  * tests/lib/fakedns.py, started here on a free port.
  *
+ * Malformed answers (records without data) are fed through a canned
+ * resolver (dns_resolver_new_canned), as tests/fuzz/fuzz_dns.c does.
+ *
  * The rest of the DNS behaviour (null MX, NXDOMAIN, SERVFAIL, TC, CNAME,
  * ...) is covered end to end by tests/integration/test_dns.py.
  */
@@ -777,6 +780,159 @@ test_with_fakedns(void)
 	fakedns_stop(&fd);
 }
 
+/* -- malformed answers, through a canned resolver ---------------------- */
+
+/* One answer record: owner, type and raw data. */
+struct crr {
+	const char *owner;
+	int type;
+	const char *data;
+	size_t len;
+};
+
+/* A canned reply: the answers to give, in the order asked. */
+struct canned {
+	const char *name; /* the question expected */
+	int type;
+	struct crr rrs[3];
+	int nrrs;
+};
+
+struct script {
+	const struct canned *c;
+	int n, next;
+	bool wrong; /* a question came that was not expected */
+};
+
+static size_t
+put_name(unsigned char *p, const char *name)
+{
+	size_t o = 0;
+
+	while (*name != '\0') {
+		size_t l = strcspn(name, ".");
+
+		p[o++] = (unsigned char)l;
+		memcpy(p + o, name, l);
+		o += l;
+		name += l + (name[l] == '.');
+	}
+	p[o++] = 0;
+	return o;
+}
+
+static unsigned char *
+canned_answer(void *arg, const char *name, int qtype, size_t *len)
+{
+	struct script *s = arg;
+	const struct canned *c;
+	unsigned char *p;
+	size_t o = 12;
+	int i;
+
+	if (s->next >= s->n || strcmp(s->c[s->next].name, name) != 0 ||
+	    s->c[s->next].type != qtype) {
+		s->wrong = true;
+		return NULL;
+	}
+	c = &s->c[s->next++];
+	p = xcalloc(1, 1024);
+	/* id 1; QR, AA, RD, RA; NOERROR; one question, nrrs answers */
+	memcpy(p, "\0\1\x85\x80\0\1\0\0\0\0\0\0", 12);
+	p[7] = (unsigned char)c->nrrs;
+	o += put_name(p + o, name);
+	p[o++] = 0;
+	p[o++] = (unsigned char)qtype;
+	p[o++] = 0;
+	p[o++] = 1;
+	for (i = 0; i < c->nrrs; i++) {
+		const struct crr *rr = &c->rrs[i];
+
+		o += put_name(p + o, rr->owner);
+		p[o++] = 0;
+		p[o++] = (unsigned char)rr->type;
+		memcpy(p + o, "\0\1\0\0\1\x2c", 6); /* IN, TTL 300 */
+		o += 6;
+		p[o++] = 0;
+		p[o++] = (unsigned char)rr->len;
+		memcpy(p + o, rr->data, rr->len);
+		o += rr->len;
+	}
+	*len = o;
+	return p;
+}
+
+static void
+test_malformed(void)
+{
+	/* An A record with no data (the fuzzer's find), then AAAA too. */
+	static const struct canned host_empty_a[] = {
+	    {"mail.test", 28, {{0}}, 0},
+	    {"mail.test", 1, {{"mail.test", 1, "", 0}}, 1},
+	};
+	static const struct canned implicit_empty_a[] = {
+	    {"d.test", 15, {{0}}, 0},
+	    {"d.test", 28, {{"d.test", 28, "", 0}}, 1},
+	    {"d.test", 1, {{"d.test", 1, "", 0}}, 1},
+	};
+	static const struct canned one_good_a[] = {
+	    {"mail.test", 28, {{0}}, 0},
+	    {"mail.test", 1,
+	        {{"mail.test", 1, "", 0}, {"mail.test", 1, "\xc0\0\2\x05", 4}},
+	        2},
+	};
+	static const struct canned mx_empty[] = {
+	    {"d.test", 15, {{"d.test", 15, "", 0}}, 1},
+	};
+	struct mx_host *h = NULL;
+	struct script sc;
+	struct dns_resolver *r;
+	char why[WHY_MAX];
+	enum res res;
+	int n = -1;
+
+	sc = (struct script){host_empty_a, 2, 0, false};
+	r = dns_resolver_new_canned(INET_ALL, canned_answer, &sc);
+	res = dns_resolve_host(r, "mail.test", 25, &h, &n, why);
+	CHECK(res == RES_TEMP && h == NULL && n == 0 && !sc.wrong &&
+	          strcmp(why, "4.4.3 DNS lookup of A for mail.test failed: "
+	                      "malformed answer (no usable A record)") == 0,
+	    "host: an A record without data is a malformed answer, not "
+	    "success without address (%d: %s)",
+	    res, why);
+	dns_resolver_free(r);
+
+	sc = (struct script){implicit_empty_a, 3, 0, false};
+	r = dns_resolver_new_canned(INET_ALL, canned_answer, &sc);
+	res = dns_resolve_mx(r, "d.test", 25, NULL, 5, &h, &n, why);
+	CHECK(res == RES_TEMP && h == NULL && n == 0 && !sc.wrong &&
+	          strstr(why, "4.4.3 ") == why &&
+	          strstr(why, "malformed answer") != NULL,
+	    "implicit MX: A and AAAA without data are a malformed answer "
+	    "(%d: %s)",
+	    res, why);
+	dns_resolver_free(r);
+
+	sc = (struct script){one_good_a, 2, 0, false};
+	r = dns_resolver_new_canned(INET_ALL, canned_answer, &sc);
+	res = dns_resolve_host(r, "mail.test", 25, &h, &n, why);
+	CHECK(res == RES_OK && n == 1 && !sc.wrong &&
+	          strcmp(show_hosts(h, n), "mail.test -1 192.0.2.5") == 0,
+	    "host: the usable A record of two is used (%s)", show_hosts(h, n));
+	free(h);
+	h = NULL;
+	dns_resolver_free(r);
+
+	sc = (struct script){mx_empty, 1, 0, false};
+	r = dns_resolver_new_canned(INET_ALL, canned_answer, &sc);
+	res = dns_resolve_mx(r, "d.test", 25, NULL, 5, &h, &n, why);
+	CHECK(res == RES_TEMP && h == NULL && !sc.wrong &&
+	          strcmp(why, "4.4.3 DNS lookup of MX for d.test failed: "
+	                      "malformed answer (no usable MX record)") == 0,
+	    "MX record without data: malformed answer (%d: %s)", res, why);
+	dns_resolver_free(r);
+}
+
 int
 main(void)
 {
@@ -786,5 +942,6 @@ main(void)
 	test_self();
 	test_literals();
 	test_with_fakedns();
+	test_malformed();
 	UNIT_DONE();
 }
