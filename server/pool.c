@@ -2,16 +2,17 @@
  * pool.c - worker threads and the run queue (see pool.h).
  *
  * Shared state, all guarded by p->mu: the two lanes of the run queue
- * (intrusive lists through sess_wait.next), `running`, `stop`.  `queued`
- * is also an atomic, read without the lock by workers deciding whether to
- * linger.  The lock is never held while a session runs.
+ * (intrusive lists through sess_wait.next) and `stop`.  `queued` and
+ * `running` are atomics written under the lock and read without it by
+ * workers deciding whether to linger.  The lock is never held while a
+ * session runs.
  *
  * A worker that finds its session waiting lingers (polls its descriptor)
  * for up to the park grace before parking it, so that a client in the
  * middle of a quick exchange is answered without a trip through the
- * waiter.  It does not linger when another session waits for a worker,
- * nor for a wait that has only a deadline.  docs/benchmark.md has the
- * measurements behind the grace.
+ * waiter.  It does not linger when more sessions wait for a worker than
+ * there are idle workers to take them, nor for a wait that has only a
+ * deadline.  docs/benchmark.md has the measurements behind the grace.
  */
 #include "pool.h"
 #include "log.h"
@@ -36,7 +37,8 @@ struct lane {
 struct pool {
 	struct server *srv;
 	pthread_t *threads;
-	int nthreads;
+	int nthreads; /* main thread only: threads started */
+	int nworkers; /* set before the threads start */
 	int max_queued;
 	int grace_ms;
 	pthread_mutex_t mu;
@@ -45,7 +47,7 @@ struct pool {
 	struct lane trusted;    /* guarded by mu */
 	struct lane untrusted;  /* guarded by mu */
 	atomic_int queued;      /* written under mu */
-	int running;            /* guarded by mu */
+	atomic_int running;     /* written under mu */
 	bool stop;              /* guarded by mu */
 };
 
@@ -102,7 +104,8 @@ linger(struct pool *p, struct sess_wait *w)
 	int64_t left = w->deadline - now_ms();
 	int rc;
 
-	if (w->events == 0 || p->grace_ms <= 0 || atomic_load(&p->queued) > 0)
+	if (w->events == 0 || p->grace_ms <= 0 ||
+	    atomic_load(&p->queued) > p->nworkers - atomic_load(&p->running))
 		return -1;
 	if (left <= 0)
 		return EV_TIMEOUT;
@@ -164,14 +167,15 @@ worker_main(void *arg)
 			break;
 		}
 		atomic_fetch_sub(&p->queued, 1);
-		p->running++;
+		atomic_fetch_add(&p->running, 1);
 		pthread_mutex_unlock(&p->mu);
 
 		run(p, w);
 
 		pthread_mutex_lock(&p->mu);
-		p->running--;
-		if (p->running == 0 && atomic_load(&p->queued) == 0)
+		atomic_fetch_sub(&p->running, 1);
+		if (atomic_load(&p->running) == 0 &&
+		    atomic_load(&p->queued) == 0)
 			pthread_cond_broadcast(&p->idle_cv);
 		pthread_mutex_unlock(&p->mu);
 	}
@@ -187,6 +191,7 @@ pool_new(struct server *srv, int nworkers, int max_queued, char *why)
 	int i;
 
 	p->srv = srv;
+	p->nworkers = nworkers;
 	p->max_queued = max_queued;
 	p->grace_ms = g != NULL ? atoi(g) : PARK_GRACE_MS;
 	p->threads = xcalloc((size_t)nworkers, sizeof(*p->threads));
@@ -215,9 +220,7 @@ pool_running(struct pool *p)
 {
 	int n;
 
-	pthread_mutex_lock(&p->mu);
-	n = p->running;
-	pthread_mutex_unlock(&p->mu);
+	n = atomic_load(&p->running);
 	return n;
 }
 
@@ -233,7 +236,7 @@ pool_join(struct pool *p)
 	int i;
 
 	pthread_mutex_lock(&p->mu);
-	while (p->running > 0 || atomic_load(&p->queued) > 0)
+	while (atomic_load(&p->running) > 0 || atomic_load(&p->queued) > 0)
 		pthread_cond_wait(&p->idle_cv, &p->mu);
 	p->stop = true;
 	pthread_cond_broadcast(&p->cv);
