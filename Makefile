@@ -66,7 +66,7 @@ FUZZ_CC     ?= clang
 FUZZ_SANFLAGS = -fsanitize=fuzzer-no-link,address,undefined \
                 -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 
-.PHONY: all run test check unit asan tsan bench bench-idle bench-wal crashloop tls-audit \
+.PHONY: all run test check unit asan tsan bench bench-idle bench-wal crashloop robustness tls-audit \
         container-test fmt lint clean install deps fuzz fuzz-bins
 
 all: $(BIN)
@@ -123,6 +123,10 @@ bench: $(BIN) $(BUILD)/bench/tlsload
 # 10,000 idle connections, then a trusted client; beside a reference build.
 bench-idle: $(BIN)
 	bash bench/run-idle.sh
+
+# Regenerate docs/robustness.md: every limit and defence, measured.
+robustness: $(BIN)
+	BENCH=robustness BASELINE_REF=none bash bench/run.sh
 
 # 500,000 messages: the WAL's size, queue.db, a restart after kill -9.
 bench-wal: $(BIN)
