@@ -11,7 +11,8 @@ PKGS=(
 	python3 python3-aiosmtpd python3-dnslib      # test clients and peers
 	swaks libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl
 	gnutls-bin openssl                  # test certificates, TLS clients
-	procps util-linux                   # ps, mount (tmpfs disk-full test)
+	procps util-linux                   # ps, mount (tmpfs disk-full test), unshare
+	iproute2                            # ip: addresses in a test network namespace
 	groff-base                          # render the man page in tests
 	clang libclang-rt-14-dev            # make fuzz: libFuzzer, sanitizers
 )
