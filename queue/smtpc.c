@@ -375,11 +375,22 @@ put_stuffed(void *arg, const void *data, size_t len)
 struct chunker {
 	struct smtpc *c;
 	int64_t left; /* octets still to send */
-	bool failed;
-	char why[WHY_MAX];
+	bool failed;  /* a chunk was not accepted: res and why say how */
+	enum res res;
+	char why[sizeof(((struct smtp_reply *)0)->text)];
 	struct smtp_reply r;
 };
 
+static enum res code_res(int code);
+
+/*
+ * Each chunk but the last must be answered 250 (RFC 3030 section 2): any
+ * other reply ends the transaction.  A 4xx or 5xx is the server's verdict
+ * on the message; any other reply (a 2xx that is not 250, such as 252 or
+ * 221, or one we cannot read) means the server did not take the chunk as
+ * it should, so the message was not delivered: k->res is then RES_TEMP
+ * and the connection is not used again.
+ */
 static int
 put_chunk(void *arg, const void *data, size_t len)
 {
@@ -391,12 +402,25 @@ put_chunk(void *arg, const void *data, size_t len)
 	conn_write(k->c->conn, data, len);
 	if (k->left <= 0)
 		return 0; /* the caller reads the LAST reply */
-	if (!read_reply(k->c, k->c->o.data_timeout, &k->r, k->why) ||
-	    k->r.code != 250) {
+	if (!read_reply(k->c, k->c->o.data_timeout, &k->r, k->why)) {
+		k->res = RES_TEMP;
 		k->failed = true;
 		return 1;
 	}
-	return 0;
+	if (k->r.code == 250)
+		return 0;
+	k->failed = true;
+	if (k->r.code >= 400 && k->r.code <= 599) {
+		k->res = code_res(k->r.code);
+		snprintf(k->why, sizeof(k->why), "%s", k->r.text);
+	} else {
+		k->res = RES_TEMP;
+		k->c->broken = true;
+		why_set(k->why,
+		    "4.5.0 %s: unexpected reply to a BDAT chunk: %s",
+		    k->c->host, k->r.text);
+	}
+	return 1;
 }
 
 static void
@@ -568,9 +592,7 @@ smtpc_send(
 			conn_printf(c->conn, "BDAT 0 LAST\r\n");
 		else if (m->body(m->body_arg, put_chunk, &k, why) != RES_OK) {
 			if (k.failed) {
-				set_all(rcpts, n, true,
-				    k.r.code ? code_res(k.r.code) : RES_TEMP,
-				    k.r.code ? k.r.text : k.why);
+				set_all(rcpts, n, true, k.res, k.why);
 				if (c->broken)
 					return RES_TEMP;
 				goto rset;
@@ -582,8 +604,15 @@ smtpc_send(
 	}
 	if (!read_reply(c, c->o.data_timeout, &r, why))
 		goto broken;
-	if (code_res(r.code) == RES_OK && r.code != 250 && r.code != 251)
-		r.code = 451;
+	if (r.code < 400 && r.code != 250 && r.code != 251) {
+		/* Not a verdict we know: the message is not delivered. */
+		why_set(why,
+		    "4.5.0 %s: unexpected reply to the end of data: %s",
+		    c->host, r.text);
+		set_all(rcpts, n, true, RES_TEMP, why);
+		c->broken = true;
+		return RES_TEMP;
+	}
 	set_all(rcpts, n, true, code_res(r.code), r.text);
 	return RES_OK;
 rset:

@@ -764,5 +764,62 @@ def smtputf8_message_to_a_server_without_it_bounces_5_6_7():
         assert per_rcpt[0]["Status"] == "5.6.7", per_rcpt[0].items()
 
 
+def big_body(kib, tag):
+    """A message of about `kib` KiB: headers, then 100-octet lines."""
+    line = (tag * 100)[:98].encode() + b"\r\n"
+    return (b"From: sender@senders.test\r\nSubject: big\r\n\r\n"
+            + line * (kib * 1024 // 100))
+
+
+@test
+def bdat_middle_chunk_not_250_is_not_delivered():
+    """RFC 3030: each BDAT chunk but the last is answered 250.  A message
+    over 64 KiB goes in several chunks; a next hop that answers a middle
+    chunk with another 2xx (252, 221, or a reply that is not a code at
+    all) has not taken the message: it is deferred with the reply as its
+    reason, never recorded delivered, and goes whole, once, when the next
+    hop answers as it should."""
+    for reply in ("252 2.0.0 chunk noted", "221 2.0.0 closing", "2xx 2.0.0 garbled"):
+        with Env() as env:
+            mx = env.scripted("127.0.0.2", ehlo=("SIZE", "8BITMIME", "CHUNKING"),
+                              chunk_reply=reply)
+            srv = env.server()
+            body = big_body(200, "b")
+            qid = send(srv, ["big@dest.test"], body=body)
+            stored = srv.query("select stored_size from messages where id=?", (qid,))[0][0]
+            st, n, last = wait_state(srv, qid, "big@dest.test", "deferred", attempts=1)
+            assert reply in last and "BDAT" in last, (reply, last)
+            assert last.startswith("4."), last
+            assert mx.messages == [], "%r: %d messages taken" % (reply, len(mx.messages))
+            bdat = [c for c in mx.commands if c.startswith("BDAT")]
+            assert bdat and not any(c.endswith("LAST") for c in bdat), (reply, bdat)
+            assert srv.query("select count(*) from attempts where status='sent'") == [(0,)]
+            # The next hop mends its ways: the next attempt delivers it.
+            mx.chunk_reply = None
+            wait_state(srv, qid, "big@dest.test", "delivered")
+            assert len(mx.messages) == 1, (reply, len(mx.messages))
+            assert len(mx.messages[0]) == stored and mx.messages[0].endswith(body), reply
+            assert stored > 3 * 65536, stored
+
+
+@test
+def bdat_middle_chunk_4xx_5xx_are_verdicts():
+    """A 451 to a middle chunk defers, a 554 bounces; both with the
+    server's reply as the reason."""
+    with Env() as env:
+        mx = env.scripted("127.0.0.2", ehlo=("SIZE", "8BITMIME", "CHUNKING"),
+                          chunk_reply="451 4.3.0 try again")
+        env.sink("127.0.0.5")
+        srv = env.server()
+        q1 = send(srv, ["t@dest.test"], body=big_body(100, "t"))
+        st, n, last = wait_state(srv, q1, "t@dest.test", "deferred", attempts=1)
+        assert last.startswith("451 4.3.0"), last
+        mx.chunk_reply = "554 5.6.0 not this"
+        q2 = send(srv, ["p@dest.test"], body=big_body(100, "p"))
+        st, n, last = wait_state(srv, q2, "p@dest.test", "bounced")
+        assert last.startswith("554 5.6.0"), last
+        assert mx.messages == []
+
+
 if __name__ == "__main__":
     main()
