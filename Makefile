@@ -38,6 +38,7 @@ SQL_ASM     = sql/embed.S
 TLS_SRCS    = tls/conn.c tls/tls.c
 DNS_SRCS    = dns/dns.c
 QUEUE_SRCS  = queue/queue.c queue/smtpc.c queue/smtpwire.c queue/deliver.c \
+              queue/dests.c \
               queue/bounce.c
 SERVER_SRCS = server/parse.c server/data.c server/session.c server/pool.c \
               server/waiter.c server/anvil.c \
@@ -52,7 +53,7 @@ LIB_OBJS = $(LIB_SRCS:%.c=$(BUILD)/%.o) $(BUILD)/sql/embed.o
 BIN      = $(BUILD)/sluice
 
 UNIT_TESTS = parse data config auth bounce dns metrics json strbuf anvil \
-             smtpwire
+             smtpwire dests
 UNIT_BINS  = $(UNIT_TESTS:%=$(BUILD)/tests/test_%)
 
 # Fuzz targets (tests/fuzz/fuzz_NAME.c, docs/fuzzing.md).  `make test`
