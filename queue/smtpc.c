@@ -32,6 +32,7 @@ struct smtpc {
 	bool size;            /* SIZE advertised (RFC 1870) */
 	char tls_desc[128];
 	bool broken;
+	bool stale; /* the last transaction broke before any reply */
 };
 
 /* Turn what the wire reported into `why`; false when it failed. */
@@ -339,6 +340,12 @@ smtpc_reset(struct smtpc *c)
 }
 
 bool
+smtpc_stale(const struct smtpc *c)
+{
+	return c->stale;
+}
+
+bool
 smtpc_has_dsn(const struct smtpc *c)
 {
 	return c->dsn;
@@ -463,9 +470,10 @@ smtpc_send(
 	char why[WHY_MAX], params[400];
 	struct smtp_reply r;
 	bool binary = strcmp(m->body_type, "BINARYMIME") == 0;
-	bool use_bdat = c->chunking;
+	bool use_bdat = c->chunking, answered = false;
 	int i, accepted = 0;
 
+	c->stale = false;
 	set_all(rcpts, n, false, RES_TEMP, "4.4.2 not attempted");
 	/* What the message needs that the server must offer. */
 	if (m->smtputf8 && !c->smtputf8) {
@@ -515,6 +523,7 @@ smtpc_send(
 	conn_printf(c->conn, "MAIL FROM:<%s>%s\r\n", m->sender, params);
 	if (!c->pipelining && !read_reply(c, c->o.command_timeout, &r, why))
 		goto broken;
+	answered = !c->pipelining;
 	for (i = 0; i < n; i++) {
 		char rp[700] = "";
 
@@ -536,6 +545,7 @@ smtpc_send(
 	if (c->pipelining) {
 		if (!read_reply(c, c->o.command_timeout, &r, why))
 			goto broken;
+		answered = true;
 		for (i = 0; i < n; i++)
 			if (!rcpt_reply(c, &rcpts[i], why))
 				goto broken;
@@ -622,6 +632,8 @@ rset:
 	}
 	return RES_OK;
 broken:
+	/* No reply to MAIL: the connection was gone before we used it. */
+	c->stale = !answered;
 	/* Whatever was accepted is not delivered until the final reply. */
 	for (i = 0; i < n; i++) {
 		if (rcpts[i].result != RES_PERM) {

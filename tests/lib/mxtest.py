@@ -21,9 +21,12 @@ hostile behaviour (`mode`, which a test may change while it runs):
   accept_close      accepts the connection and closes it at once
   greet421          "421 4.3.2 busy" as its greeting, then closes
 
-It counts accepted connections (`connections`) and records every command
-and every message it acknowledged with 250 (`messages`).  Every wait in it
-is bounded, and stop() ends it.
+It counts accepted connections (`connections`, with their times in
+`connection_times`) and the most transactions it had in progress at once
+(`max_transactions`, from MAIL to the reply after the data; `data_delay`
+seconds pass before that reply), and records every command and every
+message it acknowledged with 250 (`messages`).  Every wait in it is
+bounded, and stop() ends it.
 """
 import email
 import email.policy
@@ -129,7 +132,7 @@ class ScriptedMX:
 
     def __init__(self, host, port, ehlo=("SIZE", "8BITMIME"), rcpt_reply="250 2.1.5 Ok",
                  auth_reply="535 5.7.8 Authentication credentials invalid", tls=None,
-                 mode="normal", chunk_reply=None):
+                 mode="normal", chunk_reply=None, data_delay=0):
         assert mode in MODES, mode
         self.host, self.port = host, port
         self.ehlo = list(ehlo) + (["STARTTLS"] if tls else [])
@@ -147,6 +150,10 @@ class ScriptedMX:
         self.messages = []
         self.unanswered = []   # messages read and never answered
         self.connections = 0
+        self.connection_times = []
+        self.data_delay = data_delay
+        self.transactions = 0       # in progress now
+        self.max_transactions = 0
         self.tls_sessions = 0
         self.stopped = threading.Event()
         self.lock = threading.Lock()
@@ -156,11 +163,15 @@ class ScriptedMX:
             def handle(self):
                 with mx.lock:
                     mx.connections += 1
+                    mx.connection_times.append(time.time())
                 self.request.settimeout(30)
+                state = {"tx": False}
                 try:
-                    mx._session(self.request)
+                    mx._session(self.request, state)
                 except (OSError, ValueError, EOFError, ssl.SSLError):
                     pass
+                finally:
+                    mx._tx(state, False)
 
         class TCP(socketserver.ThreadingTCPServer):
             allow_reuse_address = True
@@ -199,7 +210,17 @@ class ScriptedMX:
         else:
             io.send(data)
 
-    def _session(self, sock):
+    def _tx(self, state, on):
+        """Count transactions in progress (`state` is the session's)."""
+        with self.lock:
+            if on and not state["tx"]:
+                self.transactions += 1
+                self.max_transactions = max(self.max_transactions, self.transactions)
+            elif not on and state["tx"]:
+                self.transactions -= 1
+            state["tx"] = on
+
+    def _session(self, sock, state):
         io = _Plain(sock)
         mode = self.mode   # one behaviour for the whole session
 
@@ -253,6 +274,7 @@ class ScriptedMX:
                 return
             elif verb == "MAIL":
                 chunks = b""
+                self._tx(state, True)
                 say("250 2.1.0 Ok")
             elif verb == "RCPT" and mode == "close_mid_reply":
                 io.send(b"250-2.1.5 Ok, and\r\n250 2.1")
@@ -271,7 +293,10 @@ class ScriptedMX:
                     self.unanswered.append(data)
                     self._linger(sock)
                     return
+                if self.data_delay:
+                    self.stopped.wait(self.data_delay)
                 self.messages.append(data)
+                self._tx(state, False)
                 say("250 2.0.0 Ok: queued")
             elif verb == "BDAT" and "CHUNKING" in self.keywords:
                 parts = line.split()
@@ -279,8 +304,11 @@ class ScriptedMX:
                 last = len(parts) > 2 and parts[2].upper() == "LAST"
                 chunks += io.read_exactly(size)
                 if last:
+                    if self.data_delay:
+                        self.stopped.wait(self.data_delay)
                     self.messages.append(chunks)
                     chunks = b""
+                    self._tx(state, False)
                     say("250 2.0.0 Ok: queued")
                 elif self.chunk_reply is not None:
                     say(self.chunk_reply)
@@ -288,6 +316,7 @@ class ScriptedMX:
                     say("250 2.0.0 %d octets received" % size)
             elif verb == "RSET":
                 chunks = b""
+                self._tx(state, False)
                 say("250 2.0.0 Ok")
             elif verb == "QUIT":
                 say("221 2.0.0 Bye")
