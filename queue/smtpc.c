@@ -35,9 +35,13 @@ struct smtpc {
 	bool stale; /* the last transaction broke before any reply */
 };
 
-/* Turn what the wire reported into `why`; false when it failed. */
+/*
+ * Turn what the wire reported into `why`; false when it failed.  `r` is
+ * the reply read (its text the offending line when it is malformed).
+ */
 static bool
-wire_ok(struct smtpc *c, enum smtpwire_status st, char *why)
+wire_ok(struct smtpc *c, enum smtpwire_status st, const struct smtp_reply *r,
+    char *why)
 {
 	switch (st) {
 	case SMTPWIRE_OK:
@@ -46,7 +50,18 @@ wire_ok(struct smtpc *c, enum smtpwire_status st, char *why)
 		why_set(why, "5.5.0 command too long");
 		return false;
 	case SMTPWIRE_MALFORMED:
-		why_set(why, "4.5.0 %s: malformed reply", c->host);
+		/* A well-formed continuation line here means the reply went
+		 * on past SMTPWIRE_LINES_MAX lines. */
+		if (r->text[0] >= '2' && r->text[0] <= '5' &&
+		    r->text[1] >= '0' && r->text[1] <= '9' &&
+		    r->text[2] >= '0' && r->text[2] <= '9' && r->text[3] == '-')
+			why_set(why,
+			    "4.5.0 %s: malformed reply: more than %d lines "
+			    "(%.60s...)",
+			    c->host, SMTPWIRE_LINES_MAX, r->text);
+		else
+			why_set(why, "4.5.0 %s: malformed reply: %.80s",
+			    c->host, r->text);
 		break;
 	case SMTPWIRE_TIMEOUT:
 	case SMTPWIRE_LOST:
@@ -65,7 +80,7 @@ read_reply(struct smtpc *c, int timeout, struct smtp_reply *r, char *why)
 {
 	return wire_ok(c,
 	    smtpwire_read_reply(c->conn, deadline_in(timeout), r, NULL, NULL),
-	    why);
+	    r, why);
 }
 
 static void
@@ -123,7 +138,7 @@ command(struct smtpc *c, struct smtp_reply *r, char *why, const char *fmt, ...)
 	st = smtpwire_vcommand(
 	    c->conn, deadline_in(c->o.command_timeout), r, NULL, NULL, fmt, ap);
 	va_end(ap);
-	return wire_ok(c, st, why);
+	return wire_ok(c, st, r, why);
 }
 
 static bool
@@ -137,7 +152,7 @@ ehlo(struct smtpc *c, struct smtp_reply *r, char *why)
 	if (!wire_ok(c,
 	        smtpwire_command(c->conn, deadline_in(c->o.command_timeout), r,
 	            ehlo_keyword, c, "EHLO %s", c->o.helo),
-	        why))
+	        r, why))
 		return false;
 	if (r->code == 250) {
 		c->esmtp = true;

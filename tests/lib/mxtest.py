@@ -9,7 +9,8 @@ aiosmtpd sink (sink.py) cannot do: scripted replies (451 to every RCPT,
 535 to AUTH, 555 to parameters of extensions it did not advertise),
 CHUNKING/BDAT with a scripted reply to the middle chunks, the first reply
 after STARTTLS in the same TCP segment as the TLS 1.3 session tickets, and
-hostile behaviour (`mode`, which a test may change while it runs):
+hostile behaviour (`mode`, which a test may change while it runs; it
+applies from the next command, also on connections already open):
 
   normal            a correct server
   trickle           every reply, the greeting too, one octet per second
@@ -24,7 +25,7 @@ hostile behaviour (`mode`, which a test may change while it runs):
 It counts accepted connections (`connections`, with their times in
 `connection_times`) and the most transactions it had in progress at once
 (`max_transactions`, from MAIL to the reply after the data; `data_delay`
-seconds pass before that reply), and records every command and every
+seconds pass before that reply, `data_reply`), and records every command and every
 message it acknowledged with 250 (`messages`).  Every wait in it is
 bounded, and stop() ends it.
 """
@@ -132,7 +133,8 @@ class ScriptedMX:
 
     def __init__(self, host, port, ehlo=("SIZE", "8BITMIME"), rcpt_reply="250 2.1.5 Ok",
                  auth_reply="535 5.7.8 Authentication credentials invalid", tls=None,
-                 mode="normal", chunk_reply=None, data_delay=0):
+                 mode="normal", chunk_reply=None, data_delay=0,
+                 data_reply="250 2.0.0 Ok: queued"):
         assert mode in MODES, mode
         self.host, self.port = host, port
         self.ehlo = list(ehlo) + (["STARTTLS"] if tls else [])
@@ -152,6 +154,7 @@ class ScriptedMX:
         self.connections = 0
         self.connection_times = []
         self.data_delay = data_delay
+        self.data_reply = data_reply   # the reply after the data
         self.transactions = 0       # in progress now
         self.max_transactions = 0
         self.tls_sessions = 0
@@ -200,9 +203,9 @@ class ScriptedMX:
             except socket.timeout:
                 continue
 
-    def _say(self, io, s, mode):
+    def _say(self, io, s):
         data = s.encode() + b"\r\n"
-        if mode == "trickle":
+        if self.mode == "trickle":
             for i in range(len(data)):
                 if self.stopped.wait(1.0 if i else 0):
                     return
@@ -222,13 +225,12 @@ class ScriptedMX:
 
     def _session(self, sock, state):
         io = _Plain(sock)
-        mode = self.mode   # one behaviour for the whole session
 
         def say(s):
-            self._say(io, s, mode)
-        if mode == "accept_close":
+            self._say(io, s)
+        if self.mode == "accept_close":
             return
-        if mode == "greet421":
+        if self.mode == "greet421":
             say("421 4.3.2 scripted.test busy, try later")
             return
         say("220 scripted ESMTP")
@@ -241,6 +243,7 @@ class ScriptedMX:
             self.commands.append(line)
             verb = line.split(" ", 1)[0].upper()
             args = line.split(">", 1)[1] if ">" in line else ""
+            mode = self.mode   # a test may change it between commands
             if verb == "EHLO" and mode == "huge_ehlo":
                 filler = "x" * 1000
                 block = "".join("250-%s\r\n" % filler for _ in range(100)).encode()
@@ -295,9 +298,11 @@ class ScriptedMX:
                     return
                 if self.data_delay:
                     self.stopped.wait(self.data_delay)
-                self.messages.append(data)
+                reply = self.data_reply
+                if reply.startswith("2"):
+                    self.messages.append(data)
                 self._tx(state, False)
-                say("250 2.0.0 Ok: queued")
+                say(reply)
             elif verb == "BDAT" and "CHUNKING" in self.keywords:
                 parts = line.split()
                 size = int(parts[1])
