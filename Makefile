@@ -11,6 +11,7 @@
 #   make container-test  build the image with podman and check it (minutes;
 #                   installs podman, as root)
 #   make fuzz       run every libFuzzer target for FUZZ_SECONDS (clang)
+#   make bench-dead 10,000 messages to a dead smarthost (not a test)
 #   make deps       install the Debian packages needed to build and test
 
 BUILD    ?= build
@@ -67,7 +68,7 @@ FUZZ_CC     ?= clang
 FUZZ_SANFLAGS = -fsanitize=fuzzer-no-link,address,undefined \
                 -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 
-.PHONY: all run test check unit asan tsan bench bench-idle bench-wal crashloop robustness tls-audit \
+.PHONY: all run test check unit asan tsan bench bench-idle bench-wal bench-dead crashloop robustness tls-audit \
         container-test fmt lint clean install deps fuzz fuzz-bins
 
 all: $(BIN)
@@ -138,6 +139,10 @@ CYCLES ?= 50
 crashloop: $(BIN)
 	BUILD=$(BUILD) SLUICE_SANITIZER=$(SANITIZER) /usr/bin/python3 \
 	    tests/lib/crashloop.py --cycles $(CYCLES)
+
+# 10,000 messages to a dead smarthost: connection attempts per retry interval.
+bench-dead: $(BIN)
+	SLUICE_BIN=$(BIN) bash bench/dead.sh
 
 # Slow and optional: testssl.sh against the submission and smtps ports.
 tls-audit: $(BIN)

@@ -425,6 +425,11 @@ put_chunk(void *arg, const void *data, size_t len)
 	if (k->left <= 0)
 		return 0; /* the caller reads the LAST reply */
 	if (!read_reply(k->c, k->c->o.data_timeout, &k->r, k->why)) {
+		char wire[sizeof(k->why)];
+
+		snprintf(wire, sizeof(wire), "%s", k->why);
+		snprintf(k->why, sizeof(k->why),
+		    "%.400s (the reply to a BDAT chunk)", wire);
 		k->res = RES_TEMP;
 		k->failed = true;
 		return 1;
