@@ -25,7 +25,8 @@
  * Sites (dests.h): the recipients of a domain go to the site of its MX
  * host set (or the smarthost, or a route's host); destination_concurrency
  * counts per site.  When every address of a site fails at the connection
- * level (connect, greeting, EHLO, TLS, AUTH), the site is suspended: the
+ * level (connect, greeting, EHLO, TLS, AUTH) for a whole cohort of
+ * deliveries in a row (dests_fail), the site is suspended: the
  * claim defers its due recipients at once ("delivery temporarily
  * suspended", with the failure), except one probe per retry interval (the
  * first value of retry_schedule).  When a connection succeeds again, the

@@ -38,6 +38,7 @@ struct site {
 	bool alive;     /* a connection succeeded since known or resumed */
 	bool suspended; /* invariant 1 */
 	bool probing;   /* invariant 2 */
+	double failed;  /* cohorts failed in a row (alive sites) */
 	int64_t down_since, probe_at, used;
 	char reason[REASON_MAX];
 	char recent[DESTS_RECENT][256]; /* domains with mail waiting */
@@ -270,9 +271,17 @@ dests_fail(struct dests *ds, const char *site, bool probe, const char *reason,
 	struct site *s = site_get(ds, site, true);
 
 	s->used = now;
-	s->alive = false;
 	if (s->suspended && !probe)
 		return DEST_SAME;
+	if (!s->suspended && s->alive) {
+		/* Each failure is 1/active of a cohort (this delivery is one
+		 * of the active ones); a whole cohort in a row is needed. */
+		s->failed += 1.0 / (s->active > 1 ? s->active : 1);
+		if (s->failed < 1.0 - 1e-9)
+			return DEST_SAME;
+	}
+	s->alive = false;
+	s->failed = 0;
 	snprintf(s->reason, sizeof(s->reason), "%s", reason);
 	s->probe_at = now + interval;
 	if (s->suspended)
@@ -289,6 +298,7 @@ dests_ok(struct dests *ds, const char *site, int64_t now, int64_t *down_since)
 	struct site *s = site_get(ds, site, true);
 
 	s->used = now;
+	s->failed = 0;
 	if (!s->suspended) {
 		if (s->alive)
 			return DEST_SAME;

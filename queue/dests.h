@@ -13,9 +13,9 @@
  *
  * Life of a site:
  *
- *   unknown --connection ok--> alive --every address failed--> suspended
- *      |  (one delivery at a time)                                  |  ^
- *      +-----------every address failed-----------------------------+  |
+ *   unknown --connection ok--> alive --a cohort failed in a row--> suspended
+ *      |  (one delivery at a time)                                      |  ^
+ *      +-----------every address failed---------------------------------+  |
  *   suspended --probe due: one delivery tries--> ok: alive (resumed)   |
  *                                                fails: suspended -----+
  *
@@ -100,11 +100,16 @@ enum dest_change {
 };
 
 /*
- * A connection-level failure of every address of `site` (`reason`
- * starts with an enhanced status code): suspend it, or keep it
- * suspended, with the next probe due `interval` seconds from `now`.
- * Returns DEST_SUSPENDED, DEST_STILL (the probe failed) or DEST_SAME (it
- * was suspended already and this was not the probe).
+ * A connection-level failure of every address of `site` for a delivery
+ * that was started on it (`reason` starts with an enhanced status code):
+ * suspend it, or keep it suspended, with the next probe due `interval`
+ * seconds from `now`.  A site not known to answer is suspended at its
+ * first failure.  An alive site is suspended only when a whole cohort
+ * failed in a row: each failure counts 1/N with N the deliveries in
+ * flight, and a success starts over (Postfix's failed cohort limit of
+ * 1), so that one refused connection among many good ones does not stop
+ * a busy site.  Returns DEST_SUSPENDED, DEST_STILL (the probe failed) or
+ * DEST_SAME (not yet, or suspended already and this was not the probe).
  */
 enum dest_change dests_fail(struct dests *ds, const char *site, bool probe,
     const char *reason, int64_t now, int interval);

@@ -209,5 +209,29 @@ def domains_with_one_mx_set_share_destination_concurrency():
         assert mx.max_transactions == 2, "never 2 at once: %d" % mx.max_transactions
 
 
+@test
+def one_refused_connection_does_not_suspend_a_busy_site():
+    """As Postfix's failed cohort: a site that answers, with 4 deliveries
+    in flight, is not suspended because one of them was refused (421 at
+    the greeting); only that recipient is deferred."""
+    with Env() as env:
+        mx = env.scripted("127.0.0.3", data_delay=1, refuse=(3,))
+        srv = env.server(delivery_threads="0")
+        ids = [("n%d@a.test" % i, send(srv, ["n%d@a.test" % i])) for i in range(9)]
+        assert srv.stop() == 0
+        # Delivery on: the first delivery alone (a new site), then four at
+        # a time, the 3rd connection of which is refused.
+        srv.config.update(delivery_threads="4", destination_concurrency="4",
+                          max_messages_per_connection="1", retry_schedule="2s")
+        srv.start()
+        for rcpt, qid in ids:
+            wait_state(srv, qid, rcpt, "delivered", timeout=30)
+        deferred = srv.query("select reply from attempts where status='deferred'")
+        assert len(deferred) == 1 and "421 4.3.2" in deferred[0][0], deferred
+        assert SUSPENDED not in srv.log(), srv.log()[-2000:]
+        assert len(mx.messages) == 9 and mx.max_transactions == 4, \
+            (len(mx.messages), mx.max_transactions)
+
+
 if __name__ == "__main__":
     main()

@@ -25,7 +25,8 @@ applies from the next command, also on connections already open):
 It counts accepted connections (`connections`, with their times in
 `connection_times`) and the most transactions it had in progress at once
 (`max_transactions`, from MAIL to the reply after the data; `data_delay`
-seconds pass before that reply, `data_reply`), and records every command and every
+seconds pass before that reply, `data_reply`; the connections numbered in
+`refuse` are greeted with 421), and records every command and every
 message it acknowledged with 250 (`messages`).  Every wait in it is
 bounded, and stop() ends it.
 """
@@ -134,7 +135,7 @@ class ScriptedMX:
     def __init__(self, host, port, ehlo=("SIZE", "8BITMIME"), rcpt_reply="250 2.1.5 Ok",
                  auth_reply="535 5.7.8 Authentication credentials invalid", tls=None,
                  mode="normal", chunk_reply=None, data_delay=0,
-                 data_reply="250 2.0.0 Ok: queued"):
+                 data_reply="250 2.0.0 Ok: queued", refuse=()):
         assert mode in MODES, mode
         self.host, self.port = host, port
         self.ehlo = list(ehlo) + (["STARTTLS"] if tls else [])
@@ -155,6 +156,7 @@ class ScriptedMX:
         self.connection_times = []
         self.data_delay = data_delay
         self.data_reply = data_reply   # the reply after the data
+        self.refuse = set(refuse)      # connections (1, 2, ...) greeted 421
         self.transactions = 0       # in progress now
         self.max_transactions = 0
         self.tls_sessions = 0
@@ -167,9 +169,13 @@ class ScriptedMX:
                 with mx.lock:
                     mx.connections += 1
                     mx.connection_times.append(time.time())
+                    number = mx.connections
                 self.request.settimeout(30)
                 state = {"tx": False}
                 try:
+                    if number in mx.refuse:
+                        self.request.sendall(b"421 4.3.2 scripted.test busy\r\n")
+                        return
                     mx._session(self.request, state)
                 except (OSError, ValueError, EOFError, ssl.SSLError):
                     pass

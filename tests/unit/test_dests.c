@@ -190,6 +190,38 @@ test_suspension(void)
 }
 
 static void
+test_cohorts(void)
+{
+	struct dests *ds = dests_new();
+	int64_t now = 7000;
+	int i;
+
+	dests_start(ds, "busy", false, now);
+	dests_ok(ds, "busy", now, NULL);
+	for (i = 1; i < 4; i++)
+		dests_start(ds, "busy", false, now);
+	/* 4 in flight: each failure is a quarter of a cohort. */
+	CHECK(
+	    dests_fail(ds, "busy", false, "4.3.2 busy", now, 60) == DEST_SAME &&
+	        dests_fail(ds, "busy", false, "4.3.2 busy", now, 60) ==
+	            DEST_SAME &&
+	        dests_fail(ds, "busy", false, "4.3.2 busy", now, 60) ==
+	            DEST_SAME,
+	    "an alive site is not suspended for part of a cohort");
+	CHECK(dests_admit(ds, "busy", 8, 0, false, now, NULL) == DEST_GO,
+	    "nor throttled to one at a time");
+	CHECK(dests_ok(ds, "busy", now, NULL) == DEST_SAME,
+	    "a success in between starts the count over");
+	for (i = 0; i < 3; i++)
+		dests_fail(ds, "busy", false, "4.3.2 busy", now, 60);
+	CHECK(dests_nsuspended(ds) == 0, "still 3 of 4 since the success");
+	CHECK(dests_fail(ds, "busy", false, "4.4.1 refused", now, 60) ==
+	          DEST_SUSPENDED,
+	    "a whole cohort in a row suspends it");
+	dests_free(ds);
+}
+
+static void
 test_probes_due(void)
 {
 	struct dests *ds = dests_new();
@@ -237,6 +269,7 @@ main(void)
 	test_domains();
 	test_concurrency();
 	test_suspension();
+	test_cohorts();
 	test_probes_due();
 	UNIT_DONE();
 }
