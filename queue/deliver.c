@@ -1232,6 +1232,16 @@ deferrals_free(struct deferral *f)
 static void
 claim_reset(struct claim *c)
 {
+	struct job *j;
+
+	/* Jobs not handed over give back their places (place()). */
+	if (c->jobs != NULL) {
+		pthread_mutex_lock(&c->d->mu);
+		for (j = c->jobs; j != NULL; j = j->next)
+			if (j->counted)
+				dests_finish(c->d->dests, j->dest, j->probe);
+		pthread_mutex_unlock(&c->d->mu);
+	}
 	jobs_free(c->jobs);
 	deferrals_free(c->deferred);
 	c->jobs = c->tail = NULL;
@@ -1244,7 +1254,10 @@ claim_reset(struct claim *c)
 /*
  * Put one due recipient in a job of this round (a new one if the site
  * admits it), or in a deferral when its site is suspended, or leave it
- * when its site is busy.  Caller holds d->mu.
+ * when its site is busy.  A new job takes its place on the site at once
+ * (dests_start), so that a job a delivery thread moves to the site
+ * meanwhile (site_learn) counts against the same limit; claim_reset gives
+ * the places back if the round is dropped.  Caller holds d->mu.
  */
 static void
 place(struct claim *c, const struct db_due *due, int64_t now)
@@ -1253,8 +1266,7 @@ place(struct claim *c, const struct db_due *due, int64_t now)
 	const char *reason = NULL;
 	struct job *j;
 	struct deferral *f;
-	int pending = 0;
-	bool st, probe_pending = false;
+	bool st;
 	enum dest_admit v;
 
 	site_for(c->d, c->cfg, due->domain, now, key, sizeof(key), &st);
@@ -1278,13 +1290,8 @@ place(struct claim *c, const struct db_due *due, int64_t now)
 			f->rcpt_nos[f->nrcpts++] = due->rcpt_no;
 			return;
 		}
-	for (j = c->jobs; j != NULL; j = j->next)
-		if (strcmp(j->dest, key) == 0) {
-			pending++;
-			probe_pending = probe_pending || j->probe;
-		}
-	v = dests_admit(c->d->dests, key, c->cfg->destination_concurrency,
-	    pending, probe_pending, now, &reason);
+	v = dests_admit(c->d->dests, key, c->cfg->destination_concurrency, 0,
+	    false, now, &reason);
 	if (v == DEST_BUSY) {
 		c->blocked = true;
 		return;
@@ -1311,6 +1318,8 @@ place(struct claim *c, const struct db_due *due, int64_t now)
 	j->static_dest = st;
 	j->probe = v == DEST_PROBE;
 	j->rcpt_nos[j->nrcpts++] = due->rcpt_no;
+	dests_start(c->d->dests, key, j->probe, now);
+	j->counted = true;
 	if (c->tail != NULL)
 		c->tail->next = j;
 	else
@@ -1407,6 +1416,8 @@ place_probe(
 	j->static_dest = st;
 	j->probe = true;
 	j->rcpt_nos[j->nrcpts++] = due->rcpt_no;
+	dests_start(c->d->dests, key, true, now);
+	j->counted = true;
 	if (c->tail != NULL)
 		c->tail->next = j;
 	else
@@ -1563,12 +1574,9 @@ dispatcher_main(void *arg)
 		d->blocked = c.blocked;
 		if (c.jobs != NULL) {
 			struct job *j, *next;
-			int64_t now = (int64_t)time(NULL);
 
 			for (j = c.jobs; j != NULL; j = next) {
 				next = j->next;
-				dests_start(d->dests, j->dest, j->probe, now);
-				j->counted = true;
 				j->next = d->jobs;
 				d->jobs = j;
 				d->busy++;
