@@ -51,13 +51,13 @@ wire_ok(struct smtpc *c, enum smtpwire_status st, const struct smtp_reply *r,
 		return false;
 	case SMTPWIRE_MALFORMED:
 		/* A well-formed continuation line here means the reply went
-		 * on past SMTPWIRE_LINES_MAX lines. */
+		 * on past SMTPWIRE_LINES_MAX lines, or changed its code. */
 		if (r->text[0] >= '2' && r->text[0] <= '5' &&
 		    r->text[1] >= '0' && r->text[1] <= '9' &&
 		    r->text[2] >= '0' && r->text[2] <= '9' && r->text[3] == '-')
 			why_set(why,
-			    "4.5.0 %s: malformed reply: more than %d lines "
-			    "(%.60s...)",
+			    "4.5.0 %s: malformed reply: more than %d lines, or "
+			    "lines with different codes (%.60s...)",
 			    c->host, SMTPWIRE_LINES_MAX, r->text);
 		else
 			why_set(why, "4.5.0 %s: malformed reply: %.80s",
