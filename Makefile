@@ -11,6 +11,7 @@
 #   make container-test  build the image with podman and check it (minutes;
 #                   installs podman, as root)
 #   make fuzz       run every libFuzzer target for FUZZ_SECONDS (clang)
+#   make bench-dead 10,000 messages to a dead smarthost (not a test)
 #   make deps       install the Debian packages needed to build and test
 
 BUILD    ?= build
@@ -38,6 +39,7 @@ SQL_ASM     = sql/embed.S
 TLS_SRCS    = tls/conn.c tls/tls.c
 DNS_SRCS    = dns/dns.c
 QUEUE_SRCS  = queue/queue.c queue/smtpc.c queue/smtpwire.c queue/deliver.c \
+              queue/dests.c \
               queue/bounce.c
 SERVER_SRCS = server/parse.c server/data.c server/session.c server/pool.c \
               server/waiter.c server/anvil.c \
@@ -52,7 +54,7 @@ LIB_OBJS = $(LIB_SRCS:%.c=$(BUILD)/%.o) $(BUILD)/sql/embed.o
 BIN      = $(BUILD)/sluice
 
 UNIT_TESTS = parse data config auth bounce dns metrics json strbuf anvil \
-             smtpwire
+             smtpwire dests
 UNIT_BINS  = $(UNIT_TESTS:%=$(BUILD)/tests/test_%)
 
 # Fuzz targets (tests/fuzz/fuzz_NAME.c, docs/fuzzing.md).  `make test`
@@ -66,7 +68,7 @@ FUZZ_CC     ?= clang
 FUZZ_SANFLAGS = -fsanitize=fuzzer-no-link,address,undefined \
                 -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 
-.PHONY: all run test check unit asan tsan bench bench-idle bench-wal crashloop robustness tls-audit \
+.PHONY: all run test check unit asan tsan bench bench-idle bench-wal bench-dead crashloop robustness tls-audit \
         container-test fmt lint clean install deps fuzz fuzz-bins
 
 all: $(BIN)
@@ -137,6 +139,10 @@ CYCLES ?= 50
 crashloop: $(BIN)
 	BUILD=$(BUILD) SLUICE_SANITIZER=$(SANITIZER) /usr/bin/python3 \
 	    tests/lib/crashloop.py --cycles $(CYCLES)
+
+# 10,000 messages to a dead smarthost: connection attempts per retry interval.
+bench-dead: $(BIN)
+	SLUICE_BIN=$(BIN) bash bench/dead.sh
 
 # Slow and optional: testssl.sh against the submission and smtps ports.
 tls-audit: $(BIN)

@@ -81,6 +81,20 @@ static const struct counter_def counter_defs[M_NCOUNTERS] = {
         HELP_DELIVERIES},
     [M_NOTICES] = {"sluice_notices_total", NULL, NULL,
         "Delivery status notifications (failure, delay, success) queued."},
+    [M_DEST_SUSPENDED] = {"sluice_destination_suspensions_total", NULL, NULL,
+        "Times delivery to a destination was suspended after every address "
+        "failed."},
+};
+
+struct gauge_def {
+	const char *name;
+	const char *help;
+};
+
+static const struct gauge_def gauge_defs[M_NGAUGES] = {
+    [G_DESTS_SUSPENDED] = {"sluice_destinations_suspended",
+        "Destinations whose delivery is suspended now (deferred without a "
+        "connection until a probe succeeds)."},
 };
 
 /* Upper bounds of the finite buckets; a last bucket is le="+Inf". */
@@ -121,6 +135,7 @@ struct hist {
 };
 
 static _Atomic int64_t counters[M_NCOUNTERS];
+static _Atomic int64_t gauges[M_NGAUGES];
 static struct hist hists[M_NHISTS];
 static int64_t start_us;
 
@@ -136,6 +151,14 @@ metrics_add(enum metric m, int64_t n)
 	if ((int)m < 0 || m >= M_NCOUNTERS || n <= 0)
 		return;
 	atomic_fetch_add_explicit(&counters[m], n, memory_order_relaxed);
+}
+
+void
+metrics_gauge_set(enum metric_gauge g, int64_t v)
+{
+	if ((int)g < 0 || g >= M_NGAUGES)
+		return;
+	atomic_store_explicit(&gauges[g], v, memory_order_relaxed);
 }
 
 void
@@ -292,6 +315,12 @@ metrics_render(const struct metrics_gauges *g, size_t *len)
 	sb_family(&b, "sluice_stress_mode", "gauge",
 	    "1 while stress mode shortens untrusted clients' timeouts.");
 	strbuf_fmt(&b, "sluice_stress_mode %lld\n", (long long)g->stress);
+	for (h = 0; h < M_NGAUGES; h++) {
+		sb_family(&b, gauge_defs[h].name, "gauge", gauge_defs[h].help);
+		strbuf_fmt(&b, "%s %lld\n", gauge_defs[h].name,
+		    (long long)atomic_load_explicit(
+		        &gauges[h], memory_order_relaxed));
+	}
 	render_queue(&b, g);
 	sb_family(&b, "sluice_start_time_seconds", "gauge",
 	    "Start time of the process since the Unix epoch, in seconds.");

@@ -40,6 +40,7 @@ enum metric {
 	M_DELIVERY_DEFERRED, /* ...{result="deferred"} */
 	M_DELIVERY_BOUNCED,  /* ...{result="bounced"} */
 	M_NOTICES,           /* sluice_notices_total: DSNs queued */
+	M_DEST_SUSPENDED,    /* sluice_destination_suspensions_total */
 	M_NCOUNTERS
 };
 
@@ -69,6 +70,15 @@ metrics_inc(enum metric m)
  * whole numbers and to the microsecond for latencies.
  */
 void metrics_observe(enum metric_hist h, double value);
+
+/* Gauges kept here: the value last set is exported. */
+enum metric_gauge {
+	G_DESTS_SUSPENDED, /* sluice_destinations_suspended */
+	M_NGAUGES
+};
+
+/* Set gauge `g` (values of `g` out of range are ignored). */
+void metrics_gauge_set(enum metric_gauge g, int64_t v);
 
 /* Gauges read when the metrics are rendered. */
 struct metrics_gauges {

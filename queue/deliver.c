@@ -2,10 +2,14 @@
  * deliver.c - the dispatcher and the delivery threads (see deliver.h).
  *
  * Threads and shared state:
- *  - d->mu guards the job list (d->jobs), d->busy, the per-destination
- *    counts (d->dests) and d->nidle; d->cv wakes delivery threads (new
- *    jobs, stop), d->done_cv wakes the dispatcher (a job finished).
- *  - d->stop is atomic: set once by delivery_stop.
+ *  - d->mu guards the job list (d->jobs), d->busy, d->blocked and
+ *    d->dests (sites: their concurrency and suspension, queue/dests.h);
+ *    d->cv wakes delivery threads (new jobs, stop), d->done_cv wakes the
+ *    dispatcher (a job finished).
+ *  - d->stop is atomic: set once by delivery_stop.  d->wake is atomic:
+ *    set when the dispatcher should look for work before its next
+ *    second (a site became alive or was resumed, a job of a busy site
+ *    finished, stop).
  *  - Each delivery thread owns its read-only SQLite connection, its ldns
  *    resolver and its SMTP connections.  Writes (claims, results) go
  *    through queue_run, so they are serialised with the intake by the
@@ -14,19 +18,36 @@
  * Recipient life cycle:
  *
  *   queued/deferred --claim (lease)--> in a job --attempt--> delivered
- *        ^                                 |                   bounced
+ *        ^   |                             |                   bounced
+ *        |   +--site suspended: deferred without a connection (claim)
  *        +------------ deferred <----------+ (next_attempt_at = schedule)
+ *
+ * Sites (dests.h): the recipients of a domain go to the site of its MX
+ * host set (or the smarthost, or a route's host); destination_concurrency
+ * counts per site.  When every address of a site fails at the connection
+ * level (connect, greeting, EHLO, TLS, AUTH) for a whole cohort of
+ * deliveries in a row (dests_fail), the site is suspended: the
+ * claim defers its due recipients at once ("delivery temporarily
+ * suspended", with the failure), except one probe per retry interval (the
+ * first value of retry_schedule).  When a connection succeeds again, the
+ * recipients deferred during the outage become due at once.  A failed MX
+ * lookup suspends its domain the same way.
  *
  * Invariants:
  *  1. A recipient is in at most one job: claiming sets its lease in the
  *     same transaction that found it unleased.
  *  2. Every attempt ends in db_record_attempt (which clears the lease) or,
- *     if sluice stops first, the lease is cleared at the next start.
+ *     if sluice stops first, the lease is cleared at the next start.  A
+ *     recipient deferred for a suspended site is recorded in the claim's
+ *     own transaction, without a lease.
  *  3. A message from the null sender never produces a bounce.
+ *  4. A job counted on a site (j->counted) is uncounted once, when it
+ *     ends or moves to another site.
  */
 #include "deliver.h"
 #include "bounce.h"
 #include "db.h"
+#include "dests.h"
 #include "holder.h"
 #include "log.h"
 #include "metrics.h"
@@ -47,19 +68,20 @@
 #define JOB_RCPTS_MAX 100
 #define RETURNED_MAX 16 /* returned messages handled per look */
 #define PRUNE_EVERY_MS (10 * 60 * 1000)
+#define EXPIRE_EVERY_MS (60 * 1000)
+#define RECORD_RETRY_MAX_MS (30 * 1000)
+#define PROBES_MAX 16 /* probes of mail not due yet, per round */
 
 struct job {
 	char msg_id[QUEUE_ID_LEN + 1];
-	char dest[300]; /* destination key: domain, or "[smarthost]" */
+	char dest[DESTS_KEY_MAX]; /* its site (dests.h) */
 	char domain[256];
+	bool static_dest; /* smarthost or route: one site for any domain */
+	bool probe;       /* the probe of its suspended site */
+	bool counted;     /* started on d->dests (invariant 4) */
 	int rcpt_nos[JOB_RCPTS_MAX];
 	int nrcpts;
 	struct job *next;
-};
-
-struct dest {
-	char key[300];
-	int active;
 };
 
 /*
@@ -84,19 +106,21 @@ struct delivery {
 	int stop_fd;
 	int64_t
 	    next_admin_ms; /* dispatcher only: next look for returned mail */
-	int64_t next_prune_ms; /* dispatcher only */
+	int64_t next_prune_ms;  /* dispatcher only */
+	int64_t next_expire_ms; /* dispatcher only */
 	pthread_t dispatcher;
 	bool dispatcher_started;
 	pthread_t *threads;
 	int nthreads;
 	atomic_bool stop;
+	atomic_bool wake;
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	pthread_cond_t done_cv;
-	struct job *jobs;   /* guarded by mu */
-	int busy;           /* guarded by mu: jobs queued or running */
-	struct dest *dests; /* guarded by mu */
-	int ndests;         /* guarded by mu */
+	struct job *jobs;    /* guarded by mu */
+	int busy;            /* guarded by mu: jobs queued or running */
+	bool blocked;        /* guarded by mu: due mail waits for a site */
+	struct dests *dests; /* guarded by mu */
 };
 
 /* ---- destinations ---- */
@@ -115,215 +139,81 @@ route_for(const struct config *cfg, const char *domain)
 	return NULL;
 }
 
-/* The key that groups recipients and counts concurrency. */
+/*
+ * The site of `domain`'s mail, as far as it is known: a route's host, the
+ * smarthost, the MX host set last found for it, or the domain itself.
+ * *is_static: the first two (no lookup decides it).  Caller holds d->mu.
+ */
 static void
-dest_key(const struct config *cfg, const char *domain, char *key, size_t len)
+site_for(struct delivery *d, const struct config *cfg, const char *domain,
+    int64_t now, char *key, size_t len, bool *is_static)
 {
 	const struct route *r = route_for(cfg, domain);
+	const char *site;
 
-	if (r != NULL)
+	*is_static = true;
+	if (r != NULL) {
 		snprintf(key, len, "[%s]:%d", r->to.host, r->to.port);
-	else if (cfg->smarthost.host[0] != '\0')
+	} else if (cfg->smarthost.host[0] != '\0') {
 		snprintf(key, len, "[%s]", cfg->smarthost.host);
+	} else {
+		*is_static = false;
+		site = dests_site_of(d->dests, domain, now);
+		snprintf(key, len, "%s", site != NULL ? site : domain);
+	}
+}
+
+/* The interval between probes of a suspended site. */
+static int
+probe_interval(const struct config *cfg)
+{
+	return cfg->retry_schedule[0];
+}
+
+/*
+ * The reason given to recipients deferred for a suspended site:
+ * "4.4.1 connect to ...: refused" gives "4.4.1 delivery temporarily
+ * suspended: connect to ...: refused" (always a 4.x.x code).
+ */
+static void
+suspended_reason(const char *reason, char *out, size_t len)
+{
+	unsigned a, b, c;
+	int used = 0;
+
+	if (sscanf(reason, "%1u.%3u.%3u%n", &a, &b, &c, &used) == 3 && a == 4 &&
+	    reason[used] == ' ')
+		snprintf(out, len, "%.*s delivery temporarily suspended: %s",
+		    used, reason, reason + used + 1);
 	else
-		snprintf(key, len, "%s", domain);
+		snprintf(out, len, "4.4.1 delivery temporarily suspended: %s",
+		    reason);
 }
 
 /* Caller holds d->mu. */
-static struct dest *
-dest_find(struct delivery *d, const char *key, bool create)
-{
-	int i;
-
-	for (i = 0; i < d->ndests; i++)
-		if (strcmp(d->dests[i].key, key) == 0)
-			return &d->dests[i];
-	if (!create)
-		return NULL;
-	for (i = 0; i < d->ndests; i++)
-		if (d->dests[i].active == 0)
-			break;
-	if (i == d->ndests) {
-		d->dests = xrealloc(
-		    d->dests, sizeof(*d->dests) * (size_t)(d->ndests + 1));
-		d->ndests++;
-	}
-	snprintf(d->dests[i].key, sizeof(d->dests[i].key), "%s", key);
-	d->dests[i].active = 0;
-	return &d->dests[i];
-}
-
-/* ---- claiming (runs on the queue's writer thread) ---- */
-
-struct claim {
-	struct delivery *d;
-	const struct config *cfg;
-	int max_jobs;
-	struct dest *busy; /* snapshot of active destinations */
-	int nbusy;
-	struct job *jobs; /* out */
-	int64_t next_due; /* out: when to look again */
-};
-
 static void
-jobs_free(struct job *j)
+note_suspended_count(struct delivery *d)
 {
-	while (j != NULL) {
-		struct job *next = j->next;
-
-		free(j);
-		j = next;
-	}
+	metrics_gauge_set(G_DESTS_SUSPENDED, dests_nsuspended(d->dests));
 }
 
-static int
-busy_count(const struct claim *c, const char *key)
+/* Log what a connection result changed for a site. */
+static void
+log_site_change(
+    const char *site, enum dest_change ch, const char *why, int interval)
 {
-	int i;
-
-	for (i = 0; i < c->nbusy; i++)
-		if (strcmp(c->busy[i].key, key) == 0)
-			return c->busy[i].active;
-	return 0;
-}
-
-static enum res
-claim_fn(struct db *db, void *arg, char *why)
-{
-	struct claim *c = arg;
-	const struct config *cfg = c->cfg;
-	struct db_due *due = xcalloc(CLAIM_ROWS, sizeof(*due));
-	int64_t now = (int64_t)time(NULL);
-	struct job *tail = NULL, *j;
-	int n, i, njobs = 0;
-	enum res r = RES_OK;
-
-	/* queue_run may call us twice: start from scratch. */
-	jobs_free(c->jobs);
-	c->jobs = NULL;
-	c->next_due = 0;
-	n = db_list_due(db, now, due, CLAIM_ROWS, why);
-	if (n < 0) {
-		r = RES_TEMP;
-		goto out;
+	if (ch == DEST_SUSPENDED) {
+		metrics_inc(M_DEST_SUSPENDED);
+		log_warn("deliver",
+		    "site=%s delivery temporarily suspended: %s "
+		    "(one probe every %ds until it answers)",
+		    site, why, interval);
+	} else if (ch == DEST_STILL) {
+		log_info("deliver",
+		    "site=%s probe failed, delivery still suspended: %s "
+		    "(next probe in %ds)",
+		    site, why, interval);
 	}
-	for (i = 0; i < n; i++) {
-		char key[300];
-		int active;
-
-		dest_key(cfg, due[i].domain, key, sizeof(key));
-		/* Join a job of this run for the same message and place. */
-		for (j = c->jobs; j != NULL; j = j->next)
-			if (strcmp(j->msg_id, due[i].msg_id) == 0 &&
-			    strcmp(j->dest, key) == 0 &&
-			    j->nrcpts < JOB_RCPTS_MAX)
-				break;
-		if (j == NULL) {
-			if (njobs >= c->max_jobs)
-				continue;
-			active = busy_count(c, key);
-			for (j = c->jobs; j != NULL; j = j->next)
-				if (strcmp(j->dest, key) == 0)
-					active++;
-			if (active >= cfg->destination_concurrency)
-				continue;
-			j = xcalloc(1, sizeof(*j));
-			snprintf(
-			    j->msg_id, sizeof(j->msg_id), "%s", due[i].msg_id);
-			snprintf(j->dest, sizeof(j->dest), "%s", key);
-			snprintf(
-			    j->domain, sizeof(j->domain), "%s", due[i].domain);
-			if (tail != NULL)
-				tail->next = j;
-			else
-				c->jobs = j;
-			tail = j;
-			njobs++;
-		}
-		if (db_lease(db, due[i].msg_id, due[i].rcpt_no,
-		        now + LEASE_SECONDS, why) != RES_OK) {
-			r = RES_TEMP;
-			goto out;
-		}
-		j->rcpt_nos[j->nrcpts++] = due[i].rcpt_no;
-	}
-	if (njobs == 0)
-		c->next_due = db_next_due(db);
-out:
-	if (r != RES_OK) {
-		jobs_free(c->jobs);
-		c->jobs = NULL;
-	}
-	free(due);
-	return r;
-}
-
-static void housekeeping(struct delivery *d, const struct config *cfg);
-
-static void *
-dispatcher_main(void *arg)
-{
-	struct delivery *d = arg;
-	char why[WHY_MAX];
-
-	while (!atomic_load(&d->stop)) {
-		const struct delivery_conf *dc;
-		struct held *ref;
-		struct claim c;
-		uint64_t seen;
-		int free_threads;
-
-		memset(&c, 0, sizeof(c));
-		c.d = d;
-		pthread_mutex_lock(&d->mu);
-		free_threads = d->nthreads - d->busy;
-		if (free_threads <= 0) {
-			struct timespec ts;
-
-			clock_gettime(CLOCK_REALTIME, &ts);
-			ts.tv_sec += 1;
-			pthread_cond_timedwait(&d->done_cv, &d->mu, &ts);
-			pthread_mutex_unlock(&d->mu);
-			continue;
-		}
-		c.max_jobs = free_threads;
-		c.nbusy = d->ndests;
-		c.busy = xcalloc((size_t)c.nbusy + 1, sizeof(*c.busy));
-		if (c.nbusy > 0)
-			memcpy(c.busy, d->dests,
-			    sizeof(*c.busy) * (size_t)c.nbusy);
-		pthread_mutex_unlock(&d->mu);
-
-		seen = queue_mail_seq(d->q);
-		dc = holder_get(d->conf, &ref);
-		c.cfg = dc->cfg;
-		housekeeping(d, dc->cfg);
-		if (queue_run(d->q, claim_fn, &c, why) != RES_OK)
-			log_warn(
-			    "deliver", "claiming due mail failed: %s", why);
-		holder_put(ref);
-		free(c.busy);
-		if (c.jobs != NULL) {
-			struct job *j, *next;
-
-			pthread_mutex_lock(&d->mu);
-			for (j = c.jobs; j != NULL; j = next) {
-				next = j->next;
-				dest_find(d, j->dest, true)->active++;
-				j->next = d->jobs;
-				d->jobs = j;
-				d->busy++;
-			}
-			pthread_cond_broadcast(&d->cv);
-			pthread_mutex_unlock(&d->mu);
-			continue;
-		}
-		/* Nothing to start: look again when new mail arrives, or
-		 * after a second (retries come due, held mail is released,
-		 * a busy destination frees up). */
-		queue_wait_mail(d->q, seen, now_ms() + 1000, &d->stop);
-	}
-	return NULL;
 }
 
 /* ---- one delivery ---- */
@@ -746,22 +636,343 @@ targets(struct worker *w, const struct delivery_conf *dc, const struct job *j,
 	    cfg->max_mx_hosts, hosts, n, why);
 }
 
-/* True when the server answered none of the recipients. */
-static bool
-no_answers(const struct smtpc_rcpt *sr, int n)
+/*
+ * The state a recipient goes to after an attempt that ended in `rr` with
+ * `reply` (the server's reply, or our reason).
+ */
+static void
+settle(const struct config *cfg, const struct db_msg_info *m,
+    struct outcome *oc, enum res rr, const char *reply, bool have_dsn,
+    int64_t now)
+{
+	snprintf(oc->reply, sizeof(oc->reply), "%s", reply);
+	oc->result = rr;
+	if (rr == RES_OK) {
+		snprintf(oc->state, sizeof(oc->state), "delivered");
+		oc->relayed = !have_dsn;
+	} else if (rr == RES_PERM) {
+		snprintf(oc->state, sizeof(oc->state), "bounced");
+	} else if (now - m->received_at >= cfg->queue_lifetime) {
+		/* Too old: give up (RFC 5321 section 4.5.4.1). */
+		snprintf(oc->state, sizeof(oc->state), "bounced");
+		snprintf(oc->reply, sizeof(oc->reply),
+		    "4.4.7 message expired after %lld seconds in the "
+		    "queue; last error: %.400s",
+		    (long long)(now - m->received_at), reply);
+	} else {
+		snprintf(oc->state, sizeof(oc->state), "deferred");
+		oc->next_at = now + retry_delay(cfg, oc->info.attempts + 1);
+	}
+}
+
+/* One log line per recipient of a recorded attempt, its notices, and the
+ * delivery metrics. */
+static void
+log_outcomes(const char *msg_id, const struct db_msg_info *m,
+    const struct record *rec, const char *relay)
 {
 	int i;
 
-	for (i = 0; i < n; i++)
-		if (sr[i].reply[0] >= '2' && sr[i].reply[0] <= '5' &&
-		    sr[i].reply[1] >= '0' && sr[i].reply[1] <= '9')
+	for (i = 0; i < rec->n; i++) {
+		const struct outcome *oc = &rec->out[i];
+		char dsn[16] = "";
+
+		reply_status(oc->reply, "-", dsn, sizeof(dsn));
+		if (strcmp(oc->state, "delivered") == 0) {
+			metrics_inc(M_DELIVERY_SENT);
+			metrics_observe(H_DELIVERY_LATENCY,
+			    (double)(rec->at - m->received_at));
+		} else {
+			metrics_inc(strcmp(oc->state, "bounced") == 0
+			                ? M_DELIVERY_BOUNCED
+			                : M_DELIVERY_DEFERRED);
+		}
+		log_info("deliver",
+		    "id=%s rcpt=<%s> relay=%s delay=%llds "
+		    "dsn=%s status=%s (%s)",
+		    msg_id, oc->info.address, relay,
+		    (long long)(rec->at - m->received_at), dsn,
+		    strcmp(oc->state, "delivered") == 0 ? "sent" : oc->state,
+		    oc->reply);
+	}
+	metrics_add(M_NOTICES, (rec->dsn_id[0] != '\0') +
+	                           (rec->delay_id[0] != '\0') +
+	                           (rec->success_id[0] != '\0'));
+	if (rec->dsn_id[0] != '\0')
+		log_info("deliver",
+		    "id=%s sender notice: id=%s to=<%s> (delivery failure, "
+		    "%d recipient%s)",
+		    msg_id, rec->dsn_id, m->sender, rec->dsn_rcpts,
+		    rec->dsn_rcpts == 1 ? "" : "s");
+	if (rec->delay_id[0] != '\0')
+		log_info("deliver",
+		    "id=%s sender notice: id=%s to=<%s> (delayed)", msg_id,
+		    rec->delay_id, m->sender);
+	if (rec->success_id[0] != '\0')
+		log_info("deliver",
+		    "id=%s sender notice: id=%s to=<%s> (relayed)", msg_id,
+		    rec->success_id, m->sender);
+}
+
+/* Sleep up to `ms`, less when delivery stops. */
+static void
+nap(struct delivery *d, int64_t ms)
+{
+	int64_t until = now_ms() + ms;
+
+	while (!atomic_load(&d->stop) && now_ms() < until) {
+		struct timespec ts = {0, 100 * 1000 * 1000};
+
+		nanosleep(&ts, NULL);
+	}
+}
+
+/*
+ * Run `fn` in a queue transaction until it commits.  What a delivery
+ * learned (delivered, deferred, bounced) must not be lost because the
+ * queue cannot be written for a while (a full disk): the thread keeps it
+ * and tries again, waiting 1 s, 2 s, ... up to 30 s, while the leases
+ * keep other threads off these recipients.  False only when delivery
+ * stops first: the leases are then cleared at the next start and the
+ * recipients tried again.
+ */
+static bool
+run_durably(struct delivery *d, enum res (*fn)(struct db *, void *, char *),
+    void *arg, const char *msg_id, const char *what)
+{
+	char why[WHY_MAX];
+	int64_t wait = 1000;
+	int tries = 0;
+
+	for (;;) {
+		if (queue_run(d->q, fn, arg, why) == RES_OK) {
+			if (tries > 0)
+				log_info("deliver",
+				    "id=%s %s recorded after %d failed "
+				    "tr%s",
+				    msg_id, what, tries,
+				    tries == 1 ? "y" : "ies");
+			return true;
+		}
+		if (tries++ == 0)
+			log_err("deliver",
+			    "id=%s cannot record the %s: %s (kept in memory; "
+			    "trying again)",
+			    msg_id, what, why);
+		if (atomic_load(&d->stop)) {
+			log_err("deliver",
+			    "id=%s %s not recorded before shutdown: %s (the "
+			    "recipients are tried again at the next start)",
+			    msg_id, what, why);
 			return false;
-	return true;
+		}
+		nap(d, wait);
+		wait = wait * 2 > RECORD_RETRY_MAX_MS ? RECORD_RETRY_MAX_MS
+		                                      : wait * 2;
+	}
+}
+
+/* Give a job's recipients back to the queue, unattempted (lease 0). */
+struct unlease {
+	const struct job *j;
+};
+
+static enum res
+unlease_fn(struct db *db, void *arg, char *why)
+{
+	const struct job *j = ((struct unlease *)arg)->j;
+	int i;
+
+	for (i = 0; i < j->nrcpts; i++)
+		if (db_lease(db, j->msg_id, j->rcpt_nos[i], 0, why) != RES_OK)
+			return RES_TEMP;
+	return RES_OK;
+}
+
+/* Making the recipients deferred during an outage due again. */
+struct resume {
+	struct delivery *d;
+	const struct config *cfg;
+	const char *site;
+	bool domain_only; /* `site` is a domain whose lookups failed */
+	int64_t since, now;
+	int n;
+};
+
+static bool
+resume_match(void *arg, const char *domain)
+{
+	struct resume *rs = arg;
+	char key[DESTS_KEY_MAX];
+	bool is_static;
+
+	if (rs->domain_only)
+		return strcmp(domain, rs->site) == 0;
+	pthread_mutex_lock(&rs->d->mu);
+	site_for(rs->d, rs->cfg, domain, rs->now, key, sizeof(key), &is_static);
+	pthread_mutex_unlock(&rs->d->mu);
+	return strcmp(key, rs->site) == 0;
+}
+
+static enum res
+resume_fn(struct db *db, void *arg, char *why)
+{
+	struct resume *rs = arg;
+
+	rs->n =
+	    db_resume_deferred(db, rs->since, rs->now, resume_match, rs, why);
+	return rs->n < 0 ? RES_TEMP : RES_OK;
+}
+
+/*
+ * A suspended site (or domain) answers again: what was deferred for it
+ * since the outage began goes now, not at each recipient's next retry.
+ */
+static void
+resume_site(struct delivery *d, const struct config *cfg, const char *site,
+    bool domain_only, int64_t since, const char *msg_id)
+{
+	struct resume rs = {d, cfg, site, domain_only, since, time(NULL), 0};
+
+	if (!run_durably(d, resume_fn, &rs, msg_id, "resumption"))
+		rs.n = 0;
+	log_info("deliver",
+	    "site=%s delivery resumed after %llds suspended; %d deferred "
+	    "recipient%s due now",
+	    site, (long long)(rs.now - since), rs.n, rs.n == 1 ? "" : "s");
+	atomic_store(&d->wake, true);
+}
+
+/* What a job does after looking up its domain's MX hosts. */
+enum plan {
+	PLAN_CONNECT,   /* try the hosts */
+	PLAN_SUSPENDED, /* its site is suspended: defer (why says so) */
+	PLAN_PUT_BACK,  /* its site is busy: give the recipients back */
+};
+
+/*
+ * After the MX lookup of a job's domain: a failed lookup (RES_TEMP)
+ * suspends the domain as a site of its own; a successful one tells its
+ * site (the MX host set), which the job moves to, and ends a suspension
+ * of the domain.  On the move the job is admitted again, as the claim
+ * would have: it may become the probe of the site, or find it suspended
+ * or busy.
+ */
+static enum plan
+site_learn(struct delivery *d, const struct config *cfg, struct job *j,
+    enum res r, const struct mx_host *hosts, int nhosts, char *why)
+{
+	const char **names = NULL;
+	char site[DESTS_KEY_MAX];
+	const char *reason = NULL;
+	int64_t now = (int64_t)time(NULL), down = 0;
+	enum dest_change ch = DEST_SAME;
+	enum dest_admit v;
+	enum plan plan = PLAN_CONNECT;
+	int i;
+
+	if (r == RES_TEMP) {
+		pthread_mutex_lock(&d->mu);
+		dests_forget(d->dests, j->domain);
+		if (!atomic_load(&d->stop))
+			ch = dests_fail(d->dests, j->domain,
+			    j->probe && strcmp(j->dest, j->domain) == 0, why,
+			    now, probe_interval(cfg));
+		dests_note(d->dests, j->domain, j->domain);
+		note_suspended_count(d);
+		pthread_mutex_unlock(&d->mu);
+		log_site_change(j->domain, ch, why, probe_interval(cfg));
+		return PLAN_CONNECT; /* nothing to connect to: deferred */
+	}
+	if (r != RES_OK || nhosts == 0)
+		return PLAN_CONNECT;
+	names = xcalloc((size_t)nhosts, sizeof(*names));
+	for (i = 0; i < nhosts; i++)
+		names[i] = hosts[i].name;
+	dests_mx_site(names, nhosts, site, sizeof(site));
+	free(names);
+	pthread_mutex_lock(&d->mu);
+	if (dests_suspended(d->dests, j->domain, false, NULL))
+		ch = dests_ok(d->dests, j->domain, now, &down);
+	dests_learn(d->dests, j->domain, site, now);
+	if (strcmp(site, j->dest) != 0) {
+		if (j->counted)
+			dests_finish(d->dests, j->dest, j->probe);
+		j->counted = j->probe = false;
+		snprintf(j->dest, sizeof(j->dest), "%s", site);
+		v = dests_admit(d->dests, site, cfg->destination_concurrency, 0,
+		    false, now, &reason);
+		switch (v) {
+		case DEST_GO:
+		case DEST_PROBE:
+			j->probe = v == DEST_PROBE;
+			dests_start(d->dests, site, j->probe, now);
+			j->counted = true;
+			break;
+		case DEST_DEFER:
+			suspended_reason(reason, why, WHY_MAX);
+			plan = PLAN_SUSPENDED;
+			break;
+		case DEST_BUSY:
+			d->blocked = true;
+			plan = PLAN_PUT_BACK;
+			break;
+		}
+	}
+	note_suspended_count(d);
+	pthread_mutex_unlock(&d->mu);
+	if (ch == DEST_RESUMED)
+		resume_site(d, cfg, j->domain, true, down, j->msg_id);
+	return plan;
+}
+
+/*
+ * Just before a connection: is the job's site suspended (since the claim,
+ * or by another job's failure) and this job not its probe?  Then `why`
+ * holds the reason to defer with.
+ */
+static bool
+site_suspended(struct delivery *d, const struct job *j, char *why)
+{
+	const char *reason = NULL;
+	bool s;
+
+	pthread_mutex_lock(&d->mu);
+	s = dests_suspended(d->dests, j->dest, j->probe, &reason);
+	if (s)
+		suspended_reason(reason, why, WHY_MAX);
+	pthread_mutex_unlock(&d->mu);
+	return s;
+}
+
+/* A connection to the job's site succeeded (ok) or every one failed. */
+static void
+site_result(struct delivery *d, const struct config *cfg, const struct job *j,
+    bool ok, const char *why)
+{
+	int64_t now = (int64_t)time(NULL), down = 0;
+	enum dest_change ch = DEST_SAME;
+
+	pthread_mutex_lock(&d->mu);
+	if (ok)
+		ch = dests_ok(d->dests, j->dest, now, &down);
+	else if (!atomic_load(&d->stop)) {
+		ch = dests_fail(
+		    d->dests, j->dest, j->probe, why, now, probe_interval(cfg));
+		dests_note(d->dests, j->dest, j->domain);
+	}
+	note_suspended_count(d);
+	pthread_mutex_unlock(&d->mu);
+	if (ch == DEST_ALIVE)
+		atomic_store(&d->wake, true); /* more may start now */
+	else if (ch == DEST_RESUMED)
+		resume_site(d, cfg, j->dest, false, down, j->msg_id);
+	else
+		log_site_change(j->dest, ch, why, probe_interval(cfg));
 }
 
 static void
-deliver_job(
-    struct worker *w, const struct delivery_conf *dc, const struct job *j)
+deliver_job(struct worker *w, const struct delivery_conf *dc, struct job *j)
 {
 	struct delivery *d = w->d;
 	const struct config *cfg = dc->cfg;
@@ -777,6 +988,8 @@ deliver_job(
 	int64_t t0 = now_ms(), now;
 	int i, n = 0, nhosts = 0, port = 0;
 	bool smarthost = false, have_dsn = false, reused = false;
+	bool tried = false; /* a connection was tried (not skipped) */
+	enum plan plan = PLAN_CONNECT;
 	enum res r;
 
 	why[0] = '\0';
@@ -801,6 +1014,11 @@ deliver_job(
 	}
 	if (n == 0)
 		goto out;
+	/* Suspended since the claim (another job's connection failed)? */
+	if (site_suspended(d, j, why)) {
+		r = RES_TEMP;
+		goto settle;
+	}
 	/*
 	 * Reuse the kept connection for the same destination.  Right after
 	 * a completed transaction the server is ready for MAIL (RFC 5321
@@ -816,7 +1034,6 @@ deliver_job(
 		snprintf(ip, sizeof(ip), "%s", w->kept_ip);
 		snprintf(relay, sizeof(relay), "%s", w->kept_relay);
 		port = w->kept_port;
-		r = RES_OK;
 		reused = true;
 		goto send;
 	}
@@ -824,119 +1041,118 @@ fresh:
 	drop_kept(w);
 	reused = false;
 	r = targets(w, dc, j, &hosts, &nhosts, &smarthost, why);
-	if (r == RES_OK) {
-		memset(&o, 0, sizeof(o));
-		o.helo = cfg->hostname;
-		o.connect_timeout = cfg->connect_timeout;
-		o.command_timeout = cfg->delivery_command_timeout;
-		o.data_timeout = cfg->delivery_data_timeout;
-		o.tls =
-		    dc->client_creds ? cfg->outbound_tls : OUTBOUND_TLS_NONE;
-		o.tls_creds = dc->client_creds;
-		o.stop_fd = d->stop_fd;
-		if (smarthost) {
-			/* TLS is required to a smarthost unless "none";
-			 * verified when outbound_tls = verify. */
-			o.implicit_tls =
-			    cfg->smarthost_tls == SMARTHOST_TLS_SMTPS;
-			o.tls = cfg->smarthost_tls == SMARTHOST_TLS_NONE
-			            ? OUTBOUND_TLS_NONE
-			        : cfg->outbound_tls == OUTBOUND_TLS_VERIFY
-			            ? OUTBOUND_TLS_VERIFY
-			            : OUTBOUND_TLS_ENCRYPT;
-			o.auth_user = cfg->smarthost_user;
-			o.auth_pass = dc->smarthost_pass;
-			o.auth_without_tls = cfg->smarthost_auth_without_tls;
-		}
+	if (!j->static_dest)
+		plan = site_learn(d, cfg, j, r, hosts, nhosts, why);
+	else if (r == RES_TEMP)
+		site_result(
+		    d, cfg, j, false, why); /* its name: a site failure */
+	if (plan == PLAN_PUT_BACK) {
+		struct unlease u = {j};
+
+		(void)run_durably(d, unlease_fn, &u, j->msg_id, "put-back");
+		goto out;
+	}
+	if (plan == PLAN_SUSPENDED)
 		r = RES_TEMP;
-		for (i = 0; i < nhosts && c == NULL; i++) {
-			o.tls_name = hosts[i].name;
-			if (smtpc_open(&hosts[i], &o, &c, why) != RES_OK) {
-				log_info("deliver", "id=%s %s", j->msg_id, why);
-				continue;
-			}
-			snprintf(mxname, sizeof(mxname), "%s", hosts[i].name);
-			snprintf(ip, sizeof(ip), "%s", hosts[i].ip);
-			port = sockaddr_port(
-			    (const struct sockaddr *)&hosts[i].addr);
-			snprintf(relay, sizeof(relay), "%s[%s]:%d", mxname, ip,
-			    port);
+	if (r != RES_OK)
+		goto settle;
+	memset(&o, 0, sizeof(o));
+	o.helo = cfg->hostname;
+	o.connect_timeout = cfg->connect_timeout;
+	o.command_timeout = cfg->delivery_command_timeout;
+	o.data_timeout = cfg->delivery_data_timeout;
+	o.tls = dc->client_creds ? cfg->outbound_tls : OUTBOUND_TLS_NONE;
+	o.tls_creds = dc->client_creds;
+	o.stop_fd = d->stop_fd;
+	if (smarthost) {
+		/* TLS is required to a smarthost unless "none"; verified when
+		 * outbound_tls = verify. */
+		o.implicit_tls = cfg->smarthost_tls == SMARTHOST_TLS_SMTPS;
+		o.tls = cfg->smarthost_tls == SMARTHOST_TLS_NONE
+		            ? OUTBOUND_TLS_NONE
+		        : cfg->outbound_tls == OUTBOUND_TLS_VERIFY
+		            ? OUTBOUND_TLS_VERIFY
+		            : OUTBOUND_TLS_ENCRYPT;
+		o.auth_user = cfg->smarthost_user;
+		o.auth_pass = dc->smarthost_pass;
+		o.auth_without_tls = cfg->smarthost_auth_without_tls;
+	}
+	r = RES_TEMP;
+	for (i = 0; i < nhosts && c == NULL; i++) {
+		if (site_suspended(d, j, why)) {
+			tried = false; /* not this job's failure to report */
+			break;
 		}
-	send:
-		if (c != NULL) {
-			struct smtpc_msg sm;
-			struct body_ctx bc = {w, j->msg_id};
-			enum res cr;
+		tried = true;
+		o.tls_name = hosts[i].name;
+		if (smtpc_open(&hosts[i], &o, &c, why) != RES_OK) {
+			log_info("deliver", "id=%s %s", j->msg_id, why);
+			continue;
+		}
+		snprintf(mxname, sizeof(mxname), "%s", hosts[i].name);
+		snprintf(ip, sizeof(ip), "%s", hosts[i].ip);
+		port = sockaddr_port((const struct sockaddr *)&hosts[i].addr);
+		snprintf(relay, sizeof(relay), "%s[%s]:%d", mxname, ip, port);
+	}
+	if (c == NULL) {
+		/* Every address failed to give a session. */
+		if (tried)
+			site_result(d, cfg, j, false, why);
+		goto settle;
+	}
+send:
+	site_result(d, cfg, j, true, NULL);
+	{
+		struct smtpc_msg sm;
+		struct body_ctx bc = {w, j->msg_id};
+		enum res cr;
 
-			memset(&sm, 0, sizeof(sm));
-			sm.sender = m.sender;
-			sm.size = m.stored_size;
-			sm.body_type = m.body_type;
-			sm.smtputf8 = m.smtputf8 != 0;
-			sm.dsn_ret = m.dsn_ret[0] ? m.dsn_ret : NULL;
-			sm.envid = m.envid[0] ? m.envid : NULL;
-			sm.body = read_body;
-			sm.body_arg = &bc;
-			cr = smtpc_send(c, &sm, sr, n);
-			if (reused && cr != RES_OK && no_answers(sr, n)) {
-				/* The kept connection had gone stale: start
-				 * over on a new one. */
-				smtpc_close(c);
-				c = NULL;
-				w->kept_uses = 0;
-				goto fresh;
-			}
-			have_dsn = smtpc_has_dsn(c);
+		memset(&sm, 0, sizeof(sm));
+		sm.sender = m.sender;
+		sm.size = m.stored_size;
+		sm.body_type = m.body_type;
+		sm.smtputf8 = m.smtputf8 != 0;
+		sm.dsn_ret = m.dsn_ret[0] ? m.dsn_ret : NULL;
+		sm.envid = m.envid[0] ? m.envid : NULL;
+		sm.body = read_body;
+		sm.body_arg = &bc;
+		cr = smtpc_send(c, &sm, sr, n);
+		if (reused && cr != RES_OK && smtpc_stale(c)) {
+			/* The kept connection had gone stale: start over on
+			 * a new one. */
+			smtpc_close(c);
+			c = NULL;
+			w->kept_uses = 0;
+			mxname[0] = ip[0] = '\0';
+			port = 0;
+			snprintf(relay, sizeof(relay), "none");
+			goto fresh;
+		}
+		have_dsn = smtpc_has_dsn(c);
+		snprintf(tlsdesc, sizeof(tlsdesc), "%s", smtpc_tls_desc(c));
+		/* Keep it for the next message to this destination. */
+		if (cr == RES_OK &&
+		    ++w->kept_uses < cfg->max_messages_per_connection) {
+			w->kept = c;
 			snprintf(
-			    tlsdesc, sizeof(tlsdesc), "%s", smtpc_tls_desc(c));
-			/* Keep it for the next message to this destination. */
-			if (cr == RES_OK &&
-			    ++w->kept_uses < cfg->max_messages_per_connection) {
-				w->kept = c;
-				snprintf(w->kept_dest, sizeof(w->kept_dest),
-				    "%s", j->dest);
-				snprintf(w->kept_mx, sizeof(w->kept_mx), "%s",
-				    mxname);
-				snprintf(
-				    w->kept_ip, sizeof(w->kept_ip), "%s", ip);
-				snprintf(w->kept_relay, sizeof(w->kept_relay),
-				    "%s", relay);
-				w->kept_port = port;
-				w->kept_since = now_ms();
-			} else {
-				smtpc_close(c);
-				w->kept_uses = 0;
-			}
-			r = RES_OK;
-		}
-	}
-	now = (int64_t)time(NULL);
-	for (i = 0; i < n; i++) {
-		struct outcome *oc = &out[i];
-		enum res rr = r == RES_OK ? sr[i].result : r;
-
-		snprintf(oc->reply, sizeof(oc->reply), "%s",
-		    r == RES_OK ? sr[i].reply : why);
-		oc->result = rr;
-		if (rr == RES_OK) {
-			snprintf(oc->state, sizeof(oc->state), "delivered");
-			oc->relayed = !have_dsn;
-		} else if (rr == RES_PERM) {
-			snprintf(oc->state, sizeof(oc->state), "bounced");
-		} else if (now - m.received_at >= cfg->queue_lifetime) {
-			/* Too old: give up (RFC 5321 section 4.5.4.1). */
-			snprintf(oc->state, sizeof(oc->state), "bounced");
-			snprintf(oc->reply, sizeof(oc->reply),
-			    "4.4.7 message expired after %lld seconds in the "
-			    "queue; last error: %.400s",
-			    (long long)(now - m.received_at),
-			    r == RES_OK ? sr[i].reply : why);
+			    w->kept_dest, sizeof(w->kept_dest), "%s", j->dest);
+			snprintf(w->kept_mx, sizeof(w->kept_mx), "%s", mxname);
+			snprintf(w->kept_ip, sizeof(w->kept_ip), "%s", ip);
+			snprintf(
+			    w->kept_relay, sizeof(w->kept_relay), "%s", relay);
+			w->kept_port = port;
+			w->kept_since = now_ms();
 		} else {
-			snprintf(oc->state, sizeof(oc->state), "deferred");
-			oc->next_at =
-			    now + retry_delay(cfg, oc->info.attempts + 1);
+			smtpc_close(c);
+			w->kept_uses = 0;
 		}
+		r = RES_OK;
 	}
+settle:
+	now = (int64_t)time(NULL);
+	for (i = 0; i < n; i++)
+		settle(cfg, &m, &out[i], r == RES_OK ? sr[i].result : r,
+		    r == RES_OK ? sr[i].reply : why, have_dsn, now);
 	memset(&rec, 0, sizeof(rec));
 	rec.msg_id = j->msg_id;
 	rec.m = &m;
@@ -950,56 +1166,434 @@ fresh:
 	rec.ip = ip[0] ? ip : NULL;
 	rec.port = port;
 	rec.tls = tlsdesc[0] ? tlsdesc : NULL;
-	if (queue_run(d->q, record_fn, &rec, why) != RES_OK) {
-		log_err("deliver",
-		    "id=%s cannot record the attempt: %s "
-		    "(retried after the lease expires)",
-		    j->msg_id, why);
-		goto out;
-	}
-	for (i = 0; i < n; i++) {
-		struct outcome *oc = &out[i];
-		char dsn[16] = "";
-
-		reply_status(oc->reply, "-", dsn, sizeof(dsn));
-		if (strcmp(oc->state, "delivered") == 0) {
-			metrics_inc(M_DELIVERY_SENT);
-			metrics_observe(
-			    H_DELIVERY_LATENCY, (double)(now - m.received_at));
-		} else {
-			metrics_inc(strcmp(oc->state, "bounced") == 0
-			                ? M_DELIVERY_BOUNCED
-			                : M_DELIVERY_DEFERRED);
-		}
-		log_info("deliver",
-		    "id=%s rcpt=<%s> relay=%s delay=%llds "
-		    "dsn=%s status=%s (%s)",
-		    j->msg_id, oc->info.address, relay,
-		    (long long)(now - m.received_at), dsn,
-		    strcmp(oc->state, "delivered") == 0 ? "sent" : oc->state,
-		    oc->reply);
-	}
-	metrics_add(M_NOTICES, (rec.dsn_id[0] != '\0') +
-	                           (rec.delay_id[0] != '\0') +
-	                           (rec.success_id[0] != '\0'));
-	if (rec.dsn_id[0] != '\0')
-		log_info("deliver",
-		    "id=%s sender notice: id=%s to=<%s> (delivery failure, "
-		    "%d recipient%s)",
-		    j->msg_id, rec.dsn_id, m.sender, rec.dsn_rcpts,
-		    rec.dsn_rcpts == 1 ? "" : "s");
-	if (rec.delay_id[0] != '\0')
-		log_info("deliver",
-		    "id=%s sender notice: id=%s to=<%s> (delayed)", j->msg_id,
-		    rec.delay_id, m.sender);
-	if (rec.success_id[0] != '\0')
-		log_info("deliver",
-		    "id=%s sender notice: id=%s to=<%s> (relayed)", j->msg_id,
-		    rec.success_id, m.sender);
+	if (run_durably(d, record_fn, &rec, j->msg_id, "attempt"))
+		log_outcomes(j->msg_id, &m, &rec, relay);
 out:
 	free(hosts);
 	free(sr);
 	free(out);
+}
+
+/* ---- claiming (runs on the queue's writer thread) ---- */
+
+/*
+ * Due recipients of one message whose site is suspended: deferred in the
+ * claim's own transaction, without a connection or a delivery thread.
+ */
+struct deferral {
+	char msg_id[QUEUE_ID_LEN + 1];
+	char dest[DESTS_KEY_MAX];
+	char domain[256];
+	bool static_dest;
+	char reason[WHY_MAX]; /* "4.4.1 delivery temporarily suspended: ..." */
+	int rcpt_nos[JOB_RCPTS_MAX];
+	int nrcpts;
+	/* Filled when recorded, for the log: */
+	struct db_msg_info m;
+	struct outcome *out;
+	struct record rec;
+	struct deferral *next;
+};
+
+struct claim {
+	struct delivery *d;
+	const struct config *cfg;
+	int max_jobs;
+	int njobs;
+	struct job *jobs, *tail;   /* out */
+	struct deferral *deferred; /* out: recorded, to log */
+	bool blocked;              /* out: due mail waits for a busy site */
+	int64_t next_due;          /* out: when to look again */
+};
+
+static void
+jobs_free(struct job *j)
+{
+	while (j != NULL) {
+		struct job *next = j->next;
+
+		free(j);
+		j = next;
+	}
+}
+
+static void
+deferrals_free(struct deferral *f)
+{
+	while (f != NULL) {
+		struct deferral *next = f->next;
+
+		free(f->out);
+		free(f);
+		f = next;
+	}
+}
+
+static void
+claim_reset(struct claim *c)
+{
+	struct job *j;
+
+	/* Jobs not handed over give back their places (place()). */
+	if (c->jobs != NULL) {
+		pthread_mutex_lock(&c->d->mu);
+		for (j = c->jobs; j != NULL; j = j->next)
+			if (j->counted)
+				dests_finish(c->d->dests, j->dest, j->probe);
+		pthread_mutex_unlock(&c->d->mu);
+	}
+	jobs_free(c->jobs);
+	deferrals_free(c->deferred);
+	c->jobs = c->tail = NULL;
+	c->deferred = NULL;
+	c->njobs = 0;
+	c->blocked = false;
+	c->next_due = 0;
+}
+
+/*
+ * Put one due recipient in a job of this round (a new one if the site
+ * admits it), or in a deferral when its site is suspended, or leave it
+ * when its site is busy.  A new job takes its place on the site at once
+ * (dests_start), so that a job a delivery thread moves to the site
+ * meanwhile (site_learn) counts against the same limit; claim_reset gives
+ * the places back if the round is dropped.  Caller holds d->mu.
+ */
+static void
+place(struct claim *c, const struct db_due *due, int64_t now)
+{
+	char key[DESTS_KEY_MAX];
+	const char *reason = NULL;
+	struct job *j;
+	struct deferral *f;
+	bool st;
+	enum dest_admit v;
+
+	site_for(c->d, c->cfg, due->domain, now, key, sizeof(key), &st);
+	/* Join a job or deferral of this round for the same message and
+	 * site (and domain: MX sites are looked up per domain). */
+	for (j = c->jobs; j != NULL; j = j->next) {
+		if (strcmp(j->dest, key) != 0)
+			continue;
+		if (strcmp(j->msg_id, due->msg_id) == 0 &&
+		    (st || strcmp(j->domain, due->domain) == 0) &&
+		    j->nrcpts < JOB_RCPTS_MAX) {
+			j->rcpt_nos[j->nrcpts++] = due->rcpt_no;
+			return;
+		}
+	}
+	for (f = c->deferred; f != NULL; f = f->next)
+		if (strcmp(f->dest, key) == 0 &&
+		    strcmp(f->msg_id, due->msg_id) == 0 &&
+		    (st || strcmp(f->domain, due->domain) == 0) &&
+		    f->nrcpts < JOB_RCPTS_MAX) {
+			f->rcpt_nos[f->nrcpts++] = due->rcpt_no;
+			return;
+		}
+	v = dests_admit(c->d->dests, key, c->cfg->destination_concurrency, 0,
+	    false, now, &reason);
+	if (v == DEST_BUSY) {
+		c->blocked = true;
+		return;
+	}
+	if (v == DEST_DEFER) {
+		f = xcalloc(1, sizeof(*f));
+		snprintf(f->msg_id, sizeof(f->msg_id), "%s", due->msg_id);
+		snprintf(f->dest, sizeof(f->dest), "%s", key);
+		snprintf(f->domain, sizeof(f->domain), "%s", due->domain);
+		f->static_dest = st;
+		suspended_reason(reason, f->reason, sizeof(f->reason));
+		dests_note(c->d->dests, key, due->domain);
+		f->rcpt_nos[f->nrcpts++] = due->rcpt_no;
+		f->next = c->deferred;
+		c->deferred = f;
+		return;
+	}
+	if (c->njobs >= c->max_jobs)
+		return; /* every thread has work: later */
+	j = xcalloc(1, sizeof(*j));
+	snprintf(j->msg_id, sizeof(j->msg_id), "%s", due->msg_id);
+	snprintf(j->dest, sizeof(j->dest), "%s", key);
+	snprintf(j->domain, sizeof(j->domain), "%s", due->domain);
+	j->static_dest = st;
+	j->probe = v == DEST_PROBE;
+	j->rcpt_nos[j->nrcpts++] = due->rcpt_no;
+	dests_start(c->d->dests, key, j->probe, now);
+	j->counted = true;
+	if (c->tail != NULL)
+		c->tail->next = j;
+	else
+		c->jobs = j;
+	c->tail = j;
+	c->njobs++;
+}
+
+/*
+ * Record the recipients of a deferral as deferred (or bounced, when
+ * they are too old) in the claim's transaction, with the notices that
+ * go with that, as a delivery thread would after a failed connection.
+ */
+static enum res
+defer_now(struct db *db, const struct config *cfg, struct deferral *f,
+    int64_t now, char *why)
+{
+	enum res r = db_load_message(db, f->msg_id, &f->m, why);
+	int i, n = 0;
+
+	if (r == RES_PERM)
+		return RES_OK; /* deleted meanwhile */
+	if (r != RES_OK)
+		return r;
+	f->out = xcalloc((size_t)f->nrcpts, sizeof(*f->out));
+	for (i = 0; i < f->nrcpts; i++) {
+		struct outcome *oc = &f->out[n];
+
+		r = db_load_rcpt(db, f->msg_id, f->rcpt_nos[i], &oc->info, why);
+		if (r == RES_TEMP)
+			return r;
+		if (r != RES_OK || (strcmp(oc->info.state, "queued") != 0 &&
+		                       strcmp(oc->info.state, "deferred") != 0))
+			continue;
+		settle(cfg, &f->m, oc, RES_TEMP, f->reason, false, now);
+		n++;
+	}
+	f->rec.msg_id = f->msg_id;
+	f->rec.m = &f->m;
+	f->rec.hostname = cfg->hostname;
+	f->rec.delay_warning = cfg->delay_warning_time;
+	f->rec.out = f->out;
+	f->rec.n = n;
+	f->rec.at = now;
+	return n > 0 ? record_fn(db, &f->rec, why) : RES_OK;
+}
+
+/* Is this recipient in a job or deferral of the round already? */
+static bool
+in_round(const struct claim *c, const struct db_due *due)
+{
+	const struct job *j;
+	const struct deferral *f;
+	int i;
+
+	for (j = c->jobs; j != NULL; j = j->next)
+		for (i = 0; i < j->nrcpts; i++)
+			if (j->rcpt_nos[i] == due->rcpt_no &&
+			    strcmp(j->msg_id, due->msg_id) == 0)
+				return true;
+	for (f = c->deferred; f != NULL; f = f->next)
+		for (i = 0; i < f->nrcpts; i++)
+			if (f->rcpt_nos[i] == due->rcpt_no &&
+			    strcmp(f->msg_id, due->msg_id) == 0)
+				return true;
+	return false;
+}
+
+/*
+ * A job probing suspended `site` with a recipient not due yet, when the
+ * site still admits its probe.  Caller holds d->mu.
+ */
+static bool
+place_probe(
+    struct claim *c, const char *site, const struct db_due *due, int64_t now)
+{
+	char key[DESTS_KEY_MAX];
+	struct job *j;
+	bool st;
+
+	site_for(c->d, c->cfg, due->domain, now, key, sizeof(key), &st);
+	if (strcmp(key, site) != 0 || c->njobs >= c->max_jobs)
+		return false;
+	for (j = c->jobs; j != NULL; j = j->next)
+		if (strcmp(j->dest, key) == 0)
+			return false; /* the round has its probe already */
+	if (dests_admit(c->d->dests, key, c->cfg->destination_concurrency, 0,
+	        false, now, NULL) != DEST_PROBE)
+		return false;
+	j = xcalloc(1, sizeof(*j));
+	snprintf(j->msg_id, sizeof(j->msg_id), "%s", due->msg_id);
+	snprintf(j->dest, sizeof(j->dest), "%s", key);
+	snprintf(j->domain, sizeof(j->domain), "%s", due->domain);
+	j->static_dest = st;
+	j->probe = true;
+	j->rcpt_nos[j->nrcpts++] = due->rcpt_no;
+	dests_start(c->d->dests, key, true, now);
+	j->counted = true;
+	if (c->tail != NULL)
+		c->tail->next = j;
+	else
+		c->jobs = j;
+	c->tail = j;
+	c->njobs++;
+	return true;
+}
+
+/*
+ * Suspended sites whose probe is due but got none in this round (none
+ * of their recipients is due: they wait for their own next retry):
+ * probe each with its recipient due soonest, so that a site is probed
+ * once per interval while it has mail, and its mail goes as soon as it
+ * answers, not at each recipient's next retry.
+ */
+static enum res
+find_probes(struct db *db, struct claim *c, int64_t now, char *why)
+{
+	struct dests_probe *pr = xcalloc(PROBES_MAX, sizeof(*pr));
+	int np, k, i;
+	enum res r = RES_OK;
+
+	pthread_mutex_lock(&c->d->mu);
+	np = dests_probes_due(c->d->dests, now, pr, PROBES_MAX);
+	pthread_mutex_unlock(&c->d->mu);
+	for (k = 0; k < np && r == RES_OK; k++) {
+		bool placed = false;
+
+		for (i = 0; i < pr[k].ndomains && !placed && r == RES_OK; i++) {
+			struct db_due one;
+			int got = db_first_pending(
+			    db, now, pr[k].domains[i], &one, why);
+
+			if (got < 0)
+				r = RES_TEMP;
+			if (got <= 0 || in_round(c, &one))
+				continue;
+			pthread_mutex_lock(&c->d->mu);
+			placed = place_probe(c, pr[k].site, &one, now);
+			pthread_mutex_unlock(&c->d->mu);
+		}
+	}
+	free(pr);
+	return r;
+}
+
+static enum res
+claim_fn(struct db *db, void *arg, char *why)
+{
+	struct claim *c = arg;
+	struct db_due *due = xcalloc(CLAIM_ROWS, sizeof(*due));
+	int64_t now = (int64_t)time(NULL);
+	struct deferral *f;
+	struct job *j;
+	int n, i;
+	enum res r = RES_OK;
+
+	/* queue_run may call us twice: start from scratch. */
+	claim_reset(c);
+	n = db_list_due(db, now, due, CLAIM_ROWS, why);
+	if (n < 0) {
+		r = RES_TEMP;
+		goto out;
+	}
+	pthread_mutex_lock(&c->d->mu);
+	for (i = 0; i < n; i++)
+		place(c, &due[i], now);
+	pthread_mutex_unlock(&c->d->mu);
+	if ((r = find_probes(db, c, now, why)) != RES_OK)
+		goto out;
+	for (j = c->jobs; j != NULL && r == RES_OK; j = j->next)
+		for (i = 0; i < j->nrcpts && r == RES_OK; i++)
+			r = db_lease(db, j->msg_id, j->rcpt_nos[i],
+			    now + LEASE_SECONDS, why);
+	for (f = c->deferred; f != NULL && r == RES_OK; f = f->next)
+		r = defer_now(db, c->cfg, f, now, why);
+	if (r == RES_OK && c->jobs == NULL && c->deferred == NULL)
+		c->next_due = db_next_due(db);
+out:
+	if (r != RES_OK)
+		claim_reset(c);
+	free(due);
+	return r;
+}
+
+static void housekeeping(struct delivery *d, const struct config *cfg);
+
+/*
+ * Until new mail arrives, a second passes, or d->wake is set: look for
+ * work every 50 ms at most (queue_wait_mail wakes only for new mail).
+ */
+static void
+dispatcher_wait(struct delivery *d, uint64_t seen)
+{
+	int64_t deadline = now_ms() + 1000;
+
+	while (!atomic_load(&d->wake) && !atomic_load(&d->stop) &&
+	       queue_mail_seq(d->q) == seen && now_ms() < deadline) {
+		int64_t slice = now_ms() + 50;
+
+		queue_wait_mail(
+		    d->q, seen, slice < deadline ? slice : deadline, &d->wake);
+	}
+}
+
+static void *
+dispatcher_main(void *arg)
+{
+	struct delivery *d = arg;
+	char why[WHY_MAX];
+
+	while (!atomic_load(&d->stop)) {
+		const struct delivery_conf *dc;
+		struct held *ref;
+		struct claim c;
+		struct deferral *f;
+		uint64_t seen;
+		int free_threads;
+		bool progress;
+
+		atomic_store(&d->wake, false);
+		memset(&c, 0, sizeof(c));
+		c.d = d;
+		pthread_mutex_lock(&d->mu);
+		free_threads = d->nthreads - d->busy;
+		if (free_threads <= 0) {
+			struct timespec ts;
+
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_sec += 1;
+			pthread_cond_timedwait(&d->done_cv, &d->mu, &ts);
+			pthread_mutex_unlock(&d->mu);
+			continue;
+		}
+		pthread_mutex_unlock(&d->mu);
+		c.max_jobs = free_threads;
+
+		seen = queue_mail_seq(d->q);
+		dc = holder_get(d->conf, &ref);
+		c.cfg = dc->cfg;
+		housekeeping(d, dc->cfg);
+		if (queue_run(d->q, claim_fn, &c, why) != RES_OK) {
+			log_warn(
+			    "deliver", "claiming due mail failed: %s", why);
+			claim_reset(&c);
+		}
+		for (f = c.deferred; f != NULL; f = f->next)
+			if (f->rec.n > 0)
+				log_outcomes(f->msg_id, &f->m, &f->rec, "none");
+		holder_put(ref);
+		progress = c.jobs != NULL || c.deferred != NULL;
+		pthread_mutex_lock(&d->mu);
+		d->blocked = c.blocked;
+		if (c.jobs != NULL) {
+			struct job *j, *next;
+
+			for (j = c.jobs; j != NULL; j = next) {
+				next = j->next;
+				j->next = d->jobs;
+				d->jobs = j;
+				d->busy++;
+			}
+			c.jobs = c.tail = NULL;
+			pthread_cond_broadcast(&d->cv);
+		}
+		pthread_mutex_unlock(&d->mu);
+		claim_reset(&c);
+		if (progress)
+			continue;
+		/* Nothing to start: look again when new mail arrives, a site
+		 * opens up, or after a second (retries come due, held mail
+		 * is released). */
+		dispatcher_wait(d, seen);
+	}
+	return NULL;
 }
 
 /* ---- housekeeping (the dispatcher, between claims) ---- */
@@ -1070,7 +1664,8 @@ prune_fn(struct db *db, void *arg, char *why)
 }
 
 /*
- * Once a second, notices for returned mail; every ten minutes (a quarter
+ * Once a second, notices for returned mail; every minute, sites and
+ * domains not used for a while are forgotten; every ten minutes (a quarter
  * of finished_retention when that is shorter; every second while there is
  * a backlog), finished messages older than finished_retention are pruned.
  */
@@ -1101,6 +1696,13 @@ housekeeping(struct delivery *d, const struct config *cfg)
 				    rt->sender[i]);
 			}
 		free(rt);
+	}
+	if (t >= d->next_expire_ms) {
+		d->next_expire_ms = t + EXPIRE_EVERY_MS;
+		pthread_mutex_lock(&d->mu);
+		dests_expire(d->dests, (int64_t)time(NULL));
+		note_suspended_count(d);
+		pthread_mutex_unlock(&d->mu);
 	}
 	if (cfg->finished_retention > 0 && t >= d->next_prune_ms) {
 		struct prune p = {
@@ -1157,7 +1759,6 @@ worker_main(void *arg)
 
 	for (;;) {
 		struct job *j;
-		struct dest *ds;
 
 		pthread_mutex_lock(&d->mu);
 		while (d->jobs == NULL && !atomic_load(&d->stop)) {
@@ -1197,10 +1798,11 @@ worker_main(void *arg)
 		}
 
 		pthread_mutex_lock(&d->mu);
-		ds = dest_find(d, j->dest, false);
-		if (ds != NULL)
-			ds->active--;
+		if (j->counted)
+			dests_finish(d->dests, j->dest, j->probe);
 		d->busy--;
+		if (d->blocked)
+			atomic_store(&d->wake, true); /* a site has room */
 		pthread_cond_signal(&d->done_cv);
 		pthread_mutex_unlock(&d->mu);
 		free(j);
@@ -1305,6 +1907,8 @@ delivery_start(
 	d->conf = holder_new((void (*)(void *))delivery_conf_free);
 	holder_set(d->conf, conf);
 	atomic_init(&d->stop, false);
+	atomic_init(&d->wake, false);
+	d->dests = dests_new();
 	pthread_mutex_init(&d->mu, NULL);
 	pthread_cond_init(&d->cv, NULL);
 	pthread_cond_init(&d->done_cv, NULL);
@@ -1355,6 +1959,7 @@ delivery_stop(struct delivery *d)
 	if (d == NULL)
 		return;
 	atomic_store(&d->stop, true);
+	atomic_store(&d->wake, true);
 	if (d->dispatcher_started)
 		pthread_join(d->dispatcher, NULL);
 	pthread_mutex_lock(&d->mu);
@@ -1365,7 +1970,7 @@ delivery_stop(struct delivery *d)
 	jobs_free(d->jobs);
 	holder_free(d->conf);
 	free(d->threads);
-	free(d->dests);
+	dests_free(d->dests);
 	pthread_mutex_destroy(&d->mu);
 	pthread_cond_destroy(&d->cv);
 	pthread_cond_destroy(&d->done_cv);

@@ -1,10 +1,12 @@
 /*
  * deliver.h - delivery: a dispatcher thread claims due recipients from the
  * queue (with a lease), groups the recipients of one message that share a
- * destination into one job, honours destination_concurrency, and hands
- * jobs to `delivery_threads` threads that resolve MX hosts, deliver with
- * the SMTP client, record every attempt, retry on the schedule, and send
- * bounces (DSN) for permanent failures and expiry.
+ * destination into one job, honours destination_concurrency per site (an
+ * MX host set, the smarthost, a route's host: dests.h), defers at once the
+ * mail of sites suspended after connection failures (one probe per retry
+ * interval), and hands jobs to `delivery_threads` threads that resolve MX
+ * hosts, deliver with the SMTP client, record every attempt, retry on the
+ * schedule, and send bounces (DSN) for permanent failures and expiry.
  *
  * Threads: delivery_start / delivery_stop from the main thread only.
  */

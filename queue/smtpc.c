@@ -32,11 +32,16 @@ struct smtpc {
 	bool size;            /* SIZE advertised (RFC 1870) */
 	char tls_desc[128];
 	bool broken;
+	bool stale; /* the last transaction broke before any reply */
 };
 
-/* Turn what the wire reported into `why`; false when it failed. */
+/*
+ * Turn what the wire reported into `why`; false when it failed.  `r` is
+ * the reply read (its text the offending line when it is malformed).
+ */
 static bool
-wire_ok(struct smtpc *c, enum smtpwire_status st, char *why)
+wire_ok(struct smtpc *c, enum smtpwire_status st, const struct smtp_reply *r,
+    char *why)
 {
 	switch (st) {
 	case SMTPWIRE_OK:
@@ -45,7 +50,18 @@ wire_ok(struct smtpc *c, enum smtpwire_status st, char *why)
 		why_set(why, "5.5.0 command too long");
 		return false;
 	case SMTPWIRE_MALFORMED:
-		why_set(why, "4.5.0 %s: malformed reply", c->host);
+		/* A well-formed continuation line here means the reply went
+		 * on past SMTPWIRE_LINES_MAX lines, or changed its code. */
+		if (r->text[0] >= '2' && r->text[0] <= '5' &&
+		    r->text[1] >= '0' && r->text[1] <= '9' &&
+		    r->text[2] >= '0' && r->text[2] <= '9' && r->text[3] == '-')
+			why_set(why,
+			    "4.5.0 %s: malformed reply: more than %d lines, or "
+			    "lines with different codes (%.60s...)",
+			    c->host, SMTPWIRE_LINES_MAX, r->text);
+		else
+			why_set(why, "4.5.0 %s: malformed reply: %.80s",
+			    c->host, r->text);
 		break;
 	case SMTPWIRE_TIMEOUT:
 	case SMTPWIRE_LOST:
@@ -64,7 +80,7 @@ read_reply(struct smtpc *c, int timeout, struct smtp_reply *r, char *why)
 {
 	return wire_ok(c,
 	    smtpwire_read_reply(c->conn, deadline_in(timeout), r, NULL, NULL),
-	    why);
+	    r, why);
 }
 
 static void
@@ -122,7 +138,7 @@ command(struct smtpc *c, struct smtp_reply *r, char *why, const char *fmt, ...)
 	st = smtpwire_vcommand(
 	    c->conn, deadline_in(c->o.command_timeout), r, NULL, NULL, fmt, ap);
 	va_end(ap);
-	return wire_ok(c, st, why);
+	return wire_ok(c, st, r, why);
 }
 
 static bool
@@ -136,7 +152,7 @@ ehlo(struct smtpc *c, struct smtp_reply *r, char *why)
 	if (!wire_ok(c,
 	        smtpwire_command(c->conn, deadline_in(c->o.command_timeout), r,
 	            ehlo_keyword, c, "EHLO %s", c->o.helo),
-	        why))
+	        r, why))
 		return false;
 	if (r->code == 250) {
 		c->esmtp = true;
@@ -339,6 +355,12 @@ smtpc_reset(struct smtpc *c)
 }
 
 bool
+smtpc_stale(const struct smtpc *c)
+{
+	return c->stale;
+}
+
+bool
 smtpc_has_dsn(const struct smtpc *c)
 {
 	return c->dsn;
@@ -375,11 +397,22 @@ put_stuffed(void *arg, const void *data, size_t len)
 struct chunker {
 	struct smtpc *c;
 	int64_t left; /* octets still to send */
-	bool failed;
-	char why[WHY_MAX];
+	bool failed;  /* a chunk was not accepted: res and why say how */
+	enum res res;
+	char why[sizeof(((struct smtp_reply *)0)->text)];
 	struct smtp_reply r;
 };
 
+static enum res code_res(int code);
+
+/*
+ * Each chunk but the last must be answered 250 (RFC 3030 section 2): any
+ * other reply ends the transaction.  A 4xx or 5xx is the server's verdict
+ * on the message; any other reply (a 2xx that is not 250, such as 252 or
+ * 221, or one we cannot read) means the server did not take the chunk as
+ * it should, so the message was not delivered: k->res is then RES_TEMP
+ * and the connection is not used again.
+ */
 static int
 put_chunk(void *arg, const void *data, size_t len)
 {
@@ -391,12 +424,30 @@ put_chunk(void *arg, const void *data, size_t len)
 	conn_write(k->c->conn, data, len);
 	if (k->left <= 0)
 		return 0; /* the caller reads the LAST reply */
-	if (!read_reply(k->c, k->c->o.data_timeout, &k->r, k->why) ||
-	    k->r.code != 250) {
+	if (!read_reply(k->c, k->c->o.data_timeout, &k->r, k->why)) {
+		char wire[sizeof(k->why)];
+
+		snprintf(wire, sizeof(wire), "%s", k->why);
+		snprintf(k->why, sizeof(k->why),
+		    "%.400s (the reply to a BDAT chunk)", wire);
+		k->res = RES_TEMP;
 		k->failed = true;
 		return 1;
 	}
-	return 0;
+	if (k->r.code == 250)
+		return 0;
+	k->failed = true;
+	if (k->r.code >= 400 && k->r.code <= 599) {
+		k->res = code_res(k->r.code);
+		snprintf(k->why, sizeof(k->why), "%s", k->r.text);
+	} else {
+		k->res = RES_TEMP;
+		k->c->broken = true;
+		why_set(k->why,
+		    "4.5.0 %s: unexpected reply to a BDAT chunk: %s",
+		    k->c->host, k->r.text);
+	}
+	return 1;
 }
 
 static void
@@ -439,9 +490,10 @@ smtpc_send(
 	char why[WHY_MAX], params[400];
 	struct smtp_reply r;
 	bool binary = strcmp(m->body_type, "BINARYMIME") == 0;
-	bool use_bdat = c->chunking;
+	bool use_bdat = c->chunking, answered = false;
 	int i, accepted = 0;
 
+	c->stale = false;
 	set_all(rcpts, n, false, RES_TEMP, "4.4.2 not attempted");
 	/* What the message needs that the server must offer. */
 	if (m->smtputf8 && !c->smtputf8) {
@@ -491,6 +543,7 @@ smtpc_send(
 	conn_printf(c->conn, "MAIL FROM:<%s>%s\r\n", m->sender, params);
 	if (!c->pipelining && !read_reply(c, c->o.command_timeout, &r, why))
 		goto broken;
+	answered = !c->pipelining;
 	for (i = 0; i < n; i++) {
 		char rp[700] = "";
 
@@ -512,6 +565,7 @@ smtpc_send(
 	if (c->pipelining) {
 		if (!read_reply(c, c->o.command_timeout, &r, why))
 			goto broken;
+		answered = true;
 		for (i = 0; i < n; i++)
 			if (!rcpt_reply(c, &rcpts[i], why))
 				goto broken;
@@ -568,9 +622,7 @@ smtpc_send(
 			conn_printf(c->conn, "BDAT 0 LAST\r\n");
 		else if (m->body(m->body_arg, put_chunk, &k, why) != RES_OK) {
 			if (k.failed) {
-				set_all(rcpts, n, true,
-				    k.r.code ? code_res(k.r.code) : RES_TEMP,
-				    k.r.code ? k.r.text : k.why);
+				set_all(rcpts, n, true, k.res, k.why);
 				if (c->broken)
 					return RES_TEMP;
 				goto rset;
@@ -582,8 +634,15 @@ smtpc_send(
 	}
 	if (!read_reply(c, c->o.data_timeout, &r, why))
 		goto broken;
-	if (code_res(r.code) == RES_OK && r.code != 250 && r.code != 251)
-		r.code = 451;
+	if (r.code < 400 && r.code != 250 && r.code != 251) {
+		/* Not a verdict we know: the message is not delivered. */
+		why_set(why,
+		    "4.5.0 %s: unexpected reply to the end of data: %s",
+		    c->host, r.text);
+		set_all(rcpts, n, true, RES_TEMP, why);
+		c->broken = true;
+		return RES_TEMP;
+	}
 	set_all(rcpts, n, true, code_res(r.code), r.text);
 	return RES_OK;
 rset:
@@ -593,6 +652,8 @@ rset:
 	}
 	return RES_OK;
 broken:
+	/* No reply to MAIL: the connection was gone before we used it. */
+	c->stale = !answered;
 	/* Whatever was accepted is not delivered until the final reply. */
 	for (i = 0; i < n; i++) {
 		if (rcpts[i].result != RES_PERM) {

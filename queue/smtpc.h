@@ -86,6 +86,14 @@ enum res smtpc_send(struct smtpc *c, const struct smtpc_msg *m,
  */
 enum res smtpc_reset(struct smtpc *c);
 
+/*
+ * Did the last smtpc_send fail before the server answered anything (a
+ * kept connection the server had closed meanwhile)?  Then nothing of the
+ * message was taken and it may go again at once on a new connection;
+ * after any reply, a broken transaction is retried only later.
+ */
+bool smtpc_stale(const struct smtpc *c);
+
 /* Does the server do DSN (RFC 3461)?  (For "relayed" notices.) */
 bool smtpc_has_dsn(const struct smtpc *c);
 

@@ -1197,3 +1197,89 @@ db_set_busy_timeout(struct db *db, int ms)
 	db->busy_ms = ms;
 	sqlite3_busy_timeout(db->h, ms);
 }
+
+int
+db_resume_deferred(struct db *db, int64_t since, int64_t now,
+    bool (*match)(void *arg, const char *domain), void *arg, char *why)
+{
+	sqlite3_stmt *st = prep(db,
+	    "SELECT DISTINCT domain FROM recipients WHERE state = 'deferred' "
+	    "AND next_attempt_at > ?2 AND last_attempt_at >= ?1",
+	    why);
+	char **domains = NULL;
+	int n = 0, cap = 0, i, rc, total = 0;
+
+	if (st == NULL)
+		return -1;
+	sqlite3_bind_int64(st, 1, since);
+	sqlite3_bind_int64(st, 2, now);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		const char *d = (const char *)sqlite3_column_text(st, 0);
+
+		if (d == NULL || !match(arg, d))
+			continue;
+		if (n == cap) {
+			cap = cap ? 2 * cap : 16;
+			domains =
+			    xrealloc(domains, sizeof(char *) * (size_t)cap);
+		}
+		domains[n++] = xstrdup(d);
+	}
+	if (rc != SQLITE_DONE) {
+		read_failed(db, why);
+		total = -1;
+	}
+	sqlite3_reset(st);
+	st = total < 0
+	         ? NULL
+	         : prep(db,
+	               "UPDATE recipients SET next_attempt_at = ?2 "
+	               "WHERE domain = ?3 AND state = 'deferred' "
+	               "AND next_attempt_at > ?2 AND last_attempt_at >= ?1",
+	               why);
+	if (st == NULL)
+		total = -1;
+	for (i = 0; i < n && total >= 0; i++) {
+		sqlite3_bind_int64(st, 1, since);
+		sqlite3_bind_int64(st, 2, now);
+		sqlite3_bind_text(st, 3, domains[i], -1, SQLITE_STATIC);
+		if (step_done(db, st, why) != RES_OK)
+			total = -1;
+		else
+			total += sqlite3_changes(db->h);
+	}
+	for (i = 0; i < n; i++)
+		free(domains[i]);
+	free(domains);
+	return total;
+}
+
+int
+db_first_pending(struct db *db, int64_t now, const char *domain,
+    struct db_due *out, char *why)
+{
+	sqlite3_stmt *st = prep(db,
+	    "SELECT msg_id, rcpt_no, domain FROM recipients "
+	    "WHERE domain = ?1 AND state IN ('queued', 'deferred') "
+	    "AND (lease_until IS NULL OR lease_until <= ?2) "
+	    "ORDER BY next_attempt_at LIMIT 1",
+	    why);
+	int rc, n = 0;
+
+	if (st == NULL)
+		return -1;
+	sqlite3_bind_text(st, 1, domain, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, now);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		copy_col(st, 0, out->msg_id, sizeof(out->msg_id));
+		out->rcpt_no = sqlite3_column_int(st, 1);
+		copy_col(st, 2, out->domain, sizeof(out->domain));
+		n = 1;
+	} else if (rc != SQLITE_DONE) {
+		read_failed(db, why);
+		n = -1;
+	}
+	sqlite3_reset(st);
+	return n;
+}

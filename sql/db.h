@@ -308,4 +308,23 @@ enum res db_helper_writer(struct db *db, char *why);
  */
 void db_set_busy_timeout(struct db *db, int ms);
 
+/*
+ * Make due at `now` the deferred recipients last attempted at or after
+ * `since` whose domain `match(arg, domain)` accepts: for a destination
+ * that was suspended since `since` and is back, whose mail should go at
+ * once rather than at each recipient's next retry.  Runs in the caller's
+ * transaction.  Returns how many recipients, or -1 with `why`.
+ */
+int db_resume_deferred(struct db *db, int64_t since, int64_t now,
+    bool (*match)(void *arg, const char *domain), void *arg, char *why);
+
+/*
+ * The recipient of `domain` still to deliver (queued or deferred, not
+ * leased at `now`) that is due soonest, due or not: the one to probe a
+ * suspended destination with.  1 with *out, 0 when there is none, -1
+ * with `why`.
+ */
+int db_first_pending(struct db *db, int64_t now, const char *domain,
+    struct db_due *out, char *why);
+
 #endif

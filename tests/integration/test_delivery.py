@@ -1,7 +1,7 @@
 """Delivery, end to end, with real peers: sluice resolves MX records at a
 real DNS server (fakedns), connects to real SMTP servers (aiosmtpd sinks,
-a second sluice, or a small scripted server in this file for replies the
-sink cannot give), and sends bounces to the sender's own MX.
+a second sluice, or the scripted server of tests/lib/mxtest.py for replies
+the sink cannot give), and sends bounces to the sender's own MX.
 
 Address plan, all on loopback:
   127.0.0.1  sluice (the harness), fakedns
@@ -12,27 +12,22 @@ Address plan, all on loopback:
   127.0.0.9  a dead MX: nothing listens there
 Every SMTP peer of one test listens on the same port (delivery_port)."""
 import atexit
-import email
-import email.policy
 import os
 import re
 import select
-import shutil
 import socket
-import socketserver
 import sqlite3
-import ssl
 import subprocess
 import sys
-import tempfile
-import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 import certs  # noqa: E402
 from fakedns import FakeDNS  # noqa: E402
-from sink import Sink  # noqa: E402
-from sluicetest import Server, free_port, main, poll_until, test  # noqa: E402
+import mxtest  # noqa: E402
+from mxtest import (SENDER, attempts_of, parse_dsn, rcpt_row, send,  # noqa: E402
+                    wait_messages, wait_state)
+from sluicetest import Server, main, poll_until, test  # noqa: E402
 
 ZONE = """\
 $ORIGIN test.
@@ -61,7 +56,6 @@ wrongname       MX 10 mx.wrongname
 mx.wrongname    A 127.0.0.2
 """
 
-SENDER = "sender@senders.test"
 # aiosmtpd reports the null reverse-path of "MAIL FROM:<>" as "<>".
 NULL_PATH = ("", "<>")
 # Deliveries over TLS to the aiosmtpd sink sometimes need a retry (see
@@ -84,303 +78,9 @@ def dns():
     return _dns
 
 
-class _Plain:
-    """Line I/O on a socket."""
-
-    def __init__(self, sock):
-        self.sock = sock
-        self.buf = b""
-
-    def readline(self):
-        while b"\n" not in self.buf:
-            d = self.sock.recv(65536)
-            if not d:
-                return b""
-            self.buf += d
-        line, self.buf = self.buf.split(b"\n", 1)
-        return line + b"\n"
-
-    def send(self, data):
-        self.sock.sendall(data)
-
-
-class _TLS(_Plain):
-    """Line I/O over server-side TLS on memory BIOs, so that this side
-    decides what goes out in one write: what TLS has to send after the
-    handshake (TLS 1.3 session tickets) waits and goes out together with
-    the next reply, in one TCP segment."""
-
-    def __init__(self, sock, ctx):
-        super().__init__(sock)
-        self.inc, self.out = ssl.MemoryBIO(), ssl.MemoryBIO()
-        self.obj = ctx.wrap_bio(self.inc, self.out, server_side=True)
-        while True:
-            try:
-                self.obj.do_handshake()
-                break
-            except ssl.SSLWantReadError:
-                pending = self.out.read()
-                if pending:
-                    sock.sendall(pending)
-                d = sock.recv(65536)
-                if not d:
-                    raise EOFError("closed during the handshake")
-                self.inc.write(d)
-        # self.out now holds the session tickets: they wait for send().
-
-    def readline(self):
-        while b"\n" not in self.buf:
-            try:
-                d = self.obj.read(65536)
-                if not d:
-                    return b""
-                self.buf += d
-                continue
-            except ssl.SSLWantReadError:
-                pass
-            d = self.sock.recv(65536)
-            if not d:
-                return b""
-            self.inc.write(d)
-        line, self.buf = self.buf.split(b"\n", 1)
-        return line + b"\n"
-
-    def send(self, data):
-        self.obj.write(data)
-        self.sock.sendall(self.out.read())
-
-
-class ScriptedMX:
-    """A small SMTP server in this process, for what the sink cannot do:
-    reply 451 to every RCPT (greylisting), advertise DSN, answer AUTH with
-    535, refuse MAIL and RCPT parameters of extensions it did not
-    advertise (555, RFC 5321 section 4.1.1.11) as a strict server does,
-    and send its first reply after STARTTLS in the same TCP segment as
-    the TLS 1.3 session tickets.  Records every command and message."""
-
-    PARAMS = {"SIZE": "SIZE", "BODY": "8BITMIME", "SMTPUTF8": "SMTPUTF8",
-              "RET": "DSN", "ENVID": "DSN", "NOTIFY": "DSN", "ORCPT": "DSN",
-              "AUTH": "AUTH"}
-
-    def __init__(self, host, port, ehlo=("SIZE", "8BITMIME"), rcpt_reply="250 2.1.5 Ok",
-                 auth_reply="535 5.7.8 Authentication credentials invalid", tls=None):
-        self.ehlo = list(ehlo) + (["STARTTLS"] if tls else [])
-        self.keywords = {e.split()[0].upper() for e in self.ehlo}
-        self.rcpt_reply = rcpt_reply
-        self.auth_reply = auth_reply
-        self.ctx = None
-        if tls:
-            self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            self.ctx.load_cert_chain(*tls)
-        self.commands = []
-        self.messages = []
-        self.tls_sessions = 0
-        mx = self
-
-        class Handler(socketserver.BaseRequestHandler):
-            def handle(self):
-                self.request.settimeout(30)
-                try:
-                    mx._session(self.request)
-                except (OSError, ValueError, EOFError, ssl.SSLError):
-                    pass
-
-        class TCP(socketserver.ThreadingTCPServer):
-            allow_reuse_address = True
-            daemon_threads = True
-
-        self.srv = TCP((host, port), Handler)
-        self.thread = threading.Thread(target=self.srv.serve_forever,
-                                       kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
-
-    def _bad_param(self, args):
-        for p in args.split():
-            kw = p.split("=", 1)[0].upper()
-            if self.PARAMS.get(kw) not in self.keywords:
-                return p
-        return None
-
-    def _session(self, sock):
-        io = _Plain(sock)
-
-        def say(s):
-            io.send(s.encode() + b"\r\n")
-        say("220 scripted ESMTP")
-        while True:
-            raw = io.readline()
-            if not raw:
-                return
-            line = raw.rstrip(b"\r\n").decode("utf-8", "replace")
-            self.commands.append(line)
-            verb = line.split(" ", 1)[0].upper()
-            args = line.split(">", 1)[1] if ">" in line else ""
-            if verb == "EHLO":
-                ext = [e for e in self.ehlo
-                       if not (e == "STARTTLS" and isinstance(io, _TLS))]
-                lines = ["scripted.test"] + ext
-                say("\r\n".join(("250 " if i == len(lines) - 1 else "250-") + x
-                                 for i, x in enumerate(lines)))
-            elif verb == "HELO":
-                say("250 scripted.test")
-            elif verb == "STARTTLS" and self.ctx is not None and not isinstance(io, _TLS):
-                say("220 2.0.0 go ahead")
-                io = _TLS(sock, self.ctx)
-                self.tls_sessions += 1
-            elif verb == "AUTH":
-                say(self.auth_reply)
-            elif verb in ("MAIL", "RCPT") and self._bad_param(args):
-                say("555 5.5.4 %s: parameter not supported" % self._bad_param(args))
-            elif verb == "MAIL":
-                say("250 2.1.0 Ok")
-            elif verb == "RCPT":
-                say(self.rcpt_reply)
-            elif verb == "DATA":
-                say("354 go ahead")
-                data = b""
-                while True:
-                    l = io.readline()
-                    if not l or l == b".\r\n":
-                        break
-                    data += l[1:] if l.startswith(b".") else l
-                self.messages.append(data)
-                say("250 2.0.0 Ok: queued")
-            elif verb == "RSET":
-                say("250 2.0.0 Ok")
-            elif verb == "QUIT":
-                say("221 2.0.0 Bye")
-                return
-            else:
-                say("502 5.5.2 not implemented")
-
-    def stop(self):
-        if self.srv is not None:
-            self.srv.shutdown()
-            self.srv.server_close()
-            self.srv = None
-
-
-class Env:
-    """The peers of one test: sinks and scripted servers on one port,
-    stopped by PID (or in process) when the test ends."""
-
-    def __init__(self):
-        self.port = free_port()
-        self.tmp = tempfile.mkdtemp(prefix="sluice-delivery-")
-        self.peers = []
-        self.n = 0
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        for p in reversed(self.peers):
-            try:
-                p.stop()
-            except Exception:
-                pass
-        if exc_type is None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-        else:
-            print("#   kept %s" % self.tmp)
-        return False
-
-    def sink(self, host, *extra):
-        self.n += 1
-        s = Sink(host, self.port, os.path.join(self.tmp, "sink-%s-%d" % (host, self.n)), *extra)
-        self.peers.append(s)
-        return s
-
-    def scripted(self, host, **kw):
-        s = ScriptedMX(host, self.port, **kw)
-        self.peers.append(s)
-        return s
-
-    def config(self, **extra):
-        c = {
-            "delivery_threads": "2",
-            "dns_servers": dns().server,
-            "dns_timeout": "2s",
-            "retry_schedule": "1s",
-            "connect_timeout": "2s",
-            "delivery_command_timeout": "3s",
-            "delivery_port": str(self.port),
-        }
-        c.update({k: str(v) for k, v in extra.items()})
-        return c
-
-    def server(self, **extra):
-        return Server(config=self.config(**extra))
-
-    def file(self, name, text):
-        path = os.path.join(self.tmp, name)
-        with open(path, "w") as f:
-            f.write(text)
-        return path
-
-
-# ---- helpers ----
-
-def send(srv, rcpts, sender="<%s>" % SENDER, body=None, subject="test"):
-    """One message; returns its queue ID.  `rcpts` are RCPT arguments."""
-    c = srv.connect()
-    try:
-        c.ehlo()
-        if body is None:
-            body = ("From: %s\r\nSubject: %s\r\n\r\nhello\r\n" % (SENDER, subject)).encode()
-        return c.mail(sender=sender, rcpts=["<%s>" % r if "<" not in r else r for r in rcpts],
-                      body=body + b".\r\n")
-    finally:
-        c.close()
-
-
-def rcpt_row(srv, msg_id, address):
-    rows = srv.query("select state, attempts, last_reply from recipients "
-                     "where msg_id=? and address=?", (msg_id, address))
-    assert len(rows) == 1, rows
-    return rows[0]
-
-
-def wait_state(srv, msg_id, address, states, timeout=10, attempts=0):
-    """Poll until the recipient is in one of `states` (with at least
-    `attempts` attempts); returns (state, attempts, last_reply)."""
-    if isinstance(states, str):
-        states = (states,)
-
-    def check():
-        r = rcpt_row(srv, msg_id, address)
-        return r if r[0] in states and r[1] >= attempts else None
-    try:
-        return poll_until(check, timeout, "%s of %s in %s" % (address, msg_id, states))
-    except AssertionError as e:
-        raise AssertionError("%s; now %r; log tail:\n%s"
-                             % (e, rcpt_row(srv, msg_id, address), srv.log()[-1500:]))
-
-
-def wait_messages(peer, n, timeout=10, what="messages"):
-    get = peer.messages if callable(getattr(peer, "messages", None)) else (lambda: peer.messages)
-    return poll_until(lambda: get() if len(get()) >= n else None, timeout,
-                      "%d %s at %s" % (n, what, getattr(peer, "host", "peer")))
-
-
-def parse_dsn(data):
-    """(message, per-message fields, [per-recipient fields], returned part)."""
-    msg = email.message_from_bytes(data, policy=email.policy.compat32)
-    assert msg.get_content_type() == "multipart/report", msg.get_content_type()
-    assert msg.get_param("report-type") == "delivery-status", msg["Content-Type"]
-    parts = msg.get_payload()
-    assert parts[0].get_content_type() == "text/plain", [p.get_content_type() for p in parts]
-    assert parts[1].get_content_type() == "message/delivery-status", \
-        [p.get_content_type() for p in parts]
-    blocks = parts[1].get_payload()
-    assert len(blocks) >= 2, blocks
-    returned = parts[2] if len(parts) > 2 else None
-    return msg, blocks[0], blocks[1:], returned
-
-
-def attempts_of(srv, msg_id):
-    return srv.query("select status, mx_host, ip, port, tls, reply from attempts "
-                     "where msg_id=? order by id", (msg_id,))
+def Env():
+    """The peers of one test, with the file's DNS server."""
+    return mxtest.Env(dns().server)
 
 
 # ---- plain delivery ----
@@ -1062,6 +762,63 @@ def smtputf8_message_to_a_server_without_it_bounces_5_6_7():
         assert peer.messages == [], peer.messages
         _, _, per_rcpt, _ = parse_dsn(wait_messages(senders, 1, what="bounces")[0][1])
         assert per_rcpt[0]["Status"] == "5.6.7", per_rcpt[0].items()
+
+
+def big_body(kib, tag):
+    """A message of about `kib` KiB: headers, then 100-octet lines."""
+    line = (tag * 100)[:98].encode() + b"\r\n"
+    return (b"From: sender@senders.test\r\nSubject: big\r\n\r\n"
+            + line * (kib * 1024 // 100))
+
+
+@test
+def bdat_middle_chunk_not_250_is_not_delivered():
+    """RFC 3030: each BDAT chunk but the last is answered 250.  A message
+    over 64 KiB goes in several chunks; a next hop that answers a middle
+    chunk with another 2xx (252, 221, or a reply that is not a code at
+    all) has not taken the message: it is deferred with the reply as its
+    reason, never recorded delivered, and goes whole, once, when the next
+    hop answers as it should."""
+    for reply in ("252 2.0.0 chunk noted", "221 2.0.0 closing", "2xx 2.0.0 garbled"):
+        with Env() as env:
+            mx = env.scripted("127.0.0.2", ehlo=("SIZE", "8BITMIME", "CHUNKING"),
+                              chunk_reply=reply)
+            srv = env.server()
+            body = big_body(200, "b")
+            qid = send(srv, ["big@dest.test"], body=body)
+            stored = srv.query("select stored_size from messages where id=?", (qid,))[0][0]
+            st, n, last = wait_state(srv, qid, "big@dest.test", "deferred", attempts=1)
+            assert reply in last and "BDAT" in last, (reply, last)
+            assert last.startswith("4."), last
+            assert mx.messages == [], "%r: %d messages taken" % (reply, len(mx.messages))
+            bdat = [c for c in mx.commands if c.startswith("BDAT")]
+            assert bdat and not any(c.endswith("LAST") for c in bdat), (reply, bdat)
+            assert srv.query("select count(*) from attempts where status='sent'") == [(0,)]
+            # The next hop mends its ways: the next attempt delivers it.
+            mx.chunk_reply = None
+            wait_state(srv, qid, "big@dest.test", "delivered")
+            assert len(mx.messages) == 1, (reply, len(mx.messages))
+            assert len(mx.messages[0]) == stored and mx.messages[0].endswith(body), reply
+            assert stored > 3 * 65536, stored
+
+
+@test
+def bdat_middle_chunk_4xx_5xx_are_verdicts():
+    """A 451 to a middle chunk defers, a 554 bounces; both with the
+    server's reply as the reason."""
+    with Env() as env:
+        mx = env.scripted("127.0.0.2", ehlo=("SIZE", "8BITMIME", "CHUNKING"),
+                          chunk_reply="451 4.3.0 try again")
+        env.sink("127.0.0.5")
+        srv = env.server()
+        q1 = send(srv, ["t@dest.test"], body=big_body(100, "t"))
+        st, n, last = wait_state(srv, q1, "t@dest.test", "deferred", attempts=1)
+        assert last.startswith("451 4.3.0"), last
+        mx.chunk_reply = "554 5.6.0 not this"
+        q2 = send(srv, ["p@dest.test"], body=big_body(100, "p"))
+        st, n, last = wait_state(srv, q2, "p@dest.test", "bounced")
+        assert last.startswith("554 5.6.0"), last
+        assert mx.messages == []
 
 
 if __name__ == "__main__":

@@ -227,9 +227,10 @@ def serve(argv=None):
 
 
 class FakeDNS:
-    """A running fakedns on a free port, serving `zone_text`."""
+    """A running fakedns on a free port (or on `port`: to start one again
+    where a stopped one was), serving `zone_text`."""
 
-    def __init__(self, zone_text, host="127.0.0.1", timeout=10):
+    def __init__(self, zone_text, host="127.0.0.1", timeout=10, port=0):
         self.host = host
         self.dir = tempfile.mkdtemp(prefix="fakedns-")
         self.zonepath = os.path.join(self.dir, "test.zone")
@@ -239,9 +240,9 @@ class FakeDNS:
         self._logfile = open(self.logpath, "wb")
         self.proc = subprocess.Popen(
             ["/usr/bin/python3", os.path.abspath(__file__), "--listen", host,
-             "--port", "0", "--zone", self.zonepath],
+             "--port", str(port), "--zone", self.zonepath],
             stdout=subprocess.PIPE, stderr=self._logfile, stdin=subprocess.DEVNULL)
-        self.port = None
+        self.port = port or None   # with port 0, the program says which
         try:
             self._wait_ready(timeout)
         except Exception:
