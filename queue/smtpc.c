@@ -26,10 +26,8 @@ struct smtpc {
 	struct conn *conn;
 	struct smtpc_opts o; /* a copy: the caller's may not outlive us */
 	char host[DNS_NAME_MAX + 80]; /* "name[ip]:port" for messages */
-	bool esmtp, pipelining, eightbit, smtputf8, dsn, chunking, binarymime,
-	    starttls, auth_plain, auth_login;
-	long long size_limit; /* 0: no limit advertised */
-	bool size;            /* SIZE advertised (RFC 1870) */
+	bool esmtp;
+	struct smtp_ehlo ext; /* what EHLO advertised (smtpwire.h) */
 	char tls_desc[128];
 	bool broken;
 	bool stale; /* the last transaction broke before any reply */
@@ -83,47 +81,6 @@ read_reply(struct smtpc *c, int timeout, struct smtp_reply *r, char *why)
 	    r, why);
 }
 
-static void
-ehlo_keyword(void *arg, const char *kw)
-{
-	struct smtpc *c = arg;
-
-	if (ascii_casecmp(kw, "PIPELINING") == 0)
-		c->pipelining = true;
-	else if (ascii_casecmp(kw, "8BITMIME") == 0)
-		c->eightbit = true;
-	else if (ascii_casecmp(kw, "SMTPUTF8") == 0)
-		c->smtputf8 = true;
-	else if (ascii_casecmp(kw, "DSN") == 0)
-		c->dsn = true;
-	else if (ascii_casecmp(kw, "CHUNKING") == 0)
-		c->chunking = true;
-	else if (ascii_casecmp(kw, "BINARYMIME") == 0)
-		c->binarymime = true;
-	else if (ascii_casecmp(kw, "STARTTLS") == 0)
-		c->starttls = true;
-	else if (ascii_ncasecmp(kw, "SIZE", 4) == 0 &&
-	         (kw[4] == ' ' || kw[4] == '\0')) {
-		c->size = true;
-		c->size_limit = kw[4] ? atoll(kw + 5) : 0;
-	} else if (ascii_ncasecmp(kw, "AUTH", 4) == 0 &&
-	           (kw[4] == ' ' || kw[4] == '=')) {
-		/* "AUTH PLAIN LOGIN" */
-		const char *p = kw + 5;
-
-		while (*p != '\0') {
-			size_t n = strcspn(p, " ");
-
-			if (n == 5 && ascii_ncasecmp(p, "PLAIN", 5) == 0)
-				c->auth_plain = true;
-			if (n == 5 && ascii_ncasecmp(p, "LOGIN", 5) == 0)
-				c->auth_login = true;
-			p += n;
-			p += strspn(p, " ");
-		}
-	}
-}
-
 static bool command(struct smtpc *c, struct smtp_reply *r, char *why,
     const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
@@ -144,14 +101,11 @@ command(struct smtpc *c, struct smtp_reply *r, char *why, const char *fmt, ...)
 static bool
 ehlo(struct smtpc *c, struct smtp_reply *r, char *why)
 {
-	c->esmtp = c->pipelining = c->eightbit = c->smtputf8 = c->dsn = false;
-	c->chunking = c->binarymime = c->starttls = false;
-	c->auth_plain = c->auth_login = false;
-	c->size_limit = 0;
-	c->size = false;
+	c->esmtp = false;
+	memset(&c->ext, 0, sizeof(c->ext));
 	if (!wire_ok(c,
 	        smtpwire_command(c->conn, deadline_in(c->o.command_timeout), r,
-	            ehlo_keyword, c, "EHLO %s", c->o.helo),
+	            smtpwire_ehlo_each, &c->ext, "EHLO %s", c->o.helo),
 	        r, why))
 		return false;
 	if (r->code == 250) {
@@ -237,14 +191,14 @@ authenticate(struct smtpc *c, struct smtp_reply *r, char *why)
 		why_set(why, "4.7.0 smarthost credentials too long");
 		return RES_TEMP;
 	}
-	if (c->auth_plain) {
+	if (c->ext.auth_plain) {
 		plain[0] = '\0';
 		memcpy(plain + 1, u, ul);
 		plain[1 + ul] = '\0';
 		memcpy(plain + 2 + ul, p, pl);
 		b64(plain, ul + pl + 2, enc, sizeof(enc));
 		ok = command(c, r, why, "AUTH PLAIN %s", enc);
-	} else if (c->auth_login) {
+	} else if (c->ext.auth_login) {
 		b64((const unsigned char *)u, ul, enc, sizeof(enc));
 		ok = command(c, r, why, "AUTH LOGIN") && r->code == 334 &&
 		     command(c, r, why, "%s", enc) && r->code == 334;
@@ -304,7 +258,7 @@ smtpc_open(const struct mx_host *h, const struct smtpc_opts *o,
 		goto fail;
 	}
 	if (!conn_tls_active(c->conn) && o->tls != OUTBOUND_TLS_NONE) {
-		if (c->starttls) {
+		if (c->ext.starttls) {
 			if (!command(c, &r, why, "STARTTLS"))
 				goto fail;
 			if (r.code == 220) {
@@ -363,7 +317,7 @@ smtpc_stale(const struct smtpc *c)
 bool
 smtpc_has_dsn(const struct smtpc *c)
 {
-	return c->dsn;
+	return c->ext.dsn;
 }
 
 const char *
@@ -490,29 +444,29 @@ smtpc_send(
 	char why[WHY_MAX], params[400];
 	struct smtp_reply r;
 	bool binary = strcmp(m->body_type, "BINARYMIME") == 0;
-	bool use_bdat = c->chunking, answered = false;
+	bool use_bdat = c->ext.chunking, answered = false;
 	int i, accepted = 0;
 
 	c->stale = false;
 	set_all(rcpts, n, false, RES_TEMP, "4.4.2 not attempted");
 	/* What the message needs that the server must offer. */
-	if (m->smtputf8 && !c->smtputf8) {
+	if (m->smtputf8 && !c->ext.smtputf8) {
 		set_all(rcpts, n, false, RES_PERM,
 		    "5.6.7 the message needs SMTPUTF8, which the server "
 		    "does not offer");
 		return RES_OK;
 	}
-	if (binary && !(c->chunking && c->binarymime)) {
+	if (binary && !(c->ext.chunking && c->ext.binarymime)) {
 		set_all(rcpts, n, false, RES_PERM,
 		    "5.6.3 the message is BINARYMIME, which the server does "
 		    "not accept");
 		return RES_OK;
 	}
-	if (c->size_limit > 0 && m->size > c->size_limit) {
+	if (c->ext.size_limit > 0 && m->size > c->ext.size_limit) {
 		snprintf(why, sizeof(why),
 		    "5.3.4 message size %lld exceeds "
 		    "the server's limit %lld",
-		    (long long)m->size, c->size_limit);
+		    (long long)m->size, c->ext.size_limit);
 		set_all(rcpts, n, false, RES_PERM, why);
 		return RES_OK;
 	}
@@ -521,48 +475,48 @@ smtpc_send(
 		size_t o = 0;
 
 		/* Only parameters of extensions the server offered. */
-		if (c->size)
+		if (c->ext.size)
 			o += (size_t)snprintf(params + o, sizeof(params) - o,
 			    " SIZE=%lld", (long long)m->size);
 		if (binary)
 			o += (size_t)snprintf(
 			    params + o, sizeof(params) - o, " BODY=BINARYMIME");
-		else if (strcmp(m->body_type, "8BITMIME") == 0 && c->eightbit)
+		else if (strcmp(m->body_type, "8BITMIME") == 0 && c->ext.eightbit)
 			o += (size_t)snprintf(
 			    params + o, sizeof(params) - o, " BODY=8BITMIME");
 		if (m->smtputf8)
 			o += (size_t)snprintf(
 			    params + o, sizeof(params) - o, " SMTPUTF8");
-		if (c->dsn && m->dsn_ret != NULL && m->dsn_ret[0] != '\0')
+		if (c->ext.dsn && m->dsn_ret != NULL && m->dsn_ret[0] != '\0')
 			o += (size_t)snprintf(params + o, sizeof(params) - o,
 			    " RET=%s", m->dsn_ret);
-		if (c->dsn && m->envid != NULL && m->envid[0] != '\0')
+		if (c->ext.dsn && m->envid != NULL && m->envid[0] != '\0')
 			snprintf(params + o, sizeof(params) - o, " ENVID=%s",
 			    m->envid);
 	}
 	conn_printf(c->conn, "MAIL FROM:<%s>%s\r\n", m->sender, params);
-	if (!c->pipelining && !read_reply(c, c->o.command_timeout, &r, why))
+	if (!c->ext.pipelining && !read_reply(c, c->o.command_timeout, &r, why))
 		goto broken;
-	answered = !c->pipelining;
+	answered = !c->ext.pipelining;
 	for (i = 0; i < n; i++) {
 		char rp[700] = "";
 
-		if (c->dsn && rcpts[i].notify != NULL)
+		if (c->ext.dsn && rcpts[i].notify != NULL)
 			snprintf(rp, sizeof(rp), " NOTIFY=%s", rcpts[i].notify);
-		if (c->dsn && rcpts[i].orcpt != NULL)
+		if (c->ext.dsn && rcpts[i].orcpt != NULL)
 			snprintf(rp + strlen(rp), sizeof(rp) - strlen(rp),
 			    " ORCPT=%s", rcpts[i].orcpt);
-		if (!c->pipelining && code_res(r.code) != RES_OK)
+		if (!c->ext.pipelining && code_res(r.code) != RES_OK)
 			break; /* MAIL refused */
 		conn_printf(
 		    c->conn, "RCPT TO:<%s>%s\r\n", rcpts[i].address, rp);
-		if (!c->pipelining && !rcpt_reply(c, &rcpts[i], why))
+		if (!c->ext.pipelining && !rcpt_reply(c, &rcpts[i], why))
 			goto broken;
 	}
-	if (c->pipelining && !use_bdat)
+	if (c->ext.pipelining && !use_bdat)
 		conn_printf(c->conn, "DATA\r\n");
 	/* With PIPELINING the replies come now, in order (RFC 2920). */
-	if (c->pipelining) {
+	if (c->ext.pipelining) {
 		if (!read_reply(c, c->o.command_timeout, &r, why))
 			goto broken;
 		answered = true;
@@ -572,7 +526,7 @@ smtpc_send(
 	}
 	if (code_res(r.code) != RES_OK) {
 		set_all(rcpts, n, false, code_res(r.code), r.text);
-		if (c->pipelining && !use_bdat) {
+		if (c->ext.pipelining && !use_bdat) {
 			/* DATA was sent too: read its (failing) reply. */
 			if (!read_reply(c, c->o.command_timeout, &r, why))
 				goto broken;
@@ -585,7 +539,7 @@ smtpc_send(
 	if (!use_bdat) {
 		struct smtpwire_data d;
 
-		if (!c->pipelining) {
+		if (!c->ext.pipelining) {
 			if (accepted == 0)
 				goto rset;
 			conn_printf(c->conn, "DATA\r\n");

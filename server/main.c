@@ -567,9 +567,10 @@ out:
 	waiter_stop(srv->waiter);
 	if (pool != NULL)
 		pool_join(pool);
+	/* The metrics endpoint reads the waiter: it stops first. */
+	httpd_stop(sv.httpd);
 	waiter_free(srv->waiter);
 	anvil_free(srv->anvil);
-	httpd_stop(sv.httpd);
 	delivery_conf_free(sv.dconf);
 	delivery_stop(sv.delivery);
 	queue_close(srv->queue);
