@@ -13,6 +13,7 @@ row instead of a figure.  Nothing here passes or fails; the tests in
 
     /usr/bin/python3 bench/robustness.py [--out docs/robustness.md]
         [--idle 10000] [--wal 50000] [--cycles 10] [--fuzz-seconds 10]
+        [--dead 2000] [--only probe_a,probe_b]
 """
 import argparse
 import base64
@@ -377,6 +378,92 @@ def probe_crashloop(a):
             % (a.cycles, r["acknowledged"], r["delivered_twice"]))
 
 
+# -------- delivery --------
+
+DELIVERY_ZONE = """\
+$ORIGIN test.
+$TTL 60
+dest            MX 10 mx.dest
+mx.dest         A 127.0.0.2
+"""
+
+
+def hostile_mx(mode, what):
+    """One message to an MX in `mode`: how long the attempt took, the
+    deferral's reason, and whether it was delivered once the MX behaved."""
+    import mxtest
+    from fakedns import FakeDNS
+    dns = FakeDNS(DELIVERY_ZONE)
+    try:
+        with mxtest.Env(dns.server) as env:
+            mx = env.scripted("127.0.0.2", mode=mode)
+            srv = env.server(retry_schedule="2s", delivery_data_timeout="3s")
+            qid = mxtest.send(srv, ["h@dest.test"])
+            st, n, last = mxtest.wait_state(srv, qid, "h@dest.test", "deferred", attempts=1,
+                                            timeout=60)
+            took = srv.query("select duration_ms from attempts where msg_id=? order by id",
+                             (qid,))[0][0]
+            mx.mode = "normal"
+            mxtest.wait_state(srv, qid, "h@dest.test", "delivered", timeout=30)
+            copies = len(mx.messages)
+            srv.stop()
+    finally:
+        dns.stop()
+        cleanup()
+    return "%s: deferred after %s with \"%s\"; delivered %s once the MX behaved" % (
+        what, ms(took / 1000.0), last, "once" if copies == 1 else "%d times" % copies)
+
+
+def probe_trickle(a):
+    return hostile_mx("trickle", "an MX sending one octet per second "
+                      "(delivery_command_timeout = 3s)")
+
+
+def probe_huge_ehlo(a):
+    return hostile_mx("huge_ehlo", "a 10 MB EHLO reply of 10,000 lines")
+
+
+def probe_endless(a):
+    return hostile_mx("endless", "a reply that never ends")
+
+
+def probe_silent_after_data(a):
+    return hostile_mx("silent_after_data", "an MX silent after the data "
+                      "(delivery_data_timeout = 3s)")
+
+
+def probe_close_mid_reply(a):
+    return hostile_mx("close_mid_reply", "an MX closing in the middle of a reply")
+
+
+def probe_dns_gone(a):
+    import mxtest
+    from fakedns import FakeDNS
+    dns = FakeDNS(DELIVERY_ZONE)
+    server = dns.server
+    dns.stop()
+    try:
+        with mxtest.Env(server) as env:
+            srv = env.server()
+            qid = mxtest.send(srv, ["h@dest.test"])
+            st, n, last = mxtest.wait_state(srv, qid, "h@dest.test", "deferred", attempts=1,
+                                            timeout=60)
+            took = srv.query("select duration_ms from attempts where msg_id=?", (qid,))[0][0]
+            srv.stop()
+    finally:
+        cleanup()
+    return "no DNS server (dns_timeout = 2s): deferred after %s with \"%s\"" % (
+        ms(took / 1000.0), last)
+
+
+def probe_dead_smarthost(a):
+    import dead
+    injected, rows = dead.run(BIN, "drop", a.dead, 5, 3)
+    return ("%d messages to a smarthost that drops every connection, retry every 5 s: "
+            "connection attempts per interval %s, deferrals per interval %s"
+            % (a.dead, ", ".join(str(r[1]) for r in rows), ", ".join(str(r[2]) for r in rows)))
+
+
 # -------- fuzzing --------
 
 def probe_fuzz(a):
@@ -434,6 +521,18 @@ row("WAL under its cap: the writer forces a RESTART checkpoint past it", "-",
     "sustained intake growing queue.db-wal", probe_wal)
 row("250 only after the commit is durable; recovery at start", "-",
     "kill -9 at random points", probe_crashloop)
+row("Reply deadline per read, not per octet", "delivery_command_timeout",
+    "a remote MX trickling its replies", probe_trickle)
+row("Reply size bounds (100 lines of 1,024 octets)", "-",
+    "a remote MX sending a huge EHLO reply", probe_huge_ehlo)
+row("Reply size bounds", "-", "a remote MX whose reply never ends", probe_endless)
+row("Data reply deadline; a broken connection is never resent at once", "delivery_data_timeout",
+    "a remote MX that never answers after the data", probe_silent_after_data)
+row("A reply cut short is a deferral", "-", "a remote MX closing mid-reply",
+    probe_close_mid_reply)
+row("DNS timeouts defer", "dns_timeout", "the DNS server gone", probe_dns_gone)
+row("Dead destinations suspended: one probe per retry interval", "retry_schedule",
+    "a dead smarthost with a full queue", probe_dead_smarthost)
 row("Parsers fuzzed (commands, DATA/BDAT, AUTH, replies, DNS, config, DSN, dot-stuffing)",
     "-", "hostile input to every parser", probe_fuzz)
 
@@ -445,6 +544,7 @@ def main():
     ap.add_argument("--wal", type=int, default=50000)
     ap.add_argument("--cycles", type=int, default=10)
     ap.add_argument("--fuzz-seconds", type=int, default=10)
+    ap.add_argument("--dead", type=int, default=2000, help="messages for the dead smarthost")
     ap.add_argument("--only", help="probe functions to run (comma-separated names)")
     a = ap.parse_args()
     import resource
@@ -492,6 +592,11 @@ Generated %(date)s at commit %(commit)s, %(cpus)d cores, Linux %(kernel)s.
 """
 
 FOOTER = """
+Tested in `make test` but not measured here: the disk full while a message
+is received (tests/integration/test_durability.py) or while a delivery
+attempt is recorded (tests/integration/test_hostile_mx.py), and the limits'
+log lines and metrics (test_limits.py, test_metrics.py).
+
 Not measured by this script, for the time they take:
 `make container-test` (the image's defaults: no extra sysctls, non-root,
 an arbitrary uid in group 0, loopback trusted only, so a client through a
