@@ -410,7 +410,7 @@ def hostile_mx(mode, what):
     finally:
         dns.stop()
         cleanup()
-    return "%s: deferred after %s with \"%s\"; delivered %s once the MX behaved" % (
+    return "%s: deferred after %s with \"%s\"; delivered %s when the MX behaved" % (
         what, ms(took / 1000.0), last, "once" if copies == 1 else "%d times" % copies)
 
 

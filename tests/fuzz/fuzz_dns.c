@@ -20,7 +20,9 @@
  *    in `ip`, and no address appears twice; preferences never decrease;
  *    at most max_hosts distinct hosts; never our own address;
  *  - RES_TEMP's reason starts "4.", RES_PERM's "5.", printable ASCII;
- *  - queries are sane: a NUL-terminated name, type A, AAAA or MX.
+ *  - queries are sane: a NUL-terminated name of at most 4 x 256
+ *    characters (a CNAME target's text, \DDD escapes included), type A,
+ *    AAAA or MX.
  */
 #include "dns.h"
 #include "fuzz.h"
@@ -43,7 +45,9 @@ answer(void *arg, const char *name, int qtype, size_t *len)
 	unsigned char *wire;
 	size_t n;
 
-	FUZZ_ASSERT(strnlen(name, DNS_NAME_MAX + 4) <= DNS_NAME_MAX + 2,
+	/* A name is at most 255 octets on the wire; its text form (a CNAME
+	 * target from the answer) escapes odd octets as \DDD. */
+	FUZZ_ASSERT(strnlen(name, 4 * DNS_NAME_MAX + 4) <= 4 * DNS_NAME_MAX,
 	    "query names are bounded");
 	FUZZ_ASSERT(qtype == 1 || qtype == 28 || qtype == 15,
 	    "queries are A, AAAA or MX");
