@@ -44,6 +44,8 @@ def row(defence, keys, attack, measure):
 
 
 def ms(t):
+    if t < 0.01:
+        return "%.1f ms" % (t * 1000)
     return "%.0f ms" % (t * 1000) if t < 10 else "%.1f s" % t
 
 
