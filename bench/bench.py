@@ -194,9 +194,35 @@ def tls_table(n, runs):
         srv.stop()
 
 
-def e2e_table(n):
+def e2e_run(n, delivery, binary):
+    """(injection rate, end-to-end rate, delivery-only rate) of one build."""
+    srv = Sluice(extra=delivery, binary=binary)
+    try:
+        t0 = time.time()
+        smtp_source(srv.port, n, 20, False, rcpt="r@dest.test")
+        inject = n / (time.time() - t0)
+        srv.wait_delivered(n)
+        e2e = n / (time.time() - t0)
+    finally:
+        srv.stop()
+    # Delivery alone: fill the queue with delivery off, then turn it on.
+    srv = Sluice(binary=binary)
+    smtp_source(srv.port, n, 20, True, rcpt="r@dest.test")
+    srv.halt()
+    srv = Sluice(extra=delivery, keep_dir=srv.dir, binary=binary)
+    try:
+        t0 = time.time()
+        srv.wait_delivered(n)
+        drain = n / (time.time() - t0)
+    finally:
+        srv.stop()
+    return inject, e2e, drain
+
+
+def e2e_table(n, baseline=None):
     """Relay throughput: smtp-source -> sluice -> smtp-sink as the MX found
-    through a local DNS server; and delivery alone from a full queue."""
+    through a local DNS server; and delivery alone from a full queue; for
+    this build and, beside it, the reference build."""
     sys.path.insert(0, os.path.join(ROOT, "tests", "lib"))
     from fakedns import FakeDNS
     sink = Sink("127.0.0.2")
@@ -206,36 +232,21 @@ def e2e_table(n):
                 "outbound_tls = none\nhostname = relay.bench.test\n" % (dns.port, sink.port))
     try:
         direct = smtp_source(sink.port, n, 20, False, host="127.0.0.2", rcpt="r@dest.test")
-        srv = Sluice(extra=delivery)
-        try:
-            t0 = time.time()
-            smtp_source(srv.port, n, 20, False, rcpt="r@dest.test")
-            inject = n / (time.time() - t0)
-            srv.wait_delivered(n)
-            e2e = n / (time.time() - t0)
-        finally:
-            srv.stop()
-        # Delivery alone: fill the queue with delivery off, then turn it on.
-        srv = Sluice()
-        smtp_source(srv.port, n, 20, True, rcpt="r@dest.test")
-        srv.halt()
-        srv = Sluice(extra=delivery, keep_dir=srv.dir)
-        try:
-            t0 = time.time()
-            srv.wait_delivered(n)
-            drain = n / (time.time() - t0)
-        finally:
-            srv.stop()
+        this = e2e_run(n, delivery, BIN)
+        ref = e2e_run(n, delivery, baseline) if baseline else None
     finally:
         dns.stop()
         sink.stop()
     print()
     print("relay (smtp-source -> sluice -> smtp-sink via MX from local DNS; 20 sessions, %d messages)" % n)
     print("  smtp-source -> smtp-sink directly:  %6.0f msgs/s" % direct)
-    print("  injection into sluice:              %6.0f msgs/s" % inject)
-    print("  end to end (until all delivered):   %6.0f msgs/s  ratio %.2f to direct (target >= 0.33)"
-          % (e2e, e2e / direct))
-    print("  delivery only, from a full queue:   %6.0f msgs/s" % drain)
+    print("%-38s %12s %12s" % ("", "sluice", "reference" if ref else ""))
+    print("  injection into sluice:              %6.0f msgs/s %s"
+          % (this[0], "%6.0f msgs/s" % ref[0] if ref else ""))
+    print("  end to end (until all delivered):   %6.0f msgs/s %s  ratio %.2f to direct (target >= 0.33)"
+          % (this[1], "%6.0f msgs/s" % ref[1] if ref else "", this[1] / direct))
+    print("  delivery only, from a full queue:   %6.0f msgs/s %s"
+          % (this[2], "%6.0f msgs/s" % ref[2] if ref else ""))
 
 
 def big_message_rss(size_mb):
@@ -299,7 +310,7 @@ def main():
     a = ap.parse_args()
     n = a.messages
     if a.only == "e2e":
-        e2e_table(n)
+        e2e_table(n, a.baseline)
         return
     builds = [("sluice", BIN, {})]
     if a.baseline:
@@ -358,7 +369,7 @@ def main():
     hwm100 = max(h for s, p, h in rows if s == 100)
     print("peak RSS at 100 sessions: %.1f MB (target < 48)" % (hwm100 / 1024))
     tls_table(n, a.runs)
-    e2e_table(n)
+    e2e_table(n, a.baseline)
     print()
     before, peak = big_message_rss(50)
     print("one 50 MB message: RSS %.1f MB before, peak %.1f MB, growth %.1f MB (target < 8)"
