@@ -142,7 +142,6 @@ struct session {
 	char tls_version[32]; /* "" without TLS */
 	char tls_cipher[64];
 	int tls_bits;
-	bool implicit_tls; /* the handshake in progress is port 465's */
 	char auth_user[AUTH_FIELD_MAX]; /* "" until AUTH succeeds */
 	int auth_failures;
 	enum sasl_step sasl;
@@ -783,11 +782,14 @@ close_session(struct session *s)
 	return STEP_NEXT;
 }
 
-/* End the session because reading message data failed. */
+/*
+ * End the session because waiting for the client failed: a timeout or a
+ * shutdown gets its 421 (the transaction, and any partial message, is
+ * dropped); a connection lost in the middle of message data is logged.
+ */
 static enum step
-data_read_failed(struct session *s, enum conn_status st)
+give_up(struct session *s, enum conn_status st)
 {
-	intake_end(&s->data);
 	reset_transaction(s);
 	if (st == CONN_TIMEOUT) {
 		metrics_inc(M_REJECT_TIMEOUT);
@@ -819,6 +821,16 @@ message_take(struct session *s, struct intake *in, const char *p, size_t n)
 	if (in->size <= s->cfg->max_message_size && in->store_why[0] == '\0' &&
 	    queue_msg_write(in->msg, p, n, why) != RES_OK)
 		snprintf(in->store_why, sizeof(in->store_why), "%s", why);
+}
+
+/* The buffer decoded data goes into, while data is read (freed when the
+ * session parks). */
+static char *
+decode_buffer(struct session *s)
+{
+	if (s->decoded == NULL)
+		s->decoded = xmalloc(DATA_DEC_OUT_MAX(CONN_INBUF));
+	return s->decoded;
 }
 
 /*
@@ -903,19 +915,16 @@ step_data(struct session *s)
 	if (st == CONN_AGAIN)
 		return r;
 	if (st != CONN_OK)
-		return data_read_failed(s, st);
-	if (s->decoded == NULL)
-		s->decoded = xmalloc(DATA_DEC_OUT_MAX(CONN_INBUF));
+		return give_up(s, st);
 	/* Octets after the terminator stay buffered: they are the next
 	 * pipelined command (RFC 2920). */
-	used = data_dec_feed(&in->dec, p, n, s->decoded, &outlen);
+	used = data_dec_feed(&in->dec, p, n, decode_buffer(s), &outlen);
 	message_take(s, in, s->decoded, outlen);
 	if (!budget_consume(s, &s->budget, used) && !in->dec.done)
-		return data_read_failed(s, CONN_TIMEOUT);
+		return give_up(s, CONN_TIMEOUT);
 	if (!in->dec.done)
 		return STEP_NEXT;
 	message_end(s, in, in->dec.flags);
-	intake_end(in);
 	reset_transaction(s);
 	s->phase = PH_COMMAND;
 	return STEP_NEXT;
@@ -1030,21 +1039,20 @@ step_bdat(struct session *s)
 	if (st == CONN_AGAIN)
 		return r;
 	if (st != CONN_OK)
-		return data_read_failed(s, st);
+		return give_up(s, st);
 	if (n > s->bdat_left)
 		n = (size_t)s->bdat_left;
 	if (s->bdat_ok && s->mail.body == BODY_BINARYMIME) {
 		message_take(s, &s->bdat, q, n);
 	} else if (s->bdat_ok) {
-		if (s->decoded == NULL)
-			s->decoded = xmalloc(DATA_DEC_OUT_MAX(CONN_INBUF));
 		/* The same line-ending rules as DATA, minus dots. */
-		(void)data_dec_feed(&s->bdat.dec, q, n, s->decoded, &outlen);
+		(void)data_dec_feed(
+		    &s->bdat.dec, q, n, decode_buffer(s), &outlen);
 		message_take(s, &s->bdat, s->decoded, outlen);
 	}
 	s->bdat_left -= n;
 	if (!budget_consume(s, &s->budget, n) && s->bdat_left > 0)
-		return data_read_failed(s, CONN_TIMEOUT);
+		return give_up(s, CONN_TIMEOUT);
 	return STEP_NEXT;
 }
 
@@ -1105,7 +1113,9 @@ step_handshake(struct session *s)
 	log_info("smtpd", "client=%s TLS established: %s %s (%d bits)",
 	    s->iplit, s->tls_version, s->tls_cipher, s->tls_bits);
 	s->phase = PH_COMMAND;
-	if (s->implicit_tls) {
+	/* RFC 8314: port 465's handshake comes before the greeting (STARTTLS
+	 * is never offered there). */
+	if (s->kind == LISTEN_SMTPS) {
 		conn_printf(
 		    s->conn, "220 %s ESMTP sluice\r\n", s->cfg->hostname);
 		return STEP_NEXT;
@@ -1141,7 +1151,6 @@ do_starttls(struct session *s, const char *args)
 	 * before the handshake.
 	 */
 	conn_discard_input(s->conn);
-	s->implicit_tls = false;
 	s->phase = PH_HANDSHAKE;
 }
 
@@ -1589,7 +1598,6 @@ on_start(struct session *s)
 	    s->listener, s->trusted ? " trusted" : "");
 	/* RFC 8314: on an implicit-TLS port the handshake comes first. */
 	if (s->kind == LISTEN_SMTPS) {
-		s->implicit_tls = true;
 		s->phase = PH_HANDSHAKE;
 	} else {
 		conn_printf(
@@ -1615,17 +1623,10 @@ on_timeout(struct session *s)
 	case PH_HANDSHAKE:
 		tls_failed(s, "timeout");
 		return STEP_END;
-	case PH_DATA:
-	case PH_BDAT:
-		budget_charge(s);
-		return data_read_failed(s, CONN_TIMEOUT);
 	case PH_DELAY:
 		return STEP_NEXT; /* the delay is over */
 	default:
-		metrics_inc(M_REJECT_TIMEOUT);
-		reply(s, 421, "4.4.2 %s Error: timeout exceeded",
-		    s->cfg->hostname);
-		return close_session(s);
+		return give_up(s, CONN_TIMEOUT);
 	}
 }
 
@@ -1638,14 +1639,8 @@ on_stop(struct session *s)
 	case PH_HANDSHAKE:
 		tls_failed(s, "shutting down");
 		return STEP_END;
-	case PH_DATA:
-	case PH_BDAT:
-		return data_read_failed(s, CONN_STOPPED);
 	default:
-		metrics_inc(M_REJECT_SHUTDOWN);
-		reply(
-		    s, 421, "4.3.2 %s Service shutting down", s->cfg->hostname);
-		return close_session(s);
+		return give_up(s, CONN_STOPPED);
 	}
 }
 
