@@ -495,7 +495,6 @@ cmd_serve(const char *path)
 		log_err("main", "fatal: %s", why);
 		goto out;
 	}
-	srv->pool = pool;
 	srv->waiter = waiter_new(srv, pool, why);
 	if (srv->waiter == NULL) {
 		log_err("main", "fatal: %s", why);

@@ -216,15 +216,6 @@ pool_new(struct server *srv, int nworkers, int max_queued, char *why)
 }
 
 int
-pool_running(struct pool *p)
-{
-	int n;
-
-	n = atomic_load(&p->running);
-	return n;
-}
-
-int
 pool_queued(struct pool *p)
 {
 	return atomic_load(&p->queued);

@@ -41,8 +41,7 @@ bool pool_has_room(struct pool *p);
  */
 void pool_submit(struct pool *p, struct sess_wait *w, enum sess_event ev);
 
-/* Sessions running on a worker, and waiting for one. */
-int pool_running(struct pool *p);
+/* Sessions waiting for a worker. */
 int pool_queued(struct pool *p);
 
 /*

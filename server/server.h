@@ -29,7 +29,6 @@
 #include "holder.h"
 #include "queue.h"
 
-struct pool;
 struct waiter;
 
 struct server {
@@ -40,10 +39,8 @@ struct server {
 	struct holder *tls;  /* struct tls_creds *, swapped on SIGHUP */
 	struct holder *auth; /* struct auth_db *, NULL without AUTH */
 	struct anvil *anvil; /* per-client counts and rates */
-	struct pool *pool;
 	struct waiter *waiter;
 	atomic_long sessions;  /* sessions open (running, queued or parked) */
-	atomic_long untrusted; /* of which from outside relay_networks */
 	atomic_long messages_accepted;
 	atomic_bool stress; /* stress mode: see listener.c */
 };

@@ -1694,8 +1694,6 @@ session_new(struct server *srv, int fd, const struct sockaddr_storage *peer,
 	s->kind = la->kind;
 	s->state = SS_INIT;
 	atomic_fetch_add(&srv->sessions, 1);
-	if (!trusted)
-		atomic_fetch_add(&srv->untrusted, 1);
 	return s;
 }
 
@@ -1733,8 +1731,6 @@ session_end(struct session *s)
 	    (long long)(now_ms() - s->started));
 	conn_free(s->conn);
 	anvil_disconnect(srv->anvil, &s->client, now_ms());
-	if (!s->trusted)
-		atomic_fetch_sub(&srv->untrusted, 1);
 	holder_put(s->cfg_ref);
 	free(s->decoded);
 	explicit_bzero(s, sizeof(*s));
