@@ -145,19 +145,31 @@ unpark(struct waiter *wt, struct sess_wait *w, bool disarm)
 
 /* -------- parking -------- */
 
+/* Wake the waiter thread (a new earlier deadline, stress, quit). */
+static void
+wake(struct waiter *wt)
+{
+	uint64_t one = 1;
+
+	(void)!write(wt->wake, &one, sizeof(one));
+}
+
 void
 waiter_park(struct waiter *wt, struct sess_wait *w)
 {
 	struct epoll_event ev;
-	bool wake = false, failed = false;
+	bool soon = false, failed = false;
 	enum sess_event now = EV_STOP;
 
 	memset(&ev, 0, sizeof(ev));
 	/* Stress mode: sessions that began waiting before it began, or that
 	 * were running then, get the short timeout too. */
-	if (w->idle && !w->trusted && atomic_load(&wt->srv->stress) &&
-	    w->since + atomic_load(&wt->stress_ms) < w->deadline)
-		w->deadline = w->since + atomic_load(&wt->stress_ms);
+	if (w->idle && !w->trusted && atomic_load(&wt->srv->stress)) {
+		int64_t cap = w->since + atomic_load(&wt->stress_ms);
+
+		if (cap < w->deadline)
+			w->deadline = cap;
+	}
 	pthread_mutex_lock(&wt->mu);
 	if (wt->quit || wt->stopped >= (int)w->stop)
 		goto hand_back;
@@ -181,13 +193,10 @@ waiter_park(struct waiter *wt, struct sess_wait *w)
 		}
 		w->registered = true;
 	}
-	wake = w->deadline < wt->wake_at;
+	soon = w->deadline < wt->wake_at;
 	pthread_mutex_unlock(&wt->mu);
-	if (wake) {
-		uint64_t one = 1;
-
-		(void)!write(wt->wake, &one, sizeof(one));
-	}
+	if (soon)
+		wake(wt);
 	return;
 hand_back:
 	pthread_mutex_unlock(&wt->mu);
@@ -267,8 +276,9 @@ expire(struct waiter *wt)
 /* Stress began: untrusted clients waiting for a command get at most
  * stress_command_timeout from the start of their wait. */
 static void
-shorten(struct waiter *wt, int64_t timeout_ms)
+shorten(struct waiter *wt)
 {
+	int64_t timeout_ms = atomic_load(&wt->stress_ms);
 	size_t i;
 
 	pthread_mutex_lock(&wt->mu);
@@ -353,15 +363,7 @@ waiter_main(void *arg)
 			(void)waiter_stress_check(wt);
 			next_stress = now_ms() + STRESS_EVERY_MS;
 		}
-		{
-			struct held *ref;
-			const struct config *cfg =
-			    holder_get(wt->srv->config, &ref);
-
-			shorten(
-			    wt, (int64_t)cfg->stress_command_timeout * 1000);
-			holder_put(ref);
-		}
+		shorten(wt);
 	}
 	return NULL;
 }
@@ -437,11 +439,7 @@ waiter_stress_check(struct waiter *wt)
 			pthread_mutex_lock(&wt->mu);
 			wt->shorten = true;
 			pthread_mutex_unlock(&wt->mu);
-			{
-				uint64_t one = 1;
-
-				(void)!write(wt->wake, &one, sizeof(one));
-			}
+			wake(wt);
 		} else {
 			log_info("smtpd",
 			    "stress over: %ld connections open, %d sessions "
@@ -462,9 +460,7 @@ waiter_stop(struct waiter *wt)
 	wt->quit = true;
 	pthread_mutex_unlock(&wt->mu);
 	if (wt->started) {
-		uint64_t one = 1;
-
-		(void)!write(wt->wake, &one, sizeof(one));
+		wake(wt);
 		pthread_join(wt->thread, NULL);
 		wt->started = false;
 	}
