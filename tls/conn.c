@@ -451,6 +451,18 @@ conn_try_line(struct conn *c, char *buf, size_t max, size_t *len,
 	}
 }
 
+/*
+ * A blocking read found no input: flush what is queued (invariant 1), or
+ * else wait for the socket, until `deadline`.
+ */
+static enum conn_status
+block(struct conn *c, int64_t deadline)
+{
+	if (c->out_len > 0)
+		return conn_flush(c, deadline);
+	return wait_fd(c, c->want, deadline, true);
+}
+
 enum conn_status
 conn_read_line(struct conn *c, char *buf, size_t max, size_t *len,
     bool *too_long, bool *bare_lf, int64_t deadline)
@@ -458,15 +470,9 @@ conn_read_line(struct conn *c, char *buf, size_t max, size_t *len,
 	enum conn_status st;
 
 	while ((st = conn_try_line(c, buf, max, len, too_long, bare_lf)) ==
-	       CONN_AGAIN) {
-		if (c->out_len > 0) {
-			if ((st = conn_flush(c, deadline)) != CONN_OK)
-				return st;
-			continue;
-		}
-		if ((st = wait_fd(c, c->want, deadline, true)) != CONN_OK)
+	       CONN_AGAIN)
+		if ((st = block(c, deadline)) != CONN_OK)
 			return st;
-	}
 	return st;
 }
 
@@ -490,15 +496,9 @@ conn_peek(struct conn *c, const char **p, size_t *n, int64_t deadline)
 {
 	enum conn_status st;
 
-	while ((st = conn_try_peek(c, p, n)) == CONN_AGAIN) {
-		if (c->out_len > 0) {
-			if ((st = conn_flush(c, deadline)) != CONN_OK)
-				return st;
-			continue;
-		}
-		if ((st = wait_fd(c, c->want, deadline, true)) != CONN_OK)
+	while ((st = conn_try_peek(c, p, n)) == CONN_AGAIN)
+		if ((st = block(c, deadline)) != CONN_OK)
 			return st;
-	}
 	return st;
 }
 
