@@ -734,6 +734,18 @@ send_op(struct queue_msg *m, enum op_type type, const struct envelope *env)
 	submit(m->q, op);
 }
 
+/* Hand the buffer over as a chunk, once the message has room in flight
+ * (invariant 1). */
+static void
+send_chunk(struct queue_msg *m)
+{
+	pthread_mutex_lock(&m->mu);
+	while (m->inflight >= MAX_INFLIGHT)
+		pthread_cond_wait(&m->cv, &m->mu);
+	pthread_mutex_unlock(&m->mu);
+	send_op(m, OP_CHUNK, NULL);
+}
+
 enum res
 queue_msg_write(struct queue_msg *m, const void *data, size_t len, char *why)
 {
@@ -745,12 +757,7 @@ queue_msg_write(struct queue_msg *m, const void *data, size_t len, char *why)
 		size_t n;
 
 		if (m->len == QUEUE_CHUNK) {
-			/* Invariant 1: wait for room before queueing more. */
-			pthread_mutex_lock(&m->mu);
-			while (m->inflight >= MAX_INFLIGHT)
-				pthread_cond_wait(&m->cv, &m->mu);
-			pthread_mutex_unlock(&m->mu);
-			send_op(m, OP_CHUNK, NULL);
+			send_chunk(m);
 		}
 		if (m->cap == m->len) {
 			/* Grow geometrically: small messages stay small. */
@@ -789,12 +796,7 @@ queue_msg_park(struct queue_msg *m)
 		}
 		return;
 	}
-	/* Invariant 1, as in queue_msg_write. */
-	pthread_mutex_lock(&m->mu);
-	while (m->inflight >= MAX_INFLIGHT)
-		pthread_cond_wait(&m->cv, &m->mu);
-	pthread_mutex_unlock(&m->mu);
-	send_op(m, OP_CHUNK, NULL);
+	send_chunk(m);
 }
 
 enum res
