@@ -1252,6 +1252,32 @@ claim_reset(struct claim *c)
 }
 
 /*
+ * A new job of this round for `due` at `site`, its place taken on the
+ * site at once (dests_start).  Caller holds d->mu.
+ */
+static void
+add_job(struct claim *c, const struct db_due *due, const char *site,
+    bool static_dest, bool probe, int64_t now)
+{
+	struct job *j = xcalloc(1, sizeof(*j));
+
+	snprintf(j->msg_id, sizeof(j->msg_id), "%s", due->msg_id);
+	snprintf(j->dest, sizeof(j->dest), "%s", site);
+	snprintf(j->domain, sizeof(j->domain), "%s", due->domain);
+	j->static_dest = static_dest;
+	j->probe = probe;
+	j->rcpt_nos[j->nrcpts++] = due->rcpt_no;
+	dests_start(c->d->dests, site, probe, now);
+	j->counted = true;
+	if (c->tail != NULL)
+		c->tail->next = j;
+	else
+		c->jobs = j;
+	c->tail = j;
+	c->njobs++;
+}
+
+/*
  * Put one due recipient in a job of this round (a new one if the site
  * admits it), or in a deferral when its site is suspended, or leave it
  * when its site is busy.  A new job takes its place on the site at once
@@ -1311,21 +1337,7 @@ place(struct claim *c, const struct db_due *due, int64_t now)
 	}
 	if (c->njobs >= c->max_jobs)
 		return; /* every thread has work: later */
-	j = xcalloc(1, sizeof(*j));
-	snprintf(j->msg_id, sizeof(j->msg_id), "%s", due->msg_id);
-	snprintf(j->dest, sizeof(j->dest), "%s", key);
-	snprintf(j->domain, sizeof(j->domain), "%s", due->domain);
-	j->static_dest = st;
-	j->probe = v == DEST_PROBE;
-	j->rcpt_nos[j->nrcpts++] = due->rcpt_no;
-	dests_start(c->d->dests, key, j->probe, now);
-	j->counted = true;
-	if (c->tail != NULL)
-		c->tail->next = j;
-	else
-		c->jobs = j;
-	c->tail = j;
-	c->njobs++;
+	add_job(c, due, key, st, v == DEST_PROBE, now);
 }
 
 /*
@@ -1409,21 +1421,7 @@ place_probe(
 	if (dests_admit(c->d->dests, key, c->cfg->destination_concurrency, 0,
 	        false, now, NULL) != DEST_PROBE)
 		return false;
-	j = xcalloc(1, sizeof(*j));
-	snprintf(j->msg_id, sizeof(j->msg_id), "%s", due->msg_id);
-	snprintf(j->dest, sizeof(j->dest), "%s", key);
-	snprintf(j->domain, sizeof(j->domain), "%s", due->domain);
-	j->static_dest = st;
-	j->probe = true;
-	j->rcpt_nos[j->nrcpts++] = due->rcpt_no;
-	dests_start(c->d->dests, key, true, now);
-	j->counted = true;
-	if (c->tail != NULL)
-		c->tail->next = j;
-	else
-		c->jobs = j;
-	c->tail = j;
-	c->njobs++;
+	add_job(c, due, key, st, true, now);
 	return true;
 }
 
