@@ -221,12 +221,7 @@ accept_one(struct listener *l, const struct config *cfg, int lfd,
 		return true;
 	s = session_new(l->srv, fd, &peer, la, trusted, &key);
 	pool_submit(l->pool, session_wait(s), EV_START);
-	/* A burst of connections starts stress mode at once, not within
-	 * the waiter's next second. */
-	if (!atomic_load(&l->srv->stress) &&
-	    atomic_load(&l->srv->sessions) >=
-	        (long)cfg->max_connections * cfg->stress_threshold / 100)
-		(void)waiter_stress_check(l->srv->waiter);
+	(void)waiter_stress_check(l->srv->waiter, cfg);
 	return true;
 }
 

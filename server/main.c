@@ -328,8 +328,10 @@ static void
 raise_fd_limit(const struct config *cfg)
 {
 	struct rlimit rl;
-	rlim_t want = (rlim_t)cfg->max_connections + (rlim_t)cfg->workers +
-	              4 * (rlim_t)cfg->delivery_threads + 256;
+	/* Beside the connections: workers, delivery, listeners, the queue. */
+	rlim_t reserve =
+	    (rlim_t)cfg->workers + 4 * (rlim_t)cfg->delivery_threads + 256;
+	rlim_t want = (rlim_t)cfg->max_connections + reserve;
 
 	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
 		return;
@@ -345,11 +347,9 @@ raise_fd_limit(const struct config *cfg)
 		    "beyond about %llu connections",
 		    cfg->max_connections, (unsigned long long)want,
 		    (unsigned long long)rl.rlim_cur,
-		    rl.rlim_cur > want - (rlim_t)cfg->max_connections
-		        ? (unsigned long long)(rl.rlim_cur -
-		                               (want - (rlim_t)cfg
-		                                           ->max_connections))
-		        : 0ULL);
+		    (unsigned long long)(rl.rlim_cur > reserve
+		                             ? rl.rlim_cur - reserve
+		                             : 0));
 }
 
 /*

@@ -360,7 +360,11 @@ waiter_main(void *arg)
 		}
 		expire(wt);
 		if (now_ms() >= next_stress) {
-			(void)waiter_stress_check(wt);
+			struct held *ref;
+
+			(void)waiter_stress_check(
+			    wt, holder_get(wt->srv->config, &ref));
+			holder_put(ref);
 			next_stress = now_ms() + STRESS_EVERY_MS;
 		}
 		shorten(wt);
@@ -408,11 +412,9 @@ waiter_new(struct server *srv, struct pool *pool, char *why)
 }
 
 bool
-waiter_stress_check(struct waiter *wt)
+waiter_stress_check(struct waiter *wt, const struct config *cfg)
 {
 	struct server *srv = wt->srv;
-	struct held *ref;
-	const struct config *cfg = holder_get(srv->config, &ref);
 	long open = atomic_load(&srv->sessions);
 	long limit = (long)cfg->max_connections * cfg->stress_threshold / 100;
 	int queued = pool_queued(wt->pool);
@@ -447,7 +449,6 @@ waiter_stress_check(struct waiter *wt)
 			    open, queued);
 		}
 	}
-	holder_put(ref);
 	return on;
 }
 

@@ -37,10 +37,11 @@ void waiter_park(struct waiter *wt, struct sess_wait *w);
 long waiter_parked(struct waiter *wt);
 
 /*
- * Re-evaluate stress mode now (the acceptor calls this after each accept;
- * the waiter thread once a second).  Returns the mode.
+ * Re-evaluate stress mode now with `cfg`'s thresholds (the acceptor calls
+ * this after each accept, so that a burst starts it at once; the waiter
+ * thread once a second).  Returns the mode.
  */
-bool waiter_stress_check(struct waiter *wt);
+bool waiter_stress_check(struct waiter *wt, const struct config *cfg);
 
 /*
  * Stop the thread, and hand the sessions still parked to the pool with
