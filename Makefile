@@ -142,7 +142,7 @@ crashloop: $(BIN)
 
 # 10,000 messages to a dead smarthost: connection attempts per retry interval.
 bench-dead: $(BIN)
-	SLUICE_BIN=$(BIN) bash bench/dead.sh
+	SLUICE_BIN=$(BIN) BENCH=dead BASELINE_REF=none bash bench/run.sh
 
 # Slow and optional: testssl.sh against the submission and smtps ports.
 tls-audit: $(BIN)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# make bench: the accept benchmark (not a test; see docs/benchmark.md).
-# Needs Postfix's smtp-source and smtp-sink, taken from Debian's postfix
+# make bench (and bench-wal, bench-dead, robustness: BENCH names the
+# script in bench/): the benchmarks, not tests; see docs/benchmark.md.
+# They need Postfix's smtp-source and smtp-sink, taken from Debian's postfix
 # package without installing it (apt-get download + dpkg -x into a cache).
 set -eu
 cd "$(dirname "$0")/.."
