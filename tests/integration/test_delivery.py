@@ -11,7 +11,6 @@ Address plan, all on loopback:
   127.0.0.5  the MX of senders.test, where bounces go
   127.0.0.9  a dead MX: nothing listens there
 Every SMTP peer of one test listens on the same port (delivery_port)."""
-import atexit
 import os
 import re
 import select
@@ -23,7 +22,6 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 import certs  # noqa: E402
-from fakedns import FakeDNS  # noqa: E402
 import mxtest  # noqa: E402
 from mxtest import (SENDER, attempts_of, parse_dsn, rcpt_row, send,  # noqa: E402
                     wait_messages, wait_state)
@@ -66,21 +64,8 @@ RECEIVED_RE = (rb"Received: from client\.test \(\[127\.0\.0\.1\]\)\r\n"
                rb"\tfor <%s>;\r\n"
                rb"\t\w{3}, \d{1,2} \w{3} \d{4} \d\d:\d\d:\d\d \+0000\r\n")
 
-_dns = None
-
-
-def dns():
-    """One fakedns for the whole file (the zone never changes)."""
-    global _dns
-    if _dns is None:
-        _dns = FakeDNS(ZONE)
-        atexit.register(_dns.stop)
-    return _dns
-
-
-def Env():
-    """The peers of one test, with the file's DNS server."""
-    return mxtest.Env(dns().server)
+# The peers of one test, with the file's DNS server.
+Env = mxtest.FileDNS(ZONE).env
 
 
 # ---- plain delivery ----

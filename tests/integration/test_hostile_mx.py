@@ -12,7 +12,6 @@ Address plan, all on loopback:
   127.0.0.1  sluice, fakedns (each DNS test has its own)
   127.0.0.2  mx.dest.test: the scripted MX
 """
-import atexit
 import os
 import subprocess
 import sys
@@ -33,15 +32,8 @@ senders         MX 10 mx.senders
 mx.senders      A 127.0.0.5
 """
 
-_dns = None
-
-
-def Env():
-    global _dns
-    if _dns is None:
-        _dns = FakeDNS(ZONE)
-        atexit.register(_dns.stop)
-    return mxtest.Env(_dns.server)
+# The peers of one test, with the file's DNS server.
+Env = mxtest.FileDNS(ZONE).env
 
 
 def durations(srv, qid):

@@ -19,7 +19,6 @@ Address plan, all on loopback:
   127.0.0.5  the MX of senders.test, where notices go
   127.0.0.6  mx.dead.test: nothing listens there until a test starts a sink
 """
-import atexit
 import os
 import re
 import sys
@@ -27,7 +26,6 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
-from fakedns import FakeDNS  # noqa: E402
 import mxtest  # noqa: E402
 from mxtest import attempts_of, send, wait_state  # noqa: E402
 from sluicetest import free_port, main, poll_until, test  # noqa: E402
@@ -46,15 +44,8 @@ mx.shared       A 127.0.0.3
 """
 SUSPENDED = "delivery temporarily suspended"
 
-_dns = None
-
-
-def Env():
-    global _dns
-    if _dns is None:
-        _dns = FakeDNS(ZONE)
-        atexit.register(_dns.stop)
-    return mxtest.Env(_dns.server)
+# The peers of one test, with the file's DNS server.
+Env = mxtest.FileDNS(ZONE).env
 
 
 def states(srv):

@@ -30,6 +30,7 @@ seconds pass before that reply, `data_reply`; the connections numbered in
 message it acknowledged with 250 (`messages`).  Every wait in it is
 bounded, and stop() ends it.
 """
+import atexit
 import email
 import email.policy
 import os
@@ -41,6 +42,7 @@ import tempfile
 import threading
 import time
 
+from fakedns import FakeDNS
 from sink import Sink
 from sluicetest import Server, free_port, poll_until
 
@@ -341,6 +343,21 @@ class ScriptedMX:
             self.srv.shutdown()
             self.srv.server_close()
             self.srv = None
+
+
+class FileDNS:
+    """One fakedns for a whole test file (its zone never changes), started
+    when first needed and stopped at exit; env() is an Env that uses it."""
+
+    def __init__(self, zone):
+        self.zone = zone
+        self.dns = None
+
+    def env(self):
+        if self.dns is None:
+            self.dns = FakeDNS(self.zone)
+            atexit.register(self.dns.stop)
+        return Env(self.dns.server)
 
 
 class Env:
