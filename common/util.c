@@ -3,6 +3,7 @@
  */
 #include "util.h"
 
+#include <limits.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -195,4 +196,23 @@ shared_file_mode(const char *path, mode_t mode)
 	    !(st.st_mode & S_ISVTX))
 		mode |= (mode & 0700) >> 3;
 	return mode;
+}
+
+bool
+size_value_parse(const char *v, size_t n, long long *out)
+{
+	long long x = 0;
+	size_t i;
+
+	if (n == 0 || n > 20)
+		return false;
+	for (i = 0; i < n; i++) {
+		int d = v[i] - '0';
+
+		if (v[i] < '0' || v[i] > '9' || x > (LLONG_MAX - d) / 10)
+			return false;
+		x = x * 10 + d;
+	}
+	*out = x;
+	return true;
 }

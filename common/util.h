@@ -77,4 +77,11 @@ mode_t shared_file_mode(const char *path, mode_t mode);
  */
 void rfc5322_date(char *buf, size_t len, int64_t t_sec);
 
+/*
+ * An RFC 1870 size-value, 1*20DIGIT, in the `n` octets at `v` (SIZE= of
+ * MAIL, SIZE of EHLO): true with *out set when it is one and fits a long
+ * long.
+ */
+bool size_value_parse(const char *v, size_t n, long long *out);
+
 #endif

@@ -17,7 +17,6 @@
 #include "util.h"
 
 #include <errno.h>
-#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -155,26 +154,6 @@ keyword_is(const char *line, size_t n, const char *kw)
 	return strlen(kw) == n && ascii_ncasecmp(line, kw, n) == 0;
 }
 
-/* RFC 1870 size-value = 1*20DIGIT, which must fit a long long. */
-static bool
-size_value(const char *v, size_t n, long long *out)
-{
-	long long x = 0;
-	size_t i;
-
-	if (n == 0 || n > 20)
-		return false;
-	for (i = 0; i < n; i++) {
-		int d = v[i] - '0';
-
-		if (v[i] < '0' || v[i] > '9' || x > (LLONG_MAX - d) / 10)
-			return false;
-		x = x * 10 + d;
-	}
-	*out = x;
-	return true;
-}
-
 void
 smtpwire_ehlo_keyword(struct smtp_ehlo *e, const char *line)
 {
@@ -205,7 +184,7 @@ smtpwire_ehlo_keyword(struct smtp_ehlo *e, const char *line)
 		e->size = true;
 		e->size_limit = 0;
 	} else if (n > 5 && ascii_ncasecmp(line, "SIZE ", 5) == 0) {
-		if (size_value(line + 5, n - 5, &size)) {
+		if (size_value_parse(line + 5, n - 5, &size)) {
 			e->size = true;
 			e->size_limit = size;
 		}

@@ -482,28 +482,6 @@ param_common(const struct param *prm, bool esmtp, const char *cmd,
 	return 0;
 }
 
-/* RFC 1870 size-value = 1*20DIGIT, which must fit a long long. */
-static bool
-size_parse(const char *v, size_t n, long long *out)
-{
-	long long x = 0;
-	size_t i;
-
-	if (n == 0 || n > 20)
-		return false;
-	for (i = 0; i < n; i++) {
-		int d = v[i] - '0';
-
-		if (!is_digit((unsigned char)v[i]))
-			return false;
-		if (x > (LLONG_MAX - d) / 10)
-			return false;
-		x = x * 10 + d;
-	}
-	*out = x;
-	return true;
-}
-
 /* Value of an upper-case hex digit (RFC 3461 section 4), or -1. */
 static int
 hexval(char h)
@@ -591,7 +569,7 @@ mail_param_value(int idx, const struct param *prm, struct mail_args *out)
 		return false;
 	switch (idx) {
 	case MP_SIZE:
-		return size_parse(v, n, &out->size);
+		return size_value_parse(v, n, &out->size);
 	case MP_BODY:
 		/* RFC 6152 section 2, RFC 3030 section 3. */
 		if (span_is(v, n, "7BIT"))
