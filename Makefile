@@ -69,7 +69,7 @@ FUZZ_SANFLAGS = -fsanitize=fuzzer-no-link,address,undefined \
                 -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 
 .PHONY: all run test check unit asan tsan bench bench-idle bench-wal bench-dead crashloop robustness tls-audit \
-        container-test fmt lint clean install deps fuzz fuzz-bins
+        container-test fmt fmt-check lint clean install deps fuzz fuzz-bins
 
 all: $(BIN)
 
@@ -166,9 +166,15 @@ fuzz:
 
 fuzz-bins: $(FUZZ_TARGETS:%=$(BUILD)/fuzz/fuzz_%)
 
+FMT_FILES = $(LIB_SRCS) $(MAIN_SRCS) bench/tlsload.c \
+            $(wildcard */*.h tests/unit/*.[ch] tests/fuzz/*.[ch])
+
 fmt:
-	clang-format -i $(LIB_SRCS) $(MAIN_SRCS) \
-	    $(wildcard */*.h tests/unit/*.c tests/fuzz/*.[ch])
+	clang-format -i $(FMT_FILES)
+
+# Fails (and names the files) when some C file is not as `make fmt` leaves it.
+fmt-check:
+	@clang-format --dry-run --Werror $(FMT_FILES)
 
 lint:
 	cppcheck --quiet --error-exitcode=1 --enable=warning,portability \

@@ -47,8 +47,8 @@ static void
 c_write(struct client *c, const char *s, size_t n)
 {
 	while (n > 0) {
-		ssize_t w = c->tls ? gnutls_record_send(c->tls, s, n) :
-				     send(c->fd, s, n, MSG_NOSIGNAL);
+		ssize_t w = c->tls ? gnutls_record_send(c->tls, s, n)
+		                   : send(c->fd, s, n, MSG_NOSIGNAL);
 
 		if (w <= 0)
 			die("write failed");
@@ -75,9 +75,9 @@ c_reply(struct client *c)
 				return code;
 		}
 		ssize_t r = c->tls ? gnutls_record_recv(c->tls, c->buf + c->len,
-					 sizeof(c->buf) - c->len) :
-				     recv(c->fd, c->buf + c->len,
-					 sizeof(c->buf) - c->len, 0);
+		                         sizeof(c->buf) - c->len)
+		                   : recv(c->fd, c->buf + c->len,
+		                         sizeof(c->buf) - c->len, 0);
 		if (r <= 0)
 			die("read failed");
 		c->len += (size_t)r;
@@ -230,7 +230,7 @@ main(int argc, char **argv)
 		pthread_join(t[i], NULL);
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	secs = (double)(t1.tv_sec - t0.tv_sec) +
-	    (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+	       (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
 	printf("messages=%ld seconds=%.3f msgs_per_s=%.0f handshakes=%ld "
 	       "handshakes_per_s=%.0f\n",
 	    atomic_load(&sent), secs, (double)atomic_load(&sent) / secs,

@@ -481,7 +481,8 @@ smtpc_send(
 		if (binary)
 			o += (size_t)snprintf(
 			    params + o, sizeof(params) - o, " BODY=BINARYMIME");
-		else if (strcmp(m->body_type, "8BITMIME") == 0 && c->ext.eightbit)
+		else if (strcmp(m->body_type, "8BITMIME") == 0 &&
+		         c->ext.eightbit)
 			o += (size_t)snprintf(
 			    params + o, sizeof(params) - o, " BODY=8BITMIME");
 		if (m->smtputf8)

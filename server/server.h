@@ -40,7 +40,7 @@ struct server {
 	struct holder *auth; /* struct auth_db *, NULL without AUTH */
 	struct anvil *anvil; /* per-client counts and rates */
 	struct waiter *waiter;
-	atomic_long sessions;  /* sessions open (running, queued or parked) */
+	atomic_long sessions; /* sessions open (running, queued or parked) */
 	atomic_long messages_accepted;
 	atomic_bool stress; /* stress mode: see listener.c */
 };

@@ -15,6 +15,7 @@ PKGS=(
 	iproute2                            # ip: addresses in a test network namespace
 	groff-base                          # render the man page in tests
 	clang libclang-rt-14-dev            # make fuzz: libFuzzer, sanitizers
+	clang-format cppcheck               # make fmt-check, make lint (CI)
 )
 missing=()
 for p in "${PKGS[@]}"; do

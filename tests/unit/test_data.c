@@ -196,8 +196,8 @@ test_output_bound(void)
 		data_dec_feed(&d, in, N, out, &o);
 		if (o > worst)
 			worst = o;
-		CHECK(o <= DATA_DEC_OUT_MAX(N) &&
-		          out[DATA_DEC_OUT_MAX(N)] == 'G',
+		CHECK(
+		    o <= DATA_DEC_OUT_MAX(N) && out[DATA_DEC_OUT_MAX(N)] == 'G',
 		    "output bound (%s): %zu octets from %d, bound %zu",
 		    modes ? "DATA" : "BDAT", o, N, DATA_DEC_OUT_MAX(N));
 	}

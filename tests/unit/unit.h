@@ -11,18 +11,18 @@
 
 static int unit_failed;
 
-#define CHECK(cond, ...)                                                   \
-	do {                                                               \
-		if (cond) {                                                \
-			printf("ok - ");                                   \
-			printf(__VA_ARGS__);                               \
-			printf("\n");                                      \
-		} else {                                                   \
-			unit_failed++;                                     \
-			printf("FAIL - ");                                 \
-			printf(__VA_ARGS__);                               \
-			printf(" (%s:%d: %s)\n", __FILE__, __LINE__, #cond); \
-		}                                                          \
+#define CHECK(cond, ...)                                                       \
+	do {                                                                   \
+		if (cond) {                                                    \
+			printf("ok - ");                                       \
+			printf(__VA_ARGS__);                                   \
+			printf("\n");                                          \
+		} else {                                                       \
+			unit_failed++;                                         \
+			printf("FAIL - ");                                     \
+			printf(__VA_ARGS__);                                   \
+			printf(" (%s:%d: %s)\n", __FILE__, __LINE__, #cond);   \
+		}                                                              \
 	} while (0)
 
 #define UNIT_DONE() return unit_failed ? 1 : 0
