@@ -24,14 +24,16 @@ WARN      = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
 OPT      ?= -O2
 CFLAGS   ?= -g $(OPT)
 SANFLAGS ?=
+# -DSLUICE_DEBUG (make asan, make tsan): error-checking mutexes, BUG_ON.
+DEBUGFLAGS ?=
 ALL_CFLAGS = -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE \
-             -D_GNU_SOURCE $(CFLAGS) $(WARN) $(EXTRA_CFLAGS) $(SANFLAGS) \
+             -D_GNU_SOURCE $(CFLAGS) $(WARN) $(EXTRA_CFLAGS) $(SANFLAGS) $(DEBUGFLAGS) \
              -pthread -Icommon -Iserver -Iqueue -Isql -Itls -Idns \
              $(PKG_CFLAGS) -MMD -MP
 LDLIBS    = $(PKG_LIBS) -pthread
 PREFIX   ?= /usr/local
 
-COMMON_SRCS = common/util.c common/log.c common/config.c common/cidr.c \
+COMMON_SRCS = common/util.c common/sync.c common/log.c common/config.c common/cidr.c \
               common/holder.c common/json.c common/metrics.c \
               common/strbuf.c common/utf8.c
 SQL_SRCS    = sql/db.c sql/admin.c
@@ -108,11 +110,11 @@ test check: $(BIN) $(UNIT_BINS) $(FUZZ_REPLAY)
 	@BUILD=$(BUILD) SLUICE_SANITIZER=$(SANITIZER) bash tests/run.sh
 
 asan:
-	$(MAKE) BUILD=build-asan OPT=-O1 SANITIZER=address \
+	$(MAKE) BUILD=build-asan OPT=-O1 SANITIZER=address DEBUGFLAGS=-DSLUICE_DEBUG \
 	    SANFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" test
 
 tsan:
-	$(MAKE) BUILD=build-tsan OPT=-O1 SANITIZER=thread SANFLAGS="-fsanitize=thread" test
+	$(MAKE) BUILD=build-tsan OPT=-O1 SANITIZER=thread DEBUGFLAGS=-DSLUICE_DEBUG SANFLAGS="-fsanitize=thread" test
 
 $(BUILD)/bench/tlsload: bench/tlsload.c
 	@mkdir -p $(dir $@)

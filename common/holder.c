@@ -5,6 +5,7 @@
  * mutex of the holder it came from, which outlives every reference).
  */
 #include "holder.h"
+#include "sync.h"
 #include "util.h"
 
 #include <pthread.h>
@@ -27,7 +28,7 @@ holder_new(void (*free_fn)(void *))
 {
 	struct holder *h = xcalloc(1, sizeof(*h));
 
-	pthread_mutex_init(&h->mu, NULL);
+	mutex_init(&h->mu);
 	h->free_fn = free_fn;
 	return h;
 }
@@ -57,10 +58,10 @@ holder_set(struct holder *h, void *obj)
 	r->h = h;
 	r->obj = obj;
 	r->refs = 1;
-	pthread_mutex_lock(&h->mu);
+	mutex_lock(&h->mu);
 	dead = unref_locked(h->cur);
 	h->cur = r;
-	pthread_mutex_unlock(&h->mu);
+	mutex_unlock(&h->mu);
 	release(h, dead);
 }
 
@@ -69,11 +70,11 @@ holder_get(struct holder *h, struct held **ref)
 {
 	struct held *r;
 
-	pthread_mutex_lock(&h->mu);
+	mutex_lock(&h->mu);
 	r = h->cur;
 	if (r != NULL)
 		r->refs++;
-	pthread_mutex_unlock(&h->mu);
+	mutex_unlock(&h->mu);
 	*ref = r;
 	return r != NULL ? r->obj : NULL;
 }
@@ -87,9 +88,9 @@ holder_put(struct held *ref)
 	if (ref == NULL)
 		return;
 	h = ref->h;
-	pthread_mutex_lock(&h->mu);
+	mutex_lock(&h->mu);
 	dead = unref_locked(ref);
-	pthread_mutex_unlock(&h->mu);
+	mutex_unlock(&h->mu);
 	release(h, dead);
 }
 
@@ -99,6 +100,6 @@ holder_free(struct holder *h)
 	if (h == NULL)
 		return;
 	release(h, unref_locked(h->cur));
-	pthread_mutex_destroy(&h->mu);
+	mutex_destroy(&h->mu);
 	free(h);
 }

@@ -45,6 +45,7 @@
  *     ends or moves to another site.
  */
 #include "deliver.h"
+#include "sync.h"
 #include "bounce.h"
 #include "db.h"
 #include "dests.h"
@@ -808,9 +809,9 @@ resume_match(void *arg, const char *domain)
 
 	if (rs->domain_only)
 		return strcmp(domain, rs->site) == 0;
-	pthread_mutex_lock(&rs->d->mu);
+	mutex_lock(&rs->d->mu);
 	site_for(rs->d, rs->cfg, domain, rs->now, key, sizeof(key), &is_static);
-	pthread_mutex_unlock(&rs->d->mu);
+	mutex_unlock(&rs->d->mu);
 	return strcmp(key, rs->site) == 0;
 }
 
@@ -872,7 +873,7 @@ site_learn(struct delivery *d, const struct config *cfg, struct job *j,
 	int i;
 
 	if (r == RES_TEMP) {
-		pthread_mutex_lock(&d->mu);
+		mutex_lock(&d->mu);
 		dests_forget(d->dests, j->domain);
 		if (!atomic_load(&d->stop))
 			ch = dests_fail(d->dests, j->domain,
@@ -880,7 +881,7 @@ site_learn(struct delivery *d, const struct config *cfg, struct job *j,
 			    now, probe_interval(cfg));
 		dests_note(d->dests, j->domain, j->domain);
 		note_suspended_count(d);
-		pthread_mutex_unlock(&d->mu);
+		mutex_unlock(&d->mu);
 		log_site_change(j->domain, ch, why, probe_interval(cfg));
 		return PLAN_CONNECT; /* nothing to connect to: deferred */
 	}
@@ -891,7 +892,7 @@ site_learn(struct delivery *d, const struct config *cfg, struct job *j,
 		names[i] = hosts[i].name;
 	dests_mx_site(names, nhosts, site, sizeof(site));
 	free(names);
-	pthread_mutex_lock(&d->mu);
+	mutex_lock(&d->mu);
 	if (dests_suspended(d->dests, j->domain, false, NULL))
 		ch = dests_ok(d->dests, j->domain, now, &down);
 	dests_learn(d->dests, j->domain, site, now);
@@ -920,7 +921,7 @@ site_learn(struct delivery *d, const struct config *cfg, struct job *j,
 		}
 	}
 	note_suspended_count(d);
-	pthread_mutex_unlock(&d->mu);
+	mutex_unlock(&d->mu);
 	if (ch == DEST_RESUMED)
 		resume_site(d, cfg, j->domain, true, down, j->msg_id);
 	return plan;
@@ -937,11 +938,11 @@ site_suspended(struct delivery *d, const struct job *j, char *why)
 	const char *reason = NULL;
 	bool s;
 
-	pthread_mutex_lock(&d->mu);
+	mutex_lock(&d->mu);
 	s = dests_suspended(d->dests, j->dest, j->probe, &reason);
 	if (s)
 		suspended_reason(reason, why, WHY_MAX);
-	pthread_mutex_unlock(&d->mu);
+	mutex_unlock(&d->mu);
 	return s;
 }
 
@@ -953,7 +954,7 @@ site_result(struct delivery *d, const struct config *cfg, const struct job *j,
 	int64_t now = (int64_t)time(NULL), down = 0;
 	enum dest_change ch = DEST_SAME;
 
-	pthread_mutex_lock(&d->mu);
+	mutex_lock(&d->mu);
 	if (ok)
 		ch = dests_ok(d->dests, j->dest, now, &down);
 	else if (!atomic_load(&d->stop)) {
@@ -962,7 +963,7 @@ site_result(struct delivery *d, const struct config *cfg, const struct job *j,
 		dests_note(d->dests, j->dest, j->domain);
 	}
 	note_suspended_count(d);
-	pthread_mutex_unlock(&d->mu);
+	mutex_unlock(&d->mu);
 	if (ch == DEST_ALIVE)
 		atomic_store(&d->wake, true); /* more may start now */
 	else if (ch == DEST_RESUMED)
@@ -1236,11 +1237,11 @@ claim_reset(struct claim *c)
 
 	/* Jobs not handed over give back their places (place()). */
 	if (c->jobs != NULL) {
-		pthread_mutex_lock(&c->d->mu);
+		mutex_lock(&c->d->mu);
 		for (j = c->jobs; j != NULL; j = j->next)
 			if (j->counted)
 				dests_finish(c->d->dests, j->dest, j->probe);
-		pthread_mutex_unlock(&c->d->mu);
+		mutex_unlock(&c->d->mu);
 	}
 	jobs_free(c->jobs);
 	deferrals_free(c->deferred);
@@ -1439,9 +1440,9 @@ find_probes(struct db *db, struct claim *c, int64_t now, char *why)
 	int np, k, i;
 	enum res r = RES_OK;
 
-	pthread_mutex_lock(&c->d->mu);
+	mutex_lock(&c->d->mu);
 	np = dests_probes_due(c->d->dests, now, pr, PROBES_MAX);
-	pthread_mutex_unlock(&c->d->mu);
+	mutex_unlock(&c->d->mu);
 	for (k = 0; k < np && r == RES_OK; k++) {
 		bool placed = false;
 
@@ -1454,9 +1455,9 @@ find_probes(struct db *db, struct claim *c, int64_t now, char *why)
 				r = RES_TEMP;
 			if (got <= 0 || in_round(c, &one))
 				continue;
-			pthread_mutex_lock(&c->d->mu);
+			mutex_lock(&c->d->mu);
 			placed = place_probe(c, pr[k].site, &one, now);
-			pthread_mutex_unlock(&c->d->mu);
+			mutex_unlock(&c->d->mu);
 		}
 	}
 	free(pr);
@@ -1481,10 +1482,10 @@ claim_fn(struct db *db, void *arg, char *why)
 		r = RES_TEMP;
 		goto out;
 	}
-	pthread_mutex_lock(&c->d->mu);
+	mutex_lock(&c->d->mu);
 	for (i = 0; i < n; i++)
 		place(c, &due[i], now);
-	pthread_mutex_unlock(&c->d->mu);
+	mutex_unlock(&c->d->mu);
 	if ((r = find_probes(db, c, now, why)) != RES_OK)
 		goto out;
 	for (j = c->jobs; j != NULL && r == RES_OK; j = j->next)
@@ -1540,18 +1541,14 @@ dispatcher_main(void *arg)
 		atomic_store(&d->wake, false);
 		memset(&c, 0, sizeof(c));
 		c.d = d;
-		pthread_mutex_lock(&d->mu);
+		mutex_lock(&d->mu);
 		free_threads = d->nthreads - d->busy;
 		if (free_threads <= 0) {
-			struct timespec ts;
-
-			clock_gettime(CLOCK_REALTIME, &ts);
-			ts.tv_sec += 1;
-			pthread_cond_timedwait(&d->done_cv, &d->mu, &ts);
-			pthread_mutex_unlock(&d->mu);
+			cond_wait_until(&d->done_cv, &d->mu, now_ms() + 1000);
+			mutex_unlock(&d->mu);
 			continue;
 		}
-		pthread_mutex_unlock(&d->mu);
+		mutex_unlock(&d->mu);
 		c.max_jobs = free_threads;
 
 		seen = queue_mail_seq(d->q);
@@ -1568,7 +1565,7 @@ dispatcher_main(void *arg)
 				log_outcomes(f->msg_id, &f->m, &f->rec, "none");
 		holder_put(ref);
 		progress = c.jobs != NULL || c.deferred != NULL;
-		pthread_mutex_lock(&d->mu);
+		mutex_lock(&d->mu);
 		d->blocked = c.blocked;
 		if (c.jobs != NULL) {
 			struct job *j, *next;
@@ -1582,7 +1579,7 @@ dispatcher_main(void *arg)
 			c.jobs = c.tail = NULL;
 			pthread_cond_broadcast(&d->cv);
 		}
-		pthread_mutex_unlock(&d->mu);
+		mutex_unlock(&d->mu);
 		claim_reset(&c);
 		if (progress)
 			continue;
@@ -1697,10 +1694,10 @@ housekeeping(struct delivery *d, const struct config *cfg)
 	}
 	if (t >= d->next_expire_ms) {
 		d->next_expire_ms = t + EXPIRE_EVERY_MS;
-		pthread_mutex_lock(&d->mu);
+		mutex_lock(&d->mu);
 		dests_expire(d->dests, (int64_t)time(NULL));
 		note_suspended_count(d);
-		pthread_mutex_unlock(&d->mu);
+		mutex_unlock(&d->mu);
 	}
 	if (cfg->finished_retention > 0 && t >= d->next_prune_ms) {
 		struct prune p = {
@@ -1758,32 +1755,28 @@ worker_main(void *arg)
 	for (;;) {
 		struct job *j;
 
-		pthread_mutex_lock(&d->mu);
+		mutex_lock(&d->mu);
 		while (d->jobs == NULL && !atomic_load(&d->stop)) {
-			struct timespec ts;
-
 			if (w->kept == NULL) {
-				pthread_cond_wait(&d->cv, &d->mu);
+				cond_wait(&d->cv, &d->mu);
 				continue;
 			}
 			/* Close a kept connection that stays idle. */
 			if (now_ms() - w->kept_since >= KEEP_IDLE_MS) {
-				pthread_mutex_unlock(&d->mu);
+				mutex_unlock(&d->mu);
 				drop_kept(w);
-				pthread_mutex_lock(&d->mu);
+				mutex_lock(&d->mu);
 				continue;
 			}
-			clock_gettime(CLOCK_REALTIME, &ts);
-			ts.tv_sec += 1;
-			pthread_cond_timedwait(&d->cv, &d->mu, &ts);
+			cond_wait_until(&d->cv, &d->mu, now_ms() + 1000);
 		}
 		j = d->jobs;
 		if (j == NULL) {
-			pthread_mutex_unlock(&d->mu);
+			mutex_unlock(&d->mu);
 			break;
 		}
 		d->jobs = j->next;
-		pthread_mutex_unlock(&d->mu);
+		mutex_unlock(&d->mu);
 
 		if (!atomic_load(&d->stop)) {
 			struct held *ref;
@@ -1795,14 +1788,14 @@ worker_main(void *arg)
 			holder_put(ref);
 		}
 
-		pthread_mutex_lock(&d->mu);
+		mutex_lock(&d->mu);
 		if (j->counted)
 			dests_finish(d->dests, j->dest, j->probe);
 		d->busy--;
 		if (d->blocked)
 			atomic_store(&d->wake, true); /* a site has room */
 		pthread_cond_signal(&d->done_cv);
-		pthread_mutex_unlock(&d->mu);
+		mutex_unlock(&d->mu);
 		free(j);
 	}
 	drop_kept(w);
@@ -1907,9 +1900,9 @@ delivery_start(
 	atomic_init(&d->stop, false);
 	atomic_init(&d->wake, false);
 	d->dests = dests_new();
-	pthread_mutex_init(&d->mu, NULL);
-	pthread_cond_init(&d->cv, NULL);
-	pthread_cond_init(&d->done_cv, NULL);
+	mutex_init(&d->mu);
+	cond_init(&d->cv);
+	cond_init(&d->done_cv);
 	d->threads = xcalloc((size_t)cfg->delivery_threads, sizeof(pthread_t));
 	for (i = 0; i < cfg->delivery_threads; i++) {
 		struct worker *w = xcalloc(1, sizeof(*w));
@@ -1939,9 +1932,9 @@ delivery_start(
 	return d;
 fail:
 	atomic_store(&d->stop, true);
-	pthread_mutex_lock(&d->mu);
+	mutex_lock(&d->mu);
 	pthread_cond_broadcast(&d->cv);
-	pthread_mutex_unlock(&d->mu);
+	mutex_unlock(&d->mu);
 	for (i = 0; i < d->nthreads; i++)
 		pthread_join(d->threads[i], NULL);
 	d->nthreads = 0;
@@ -1960,17 +1953,17 @@ delivery_stop(struct delivery *d)
 	atomic_store(&d->wake, true);
 	if (d->dispatcher_started)
 		pthread_join(d->dispatcher, NULL);
-	pthread_mutex_lock(&d->mu);
+	mutex_lock(&d->mu);
 	pthread_cond_broadcast(&d->cv);
-	pthread_mutex_unlock(&d->mu);
+	mutex_unlock(&d->mu);
 	for (i = 0; i < d->nthreads; i++)
 		pthread_join(d->threads[i], NULL);
 	jobs_free(d->jobs);
 	holder_free(d->conf);
 	free(d->threads);
 	dests_free(d->dests);
-	pthread_mutex_destroy(&d->mu);
-	pthread_cond_destroy(&d->cv);
-	pthread_cond_destroy(&d->done_cv);
+	mutex_destroy(&d->mu);
+	cond_destroy(&d->cv);
+	cond_destroy(&d->done_cv);
 	free(d);
 }

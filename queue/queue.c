@@ -54,6 +54,7 @@
  *    file to nothing (TRUNCATE), so disk use follows the data.
  */
 #include "queue.h"
+#include "sync.h"
 #include "db.h"
 #include "log.h"
 #include "metrics.h"
@@ -188,14 +189,14 @@ queue_new_id(char *buf)
 static void
 submit(struct queue *q, struct op *op)
 {
-	pthread_mutex_lock(&q->mu);
+	mutex_lock(&q->mu);
 	if (q->tail != NULL)
 		q->tail->next = op;
 	else
 		q->head = op;
 	q->tail = op;
 	pthread_cond_signal(&q->cv);
-	pthread_mutex_unlock(&q->mu);
+	mutex_unlock(&q->mu);
 }
 
 static void
@@ -237,11 +238,11 @@ msg_failed(struct queue_msg *m, char *why)
 {
 	bool failed;
 
-	pthread_mutex_lock(&m->mu);
+	mutex_lock(&m->mu);
 	failed = m->failed;
 	if (failed)
 		why_set(why, "%s", m->fail_why);
-	pthread_mutex_unlock(&m->mu);
+	mutex_unlock(&m->mu);
 	return failed;
 }
 
@@ -283,24 +284,24 @@ finish(struct queue *q, struct op *op)
 	if (op->type == OP_COMMIT || op->type == OP_DROP)
 		live_del(q, op->id);
 	if (op->type == OP_COMMIT && op->result == RES_OK) {
-		pthread_mutex_lock(&q->mu);
+		mutex_lock(&q->mu);
 		q->mail_seq++;
 		pthread_cond_broadcast(&q->mail_cv);
-		pthread_mutex_unlock(&q->mu);
+		mutex_unlock(&q->mu);
 	}
 	if (op->len > 0 && op->m != NULL) {
-		pthread_mutex_lock(&q->mu);
+		mutex_lock(&q->mu);
 		q->data_inflight -= (int64_t)op->len;
 		pthread_cond_broadcast(&q->room_cv);
-		pthread_mutex_unlock(&q->mu);
+		mutex_unlock(&q->mu);
 	}
 	if (op->w != NULL) {
-		pthread_mutex_lock(&op->w->mu);
+		mutex_lock(&op->w->mu);
 		op->w->result = op->result;
 		memcpy(op->w->why, op->why, WHY_MAX);
 		op->w->done = true;
 		pthread_cond_signal(&op->w->cv);
-		pthread_mutex_unlock(&op->w->mu);
+		mutex_unlock(&op->w->mu);
 	}
 	if (op->type == OP_DROP && op->result != RES_OK)
 		log_warn("queue",
@@ -308,7 +309,7 @@ finish(struct queue *q, struct op *op)
 		    "(reclaimed later)",
 		    op->id, op->why);
 	if (m != NULL) {
-		pthread_mutex_lock(&m->mu);
+		mutex_lock(&m->mu);
 		if (op->result != RES_OK && !m->failed) {
 			m->failed = true;
 			memcpy(m->fail_why, op->why, WHY_MAX);
@@ -317,7 +318,7 @@ finish(struct queue *q, struct op *op)
 			m->done = true;
 		m->inflight--;
 		pthread_cond_broadcast(&m->cv);
-		pthread_mutex_unlock(&m->mu);
+		mutex_unlock(&m->mu);
 	}
 	free(op->data);
 	free(op);
@@ -341,19 +342,19 @@ force_checkpoint(struct queue *q, int64_t wal, int64_t batch)
 	enum res r;
 
 	/* Let a PASSIVE run end rather than fail on its lock. */
-	pthread_mutex_lock(&q->mu);
+	mutex_lock(&q->mu);
 	q->forcing = true;
 	while (q->ckpt_running)
-		pthread_cond_wait(&q->ckpt_done_cv, &q->mu);
-	pthread_mutex_unlock(&q->mu);
+		cond_wait(&q->ckpt_done_cv, &q->mu);
+	mutex_unlock(&q->mu);
 	t0 = now_ms();
 	r = db_checkpoint(q->db, DB_CKPT_RESTART, CKPT_BUSY_MS, &c, why);
 	now = now_ms();
-	pthread_mutex_lock(&q->mu);
+	mutex_lock(&q->mu);
 	q->forcing = false;
 	if (r == RES_OK && c.complete)
 		q->ckpt_due = 0;
-	pthread_mutex_unlock(&q->mu);
+	mutex_unlock(&q->mu);
 	if (r == RES_OK && c.complete) {
 		log_info("queue",
 		    "WAL checkpoint: restart wal_bytes=%lld cap_bytes=%lld "
@@ -409,13 +410,13 @@ wal_committed(struct queue *q)
 	int64_t batch = wal >= q->wal_prev ? wal - q->wal_prev : wal;
 
 	q->wal_prev = wal;
-	pthread_mutex_lock(&q->mu);
+	mutex_lock(&q->mu);
 	q->commit_seq++;
 	q->wal_dirty = true;
 	q->ckpt_due += batch;
 	if (q->ckpt_due >= CKPT_STEP)
 		pthread_cond_signal(&q->ckpt_cv);
-	pthread_mutex_unlock(&q->mu);
+	mutex_unlock(&q->mu);
 	if (wal > q->wal_cap && now_ms() >= q->force_after)
 		force_checkpoint(q, wal, batch);
 }
@@ -487,21 +488,17 @@ writer_main(void *arg)
 	struct op *batch;
 
 	for (;;) {
-		pthread_mutex_lock(&q->mu);
+		mutex_lock(&q->mu);
 		while (q->head == NULL && !q->stop && now_ms() < next_reclaim) {
-			struct timespec ts;
-
-			clock_gettime(CLOCK_REALTIME, &ts);
-			ts.tv_sec += 1;
-			pthread_cond_timedwait(&q->cv, &q->mu, &ts);
+			cond_wait_until(&q->cv, &q->mu, now_ms() + 1000);
 		}
 		batch = q->head;
 		q->head = q->tail = NULL;
 		if (batch == NULL && q->stop) {
-			pthread_mutex_unlock(&q->mu);
+			mutex_unlock(&q->mu);
 			break;
 		}
-		pthread_mutex_unlock(&q->mu);
+		mutex_unlock(&q->mu);
 		if (batch != NULL)
 			run_batch(q, batch);
 		if (now_ms() >= next_reclaim) {
@@ -524,7 +521,7 @@ checkpointer_main(void *arg)
 	uint64_t failed_seq = UINT64_MAX; /* when a TRUNCATE failed */
 	char why[WHY_MAX];
 
-	pthread_mutex_lock(&q->mu);
+	mutex_lock(&q->mu);
 	while (!q->stop) {
 		uint64_t seen = q->commit_seq;
 		enum db_ckpt_mode mode;
@@ -532,11 +529,7 @@ checkpointer_main(void *arg)
 		enum res r;
 
 		if (q->forcing || q->ckpt_due < CKPT_STEP) {
-			struct timespec ts;
-
-			clock_gettime(CLOCK_REALTIME, &ts);
-			ts.tv_sec += 1;
-			pthread_cond_timedwait(&q->ckpt_cv, &q->mu, &ts);
+			cond_wait_until(&q->ckpt_cv, &q->mu, now_ms() + 1000);
 		}
 		if (q->stop || q->forcing)
 			continue;
@@ -550,11 +543,11 @@ checkpointer_main(void *arg)
 		if (mode == DB_CKPT_PASSIVE)
 			q->ckpt_due = 0;
 		q->ckpt_running = true;
-		pthread_mutex_unlock(&q->mu);
+		mutex_unlock(&q->mu);
 		r = db_checkpoint(q->ckpt_db, mode, CKPT_BUSY_MS, &c, why);
 		if (r != RES_OK)
 			log_warn("queue", "%s", why);
-		pthread_mutex_lock(&q->mu);
+		mutex_lock(&q->mu);
 		q->ckpt_running = false;
 		pthread_cond_broadcast(&q->ckpt_done_cv);
 		if (mode == DB_CKPT_TRUNCATE) {
@@ -565,7 +558,7 @@ checkpointer_main(void *arg)
 				failed_seq = seen;
 		}
 	}
-	pthread_mutex_unlock(&q->mu);
+	mutex_unlock(&q->mu);
 	return NULL;
 }
 
@@ -617,33 +610,33 @@ queue_open(const char *path, char *why)
 	reclaim(q);
 	if (db_clear_leases(q->db, why) != RES_OK)
 		log_warn("queue", "cannot clear delivery leases: %s", why);
-	pthread_mutex_init(&q->mu, NULL);
-	pthread_cond_init(&q->cv, NULL);
-	pthread_cond_init(&q->ckpt_cv, NULL);
-	pthread_cond_init(&q->ckpt_done_cv, NULL);
-	pthread_cond_init(&q->mail_cv, NULL);
-	pthread_cond_init(&q->room_cv, NULL);
+	mutex_init(&q->mu);
+	cond_init(&q->cv);
+	cond_init(&q->ckpt_cv);
+	cond_init(&q->ckpt_done_cv);
+	cond_init(&q->mail_cv);
+	cond_init(&q->room_cv);
 	if (pthread_create(&q->writer, NULL, writer_main, q) != 0) {
 		why_set(why, "cannot start the queue writer thread");
 		goto fail_sync;
 	}
 	if (pthread_create(&q->checkpointer, NULL, checkpointer_main, q) != 0) {
 		why_set(why, "cannot start the queue checkpointer thread");
-		pthread_mutex_lock(&q->mu);
+		mutex_lock(&q->mu);
 		q->stop = true;
 		pthread_cond_signal(&q->cv);
-		pthread_mutex_unlock(&q->mu);
+		mutex_unlock(&q->mu);
 		pthread_join(q->writer, NULL);
 		goto fail_sync;
 	}
 	return q;
 fail_sync:
-	pthread_mutex_destroy(&q->mu);
-	pthread_cond_destroy(&q->cv);
-	pthread_cond_destroy(&q->ckpt_cv);
-	pthread_cond_destroy(&q->ckpt_done_cv);
-	pthread_cond_destroy(&q->mail_cv);
-	pthread_cond_destroy(&q->room_cv);
+	mutex_destroy(&q->mu);
+	cond_destroy(&q->cv);
+	cond_destroy(&q->ckpt_cv);
+	cond_destroy(&q->ckpt_done_cv);
+	cond_destroy(&q->mail_cv);
+	cond_destroy(&q->room_cv);
 fail:
 	db_close(q->ckpt_db);
 	db_close(q->db);
@@ -660,11 +653,11 @@ queue_close(struct queue *q)
 
 	if (q == NULL)
 		return;
-	pthread_mutex_lock(&q->mu);
+	mutex_lock(&q->mu);
 	q->stop = true;
 	pthread_cond_signal(&q->cv);
 	pthread_cond_signal(&q->ckpt_cv);
-	pthread_mutex_unlock(&q->mu);
+	mutex_unlock(&q->mu);
 	pthread_join(q->writer, NULL);
 	pthread_join(q->checkpointer, NULL);
 	/* Leave no WAL behind when no reader is in the way. */
@@ -674,12 +667,12 @@ queue_close(struct queue *q)
 	for (i = 0; i < q->nlive; i++)
 		free(q->live[i]);
 	free(q->live);
-	pthread_mutex_destroy(&q->mu);
-	pthread_cond_destroy(&q->cv);
-	pthread_cond_destroy(&q->ckpt_cv);
-	pthread_cond_destroy(&q->ckpt_done_cv);
-	pthread_cond_destroy(&q->mail_cv);
-	pthread_cond_destroy(&q->room_cv);
+	mutex_destroy(&q->mu);
+	cond_destroy(&q->cv);
+	cond_destroy(&q->ckpt_cv);
+	cond_destroy(&q->ckpt_done_cv);
+	cond_destroy(&q->mail_cv);
+	cond_destroy(&q->room_cv);
 	free(q);
 }
 
@@ -690,8 +683,8 @@ queue_msg_new(struct queue *q)
 
 	m->q = q;
 	queue_new_id(m->id);
-	pthread_mutex_init(&m->mu, NULL);
-	pthread_cond_init(&m->cv, NULL);
+	mutex_init(&m->mu);
+	cond_init(&m->cv);
 	return m;
 }
 
@@ -721,16 +714,16 @@ send_op(struct queue_msg *m, enum op_type type, const struct envelope *env)
 	if (op->len > 0) { /* invariant 4 */
 		struct queue *q = m->q;
 
-		pthread_mutex_lock(&q->mu);
+		mutex_lock(&q->mu);
 		while (q->data_inflight > 0 &&
 		       q->data_inflight + (int64_t)op->len > DATA_INFLIGHT_MAX)
-			pthread_cond_wait(&q->room_cv, &q->mu);
+			cond_wait(&q->room_cv, &q->mu);
 		q->data_inflight += (int64_t)op->len;
-		pthread_mutex_unlock(&q->mu);
+		mutex_unlock(&q->mu);
 	}
-	pthread_mutex_lock(&m->mu);
+	mutex_lock(&m->mu);
 	m->inflight++;
-	pthread_mutex_unlock(&m->mu);
+	mutex_unlock(&m->mu);
 	submit(m->q, op);
 }
 
@@ -739,10 +732,10 @@ send_op(struct queue_msg *m, enum op_type type, const struct envelope *env)
 static void
 send_chunk(struct queue_msg *m)
 {
-	pthread_mutex_lock(&m->mu);
+	mutex_lock(&m->mu);
 	while (m->inflight >= MAX_INFLIGHT)
-		pthread_cond_wait(&m->cv, &m->mu);
-	pthread_mutex_unlock(&m->mu);
+		cond_wait(&m->cv, &m->mu);
+	mutex_unlock(&m->mu);
 	send_op(m, OP_CHUNK, NULL);
 }
 
@@ -807,14 +800,14 @@ queue_msg_commit(struct queue_msg *m, const struct envelope *env, char *why)
 	if (msg_failed(m, why))
 		return RES_TEMP;
 	send_op(m, OP_COMMIT, env);
-	pthread_mutex_lock(&m->mu);
+	mutex_lock(&m->mu);
 	while (!m->done)
-		pthread_cond_wait(&m->cv, &m->mu);
+		cond_wait(&m->cv, &m->mu);
 	if (m->failed) {
 		why_set(why, "%s", m->fail_why);
 		r = RES_TEMP;
 	}
-	pthread_mutex_unlock(&m->mu);
+	mutex_unlock(&m->mu);
 	m->committed = (r == RES_OK);
 	return r;
 }
@@ -827,10 +820,10 @@ queue_msg_free(struct queue_msg *m)
 	if (m == NULL)
 		return;
 	/* Invariant 3: the writer must be done with us. */
-	pthread_mutex_lock(&m->mu);
+	mutex_lock(&m->mu);
 	while (m->inflight > 0)
-		pthread_cond_wait(&m->cv, &m->mu);
-	pthread_mutex_unlock(&m->mu);
+		cond_wait(&m->cv, &m->mu);
+	mutex_unlock(&m->mu);
 	if (!m->committed && m->seq > 0) {
 		op = xcalloc(1, sizeof(*op));
 		op->type = OP_DROP;
@@ -838,8 +831,8 @@ queue_msg_free(struct queue_msg *m)
 		submit(m->q, op);
 	}
 	free(m->buf);
-	pthread_mutex_destroy(&m->mu);
-	pthread_cond_destroy(&m->cv);
+	mutex_destroy(&m->mu);
+	cond_destroy(&m->cv);
 	free(m);
 }
 
@@ -850,8 +843,8 @@ queue_run(struct queue *q, enum res (*fn)(struct db *, void *, char *),
 	struct op *op = xcalloc(1, sizeof(*op));
 	struct waiter w;
 
-	pthread_mutex_init(&w.mu, NULL);
-	pthread_cond_init(&w.cv, NULL);
+	mutex_init(&w.mu);
+	cond_init(&w.cv);
 	w.done = false;
 	w.result = RES_TEMP; /* set by the writer before done */
 	op->type = OP_RUN;
@@ -859,12 +852,12 @@ queue_run(struct queue *q, enum res (*fn)(struct db *, void *, char *),
 	op->arg = arg;
 	op->w = &w;
 	submit(q, op);
-	pthread_mutex_lock(&w.mu);
+	mutex_lock(&w.mu);
 	while (!w.done)
-		pthread_cond_wait(&w.cv, &w.mu);
-	pthread_mutex_unlock(&w.mu);
-	pthread_mutex_destroy(&w.mu);
-	pthread_cond_destroy(&w.cv);
+		cond_wait(&w.cv, &w.mu);
+	mutex_unlock(&w.mu);
+	mutex_destroy(&w.mu);
+	cond_destroy(&w.cv);
 	if (w.result != RES_OK)
 		why_set(why, "%s", w.why);
 	return w.result;
@@ -875,9 +868,9 @@ queue_mail_seq(struct queue *q)
 {
 	uint64_t v;
 
-	pthread_mutex_lock(&q->mu);
+	mutex_lock(&q->mu);
 	v = q->mail_seq;
-	pthread_mutex_unlock(&q->mu);
+	mutex_unlock(&q->mu);
 	return v;
 }
 
@@ -885,22 +878,14 @@ void
 queue_wait_mail(struct queue *q, uint64_t seen, int64_t deadline_ms,
     const atomic_bool *stop)
 {
-	pthread_mutex_lock(&q->mu);
+	mutex_lock(&q->mu);
 	while (q->mail_seq == seen && now_ms() < deadline_ms &&
 	       !atomic_load(stop)) {
-		struct timespec ts;
-		int64_t left = deadline_ms - now_ms();
+		int64_t until = deadline_ms;
 
-		if (left > 200)
-			left = 200; /* look at *stop now and then */
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_sec += left / 1000;
-		ts.tv_nsec += (left % 1000) * 1000000;
-		if (ts.tv_nsec >= 1000000000) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000;
-		}
-		pthread_cond_timedwait(&q->mail_cv, &q->mu, &ts);
+		if (until > now_ms() + 200)
+			until = now_ms() + 200; /* look at *stop now and then */
+		cond_wait_until(&q->mail_cv, &q->mu, until);
 	}
-	pthread_mutex_unlock(&q->mu);
+	mutex_unlock(&q->mu);
 }

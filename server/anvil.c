@@ -13,6 +13,7 @@
  *     twice the entries.
  */
 #include "anvil.h"
+#include "sync.h"
 #include "util.h"
 
 #include <arpa/inet.h>
@@ -109,7 +110,7 @@ anvil_new(size_t max_clients)
 {
 	struct anvil *a = xcalloc(1, sizeof(*a));
 
-	pthread_mutex_init(&a->mu, NULL);
+	mutex_init(&a->mu);
 	a->max = max_clients < 16 ? 16 : max_clients;
 	a->nslots = ANVIL_MIN_SLOTS;
 	a->slots = xcalloc(a->nslots, sizeof(*a->slots));
@@ -121,7 +122,7 @@ anvil_free(struct anvil *a)
 {
 	if (a == NULL)
 		return;
-	pthread_mutex_destroy(&a->mu);
+	mutex_destroy(&a->mu);
 	free(a->slots);
 	free(a);
 }
@@ -245,7 +246,7 @@ anvil_connect(struct anvil *a, const struct anvil_key *k, int max_conns,
 	struct client *c;
 
 	*count = 0;
-	pthread_mutex_lock(&a->mu);
+	mutex_lock(&a->mu);
 	c = get(a, k, unit, now);
 	if (c != NULL) {
 		int r = rate_value(&c->conn_rate, unit, now);
@@ -263,7 +264,7 @@ anvil_connect(struct anvil *a, const struct anvil_key *k, int max_conns,
 			*count = c->conns;
 		}
 	}
-	pthread_mutex_unlock(&a->mu);
+	mutex_unlock(&a->mu);
 	return v;
 }
 
@@ -272,13 +273,13 @@ anvil_disconnect(struct anvil *a, const struct anvil_key *k, int64_t now)
 {
 	struct client *c;
 
-	pthread_mutex_lock(&a->mu);
+	mutex_lock(&a->mu);
 	c = find(a, k);
 	if (c->used && c->conns > 0) {
 		c->conns--;
 		c->last = now;
 	}
-	pthread_mutex_unlock(&a->mu);
+	mutex_unlock(&a->mu);
 }
 
 int
@@ -288,7 +289,7 @@ anvil_auth_failed(
 	struct client *c;
 	int r = 0;
 
-	pthread_mutex_lock(&a->mu);
+	mutex_lock(&a->mu);
 	c = get(a, k, unit, now);
 	if (c != NULL) {
 		rate_roll(&c->auth_rate, unit, now);
@@ -296,7 +297,7 @@ anvil_auth_failed(
 		c->last = now;
 		r = rate_value(&c->auth_rate, unit, now);
 	}
-	pthread_mutex_unlock(&a->mu);
+	mutex_unlock(&a->mu);
 	return r;
 }
 
@@ -307,11 +308,11 @@ anvil_auth_rate(
 	struct client *c;
 	int r = 0;
 
-	pthread_mutex_lock(&a->mu);
+	mutex_lock(&a->mu);
 	c = find(a, k);
 	if (c->used)
 		r = rate_value(&c->auth_rate, unit, now);
-	pthread_mutex_unlock(&a->mu);
+	mutex_unlock(&a->mu);
 	return r;
 }
 
@@ -320,8 +321,8 @@ anvil_size(struct anvil *a)
 {
 	size_t n;
 
-	pthread_mutex_lock(&a->mu);
+	mutex_lock(&a->mu);
 	n = a->nused;
-	pthread_mutex_unlock(&a->mu);
+	mutex_unlock(&a->mu);
 	return n;
 }

@@ -15,6 +15,7 @@
  * deadline.  docs/benchmark.md has the measurements behind the grace.
  */
 #include "pool.h"
+#include "sync.h"
 #include "log.h"
 #include "util.h"
 #include "waiter.h"
@@ -80,11 +81,11 @@ void
 pool_submit(struct pool *p, struct sess_wait *w, enum sess_event ev)
 {
 	w->ev = ev;
-	pthread_mutex_lock(&p->mu);
+	mutex_lock(&p->mu);
 	lane_push(w->trusted ? &p->trusted : &p->untrusted, w);
 	atomic_fetch_add(&p->queued, 1);
 	pthread_cond_signal(&p->cv);
-	pthread_mutex_unlock(&p->mu);
+	mutex_unlock(&p->mu);
 }
 
 bool
@@ -155,29 +156,29 @@ worker_main(void *arg)
 	for (;;) {
 		struct sess_wait *w;
 
-		pthread_mutex_lock(&p->mu);
+		mutex_lock(&p->mu);
 		while (p->trusted.head == NULL && p->untrusted.head == NULL &&
 		       !p->stop)
-			pthread_cond_wait(&p->cv, &p->mu);
+			cond_wait(&p->cv, &p->mu);
 		w = lane_pop(&p->trusted);
 		if (w == NULL)
 			w = lane_pop(&p->untrusted);
 		if (w == NULL) { /* stopping, and nothing left */
-			pthread_mutex_unlock(&p->mu);
+			mutex_unlock(&p->mu);
 			break;
 		}
 		atomic_fetch_sub(&p->queued, 1);
 		atomic_fetch_add(&p->running, 1);
-		pthread_mutex_unlock(&p->mu);
+		mutex_unlock(&p->mu);
 
 		run(p, w);
 
-		pthread_mutex_lock(&p->mu);
+		mutex_lock(&p->mu);
 		atomic_fetch_sub(&p->running, 1);
 		if (atomic_load(&p->running) == 0 &&
 		    atomic_load(&p->queued) == 0)
 			pthread_cond_broadcast(&p->idle_cv);
-		pthread_mutex_unlock(&p->mu);
+		mutex_unlock(&p->mu);
 	}
 	return NULL;
 }
@@ -195,9 +196,9 @@ pool_new(struct server *srv, int nworkers, int max_queued, char *why)
 	p->max_queued = max_queued;
 	p->grace_ms = g != NULL ? atoi(g) : PARK_GRACE_MS;
 	p->threads = xcalloc((size_t)nworkers, sizeof(*p->threads));
-	pthread_mutex_init(&p->mu, NULL);
-	pthread_cond_init(&p->cv, NULL);
-	pthread_cond_init(&p->idle_cv, NULL);
+	mutex_init(&p->mu);
+	cond_init(&p->cv);
+	cond_init(&p->idle_cv);
 	pthread_attr_init(&attr);
 	pthread_attr_setstacksize(&attr, WORKER_STACK);
 	for (i = 0; i < nworkers; i++) {
@@ -226,17 +227,17 @@ pool_join(struct pool *p)
 {
 	int i;
 
-	pthread_mutex_lock(&p->mu);
+	mutex_lock(&p->mu);
 	while (atomic_load(&p->running) > 0 || atomic_load(&p->queued) > 0)
-		pthread_cond_wait(&p->idle_cv, &p->mu);
+		cond_wait(&p->idle_cv, &p->mu);
 	p->stop = true;
 	pthread_cond_broadcast(&p->cv);
-	pthread_mutex_unlock(&p->mu);
+	mutex_unlock(&p->mu);
 	for (i = 0; i < p->nthreads; i++)
 		pthread_join(p->threads[i], NULL);
-	pthread_mutex_destroy(&p->mu);
-	pthread_cond_destroy(&p->cv);
-	pthread_cond_destroy(&p->idle_cv);
+	mutex_destroy(&p->mu);
+	cond_destroy(&p->cv);
+	cond_destroy(&p->idle_cv);
 	free(p->threads);
 	free(p);
 }

@@ -19,6 +19,7 @@
  *     earlier deadline than the one it sleeps to wakes it (eventfd).
  */
 #include "waiter.h"
+#include "sync.h"
 #include "holder.h"
 #include "log.h"
 #include "metrics.h"
@@ -170,7 +171,7 @@ waiter_park(struct waiter *wt, struct sess_wait *w)
 		if (cap < w->deadline)
 			w->deadline = cap;
 	}
-	pthread_mutex_lock(&wt->mu);
+	mutex_lock(&wt->mu);
 	if (wt->quit || wt->stopped >= (int)w->stop)
 		goto hand_back;
 	heap_push(wt, w);
@@ -194,12 +195,12 @@ waiter_park(struct waiter *wt, struct sess_wait *w)
 		w->registered = true;
 	}
 	soon = w->deadline < wt->wake_at;
-	pthread_mutex_unlock(&wt->mu);
+	mutex_unlock(&wt->mu);
 	if (soon)
 		wake(wt);
 	return;
 hand_back:
-	pthread_mutex_unlock(&wt->mu);
+	mutex_unlock(&wt->mu);
 	if (failed)
 		log_warn("smtpd", "cannot wait for a session: epoll_ctl: %s",
 		    strerror(errno));
@@ -224,7 +225,7 @@ stop_stage(struct waiter *wt, int stage, bool all)
 	struct sess_wait *list = NULL, *w;
 	size_t i, kept = 0;
 
-	pthread_mutex_lock(&wt->mu);
+	mutex_lock(&wt->mu);
 	if (stage > wt->stopped)
 		wt->stopped = stage;
 	for (i = 0; i < wt->n; i++) {
@@ -245,7 +246,7 @@ stop_stage(struct waiter *wt, int stage, bool all)
 	wt->n = kept;
 	for (i = kept / 2; i-- > 0;)
 		sift_down(wt, i);
-	pthread_mutex_unlock(&wt->mu);
+	mutex_unlock(&wt->mu);
 	while ((w = list) != NULL) {
 		list = w->next;
 		pool_submit(wt->pool, w, EV_STOP);
@@ -259,14 +260,14 @@ expire(struct waiter *wt)
 	struct sess_wait *list = NULL, *w;
 	int64_t now = now_ms();
 
-	pthread_mutex_lock(&wt->mu);
+	mutex_lock(&wt->mu);
 	while (wt->n > 0 && wt->heap[0]->deadline <= now) {
 		w = wt->heap[0];
 		unpark(wt, w, true);
 		w->next = list;
 		list = w;
 	}
-	pthread_mutex_unlock(&wt->mu);
+	mutex_unlock(&wt->mu);
 	while ((w = list) != NULL) {
 		list = w->next;
 		pool_submit(wt->pool, w, EV_TIMEOUT);
@@ -281,7 +282,7 @@ shorten(struct waiter *wt)
 	int64_t timeout_ms = atomic_load(&wt->stress_ms);
 	size_t i;
 
-	pthread_mutex_lock(&wt->mu);
+	mutex_lock(&wt->mu);
 	if (wt->shorten) {
 		wt->shorten = false;
 		for (i = 0; i < wt->n; i++) {
@@ -294,7 +295,7 @@ shorten(struct waiter *wt)
 		for (i = wt->n / 2; i-- > 0;)
 			sift_down(wt, i);
 	}
-	pthread_mutex_unlock(&wt->mu);
+	mutex_unlock(&wt->mu);
 }
 
 static void
@@ -302,11 +303,11 @@ on_ready(struct waiter *wt, struct sess_wait *w)
 {
 	bool mine;
 
-	pthread_mutex_lock(&wt->mu);
+	mutex_lock(&wt->mu);
 	mine = w->parked;
 	if (mine)
 		unpark(wt, w, false); /* EPOLLONESHOT disarmed it */
-	pthread_mutex_unlock(&wt->mu);
+	mutex_unlock(&wt->mu);
 	if (mine)
 		pool_submit(wt->pool, w, EV_READY);
 }
@@ -328,9 +329,9 @@ waiter_main(void *arg)
 		int64_t now = now_ms(), timeout = STRESS_EVERY_MS;
 		int i, n;
 
-		pthread_mutex_lock(&wt->mu);
+		mutex_lock(&wt->mu);
 		if (wt->quit) {
-			pthread_mutex_unlock(&wt->mu);
+			mutex_unlock(&wt->mu);
 			break;
 		}
 		if (wt->n > 0 && wt->heap[0]->deadline - now < timeout)
@@ -338,7 +339,7 @@ waiter_main(void *arg)
 		if (timeout < 0)
 			timeout = 0;
 		wt->wake_at = now + timeout;
-		pthread_mutex_unlock(&wt->mu);
+		mutex_unlock(&wt->mu);
 
 		n = epoll_wait(wt->epfd, evs, WAITER_EVENTS, (int)timeout);
 		for (i = 0; i < n; i++) {
@@ -390,7 +391,7 @@ waiter_new(struct server *srv, struct pool *pool, char *why)
 
 	wt->srv = srv;
 	wt->pool = pool;
-	pthread_mutex_init(&wt->mu, NULL);
+	mutex_init(&wt->mu);
 	wt->wake = -1;
 	wt->epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (wt->epfd < 0 ||
@@ -438,9 +439,9 @@ waiter_stress_check(struct waiter *wt, const struct config *cfg)
 			    "%d sessions waiting for a worker: untrusted "
 			    "clients get %ds to send a command",
 			    open, limit, queued, cfg->stress_command_timeout);
-			pthread_mutex_lock(&wt->mu);
+			mutex_lock(&wt->mu);
 			wt->shorten = true;
-			pthread_mutex_unlock(&wt->mu);
+			mutex_unlock(&wt->mu);
 			wake(wt);
 		} else {
 			log_info("smtpd",
@@ -457,9 +458,9 @@ waiter_stop(struct waiter *wt)
 {
 	if (wt == NULL)
 		return;
-	pthread_mutex_lock(&wt->mu);
+	mutex_lock(&wt->mu);
 	wt->quit = true;
-	pthread_mutex_unlock(&wt->mu);
+	mutex_unlock(&wt->mu);
 	if (wt->started) {
 		wake(wt);
 		pthread_join(wt->thread, NULL);
@@ -478,7 +479,7 @@ waiter_free(struct waiter *wt)
 		close(wt->epfd);
 	if (wt->wake >= 0)
 		close(wt->wake);
-	pthread_mutex_destroy(&wt->mu);
+	mutex_destroy(&wt->mu);
 	free(wt->heap);
 	free(wt);
 }
