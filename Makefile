@@ -35,8 +35,8 @@ PREFIX   ?= /usr/local
 
 COMMON_SRCS = common/util.c common/sync.c common/log.c common/config.c common/cidr.c \
               common/holder.c common/json.c common/metrics.c \
-              common/strbuf.c common/utf8.c
-SQL_SRCS    = sql/db.c sql/admin.c
+              common/strbuf.c common/utf8.c common/queueid.c
+SQL_SRCS    = sql/store.c sql/sqlite.c sql/sqlite_admin.c
 SQL_ASM     = sql/embed.S
 TLS_SRCS    = tls/conn.c tls/tls.c
 DNS_SRCS    = dns/dns.c
@@ -56,7 +56,7 @@ LIB_OBJS = $(LIB_SRCS:%.c=$(BUILD)/%.o) $(BUILD)/sql/embed.o
 BIN      = $(BUILD)/sluice
 
 UNIT_TESTS = parse data config auth bounce dns metrics json strbuf anvil \
-             smtpwire dests
+             smtpwire dests store
 UNIT_BINS  = $(UNIT_TESTS:%=$(BUILD)/tests/test_%)
 
 # Fuzz targets (tests/fuzz/fuzz_NAME.c, docs/fuzzing.md).  `make test`

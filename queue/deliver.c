@@ -36,7 +36,7 @@
  * Invariants:
  *  1. A recipient is in at most one job: claiming sets its lease in the
  *     same transaction that found it unleased.
- *  2. Every attempt ends in db_record_attempt (which clears the lease) or,
+ *  2. Every attempt ends in store_record_attempt (which clears the lease) or,
  *     if sluice stops first, the lease is cleared at the next start.  A
  *     recipient deferred for a suspended site is recorded in the claim's
  *     own transaction, without a lease.
@@ -47,7 +47,7 @@
 #include "deliver.h"
 #include "sync.h"
 #include "bounce.h"
-#include "db.h"
+#include "store.h"
 #include "dests.h"
 #include "holder.h"
 #include "log.h"
@@ -221,7 +221,7 @@ log_site_change(
 
 struct worker {
 	struct delivery *d;
-	struct db *db; /* read-only */
+	struct store *store; /* read-only */
 	struct dns_resolver *dns;
 	/* The connection kept open after a job, for the next job to the
 	 * same destination (max_messages_per_connection). */
@@ -256,7 +256,7 @@ read_body(void *arg, int (*put)(void *, const void *, size_t), void *put_arg,
 {
 	struct body_ctx *b = arg;
 
-	return db_read_body(b->w->db, b->msg_id, put, put_arg, why);
+	return store_read_body(b->w->store, b->msg_id, put, put_arg, why);
 }
 
 /* Collect the start of the message for a bounce. */
@@ -280,7 +280,7 @@ collect_head(void *arg, const void *data, size_t len)
 
 /* The outcome of one recipient in a job. */
 struct outcome {
-	struct db_rcpt_info info;
+	struct store_rcpt_info info;
 	enum res result;
 	char reply[512];
 	bool relayed; /* delivered to a server without DSN */
@@ -294,7 +294,7 @@ static bool notify_has(const char *notify, const char *what);
 
 struct record {
 	const char *msg_id;
-	const struct db_msg_info *m;
+	const struct store_msg_info *m;
 	const char *hostname;
 	int delay_warning; /* seconds, 0: no delay notices */
 	struct outcome *out;
@@ -315,10 +315,10 @@ struct record {
  * its queue ID.
  */
 static enum res
-queue_notice(struct db *db, struct record *r, enum bounce_kind kind,
+queue_notice(struct store *store, struct record *r, enum bounce_kind kind,
     const struct bounce_rcpt *br, int k, char *why)
 {
-	const struct db_msg_info *m = r->m;
+	const struct store_msg_info *m = r->m;
 	struct head_buf head = {xmalloc(BOUNCE_RETURN_LIMIT + 1), 0};
 	struct envelope env;
 	struct envelope_rcpt er;
@@ -326,11 +326,10 @@ queue_notice(struct db *db, struct record *r, enum bounce_kind kind,
 	char domain[256];
 	const char *at;
 	char *text;
-	size_t len = 0, off;
-	int seq = 0;
-	enum res res = RES_OK;
+	size_t len = 0;
+	enum res res;
 
-	(void)db_read_body(db, r->msg_id, collect_head, &head, why);
+	(void)store_read_body(store, r->msg_id, collect_head, &head, why);
 	if (head.len > BOUNCE_RETURN_LIMIT)
 		head.len = BOUNCE_RETURN_LIMIT;
 	memset(&b, 0, sizeof(b));
@@ -367,14 +366,8 @@ queue_notice(struct db *db, struct record *r, enum bounce_kind kind,
 	env.client_ip = "127.0.0.1";
 	env.helo = r->hostname;
 	env.protocol = "local";
-	for (off = 0; off < len && res == RES_OK; off += QUEUE_CHUNK) {
-		size_t piece =
-		    len - off < QUEUE_CHUNK ? len - off : QUEUE_CHUNK;
-
-		res = db_put_chunk(db, env.id, seq++, text + off, piece, why);
-	}
-	if (res == RES_OK)
-		res = db_put_message(db, &env, why);
+	res = store_put_mail(
+	    store, &env, 0, &(struct store_part){text, len}, 1, why);
 	if (res == RES_OK)
 		snprintf(r->dsn_id, sizeof(r->dsn_id), "%s", env.id);
 	free(text);
@@ -387,15 +380,15 @@ queue_notice(struct db *db, struct record *r, enum bounce_kind kind,
  * in one notice, sent once none is pending any more.
  */
 static enum res
-failure_notice(struct db *db, struct record *r, char *why)
+failure_notice(struct store *store, struct record *r, char *why)
 {
-	struct db_bounced *bl = NULL;
+	struct store_bounced *bl = NULL;
 	struct bounce_rcpt *br;
 	char(*status)[16];
 	int nb, i, k = 0;
 	enum res res = RES_OK;
 
-	nb = db_unreported_bounces(db, r->msg_id, &bl, why);
+	nb = store_unreported_bounces(store, r->msg_id, &bl, why);
 	if (nb <= 0)
 		return nb < 0 ? RES_TEMP : RES_OK;
 	br = xcalloc((size_t)nb, sizeof(*br));
@@ -416,10 +409,11 @@ failure_notice(struct db *db, struct record *r, char *why)
 	}
 	/* Never answer the null sender (RFC 3461 section 6.1). */
 	if (k > 0 && r->m->sender[0] != '\0' &&
-	    (res = queue_notice(db, r, BOUNCE_FAILURE, br, k, why)) == RES_OK)
+	    (res = queue_notice(store, r, BOUNCE_FAILURE, br, k, why)) ==
+	        RES_OK)
 		r->dsn_rcpts = k;
 	if (res == RES_OK)
-		res = db_mark_reported(db, r->msg_id, why);
+		res = store_mark_reported(store, r->msg_id, why);
 	free(status);
 	free(br);
 	free(bl);
@@ -432,7 +426,7 @@ failure_notice(struct db *db, struct record *r, char *why)
  * it got NOTIFY and reports itself (RFC 3461 section 5.2).
  */
 static enum res
-success_notice(struct db *db, struct record *r, char *why)
+success_notice(struct store *store, struct record *r, char *why)
 {
 	struct bounce_rcpt *br = xcalloc((size_t)r->n + 1, sizeof(*br));
 	int i, k = 0;
@@ -454,7 +448,7 @@ success_notice(struct db *db, struct record *r, char *why)
 		k++;
 	}
 	if (k > 0 && r->m->sender[0] != '\0')
-		res = queue_notice(db, r, BOUNCE_SUCCESS, br, k, why);
+		res = queue_notice(store, r, BOUNCE_SUCCESS, br, k, why);
 	free(br);
 	return res;
 }
@@ -464,7 +458,7 @@ success_notice(struct db *db, struct record *r, char *why)
  * deferred that long after arrival, told once (RFC 3464 "delayed").
  */
 static enum res
-delay_notice(struct db *db, struct record *r, char *why)
+delay_notice(struct store *store, struct record *r, char *why)
 {
 	struct bounce_rcpt *br;
 	char(*status)[16];
@@ -492,25 +486,25 @@ delay_notice(struct db *db, struct record *r, char *why)
 		br[k].diagnostic = o->reply;
 		br[k].last_attempt = r->at;
 		k++;
-		res =
-		    db_mark_delay_reported(db, r->msg_id, o->info.rcpt_no, why);
+		res = store_mark_delay_reported(
+		    store, r->msg_id, o->info.rcpt_no, why);
 	}
 	if (res == RES_OK && k > 0 && r->m->sender[0] != '\0')
-		res = queue_notice(db, r, BOUNCE_DELAY, br, k, why);
+		res = queue_notice(store, r, BOUNCE_DELAY, br, k, why);
 	free(status);
 	free(br);
 	return res;
 }
 
 static enum res
-record_fn(struct db *db, void *arg, char *why)
+record_fn(struct store *store, void *arg, char *why)
 {
 	struct record *r = arg;
 	int i;
 
 	for (i = 0; i < r->n; i++) {
 		struct outcome *o = &r->out[i];
-		struct db_attempt a;
+		struct store_attempt a;
 
 		memset(&a, 0, sizeof(a));
 		a.msg_id = r->msg_id;
@@ -527,23 +521,23 @@ record_fn(struct db *db, void *arg, char *why)
 		a.duration_ms = r->duration_ms;
 		a.state = o->state;
 		a.next_at = o->next_at;
-		if (db_record_attempt(db, &a, why) != RES_OK)
+		if (store_record_attempt(store, &a, why) != RES_OK)
 			return RES_TEMP;
 	}
 	/* queue_run may run us twice: start the outputs afresh. */
 	r->dsn_id[0] = r->success_id[0] = r->delay_id[0] = '\0';
 	r->dsn_rcpts = 0;
-	if (success_notice(db, r, why) != RES_OK)
+	if (success_notice(store, r, why) != RES_OK)
 		return RES_TEMP;
 	snprintf(r->success_id, sizeof(r->success_id), "%s", r->dsn_id);
 	r->dsn_id[0] = '\0';
-	if (delay_notice(db, r, why) != RES_OK)
+	if (delay_notice(store, r, why) != RES_OK)
 		return RES_TEMP;
 	snprintf(r->delay_id, sizeof(r->delay_id), "%s", r->dsn_id);
 	r->dsn_id[0] = '\0';
-	if (failure_notice(db, r, why) != RES_OK)
+	if (failure_notice(store, r, why) != RES_OK)
 		return RES_TEMP;
-	return db_release_finished(db, r->msg_id, why);
+	return store_release_finished(store, r->msg_id, why);
 }
 
 /*
@@ -642,7 +636,7 @@ targets(struct worker *w, const struct delivery_conf *dc, const struct job *j,
  * `reply` (the server's reply, or our reason).
  */
 static void
-settle(const struct config *cfg, const struct db_msg_info *m,
+settle(const struct config *cfg, const struct store_msg_info *m,
     struct outcome *oc, enum res rr, const char *reply, bool have_dsn,
     int64_t now)
 {
@@ -669,7 +663,7 @@ settle(const struct config *cfg, const struct db_msg_info *m,
 /* One log line per recipient of a recorded attempt, its notices, and the
  * delivery metrics. */
 static void
-log_outcomes(const char *msg_id, const struct db_msg_info *m,
+log_outcomes(const char *msg_id, const struct store_msg_info *m,
     const struct record *rec, const char *relay)
 {
 	int i;
@@ -738,7 +732,7 @@ nap(struct delivery *d, int64_t ms)
  * recipients tried again.
  */
 static bool
-run_durably(struct delivery *d, enum res (*fn)(struct db *, void *, char *),
+run_durably(struct delivery *d, enum res (*fn)(struct store *, void *, char *),
     void *arg, const char *msg_id, const char *what)
 {
 	char why[WHY_MAX];
@@ -779,13 +773,14 @@ struct unlease {
 };
 
 static enum res
-unlease_fn(struct db *db, void *arg, char *why)
+unlease_fn(struct store *store, void *arg, char *why)
 {
 	const struct job *j = ((struct unlease *)arg)->j;
 	int i;
 
 	for (i = 0; i < j->nrcpts; i++)
-		if (db_lease(db, j->msg_id, j->rcpt_nos[i], 0, why) != RES_OK)
+		if (store_lease(store, j->msg_id, j->rcpt_nos[i], 0, why) !=
+		    RES_OK)
 			return RES_TEMP;
 	return RES_OK;
 }
@@ -816,12 +811,12 @@ resume_match(void *arg, const char *domain)
 }
 
 static enum res
-resume_fn(struct db *db, void *arg, char *why)
+resume_fn(struct store *store, void *arg, char *why)
 {
 	struct resume *rs = arg;
 
-	rs->n =
-	    db_resume_deferred(db, rs->since, rs->now, resume_match, rs, why);
+	rs->n = store_resume_deferred(
+	    store, rs->since, rs->now, resume_match, rs, why);
 	return rs->n < 0 ? RES_TEMP : RES_OK;
 }
 
@@ -980,7 +975,7 @@ deliver_job(struct worker *w, const struct delivery_conf *dc, struct job *j)
 	struct outcome *out = xcalloc((size_t)j->nrcpts, sizeof(*out));
 	struct smtpc_rcpt *sr = xcalloc((size_t)j->nrcpts, sizeof(*sr));
 	struct mx_host *hosts = NULL;
-	struct db_msg_info m;
+	struct store_msg_info m;
 	struct record rec;
 	struct smtpc *c = NULL;
 	struct smtpc_opts o;
@@ -994,7 +989,7 @@ deliver_job(struct worker *w, const struct delivery_conf *dc, struct job *j)
 	enum res r;
 
 	why[0] = '\0';
-	if (db_load_message(w->db, j->msg_id, &m, why) != RES_OK) {
+	if (store_load_message(w->store, j->msg_id, &m, why) != RES_OK) {
 		/* Deleted meanwhile (sluice queue delete): nothing to do. */
 		log_info("deliver", "id=%s skipped: %s", j->msg_id, why);
 		goto out;
@@ -1002,8 +997,8 @@ deliver_job(struct worker *w, const struct delivery_conf *dc, struct job *j)
 	for (i = 0; i < j->nrcpts; i++) {
 		struct outcome *oc = &out[n];
 
-		if (db_load_rcpt(w->db, j->msg_id, j->rcpt_nos[i], &oc->info,
-		        why) != RES_OK)
+		if (store_load_rcpt(w->store, j->msg_id, j->rcpt_nos[i],
+		        &oc->info, why) != RES_OK)
 			continue;
 		if (strcmp(oc->info.state, "queued") != 0 &&
 		    strcmp(oc->info.state, "deferred") != 0)
@@ -1190,7 +1185,7 @@ struct deferral {
 	int rcpt_nos[JOB_RCPTS_MAX];
 	int nrcpts;
 	/* Filled when recorded, for the log: */
-	struct db_msg_info m;
+	struct store_msg_info m;
 	struct outcome *out;
 	struct record rec;
 	struct deferral *next;
@@ -1257,7 +1252,7 @@ claim_reset(struct claim *c)
  * site at once (dests_start).  Caller holds d->mu.
  */
 static void
-add_job(struct claim *c, const struct db_due *due, const char *site,
+add_job(struct claim *c, const struct store_due *due, const char *site,
     bool static_dest, bool probe, int64_t now)
 {
 	struct job *j = xcalloc(1, sizeof(*j));
@@ -1287,7 +1282,7 @@ add_job(struct claim *c, const struct db_due *due, const char *site,
  * the places back if the round is dropped.  Caller holds d->mu.
  */
 static void
-place(struct claim *c, const struct db_due *due, int64_t now)
+place(struct claim *c, const struct store_due *due, int64_t now)
 {
 	char key[DESTS_KEY_MAX];
 	const char *reason = NULL;
@@ -1347,10 +1342,10 @@ place(struct claim *c, const struct db_due *due, int64_t now)
  * go with that, as a delivery thread would after a failed connection.
  */
 static enum res
-defer_now(struct db *db, const struct config *cfg, struct deferral *f,
+defer_now(struct store *store, const struct config *cfg, struct deferral *f,
     int64_t now, char *why)
 {
-	enum res r = db_load_message(db, f->msg_id, &f->m, why);
+	enum res r = store_load_message(store, f->msg_id, &f->m, why);
 	int i, n = 0;
 
 	if (r == RES_PERM)
@@ -1361,7 +1356,8 @@ defer_now(struct db *db, const struct config *cfg, struct deferral *f,
 	for (i = 0; i < f->nrcpts; i++) {
 		struct outcome *oc = &f->out[n];
 
-		r = db_load_rcpt(db, f->msg_id, f->rcpt_nos[i], &oc->info, why);
+		r = store_load_rcpt(
+		    store, f->msg_id, f->rcpt_nos[i], &oc->info, why);
 		if (r == RES_TEMP)
 			return r;
 		if (r != RES_OK || (strcmp(oc->info.state, "queued") != 0 &&
@@ -1377,12 +1373,12 @@ defer_now(struct db *db, const struct config *cfg, struct deferral *f,
 	f->rec.out = f->out;
 	f->rec.n = n;
 	f->rec.at = now;
-	return n > 0 ? record_fn(db, &f->rec, why) : RES_OK;
+	return n > 0 ? record_fn(store, &f->rec, why) : RES_OK;
 }
 
 /* Is this recipient in a job or deferral of the round already? */
 static bool
-in_round(const struct claim *c, const struct db_due *due)
+in_round(const struct claim *c, const struct store_due *due)
 {
 	const struct job *j;
 	const struct deferral *f;
@@ -1407,7 +1403,7 @@ in_round(const struct claim *c, const struct db_due *due)
  */
 static bool
 place_probe(
-    struct claim *c, const char *site, const struct db_due *due, int64_t now)
+    struct claim *c, const char *site, const struct store_due *due, int64_t now)
 {
 	char key[DESTS_KEY_MAX];
 	struct job *j;
@@ -1434,7 +1430,7 @@ place_probe(
  * answers, not at each recipient's next retry.
  */
 static enum res
-find_probes(struct db *db, struct claim *c, int64_t now, char *why)
+find_probes(struct store *store, struct claim *c, int64_t now, char *why)
 {
 	struct dests_probe *pr = xcalloc(PROBES_MAX, sizeof(*pr));
 	int np, k, i;
@@ -1447,9 +1443,9 @@ find_probes(struct db *db, struct claim *c, int64_t now, char *why)
 		bool placed = false;
 
 		for (i = 0; i < pr[k].ndomains && !placed && r == RES_OK; i++) {
-			struct db_due one;
-			int got = db_first_pending(
-			    db, now, pr[k].domains[i], &one, why);
+			struct store_due one;
+			int got = store_first_pending(
+			    store, now, pr[k].domains[i], &one, why);
 
 			if (got < 0)
 				r = RES_TEMP;
@@ -1465,10 +1461,10 @@ find_probes(struct db *db, struct claim *c, int64_t now, char *why)
 }
 
 static enum res
-claim_fn(struct db *db, void *arg, char *why)
+claim_fn(struct store *store, void *arg, char *why)
 {
 	struct claim *c = arg;
-	struct db_due *due = xcalloc(CLAIM_ROWS, sizeof(*due));
+	struct store_due *due = xcalloc(CLAIM_ROWS, sizeof(*due));
 	int64_t now = (int64_t)time(NULL);
 	struct deferral *f;
 	struct job *j;
@@ -1477,7 +1473,7 @@ claim_fn(struct db *db, void *arg, char *why)
 
 	/* queue_run may call us twice: start from scratch. */
 	claim_reset(c);
-	n = db_list_due(db, now, due, CLAIM_ROWS, why);
+	n = store_list_due(store, now, due, CLAIM_ROWS, why);
 	if (n < 0) {
 		r = RES_TEMP;
 		goto out;
@@ -1486,16 +1482,16 @@ claim_fn(struct db *db, void *arg, char *why)
 	for (i = 0; i < n; i++)
 		place(c, &due[i], now);
 	mutex_unlock(&c->d->mu);
-	if ((r = find_probes(db, c, now, why)) != RES_OK)
+	if ((r = find_probes(store, c, now, why)) != RES_OK)
 		goto out;
 	for (j = c->jobs; j != NULL && r == RES_OK; j = j->next)
 		for (i = 0; i < j->nrcpts && r == RES_OK; i++)
-			r = db_lease(db, j->msg_id, j->rcpt_nos[i],
+			r = store_lease(store, j->msg_id, j->rcpt_nos[i],
 			    now + LEASE_SECONDS, why);
 	for (f = c->deferred; f != NULL && r == RES_OK; f = f->next)
-		r = defer_now(db, c->cfg, f, now, why);
+		r = defer_now(store, c->cfg, f, now, why);
 	if (r == RES_OK && c->jobs == NULL && c->deferred == NULL)
-		c->next_due = db_next_due(db);
+		c->next_due = store_next_due(store);
 out:
 	if (r != RES_OK)
 		claim_reset(c);
@@ -1608,25 +1604,26 @@ struct returned {
  * this sends the notice and marks them reported in ours.
  */
 static enum res
-returned_fn(struct db *db, void *arg, char *why)
+returned_fn(struct store *store, void *arg, char *why)
 {
 	struct returned *rt = arg;
 	int i;
 
-	rt->n = db_list_unreported(db, rt->ids, RETURNED_MAX, why);
+	rt->n = store_list_unreported(store, rt->ids, RETURNED_MAX, why);
 	if (rt->n < 0)
 		return RES_TEMP;
 	for (i = 0; i < rt->n; i++) {
-		struct db_msg_info m;
+		struct store_msg_info m;
 		struct record r;
 		enum res res;
 
 		rt->dsn[i][0] = rt->sender[i][0] = '\0';
-		res = db_load_message(db, rt->ids[i], &m, why);
+		res = store_load_message(store, rt->ids[i], &m, why);
 		if (res == RES_TEMP)
 			return RES_TEMP;
 		if (res != RES_OK) { /* recipients without a message */
-			if (db_mark_reported(db, rt->ids[i], why) != RES_OK)
+			if (store_mark_reported(store, rt->ids[i], why) !=
+			    RES_OK)
 				return RES_TEMP;
 			continue;
 		}
@@ -1635,8 +1632,8 @@ returned_fn(struct db *db, void *arg, char *why)
 		r.m = &m;
 		r.hostname = rt->hostname;
 		r.at = rt->at;
-		if (failure_notice(db, &r, why) != RES_OK ||
-		    db_release_finished(db, r.msg_id, why) != RES_OK)
+		if (failure_notice(store, &r, why) != RES_OK ||
+		    store_release_finished(store, r.msg_id, why) != RES_OK)
 			return RES_TEMP;
 		snprintf(rt->dsn[i], sizeof(rt->dsn[i]), "%s", r.dsn_id);
 		snprintf(rt->sender[i], sizeof(rt->sender[i]), "%s", m.sender);
@@ -1650,11 +1647,11 @@ struct prune {
 };
 
 static enum res
-prune_fn(struct db *db, void *arg, char *why)
+prune_fn(struct store *store, void *arg, char *why)
 {
 	struct prune *p = arg;
 
-	p->n = db_prune_finished(db, p->before, why);
+	p->n = store_prune_finished(store, p->before, why);
 	return p->n < 0 ? RES_TEMP : RES_OK;
 }
 
@@ -1715,7 +1712,7 @@ housekeeping(struct delivery *d, const struct config *cfg)
 			    "pruned %d finished message%s older than "
 			    "finished_retention",
 			    p.n, p.n == 1 ? "" : "s");
-			if (p.n >= DB_PRUNE_MAX)
+			if (p.n >= STORE_PRUNE_MAX)
 				d->next_prune_ms = t + 1000;
 		}
 	}
@@ -1799,7 +1796,7 @@ worker_main(void *arg)
 		free(j);
 	}
 	drop_kept(w);
-	db_close(w->db);
+	store_close(w->store);
 	dns_resolver_free(w->dns);
 	free(w);
 	return NULL;
@@ -1908,12 +1905,12 @@ delivery_start(
 		struct worker *w = xcalloc(1, sizeof(*w));
 
 		w->d = d;
-		w->db = db_open_readonly(cfg->queue_path, why);
-		w->dns = w->db ? dns_resolver_new(cfg, why) : NULL;
+		w->store = store_open_readonly(cfg->queue_path, why);
+		w->dns = w->store ? dns_resolver_new(cfg, why) : NULL;
 		w->gen = conf->gen;
-		if (w->db == NULL || w->dns == NULL ||
+		if (w->store == NULL || w->dns == NULL ||
 		    pthread_create(&d->threads[i], NULL, worker_main, w) != 0) {
-			db_close(w->db);
+			store_close(w->store);
 			dns_resolver_free(w->dns);
 			free(w);
 			goto fail;

@@ -55,9 +55,10 @@
  */
 #include "queue.h"
 #include "sync.h"
-#include "db.h"
+#include "store.h"
 #include "log.h"
 #include "metrics.h"
+#include "queueid.h"
 
 #include <gnutls/crypto.h>
 #include <pthread.h>
@@ -107,17 +108,17 @@ struct op {
 	int seq;
 	bool first;                 /* first chunk: also record `incoming` */
 	const struct envelope *env; /* OP_COMMIT; the session waits */
-	enum res (*fn)(struct db *, void *, char *); /* OP_RUN */
-	void *arg;                                   /* OP_RUN */
-	struct waiter *w;                            /* OP_RUN */
+	enum res (*fn)(struct store *, void *, char *); /* OP_RUN */
+	void *arg;                                      /* OP_RUN */
+	struct waiter *w;                               /* OP_RUN */
 	enum res result;
 	char why[WHY_MAX];
 	struct op *next;
 };
 
 struct queue {
-	struct db *db;      /* writer thread only, after open */
-	struct db *ckpt_db; /* checkpointer thread only, after open */
+	struct store *store;      /* writer thread only, after open */
+	struct store *ckpt_store; /* checkpointer thread only, after open */
 	pthread_t writer;
 	pthread_t checkpointer;
 	int64_t wal_cap;             /* set at open */
@@ -163,27 +164,13 @@ struct queue_msg {
 	bool done;              /* guarded by mu: commit finished */
 };
 
-/* Crockford's base32: no I, L, O, U, so IDs read aloud well. */
-static const char b32[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
-
 void
 queue_new_id(char *buf)
 {
-	uint64_t t = (uint64_t)wall_us();
 	uint32_t r = 0;
-	int i;
 
-	/* 11 characters of microseconds (sortable by time), 5 random. */
 	(void)gnutls_rnd(GNUTLS_RND_NONCE, &r, sizeof(r));
-	for (i = 10; i >= 0; i--) {
-		buf[i] = b32[t & 31];
-		t >>= 5;
-	}
-	for (i = 11; i < QUEUE_ID_LEN; i++) {
-		buf[i] = b32[r & 31];
-		r >>= 5;
-	}
-	buf[QUEUE_ID_LEN] = '\0';
+	queue_id_make(buf, (uint64_t)wall_us(), r);
 }
 
 static void
@@ -220,7 +207,7 @@ live_del(struct queue *q, const char *id)
 	}
 }
 
-/* db_reclaim_incoming callback: reclaim what no session is receiving. */
+/* store_reclaim_incoming callback: reclaim what no session is receiving. */
 static int
 not_live(void *arg, const char *id)
 {
@@ -255,20 +242,18 @@ apply(struct queue *q, struct op *op)
 	switch (op->type) {
 	case OP_CHUNK:
 	case OP_COMMIT:
-		if (op->first && db_put_incoming(q->db, op->id,
+		if (op->first && store_put_incoming(q->store, op->id,
 		                     (int64_t)time(NULL), op->why) != RES_OK)
 			return RES_TEMP;
-		if ((op->len > 0 || op->type == OP_CHUNK) &&
-		    db_put_chunk(q->db, op->id, op->seq, op->data, op->len,
-		        op->why) != RES_OK)
-			return RES_TEMP;
-		if (op->type == OP_COMMIT)
-			return db_put_message(q->db, op->env, op->why);
-		return RES_OK;
+		if (op->type == OP_CHUNK)
+			return store_put_chunk(q->store, op->id, op->seq,
+			    op->data, op->len, op->why);
+		return store_put_mail(q->store, op->env, op->seq,
+		    &(struct store_part){op->data, op->len}, 1, op->why);
 	case OP_DROP:
-		return db_drop_incoming(q->db, op->id, op->why);
+		return store_drop_incoming(q->store, op->id, op->why);
 	case OP_RUN:
-		return op->fn(q->db, op->arg, op->why);
+		return op->fn(q->store, op->arg, op->why);
 	}
 	return RES_OK;
 }
@@ -337,7 +322,7 @@ static void
 force_checkpoint(struct queue *q, int64_t wal, int64_t batch)
 {
 	char why[WHY_MAX], b1[32], b2[32];
-	struct db_ckpt c;
+	struct store_ckpt c;
 	int64_t t0, now;
 	enum res r;
 
@@ -348,7 +333,8 @@ force_checkpoint(struct queue *q, int64_t wal, int64_t batch)
 		cond_wait(&q->ckpt_done_cv, &q->mu);
 	mutex_unlock(&q->mu);
 	t0 = now_ms();
-	r = db_checkpoint(q->db, DB_CKPT_RESTART, CKPT_BUSY_MS, &c, why);
+	r = store_checkpoint(
+	    q->store, STORE_CKPT_RESTART, CKPT_BUSY_MS, &c, why);
 	now = now_ms();
 	mutex_lock(&q->mu);
 	q->forcing = false;
@@ -401,7 +387,7 @@ force_checkpoint(struct queue *q, int64_t wal, int64_t batch)
 static void
 wal_committed(struct queue *q)
 {
-	int64_t wal = db_wal_bytes(q->db);
+	int64_t wal = store_wal_bytes(q->store);
 	/*
 	 * Smaller than after the last commit: this one started the WAL over
 	 * (only then can it shrink).  Not assumed after a RESTART: a batch
@@ -434,15 +420,15 @@ run_batch(struct queue *q, struct op *batch)
 	enum res r;
 	int n = 0;
 
-	r = db_begin(q->db, why);
+	r = store_begin(q->store, why);
 	for (op = batch; r == RES_OK && op != NULL; op = op->next, n++)
 		r = apply(q, op);
 	if (r == RES_OK)
-		r = db_commit(q->db, why);
+		r = store_commit(q->store, why);
 	if (r == RES_OK)
 		metrics_observe(H_COMMIT_BATCH, n);
 	else
-		db_rollback(q->db);
+		store_rollback(q->store);
 	if (r == RES_OK) {
 		for (op = batch; op != NULL; op = next) {
 			next = op->next;
@@ -454,13 +440,13 @@ run_batch(struct queue *q, struct op *batch)
 	}
 	for (op = batch; op != NULL; op = next) {
 		next = op->next;
-		op->result = db_begin(q->db, op->why);
+		op->result = store_begin(q->store, op->why);
 		if (op->result == RES_OK)
 			op->result = apply(q, op);
 		if (op->result == RES_OK)
-			op->result = db_commit(q->db, op->why);
+			op->result = store_commit(q->store, op->why);
 		else
-			db_rollback(q->db);
+			store_rollback(q->store);
 		finish(q, op);
 	}
 	wal_committed(q);
@@ -470,7 +456,7 @@ static void
 reclaim(struct queue *q)
 {
 	char why[WHY_MAX];
-	int n = db_reclaim_incoming(q->db, not_live, q, why);
+	int n = store_reclaim_incoming(q->store, not_live, q, why);
 
 	if (n < 0)
 		log_warn(
@@ -524,8 +510,8 @@ checkpointer_main(void *arg)
 	mutex_lock(&q->mu);
 	while (!q->stop) {
 		uint64_t seen = q->commit_seq;
-		enum db_ckpt_mode mode;
-		struct db_ckpt c;
+		enum store_ckpt_mode mode;
+		struct store_ckpt c;
 		enum res r;
 
 		if (q->forcing || q->ckpt_due < CKPT_STEP) {
@@ -534,23 +520,24 @@ checkpointer_main(void *arg)
 		if (q->stop || q->forcing)
 			continue;
 		if (q->ckpt_due >= CKPT_STEP)
-			mode = DB_CKPT_PASSIVE;
+			mode = STORE_CKPT_PASSIVE;
 		else if (q->commit_seq == seen && q->wal_dirty &&
 		         seen != failed_seq)
-			mode = DB_CKPT_TRUNCATE;
+			mode = STORE_CKPT_TRUNCATE;
 		else
 			continue;
-		if (mode == DB_CKPT_PASSIVE)
+		if (mode == STORE_CKPT_PASSIVE)
 			q->ckpt_due = 0;
 		q->ckpt_running = true;
 		mutex_unlock(&q->mu);
-		r = db_checkpoint(q->ckpt_db, mode, CKPT_BUSY_MS, &c, why);
+		r = store_checkpoint(
+		    q->ckpt_store, mode, CKPT_BUSY_MS, &c, why);
 		if (r != RES_OK)
 			log_warn("queue", "%s", why);
 		mutex_lock(&q->mu);
 		q->ckpt_running = false;
 		pthread_cond_broadcast(&q->ckpt_done_cv);
-		if (mode == DB_CKPT_TRUNCATE) {
+		if (mode == STORE_CKPT_TRUNCATE) {
 			/* A commit since then may have written a new WAL. */
 			if (r == RES_OK && c.complete && q->commit_seq == seen)
 				q->wal_dirty = false;
@@ -594,21 +581,21 @@ queue_open(const char *path, char *why)
 {
 	struct queue *q = xcalloc(1, sizeof(*q));
 
-	q->db = db_open(path, why);
-	if (q->db == NULL)
+	q->store = store_open(path, why);
+	if (q->store == NULL)
 		goto fail;
-	q->ckpt_db = db_open_helper(path, why);
-	if (q->ckpt_db == NULL)
+	q->ckpt_store = store_open_helper(path, why);
+	if (q->ckpt_store == NULL)
 		goto fail;
 	q->wal_cap = wal_cap();
-	if (db_watch_wal(q->db, q->wal_cap, why) != RES_OK)
+	if (store_watch_wal(q->store, q->wal_cap, why) != RES_OK)
 		goto fail;
 	/* The last run may have left pages in the WAL. */
 	q->wal_dirty = true;
 	/* No session is alive yet: every partial message is an orphan, and
 	 * no delivery thread holds a lease. */
 	reclaim(q);
-	if (db_clear_leases(q->db, why) != RES_OK)
+	if (store_clear_leases(q->store, why) != RES_OK)
 		log_warn("queue", "cannot clear delivery leases: %s", why);
 	mutex_init(&q->mu);
 	cond_init(&q->cv);
@@ -638,8 +625,8 @@ fail_sync:
 	cond_destroy(&q->mail_cv);
 	cond_destroy(&q->room_cv);
 fail:
-	db_close(q->ckpt_db);
-	db_close(q->db);
+	store_close(q->ckpt_store);
+	store_close(q->store);
 	free(q);
 	return NULL;
 }
@@ -648,7 +635,7 @@ void
 queue_close(struct queue *q)
 {
 	char why[WHY_MAX];
-	struct db_ckpt c;
+	struct store_ckpt c;
 	int i;
 
 	if (q == NULL)
@@ -661,9 +648,10 @@ queue_close(struct queue *q)
 	pthread_join(q->writer, NULL);
 	pthread_join(q->checkpointer, NULL);
 	/* Leave no WAL behind when no reader is in the way. */
-	(void)db_checkpoint(q->db, DB_CKPT_TRUNCATE, CKPT_BUSY_MS, &c, why);
-	db_close(q->ckpt_db);
-	db_close(q->db);
+	(void)store_checkpoint(
+	    q->store, STORE_CKPT_TRUNCATE, CKPT_BUSY_MS, &c, why);
+	store_close(q->ckpt_store);
+	store_close(q->store);
 	for (i = 0; i < q->nlive; i++)
 		free(q->live[i]);
 	free(q->live);
@@ -837,7 +825,7 @@ queue_msg_free(struct queue_msg *m)
 }
 
 enum res
-queue_run(struct queue *q, enum res (*fn)(struct db *, void *, char *),
+queue_run(struct queue *q, enum res (*fn)(struct store *, void *, char *),
     void *arg, char *why)
 {
 	struct op *op = xcalloc(1, sizeof(*op));

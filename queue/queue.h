@@ -89,7 +89,7 @@ enum res queue_msg_commit(
  */
 void queue_msg_free(struct queue_msg *m);
 
-struct db;
+struct store;
 
 /*
  * Run fn(db, arg, why) on the writer thread inside its next transaction
@@ -98,8 +98,8 @@ struct db;
  * its batch fails it is retried alone), so it must start from scratch
  * each time.  Returns fn's result, or the commit's failure.
  */
-enum res queue_run(struct queue *q, enum res (*fn)(struct db *, void *, char *),
-    void *arg, char *why);
+enum res queue_run(struct queue *q,
+    enum res (*fn)(struct store *, void *, char *), void *arg, char *why);
 
 /*
  * New-mail signalling for the delivery dispatcher: queue_mail_seq counts

@@ -19,7 +19,7 @@
  */
 #include "cmds.h"
 #include "conn.h"
-#include "db.h"
+#include "store.h"
 #include "smtpwire.h"
 #include "tls.h"
 #include "util.h"
@@ -225,7 +225,7 @@ static int
 check_queue(const struct config *cfg, int64_t deadline, char *why)
 {
 	const char *path = cfg->queue_path;
-	struct db *db = NULL;
+	struct store *store = NULL;
 	struct stat st;
 	char err[WHY_MAX];
 	int rc = -1;
@@ -244,19 +244,19 @@ check_queue(const struct config *cfg, int64_t deadline, char *why)
 		    why, "queue %s: not writable: %s", path, strerror(errno));
 		return -1;
 	}
-	db = db_open_helper(path, err);
-	if (db == NULL) {
+	store = store_open_helper(path, err);
+	if (store == NULL) {
 		why_set(why, "queue %s: %s", path, err);
 		return -1;
 	}
-	db_set_busy_timeout(db, deadline_left_ms(deadline) + 1);
-	if (db_probe_write(db, err) != RES_OK) {
+	store_set_busy_timeout(store, deadline_left_ms(deadline) + 1);
+	if (store_probe_write(store, err) != RES_OK) {
 		why_set(why, "queue %s: cannot write: %s", path, err);
 		goto out;
 	}
 	rc = 0;
 out:
-	db_close(db);
+	store_close(store);
 	return rc;
 }
 

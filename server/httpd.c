@@ -8,7 +8,7 @@
  *
  * Threads: httpd_start and httpd_stop run on the main thread.  Between
  * them, MHD's internal polling thread is the only thread that enters the
- * request handler, and so the only user of `h->db` (a read-only SQLite
+ * request handler, and so the only user of `h->store` (a read-only SQLite
  * connection opened lazily at the first scrape, closed and reopened after
  * a failure) and of `h->queue_was_up`; httpd_stop closes the connection
  * only after MHD_stop_daemon has joined that thread.  `h->started` tells
@@ -22,7 +22,7 @@
  * can number more than FD_SETSIZE.
  */
 #include "httpd.h"
-#include "db.h"
+#include "store.h"
 #include "log.h"
 #include "metrics.h"
 #include "util.h"
@@ -51,9 +51,9 @@ struct httpd {
 	struct MHD_Daemon *d;
 	char *queue_path; /* a copy: a reload frees the config */
 	struct server *srv;
-	char addr[300];    /* metrics_listen as text, for messages */
-	struct db *db;     /* MHD thread only */
-	bool queue_was_up; /* MHD thread only: log changes once */
+	char addr[300];      /* metrics_listen as text, for messages */
+	struct store *store; /* MHD thread only */
+	bool queue_was_up;   /* MHD thread only: log changes once */
 	atomic_bool started;
 	char start_err[WHY_MAX]; /* main thread, before `started` */
 };
@@ -80,18 +80,19 @@ mhd_logger(void *cls, const char *fmt, va_list ap)
 static bool
 read_queue(struct httpd *h, struct metrics_gauges *g)
 {
-	struct db_counts c;
+	struct store_counts c;
 	char why[WHY_MAX];
 	int64_t now;
 
-	if (h->db == NULL)
-		h->db = db_open_readonly(h->queue_path, why);
-	if (h->db != NULL && db_queue_counts(h->db, &c, why) != RES_OK) {
+	if (h->store == NULL)
+		h->store = store_open_readonly(h->queue_path, why);
+	if (h->store != NULL &&
+	    store_queue_counts(h->store, &c, why) != RES_OK) {
 		/* Start afresh next time (the file may have been replaced). */
-		db_close(h->db);
-		h->db = NULL;
+		store_close(h->store);
+		h->store = NULL;
 	}
-	if (h->db == NULL) {
+	if (h->store == NULL) {
 		if (h->queue_was_up)
 			log_warn(
 			    "httpd", "metrics: cannot read the queue: %s", why);
@@ -272,7 +273,7 @@ httpd_stop(struct httpd *h)
 	if (h == NULL)
 		return;
 	MHD_stop_daemon(h->d);
-	db_close(h->db);
+	store_close(h->store);
 	free(h->queue_path);
 	free(h);
 }

@@ -1,7 +1,7 @@
 /*
  * queuecmd.c - sluice queue: list, show, export and change queued mail
- * while the server runs (the SQL is in sql/admin.c; see its header for
- * the transactions).
+ * while the server runs (through sql/store.h; the SQLite side, with its
+ * transactions, is sql/sqlite_admin.c).
  *
  *   sluice queue list [--status S] [--domain D] [--older-than DUR] [--json]
  *   sluice queue show ID [--body]        sluice queue export ID
@@ -19,7 +19,8 @@
  */
 #include "cmds.h"
 
-#include "admin.h"
+#include "queueid.h"
+#include "store.h"
 #include "config.h"
 #include "json.h"
 #include "log.h"
@@ -77,7 +78,7 @@ struct args {
 struct ctx {
 	const struct args *a;
 	const struct config *cfg;
-	struct db *db;
+	struct store *store;
 	int64_t now;
 };
 
@@ -344,7 +345,7 @@ static const char *const states[5] = {
     "queued", "deferred", "held", "delivered", "bounced"};
 
 static void
-list_json_rcpt(FILE *f, const struct admin_rcpt *r)
+list_json_rcpt(FILE *f, const struct store_rcpt *r)
 {
 	fputs("{\"address\":", f);
 	json_fput_str(f, r->address);
@@ -362,7 +363,7 @@ list_json_rcpt(FILE *f, const struct admin_rcpt *r)
 }
 
 static void
-list_json(const struct list_acc *acc, const struct admin_msg *m)
+list_json(const struct list_acc *acc, const struct store_msg *m)
 {
 	FILE *f = stdout;
 	char t[40];
@@ -397,7 +398,7 @@ list_json(const struct list_acc *acc, const struct admin_msg *m)
 }
 
 static void
-list_text_rcpt(const struct ctx *c, const struct admin_rcpt *r)
+list_text_rcpt(const struct ctx *c, const struct store_rcpt *r)
 {
 	FILE *f = stdout;
 	char buf[40];
@@ -423,7 +424,7 @@ list_text_rcpt(const struct ctx *c, const struct admin_rcpt *r)
 }
 
 static void
-list_text(const struct list_acc *acc, const struct admin_msg *m)
+list_text(const struct list_acc *acc, const struct store_msg *m)
 {
 	char age[40];
 	int i;
@@ -440,7 +441,7 @@ list_text(const struct list_acc *acc, const struct admin_msg *m)
 }
 
 static int
-list_one(void *arg, const struct admin_msg *m)
+list_one(void *arg, const struct store_msg *m)
 {
 	struct list_acc *acc = arg;
 	int i, s;
@@ -487,7 +488,7 @@ static int
 cmd_list(struct ctx *c)
 {
 	const struct args *a = c->a;
-	struct admin_filter f = {a->status, a->domain, 0};
+	struct store_filter f = {a->status, a->domain, 0};
 	struct list_acc acc;
 	char why[WHY_MAX];
 	int n;
@@ -500,10 +501,10 @@ cmd_list(struct ctx *c)
 		if (f.received_before < 1)
 			f.received_before = 1; /* before 1970: nothing */
 	}
-	if (admin_read_begin(c->db, why) != RES_OK)
+	if (store_read_begin(c->store, why) != RES_OK)
 		goto fail;
-	n = admin_list(c->db, &f, c->now, list_one, &acc, why);
-	admin_read_end(c->db);
+	n = store_list(c->store, &f, c->now, list_one, &acc, why);
+	store_read_end(c->store);
 	if (n < 0)
 		goto fail;
 	if (acc.json)
@@ -527,7 +528,7 @@ field(const char *name)
 }
 
 static void
-show_envelope(const struct ctx *c, const struct admin_msg *m)
+show_envelope(const struct ctx *c, const struct store_msg *m)
 {
 	char t[40], age[40];
 
@@ -576,7 +577,7 @@ show_envelope(const struct ctx *c, const struct admin_msg *m)
 }
 
 static void
-show_rcpt(const struct ctx *c, const struct admin_rcpt *r)
+show_rcpt(const struct ctx *c, const struct store_rcpt *r)
 {
 	char t[40], age[40];
 
@@ -619,7 +620,7 @@ show_rcpt(const struct ctx *c, const struct admin_rcpt *r)
 }
 
 static int
-show_attempt(void *arg, const struct admin_attempt *a)
+show_attempt(void *arg, const struct store_attempt_row *a)
 {
 	char t[40];
 
@@ -661,7 +662,7 @@ show_body(const struct ctx *c, const char *id, bool whole, char *why)
 	int n;
 
 	printf("\n%s\n", whole ? "Message:" : "Header section:");
-	n = admin_body(c->db, id, tty_write, &t, why);
+	n = store_body(c->store, id, tty_write, &t, why);
 	if (n < 0)
 		return -1;
 	if (n == 0)
@@ -676,14 +677,14 @@ static int
 cmd_show(struct ctx *c)
 {
 	const char *id = c->a->ids[0];
-	struct admin_msg m;
+	struct store_msg m;
 	char why[WHY_MAX];
 	enum res r;
 	int i, n, rc = 1;
 
-	if (admin_read_begin(c->db, why) != RES_OK)
+	if (store_read_begin(c->store, why) != RES_OK)
 		goto fail;
-	r = admin_load(c->db, id, c->now, &m, why);
+	r = store_load(c->store, id, c->now, &m, why);
 	if (r == RES_PERM) {
 		fprintf(stderr, "sluice: no message %s in the queue\n", id);
 		goto out;
@@ -694,9 +695,9 @@ cmd_show(struct ctx *c)
 	printf("\nRecipients (%d):\n", m.nrcpts);
 	for (i = 0; i < m.nrcpts; i++)
 		show_rcpt(c, &m.rcpts[i]);
-	admin_msg_clear(&m);
+	store_msg_clear(&m);
 	printf("\nAttempts:\n");
-	n = admin_attempts(c->db, id, show_attempt, NULL, why);
+	n = store_attempts(c->store, id, show_attempt, NULL, why);
 	if (n < 0)
 		goto fail;
 	if (n == 0)
@@ -709,7 +710,7 @@ fail:
 	fflush(stdout);
 	fprintf(stderr, "sluice: %s\n", why);
 out:
-	admin_read_end(c->db);
+	store_read_end(c->store);
 	return rc;
 }
 
@@ -734,16 +735,16 @@ cmd_export(struct ctx *c)
 	char why[WHY_MAX];
 	int n, err = 0, rc = 1;
 
-	if (admin_read_begin(c->db, why) != RES_OK)
+	if (store_read_begin(c->store, why) != RES_OK)
 		goto fail;
-	n = admin_exists(c->db, id, why);
+	n = store_exists(c->store, id, why);
 	if (n == 0) {
 		fprintf(stderr, "sluice: no message %s in the queue\n", id);
 		goto out;
 	}
 	if (n < 0)
 		goto fail;
-	n = admin_body(c->db, id, export_write, &err, why);
+	n = store_body(c->store, id, export_write, &err, why);
 	if (n < 0)
 		goto fail;
 	if (err != 0) {
@@ -761,28 +762,28 @@ cmd_export(struct ctx *c)
 fail:
 	fprintf(stderr, "sluice: %s\n", why);
 out:
-	admin_read_end(c->db);
+	store_read_end(c->store);
 	return rc;
 }
 
 /* ---- changes ---- */
 
 static void
-report_change(enum admin_op op, const struct admin_change *v)
+report_change(enum store_op op, const struct store_change *v)
 {
 	static const char *const verb[] = {
-	    [ADMIN_RETRY] = "due now",
-	    [ADMIN_HOLD] = "held",
-	    [ADMIN_RELEASE] = "released, due now",
+	    [STORE_RETRY] = "due now",
+	    [STORE_HOLD] = "held",
+	    [STORE_RELEASE] = "released, due now",
 	};
 
 	printf("%s: ", v->id);
 	switch (op) {
-	case ADMIN_DELETE:
+	case STORE_DELETE:
 		printf("deleted, with its %d recipient%s\n", v->rcpts,
 		    plural(v->rcpts));
 		return;
-	case ADMIN_BOUNCE:
+	case STORE_BOUNCE:
 		if (v->changed == 0) {
 			printf("nothing to bounce (no recipient pending)\n");
 			return;
@@ -806,17 +807,17 @@ report_change(enum admin_op op, const struct admin_change *v)
 }
 
 static int
-run_change(struct ctx *c, enum admin_op op)
+run_change(struct ctx *c, enum store_op op)
 {
 	const struct args *a = c->a;
-	struct admin_change *v = xcalloc((size_t)a->npos, sizeof(*v));
+	struct store_change *v = xcalloc((size_t)a->npos, sizeof(*v));
 	char why[WHY_MAX];
 	enum res r;
 	int i;
 
 	for (i = 0; i < a->npos; i++)
 		v[i].id = a->ids[i];
-	r = admin_change(c->db, op, v, a->npos, c->now, why);
+	r = store_change(c->store, op, v, a->npos, c->now, why);
 	if (r == RES_PERM) {
 		for (i = 0; i < a->npos; i++)
 			if (!v[i].found)
@@ -841,8 +842,8 @@ cmd_retry(struct ctx *c)
 	int64_t n;
 
 	if (c->a->npos > 0)
-		return run_change(c, ADMIN_RETRY);
-	n = admin_retry_all(c->db, c->a->domain, c->now, why);
+		return run_change(c, STORE_RETRY);
+	n = store_retry_all(c->store, c->a->domain, c->now, why);
 	if (n < 0) {
 		fprintf(stderr, "sluice: %s\n", why);
 		return 1;
@@ -869,9 +870,9 @@ cmd_purge(struct ctx *c)
 	 * lock long while the server runs. */
 	n = 0;
 	do {
-		k = admin_purge(c->db, c->now - dur, why);
+		k = store_purge(c->store, c->now - dur, why);
 		n += k > 0 ? k : 0;
-	} while (k >= DB_PRUNE_MAX);
+	} while (k >= STORE_PRUNE_MAX);
 	if (k < 0) {
 		fprintf(stderr, "sluice: %s\n", why);
 		return 1;
@@ -886,10 +887,10 @@ cmd_purge(struct ctx *c)
 /* ---- stats ---- */
 
 static void
-stats_json(const struct ctx *c, const struct admin_stats *s,
-    const struct admin_domain *d, int nd)
+stats_json(const struct ctx *c, const struct store_stats *s,
+    const struct store_domain *d, int nd)
 {
-	const struct db_counts *k = &s->counts;
+	const struct store_counts *k = &s->counts;
 	FILE *f = stdout;
 	int i;
 
@@ -931,10 +932,10 @@ stats_json(const struct ctx *c, const struct admin_stats *s,
 }
 
 static void
-stats_text(const struct ctx *c, const struct admin_stats *s,
-    const struct admin_domain *d, int nd)
+stats_text(const struct ctx *c, const struct store_stats *s,
+    const struct store_domain *d, int nd)
 {
-	const struct db_counts *k = &s->counts;
+	const struct store_counts *k = &s->counts;
 	char size[40], age[40];
 	int i, w = 6;
 
@@ -981,18 +982,18 @@ stats_text(const struct ctx *c, const struct admin_stats *s,
 static int
 cmd_stats(struct ctx *c)
 {
-	struct admin_domain *d = NULL;
-	struct admin_stats s;
+	struct store_domain *d = NULL;
+	struct store_stats s;
 	char why[WHY_MAX];
 	enum res r;
 	int nd = 0;
 
-	if (admin_read_begin(c->db, why) != RES_OK) {
+	if (store_read_begin(c->store, why) != RES_OK) {
 		fprintf(stderr, "sluice: %s\n", why);
 		return 1;
 	}
-	r = admin_get_stats(c->db, &s, &d, &nd, why);
-	admin_read_end(c->db);
+	r = store_get_stats(c->store, &s, &d, &nd, why);
+	store_read_end(c->store);
 	if (r != RES_OK) {
 		fprintf(stderr, "sluice: %s\n", why);
 		return 1;
@@ -1001,7 +1002,7 @@ cmd_stats(struct ctx *c)
 		stats_json(c, &s, d, nd);
 	else
 		stats_text(c, &s, d, nd);
-	admin_domains_free(d, nd);
+	store_domains_free(d, nd);
 	return 0;
 }
 
@@ -1015,17 +1016,17 @@ static const struct subcmd {
 	int npos;         /* positional arguments: 0, 1 or ARGS_IDS */
 	bool write;
 	int (*run)(struct ctx *); /* NULL: run_change(op) */
-	enum admin_op op;
+	enum store_op op;
 } subcmds[] = {
     {"list", OPT_STATUS | OPT_DOMAIN | OPT_OLDER | OPT_JSON, 0, false, cmd_list,
         0},
     {"show", OPT_BODY, 1, false, cmd_show, 0},
     {"export", 0, 1, false, cmd_export, 0},
     {"retry", OPT_ALL | OPT_DOMAIN, ARGS_IDS, true, cmd_retry, 0},
-    {"hold", 0, ARGS_IDS, true, NULL, ADMIN_HOLD},
-    {"release", 0, ARGS_IDS, true, NULL, ADMIN_RELEASE},
-    {"delete", 0, ARGS_IDS, true, NULL, ADMIN_DELETE},
-    {"bounce", 0, ARGS_IDS, true, NULL, ADMIN_BOUNCE},
+    {"hold", 0, ARGS_IDS, true, NULL, STORE_HOLD},
+    {"release", 0, ARGS_IDS, true, NULL, STORE_RELEASE},
+    {"delete", 0, ARGS_IDS, true, NULL, STORE_DELETE},
+    {"bounce", 0, ARGS_IDS, true, NULL, STORE_BOUNCE},
     {"stats", OPT_JSON, 0, false, cmd_stats, 0},
     {"purge", OPT_OLDER, 0, true, cmd_purge, 0},
 };
@@ -1150,7 +1151,7 @@ check_ids(struct args *a)
 			                   ? (char)(s[k] - 'a' + 'A')
 			                   : s[k];
 		a->ids[i][k] = '\0';
-		if (s[k] != '\0' || !admin_id_valid(a->ids[i]))
+		if (s[k] != '\0' || !queue_id_valid(a->ids[i]))
 			return usage_error("\"%s\" is not a queue ID (16 "
 			                   "characters 0-9 and A-Z)",
 			    shown(s));
@@ -1216,14 +1217,14 @@ run(const struct subcmd *sc, const struct args *a)
 	if (cfg == NULL)
 		return 1;
 	c.cfg = cfg;
-	c.db = admin_open(cfg->queue_path, sc->write, why);
-	if (c.db == NULL) {
+	c.store = store_open_admin(cfg->queue_path, sc->write, why);
+	if (c.store == NULL) {
 		fprintf(stderr, "sluice: %s\n", why);
 		config_free(cfg);
 		return 1;
 	}
 	rc = sc->run != NULL ? sc->run(&c) : run_change(&c, sc->op);
-	db_close(c.db);
+	store_close(c.store);
 	config_free(cfg);
 	if (fflush(stdout) != 0 || ferror(stdout)) {
 		fprintf(stderr, "sluice: cannot write the output: %s\n",

@@ -20,7 +20,7 @@
  */
 #include "cmds.h"
 #include "conn.h"
-#include "db.h"
+#include "store.h"
 #include "envelope.h"
 #include "log.h"
 #include "parse.h"
@@ -1057,64 +1057,13 @@ submit_smtp(const struct job *j, struct no_relay *nr)
 
 /* ---- submission into the queue file ---- */
 
-/* Cuts what it is given into chunks of QUEUE_CHUNK octets and stores them. */
-struct chunker {
-	struct db *db;
-	const char *id;
-	char *buf;
-	size_t fill;
-	int seq;
-	enum res r;
-	char *why;
-};
-
-static void
-chunk_flush(struct chunker *k)
-{
-	if (k->r == RES_OK && k->fill > 0)
-		k->r = db_put_chunk(
-		    k->db, k->id, k->seq++, k->buf, k->fill, k->why);
-	k->fill = 0;
-}
-
-static void
-chunk_add(struct chunker *k, const char *p, size_t n)
-{
-	while (n > 0 && k->r == RES_OK) {
-		size_t take =
-		    QUEUE_CHUNK - k->fill < n ? QUEUE_CHUNK - k->fill : n;
-
-		memcpy(k->buf + k->fill, p, take);
-		k->fill += take;
-		p += take;
-		n -= take;
-		if (k->fill == QUEUE_CHUNK)
-			chunk_flush(k);
-	}
-}
-
-/* Store our Received header, then the message. */
-static enum res
-store_body(struct db *db, const char *id, const struct strbuf *trace,
-    const struct job *j, char *why)
-{
-	struct chunker k = {db, id, xmalloc(QUEUE_CHUNK), 0, 0, RES_OK, why};
-	int i;
-
-	chunk_add(&k, trace->p, trace->len);
-	for (i = 0; i < j->npieces; i++)
-		chunk_add(&k, j->pieces[i].p, j->pieces[i].n);
-	chunk_flush(&k);
-	free(k.buf);
-	return k.r;
-}
-
 /* The message, its envelope and recipients, in one transaction. */
 static enum res
-store_message(struct db *db, const struct job *j, char *why)
+store_message(struct store *store, const struct job *j, char *why)
 {
 	struct envelope env;
 	struct envelope_rcpt *er;
+	struct store_part *parts;
 	struct strbuf trace = {0};
 	char date[64];
 	enum res r;
@@ -1143,15 +1092,20 @@ store_message(struct db *db, const struct job *j, char *why)
 	env.client_ip = "127.0.0.1";
 	env.helo = "local";
 	env.protocol = "local";
-	r = db_begin(db, why);
+	/* Our Received header, then the message. */
+	parts = xcalloc((size_t)j->npieces + 1, sizeof(*parts));
+	parts[0] = (struct store_part){trace.p, trace.len};
+	for (i = 0; i < j->npieces; i++)
+		parts[i + 1] =
+		    (struct store_part){j->pieces[i].p, j->pieces[i].n};
+	r = store_begin(store, why);
 	if (r == RES_OK)
-		r = store_body(db, env.id, &trace, j, why);
+		r = store_put_mail(store, &env, 0, parts, j->npieces + 1, why);
 	if (r == RES_OK)
-		r = db_put_message(db, &env, why);
-	if (r == RES_OK)
-		r = db_commit(db, why);
+		r = store_commit(store, why);
 	else
-		db_rollback(db);
+		store_rollback(store);
+	free(parts);
 	free(er);
 	strbuf_free(&trace);
 	return r;
@@ -1165,7 +1119,7 @@ static int
 submit_queue(struct job *j, const struct no_relay *nr)
 {
 	const char *path = j->cfg->queue_path;
-	struct db *db = NULL;
+	struct store *store = NULL;
 	struct stat st;
 	char why[WHY_MAX];
 	int rc = EX_TEMPFAIL;
@@ -1190,9 +1144,9 @@ submit_queue(struct job *j, const struct no_relay *nr)
 		    nr->state, path, (unsigned)st.st_uid, nr->detail);
 		return EX_TEMPFAIL;
 	}
-	db = db_open_helper(path, why);
-	if (db == NULL || db_helper_writer(db, why) != RES_OK ||
-	    store_message(db, j, why) != RES_OK) {
+	store = store_open_helper(path, why);
+	if (store == NULL || store_helper_writer(store, why) != RES_OK ||
+	    store_message(store, j, why) != RES_OK) {
 		fprintf(stderr,
 		    "sendmail: %s and the message could not be put into "
 		    "the queue at %s: %s%s\n",
@@ -1201,7 +1155,7 @@ submit_queue(struct job *j, const struct no_relay *nr)
 	}
 	rc = EX_OK;
 out:
-	db_close(db);
+	store_close(store);
 	return rc;
 }
 

@@ -1,5 +1,6 @@
 /*
- * db.c - SQLite access for the queue (see db.h).
+ * sqlite.c - the SQLite backend of the queue (the contracts are
+ * store.h's; the queue CLI's operations are in sqlite_admin.c).
  *
  * Threads: a `struct db` is used by one thread at a time; nothing here is
  * shared between connections.  SQLite's own file locking (WAL) arbitrates
@@ -7,11 +8,12 @@
  *
  * Invariants:
  *  1. A message row exists only for mail that was acknowledged with 250:
- *     db_put_message runs in the transaction whose commit precedes the 250.
+ *     sq_put_envelope (store_put_mail) runs in the transaction whose
+ *     commit precedes the 250.
  *  2. Chunks of a message not yet acknowledged are listed in `incoming`, so
  *     they can be told from queued mail and reclaimed after a crash.
  */
-#include "db_int.h"
+#include "sqlite.h"
 #include "log.h"
 
 #include <sqlite3.h>
@@ -64,12 +66,13 @@ static const char *const stmt_sql[S_NSTMT] = {
 #define DB_CACHED_MAX 64
 
 struct db {
+	struct store base; /* first: see sq_db() */
 	sqlite3 *h;
 	char *path;        /* for messages */
 	bool cli;          /* errors worded for a person (db_errors_for_cli) */
-	int busy_ms;       /* the busy timeout (db_set_busy_timeout) */
+	int busy_ms;       /* the busy timeout (store_set_busy_timeout) */
 	int page_size;     /* 0 until read (wal_frame_bytes) */
-	int64_t wal_bytes; /* after the last commit (db_watch_wal) */
+	int64_t wal_bytes; /* after the last commit (store_watch_wal) */
 	sqlite3_stmt *st[S_NSTMT];
 	struct {
 		const char *sql;
@@ -80,7 +83,7 @@ struct db {
 
 /*
  * The words for a failed statement: on the server's connections, the
- * text of an SMTP reply (see db.h; `write`: the statement changes the
+ * text of an SMTP reply (see store.h; `write`: the statement changes the
  * queue, so a full disk is "4.3.1"); on the queue CLI's, for a person.
  */
 static enum res
@@ -254,12 +257,13 @@ open_common(const char *path, int flags, char *why)
 	struct db *db = xcalloc(1, sizeof(*db));
 	int rc;
 
+	db->base.ops = &sqlite_store_ops;
 	db->path = xstrdup(path);
 	rc = sqlite3_open_v2(path, &db->h, flags | SQLITE_OPEN_NOMUTEX, NULL);
 	if (rc != SQLITE_OK) {
 		why_set(why, "cannot open %s: %s", path,
 		    db->h ? sqlite3_errmsg(db->h) : sqlite3_errstr(rc));
-		db_close(db);
+		sq_close(sq_store(db));
 		return NULL;
 	}
 	db->busy_ms = 10000;
@@ -268,8 +272,8 @@ open_common(const char *path, int flags, char *why)
 	return db;
 }
 
-struct db *
-db_open(const char *path, char *why)
+static struct store *
+sq_open(const char *path, char *why)
 {
 	struct db *db;
 	char err[WHY_MAX];
@@ -292,27 +296,28 @@ db_open(const char *path, char *why)
 		why_set(why, "bug: %s", err);
 		goto fail;
 	}
-	return db;
+	return sq_store(db);
 fail:
-	db_close(db);
+	sq_close(sq_store(db));
 	return NULL;
 }
 
-struct db *
-db_open_helper(const char *path, char *why)
+static struct store *
+sq_open_helper(const char *path, char *why)
 {
-	return open_common(path, SQLITE_OPEN_READWRITE, why);
+	return sq_store(open_common(path, SQLITE_OPEN_READWRITE, why));
 }
 
-struct db *
-db_open_readonly(const char *path, char *why)
+static struct store *
+sq_open_readonly(const char *path, char *why)
 {
-	return open_common(path, SQLITE_OPEN_READONLY, why);
+	return sq_store(open_common(path, SQLITE_OPEN_READONLY, why));
 }
 
 void
-db_close(struct db *db)
+sq_close(struct store *store)
 {
+	struct db *db = sq_db(store);
 	int i;
 
 	if (db == NULL)
@@ -335,35 +340,40 @@ db_run(struct db *db, const char *sql, char *why)
 }
 
 enum res
-db_begin(struct db *db, char *why)
+sq_begin(struct store *store, char *why)
 {
+	struct db *db = sq_db(store);
+
 	return db_run(db, "BEGIN IMMEDIATE", why);
 }
 
 enum res
-db_commit(struct db *db, char *why)
+sq_commit(struct store *store, char *why)
 {
+	struct db *db = sq_db(store);
 	enum res r = db_run(db, "COMMIT", why);
 
 	/* A failed COMMIT may leave the transaction open: end it. */
 	if (r != RES_OK && !sqlite3_get_autocommit(db->h))
-		db_rollback(db);
+		sq_rollback(sq_store(db));
 	return r;
 }
 
 void
-db_rollback(struct db *db)
+sq_rollback(struct store *store)
 {
+	struct db *db = sq_db(store);
 	char why[WHY_MAX];
 
 	if (!sqlite3_get_autocommit(db->h))
 		(void)db_run(db, "ROLLBACK", why);
 }
 
-enum res
-db_put_chunk(struct db *db, const char *id, int seq, const void *data,
+static enum res
+sq_put_chunk(struct store *store, const char *id, int seq, const void *data,
     size_t len, char *why)
 {
+	struct db *db = sq_db(store);
 	sqlite3_stmt *st = db->st[S_PUT_CHUNK];
 
 	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
@@ -372,9 +382,11 @@ db_put_chunk(struct db *db, const char *id, int seq, const void *data,
 	return step_done(db, st, why);
 }
 
-enum res
-db_put_incoming(struct db *db, const char *id, int64_t started_at, char *why)
+static enum res
+sq_put_incoming(
+    struct store *store, const char *id, int64_t started_at, char *why)
 {
+	struct db *db = sq_db(store);
 	sqlite3_stmt *st = db->st[S_PUT_INCOMING];
 
 	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
@@ -391,9 +403,10 @@ bind_text_or_null(sqlite3_stmt *st, int col, const char *s)
 		sqlite3_bind_text(st, col, s, -1, SQLITE_STATIC);
 }
 
-enum res
-db_put_message(struct db *db, const struct envelope *env, char *why)
+static enum res
+sq_put_envelope(struct store *store, const struct envelope *env, char *why)
 {
+	struct db *db = sq_db(store);
 	sqlite3_stmt *st = db->st[S_PUT_MESSAGE];
 	enum res r;
 	int i;
@@ -435,9 +448,10 @@ db_put_message(struct db *db, const struct envelope *env, char *why)
 	return step_done(db, st, why);
 }
 
-enum res
-db_drop_incoming(struct db *db, const char *id, char *why)
+static enum res
+sq_drop_incoming(struct store *store, const char *id, char *why)
 {
+	struct db *db = sq_db(store);
 	enum res r;
 
 	sqlite3_bind_text(db->st[S_DEL_CHUNKS], 1, id, -1, SQLITE_STATIC);
@@ -447,15 +461,16 @@ db_drop_incoming(struct db *db, const char *id, char *why)
 	return step_done(db, db->st[S_DEL_INCOMING], why);
 }
 
-int
-db_reclaim_incoming(
-    struct db *db, int (*fn)(void *, const char *), void *arg, char *why)
+static int
+sq_reclaim_incoming(
+    struct store *store, int (*fn)(void *, const char *), void *arg, char *why)
 {
+	struct db *db = sq_db(store);
 	sqlite3_stmt *st = NULL;
 	char **ids = NULL;
 	int n = 0, i, dropped = 0, rc;
 
-	if (db_begin(db, why) != RES_OK)
+	if (sq_begin(sq_store(db), why) != RES_OK)
 		return -1;
 	rc = sqlite3_prepare_v2(
 	    db->h, "SELECT msg_id FROM incoming", -1, &st, NULL);
@@ -474,11 +489,11 @@ db_reclaim_incoming(
 	if (rc != SQLITE_DONE)
 		goto fail;
 	for (i = 0; i < n; i++) {
-		if (db_drop_incoming(db, ids[i], why) != RES_OK)
+		if (sq_drop_incoming(sq_store(db), ids[i], why) != RES_OK)
 			goto fail_noset;
 		dropped++;
 	}
-	if (db_commit(db, why) != RES_OK)
+	if (sq_commit(sq_store(db), why) != RES_OK)
 		goto fail_noset;
 	for (i = 0; i < n; i++)
 		free(ids[i]);
@@ -488,7 +503,7 @@ fail:
 	db_fail(db, rc, why);
 fail_noset:
 	sqlite3_finalize(st);
-	db_rollback(db);
+	sq_rollback(sq_store(db));
 	for (i = 0; i < n; i++)
 		free(ids[i]);
 	free(ids);
@@ -514,19 +529,20 @@ wal_frame_bytes(struct db *db, int frames)
 	       (int64_t)frames * (24 + (db->page_size ? db->page_size : 4096));
 }
 
-enum res
-db_checkpoint(struct db *db, enum db_ckpt_mode mode, int busy_ms,
-    struct db_ckpt *out, char *why)
+static enum res
+sq_checkpoint(struct store *store, enum store_ckpt_mode mode, int busy_ms,
+    struct store_ckpt *out, char *why)
 {
+	struct db *db = sq_db(store);
 	static const int modes[] = {
-	    [DB_CKPT_PASSIVE] = SQLITE_CHECKPOINT_PASSIVE,
-	    [DB_CKPT_RESTART] = SQLITE_CHECKPOINT_RESTART,
-	    [DB_CKPT_TRUNCATE] = SQLITE_CHECKPOINT_TRUNCATE,
+	    [STORE_CKPT_PASSIVE] = SQLITE_CHECKPOINT_PASSIVE,
+	    [STORE_CKPT_RESTART] = SQLITE_CHECKPOINT_RESTART,
+	    [STORE_CKPT_TRUNCATE] = SQLITE_CHECKPOINT_TRUNCATE,
 	};
 	int nlog = -1, ncopied = -1, rc, tries;
 
 	memset(out, 0, sizeof(*out));
-	if (mode != DB_CKPT_PASSIVE)
+	if (mode != STORE_CKPT_PASSIVE)
 		sqlite3_busy_timeout(db->h, busy_ms);
 	for (tries = 0; tries < 2; tries++) {
 		rc = sqlite3_wal_checkpoint_v2(
@@ -542,7 +558,7 @@ db_checkpoint(struct db *db, enum db_ckpt_mode mode, int busy_ms,
 		if (rc != SQLITE_OK || nlog >= 0 || user_version(db) < 0)
 			break;
 	}
-	if (mode != DB_CKPT_PASSIVE)
+	if (mode != STORE_CKPT_PASSIVE)
 		sqlite3_busy_timeout(db->h, db->busy_ms);
 	if (rc != SQLITE_OK && (rc & 0xff) != SQLITE_BUSY) {
 		why_set(why, "checkpoint: %s", sqlite3_errmsg(db->h));
@@ -570,9 +586,10 @@ wal_hook(void *arg, sqlite3 *h, const char *name, int frames)
 	return SQLITE_OK;
 }
 
-enum res
-db_watch_wal(struct db *db, int64_t limit, char *why)
+static enum res
+sq_watch_wal(struct store *store, int64_t limit, char *why)
 {
+	struct db *db = sq_db(store);
 	char sql[64];
 
 	snprintf(sql, sizeof(sql), "PRAGMA journal_size_limit = %lld",
@@ -585,9 +602,11 @@ db_watch_wal(struct db *db, int64_t limit, char *why)
 	return RES_OK;
 }
 
-int64_t
-db_wal_bytes(const struct db *db)
+static int64_t
+sq_wal_bytes(const struct store *store)
 {
+	const struct db *db = sq_cdb(store);
+
 	return db->wal_bytes;
 }
 
@@ -628,9 +647,11 @@ copy_col(sqlite3_stmt *st, int col, char *out, size_t len)
 	snprintf(out, len, "%s", t ? (const char *)t : "");
 }
 
-int
-db_list_due(struct db *db, int64_t now, struct db_due *out, int max, char *why)
+static int
+sq_list_due(
+    struct store *store, int64_t now, struct store_due *out, int max, char *why)
 {
+	struct db *db = sq_db(store);
 	sqlite3_stmt *st = prep(db,
 	    "SELECT msg_id, rcpt_no, domain FROM recipients "
 	    "WHERE state IN ('queued', 'deferred') AND next_attempt_at <= ?1 "
@@ -657,9 +678,10 @@ db_list_due(struct db *db, int64_t now, struct db_due *out, int max, char *why)
 	return n;
 }
 
-int64_t
-db_next_due(struct db *db)
+static int64_t
+sq_next_due(struct store *store)
 {
+	struct db *db = sq_db(store);
 	char why[WHY_MAX];
 	sqlite3_stmt *st = prep(db,
 	    "SELECT min(max(next_attempt_at, coalesce(lease_until, 0))) "
@@ -675,10 +697,11 @@ db_next_due(struct db *db)
 	return t;
 }
 
-enum res
-db_lease(
-    struct db *db, const char *msg_id, int rcpt_no, int64_t until, char *why)
+static enum res
+sq_lease(struct store *store, const char *msg_id, int rcpt_no, int64_t until,
+    char *why)
 {
+	struct db *db = sq_db(store);
 	sqlite3_stmt *st = prep(db,
 	    "UPDATE recipients SET lease_until = ?3 "
 	    "WHERE msg_id = ?1 AND rcpt_no = ?2",
@@ -693,9 +716,11 @@ db_lease(
 }
 
 /* Through recipients_leased: the leased rows only, not the whole queue. */
-enum res
-db_clear_leases(struct db *db, char *why)
+static enum res
+sq_clear_leases(struct store *store, char *why)
 {
+	struct db *db = sq_db(store);
+
 	return exec_simple(db,
 	           "UPDATE recipients SET lease_until = NULL "
 	           "WHERE lease_until IS NOT NULL",
@@ -704,10 +729,11 @@ db_clear_leases(struct db *db, char *why)
 	           : RES_TEMP;
 }
 
-enum res
-db_load_message(
-    struct db *db, const char *msg_id, struct db_msg_info *m, char *why)
+static enum res
+sq_load_message(struct store *store, const char *msg_id,
+    struct store_msg_info *m, char *why)
 {
+	struct db *db = sq_db(store);
 	sqlite3_stmt *st = prep(db,
 	    "SELECT sender, body_type, smtputf8, coalesce(dsn_ret, ''), "
 	    "coalesce(dsn_envid, ''), received_at, stored_size "
@@ -739,10 +765,11 @@ db_load_message(
 	return r;
 }
 
-enum res
-db_load_rcpt(struct db *db, const char *msg_id, int rcpt_no,
-    struct db_rcpt_info *r, char *why)
+static enum res
+sq_load_rcpt(struct store *store, const char *msg_id, int rcpt_no,
+    struct store_rcpt_info *r, char *why)
 {
+	struct db *db = sq_db(store);
 	sqlite3_stmt *st = prep(db,
 	    "SELECT address, domain, state, coalesce(notify, ''), "
 	    "coalesce(orcpt, ''), attempts, notified FROM recipients "
@@ -808,10 +835,11 @@ db_body_chunks(struct db *db, const char *msg_id,
 	return n;
 }
 
-enum res
-db_read_body(struct db *db, const char *msg_id,
+static enum res
+sq_read_body(struct store *store, const char *msg_id,
     int (*fn)(void *, const void *, size_t), void *arg, char *why)
 {
+	struct db *db = sq_db(store);
 	bool stopped;
 
 	if (db_body_chunks(db, msg_id, fn, arg, &stopped, why) < 0)
@@ -823,9 +851,10 @@ db_read_body(struct db *db, const char *msg_id,
 	return RES_OK;
 }
 
-enum res
-db_record_attempt(struct db *db, const struct db_attempt *a, char *why)
+static enum res
+sq_record_attempt(struct store *store, const struct store_attempt *a, char *why)
 {
+	struct db *db = sq_db(store);
 	sqlite3_stmt *st = prep(db,
 	    "INSERT INTO attempts (msg_id, rcpt_no, at, mx_host, ip, port, "
 	    "tls, status, reply, duration_ms) "
@@ -873,9 +902,10 @@ db_record_attempt(struct db *db, const struct db_attempt *a, char *why)
 	return step_done(db, st, why);
 }
 
-enum res
-db_release_finished(struct db *db, const char *msg_id, char *why)
+static enum res
+sq_release_finished(struct store *store, const char *msg_id, char *why)
 {
+	struct db *db = sq_db(store);
 	sqlite3_stmt *st = prep(db,
 	    "DELETE FROM body_chunks WHERE msg_id = ?1 AND NOT EXISTS "
 	    "(SELECT 1 FROM recipients WHERE msg_id = ?1 "
@@ -888,10 +918,11 @@ db_release_finished(struct db *db, const char *msg_id, char *why)
 	return step_done(db, st, why);
 }
 
-int
-db_unreported_bounces(
-    struct db *db, const char *msg_id, struct db_bounced **out, char *why)
+static int
+sq_unreported_bounces(struct store *store, const char *msg_id,
+    struct store_bounced **out, char *why)
 {
+	struct db *db = sq_db(store);
 	sqlite3_stmt *st = prep(db,
 	    "SELECT count(*) FROM recipients WHERE msg_id = ?1 "
 	    "AND state IN ('queued', 'deferred')",
@@ -922,7 +953,7 @@ db_unreported_bounces(
 		return -1;
 	sqlite3_bind_text(st, 1, msg_id, -1, SQLITE_STATIC);
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		struct db_bounced *b;
+		struct store_bounced *b;
 
 		if (n == cap) {
 			cap = cap ? cap * 2 : 8;
@@ -947,10 +978,11 @@ db_unreported_bounces(
 	return n;
 }
 
-int
-db_list_unreported(
-    struct db *db, char (*ids)[QUEUE_ID_LEN + 1], int max, char *why)
+static int
+sq_list_unreported(
+    struct store *store, char (*ids)[QUEUE_ID_LEN + 1], int max, char *why)
 {
+	struct db *db = sq_db(store);
 	sqlite3_stmt *st = prep(db,
 	    "SELECT DISTINCT r.msg_id FROM recipients AS r "
 	    "INDEXED BY recipients_unreported "
@@ -974,9 +1006,10 @@ db_list_unreported(
 	return n;
 }
 
-enum res
-db_mark_reported(struct db *db, const char *msg_id, char *why)
+static enum res
+sq_mark_reported(struct store *store, const char *msg_id, char *why)
 {
+	struct db *db = sq_db(store);
 	sqlite3_stmt *st = prep(db,
 	    "UPDATE recipients SET notified = notified | 1 WHERE msg_id = ?1 "
 	    "AND state = 'bounced' AND (notified & 1) = 0",
@@ -988,10 +1021,11 @@ db_mark_reported(struct db *db, const char *msg_id, char *why)
 	return step_done(db, st, why);
 }
 
-enum res
-db_mark_delay_reported(
-    struct db *db, const char *msg_id, int rcpt_no, char *why)
+static enum res
+sq_mark_delay_reported(
+    struct store *store, const char *msg_id, int rcpt_no, char *why)
 {
+	struct db *db = sq_db(store);
 	sqlite3_stmt *st = prep(db,
 	    "UPDATE recipients SET notified = notified | 2 "
 	    "WHERE msg_id = ?1 AND rcpt_no = ?2",
@@ -1004,15 +1038,15 @@ db_mark_delay_reported(
 	return step_done(db, st, why);
 }
 
-struct sqlite3 *
-db_handle(struct db *db)
+sqlite3 *
+sq_handle(struct db *db)
 {
 	return db->h;
 }
 
 /* Where a recipient in `state` is counted; NULL for an unknown state. */
 static int64_t *
-count_of(struct db_counts *c, const char *state)
+count_of(struct store_counts *c, const char *state)
 {
 	if (state == NULL)
 		return NULL;
@@ -1030,7 +1064,7 @@ count_of(struct db_counts *c, const char *state)
 }
 
 enum res
-db_count_states(struct db *db, struct db_counts *c, char *why)
+db_count_states(struct db *db, struct store_counts *c, char *why)
 {
 	sqlite3_stmt *st = prep(
 	    db, "SELECT state, count(*) FROM recipients GROUP BY state", why);
@@ -1053,9 +1087,10 @@ db_count_states(struct db *db, struct db_counts *c, char *why)
 	return RES_OK;
 }
 
-enum res
-db_queue_counts(struct db *db, struct db_counts *c, char *why)
+static enum res
+sq_queue_counts(struct store *store, struct store_counts *c, char *why)
 {
+	struct db *db = sq_db(store);
 	sqlite3_stmt *st;
 	enum res r = RES_OK;
 
@@ -1080,9 +1115,11 @@ db_queue_counts(struct db *db, struct db_counts *c, char *why)
 	return r;
 }
 
-enum res
-db_probe_write(struct db *db, char *why)
+static enum res
+sq_probe_write(struct store *store, char *why)
 {
+	struct db *db = sq_db(store);
+
 	if (exec_simple(db, "BEGIN IMMEDIATE", why) != 0)
 		return RES_TEMP;
 	return exec_simple(db, "ROLLBACK", why) == 0 ? RES_OK : RES_TEMP;
@@ -1129,8 +1166,9 @@ db_delete_listed(struct db *db, char *why)
 }
 
 int
-db_prune_finished(struct db *db, int64_t before, char *why)
+sq_prune_finished(struct store *store, int64_t before, char *why)
 {
+	struct db *db = sq_db(store);
 	sqlite3_stmt *st;
 
 	if (db_delete_start(db, why) != 0)
@@ -1145,7 +1183,7 @@ db_prune_finished(struct db *db, int64_t before, char *why)
 	if (st == NULL)
 		return -1;
 	sqlite3_bind_int64(st, 1, before);
-	sqlite3_bind_int(st, 2, DB_PRUNE_MAX);
+	sqlite3_bind_int(st, 2, STORE_PRUNE_MAX);
 	if (step_done(db, st, why) != RES_OK)
 		return -1;
 	return db_delete_listed(db, why);
@@ -1177,9 +1215,10 @@ db_check_schema(struct db *db, char *why)
 	return RES_TEMP;
 }
 
-enum res
-db_helper_writer(struct db *db, char *why)
+static enum res
+sq_helper_writer(struct store *store, char *why)
 {
+	struct db *db = sq_db(store);
 	char err[WHY_MAX];
 
 	if (writer_pragmas(db, err) != 0) {
@@ -1191,17 +1230,20 @@ db_helper_writer(struct db *db, char *why)
 	return prepare_writer(db, why) == 0 ? RES_OK : RES_TEMP;
 }
 
-void
-db_set_busy_timeout(struct db *db, int ms)
+static void
+sq_set_busy_timeout(struct store *store, int ms)
 {
+	struct db *db = sq_db(store);
+
 	db->busy_ms = ms;
 	sqlite3_busy_timeout(db->h, ms);
 }
 
-int
-db_resume_deferred(struct db *db, int64_t since, int64_t now,
+static int
+sq_resume_deferred(struct store *store, int64_t since, int64_t now,
     bool (*match)(void *arg, const char *domain), void *arg, char *why)
 {
+	struct db *db = sq_db(store);
 	sqlite3_stmt *st = prep(db,
 	    "SELECT DISTINCT domain FROM recipients WHERE state = 'deferred' "
 	    "AND next_attempt_at > ?2 AND last_attempt_at >= ?1",
@@ -1254,10 +1296,11 @@ db_resume_deferred(struct db *db, int64_t since, int64_t now,
 	return total;
 }
 
-int
-db_first_pending(struct db *db, int64_t now, const char *domain,
-    struct db_due *out, char *why)
+static int
+sq_first_pending(struct store *store, int64_t now, const char *domain,
+    struct store_due *out, char *why)
 {
+	struct db *db = sq_db(store);
 	sqlite3_stmt *st = prep(db,
 	    "SELECT msg_id, rcpt_no, domain FROM recipients "
 	    "WHERE domain = ?1 AND state IN ('queued', 'deferred') "
@@ -1283,3 +1326,54 @@ db_first_pending(struct db *db, int64_t now, const char *domain,
 	sqlite3_reset(st);
 	return n;
 }
+
+const struct store_ops sqlite_store_ops = {
+    .name = "sqlite",
+    .open = sq_open,
+    .open_helper = sq_open_helper,
+    .open_readonly = sq_open_readonly,
+    .open_admin = sq_open_admin,
+    .put_envelope = sq_put_envelope,
+    .close = sq_close,
+    .begin = sq_begin,
+    .commit = sq_commit,
+    .rollback = sq_rollback,
+    .put_chunk = sq_put_chunk,
+    .put_incoming = sq_put_incoming,
+    .drop_incoming = sq_drop_incoming,
+    .reclaim_incoming = sq_reclaim_incoming,
+    .checkpoint = sq_checkpoint,
+    .watch_wal = sq_watch_wal,
+    .wal_bytes = sq_wal_bytes,
+    .list_due = sq_list_due,
+    .next_due = sq_next_due,
+    .lease = sq_lease,
+    .clear_leases = sq_clear_leases,
+    .load_message = sq_load_message,
+    .load_rcpt = sq_load_rcpt,
+    .read_body = sq_read_body,
+    .record_attempt = sq_record_attempt,
+    .unreported_bounces = sq_unreported_bounces,
+    .list_unreported = sq_list_unreported,
+    .mark_delay_reported = sq_mark_delay_reported,
+    .mark_reported = sq_mark_reported,
+    .release_finished = sq_release_finished,
+    .queue_counts = sq_queue_counts,
+    .probe_write = sq_probe_write,
+    .prune_finished = sq_prune_finished,
+    .helper_writer = sq_helper_writer,
+    .set_busy_timeout = sq_set_busy_timeout,
+    .resume_deferred = sq_resume_deferred,
+    .first_pending = sq_first_pending,
+    .read_begin = sq_read_begin,
+    .read_end = sq_read_end,
+    .list = sq_list,
+    .load = sq_load,
+    .exists = sq_exists,
+    .attempts = sq_attempts,
+    .body = sq_body,
+    .change = sq_change,
+    .retry_all = sq_retry_all,
+    .purge = sq_purge,
+    .get_stats = sq_get_stats,
+};

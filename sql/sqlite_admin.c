@@ -1,5 +1,6 @@
 /*
- * admin.c - the queue CLI's SQL (see admin.h).
+ * sqlite_admin.c - the queue CLI's SQL, the SQLite side of store.h's
+ * "queue CLI" operations.
  *
  * Threads: only the CLI's single thread enters, on its own connection;
  * nothing here is shared.  The server keeps running on the same file:
@@ -9,23 +10,20 @@
  *  1. A change is one transaction (BEGIN IMMEDIATE ... COMMIT): the server
  *     sees all of it or none of it.
  *  2. Leases are left alone, except by bounce: a recipient a delivery
- *     thread is working on stays leased, and db_record_attempt decides
+ *     thread is working on stays leased, and store_record_attempt decides
  *     what its attempt may still change (nothing for a deleted message, a
  *     held recipient stays held unless the attempt was final).
  *  3. A recipient bounced here has notified bit 1 clear and no recipient
  *     of its message pending afterwards only if none was: the delivery
  *     side reports it to the sender once nothing is pending.
  */
-#include "admin.h"
-#include "db_int.h"
+#include "store.h"
+#include "sqlite.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-
-/* The queue ID alphabet (queue/queue.c): Crockford base 32. */
-static const char id_alphabet[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
 #define MSG_COLS                                                               \
 	"m.id, m.received_at, m.sender, m.size, m.stored_size, "               \
@@ -47,10 +45,11 @@ col_text(sqlite3_stmt *st, int col)
 	return (const char *)sqlite3_column_text(st, col);
 }
 
-struct db *
-admin_open(const char *path, bool write, char *why)
+struct store *
+sq_open_admin(const char *path, bool write, char *why)
 {
 	struct stat sb;
+	struct store *store;
 	struct db *db;
 
 	if (stat(path, &sb) != 0) {
@@ -61,76 +60,39 @@ admin_open(const char *path, bool write, char *why)
 			    why, "cannot open %s: %s", path, strerror(errno));
 		return NULL;
 	}
-	db = write ? db_open_helper(path, why) : db_open_readonly(path, why);
-	if (db == NULL)
+	store = write ? sqlite_store_ops.open_helper(path, why)
+	              : sqlite_store_ops.open_readonly(path, why);
+	if (store == NULL)
 		return NULL;
+	db = sq_db(store);
 	db_errors_for_cli(db);
 	if (db_check_schema(db, why) != RES_OK) {
-		db_close(db);
+		sq_close(store);
 		return NULL;
 	}
-	return db;
+	return store;
 }
 
 enum res
-admin_read_begin(struct db *db, char *why)
+sq_read_begin(struct store *store, char *why)
 {
+	struct db *db = sq_db(store);
+
 	/* A deferred transaction: its first read fixes the snapshot. */
 	return db_run(db, "BEGIN", why);
 }
 
 void
-admin_read_end(struct db *db)
+sq_read_end(struct store *store)
 {
-	db_rollback(db);
-}
-
-bool
-admin_id_valid(const char *s)
-{
-	size_t i;
-
-	for (i = 0; i < QUEUE_ID_LEN; i++)
-		if (s[i] == '\0' || strchr(id_alphabet, s[i]) == NULL)
-			return false;
-	return s[i] == '\0';
+	sq_rollback(store);
 }
 
 /* ---- reading ---- */
 
-void
-admin_msg_clear(struct admin_msg *m)
-{
-	int i;
-
-	if (m == NULL)
-		return;
-	for (i = 0; i < m->nrcpts; i++) {
-		struct admin_rcpt *r = &m->rcpts[i];
-
-		free(r->address);
-		free(r->domain);
-		free(r->last_reply);
-		free(r->notify);
-		free(r->orcpt);
-	}
-	free(m->rcpts);
-	free(m->sender);
-	free(m->body_type);
-	free(m->dsn_ret);
-	free(m->dsn_envid);
-	free(m->client_ip);
-	free(m->helo);
-	free(m->protocol);
-	free(m->tls_version);
-	free(m->tls_cipher);
-	free(m->auth_user);
-	memset(m, 0, sizeof(*m));
-}
-
 /* The message row of a statement selecting MSG_COLS. */
 static void
-msg_from_row(sqlite3_stmt *st, struct admin_msg *m)
+msg_from_row(sqlite3_stmt *st, struct store_msg *m)
 {
 	memset(m, 0, sizeof(*m));
 	copy_col(st, 0, m->id, sizeof(m->id));
@@ -158,7 +120,7 @@ msg_from_row(sqlite3_stmt *st, struct admin_msg *m)
  * in flight: leased beyond `now`.
  */
 static int
-load_rcpts(struct db *db, sqlite3_stmt *st, struct admin_msg *m, int64_t now,
+load_rcpts(struct db *db, sqlite3_stmt *st, struct store_msg *m, int64_t now,
     char *why)
 {
 	int rc, cap = 0;
@@ -166,7 +128,7 @@ load_rcpts(struct db *db, sqlite3_stmt *st, struct admin_msg *m, int64_t now,
 	sqlite3_bind_text(st, 1, m->id, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 2, now);
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		struct admin_rcpt *r;
+		struct store_rcpt *r;
 
 		if (m->nrcpts == cap) {
 			cap = cap ? cap * 2 : 4;
@@ -209,9 +171,10 @@ rcpts_stmt(struct db *db, char *why)
 }
 
 int
-admin_list(struct db *db, const struct admin_filter *f, int64_t now,
-    int (*fn)(void *, const struct admin_msg *), void *arg, char *why)
+sq_list(struct store *store, const struct store_filter *f, int64_t now,
+    int (*fn)(void *, const struct store_msg *), void *arg, char *why)
 {
+	struct db *db = sq_db(store);
 	static const char *const pending[] = {"queued", "deferred", "held"};
 	sqlite3_stmt *st, *rst = NULL;
 	char domain[256];
@@ -242,18 +205,18 @@ admin_list(struct db *db, const struct admin_filter *f, int64_t now,
 	if (f->received_before > 0)
 		sqlite3_bind_int64(st, 5, f->received_before);
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		struct admin_msg m;
+		struct store_msg m;
 		int stop;
 
 		msg_from_row(st, &m);
 		if (load_rcpts(db, rst, &m, now, why) != 0) {
-			admin_msg_clear(&m);
+			store_msg_clear(&m);
 			n = -1;
 			goto out;
 		}
 		n++;
 		stop = fn(arg, &m);
-		admin_msg_clear(&m);
+		store_msg_clear(&m);
 		if (stop)
 			goto out;
 	}
@@ -267,9 +230,10 @@ out:
 }
 
 enum res
-admin_load(
-    struct db *db, const char *id, int64_t now, struct admin_msg *m, char *why)
+sq_load(struct store *store, const char *id, int64_t now, struct store_msg *m,
+    char *why)
 {
+	struct db *db = sq_db(store);
 	sqlite3_stmt *st, *rst;
 	enum res r = RES_TEMP;
 	int rc;
@@ -293,7 +257,7 @@ admin_load(
 	msg_from_row(st, m);
 	if ((rst = rcpts_stmt(db, why)) == NULL ||
 	    load_rcpts(db, rst, m, now, why) != 0) {
-		admin_msg_clear(m);
+		store_msg_clear(m);
 		goto out;
 	}
 	r = RES_OK;
@@ -303,8 +267,9 @@ out:
 }
 
 int
-admin_exists(struct db *db, const char *id, char *why)
+sq_exists(struct store *store, const char *id, char *why)
 {
+	struct db *db = sq_db(store);
 	sqlite3_stmt *st =
 	    prep(db, "SELECT 1 FROM messages WHERE id = ?1", why);
 	int rc;
@@ -322,9 +287,10 @@ admin_exists(struct db *db, const char *id, char *why)
 }
 
 int
-admin_attempts(struct db *db, const char *id,
-    int (*fn)(void *, const struct admin_attempt *), void *arg, char *why)
+sq_attempts(struct store *store, const char *id,
+    int (*fn)(void *, const struct store_attempt_row *), void *arg, char *why)
 {
+	struct db *db = sq_db(store);
 	sqlite3_stmt *st = prep(db,
 	    "SELECT a.at, a.rcpt_no, r.address, a.mx_host, a.ip, "
 	    "coalesce(a.port, 0), a.tls, a.status, a.reply, "
@@ -339,7 +305,7 @@ admin_attempts(struct db *db, const char *id,
 		return -1;
 	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		struct admin_attempt a;
+		struct store_attempt_row a;
 
 		a.at = sqlite3_column_int64(st, 0);
 		a.rcpt_no = sqlite3_column_int(st, 1);
@@ -366,9 +332,10 @@ admin_attempts(struct db *db, const char *id,
 }
 
 int
-admin_body(struct db *db, const char *id,
+sq_body(struct store *store, const char *id,
     int (*fn)(void *, const void *, size_t), void *arg, char *why)
 {
+	struct db *db = sq_db(store);
 	bool stopped; /* by fn: not an error here */
 
 	return db_body_chunks(db, id, fn, arg, &stopped, why);
@@ -385,17 +352,17 @@ admin_body(struct db *db, const char *id,
  * recipient the message had, counted by look_up).
  */
 static const char *const op_sql[][OP_MAX] = {
-    [ADMIN_RETRY] = {"UPDATE recipients SET next_attempt_at = ?2 "
+    [STORE_RETRY] = {"UPDATE recipients SET next_attempt_at = ?2 "
                      "WHERE msg_id = ?1 AND state IN ('queued', 'deferred')"},
-    [ADMIN_HOLD] = {"UPDATE recipients SET state = 'held' "
+    [STORE_HOLD] = {"UPDATE recipients SET state = 'held' "
                     "WHERE msg_id = ?1 AND state IN ('queued', 'deferred')"},
-    [ADMIN_RELEASE] = {"UPDATE recipients SET state = CASE WHEN attempts > 0 "
+    [STORE_RELEASE] = {"UPDATE recipients SET state = CASE WHEN attempts > 0 "
                        "THEN 'deferred' ELSE 'queued' END, "
                        "next_attempt_at = ?2 "
                        "WHERE msg_id = ?1 AND state = 'held'"},
-    [ADMIN_DELETE] = {"INSERT OR IGNORE INTO temp.delete_ids (id) "
+    [STORE_DELETE] = {"INSERT OR IGNORE INTO temp.delete_ids (id) "
                       "VALUES (?1)"},
-    [ADMIN_BOUNCE] = {"INSERT INTO attempts (msg_id, rcpt_no, at, mx_host, "
+    [STORE_BOUNCE] = {"INSERT INTO attempts (msg_id, rcpt_no, at, mx_host, "
                       "status, reply) SELECT msg_id, rcpt_no, ?2, NULL, "
                       "'bounced', ?3 FROM recipients "
                       "WHERE msg_id = ?1 AND state IN " DB_PENDING,
@@ -412,7 +379,7 @@ static const char *const op_sql[][OP_MAX] = {
  * were not found.
  */
 static int
-look_up(struct db *db, struct admin_change *v, int n, char *why)
+look_up(struct db *db, struct store_change *v, int n, char *why)
 {
 	sqlite3_stmt *st = prep(db,
 	    "SELECT m.sender, (SELECT count(*) FROM recipients AS r "
@@ -454,8 +421,8 @@ look_up(struct db *db, struct admin_change *v, int n, char *why)
 
 /* Run the statements of `op` for one message; -1 on error. */
 static int
-change_one(struct db *db, enum admin_op op, sqlite3_stmt **st, int nst,
-    struct admin_change *c, int64_t now, char *why)
+change_one(struct db *db, enum store_op op, sqlite3_stmt **st, int nst,
+    struct store_change *c, int64_t now, char *why)
 {
 	int i;
 
@@ -467,25 +434,26 @@ change_one(struct db *db, enum admin_op op, sqlite3_stmt **st, int nst,
 			sqlite3_bind_int64(st[i], 2, now);
 		if (np >= 3)
 			sqlite3_bind_text(
-			    st[i], 3, ADMIN_BOUNCE_REPLY, -1, SQLITE_STATIC);
+			    st[i], 3, STORE_BOUNCE_REPLY, -1, SQLITE_STATIC);
 		if (step_done(db, st[i], why) != RES_OK)
 			return -1;
-		c->changed = sqlite3_changes(db_handle(db));
+		c->changed = sqlite3_changes(sq_handle(db));
 	}
-	if (op == ADMIN_DELETE)
+	if (op == STORE_DELETE)
 		c->changed = c->rcpts;
 	return 0;
 }
 
 enum res
-admin_change(struct db *db, enum admin_op op, struct admin_change *v, int n,
+sq_change(struct store *store, enum store_op op, struct store_change *v, int n,
     int64_t now, char *why)
 {
+	struct db *db = sq_db(store);
 	sqlite3_stmt *st[OP_MAX];
 	enum res r = RES_TEMP;
 	int i, nst, missing;
 
-	if (db_begin(db, why) != RES_OK)
+	if (sq_begin(sq_store(db), why) != RES_OK)
 		return RES_TEMP;
 	missing = look_up(db, v, n, why);
 	if (missing != 0) {
@@ -496,7 +464,7 @@ admin_change(struct db *db, enum admin_op op, struct admin_change *v, int n,
 		}
 		goto out;
 	}
-	if (op == ADMIN_DELETE && db_delete_start(db, why) != 0)
+	if (op == STORE_DELETE && db_delete_start(db, why) != 0)
 		goto out;
 	for (nst = 0; nst < OP_MAX && op_sql[op][nst] != NULL; nst++)
 		if ((st[nst] = prep(db, op_sql[op][nst], why)) == NULL)
@@ -504,24 +472,25 @@ admin_change(struct db *db, enum admin_op op, struct admin_change *v, int n,
 	for (i = 0; i < n; i++)
 		if (change_one(db, op, st, nst, &v[i], now, why) != 0)
 			goto out;
-	if (op == ADMIN_DELETE && db_delete_listed(db, why) < 0)
+	if (op == STORE_DELETE && db_delete_listed(db, why) < 0)
 		goto out;
-	r = db_commit(db, why);
+	r = sq_commit(sq_store(db), why);
 out:
 	if (r != RES_OK)
-		db_rollback(db);
+		sq_rollback(sq_store(db));
 	return r;
 }
 
 int64_t
-admin_retry_all(struct db *db, const char *domain, int64_t now, char *why)
+sq_retry_all(struct store *store, const char *domain, int64_t now, char *why)
 {
+	struct db *db = sq_db(store);
 	sqlite3_stmt *st;
 	char low[256];
 	int64_t n = -1;
 	int i;
 
-	if (db_begin(db, why) != RES_OK)
+	if (sq_begin(sq_store(db), why) != RES_OK)
 		return -1;
 	st = prep(db,
 	    "UPDATE recipients SET next_attempt_at = ?1 "
@@ -539,34 +508,35 @@ admin_retry_all(struct db *db, const char *domain, int64_t now, char *why)
 	}
 	if (step_done(db, st, why) != RES_OK)
 		goto out;
-	n = sqlite3_changes(db_handle(db));
-	if (db_commit(db, why) != RES_OK)
+	n = sqlite3_changes(sq_handle(db));
+	if (sq_commit(sq_store(db), why) != RES_OK)
 		n = -1;
 out:
 	if (n < 0)
-		db_rollback(db);
+		sq_rollback(sq_store(db));
 	return n;
 }
 
 int
-admin_purge(struct db *db, int64_t before, char *why)
+sq_purge(struct store *store, int64_t before, char *why)
 {
+	struct db *db = sq_db(store);
 	int n;
 
-	if (db_begin(db, why) != RES_OK)
+	if (sq_begin(sq_store(db), why) != RES_OK)
 		return -1;
-	n = db_prune_finished(db, before, why);
-	if (n >= 0 && db_commit(db, why) != RES_OK)
+	n = sq_prune_finished(sq_store(db), before, why);
+	if (n >= 0 && sq_commit(sq_store(db), why) != RES_OK)
 		n = -1;
 	if (n < 0)
-		db_rollback(db);
+		sq_rollback(sq_store(db));
 	return n;
 }
 
 /* ---- statistics ---- */
 
 static int
-load_domains(struct db *db, struct admin_domain **doms, int *ndoms, char *why)
+load_domains(struct db *db, struct store_domain **doms, int *ndoms, char *why)
 {
 	sqlite3_stmt *st = prep(db,
 	    "SELECT domain, recipients, queued, deferred, held, delivered, "
@@ -579,7 +549,7 @@ load_domains(struct db *db, struct admin_domain **doms, int *ndoms, char *why)
 	if (st == NULL)
 		return -1;
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		struct admin_domain *d;
+		struct store_domain *d;
 
 		if (*ndoms == cap) {
 			cap = cap ? cap * 2 : 16;
@@ -611,7 +581,7 @@ load_domains(struct db *db, struct admin_domain **doms, int *ndoms, char *why)
  * among those received in the same second), in one pass over them.
  */
 static int
-load_pending(struct db *db, struct admin_stats *s, char *why)
+load_pending(struct db *db, struct store_stats *s, char *why)
 {
 	sqlite3_stmt *st = prep(db,
 	    "SELECT t.n, coalesce(p.n, 0), coalesce(p.size, 0), "
@@ -640,29 +610,21 @@ load_pending(struct db *db, struct admin_stats *s, char *why)
 }
 
 enum res
-admin_get_stats(struct db *db, struct admin_stats *s,
-    struct admin_domain **doms, int *ndoms, char *why)
+sq_get_stats(struct store *store, struct store_stats *s,
+    struct store_domain **doms, int *ndoms, char *why)
 {
+	struct db *db = sq_db(store);
+
 	memset(s, 0, sizeof(*s));
 	*doms = NULL;
 	*ndoms = 0;
 	if (db_count_states(db, &s->counts, why) != RES_OK ||
 	    load_pending(db, s, why) != 0 ||
 	    load_domains(db, doms, ndoms, why) != 0) {
-		admin_domains_free(*doms, *ndoms);
+		store_domains_free(*doms, *ndoms);
 		*doms = NULL;
 		*ndoms = 0;
 		return RES_TEMP;
 	}
 	return RES_OK;
-}
-
-void
-admin_domains_free(struct admin_domain *doms, int n)
-{
-	int i;
-
-	for (i = 0; i < n; i++)
-		free(doms[i].domain);
-	free(doms);
 }
