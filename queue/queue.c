@@ -113,6 +113,7 @@ struct op {
 	struct waiter *w;                               /* OP_RUN */
 	enum res result;
 	char why[WHY_MAX];
+	enum store_error err; /* the kind of failure, with `why` */
 	struct op *next;
 };
 
@@ -158,10 +159,11 @@ struct queue_msg {
 	bool committed; /* session only */
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
-	int inflight;           /* guarded by mu */
-	bool failed;            /* guarded by mu */
-	char fail_why[WHY_MAX]; /* guarded by mu */
-	bool done;              /* guarded by mu: commit finished */
+	int inflight;              /* guarded by mu */
+	bool failed;               /* guarded by mu */
+	char fail_why[WHY_MAX];    /* guarded by mu */
+	enum store_error fail_err; /* guarded by mu */
+	bool done;                 /* guarded by mu: commit finished */
 };
 
 void
@@ -298,6 +300,7 @@ finish(struct queue *q, struct op *op)
 		if (op->result != RES_OK && !m->failed) {
 			m->failed = true;
 			memcpy(m->fail_why, op->why, WHY_MAX);
+			m->fail_err = op->err;
 		}
 		if (op->type == OP_COMMIT)
 			m->done = true;
@@ -447,6 +450,8 @@ run_batch(struct queue *q, struct op *batch)
 			op->result = store_commit(q->store, op->why);
 		else
 			store_rollback(q->store);
+		if (op->result != RES_OK)
+			op->err = store_last_error(q->store);
 		finish(q, op);
 	}
 	wal_committed(q);
@@ -778,6 +783,17 @@ queue_msg_park(struct queue_msg *m)
 		return;
 	}
 	send_chunk(m);
+}
+
+int
+queue_msg_reply_code(struct queue_msg *m)
+{
+	enum store_error e;
+
+	mutex_lock(&m->mu);
+	e = m->fail_err;
+	mutex_unlock(&m->mu);
+	return store_error_code(e);
 }
 
 enum res

@@ -84,6 +84,12 @@ enum res queue_msg_commit(
     struct queue_msg *m, const struct envelope *env, char *why);
 
 /*
+ * The SMTP reply code for the failure queue_msg_write or queue_msg_commit
+ * reported: 452 when storage is full ("4.3.1"), else 451.
+ */
+int queue_msg_reply_code(struct queue_msg *m);
+
+/*
  * Release the message.  When it was not committed, its partial data is
  * deleted (in the background).  NULL is a no-op.
  */

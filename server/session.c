@@ -593,8 +593,7 @@ message_end(struct session *s, struct intake *in, unsigned flags)
 		return;
 	}
 	if (in->store_why[0] != '\0') {
-		reply(s, strncmp(in->store_why, "4.3.1", 5) == 0 ? 452 : 451,
-		    "%s", in->store_why);
+		reply(s, queue_msg_reply_code(in->msg), "%s", in->store_why);
 		return;
 	}
 	memset(&env, 0, sizeof(env));
@@ -627,7 +626,7 @@ message_end(struct session *s, struct intake *in, unsigned flags)
 	env.auth_user = authenticated(s) ? s->auth_user : NULL;
 	if (queue_msg_commit(in->msg, &env, why) != RES_OK) {
 		free(er);
-		reply(s, strncmp(why, "4.3.1", 5) == 0 ? 452 : 451, "%s", why);
+		reply(s, queue_msg_reply_code(in->msg), "%s", why);
 		return;
 	}
 	free(er);

@@ -73,6 +73,7 @@ struct db {
 	int busy_ms;       /* the busy timeout (store_set_busy_timeout) */
 	int page_size;     /* 0 until read (wal_frame_bytes) */
 	int64_t wal_bytes; /* after the last commit (store_watch_wal) */
+	enum store_error last_error; /* of the last failure (sql_error) */
 	sqlite3_stmt *st[S_NSTMT];
 	struct {
 		const char *sql;
@@ -91,14 +92,16 @@ sql_error(struct db *db, int rc, bool write, char *why)
 {
 	const char *msg = db->h ? sqlite3_errmsg(db->h) : sqlite3_errstr(rc);
 
+	if (!write)
+		db->last_error = STORE_E_READ;
+	else if ((rc & 0xff) == SQLITE_FULL)
+		db->last_error = STORE_E_FULL;
+	else
+		db->last_error = STORE_E_WRITE;
 	if (db->cli)
 		why_set(why, "queue database error: %s", msg);
-	else if (!write)
-		why_set(why, "4.3.0 queue read error (%s)", msg);
-	else if ((rc & 0xff) == SQLITE_FULL)
-		why_set(why, "4.3.1 Insufficient system storage");
 	else
-		why_set(why, "4.3.0 Queue write error (%s)", msg);
+		store_error_why(db->last_error, msg, why);
 	return RES_TEMP;
 }
 
@@ -600,6 +603,12 @@ sq_watch_wal(struct store *store, int64_t limit, char *why)
 	/* Replaces the hook of SQLite's automatic checkpoints. */
 	sqlite3_wal_hook(db->h, wal_hook, db);
 	return RES_OK;
+}
+
+static enum store_error
+sq_last_error(const struct store *store)
+{
+	return sq_cdb(store)->last_error;
 }
 
 static int64_t
@@ -1345,6 +1354,7 @@ const struct store_ops sqlite_store_ops = {
     .checkpoint = sq_checkpoint,
     .watch_wal = sq_watch_wal,
     .wal_bytes = sq_wal_bytes,
+    .last_error = sq_last_error,
     .list_due = sq_list_due,
     .next_due = sq_next_due,
     .lease = sq_lease,

@@ -58,6 +58,34 @@ store_open_admin(const char *path, bool write, char *why)
 	return b != NULL ? b->open_admin(path, write, why) : NULL;
 }
 
+/* ---- storage errors ---- */
+
+static const struct {
+	int code;
+	const char *text; /* enhanced status code and words */
+	bool detail;      /* followed by the backend's words */
+} errors[] = {
+    [STORE_E_NONE] = {451, "4.3.0 Queue error", true},
+    [STORE_E_FULL] = {452, "4.3.1 Insufficient system storage", false},
+    [STORE_E_WRITE] = {451, "4.3.0 Queue write error", true},
+    [STORE_E_READ] = {451, "4.3.0 queue read error", true},
+};
+
+int
+store_error_code(enum store_error e)
+{
+	return errors[e].code;
+}
+
+void
+store_error_why(enum store_error e, const char *detail, char *why)
+{
+	if (errors[e].detail)
+		why_set(why, "%s (%s)", errors[e].text, detail);
+	else
+		why_set(why, "%s", errors[e].text);
+}
+
 /* ---- writing new mail ---- */
 
 /* Cuts the parts of a message into chunks of STORE_CHUNK octets. */
@@ -243,6 +271,12 @@ enum res
 store_watch_wal(struct store *s, int64_t limit, char *why)
 {
 	return s->ops->watch_wal(s, limit, why);
+}
+
+enum store_error
+store_last_error(const struct store *s)
+{
+	return s->ops->last_error(s);
 }
 
 int64_t

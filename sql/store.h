@@ -16,10 +16,10 @@
  *
  * Failures: functions return RES_OK or RES_TEMP (RES_PERM where said) and
  * fill `why` with an enhanced status code and text suitable for an SMTP
- * reply: "4.3.1 Insufficient system storage" when the disk or the
- * database is full, "4.3.0 Queue write error (...)" for anything else.
- * Connections opened for the queue CLI (store_open_admin) word them for a
- * person instead ("queue database error: ...").
+ * reply, from the table of storage errors below (store_error_why);
+ * store_last_error says which one, for the reply code.  Connections
+ * opened for the queue CLI (store_open_admin) word them for a person
+ * instead ("queue database error: ...").
  *
  * Strings in the CLI's records (struct store_msg and friends) are malloc'd
  * and owned by the record; NULL means none.
@@ -35,6 +35,34 @@
 #include "util.h"
 
 struct store;
+
+/*
+ * Storage errors, and the SMTP reply each one gives a client whose mail
+ * could not be stored (RFC 3463):
+ *   STORE_E_FULL   452 4.3.1 Insufficient system storage (disk or
+ *                  database full: the client should try again later,
+ *                  perhaps with fewer recipients or a smaller message)
+ *   STORE_E_WRITE  451 4.3.0 Queue write error (detail)
+ *   STORE_E_READ   451 4.3.0 queue read error (detail)
+ */
+enum store_error {
+	STORE_E_NONE = 0,
+	STORE_E_FULL,
+	STORE_E_WRITE,
+	STORE_E_READ,
+};
+
+/* The reply code for `e` (451 for STORE_E_NONE: no worse than a write
+ * error). */
+int store_error_code(enum store_error e);
+
+/* The reply text for `e` into why[WHY_MAX]: the enhanced status code,
+ * the words, and `detail` in parentheses where the table has it. */
+void store_error_why(enum store_error e, const char *detail, char *why);
+
+/* The kind of this connection's last failure (STORE_E_NONE: none yet):
+ * read right after a function failed, it says why. */
+enum store_error store_last_error(const struct store *s);
 
 /*
  * Open (creating if needed) the queue at `path`: WAL mode,

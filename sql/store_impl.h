@@ -37,6 +37,7 @@ struct store_ops {
 	    int busy_ms, struct store_ckpt *out, char *why);
 	enum res (*watch_wal)(struct store *s, int64_t limit, char *why);
 	int64_t (*wal_bytes)(const struct store *s);
+	enum store_error (*last_error)(const struct store *s);
 	int (*list_due)(struct store *s, int64_t now, struct store_due *out,
 	    int max, char *why);
 	int64_t (*next_due)(struct store *s);

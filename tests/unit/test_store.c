@@ -235,6 +235,17 @@ test_errors(void)
 	char why[WHY_MAX] = "";
 	char missing[200];
 
+	CHECK(store_error_code(STORE_E_FULL) == 452 &&
+	          store_error_code(STORE_E_WRITE) == 451 &&
+	          store_error_code(STORE_E_READ) == 451,
+	    "a full store answers 452, other failures 451");
+	store_error_why(STORE_E_FULL, "disk", why);
+	CHECK(strcmp(why, "4.3.1 Insufficient system storage") == 0,
+	    "the full store's words: \"%s\"", why);
+	store_error_why(STORE_E_WRITE, "disk I/O error", why);
+	CHECK(strcmp(why, "4.3.0 Queue write error (disk I/O error)") == 0,
+	    "a write error with its detail: \"%s\"", why);
+
 	snprintf(missing, sizeof(missing), "%s/none.db", dir);
 	CHECK(store_open_admin(missing, false, why) == NULL &&
 	          strstr(why, "no queue at") != NULL,
