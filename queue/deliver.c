@@ -124,6 +124,14 @@ struct delivery {
 	struct dests *dests; /* guarded by mu */
 };
 
+/* Have the dispatcher look for work now rather than at its next second. */
+static void
+wake(struct delivery *d)
+{
+	atomic_store(&d->wake, true);
+	queue_wake(d->q);
+}
+
 /* ---- destinations ---- */
 
 static const struct route *
@@ -836,7 +844,7 @@ resume_site(struct delivery *d, const struct config *cfg, const char *site,
 	    "site=%s delivery resumed after %llds suspended; %d deferred "
 	    "recipient%s due now",
 	    site, (long long)(rs.now - since), rs.n, rs.n == 1 ? "" : "s");
-	atomic_store(&d->wake, true);
+	wake(d);
 }
 
 /* What a job does after looking up its domain's MX hosts. */
@@ -960,7 +968,7 @@ site_result(struct delivery *d, const struct config *cfg, const struct job *j,
 	note_suspended_count(d);
 	mutex_unlock(&d->mu);
 	if (ch == DEST_ALIVE)
-		atomic_store(&d->wake, true); /* more may start now */
+		wake(d); /* more may start now */
 	else if (ch == DEST_RESUMED)
 		resume_site(d, cfg, j->dest, false, down, j->msg_id);
 	else
@@ -1502,21 +1510,13 @@ out:
 static void housekeeping(struct delivery *d, const struct config *cfg);
 
 /*
- * Until new mail arrives, a second passes, or d->wake is set: look for
- * work every 50 ms at most (queue_wait_mail wakes only for new mail).
+ * Until new mail arrives, a second passes, or d->wake is set (wake()
+ * signals it; delivery_stop sets it too).
  */
 static void
 dispatcher_wait(struct delivery *d, uint64_t seen)
 {
-	int64_t deadline = now_ms() + 1000;
-
-	while (!atomic_load(&d->wake) && !atomic_load(&d->stop) &&
-	       queue_mail_seq(d->q) == seen && now_ms() < deadline) {
-		int64_t slice = now_ms() + 50;
-
-		queue_wait_mail(
-		    d->q, seen, slice < deadline ? slice : deadline, &d->wake);
-	}
+	queue_wait_mail(d->q, seen, now_ms() + 1000, &d->wake);
 }
 
 static void *
@@ -1790,7 +1790,7 @@ worker_main(void *arg)
 			dests_finish(d->dests, j->dest, j->probe);
 		d->busy--;
 		if (d->blocked)
-			atomic_store(&d->wake, true); /* a site has room */
+			wake(d); /* a site has room */
 		pthread_cond_signal(&d->done_cv);
 		mutex_unlock(&d->mu);
 		free(j);
@@ -1947,7 +1947,7 @@ delivery_stop(struct delivery *d)
 	if (d == NULL)
 		return;
 	atomic_store(&d->stop, true);
-	atomic_store(&d->wake, true);
+	wake(d);
 	if (d->dispatcher_started)
 		pthread_join(d->dispatcher, NULL);
 	mutex_lock(&d->mu);

@@ -80,6 +80,7 @@
 #define WAL_CAP (64 * 1024 * 1024)
 #define CKPT_STEP (4 * 1024 * 1024)
 #define CKPT_BUSY_MS 100
+#define IDLE_TRUNCATE_MS 1000
 #define FORCE_BACKOFF_MIN 100
 #define FORCE_BACKOFF_MAX 5000
 
@@ -126,12 +127,14 @@ struct queue {
 	pthread_cond_t ckpt_cv;      /* wakes the checkpointer */
 	pthread_cond_t ckpt_done_cv; /* a checkpointer run ended */
 	uint64_t commit_seq;         /* guarded by mu: commits so far */
-	int64_t ckpt_due;    /* guarded by mu: WAL bytes since the checkpointer
-	                      * last started */
-	bool ckpt_running;   /* guarded by mu: the checkpointer is at work */
-	bool forcing;        /* guarded by mu: the writer checkpoints */
-	bool wal_dirty;      /* guarded by mu: may hold pages (not truncated
-	                      * since the last commit) */
+	int64_t ckpt_due;  /* guarded by mu: WAL bytes since the checkpointer
+	                    * last started */
+	bool ckpt_running; /* guarded by mu: the checkpointer is at work */
+	bool forcing;      /* guarded by mu: the writer checkpoints */
+	bool wal_dirty;    /* guarded by mu: may hold pages (not truncated
+	                    * since the last commit) */
+	int64_t last_commit_ms; /* guarded by mu: now_ms() of the last commit */
+	bool ckpt_idle; /* guarded by mu: the checkpointer waits for a commit */
 	int64_t wal_prev;    /* writer only: WAL bytes after the last commit */
 	int64_t force_after; /* writer only: no forced checkpoint before */
 	int force_backoff;   /* writer only: ms, after failed ones */
@@ -343,6 +346,7 @@ force_checkpoint(struct queue *q, int64_t wal, int64_t batch)
 	q->forcing = false;
 	if (r == RES_OK && c.complete)
 		q->ckpt_due = 0;
+	pthread_cond_signal(&q->ckpt_cv);
 	mutex_unlock(&q->mu);
 	if (r == RES_OK && c.complete) {
 		log_info("queue",
@@ -401,9 +405,10 @@ wal_committed(struct queue *q)
 	q->wal_prev = wal;
 	mutex_lock(&q->mu);
 	q->commit_seq++;
+	q->last_commit_ms = now_ms();
 	q->wal_dirty = true;
 	q->ckpt_due += batch;
-	if (q->ckpt_due >= CKPT_STEP)
+	if (q->ckpt_due >= CKPT_STEP || q->ckpt_idle)
 		pthread_cond_signal(&q->ckpt_cv);
 	mutex_unlock(&q->mu);
 	if (wal > q->wal_cap && now_ms() >= q->force_after)
@@ -480,9 +485,9 @@ writer_main(void *arg)
 
 	for (;;) {
 		mutex_lock(&q->mu);
-		while (q->head == NULL && !q->stop && now_ms() < next_reclaim) {
-			cond_wait_until(&q->cv, &q->mu, now_ms() + 1000);
-		}
+		/* Work and stop signal q->cv; the reclaim is due by time. */
+		while (q->head == NULL && !q->stop && now_ms() < next_reclaim)
+			cond_wait_until(&q->cv, &q->mu, next_reclaim);
 		batch = q->head;
 		q->head = q->tail = NULL;
 		if (batch == NULL && q->stop) {
@@ -501,9 +506,39 @@ writer_main(void *arg)
 }
 
 /*
+ * When the checkpointer has something to do without being signalled: the
+ * idle TRUNCATE, IDLE_TRUNCATE_MS after the last commit, while the WAL may
+ * hold pages and the last TRUNCATE did not fail at this very commit.
+ * Otherwise 0: it sleeps until signalled (a commit that finds it so, a
+ * PASSIVE's worth of commits, the end of a forced checkpoint, stop).
+ */
+static int64_t
+ckpt_wake_at(const struct queue *q, uint64_t failed_seq)
+{
+	if (q->forcing || !q->wal_dirty || q->commit_seq == failed_seq)
+		return 0;
+	return q->last_commit_ms + IDLE_TRUNCATE_MS;
+}
+
+/* The checkpointer's sleep, with q->mu held. */
+static void
+ckpt_sleep(struct queue *q, uint64_t failed_seq)
+{
+	int64_t until = ckpt_wake_at(q, failed_seq);
+
+	if (until == 0) {
+		q->ckpt_idle = true;
+		cond_wait(&q->ckpt_cv, &q->mu);
+		q->ckpt_idle = false;
+	} else if (now_ms() < until) {
+		cond_wait_until(&q->ckpt_cv, &q->mu, until);
+	}
+}
+
+/*
  * The checkpointer thread: PASSIVE every CKPT_STEP bytes of commits, and
- * TRUNCATE once no commit came for a second (each at most once per idle
- * spell, so a reader that blocks it costs one CKPT_BUSY_MS wait).
+ * TRUNCATE once no commit came for IDLE_TRUNCATE_MS (each at most once
+ * per idle spell, so a reader that blocks it costs one CKPT_BUSY_MS wait).
  */
 static void *
 checkpointer_main(void *arg)
@@ -514,20 +549,20 @@ checkpointer_main(void *arg)
 
 	mutex_lock(&q->mu);
 	while (!q->stop) {
-		uint64_t seen = q->commit_seq;
+		uint64_t seen;
 		enum store_ckpt_mode mode;
 		struct store_ckpt c;
 		enum res r;
 
-		if (q->forcing || q->ckpt_due < CKPT_STEP) {
-			cond_wait_until(&q->ckpt_cv, &q->mu, now_ms() + 1000);
-		}
+		if (q->forcing || q->ckpt_due < CKPT_STEP)
+			ckpt_sleep(q, failed_seq);
 		if (q->stop || q->forcing)
 			continue;
+		seen = q->commit_seq;
 		if (q->ckpt_due >= CKPT_STEP)
 			mode = STORE_CKPT_PASSIVE;
-		else if (q->commit_seq == seen && q->wal_dirty &&
-		         seen != failed_seq)
+		else if (ckpt_wake_at(q, failed_seq) != 0 &&
+		         now_ms() >= ckpt_wake_at(q, failed_seq))
 			mode = STORE_CKPT_TRUNCATE;
 		else
 			continue;
@@ -883,13 +918,16 @@ queue_wait_mail(struct queue *q, uint64_t seen, int64_t deadline_ms,
     const atomic_bool *stop)
 {
 	mutex_lock(&q->mu);
-	while (q->mail_seq == seen && now_ms() < deadline_ms &&
-	       !atomic_load(stop)) {
-		int64_t until = deadline_ms;
+	while (
+	    q->mail_seq == seen && now_ms() < deadline_ms && !atomic_load(stop))
+		cond_wait_until(&q->mail_cv, &q->mu, deadline_ms);
+	mutex_unlock(&q->mu);
+}
 
-		if (until > now_ms() + 200)
-			until = now_ms() + 200; /* look at *stop now and then */
-		cond_wait_until(&q->mail_cv, &q->mu, until);
-	}
+void
+queue_wake(struct queue *q)
+{
+	mutex_lock(&q->mu);
+	pthread_cond_broadcast(&q->mail_cv);
 	mutex_unlock(&q->mu);
 }

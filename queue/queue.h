@@ -110,11 +110,14 @@ enum res queue_run(struct queue *q,
 /*
  * New-mail signalling for the delivery dispatcher: queue_mail_seq counts
  * committed messages; queue_wait_mail returns when it differs from `seen`,
- * when `deadline_ms` (now_ms() clock) passes, or soon after *stop is set.
+ * when `deadline_ms` (now_ms() clock) passes, or when *stop is set and
+ * queue_wake called (in that order: the waiter checks *stop under the
+ * lock queue_wake takes, so no wake is lost).
  */
 uint64_t queue_mail_seq(struct queue *q);
 void queue_wait_mail(struct queue *q, uint64_t seen, int64_t deadline_ms,
     const atomic_bool *stop);
+void queue_wake(struct queue *q);
 
 /* Generate a queue ID into `buf` (QUEUE_ID_LEN + 1 bytes). */
 void queue_new_id(char *buf);
