@@ -11,6 +11,22 @@
 
 #define QUEUE_ID_LEN 16 /* characters, without the NUL */
 
+/* RFC 5321 section 4.5.3.1 limits. */
+#define SMTP_LOCAL_MAX 64
+#define SMTP_DOMAIN_MAX 255
+#define SMTP_PATH_MAX 256    /* including the angle brackets */
+#define SMTP_CMDLINE_MAX 512 /* including CRLF */
+#define SMTP_REPLY_MAX 512   /* a reply line, including CRLF */
+#define SMTP_ENVID_MAX 100   /* RFC 3461 section 4.4, xtext-encoded */
+#define SMTP_ORCPT_MAX 500   /* RFC 3461 section 4.2, whole value */
+
+/*
+ * An address as a session accepted and stored it: a path's octets, each
+ * of which the session may have to keep as up to four (a quoted local
+ * part, UTF-8 under SMTPUTF8).
+ */
+#define ADDRESS_MAX (SMTP_PATH_MAX * 4)
+
 struct envelope_rcpt {
 	const char *address; /* "local@domain" as received */
 	const char *domain;  /* lower case, "" for <Postmaster> */

@@ -15,13 +15,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "utf8.h" /* utf8_valid, which the parsers use */
+#include "envelope.h" /* the RFC limits */
+#include "utf8.h"     /* utf8_valid, which the parsers use */
 
-/* RFC 5321 section 4.5.3.1 limits. */
-#define SMTP_LOCAL_MAX 64
-#define SMTP_DOMAIN_MAX 255
-#define SMTP_PATH_MAX 256    /* including the angle brackets */
-#define SMTP_CMDLINE_MAX 512 /* including CRLF */
 /*
  * Extensions raise the limit for MAIL and RCPT: SIZE (RFC 1870: 26), RET
  * and ENVID (RFC 3461: 100), AUTH= (RFC 4954: 500), BODY and SMTPUTF8
@@ -29,8 +25,6 @@
  */
 #define SMTP_MAIL_LINE_MAX (SMTP_CMDLINE_MAX + 26 + 100 + 500 + 30)
 #define SMTP_RCPT_LINE_MAX (SMTP_CMDLINE_MAX + 500)
-#define SMTP_ENVID_MAX 100 /* RFC 3461 section 4.4, xtext-encoded */
-#define SMTP_ORCPT_MAX 500 /* RFC 3461 section 4.2, whole value */
 
 enum smtp_verb {
 	VERB_UNKNOWN = 0, /* 500 5.5.1 */

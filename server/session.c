@@ -149,12 +149,12 @@ struct session {
 	enum sess_state state;
 	bool esmtp;
 	bool quit;
-	char helo[256];
+	char helo[SMTP_DOMAIN_MAX + 1];
 	int errors;
 	int ncommands, nmails, nrcpts_total;
 	/* The transaction (reset by RSET, HELO/EHLO, and after DATA). */
 	struct mail_args mail;
-	char sender[SMTP_PATH_MAX * 4 + 1];
+	char sender[ADDRESS_MAX + 1];
 	struct rcpt *rcpts;
 	int nrcpts;
 	int rcpt_attempts;
@@ -180,7 +180,7 @@ static void reply(struct session *s, int code, const char *fmt, ...)
 static void
 reply(struct session *s, int code, const char *fmt, ...)
 {
-	char text[512];
+	char text[SMTP_REPLY_MAX];
 	va_list ap;
 
 	va_start(ap, fmt);
@@ -411,7 +411,7 @@ relay_allowed(struct session *s, const struct smtp_path *to)
 static void
 do_rcpt(struct session *s, const char *args)
 {
-	char why[WHY_MAX], addr[SMTP_PATH_MAX * 4 + 1];
+	char why[WHY_MAX], addr[ADDRESS_MAX + 1];
 	struct rcpt_args ra;
 	struct rcpt *r;
 	int code;
@@ -500,7 +500,7 @@ intake_begin(struct session *s, struct intake *in, bool chunked)
 {
 	char tlsc[160], authc[AUTH_FIELD_MAX + 32];
 	char hdr[2048], date[64], helo[sizeof(s->helo) + 4],
-	    forc[SMTP_PATH_MAX * 4 + 16];
+	    forc[ADDRESS_MAX + 16];
 	char why[WHY_MAX];
 	int n;
 

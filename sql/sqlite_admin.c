@@ -177,7 +177,7 @@ sq_list(struct store *store, const struct store_filter *f, int64_t now,
 	struct db *db = sq_db(store);
 	static const char *const pending[] = {"queued", "deferred", "held"};
 	sqlite3_stmt *st, *rst = NULL;
-	char domain[256];
+	char domain[SMTP_DOMAIN_MAX + 1];
 	int n = 0, rc, i;
 
 	/* The recipients' index finds the messages; then received order. */
@@ -486,7 +486,7 @@ sq_retry_all(struct store *store, const char *domain, int64_t now, char *why)
 {
 	struct db *db = sq_db(store);
 	sqlite3_stmt *st;
-	char low[256];
+	char low[SMTP_DOMAIN_MAX + 1];
 	int64_t n = -1;
 	int i;
 

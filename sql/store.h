@@ -194,7 +194,7 @@ int64_t store_wal_bytes(const struct store *s);
 struct store_due {
 	char msg_id[QUEUE_ID_LEN + 1];
 	int rcpt_no;
-	char domain[256];
+	char domain[SMTP_DOMAIN_MAX + 1];
 };
 
 /*
@@ -217,22 +217,22 @@ enum res store_clear_leases(struct store *s, char *why);
 
 /* What delivery needs to know about a message. */
 struct store_msg_info {
-	char sender[1100];
+	char sender[ADDRESS_MAX + 1];
 	char body_type[16];
 	int smtputf8;
 	char dsn_ret[8]; /* "FULL", "HDRS" or "" */
-	char envid[128];
+	char envid[SMTP_ENVID_MAX + 1];
 	int64_t received_at;
 	int64_t stored_size;
 };
 
 struct store_rcpt_info {
 	int rcpt_no;
-	char address[1100];
-	char domain[256];
+	char address[ADDRESS_MAX + 1];
+	char domain[SMTP_DOMAIN_MAX + 1];
 	char state[16];
-	char notify[64]; /* "" when absent */
-	char orcpt[520]; /* "" when absent */
+	char notify[64];                /* "" when absent */
+	char orcpt[SMTP_ORCPT_MAX + 1]; /* "" when absent */
 	int attempts;
 	int notified; /* 1: failure reported, 2: delay reported */
 };
@@ -281,11 +281,11 @@ enum res store_record_attempt(
 /* A bounced recipient not yet reported to the sender. */
 struct store_bounced {
 	int rcpt_no;
-	char address[1100];
-	char orcpt[520];
+	char address[ADDRESS_MAX + 1];
+	char orcpt[SMTP_ORCPT_MAX + 1];
 	char notify[64];
-	char last_reply[512];
-	char mx_host[256];
+	char last_reply[SMTP_REPLY_MAX];
+	char mx_host[SMTP_DOMAIN_MAX + 1];
 	int64_t last_attempt_at;
 };
 
@@ -493,11 +493,11 @@ enum store_op {
 struct store_change {
 	const char *id;
 	bool found;
-	int rcpts;         /* recipients the message has */
-	int changed;       /* recipients changed (STORE_DELETE: all it had) */
-	int notice;        /* STORE_BOUNCE: bounced recipients the notice covers
-	                      (0 for the null sender or NOTIFY without FAILURE) */
-	char sender[1100]; /* STORE_BOUNCE: the envelope sender */
+	int rcpts;   /* recipients the message has */
+	int changed; /* recipients changed (STORE_DELETE: all it had) */
+	int notice;  /* STORE_BOUNCE: bounced recipients the notice covers
+	                (0 for the null sender or NOTIFY without FAILURE) */
+	char sender[ADDRESS_MAX + 1]; /* STORE_BOUNCE: the envelope sender */
 };
 
 /*
