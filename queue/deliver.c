@@ -370,7 +370,7 @@ queue_notice(struct store *store, struct record *r, enum bounce_kind kind,
 	env.nrcpts = 1;
 	env.size = (int64_t)len;
 	env.stored_size = (int64_t)len;
-	env.body_type = "7BIT";
+	env.body_type = BODY_7BIT;
 	env.client_ip = "127.0.0.1";
 	env.helo = r->hostname;
 	env.protocol = "local";

@@ -76,23 +76,6 @@ struct smtp_path {
 	bool utf8;    /* contains non-ASCII (valid UTF-8) octets */
 };
 
-enum body_type {
-	BODY_7BIT = 0, /* default when BODY= is absent */
-	BODY_8BITMIME,
-	BODY_BINARYMIME,
-};
-
-enum dsn_ret {
-	RET_NONE = 0,
-	RET_FULL,
-	RET_HDRS,
-};
-
-#define NOTIFY_NEVER 0x1
-#define NOTIFY_SUCCESS 0x2
-#define NOTIFY_FAILURE 0x4
-#define NOTIFY_DELAY 0x8
-
 struct mail_args {
 	struct smtp_path from;
 	long long size; /* SIZE= value, -1 when absent */

@@ -1087,7 +1087,7 @@ store_message(struct store *store, const struct job *j, char *why)
 	env.nrcpts = j->rcpts.n;
 	env.size = j->size;
 	env.stored_size = j->size + (int64_t)trace.len;
-	env.body_type = j->eightbit ? "8BITMIME" : "7BIT";
+	env.body_type = j->eightbit ? BODY_8BITMIME : BODY_7BIT;
 	env.smtputf8 = j->smtputf8;
 	env.client_ip = "127.0.0.1";
 	env.helo = "local";

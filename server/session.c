@@ -92,7 +92,7 @@ enum step {
 struct rcpt {
 	char *address;
 	char *domain;
-	char *notify;
+	unsigned notify; /* NOTIFY_* bits */
 	char *orcpt;
 };
 
@@ -207,7 +207,6 @@ rcpts_free(struct session *s)
 	for (i = 0; i < s->nrcpts; i++) {
 		free(s->rcpts[i].address);
 		free(s->rcpts[i].domain);
-		free(s->rcpts[i].notify);
 		free(s->rcpts[i].orcpt);
 	}
 	free(s->rcpts);
@@ -444,20 +443,7 @@ do_rcpt(struct session *s, const char *args)
 	r->domain = xstrdup(ra.to.domain);
 	for (char *c = r->domain; *c != '\0'; c++)
 		*c = ascii_lower(*c);
-	r->notify = NULL;
-	if (ra.notify != 0) {
-		char n[64] = "";
-
-		if (ra.notify & NOTIFY_NEVER)
-			strcat(n, ",NEVER");
-		if (ra.notify & NOTIFY_SUCCESS)
-			strcat(n, ",SUCCESS");
-		if (ra.notify & NOTIFY_FAILURE)
-			strcat(n, ",FAILURE");
-		if (ra.notify & NOTIFY_DELAY)
-			strcat(n, ",DELAY");
-		r->notify = xstrdup(n + 1);
-	}
+	r->notify = ra.notify;
 	r->orcpt = ra.orcpt[0] != '\0' ? xstrdup(ra.orcpt) : NULL;
 	s->state = SS_RCPT;
 	s->nrcpts_total++;
@@ -465,19 +451,6 @@ do_rcpt(struct session *s, const char *args)
 }
 
 /* -------- message intake shared by DATA and BDAT -------- */
-
-static const char *
-body_name(enum body_type b)
-{
-	switch (b) {
-	case BODY_8BITMIME:
-		return "8BITMIME";
-	case BODY_BINARYMIME:
-		return "BINARYMIME";
-	default:
-		return "7BIT";
-	}
-}
 
 static const char *
 protocol_name(const struct session *s)
@@ -611,11 +584,9 @@ message_end(struct session *s, struct intake *in, unsigned flags)
 	env.nrcpts = s->nrcpts;
 	env.size = in->size;
 	env.stored_size = in->size + (int64_t)in->hdrlen;
-	env.body_type = body_name(s->mail.body);
+	env.body_type = s->mail.body;
 	env.smtputf8 = s->mail.smtputf8;
-	env.dsn_ret = s->mail.ret == RET_FULL   ? "FULL"
-	              : s->mail.ret == RET_HDRS ? "HDRS"
-	                                        : NULL;
+	env.dsn_ret = s->mail.ret;
 	env.dsn_envid = s->mail.envid[0] != '\0' ? s->mail.envid : NULL;
 	env.client_ip = s->ip;
 	env.client_port = s->port;

@@ -61,8 +61,9 @@ put_message(struct store *s, const char *id, int64_t now, unsigned char *all,
     size_t *all_len)
 {
 	static const struct envelope_rcpt rcpts[] = {
-	    {"a@one.example", "one.example", NULL, NULL},
-	    {"b@two.example", "two.example", "FAILURE", "rfc822;b@two.example"},
+	    {"a@one.example", "one.example", 0, NULL},
+	    {"b@two.example", "two.example", NOTIFY_FAILURE,
+	        "rfc822;b@two.example"},
 	};
 	struct envelope env = {0};
 	struct store_part parts[3];
@@ -85,7 +86,8 @@ put_message(struct store *s, const char *id, int64_t now, unsigned char *all,
 	env.rcpts = rcpts;
 	env.nrcpts = 2;
 	env.size = env.stored_size = (int64_t)off;
-	env.body_type = "8BITMIME";
+	env.body_type = BODY_8BITMIME;
+	env.dsn_ret = RET_HDRS;
 	env.client_ip = "127.0.0.1";
 	env.helo = "client.example";
 	env.protocol = "ESMTP";
@@ -230,6 +232,42 @@ test_finish(struct store *s, const char *id, int64_t now)
 }
 
 static void
+test_vocabulary(void)
+{
+	char buf[STORE_NOTIFY_TEXT_MAX];
+	enum rcpt_state st = RCPT_QUEUED;
+	enum body_type b = BODY_7BIT;
+	int i, round = 0;
+
+	for (i = 0; i < RCPT_NSTATES; i++)
+		round += store_state_parse(store_state_name(i), &st) &&
+		         st == (enum rcpt_state)i;
+	CHECK(round == RCPT_NSTATES, "every state's name parses back");
+	CHECK(!store_state_parse("Held", &st) && !store_state_parse("", &st),
+	    "state names are exact");
+	CHECK(store_body_parse("BINARYMIME", &b) && b == BODY_BINARYMIME &&
+	          strcmp(store_body_name(BODY_8BITMIME), "8BITMIME") == 0,
+	    "body types both ways");
+	CHECK(store_ret_name(RET_NONE) == NULL &&
+	          store_ret_parse("HDRS") == RET_HDRS &&
+	          store_ret_parse("") == RET_NONE,
+	    "RET both ways, absent as NULL");
+	store_notify_text(NOTIFY_DELAY | NOTIFY_SUCCESS, buf, sizeof(buf));
+	CHECK(
+	    strcmp(buf, "SUCCESS,DELAY") == 0, "NOTIFY bits as text: %s", buf);
+	store_notify_text(
+	    NOTIFY_NEVER | NOTIFY_SUCCESS | NOTIFY_FAILURE | NOTIFY_DELAY, buf,
+	    sizeof(buf));
+	CHECK(
+	    store_notify_parse(buf) == 0xf, "all four fit and parse: %s", buf);
+	CHECK(store_notify_parse("FAILURE,DELAY") ==
+	              (NOTIFY_FAILURE | NOTIFY_DELAY) &&
+	          store_notify_parse("XFAILURE,DELAYS") == 0 &&
+	          store_notify_parse("") == 0,
+	    "NOTIFY text parses whole items only");
+}
+
+static void
 test_errors(void)
 {
 	char why[WHY_MAX] = "";
@@ -283,6 +321,7 @@ main(void)
 		return 2;
 	snprintf(path, sizeof(path), "%s/queue.db", dir);
 	test_queue_ids();
+	test_vocabulary();
 	s = store_open(path, why);
 	CHECK(s != NULL, "store_open creates a queue (%s)", why);
 	if (s == NULL)
