@@ -67,9 +67,10 @@ static const struct option {
 struct args {
 	const char *cmd; /* the subcommand, NULL when none */
 	const char *config, *status, *domain, *older_than;
-	long long older;  /* older_than in seconds (checked) */
-	unsigned seen;    /* OPT_* given */
-	const char **pos; /* positional arguments after the subcommand */
+	long long older;       /* older_than in seconds (checked) */
+	enum rcpt_state state; /* status, parsed (checked) */
+	unsigned seen;         /* OPT_* given */
+	const char **pos;      /* positional arguments after the subcommand */
 	int npos;
 	char (*ids)[QUEUE_ID_LEN + 1]; /* pos[] as queue IDs */
 };
@@ -327,9 +328,9 @@ json_time_or_null(FILE *f, int64_t t, bool present)
 }
 
 static bool
-state_final(const char *state)
+state_final(enum rcpt_state st)
 {
-	return strcmp(state, "delivered") == 0 || strcmp(state, "bounced") == 0;
+	return st == RCPT_DELIVERED || st == RCPT_BOUNCED;
 }
 
 /* ---- list ---- */
@@ -338,11 +339,8 @@ struct list_acc {
 	const struct ctx *c;
 	bool json;
 	int64_t messages, size;
-	int64_t by_state[5];
+	int64_t by_state[RCPT_NSTATES];
 };
-
-static const char *const states[5] = {
-    "queued", "deferred", "held", "delivered", "bounced"};
 
 static void
 list_json_rcpt(FILE *f, const struct store_rcpt *r)
@@ -352,7 +350,7 @@ list_json_rcpt(FILE *f, const struct store_rcpt *r)
 	fputs(",\"domain\":", f);
 	json_str_or_null(f, r->domain);
 	fputs(",\"state\":", f);
-	json_fput_str(f, r->state);
+	json_fput_str(f, store_state_name(r->state));
 	fprintf(f, ",\"attempts\":%d,\"next_attempt_at\":", r->attempts);
 	json_time_or_null(f, r->next_attempt_at, !state_final(r->state));
 	fputs(",\"last_attempt_at\":", f);
@@ -403,11 +401,10 @@ list_text_rcpt(const struct ctx *c, const struct store_rcpt *r)
 	FILE *f = stdout;
 	char buf[40];
 
-	printf("  %-9s ", r->state);
+	printf("  %-9s ", store_state_name(r->state));
 	put_path(f, r->address);
 	printf("  %d attempt%s", r->attempts, plural(r->attempts));
-	if (strcmp(r->state, "queued") == 0 ||
-	    strcmp(r->state, "deferred") == 0) {
+	if (r->state == RCPT_QUEUED || r->state == RCPT_DEFERRED) {
 		if (r->in_flight) {
 			fputs(", being delivered", f);
 		} else if (r->next_attempt_at > c->now) {
@@ -444,14 +441,12 @@ static int
 list_one(void *arg, const struct store_msg *m)
 {
 	struct list_acc *acc = arg;
-	int i, s;
+	int i;
 
 	acc->messages++;
 	acc->size += m->size;
 	for (i = 0; i < m->nrcpts; i++)
-		for (s = 0; s < 5; s++)
-			if (strcmp(m->rcpts[i].state, states[s]) == 0)
-				acc->by_state[s]++;
+		acc->by_state[m->rcpts[i].state]++;
 	if (acc->json)
 		list_json(acc, m);
 	else
@@ -471,15 +466,15 @@ list_summary(const struct list_acc *acc, bool filtered)
 		    filtered ? "-- no message matches" : "Mail queue is empty");
 		return;
 	}
-	for (s = 0; s < 5; s++)
+	for (s = 0; s < RCPT_NSTATES; s++)
 		total += acc->by_state[s];
 	printf("-- %lld message%s, %lld recipient%s (",
 	    (long long)acc->messages, plural(acc->messages), (long long)total,
 	    plural(total));
-	for (s = 0; s < 5; s++)
+	for (s = 0; s < RCPT_NSTATES; s++)
 		if (acc->by_state[s] > 0)
 			printf("%s%lld %s", k++ ? ", " : "",
-			    (long long)acc->by_state[s], states[s]);
+			    (long long)acc->by_state[s], store_state_name(s));
 	fmt_size(size, sizeof(size), acc->size);
 	printf("), %s\n", size);
 }
@@ -488,7 +483,7 @@ static int
 cmd_list(struct ctx *c)
 {
 	const struct args *a = c->a;
-	struct store_filter f = {a->status, a->domain, 0};
+	struct store_filter f = {a->status ? &a->state : NULL, a->domain, 0};
 	struct list_acc acc;
 	char why[WHY_MAX];
 	int n;
@@ -566,11 +561,12 @@ show_envelope(const struct ctx *c, const struct store_msg *m)
 	put_safe(stdout, m->auth_user ? m->auth_user : "(none)");
 	putc('\n', stdout);
 	field("body type:");
-	put_safe(stdout, m->body_type);
+	put_safe(stdout, store_body_name(m->body_type));
 	fputs(m->smtputf8 ? ", SMTPUTF8\n" : "\n", stdout);
 	field("DSN:");
 	printf("RET=");
-	put_safe(stdout, m->dsn_ret ? m->dsn_ret : "(none)");
+	put_safe(stdout,
+	    m->dsn_ret != RET_NONE ? store_ret_name(m->dsn_ret) : "(none)");
 	printf(" ENVID=");
 	put_safe(stdout, m->dsn_envid ? m->dsn_envid : "(none)");
 	putc('\n', stdout);
@@ -583,21 +579,19 @@ show_rcpt(const struct ctx *c, const struct store_rcpt *r)
 
 	printf("  #%d ", r->rcpt_no);
 	put_path(stdout, r->address);
-	printf("\n    %-13s %s, %d attempt%s%s\n", "state:", r->state,
-	    r->attempts, plural(r->attempts),
-	    r->in_flight ? ", being delivered now" : "");
+	printf("\n    %-13s %s, %d attempt%s%s\n",
+	    "state:", store_state_name(r->state), r->attempts,
+	    plural(r->attempts), r->in_flight ? ", being delivered now" : "");
 	if (!state_final(r->state)) {
 		fmt_time(t, sizeof(t), r->next_attempt_at);
 		if (r->next_attempt_at > c->now) {
 			fmt_age(age, sizeof(age), r->next_attempt_at - c->now);
 			printf("    %-13s %s (in %s)%s\n", "next attempt:", t,
 			    age,
-			    strcmp(r->state, "held") == 0 ? ", once released"
-			                                  : "");
+			    r->state == RCPT_HELD ? ", once released" : "");
 		} else {
 			printf("    %-13s %s (due)%s\n", "next attempt:", t,
-			    strcmp(r->state, "held") == 0 ? ", once released"
-			                                  : "");
+			    r->state == RCPT_HELD ? ", once released" : "");
 		}
 	}
 	if (r->last_attempt_at > 0) {
@@ -607,14 +601,22 @@ show_rcpt(const struct ctx *c, const struct store_rcpt *r)
 	printf("    %-13s ", "last reply:");
 	put_safe(stdout, r->last_reply ? r->last_reply : "(none)");
 	printf("\n    %-13s ", "notify:");
-	put_safe(stdout, r->notify ? r->notify : "(default: FAILURE,DELAY)");
+	if (r->notify != 0) {
+		char notify[STORE_NOTIFY_TEXT_MAX];
+
+		store_notify_text(r->notify, notify, sizeof(notify));
+		put_safe(stdout, notify);
+	} else {
+		fputs("(default: FAILURE,DELAY)", stdout);
+	}
 	if (r->orcpt != NULL) {
 		fputs(", ORCPT ", stdout);
 		put_safe(stdout, r->orcpt);
 	}
-	if (strcmp(r->state, "bounced") == 0)
-		fputs((r->notified & 1) ? ", failure reported"
-		                        : ", failure not reported yet",
+	if (r->state == RCPT_BOUNCED)
+		fputs((r->notified & NOTIFIED_FAILURE)
+		          ? ", failure reported"
+		          : ", failure not reported yet",
 		    stdout);
 	putc('\n', stdout);
 }
@@ -1125,17 +1127,6 @@ parse_args(struct args *a, int argc, char **argv)
 	return 0;
 }
 
-static bool
-known_state(const char *s)
-{
-	int i;
-
-	for (i = 0; i < 5; i++)
-		if (strcmp(s, states[i]) == 0)
-			return true;
-	return false;
-}
-
 /* Queue IDs are case-insensitive base 32: accept lower case. */
 static int
 check_ids(struct args *a)
@@ -1189,7 +1180,7 @@ check_args(const struct subcmd *sc, struct args *a)
 	} else if (sc->npos == ARGS_IDS && a->npos == 0) {
 		return usage_error("%s needs at least one queue ID", sc->name);
 	}
-	if (a->status != NULL && !known_state(a->status))
+	if (a->status != NULL && !store_state_parse(a->status, &a->state))
 		return usage_error("unknown state \"%s\" (queued, deferred, "
 		                   "held, delivered or bounced)",
 		    shown(a->status));

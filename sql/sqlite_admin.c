@@ -102,9 +102,9 @@ msg_from_row(sqlite3_stmt *st, struct store_msg *m)
 		m->sender = xstrdup("");
 	m->size = sqlite3_column_int64(st, 3);
 	m->stored_size = sqlite3_column_int64(st, 4);
-	m->body_type = col_dup(st, 5);
+	(void)store_body_parse(col_text(st, 5), &m->body_type);
 	m->smtputf8 = sqlite3_column_int(st, 6) != 0;
-	m->dsn_ret = col_dup(st, 7);
+	m->dsn_ret = store_ret_parse(col_text(st, 7));
 	m->dsn_envid = col_dup(st, 8);
 	m->client_ip = col_dup(st, 9);
 	m->client_port = sqlite3_column_int(st, 10);
@@ -139,14 +139,15 @@ load_rcpts(struct db *db, sqlite3_stmt *st, struct store_msg *m, int64_t now,
 		r->rcpt_no = sqlite3_column_int(st, 0);
 		r->address = col_dup(st, 1);
 		r->domain = col_dup(st, 2);
-		copy_col(st, 3, r->state, sizeof(r->state));
+		(void)store_state_parse(col_text(st, 3), &r->state);
 		r->attempts = sqlite3_column_int(st, 4);
 		r->next_attempt_at = sqlite3_column_int64(st, 5);
 		r->last_attempt_at = sqlite3_column_int64(st, 6);
 		r->last_reply = col_dup(st, 7);
-		r->notify = col_dup(st, 8);
+		r->notify =
+		    col_text(st, 8) ? store_notify_parse(col_text(st, 8)) : 0;
 		r->orcpt = col_dup(st, 9);
-		r->notified = sqlite3_column_int(st, 10);
+		r->notified = (unsigned)sqlite3_column_int(st, 10);
 		r->in_flight = sqlite3_column_int(st, 11) != 0;
 		if (r->address == NULL)
 			r->address = xstrdup("");
@@ -193,8 +194,9 @@ sq_list(struct store *store, const struct store_filter *f, int64_t now,
 		goto out;
 	}
 	for (i = 0; i < 3; i++)
-		sqlite3_bind_text(st, i + 1, f->state ? f->state : pending[i],
-		    -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, i + 1,
+		    f->state ? store_state_name(*f->state) : pending[i], -1,
+		    SQLITE_STATIC);
 	if (f->domain != NULL) {
 		/* Domains are stored in lower case (ASCII; A-labels). */
 		for (i = 0; i < 255 && f->domain[i] != '\0'; i++)

@@ -308,13 +308,10 @@ store_msg_clear(struct store_msg *m)
 		free(r->address);
 		free(r->domain);
 		free(r->last_reply);
-		free(r->notify);
 		free(r->orcpt);
 	}
 	free(m->rcpts);
 	free(m->sender);
-	free(m->body_type);
-	free(m->dsn_ret);
 	free(m->dsn_envid);
 	free(m->client_ip);
 	free(m->helo);

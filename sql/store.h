@@ -417,15 +417,15 @@ struct store_rcpt {
 	int rcpt_no;
 	char *address;
 	char *domain;
-	char state[16];
+	enum rcpt_state state;
 	int attempts;
 	int64_t next_attempt_at;
 	int64_t last_attempt_at; /* 0: never attempted */
 	char *last_reply;
-	char *notify;
+	unsigned notify; /* NOTIFY_* bits, 0 when absent */
 	char *orcpt;
-	int notified;   /* bits: 1 failure, 2 delay reported */
-	bool in_flight; /* a delivery thread holds its lease now */
+	unsigned notified; /* NOTIFIED_* bits */
+	bool in_flight;    /* a delivery thread holds its lease now */
 };
 
 struct store_msg {
@@ -433,9 +433,10 @@ struct store_msg {
 	int64_t received_at;
 	char *sender; /* "" for <> */
 	int64_t size, stored_size;
-	char *body_type;
+	enum body_type body_type;
 	bool smtputf8;
-	char *dsn_ret, *dsn_envid;
+	enum dsn_ret dsn_ret;
+	char *dsn_envid;
 	char *client_ip;
 	int client_port; /* 0: unknown */
 	char *helo, *protocol, *tls_version, *tls_cipher, *auth_user;
@@ -448,7 +449,7 @@ void store_msg_clear(struct store_msg *m);
 
 /* Which messages store_list returns. */
 struct store_filter {
-	const char *state;       /* NULL: any of queued, deferred, held */
+	const enum rcpt_state *state; /* NULL: any of queued, deferred, held */
 	const char *domain;      /* NULL: any (compared case-insensitively) */
 	int64_t received_before; /* 0: any age */
 };

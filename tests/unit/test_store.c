@@ -177,7 +177,7 @@ test_cli(const char *id, int64_t now)
 	if (s == NULL)
 		return;
 	CHECK(store_load(s, id, now, &m, why) == RES_OK && m.nrcpts == 2 &&
-	          strcmp(m.rcpts[1].state, "deferred") == 0 &&
+	          m.rcpts[1].state == RCPT_DEFERRED &&
 	          strcmp(m.sender, "s@sender.example") == 0,
 	    "load shows the message and its recipients");
 	store_msg_clear(&m);
