@@ -35,7 +35,7 @@ PREFIX   ?= /usr/local
 
 COMMON_SRCS = common/util.c common/sync.c common/log.c common/config.c common/cidr.c \
               common/holder.c common/json.c common/metrics.c \
-              common/strbuf.c common/utf8.c common/queueid.c
+              common/strbuf.c common/utf8.c common/queueid.c common/vocab.c
 SQL_SRCS    = sql/store.c sql/sqlite.c sql/sqlite_admin.c
 SQL_ASM     = sql/embed.S
 TLS_SRCS    = tls/conn.c tls/tls.c
@@ -63,7 +63,7 @@ BIN      = $(BUILD)/sluice
 ROOMS      = server queue sql dns tls common
 ROOM_LIBS  = $(ROOMS:%=$(BUILD)/lib%.a)
 UNIT_TESTS = parse data config auth bounce dns metrics json strbuf anvil \
-             smtpwire dests store
+             smtpwire dests store vocab
 test_parse_ROOMS    = server common
 test_data_ROOMS     = server common
 test_config_ROOMS   = common
@@ -77,6 +77,7 @@ test_anvil_ROOMS    = server common
 test_smtpwire_ROOMS = server queue tls common # server: its DATA decoder reads back what smtpwire sends
 test_dests_ROOMS    = queue common
 test_store_ROOMS    = sql common
+test_vocab_ROOMS    = common
 UNIT_BINS  = $(UNIT_TESTS:%=$(BUILD)/tests/test_%)
 
 # Fuzz targets (tests/fuzz/fuzz_NAME.c, docs/fuzzing.md).  `make test`

@@ -32,8 +32,9 @@
 /*
  * The words of mail, as types.  They travel as these values from the
  * session's parser to the delivery client; the queue stores them as the
- * text of its schema, and sql/store.c holds the one table between the two
- * (beside the CHECK lists of sql/schema.sql).
+ * text of its schema; common/vocab.c holds the one table that spells
+ * them, for SMTP and the queue alike (sql/schema.sql's CHECK lists name
+ * the same words).
  */
 
 /* BODY= (RFC 6152, RFC 3030). */

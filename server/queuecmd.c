@@ -21,6 +21,7 @@
 
 #include "queueid.h"
 #include "store.h"
+#include "vocab.h"
 #include "config.h"
 #include "json.h"
 #include "log.h"
@@ -350,7 +351,7 @@ list_json_rcpt(FILE *f, const struct store_rcpt *r)
 	fputs(",\"domain\":", f);
 	json_str_or_null(f, r->domain);
 	fputs(",\"state\":", f);
-	json_fput_str(f, store_state_name(r->state));
+	json_fput_str(f, rcpt_state_name(r->state));
 	fprintf(f, ",\"attempts\":%d,\"next_attempt_at\":", r->attempts);
 	json_time_or_null(f, r->next_attempt_at, !state_final(r->state));
 	fputs(",\"last_attempt_at\":", f);
@@ -401,7 +402,7 @@ list_text_rcpt(const struct ctx *c, const struct store_rcpt *r)
 	FILE *f = stdout;
 	char buf[40];
 
-	printf("  %-9s ", store_state_name(r->state));
+	printf("  %-9s ", rcpt_state_name(r->state));
 	put_path(f, r->address);
 	printf("  %d attempt%s", r->attempts, plural(r->attempts));
 	if (r->state == RCPT_QUEUED || r->state == RCPT_DEFERRED) {
@@ -474,7 +475,7 @@ list_summary(const struct list_acc *acc, bool filtered)
 	for (s = 0; s < RCPT_NSTATES; s++)
 		if (acc->by_state[s] > 0)
 			printf("%s%lld %s", k++ ? ", " : "",
-			    (long long)acc->by_state[s], store_state_name(s));
+			    (long long)acc->by_state[s], rcpt_state_name(s));
 	fmt_size(size, sizeof(size), acc->size);
 	printf("), %s\n", size);
 }
@@ -561,12 +562,12 @@ show_envelope(const struct ctx *c, const struct store_msg *m)
 	put_safe(stdout, m->auth_user ? m->auth_user : "(none)");
 	putc('\n', stdout);
 	field("body type:");
-	put_safe(stdout, store_body_name(m->body_type));
+	put_safe(stdout, body_type_name(m->body_type));
 	fputs(m->smtputf8 ? ", SMTPUTF8\n" : "\n", stdout);
 	field("DSN:");
 	printf("RET=");
 	put_safe(stdout,
-	    m->dsn_ret != RET_NONE ? store_ret_name(m->dsn_ret) : "(none)");
+	    m->dsn_ret != RET_NONE ? dsn_ret_name(m->dsn_ret) : "(none)");
 	printf(" ENVID=");
 	put_safe(stdout, m->dsn_envid ? m->dsn_envid : "(none)");
 	putc('\n', stdout);
@@ -580,7 +581,7 @@ show_rcpt(const struct ctx *c, const struct store_rcpt *r)
 	printf("  #%d ", r->rcpt_no);
 	put_path(stdout, r->address);
 	printf("\n    %-13s %s, %d attempt%s%s\n",
-	    "state:", store_state_name(r->state), r->attempts,
+	    "state:", rcpt_state_name(r->state), r->attempts,
 	    plural(r->attempts), r->in_flight ? ", being delivered now" : "");
 	if (!state_final(r->state)) {
 		fmt_time(t, sizeof(t), r->next_attempt_at);
@@ -602,9 +603,9 @@ show_rcpt(const struct ctx *c, const struct store_rcpt *r)
 	put_safe(stdout, r->last_reply ? r->last_reply : "(none)");
 	printf("\n    %-13s ", "notify:");
 	if (r->notify != 0) {
-		char notify[STORE_NOTIFY_TEXT_MAX];
+		char notify[NOTIFY_TEXT_MAX];
 
-		store_notify_text(r->notify, notify, sizeof(notify));
+		notify_text(r->notify, notify, sizeof(notify));
 		put_safe(stdout, notify);
 	} else {
 		fputs("(default: FAILURE,DELAY)", stdout);
@@ -1180,7 +1181,7 @@ check_args(const struct subcmd *sc, struct args *a)
 	} else if (sc->npos == ARGS_IDS && a->npos == 0) {
 		return usage_error("%s needs at least one queue ID", sc->name);
 	}
-	if (a->status != NULL && !store_state_parse(a->status, &a->state))
+	if (a->status != NULL && !rcpt_state_parse(a->status, &a->state))
 		return usage_error("unknown state \"%s\" (queued, deferred, "
 		                   "held, delivered or bounced)",
 		    shown(a->status));

@@ -7,7 +7,9 @@
 --
 -- Times are Unix seconds (UTC); use datetime(x, 'unixepoch') to read them.
 -- Every row that belongs to a message carries its queue ID, the same ID
--- that appears in the logs and in the Received header.
+-- that appears in the logs and in the Received header.  The words in the
+-- CHECK lists (body types, RET, recipient states) are spelled by the one
+-- table in common/vocab.c, which the code reads and writes them through.
 
 -- One row per accepted message: the envelope sender and the facts of the
 -- session that handed it over.

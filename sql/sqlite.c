@@ -14,6 +14,7 @@
  *     they can be told from queued mail and reclaimed after a crash.
  */
 #include "sqlite.h"
+#include "vocab.h"
 #include "log.h"
 
 #include <sqlite3.h>
@@ -420,9 +421,9 @@ sq_put_envelope(struct store *store, const struct envelope *env, char *why)
 	sqlite3_bind_int64(st, 4, env->size);
 	sqlite3_bind_int64(st, 5, env->stored_size);
 	sqlite3_bind_text(
-	    st, 6, store_body_name(env->body_type), -1, SQLITE_STATIC);
+	    st, 6, body_type_name(env->body_type), -1, SQLITE_STATIC);
 	sqlite3_bind_int(st, 7, env->smtputf8 ? 1 : 0);
-	bind_text_or_null(st, 8, store_ret_name(env->dsn_ret));
+	bind_text_or_null(st, 8, dsn_ret_name(env->dsn_ret));
 	bind_text_or_null(st, 9, env->dsn_envid);
 	sqlite3_bind_text(st, 10, env->client_ip, -1, SQLITE_STATIC);
 	sqlite3_bind_int(st, 11, env->client_port);
@@ -436,9 +437,9 @@ sq_put_envelope(struct store *store, const struct envelope *env, char *why)
 	st = db->st[S_PUT_RCPT];
 	for (i = 0; i < env->nrcpts; i++) {
 		const struct envelope_rcpt *rc = &env->rcpts[i];
-		char notify[STORE_NOTIFY_TEXT_MAX];
+		char notify[NOTIFY_TEXT_MAX];
 
-		store_notify_text(rc->notify, notify, sizeof(notify));
+		notify_text(rc->notify, notify, sizeof(notify));
 		sqlite3_bind_text(st, 1, env->id, -1, SQLITE_STATIC);
 		sqlite3_bind_int(st, 2, i);
 		sqlite3_bind_text(st, 3, rc->address, -1, SQLITE_STATIC);

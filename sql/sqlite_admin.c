@@ -18,6 +18,7 @@
  *     side reports it to the sender once nothing is pending.
  */
 #include "store.h"
+#include "vocab.h"
 #include "sqlite.h"
 
 #include <errno.h>
@@ -102,9 +103,9 @@ msg_from_row(sqlite3_stmt *st, struct store_msg *m)
 		m->sender = xstrdup("");
 	m->size = sqlite3_column_int64(st, 3);
 	m->stored_size = sqlite3_column_int64(st, 4);
-	(void)store_body_parse(col_text(st, 5), &m->body_type);
+	(void)body_type_parse(col_text(st, 5), &m->body_type);
 	m->smtputf8 = sqlite3_column_int(st, 6) != 0;
-	m->dsn_ret = store_ret_parse(col_text(st, 7));
+	m->dsn_ret = dsn_ret_parse(col_text(st, 7));
 	m->dsn_envid = col_dup(st, 8);
 	m->client_ip = col_dup(st, 9);
 	m->client_port = sqlite3_column_int(st, 10);
@@ -139,13 +140,12 @@ load_rcpts(struct db *db, sqlite3_stmt *st, struct store_msg *m, int64_t now,
 		r->rcpt_no = sqlite3_column_int(st, 0);
 		r->address = col_dup(st, 1);
 		r->domain = col_dup(st, 2);
-		(void)store_state_parse(col_text(st, 3), &r->state);
+		(void)rcpt_state_parse(col_text(st, 3), &r->state);
 		r->attempts = sqlite3_column_int(st, 4);
 		r->next_attempt_at = sqlite3_column_int64(st, 5);
 		r->last_attempt_at = sqlite3_column_int64(st, 6);
 		r->last_reply = col_dup(st, 7);
-		r->notify =
-		    col_text(st, 8) ? store_notify_parse(col_text(st, 8)) : 0;
+		r->notify = col_text(st, 8) ? notify_parse(col_text(st, 8)) : 0;
 		r->orcpt = col_dup(st, 9);
 		r->notified = (unsigned)sqlite3_column_int(st, 10);
 		r->in_flight = sqlite3_column_int(st, 11) != 0;
@@ -195,7 +195,7 @@ sq_list(struct store *store, const struct store_filter *f, int64_t now,
 	}
 	for (i = 0; i < 3; i++)
 		sqlite3_bind_text(st, i + 1,
-		    f->state ? store_state_name(*f->state) : pending[i], -1,
+		    f->state ? rcpt_state_name(*f->state) : pending[i], -1,
 		    SQLITE_STATIC);
 	if (f->domain != NULL) {
 		/* Domains are stored in lower case (ASCII; A-labels). */

@@ -65,23 +65,6 @@ void store_error_why(enum store_error e, const char *detail, char *why);
 enum store_error store_last_error(const struct store *s);
 
 /*
- * The words of envelope.h as the schema spells them (sql/schema.sql's
- * CHECK lists; the one table is in sql/store.c): for the backends, and
- * for the CLI, which shows and takes them.  A name that is not one of
- * them parses as false (or 0 bits, RET_NONE).
- */
-const char *store_state_name(enum rcpt_state st);
-bool store_state_parse(const char *name, enum rcpt_state *st);
-const char *store_body_name(enum body_type b);
-bool store_body_parse(const char *name, enum body_type *b);
-const char *store_ret_name(enum dsn_ret r); /* NULL for RET_NONE */
-enum dsn_ret store_ret_parse(const char *name);
-/* NOTIFY bits as "SUCCESS,FAILURE" into buf[len] ("" for 0), and back. */
-#define STORE_NOTIFY_TEXT_MAX 32
-void store_notify_text(unsigned bits, char *buf, size_t len);
-unsigned store_notify_parse(const char *text);
-
-/*
  * Open (creating if needed) the queue at `path`: WAL mode,
  * synchronous=FULL, foreign keys on; creates or upgrades the schema and
  * re-creates the views.  NULL on failure with `why`.

@@ -232,42 +232,6 @@ test_finish(struct store *s, const char *id, int64_t now)
 }
 
 static void
-test_vocabulary(void)
-{
-	char buf[STORE_NOTIFY_TEXT_MAX];
-	enum rcpt_state st = RCPT_QUEUED;
-	enum body_type b = BODY_7BIT;
-	int i, round = 0;
-
-	for (i = 0; i < RCPT_NSTATES; i++)
-		round += store_state_parse(store_state_name(i), &st) &&
-		         st == (enum rcpt_state)i;
-	CHECK(round == RCPT_NSTATES, "every state's name parses back");
-	CHECK(!store_state_parse("Held", &st) && !store_state_parse("", &st),
-	    "state names are exact");
-	CHECK(store_body_parse("BINARYMIME", &b) && b == BODY_BINARYMIME &&
-	          strcmp(store_body_name(BODY_8BITMIME), "8BITMIME") == 0,
-	    "body types both ways");
-	CHECK(store_ret_name(RET_NONE) == NULL &&
-	          store_ret_parse("HDRS") == RET_HDRS &&
-	          store_ret_parse("") == RET_NONE,
-	    "RET both ways, absent as NULL");
-	store_notify_text(NOTIFY_DELAY | NOTIFY_SUCCESS, buf, sizeof(buf));
-	CHECK(
-	    strcmp(buf, "SUCCESS,DELAY") == 0, "NOTIFY bits as text: %s", buf);
-	store_notify_text(
-	    NOTIFY_NEVER | NOTIFY_SUCCESS | NOTIFY_FAILURE | NOTIFY_DELAY, buf,
-	    sizeof(buf));
-	CHECK(
-	    store_notify_parse(buf) == 0xf, "all four fit and parse: %s", buf);
-	CHECK(store_notify_parse("FAILURE,DELAY") ==
-	              (NOTIFY_FAILURE | NOTIFY_DELAY) &&
-	          store_notify_parse("XFAILURE,DELAYS") == 0 &&
-	          store_notify_parse("") == 0,
-	    "NOTIFY text parses whole items only");
-}
-
-static void
 test_errors(void)
 {
 	char why[WHY_MAX] = "";
@@ -321,7 +285,6 @@ main(void)
 		return 2;
 	snprintf(path, sizeof(path), "%s/queue.db", dir);
 	test_queue_ids();
-	test_vocabulary();
 	s = store_open(path, why);
 	CHECK(s != NULL, "store_open creates a queue (%s)", why);
 	if (s == NULL)
