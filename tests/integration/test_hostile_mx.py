@@ -13,6 +13,7 @@ Address plan, all on loopback:
   127.0.0.2  mx.dest.test: the scripted MX
 """
 import os
+import threading
 import subprocess
 import sys
 import time
@@ -224,18 +225,34 @@ class SmallDisk:
         return self
 
     def fill(self):
-        """Take every free block."""
-        with open(self.hog, "wb", buffering=0) as f:
+        """Take every free block, and keep taking any that sluice frees
+        (its idle WAL truncation gives blocks back) until free()."""
+        self.stop = threading.Event()
+        self.taker = threading.Thread(target=self._take, daemon=True)
+        self._take_once()
+        self.taker.start()
+
+    def _take_once(self):
+        with open(self.hog, "ab", buffering=0) as f:
             try:
                 while True:
                     f.write(b"\0" * 4096)
             except OSError:
                 pass
 
+    def _take(self):
+        while not self.stop.wait(0.02):
+            self._take_once()
+
     def free(self):
+        self.stop.set()
+        self.taker.join()
         os.unlink(self.hog)
 
     def __exit__(self, *exc):
+        if getattr(self, "taker", None) is not None and not self.stop.is_set():
+            self.stop.set()
+            self.taker.join()
         if self.srv.proc is not None:
             self.srv.kill9()
         subprocess.run(["umount", self.mnt], check=False)
