@@ -19,6 +19,7 @@
  *     in enum metric: HELP and TYPE are written once per family.
  */
 #include "metrics.h"
+#include "vocab.h"
 #include "strbuf.h"
 #include "util.h"
 #include "version.h"
@@ -270,10 +271,13 @@ render_hist(struct strbuf *b, int h)
 static void
 render_queue(struct strbuf *b, const struct metrics_gauges *g)
 {
-	static const char *const states[] = {
-	    "queued", "deferred", "held", "delivered", "bounced"};
-	const int64_t counts[] = {g->queue_queued, g->queue_deferred,
-	    g->queue_held, g->queue_delivered, g->queue_bounced};
+	const int64_t counts[RCPT_NSTATES] = {
+	    [RCPT_QUEUED] = g->queue_queued,
+	    [RCPT_DEFERRED] = g->queue_deferred,
+	    [RCPT_HELD] = g->queue_held,
+	    [RCPT_DELIVERED] = g->queue_delivered,
+	    [RCPT_BOUNCED] = g->queue_bounced,
+	};
 	size_t i;
 
 	sb_family(b, "sluice_queue_up", "gauge",
@@ -284,9 +288,9 @@ render_queue(struct strbuf *b, const struct metrics_gauges *g)
 		return;
 	sb_family(b, "sluice_queue_recipients", "gauge",
 	    "Recipients in the queue, by state.");
-	for (i = 0; i < NELEM(states); i++)
+	for (i = 0; i < RCPT_NSTATES; i++)
 		strbuf_fmt(b, "sluice_queue_recipients{state=\"%s\"} %lld\n",
-		    states[i], (long long)counts[i]);
+		    rcpt_state_name((enum rcpt_state)i), (long long)counts[i]);
 	sb_family(b, "sluice_queue_oldest_message_age_seconds", "gauge",
 	    "Age of the oldest message with a recipient still queued, "
 	    "deferred or held (0 when there is none).");

@@ -89,6 +89,14 @@ dsn_ret_name(enum dsn_ret r)
 	return ret_names[r];
 }
 
+const char *
+attempt_status_name(enum rcpt_state st)
+{
+	return st == RCPT_DELIVERED ? "sent"
+	       : st == RCPT_BOUNCED ? "bounced"
+	                            : "deferred";
+}
+
 enum dsn_ret
 dsn_ret_parse(const char *name)
 {

@@ -20,6 +20,10 @@ bool rcpt_state_parse(const char *name, enum rcpt_state *st);
 const char *body_type_name(enum body_type b);
 bool body_type_parse(const char *name, enum body_type *b);
 const char *dsn_ret_name(enum dsn_ret r); /* NULL for RET_NONE */
+
+/* attempts.status after an attempt that left its recipient in `st`:
+ * "sent" (delivered), "bounced" or "deferred". */
+const char *attempt_status_name(enum rcpt_state st);
 enum dsn_ret dsn_ret_parse(const char *name);
 
 /* NOTIFY bits as "SUCCESS,FAILURE" into buf[len] ("" for 0), and back. */

@@ -54,6 +54,7 @@
 #include "metrics.h"
 #include "smtpc.h"
 #include "tls.h"
+#include "vocab.h"
 
 #include <errno.h>
 #include <gnutls/crypto.h>
@@ -291,14 +292,14 @@ struct outcome {
 	struct store_rcpt_info info;
 	enum res result;
 	char reply[512];
-	bool relayed; /* delivered to a server without DSN */
-	char state[16];
+	bool relayed;          /* delivered to a server without DSN */
+	enum rcpt_state state; /* delivered, deferred or bounced */
 	int64_t next_at;
 };
 
 static void reply_status(
     const char *reply, const char *fallback, char *out, size_t len);
-static bool notify_has(const char *notify, const char *what);
+static bool notify_has(unsigned notify, unsigned what);
 
 struct record {
 	const char *msg_id;
@@ -348,7 +349,7 @@ queue_notice(struct store *store, struct record *r, enum bounce_kind kind,
 	b.arrival = m->received_at;
 	b.now = r->at;
 	b.kind = kind;
-	b.ret_hdrs = strcmp(m->dsn_ret, "HDRS") == 0;
+	b.ret_hdrs = m->dsn_ret == RET_HDRS;
 	b.rcpts = br;
 	b.nrcpts = k;
 	b.orig = head.p;
@@ -402,7 +403,7 @@ failure_notice(struct store *store, struct record *r, char *why)
 	br = xcalloc((size_t)nb, sizeof(*br));
 	status = xcalloc((size_t)nb, sizeof(*status));
 	for (i = 0; i < nb; i++) {
-		if (!notify_has(bl[i].notify, "FAILURE"))
+		if (!notify_has(bl[i].notify, NOTIFY_FAILURE))
 			continue; /* NOTIFY=NEVER or without FAILURE */
 		br[k].address = bl[i].address;
 		br[k].orcpt = bl[i].orcpt[0] ? bl[i].orcpt : NULL;
@@ -443,8 +444,8 @@ success_notice(struct store *store, struct record *r, char *why)
 	for (i = 0; i < r->n; i++) {
 		const struct outcome *o = &r->out[i];
 
-		if (strcmp(o->state, "delivered") != 0 || !o->relayed ||
-		    !notify_has(o->info.notify, "SUCCESS"))
+		if (o->state != RCPT_DELIVERED || !o->relayed ||
+		    !notify_has(o->info.notify, NOTIFY_SUCCESS))
 			continue;
 		br[k].address = o->info.address;
 		br[k].orcpt = o->info.orcpt[0] ? o->info.orcpt : NULL;
@@ -481,9 +482,9 @@ delay_notice(struct store *store, struct record *r, char *why)
 	for (i = 0; i < r->n && res == RES_OK; i++) {
 		const struct outcome *o = &r->out[i];
 
-		if (strcmp(o->state, "deferred") != 0 ||
-		    (o->info.notified & 2) ||
-		    !notify_has(o->info.notify, "DELAY"))
+		if (o->state != RCPT_DEFERRED ||
+		    (o->info.notified & NOTIFIED_DELAY) ||
+		    !notify_has(o->info.notify, NOTIFY_DELAY))
 			continue;
 		br[k].address = o->info.address;
 		br[k].orcpt = o->info.orcpt[0] ? o->info.orcpt : NULL;
@@ -522,9 +523,6 @@ record_fn(struct store *store, void *arg, char *why)
 		a.ip = r->ip;
 		a.port = r->port;
 		a.tls = r->tls;
-		a.status = strcmp(o->state, "delivered") == 0 ? "sent"
-		           : strcmp(o->state, "bounced") == 0 ? "bounced"
-		                                              : "deferred";
 		a.reply = o->reply;
 		a.duration_ms = r->duration_ms;
 		a.state = o->state;
@@ -587,13 +585,20 @@ retry_delay(const struct config *cfg, int attempts)
 	return base + (base >= 10 ? (int64_t)(rnd % (uint32_t)(base / 10)) : 0);
 }
 
+/* Due for delivery when its time comes (not held, not final). */
 static bool
-notify_has(const char *notify, const char *what)
+rcpt_pending(enum rcpt_state st)
+{
+	return st == RCPT_QUEUED || st == RCPT_DEFERRED;
+}
+
+static bool
+notify_has(unsigned notify, unsigned what)
 {
 	/* Without NOTIFY, failures and delays are reported (RFC 3461 4.1). */
-	if (notify[0] == '\0')
-		return strcmp(what, "SUCCESS") != 0;
-	return strstr(notify, what) != NULL;
+	if (notify == 0)
+		return what != NOTIFY_SUCCESS;
+	return (notify & what) != 0;
 }
 
 /*
@@ -651,19 +656,19 @@ settle(const struct config *cfg, const struct store_msg_info *m,
 	snprintf(oc->reply, sizeof(oc->reply), "%s", reply);
 	oc->result = rr;
 	if (rr == RES_OK) {
-		snprintf(oc->state, sizeof(oc->state), "delivered");
+		oc->state = RCPT_DELIVERED;
 		oc->relayed = !have_dsn;
 	} else if (rr == RES_PERM) {
-		snprintf(oc->state, sizeof(oc->state), "bounced");
+		oc->state = RCPT_BOUNCED;
 	} else if (now - m->received_at >= cfg->queue_lifetime) {
 		/* Too old: give up (RFC 5321 section 4.5.4.1). */
-		snprintf(oc->state, sizeof(oc->state), "bounced");
+		oc->state = RCPT_BOUNCED;
 		snprintf(oc->reply, sizeof(oc->reply),
 		    "4.4.7 message expired after %lld seconds in the "
 		    "queue; last error: %.400s",
 		    (long long)(now - m->received_at), reply);
 	} else {
-		snprintf(oc->state, sizeof(oc->state), "deferred");
+		oc->state = RCPT_DEFERRED;
 		oc->next_at = now + retry_delay(cfg, oc->info.attempts + 1);
 	}
 }
@@ -681,12 +686,12 @@ log_outcomes(const char *msg_id, const struct store_msg_info *m,
 		char dsn[16] = "";
 
 		reply_status(oc->reply, "-", dsn, sizeof(dsn));
-		if (strcmp(oc->state, "delivered") == 0) {
+		if (oc->state == RCPT_DELIVERED) {
 			metrics_inc(M_DELIVERY_SENT);
 			metrics_observe(H_DELIVERY_LATENCY,
 			    (double)(rec->at - m->received_at));
 		} else {
-			metrics_inc(strcmp(oc->state, "bounced") == 0
+			metrics_inc(oc->state == RCPT_BOUNCED
 			                ? M_DELIVERY_BOUNCED
 			                : M_DELIVERY_DEFERRED);
 		}
@@ -695,8 +700,7 @@ log_outcomes(const char *msg_id, const struct store_msg_info *m,
 		    "dsn=%s status=%s (%s)",
 		    msg_id, oc->info.address, relay,
 		    (long long)(rec->at - m->received_at), dsn,
-		    strcmp(oc->state, "delivered") == 0 ? "sent" : oc->state,
-		    oc->reply);
+		    attempt_status_name(oc->state), oc->reply);
 	}
 	metrics_add(M_NOTICES, (rec->dsn_id[0] != '\0') +
 	                           (rec->delay_id[0] != '\0') +
@@ -1008,11 +1012,10 @@ deliver_job(struct worker *w, const struct delivery_conf *dc, struct job *j)
 		if (store_load_rcpt(w->store, j->msg_id, j->rcpt_nos[i],
 		        &oc->info, why) != RES_OK)
 			continue;
-		if (strcmp(oc->info.state, "queued") != 0 &&
-		    strcmp(oc->info.state, "deferred") != 0)
+		if (!rcpt_pending(oc->info.state))
 			continue; /* held or finished meanwhile */
 		sr[n].address = oc->info.address;
-		sr[n].notify = oc->info.notify[0] ? oc->info.notify : NULL;
+		sr[n].notify = oc->info.notify;
 		sr[n].orcpt = oc->info.orcpt[0] ? oc->info.orcpt : NULL;
 		n++;
 	}
@@ -1116,7 +1119,7 @@ send:
 		sm.size = m.stored_size;
 		sm.body_type = m.body_type;
 		sm.smtputf8 = m.smtputf8 != 0;
-		sm.dsn_ret = m.dsn_ret[0] ? m.dsn_ret : NULL;
+		sm.dsn_ret = m.dsn_ret;
 		sm.envid = m.envid[0] ? m.envid : NULL;
 		sm.body = read_body;
 		sm.body_arg = &bc;
@@ -1368,8 +1371,7 @@ defer_now(struct store *store, const struct config *cfg, struct deferral *f,
 		    store, f->msg_id, f->rcpt_nos[i], &oc->info, why);
 		if (r == RES_TEMP)
 			return r;
-		if (r != RES_OK || (strcmp(oc->info.state, "queued") != 0 &&
-		                       strcmp(oc->info.state, "deferred") != 0))
+		if (r != RES_OK || !rcpt_pending(oc->info.state))
 			continue;
 		settle(cfg, &f->m, oc, RES_TEMP, f->reason, false, now);
 		n++;

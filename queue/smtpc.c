@@ -15,6 +15,7 @@
 #include "log.h"
 #include "smtpwire.h"
 #include "tls.h"
+#include "vocab.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -443,7 +444,7 @@ smtpc_send(
 {
 	char why[WHY_MAX], params[400];
 	struct smtp_reply r;
-	bool binary = strcmp(m->body_type, "BINARYMIME") == 0;
+	bool binary = m->body_type == BODY_BINARYMIME;
 	bool use_bdat = c->ext.chunking, answered = false;
 	int i, accepted = 0;
 
@@ -481,16 +482,15 @@ smtpc_send(
 		if (binary)
 			o += (size_t)snprintf(
 			    params + o, sizeof(params) - o, " BODY=BINARYMIME");
-		else if (strcmp(m->body_type, "8BITMIME") == 0 &&
-		         c->ext.eightbit)
+		else if (m->body_type == BODY_8BITMIME && c->ext.eightbit)
 			o += (size_t)snprintf(
 			    params + o, sizeof(params) - o, " BODY=8BITMIME");
 		if (m->smtputf8)
 			o += (size_t)snprintf(
 			    params + o, sizeof(params) - o, " SMTPUTF8");
-		if (c->ext.dsn && m->dsn_ret != NULL && m->dsn_ret[0] != '\0')
+		if (c->ext.dsn && m->dsn_ret != RET_NONE)
 			o += (size_t)snprintf(params + o, sizeof(params) - o,
-			    " RET=%s", m->dsn_ret);
+			    " RET=%s", dsn_ret_name(m->dsn_ret));
 		if (c->ext.dsn && m->envid != NULL && m->envid[0] != '\0')
 			snprintf(params + o, sizeof(params) - o, " ENVID=%s",
 			    m->envid);
@@ -502,8 +502,12 @@ smtpc_send(
 	for (i = 0; i < n; i++) {
 		char rp[700] = "";
 
-		if (c->ext.dsn && rcpts[i].notify != NULL)
-			snprintf(rp, sizeof(rp), " NOTIFY=%s", rcpts[i].notify);
+		if (c->ext.dsn && rcpts[i].notify != 0) {
+			char nt[NOTIFY_TEXT_MAX];
+
+			notify_text(rcpts[i].notify, nt, sizeof(nt));
+			snprintf(rp, sizeof(rp), " NOTIFY=%s", nt);
+		}
 		if (c->ext.dsn && rcpts[i].orcpt != NULL)
 			snprintf(rp + strlen(rp), sizeof(rp) - strlen(rp),
 			    " ORCPT=%s", rcpts[i].orcpt);

@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "dns.h"
+#include "envelope.h"
 #include "util.h"
 
 struct tls_creds;
@@ -38,19 +39,19 @@ struct smtpc_opts {
 /* One recipient of a transaction, and what the server said of it. */
 struct smtpc_rcpt {
 	const char *address;
-	const char *notify; /* "SUCCESS,FAILURE", or NULL */
-	const char *orcpt;  /* "rfc822;xtext", or NULL */
-	enum res result;    /* filled in by smtpc_send */
-	char reply[512];    /* the server's reply, or our reason */
+	unsigned notify;   /* NOTIFY_* bits, 0: none */
+	const char *orcpt; /* "rfc822;xtext", or NULL */
+	enum res result;   /* filled in by smtpc_send */
+	char reply[512];   /* the server's reply, or our reason */
 };
 
 struct smtpc_msg {
-	const char *sender;    /* "" for <> */
-	int64_t size;          /* octets of the stored message */
-	const char *body_type; /* "7BIT", "8BITMIME", "BINARYMIME" */
+	const char *sender; /* "" for <> */
+	int64_t size;       /* octets of the stored message */
+	enum body_type body_type;
 	bool smtputf8;
-	const char *dsn_ret; /* "FULL", "HDRS" or NULL */
-	const char *envid;   /* or NULL */
+	enum dsn_ret dsn_ret;
+	const char *envid; /* or NULL */
 	/*
 	 * Produce the message octets: calls `put(put_arg, data, len)` for
 	 * each piece in order (stops at a non-zero return).

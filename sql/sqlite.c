@@ -653,6 +653,15 @@ prep(struct db *db, const char *sql, char *why)
 	return st;
 }
 
+/* Column `col` as text ("" for NULL). */
+static const char *
+text_col(sqlite3_stmt *st, int col)
+{
+	const unsigned char *t = sqlite3_column_text(st, col);
+
+	return t != NULL ? (const char *)t : "";
+}
+
 void
 copy_col(sqlite3_stmt *st, int col, char *out, size_t len)
 {
@@ -762,9 +771,10 @@ sq_load_message(struct store *store, const char *msg_id,
 	rc = sqlite3_step(st);
 	if (rc == SQLITE_ROW) {
 		copy_col(st, 0, m->sender, sizeof(m->sender));
-		copy_col(st, 1, m->body_type, sizeof(m->body_type));
+		m->body_type = BODY_7BIT;
+		(void)body_type_parse(text_col(st, 1), &m->body_type);
 		m->smtputf8 = sqlite3_column_int(st, 2);
-		copy_col(st, 3, m->dsn_ret, sizeof(m->dsn_ret));
+		m->dsn_ret = dsn_ret_parse(text_col(st, 3));
 		copy_col(st, 4, m->envid, sizeof(m->envid));
 		m->received_at = sqlite3_column_int64(st, 5);
 		m->stored_size = sqlite3_column_int64(st, 6);
@@ -801,11 +811,17 @@ sq_load_rcpt(struct store *store, const char *msg_id, int rcpt_no,
 		r->rcpt_no = rcpt_no;
 		copy_col(st, 0, r->address, sizeof(r->address));
 		copy_col(st, 1, r->domain, sizeof(r->domain));
-		copy_col(st, 2, r->state, sizeof(r->state));
-		copy_col(st, 3, r->notify, sizeof(r->notify));
+		if (!rcpt_state_parse(text_col(st, 2), &r->state)) {
+			/* The schema's CHECK keeps this from happening. */
+			why_set(why, "recipient %s/%d has an unknown state",
+			    msg_id, rcpt_no);
+			sqlite3_reset(st);
+			return RES_TEMP;
+		}
+		r->notify = notify_parse(text_col(st, 3));
 		copy_col(st, 4, r->orcpt, sizeof(r->orcpt));
 		r->attempts = sqlite3_column_int(st, 5);
-		r->notified = sqlite3_column_int(st, 6);
+		r->notified = (unsigned)sqlite3_column_int(st, 6);
 		res = RES_OK;
 	} else if (rc == SQLITE_DONE) {
 		why_set(why, "recipient %s/%d is no longer in the queue",
@@ -890,7 +906,8 @@ sq_record_attempt(struct store *store, const struct store_attempt *a, char *why)
 	else
 		sqlite3_bind_null(st, 6);
 	bind_text_or_null(st, 7, a->tls);
-	sqlite3_bind_text(st, 8, a->status, -1, SQLITE_STATIC);
+	sqlite3_bind_text(
+	    st, 8, attempt_status_name(a->state), -1, SQLITE_STATIC);
 	bind_text_or_null(st, 9, a->reply);
 	sqlite3_bind_int64(st, 10, a->duration_ms);
 	if ((r = step_done(db, st, why)) != RES_OK)
@@ -909,7 +926,7 @@ sq_record_attempt(struct store *store, const struct store_attempt *a, char *why)
 		return RES_TEMP;
 	sqlite3_bind_text(st, 1, a->msg_id, -1, SQLITE_STATIC);
 	sqlite3_bind_int(st, 2, a->rcpt_no);
-	sqlite3_bind_text(st, 3, a->state, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 3, rcpt_state_name(a->state), -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 4, a->at);
 	bind_text_or_null(st, 5, a->reply);
 	sqlite3_bind_int64(st, 6, a->next_at);
@@ -977,7 +994,7 @@ sq_unreported_bounces(struct store *store, const char *msg_id,
 		b->rcpt_no = sqlite3_column_int(st, 0);
 		copy_col(st, 1, b->address, sizeof(b->address));
 		copy_col(st, 2, b->orcpt, sizeof(b->orcpt));
-		copy_col(st, 3, b->notify, sizeof(b->notify));
+		b->notify = notify_parse(text_col(st, 3));
 		copy_col(st, 4, b->last_reply, sizeof(b->last_reply));
 		copy_col(st, 5, b->mx_host, sizeof(b->mx_host));
 		b->last_attempt_at = sqlite3_column_int64(st, 6);
@@ -1062,18 +1079,22 @@ sq_handle(struct db *db)
 static int64_t *
 count_of(struct store_counts *c, const char *state)
 {
-	if (state == NULL)
+	enum rcpt_state st;
+
+	if (state == NULL || !rcpt_state_parse(state, &st))
 		return NULL;
-	if (strcmp(state, "queued") == 0)
+	switch (st) {
+	case RCPT_QUEUED:
 		return &c->queued;
-	if (strcmp(state, "deferred") == 0)
+	case RCPT_DEFERRED:
 		return &c->deferred;
-	if (strcmp(state, "held") == 0)
+	case RCPT_HELD:
 		return &c->held;
-	if (strcmp(state, "delivered") == 0)
+	case RCPT_DELIVERED:
 		return &c->delivered;
-	if (strcmp(state, "bounced") == 0)
+	case RCPT_BOUNCED:
 		return &c->bounced;
+	}
 	return NULL;
 }
 

@@ -176,7 +176,8 @@ sq_list(struct store *store, const struct store_filter *f, int64_t now,
     int (*fn)(void *, const struct store_msg *), void *arg, char *why)
 {
 	struct db *db = sq_db(store);
-	static const char *const pending[] = {"queued", "deferred", "held"};
+	static const enum rcpt_state pending[] = {
+	    RCPT_QUEUED, RCPT_DEFERRED, RCPT_HELD};
 	sqlite3_stmt *st, *rst = NULL;
 	char domain[SMTP_DOMAIN_MAX + 1];
 	int n = 0, rc, i;
@@ -195,7 +196,7 @@ sq_list(struct store *store, const struct store_filter *f, int64_t now,
 	}
 	for (i = 0; i < 3; i++)
 		sqlite3_bind_text(st, i + 1,
-		    f->state ? rcpt_state_name(*f->state) : pending[i], -1,
+		    rcpt_state_name(f->state ? *f->state : pending[i]), -1,
 		    SQLITE_STATIC);
 	if (f->domain != NULL) {
 		/* Domains are stored in lower case (ASCII; A-labels). */

@@ -218,9 +218,9 @@ enum res store_clear_leases(struct store *s, char *why);
 /* What delivery needs to know about a message. */
 struct store_msg_info {
 	char sender[ADDRESS_MAX + 1];
-	char body_type[16];
+	enum body_type body_type;
 	int smtputf8;
-	char dsn_ret[8]; /* "FULL", "HDRS" or "" */
+	enum dsn_ret dsn_ret;
 	char envid[SMTP_ENVID_MAX + 1];
 	int64_t received_at;
 	int64_t stored_size;
@@ -230,11 +230,11 @@ struct store_rcpt_info {
 	int rcpt_no;
 	char address[ADDRESS_MAX + 1];
 	char domain[SMTP_DOMAIN_MAX + 1];
-	char state[16];
-	char notify[64];                /* "" when absent */
+	enum rcpt_state state;
+	unsigned notify;                /* NOTIFY_* bits, 0 when absent */
 	char orcpt[SMTP_ORCPT_MAX + 1]; /* "" when absent */
 	int attempts;
-	int notified; /* 1: failure reported, 2: delay reported */
+	unsigned notified; /* NOTIFIED_* bits */
 };
 
 /* RES_PERM when the message is gone (deleted while queued). */
@@ -268,11 +268,11 @@ struct store_attempt {
 	const char *mx_host; /* NULL when no host was reached */
 	const char *ip;
 	int port;
-	const char *tls;    /* "TLS1.3 TLS_AES_..." or NULL */
-	const char *status; /* "sent", "deferred", "bounced" */
+	const char *tls; /* "TLS1.3 TLS_AES_..." or NULL */
 	const char *reply;
 	int64_t duration_ms;
-	const char *state; /* recipients.state after this attempt */
+	enum rcpt_state state; /* after this attempt: delivered, deferred or
+	                        * bounced (attempts.status: sent, ...) */
 	int64_t next_at;
 };
 enum res store_record_attempt(
@@ -283,7 +283,7 @@ struct store_bounced {
 	int rcpt_no;
 	char address[ADDRESS_MAX + 1];
 	char orcpt[SMTP_ORCPT_MAX + 1];
-	char notify[64];
+	unsigned notify; /* NOTIFY_* bits */
 	char last_reply[SMTP_REPLY_MAX];
 	char mx_host[SMTP_DOMAIN_MAX + 1];
 	int64_t last_attempt_at;

@@ -146,14 +146,12 @@ test_delivery(struct store *s, const char *id, int64_t now)
 	a.mx_host = "mx.one.example";
 	a.ip = "127.0.0.1";
 	a.port = 25;
-	a.status = "sent";
 	a.reply = "250 ok";
-	a.state = "delivered";
+	a.state = RCPT_DELIVERED;
 	CHECK(store_record_attempt(s, &a, why) == RES_OK, "record delivered");
 	a.rcpt_no = 1;
-	a.status = "deferred";
 	a.reply = "451 later";
-	a.state = "deferred";
+	a.state = RCPT_DEFERRED;
 	a.next_at = now + 100;
 	CHECK(store_record_attempt(s, &a, why) == RES_OK, "record deferred");
 	n = store_list_due(s, now, due, 8, why);
