@@ -20,36 +20,31 @@
 #include <string.h>
 #include <unistd.h>
 
-enum key_type {
-	T_HOSTNAME,
-	T_PATH,
-	T_INT,
-	T_BYTES,
-	T_DURATION,
-	T_LISTEN,
-	T_NETWORKS,
-	T_DOMAINS,
-	T_BARE_NEWLINE,
-	T_LOG_LEVEL,
-	T_OPTPATH,   /* a path, or empty */
-	T_STRING,    /* any non-empty text */
-	T_BOOL,      /* yes or no */
-	T_CHOICE,    /* one of `choices`, stored as its index (int) */
-	T_DURATIONS, /* retry_schedule */
-	T_HOSTPORTS, /* dns_servers */
-	T_HOSTPORT,  /* smarthost, may be empty */
-	T_IPPORT,    /* metrics_listen: an IP address and a port, or empty */
-	T_ROUTES,
-};
+struct key;
+
+/*
+ * A key's parser: set the field `k` names from its text `value`; 0, or -1
+ * with `why` (and the field as it was, or as far as it got: a failed parse
+ * is an error for the whole configuration).  One per kind of value, named
+ * in the key table below.
+ */
+typedef int key_parser(
+    struct config *cfg, const struct key *k, const char *value, char *why);
 
 struct key {
 	const char *name;
-	enum key_type type;
+	key_parser *parse;
 	size_t off;
 	long long min, max;
 	const char *def;            /* NULL: computed (hostname) */
-	const char *const *choices; /* T_CHOICE: NULL-terminated */
+	const char *const *choices; /* parse_choice: NULL-terminated */
 };
+
+static key_parser parse_hostname, parse_path, parse_optpath, parse_int,
+    parse_bytes_key, parse_duration_key, parse_listen, parse_networks,
+    parse_domains, parse_bool, parse_choice, parse_durations, parse_hostports,
+    parse_hostport_key, parse_ipport, parse_routes, parse_bare_newline,
+    parse_log_level;
 
 static const char *const inet_choices[] = {"all", "ipv4", "ipv6", NULL};
 static const char *const outbound_tls_choices[] = {
@@ -61,86 +56,93 @@ static const char *const log_format_choices[] = {"text", "json", NULL};
 #define F(field) offsetof(struct config, field)
 
 static const struct key keys[] = {
-    {"hostname", T_HOSTNAME, F(hostname), 0, 0, NULL, NULL},
-    {"listen", T_LISTEN, 0, 0, 0, "127.0.0.1:2525", NULL},
-    {"queue_path", T_PATH, F(queue_path), 0, 0, "var/queue.db", NULL},
-    {"workers", T_INT, F(workers), 1, 10000, "100", NULL},
-    {"max_connections", T_INT, F(max_connections), 1, 1000000, "15000", NULL},
-    {"max_connections_per_ip", T_INT, F(max_connections_per_ip), 0, 100000,
+    {"hostname", parse_hostname, F(hostname), 0, 0, NULL, NULL},
+    {"listen", parse_listen, 0, 0, 0, "127.0.0.1:2525", NULL},
+    {"queue_path", parse_path, F(queue_path), 0, 0, "var/queue.db", NULL},
+    {"workers", parse_int, F(workers), 1, 10000, "100", NULL},
+    {"max_connections", parse_int, F(max_connections), 1, 1000000, "15000",
+        NULL},
+    {"max_connections_per_ip", parse_int, F(max_connections_per_ip), 0, 100000,
         "20", NULL},
-    {"max_connection_rate", T_INT, F(max_connection_rate), 0, 1000000, "600",
+    {"max_connection_rate", parse_int, F(max_connection_rate), 0, 1000000,
+        "600", NULL},
+    {"max_auth_failure_rate", parse_int, F(max_auth_failure_rate), 0, 1000000,
+        "10", NULL},
+    {"client_rate_time_unit", parse_duration_key, F(client_rate_time_unit), 1,
+        86400, "1m", NULL},
+    {"client_ipv4_prefix", parse_int, F(client_ipv4_prefix), 8, 32, "32", NULL},
+    {"client_ipv6_prefix", parse_int, F(client_ipv6_prefix), 16, 128, "64",
         NULL},
-    {"max_auth_failure_rate", T_INT, F(max_auth_failure_rate), 0, 1000000, "10",
+    {"stress_threshold", parse_int, F(stress_threshold), 1, 100, "80", NULL},
+    {"stress_command_timeout", parse_duration_key, F(stress_command_timeout), 1,
+        86400, "10s", NULL},
+    {"max_message_size", parse_bytes_key, F(max_message_size), 1024,
+        (long long)1 << 40, "26214400", NULL},
+    {"max_recipients", parse_int, F(max_recipients), 1, 100000, "1000", NULL},
+    {"relay_networks", parse_networks, 0, 0, 0, "127.0.0.0/8, ::1/128", NULL},
+    {"relay_domains", parse_domains, 0, 0, 0, "", NULL},
+    {"command_timeout", parse_duration_key, F(command_timeout), 1, 86400, "5m",
         NULL},
-    {"client_rate_time_unit", T_DURATION, F(client_rate_time_unit), 1, 86400,
-        "1m", NULL},
-    {"client_ipv4_prefix", T_INT, F(client_ipv4_prefix), 8, 32, "32", NULL},
-    {"client_ipv6_prefix", T_INT, F(client_ipv6_prefix), 16, 128, "64", NULL},
-    {"stress_threshold", T_INT, F(stress_threshold), 1, 100, "80", NULL},
-    {"stress_command_timeout", T_DURATION, F(stress_command_timeout), 1, 86400,
-        "10s", NULL},
-    {"max_message_size", T_BYTES, F(max_message_size), 1024, (long long)1 << 40,
-        "26214400", NULL},
-    {"max_recipients", T_INT, F(max_recipients), 1, 100000, "1000", NULL},
-    {"relay_networks", T_NETWORKS, 0, 0, 0, "127.0.0.0/8, ::1/128", NULL},
-    {"relay_domains", T_DOMAINS, 0, 0, 0, "", NULL},
-    {"command_timeout", T_DURATION, F(command_timeout), 1, 86400, "5m", NULL},
-    {"data_timeout", T_DURATION, F(data_timeout), 1, 86400, "3m", NULL},
-    {"min_data_rate", T_INT, F(min_data_rate), 0, INT_MAX, "500", NULL},
-    {"max_errors", T_INT, F(max_errors), 1, 10000, "10", NULL},
-    {"max_received_headers", T_INT, F(max_received_headers), 1, 1000, "50",
+    {"data_timeout", parse_duration_key, F(data_timeout), 1, 86400, "3m", NULL},
+    {"min_data_rate", parse_int, F(min_data_rate), 0, INT_MAX, "500", NULL},
+    {"max_errors", parse_int, F(max_errors), 1, 10000, "10", NULL},
+    {"max_received_headers", parse_int, F(max_received_headers), 1, 1000, "50",
         NULL},
-    {"bare_newline", T_BARE_NEWLINE, 0, 0, 0, "reject", NULL},
-    {"shutdown_grace", T_DURATION, F(shutdown_grace), 0, 86400, "30s", NULL},
-    {"log_level", T_LOG_LEVEL, F(log_level), 0, 0, "info", NULL},
-    {"log_format", T_CHOICE, F(log_format), 0, 0, "text", log_format_choices},
-    {"metrics_listen", T_IPPORT, F(metrics_listen), 0, 0, "", NULL},
-    {"user", T_STRING, F(user), 0, 0, "sluice", NULL},
-    {"finished_retention", T_DURATION, F(finished_retention), 0, 3650 * 86400,
-        "7d", NULL},
-    {"tls_cert", T_OPTPATH, F(tls_cert), 0, 0, "", NULL},
-    {"tls_key", T_OPTPATH, F(tls_key), 0, 0, "", NULL},
-    {"tls_priority", T_STRING, F(tls_priority), 0, 0, CONFIG_TLS_PRIORITY,
+    {"bare_newline", parse_bare_newline, 0, 0, 0, "reject", NULL},
+    {"shutdown_grace", parse_duration_key, F(shutdown_grace), 0, 86400, "30s",
         NULL},
-    {"auth_users", T_OPTPATH, F(auth_users), 0, 0, "", NULL},
-    {"submission_trust_networks", T_BOOL, F(submission_trust_networks), 0, 0,
-        "no", NULL},
-    {"sender_login_match", T_BOOL, F(sender_login_match), 0, 0, "no", NULL},
-    {"auth_failure_delay", T_DURATION, F(auth_failure_delay), 0, 60, "1s",
+    {"log_level", parse_log_level, F(log_level), 0, 0, "info", NULL},
+    {"log_format", parse_choice, F(log_format), 0, 0, "text",
+        log_format_choices},
+    {"metrics_listen", parse_ipport, F(metrics_listen), 0, 0, "", NULL},
+    {"user", parse_path, F(user), 0, 0, "sluice", NULL},
+    {"finished_retention", parse_duration_key, F(finished_retention), 0,
+        3650 * 86400, "7d", NULL},
+    {"tls_cert", parse_optpath, F(tls_cert), 0, 0, "", NULL},
+    {"tls_key", parse_optpath, F(tls_key), 0, 0, "", NULL},
+    {"tls_priority", parse_path, F(tls_priority), 0, 0, CONFIG_TLS_PRIORITY,
         NULL},
-    {"delivery_threads", T_INT, F(delivery_threads), 0, 1000, "16", NULL},
-    {"destination_concurrency", T_INT, F(destination_concurrency), 1, 1000,
+    {"auth_users", parse_optpath, F(auth_users), 0, 0, "", NULL},
+    {"submission_trust_networks", parse_bool, F(submission_trust_networks), 0,
+        0, "no", NULL},
+    {"sender_login_match", parse_bool, F(sender_login_match), 0, 0, "no", NULL},
+    {"auth_failure_delay", parse_duration_key, F(auth_failure_delay), 0, 60,
+        "1s", NULL},
+    {"delivery_threads", parse_int, F(delivery_threads), 0, 1000, "16", NULL},
+    {"destination_concurrency", parse_int, F(destination_concurrency), 1, 1000,
         "20", NULL},
-    {"retry_schedule", T_DURATIONS, 0, 0, 0, "1m, 5m, 15m, 30m, 1h, 2h, 4h",
+    {"retry_schedule", parse_durations, 0, 0, 0, "1m, 5m, 15m, 30m, 1h, 2h, 4h",
         NULL},
-    {"queue_lifetime", T_DURATION, F(queue_lifetime), 1, 365 * 86400, "5d",
+    {"queue_lifetime", parse_duration_key, F(queue_lifetime), 1, 365 * 86400,
+        "5d", NULL},
+    {"delay_warning_time", parse_duration_key, F(delay_warning_time), 0,
+        365 * 86400, "0", NULL},
+    {"delivery_port", parse_int, F(delivery_port), 1, 65535, "25", NULL},
+    {"connect_timeout", parse_duration_key, F(connect_timeout), 1, 3600, "30s",
         NULL},
-    {"delay_warning_time", T_DURATION, F(delay_warning_time), 0, 365 * 86400,
-        "0", NULL},
-    {"delivery_port", T_INT, F(delivery_port), 1, 65535, "25", NULL},
-    {"connect_timeout", T_DURATION, F(connect_timeout), 1, 3600, "30s", NULL},
-    {"delivery_command_timeout", T_DURATION, F(delivery_command_timeout), 1,
-        86400, "5m", NULL},
-    {"delivery_data_timeout", T_DURATION, F(delivery_data_timeout), 1, 86400,
-        "10m", NULL},
-    {"max_messages_per_connection", T_INT, F(max_messages_per_connection), 1,
-        100000, "100", NULL},
-    {"max_mx_hosts", T_INT, F(max_mx_hosts), 1, 100, "5", NULL},
-    {"dns_servers", T_HOSTPORTS, 0, 0, 0, "", NULL},
-    {"dns_timeout", T_DURATION, F(dns_timeout), 1, 600, "10s", NULL},
-    {"inet_protocols", T_CHOICE, F(inet_protocols), 0, 0, "all", inet_choices},
-    {"outbound_tls", T_CHOICE, F(outbound_tls), 0, 0, "may",
+    {"delivery_command_timeout", parse_duration_key,
+        F(delivery_command_timeout), 1, 86400, "5m", NULL},
+    {"delivery_data_timeout", parse_duration_key, F(delivery_data_timeout), 1,
+        86400, "10m", NULL},
+    {"max_messages_per_connection", parse_int, F(max_messages_per_connection),
+        1, 100000, "100", NULL},
+    {"max_mx_hosts", parse_int, F(max_mx_hosts), 1, 100, "5", NULL},
+    {"dns_servers", parse_hostports, 0, 0, 0, "", NULL},
+    {"dns_timeout", parse_duration_key, F(dns_timeout), 1, 600, "10s", NULL},
+    {"inet_protocols", parse_choice, F(inet_protocols), 0, 0, "all",
+        inet_choices},
+    {"outbound_tls", parse_choice, F(outbound_tls), 0, 0, "may",
         outbound_tls_choices},
-    {"tls_ca_file", T_OPTPATH, F(tls_ca_file), 0, 0, "", NULL},
-    {"smarthost", T_HOSTPORT, F(smarthost), 0, 0, "", NULL},
-    {"smarthost_tls", T_CHOICE, F(smarthost_tls), 0, 0, "starttls",
+    {"tls_ca_file", parse_optpath, F(tls_ca_file), 0, 0, "", NULL},
+    {"smarthost", parse_hostport_key, F(smarthost), 0, 0, "", NULL},
+    {"smarthost_tls", parse_choice, F(smarthost_tls), 0, 0, "starttls",
         smarthost_tls_choices},
-    {"smarthost_user", T_OPTPATH, F(smarthost_user), 0, 0, "", NULL},
-    {"smarthost_password_file", T_OPTPATH, F(smarthost_password_file), 0, 0, "",
-        NULL},
-    {"smarthost_auth_without_tls", T_BOOL, F(smarthost_auth_without_tls), 0, 0,
-        "no", NULL},
-    {"routes", T_ROUTES, 0, 0, 0, "", NULL},
+    {"smarthost_user", parse_optpath, F(smarthost_user), 0, 0, "", NULL},
+    {"smarthost_password_file", parse_optpath, F(smarthost_password_file), 0, 0,
+        "", NULL},
+    {"smarthost_auth_without_tls", parse_bool, F(smarthost_auth_without_tls), 0,
+        0, "no", NULL},
+    {"routes", parse_routes, 0, 0, 0, "", NULL},
 };
 
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
@@ -420,301 +422,488 @@ split_list(char *value, char ***items)
 	return n;
 }
 
-/* Set one key from its text value; 0 or -1 with `why`. */
+/* The field a key sets, as a T. */
+#define FIELD(cfg, k, T) ((T *)((char *)(cfg) + (k)->off))
+
 static int
-set_key(struct config *cfg, const struct key *k, const char *value, char *why)
+parse_hostname(
+    struct config *cfg, const struct key *k, const char *value, char *why)
 {
-	char *copy = xstrdup(value), **items;
-	int n, i, rc = -1;
+	(void)k;
+	if (!name_valid(value, false)) {
+		why_set(why, "bad host name \"%s\"", value);
+		return -1;
+	}
+	free(cfg->hostname);
+	cfg->hostname = xstrdup(value);
+	return 0;
+}
+
+/* A path or any text, not empty. */
+static int
+parse_path(
+    struct config *cfg, const struct key *k, const char *value, char *why)
+{
+	if (*value == '\0') {
+		why_set(why, "%s must not be empty", k->name);
+		return -1;
+	}
+	return parse_optpath(cfg, k, value, why);
+}
+
+/* A path, or empty. */
+static int
+parse_optpath(
+    struct config *cfg, const struct key *k, const char *value, char *why)
+{
+	(void)why;
+	free(*FIELD(cfg, k, char *));
+	*FIELD(cfg, k, char *) = xstrdup(value);
+	return 0;
+}
+
+/*
+ * A number already parsed from `value` (-1: it was not one; `hint` says
+ * what one looks like), checked against the key's range.
+ */
+static int
+check_number(const struct key *k, const char *value, long long v,
+    const char *hint, char *why)
+{
+	if (v < 0) {
+		why_set(why, "bad value \"%s\" for %s%s", value, k->name, hint);
+		return -1;
+	}
+	if (v < k->min || v > k->max) {
+		why_set(why, "%s = %s is out of range (%lld..%lld)", k->name,
+		    value, k->min, k->max);
+		return -1;
+	}
+	return 0;
+}
+
+static int
+parse_int(struct config *cfg, const struct key *k, const char *value, char *why)
+{
+	char *end;
 	long long v;
 
-	switch (k->type) {
-	case T_HOSTNAME:
-		if (!name_valid(value, false)) {
-			why_set(why, "bad host name \"%s\"", value);
-			goto out;
-		}
-		free(cfg->hostname);
-		cfg->hostname = xstrdup(value);
-		break;
-	case T_PATH:
-	case T_STRING:
-		if (*value == '\0') {
-			why_set(why, "%s must not be empty", k->name);
-			goto out;
-		}
-		/* fall through */
-	case T_OPTPATH:
-		free(*(char **)((char *)cfg + k->off));
-		*(char **)((char *)cfg + k->off) = xstrdup(value);
-		break;
-	case T_INT:
-	case T_BYTES:
-	case T_DURATION:
-		if (k->type == T_DURATION)
-			v = config_parse_duration(value);
-		else if (k->type == T_BYTES)
-			v = parse_bytes(value);
-		else {
-			char *end;
+	errno = 0;
+	v = strtoll(value, &end, 10);
+	if (*value == '\0' || *end != '\0' || errno != 0)
+		v = -1;
+	if (check_number(k, value, v, "", why) != 0)
+		return -1;
+	*FIELD(cfg, k, int) = (int)v;
+	return 0;
+}
 
-			errno = 0;
-			v = strtoll(value, &end, 10);
-			if (*value == '\0' || *end != '\0' || errno != 0)
-				v = -1;
-		}
-		if (v < 0) {
-			why_set(why, "bad value \"%s\" for %s%s", value,
-			    k->name,
-			    k->type == T_DURATION ? " (a duration like 30s, "
-			                            "5m, 2h, 1d)"
-			    : k->type == T_BYTES  ? " (bytes, or with k, m, g)"
-			                          : "");
-			goto out;
-		}
-		if (v < k->min || v > k->max) {
-			why_set(why, "%s = %s is out of range (%lld..%lld)",
-			    k->name, value, k->min, k->max);
-			goto out;
-		}
-		if (k->type == T_BYTES)
-			*(long long *)((char *)cfg + k->off) = v;
-		else
-			*(int *)((char *)cfg + k->off) = (int)v;
-		break;
-	case T_LISTEN:
-		n = split_list(copy, &items);
-		if (n == 0) {
-			why_set(why, "listen needs at least one address");
-			free(items);
-			goto out;
-		}
-		free(cfg->listen);
-		cfg->listen = xcalloc((size_t)n, sizeof(*cfg->listen));
-		cfg->nlisten = 0;
-		for (i = 0; i < n; i++) {
-			if (config_parse_listen(items[i],
-			        &cfg->listen[cfg->nlisten], why) != 0) {
-				free(items);
-				goto out;
-			}
-			cfg->nlisten++;
-		}
-		free(items);
-		break;
-	case T_NETWORKS:
-		n = split_list(copy, &items);
-		free(cfg->relay_networks);
-		cfg->relay_networks = xcalloc((size_t)n, sizeof(struct cidr));
-		cfg->nrelay_networks = 0;
-		for (i = 0; i < n; i++) {
-			if (cidr_parse(items[i],
-			        &cfg->relay_networks[cfg->nrelay_networks],
-			        why) != 0) {
-				free(items);
-				goto out;
-			}
-			cfg->nrelay_networks++;
-		}
-		free(items);
-		break;
-	case T_DOMAINS:
-		n = split_list(copy, &items);
-		for (i = 0; i < cfg->nrelay_domains; i++)
-			free(cfg->relay_domains[i]);
-		free(cfg->relay_domains);
-		cfg->relay_domains = xcalloc((size_t)n, sizeof(char *));
-		cfg->nrelay_domains = 0;
-		for (i = 0; i < n; i++) {
-			char *d;
+static int
+parse_bytes_key(
+    struct config *cfg, const struct key *k, const char *value, char *why)
+{
+	long long v = parse_bytes(value);
 
-			if (!name_valid(items[i], true)) {
-				why_set(why, "bad domain \"%s\" in %s",
-				    items[i], k->name);
-				free(items);
-				goto out;
-			}
-			d = xstrdup(items[i]);
-			for (char *c = d; *c != '\0'; c++)
-				*c = ascii_lower(*c);
-			cfg->relay_domains[cfg->nrelay_domains++] = d;
-		}
-		free(items);
-		break;
-	case T_BOOL:
-		if (strcmp(value, "yes") == 0)
-			*(bool *)((char *)cfg + k->off) = true;
-		else if (strcmp(value, "no") == 0)
-			*(bool *)((char *)cfg + k->off) = false;
-		else {
-			why_set(why, "%s must be yes or no, not \"%s\"",
-			    k->name, value);
-			goto out;
-		}
-		break;
-	case T_CHOICE:
-		for (i = 0; k->choices[i] != NULL; i++)
-			if (strcmp(k->choices[i], value) == 0)
-				break;
-		if (k->choices[i] == NULL) {
-			char list[128] = "";
+	if (check_number(k, value, v, " (bytes, or with k, m, g)", why) != 0)
+		return -1;
+	*FIELD(cfg, k, long long) = v;
+	return 0;
+}
 
-			for (i = 0; k->choices[i] != NULL; i++)
-				snprintf(list + strlen(list),
-				    sizeof(list) - strlen(list), "%s%s",
-				    i ? ", " : "", k->choices[i]);
-			why_set(why, "%s must be one of %s, not \"%s\"",
-			    k->name, list, value);
-			goto out;
-		}
-		*(int *)((char *)cfg + k->off) = i;
-		break;
-	case T_DURATIONS:
-		n = split_list(copy, &items);
-		if (n == 0) {
-			why_set(why, "%s needs at least one duration", k->name);
-			free(items);
-			goto out;
-		}
-		free(cfg->retry_schedule);
-		cfg->retry_schedule = xcalloc((size_t)n, sizeof(int));
-		cfg->nretry_schedule = 0;
-		for (i = 0; i < n; i++) {
-			v = config_parse_duration(items[i]);
-			if (v < 1 || v > 30LL * 86400) {
-				why_set(why, "bad duration \"%s\" in %s",
-				    items[i], k->name);
-				free(items);
-				goto out;
-			}
-			cfg->retry_schedule[cfg->nretry_schedule++] = (int)v;
-		}
-		free(items);
-		break;
-	case T_HOSTPORTS:
-		n = split_list(copy, &items);
-		free(cfg->dns_servers);
-		cfg->dns_servers = xcalloc((size_t)n, sizeof(struct hostport));
-		cfg->ndns_servers = 0;
-		for (i = 0; i < n; i++) {
-			struct hostport *hp =
-			    &cfg->dns_servers[cfg->ndns_servers];
-			unsigned char a[16];
+static int
+parse_duration_key(
+    struct config *cfg, const struct key *k, const char *value, char *why)
+{
+	long long v = config_parse_duration(value);
 
-			if (config_parse_hostport(items[i], hp, why) != 0) {
-				free(items);
-				goto out;
-			}
-			if (inet_pton(AF_INET, hp->host, a) != 1 &&
-			    inet_pton(AF_INET6, hp->host, a) != 1) {
-				why_set(why,
-				    "dns_servers takes IP addresses, "
-				    "not \"%s\"",
-				    hp->host);
-				free(items);
-				goto out;
-			}
-			cfg->ndns_servers++;
-		}
-		free(items);
-		break;
-	case T_HOSTPORT:
-	case T_IPPORT:
-		if (*value == '\0') {
-			memset(
-			    (char *)cfg + k->off, 0, sizeof(struct hostport));
-			break;
-		}
-		if (config_parse_hostport(value,
-		        (struct hostport *)((char *)cfg + k->off), why) != 0)
-			goto out;
-		if (k->type == T_IPPORT) {
-			unsigned char a[16];
-			const struct hostport *hp =
-			    (struct hostport *)((char *)cfg + k->off);
+	if (check_number(
+	        k, value, v, " (a duration like 30s, 5m, 2h, 1d)", why) != 0)
+		return -1;
+	*FIELD(cfg, k, int) = (int)v;
+	return 0;
+}
 
-			if (inet_pton(AF_INET, hp->host, a) != 1 &&
-			    inet_pton(AF_INET6, hp->host, a) != 1) {
-				why_set(why,
-				    "%s needs an IP address, not \"%s\"",
-				    k->name, hp->host);
-				goto out;
-			}
-			if (hp->port == 0) {
-				why_set(why, "%s needs a port", k->name);
-				goto out;
-			}
-		}
-		break;
-	case T_ROUTES:
-		n = split_list(copy, &items);
-		free(cfg->routes);
-		cfg->routes = xcalloc((size_t)n, sizeof(struct route));
-		cfg->nroutes = 0;
-		for (i = 0; i < n; i++) {
-			struct route *r = &cfg->routes[cfg->nroutes];
-			char *c = strchr(items[i], ':');
-
-			if (c == NULL || c == items[i]) {
-				why_set(why,
-				    "bad route \"%s\" (expected "
-				    "domain:host:port)",
-				    items[i]);
-				free(items);
-				goto out;
-			}
-			*c = '\0';
-			if (!name_valid(items[i], true) ||
-			    strlen(items[i]) >= sizeof(r->domain)) {
-				why_set(why, "bad domain \"%s\" in routes",
-				    items[i]);
-				free(items);
-				goto out;
-			}
-			snprintf(r->domain, sizeof(r->domain), "%s", items[i]);
-			if (config_parse_hostport(c + 1, &r->to, why) != 0) {
-				free(items);
-				goto out;
-			}
-			cfg->nroutes++;
-		}
-		free(items);
-		break;
-	case T_BARE_NEWLINE:
-		if (strcmp(value, "reject") == 0)
-			cfg->bare_newline_normalize = false;
-		else if (strcmp(value, "normalize") == 0)
-			cfg->bare_newline_normalize = true;
-		else {
-			why_set(why,
-			    "bare_newline must be reject or "
-			    "normalize, not \"%s\"",
-			    value);
-			goto out;
-		}
-		break;
-	case T_LOG_LEVEL:
-		if (strcmp(value, "error") == 0)
-			cfg->log_level = LOG_ERR;
-		else if (strcmp(value, "warning") == 0)
-			cfg->log_level = LOG_WARN;
-		else if (strcmp(value, "info") == 0)
-			cfg->log_level = LOG_INFO;
-		else if (strcmp(value, "debug") == 0)
-			cfg->log_level = LOG_DEBUG;
-		else {
-			why_set(why,
-			    "log_level must be error, warning, info "
-			    "or debug, not \"%s\"",
-			    value);
-			goto out;
-		}
-		break;
+static int
+parse_bool(
+    struct config *cfg, const struct key *k, const char *value, char *why)
+{
+	if (strcmp(value, "yes") == 0) {
+		*FIELD(cfg, k, bool) = true;
+	} else if (strcmp(value, "no") == 0) {
+		*FIELD(cfg, k, bool) = false;
+	} else {
+		why_set(
+		    why, "%s must be yes or no, not \"%s\"", k->name, value);
+		return -1;
 	}
-	rc = 0;
-out:
+	return 0;
+}
+
+/*
+ * One of the words of `names` (NULL-terminated): its index in *out, or -1
+ * with `why` saying "NAME must be one of A, B, not "VALUE"".
+ */
+static int
+choose(const char *const *names, const char *value, const char *name, int *out,
+    char *why)
+{
+	char list[128] = "";
+	int i;
+
+	for (i = 0; names[i] != NULL; i++)
+		if (strcmp(names[i], value) == 0) {
+			*out = i;
+			return 0;
+		}
+	for (i = 0; names[i] != NULL; i++)
+		snprintf(list + strlen(list), sizeof(list) - strlen(list),
+		    "%s%s", i ? ", " : "", names[i]);
+	why_set(why, "%s must be one of %s, not \"%s\"", name, list, value);
+	return -1;
+}
+
+static int
+parse_choice(
+    struct config *cfg, const struct key *k, const char *value, char *why)
+{
+	return choose(k->choices, value, k->name, FIELD(cfg, k, int), why);
+}
+
+static int
+parse_bare_newline(
+    struct config *cfg, const struct key *k, const char *value, char *why)
+{
+	(void)k;
+	if (strcmp(value, "reject") == 0) {
+		cfg->bare_newline_normalize = false;
+	} else if (strcmp(value, "normalize") == 0) {
+		cfg->bare_newline_normalize = true;
+	} else {
+		why_set(why,
+		    "bare_newline must be reject or normalize, not \"%s\"",
+		    value);
+		return -1;
+	}
+	return 0;
+}
+
+static int
+parse_log_level(
+    struct config *cfg, const struct key *k, const char *value, char *why)
+{
+	static const struct {
+		const char *name;
+		int level;
+	} levels[] = {{"error", LOG_ERR}, {"warning", LOG_WARN},
+	    {"info", LOG_INFO}, {"debug", LOG_DEBUG}};
+	size_t i;
+
+	(void)k;
+	for (i = 0; i < sizeof(levels) / sizeof(levels[0]); i++)
+		if (strcmp(value, levels[i].name) == 0) {
+			cfg->log_level = levels[i].level;
+			return 0;
+		}
+	why_set(why,
+	    "log_level must be error, warning, info or debug, not \"%s\"",
+	    value);
+	return -1;
+}
+
+/* True when `host` is an IPv4 or IPv6 address. */
+static bool
+is_ip(const char *host)
+{
+	unsigned char a[16];
+
+	return inet_pton(AF_INET, host, a) == 1 ||
+	       inet_pton(AF_INET6, host, a) == 1;
+}
+
+/* host:port, or empty for none (smarthost). */
+static int
+parse_hostport_key(
+    struct config *cfg, const struct key *k, const char *value, char *why)
+{
+	struct hostport *hp = FIELD(cfg, k, struct hostport);
+
+	if (*value == '\0') {
+		memset(hp, 0, sizeof(*hp));
+		return 0;
+	}
+	return config_parse_hostport(value, hp, why);
+}
+
+/* An IP address and a port, or empty (metrics_listen). */
+static int
+parse_ipport(
+    struct config *cfg, const struct key *k, const char *value, char *why)
+{
+	const struct hostport *hp = FIELD(cfg, k, struct hostport);
+
+	if (parse_hostport_key(cfg, k, value, why) != 0)
+		return -1;
+	if (*value == '\0')
+		return 0;
+	if (!is_ip(hp->host)) {
+		why_set(why, "%s needs an IP address, not \"%s\"", k->name,
+		    hp->host);
+		return -1;
+	}
+	if (hp->port == 0) {
+		why_set(why, "%s needs a port", k->name);
+		return -1;
+	}
+	return 0;
+}
+
+/* ---- lists ---- */
+
+/*
+ * A list value: `start` frees the list the key had and makes room for
+ * `n` items (an error when the key needs one and n is 0); `item` parses
+ * one, appending it.
+ */
+struct list_parser {
+	int (*start)(struct config *cfg, const struct key *k, int n, char *why);
+	int (*item)(
+	    struct config *cfg, const struct key *k, char *item, char *why);
+};
+
+static int
+parse_list(struct config *cfg, const struct key *k, const char *value,
+    const struct list_parser *lp, char *why)
+{
+	char *copy = xstrdup(value), **items;
+	int n = split_list(copy, &items), i, rc;
+
+	rc = lp->start(cfg, k, n, why);
+	for (i = 0; rc == 0 && i < n; i++)
+		rc = lp->item(cfg, k, items[i], why);
+	free(items);
 	free(copy);
 	return rc;
+}
+
+static int
+listen_start(struct config *cfg, const struct key *k, int n, char *why)
+{
+	(void)k;
+	if (n == 0) {
+		why_set(why, "listen needs at least one address");
+		return -1;
+	}
+	free(cfg->listen);
+	cfg->listen = xcalloc((size_t)n, sizeof(*cfg->listen));
+	cfg->nlisten = 0;
+	return 0;
+}
+
+static int
+listen_item(struct config *cfg, const struct key *k, char *item, char *why)
+{
+	(void)k;
+	if (config_parse_listen(item, &cfg->listen[cfg->nlisten], why) != 0)
+		return -1;
+	cfg->nlisten++;
+	return 0;
+}
+
+static int
+parse_listen(
+    struct config *cfg, const struct key *k, const char *value, char *why)
+{
+	static const struct list_parser lp = {listen_start, listen_item};
+
+	return parse_list(cfg, k, value, &lp, why);
+}
+
+static int
+networks_start(struct config *cfg, const struct key *k, int n, char *why)
+{
+	(void)k;
+	(void)why;
+	free(cfg->relay_networks);
+	cfg->relay_networks = xcalloc((size_t)n, sizeof(struct cidr));
+	cfg->nrelay_networks = 0;
+	return 0;
+}
+
+static int
+networks_item(struct config *cfg, const struct key *k, char *item, char *why)
+{
+	(void)k;
+	if (cidr_parse(item, &cfg->relay_networks[cfg->nrelay_networks], why) !=
+	    0)
+		return -1;
+	cfg->nrelay_networks++;
+	return 0;
+}
+
+static int
+parse_networks(
+    struct config *cfg, const struct key *k, const char *value, char *why)
+{
+	static const struct list_parser lp = {networks_start, networks_item};
+
+	return parse_list(cfg, k, value, &lp, why);
+}
+
+static int
+domains_start(struct config *cfg, const struct key *k, int n, char *why)
+{
+	int i;
+
+	(void)k;
+	(void)why;
+	for (i = 0; i < cfg->nrelay_domains; i++)
+		free(cfg->relay_domains[i]);
+	free(cfg->relay_domains);
+	cfg->relay_domains = xcalloc((size_t)n, sizeof(char *));
+	cfg->nrelay_domains = 0;
+	return 0;
+}
+
+static int
+domains_item(struct config *cfg, const struct key *k, char *item, char *why)
+{
+	char *d;
+
+	if (!name_valid(item, true)) {
+		why_set(why, "bad domain \"%s\" in %s", item, k->name);
+		return -1;
+	}
+	d = xstrdup(item);
+	for (char *c = d; *c != '\0'; c++)
+		*c = ascii_lower(*c);
+	cfg->relay_domains[cfg->nrelay_domains++] = d;
+	return 0;
+}
+
+static int
+parse_domains(
+    struct config *cfg, const struct key *k, const char *value, char *why)
+{
+	static const struct list_parser lp = {domains_start, domains_item};
+
+	return parse_list(cfg, k, value, &lp, why);
+}
+
+static int
+durations_start(struct config *cfg, const struct key *k, int n, char *why)
+{
+	if (n == 0) {
+		why_set(why, "%s needs at least one duration", k->name);
+		return -1;
+	}
+	free(cfg->retry_schedule);
+	cfg->retry_schedule = xcalloc((size_t)n, sizeof(int));
+	cfg->nretry_schedule = 0;
+	return 0;
+}
+
+static int
+durations_item(struct config *cfg, const struct key *k, char *item, char *why)
+{
+	long long v = config_parse_duration(item);
+
+	if (v < 1 || v > 30LL * 86400) {
+		why_set(why, "bad duration \"%s\" in %s", item, k->name);
+		return -1;
+	}
+	cfg->retry_schedule[cfg->nretry_schedule++] = (int)v;
+	return 0;
+}
+
+static int
+parse_durations(
+    struct config *cfg, const struct key *k, const char *value, char *why)
+{
+	static const struct list_parser lp = {durations_start, durations_item};
+
+	return parse_list(cfg, k, value, &lp, why);
+}
+
+static int
+hostports_start(struct config *cfg, const struct key *k, int n, char *why)
+{
+	(void)k;
+	(void)why;
+	free(cfg->dns_servers);
+	cfg->dns_servers = xcalloc((size_t)n, sizeof(struct hostport));
+	cfg->ndns_servers = 0;
+	return 0;
+}
+
+static int
+hostports_item(struct config *cfg, const struct key *k, char *item, char *why)
+{
+	struct hostport *hp = &cfg->dns_servers[cfg->ndns_servers];
+
+	(void)k;
+	if (config_parse_hostport(item, hp, why) != 0)
+		return -1;
+	if (!is_ip(hp->host)) {
+		why_set(why, "dns_servers takes IP addresses, not \"%s\"",
+		    hp->host);
+		return -1;
+	}
+	cfg->ndns_servers++;
+	return 0;
+}
+
+static int
+parse_hostports(
+    struct config *cfg, const struct key *k, const char *value, char *why)
+{
+	static const struct list_parser lp = {hostports_start, hostports_item};
+
+	return parse_list(cfg, k, value, &lp, why);
+}
+
+static int
+routes_start(struct config *cfg, const struct key *k, int n, char *why)
+{
+	(void)k;
+	(void)why;
+	free(cfg->routes);
+	cfg->routes = xcalloc((size_t)n, sizeof(struct route));
+	cfg->nroutes = 0;
+	return 0;
+}
+
+/* domain:host:port */
+static int
+routes_item(struct config *cfg, const struct key *k, char *item, char *why)
+{
+	struct route *r = &cfg->routes[cfg->nroutes];
+	char *c = strchr(item, ':');
+
+	(void)k;
+	if (c == NULL || c == item) {
+		why_set(
+		    why, "bad route \"%s\" (expected domain:host:port)", item);
+		return -1;
+	}
+	*c = '\0';
+	if (!name_valid(item, true) || strlen(item) >= sizeof(r->domain)) {
+		why_set(why, "bad domain \"%s\" in routes", item);
+		return -1;
+	}
+	snprintf(r->domain, sizeof(r->domain), "%s", item);
+	if (config_parse_hostport(c + 1, &r->to, why) != 0)
+		return -1;
+	cfg->nroutes++;
+	return 0;
+}
+
+static int
+parse_routes(
+    struct config *cfg, const struct key *k, const char *value, char *why)
+{
+	static const struct list_parser lp = {routes_start, routes_item};
+
+	return parse_list(cfg, k, value, &lp, why);
 }
 
 struct config *
@@ -726,7 +915,7 @@ config_defaults(void)
 
 	for (i = 0; i < NKEYS; i++) {
 		if (keys[i].def != NULL &&
-		    set_key(cfg, &keys[i], keys[i].def, why) != 0) {
+		    keys[i].parse(cfg, &keys[i], keys[i].def, why) != 0) {
 			fprintf(stderr, "sluice: bug: default for %s: %s\n",
 			    keys[i].name, why);
 			abort();
@@ -845,7 +1034,7 @@ config_load(const char *path, FILE *errs, int *nerrors)
 			continue;
 		}
 		seen[i] = lineno;
-		if (set_key(cfg, &keys[i], value, why) != 0) {
+		if (keys[i].parse(cfg, &keys[i], value, why) != 0) {
 			fprintf(errs, "%s:%d: %s\n", path, lineno, why);
 			errors++;
 		} else {
@@ -883,9 +1072,9 @@ config_apply_env(struct config *cfg, FILE *errs)
 		value = getenv(name);
 		if (value == NULL)
 			continue;
-		if (keys[i].type == T_HOSTNAME && *value == '\0')
+		if (keys[i].parse == parse_hostname && *value == '\0')
 			continue; /* empty: keep the computed default */
-		if (set_key(cfg, &keys[i], value, why) != 0) {
+		if (keys[i].parse(cfg, &keys[i], value, why) != 0) {
 			fprintf(errs, "environment %s: %s\n", name, why);
 			errors++;
 		} else {

@@ -247,7 +247,7 @@ def config_example_documents_every_key():
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     example = open(os.path.join(root, "config.example")).read()
     shown = re.findall(r"^#([a-z_]+) =(.*)$", example, re.M)
-    table = re.findall(r'^\s*\{"([a-z_]+)", T_', open(os.path.join(root, "common/config.c")).read(),
+    table = re.findall(r'^\s*\{"([a-z_]+)", parse_', open(os.path.join(root, "common/config.c")).read(),
                        re.M)
     assert len(table) > 40, table
     missing = sorted(set(table) - set(k for k, _ in shown))
