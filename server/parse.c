@@ -922,6 +922,36 @@ xtext_decode(const char *in, char *out, size_t outlen)
 	return xtext_span(in, strlen(in), out, outlen);
 }
 
+int
+parse_bdat(const char *args, unsigned long long *size, bool *last, char *why)
+{
+	unsigned long long want = 0;
+	const char *p = args;
+
+	if (*p < '0' || *p > '9') {
+		why_set(why, "5.5.4 Syntax: BDAT size [LAST]");
+		return 501;
+	}
+	for (; *p >= '0' && *p <= '9'; p++) {
+		unsigned d = (unsigned)(*p - '0');
+
+		if (want > (BDAT_SIZE_MAX - d) / 10) {
+			why_set(why, "5.5.4 Error: BDAT size too large");
+			return 501;
+		}
+		want = want * 10 + d;
+	}
+	*last = false;
+	if (*p == ' ' && ascii_casecmp(p + 1, "LAST") == 0) {
+		*last = true;
+	} else if (*p != '\0') {
+		why_set(why, "5.5.4 Syntax: BDAT size [LAST]");
+		return 501;
+	}
+	*size = want;
+	return 0;
+}
+
 bool
 domain_equal(const char *a, const char *b)
 {

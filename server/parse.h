@@ -135,6 +135,16 @@ int parse_helo(const char *args, char *why);
  */
 int xtext_decode(const char *in, char *out, size_t outlen);
 
+/*
+ * BDAT's arguments (RFC 3030 section 2): "size [LAST]", the size a run of
+ * digits no larger than BDAT_SIZE_MAX, LAST in any case.  Returns 0 with
+ * *size and *last, or 501 with `why` (the chunk's size is then unknown:
+ * the session cannot find the next command and must close).
+ */
+#define BDAT_SIZE_MAX (1ULL << 62)
+int parse_bdat(
+    const char *args, unsigned long long *size, bool *last, char *why);
+
 /* Case-insensitive domain comparison ignoring nothing else. */
 bool domain_equal(const char *a, const char *b);
 

@@ -905,30 +905,16 @@ step_data(struct session *s)
 static void
 do_bdat(struct session *s, const char *args)
 {
-	unsigned long long want = 0;
-	const char *p = args;
+	unsigned long long want;
+	char why[WHY_MAX];
+	int code;
 
 	/* Parse "size [LAST]" first: the chunk must be consumed whatever
 	 * happens, or its octets would be read as commands. */
-	if (*p < '0' || *p > '9') {
-		reply(s, 501, "5.5.4 Syntax: BDAT size [LAST]");
+	code = parse_bdat(args, &want, &s->bdat_last, why);
+	if (code != 0) {
+		reply(s, code, "%s", why);
 		s->quit = true; /* the chunk size is unknown: cannot resync */
-		return;
-	}
-	for (; *p >= '0' && *p <= '9'; p++) {
-		if (want > (1ULL << 62) / 10) {
-			reply(s, 501, "5.5.4 Error: BDAT size too large");
-			s->quit = true;
-			return;
-		}
-		want = want * 10 + (unsigned)(*p - '0');
-	}
-	s->bdat_last = false;
-	if (*p == ' ' && ascii_casecmp(p + 1, "LAST") == 0)
-		s->bdat_last = true;
-	else if (*p != '\0') {
-		reply(s, 501, "5.5.4 Syntax: BDAT size [LAST]");
-		s->quit = true;
 		return;
 	}
 	s->bdat_chunk = s->bdat_left = want;

@@ -1,8 +1,8 @@
 /*
  * fuzz_parse.c - the command-line parsers (server/parse.c): parse_verb,
- * parse_helo, parse_mail and parse_rcpt with every ESMTP parameter, and
- * xtext_decode.  The input is one command line without its CRLF (the
- * parsers take C strings: the session refuses a line with a NUL before
+ * parse_helo, parse_mail and parse_rcpt with every ESMTP parameter,
+ * parse_bdat, and xtext_decode.  The input is one command line without its CRLF
+ * (the parsers take C strings: the session refuses a line with a NUL before
  * they see it); it is parsed whole, and its arguments after parse_verb.
  *
  * Properties:
@@ -413,6 +413,30 @@ check_xtext(const char *s, size_t outlen)
 	FUZZ_ASSERT((size_t)n <= strlen(s), "xtext never grows");
 }
 
+/* BDAT's arguments: accepted only as digits and an optional " LAST". */
+static void
+check_bdat(const char *args)
+{
+	unsigned long long size = 0, again = 0;
+	bool last = false, last2 = false;
+	char why[WHY_MAX];
+	size_t digits = strspn(args, "0123456789");
+	int code = parse_bdat(args, &size, &last, why);
+
+	if (code != 0) {
+		check_why(code, why);
+		return;
+	}
+	FUZZ_ASSERT(digits > 0, "a size is digits");
+	FUZZ_ASSERT(size <= BDAT_SIZE_MAX, "the size is bounded");
+	FUZZ_ASSERT(args[digits] == '\0' ||
+	                (last && ascii_caseeq(args + digits, " LAST", 6)),
+	    "nothing but LAST follows the size");
+	FUZZ_ASSERT(parse_bdat(args, &again, &last2, why) == 0 &&
+	                again == size && last2 == last,
+	    "parse_bdat is pure");
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -432,6 +456,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	parse_verb(line, &args);
 	check_helo(line);
 	check_helo(args);
+	check_bdat(args);
+	check_bdat(line);
 	for (e = 0; e < 2; e++) {
 		check_mail(line, e);
 		check_mail(args, e);

@@ -930,6 +930,62 @@ test_domain_equal(void)
 	    "upper-case recipient domain matches relay.example");
 }
 
+static void
+test_bdat(void)
+{
+	static const struct {
+		const char *args;
+		int code;
+		unsigned long long size;
+		bool last;
+		const char *why;
+	} cases[] = {
+	    {"0", 0, 0, false, NULL},
+	    {"1000", 0, 1000, false, NULL},
+	    {"42 LAST", 0, 42, true, NULL},
+	    {"42 last", 0, 42, true, NULL},
+	    {"0 LAST", 0, 0, true, NULL},
+	    {"007", 0, 7, false, NULL},
+	    {"4611686018427387904", 0, 1ULL << 62, false, NULL},
+	    {"4611686018427387905", 501, 0, false,
+	        "5.5.4 Error: BDAT size too large"},
+	    {"46116860184273879040", 501, 0, false,
+	        "5.5.4 Error: BDAT size too large"},
+	    {"99999999999999999999999999", 501, 0, false,
+	        "5.5.4 Error: BDAT size too large"},
+	    {"", 501, 0, false, "5.5.4 Syntax: BDAT size [LAST]"},
+	    {"LAST", 501, 0, false, "5.5.4 Syntax: BDAT size [LAST]"},
+	    {"+5", 501, 0, false, "5.5.4 Syntax: BDAT size [LAST]"},
+	    {"-5", 501, 0, false, "5.5.4 Syntax: BDAT size [LAST]"},
+	    {" 5", 501, 0, false, "5.5.4 Syntax: BDAT size [LAST]"},
+	    {"5 ", 501, 0, false, "5.5.4 Syntax: BDAT size [LAST]"},
+	    {"5  LAST", 501, 0, false, "5.5.4 Syntax: BDAT size [LAST]"},
+	    {"5 LAST ", 501, 0, false, "5.5.4 Syntax: BDAT size [LAST]"},
+	    {"5 LASTX", 501, 0, false, "5.5.4 Syntax: BDAT size [LAST]"},
+	    {"5x", 501, 0, false, "5.5.4 Syntax: BDAT size [LAST]"},
+	    {"0x10", 501, 0, false, "5.5.4 Syntax: BDAT size [LAST]"},
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		unsigned long long size = 99;
+		bool last = false;
+		char why[WHY_MAX] = "";
+		int code = parse_bdat(cases[i].args, &size, &last, why);
+
+		if (cases[i].code == 0)
+			CHECK(code == 0 && size == cases[i].size &&
+			          last == cases[i].last,
+			    "BDAT \"%s\": size %llu%s", cases[i].args,
+			    cases[i].size, cases[i].last ? " LAST" : "");
+		else
+			CHECK(code == cases[i].code &&
+			          strcmp(why, cases[i].why) == 0,
+			    "BDAT \"%s\": %d %s (got %d %s)", cases[i].args,
+			    cases[i].code, cases[i].why, code, why);
+	}
+}
+
 int
 main(void)
 {
@@ -943,5 +999,6 @@ main(void)
 	test_xtext();
 	test_utf8();
 	test_domain_equal();
+	test_bdat();
 	UNIT_DONE();
 }
