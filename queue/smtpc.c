@@ -438,189 +438,308 @@ rcpt_reply(struct smtpc *c, struct smtpc_rcpt *rc, char *why)
 	return true;
 }
 
+/*
+ * One transaction of smtpc_send, phase by phase: each phase returns how
+ * the transaction goes on.
+ */
+enum txn_step {
+	TXN_NEXT,   /* on to the next phase */
+	TXN_RSET,   /* over, the connection usable after RSET */
+	TXN_BROKEN, /* the connection failed; t->why says how */
+	TXN_DONE,   /* over: RES_OK, the verdicts are in the recipients */
+	TXN_FAILED, /* over: RES_TEMP, the verdicts set, the connection gone */
+};
+
+struct txn {
+	struct smtpc *c;
+	const struct smtpc_msg *m;
+	struct smtpc_rcpt *rcpts;
+	int n;
+	struct smtp_reply r; /* the last reply read */
+	char why[WHY_MAX];
+	bool use_bdat; /* BDAT rather than DATA (CHUNKING) */
+	bool answered; /* the server answered something */
+	int accepted;  /* recipients the server took */
+};
+
+/*
+ * What the message needs that the server must offer (SMTPUTF8,
+ * BINARYMIME, its SIZE): false, with every recipient refused, when the
+ * server does not.
+ */
+static bool
+txn_fits(struct txn *t)
+{
+	const struct smtp_ehlo *x = &t->c->ext;
+	const struct smtpc_msg *m = t->m;
+
+	if (m->smtputf8 && !x->smtputf8) {
+		set_all(t->rcpts, t->n, false, RES_PERM,
+		    "5.6.7 the message needs SMTPUTF8, which the server "
+		    "does not offer");
+		return false;
+	}
+	if (m->body_type == BODY_BINARYMIME &&
+	    !(x->chunking && x->binarymime)) {
+		set_all(t->rcpts, t->n, false, RES_PERM,
+		    "5.6.3 the message is BINARYMIME, which the server does "
+		    "not accept");
+		return false;
+	}
+	if (x->size_limit > 0 && m->size > x->size_limit) {
+		snprintf(t->why, sizeof(t->why),
+		    "5.3.4 message size %lld exceeds the server's limit %lld",
+		    (long long)m->size, x->size_limit);
+		set_all(t->rcpts, t->n, false, RES_PERM, t->why);
+		return false;
+	}
+	return true;
+}
+
+/* MAIL's parameters: only those of extensions the server offered. */
+static void
+mail_params(
+    const struct smtpc *c, const struct smtpc_msg *m, char *p, size_t len)
+{
+	size_t o = 0;
+
+	p[0] = '\0';
+	if (!c->esmtp)
+		return;
+	if (c->ext.size)
+		o += (size_t)snprintf(
+		    p + o, len - o, " SIZE=%lld", (long long)m->size);
+	if (m->body_type == BODY_BINARYMIME)
+		o += (size_t)snprintf(p + o, len - o, " BODY=BINARYMIME");
+	else if (m->body_type == BODY_8BITMIME && c->ext.eightbit)
+		o += (size_t)snprintf(p + o, len - o, " BODY=8BITMIME");
+	if (m->smtputf8)
+		o += (size_t)snprintf(p + o, len - o, " SMTPUTF8");
+	if (c->ext.dsn && m->dsn_ret != RET_NONE)
+		o += (size_t)snprintf(
+		    p + o, len - o, " RET=%s", dsn_ret_name(m->dsn_ret));
+	if (c->ext.dsn && m->envid != NULL && m->envid[0] != '\0')
+		snprintf(p + o, len - o, " ENVID=%s", m->envid);
+}
+
+/* RCPT's parameters (DSN: NOTIFY, ORCPT). */
+static void
+rcpt_params(
+    const struct smtpc *c, const struct smtpc_rcpt *rc, char *p, size_t len)
+{
+	p[0] = '\0';
+	if (!c->ext.dsn)
+		return;
+	if (rc->notify != 0) {
+		char nt[NOTIFY_TEXT_MAX];
+
+		notify_text(rc->notify, nt, sizeof(nt));
+		snprintf(p, len, " NOTIFY=%s", nt);
+	}
+	if (rc->orcpt != NULL)
+		snprintf(
+		    p + strlen(p), len - strlen(p), " ORCPT=%s", rc->orcpt);
+}
+
+/* MAIL FROM; without PIPELINING, its reply. */
+static enum txn_step
+txn_mail(struct txn *t)
+{
+	struct smtpc *c = t->c;
+	char params[400];
+
+	mail_params(c, t->m, params, sizeof(params));
+	conn_printf(c->conn, "MAIL FROM:<%s>%s\r\n", t->m->sender, params);
+	if (c->ext.pipelining)
+		return TXN_NEXT;
+	if (!read_reply(c, c->o.command_timeout, &t->r, t->why))
+		return TXN_BROKEN;
+	t->answered = true;
+	return TXN_NEXT;
+}
+
+/*
+ * The RCPTs (and, pipelined, DATA after them) and their replies: with
+ * PIPELINING they come now, in order (RFC 2920), MAIL's first.  On to
+ * the data when MAIL was accepted.
+ */
+static enum txn_step
+txn_rcpts(struct txn *t)
+{
+	struct smtpc *c = t->c;
+	bool piped = c->ext.pipelining;
+	int i;
+
+	for (i = 0; i < t->n; i++) {
+		char rp[700];
+
+		if (!piped && code_res(t->r.code) != RES_OK)
+			break; /* MAIL refused */
+		rcpt_params(c, &t->rcpts[i], rp, sizeof(rp));
+		conn_printf(
+		    c->conn, "RCPT TO:<%s>%s\r\n", t->rcpts[i].address, rp);
+		if (!piped && !rcpt_reply(c, &t->rcpts[i], t->why))
+			return TXN_BROKEN;
+	}
+	if (piped && !t->use_bdat)
+		conn_printf(c->conn, "DATA\r\n");
+	if (piped) {
+		if (!read_reply(c, c->o.command_timeout, &t->r, t->why))
+			return TXN_BROKEN;
+		t->answered = true;
+		for (i = 0; i < t->n; i++)
+			if (!rcpt_reply(c, &t->rcpts[i], t->why))
+				return TXN_BROKEN;
+	}
+	if (code_res(t->r.code) != RES_OK) {
+		set_all(t->rcpts, t->n, false, code_res(t->r.code), t->r.text);
+		/* DATA was sent too: read its (failing) reply. */
+		if (piped && !t->use_bdat &&
+		    !read_reply(c, c->o.command_timeout, &t->r, t->why))
+			return TXN_BROKEN;
+		return TXN_RSET;
+	}
+	for (i = 0; i < t->n; i++)
+		if (t->rcpts[i].result == RES_OK)
+			t->accepted++;
+	return TXN_NEXT;
+}
+
+/* DATA (unless pipelined already), its 354, the dot-stuffed body. */
+static enum txn_step
+txn_data(struct txn *t)
+{
+	struct smtpc *c = t->c;
+	struct smtpwire_data d;
+
+	if (!c->ext.pipelining) {
+		if (t->accepted == 0)
+			return TXN_RSET;
+		conn_printf(c->conn, "DATA\r\n");
+	}
+	if (!read_reply(c, c->o.command_timeout, &t->r, t->why))
+		return TXN_BROKEN;
+	if (t->accepted == 0)
+		return TXN_RSET; /* RFC 2920: DATA after all RCPTs failed */
+	if (t->r.code != 354) {
+		set_all(t->rcpts, t->n, true,
+		    code_res(t->r.code) == RES_OK ? RES_TEMP
+		                                  : code_res(t->r.code),
+		    t->r.text);
+		return TXN_RSET;
+	}
+	smtpwire_data_begin(&d, c->conn);
+	if (t->m->body(t->m->body_arg, put_stuffed, &d, t->why) != RES_OK) {
+		set_all(t->rcpts, t->n, true, RES_TEMP, t->why);
+		c->broken = true;
+		return TXN_FAILED;
+	}
+	smtpwire_data_end(&d);
+	return TXN_NEXT;
+}
+
+/* The body as BDAT chunks (RFC 3030), the last one LAST. */
+static enum txn_step
+txn_bdat(struct txn *t)
+{
+	struct smtpc *c = t->c;
+	struct chunker k;
+
+	if (t->accepted == 0)
+		return TXN_RSET;
+	memset(&k, 0, sizeof(k));
+	k.c = c;
+	k.left = t->m->size;
+	if (t->m->size == 0) {
+		conn_printf(c->conn, "BDAT 0 LAST\r\n");
+	} else if (t->m->body(t->m->body_arg, put_chunk, &k, t->why) !=
+	           RES_OK) {
+		if (k.failed) {
+			set_all(t->rcpts, t->n, true, k.res, k.why);
+			return c->broken ? TXN_FAILED : TXN_RSET;
+		}
+		set_all(t->rcpts, t->n, true, RES_TEMP, t->why);
+		c->broken = true;
+		return TXN_FAILED;
+	}
+	return TXN_NEXT;
+}
+
+/* The verdict on the message: the reply to its end. */
+static enum txn_step
+txn_verdict(struct txn *t)
+{
+	struct smtpc *c = t->c;
+
+	if (!read_reply(c, c->o.data_timeout, &t->r, t->why))
+		return TXN_BROKEN;
+	if (t->r.code < 400 && t->r.code != 250 && t->r.code != 251) {
+		/* Not a verdict we know: the message is not delivered. */
+		why_set(t->why,
+		    "4.5.0 %s: unexpected reply to the end of data: %s",
+		    c->host, t->r.text);
+		set_all(t->rcpts, t->n, true, RES_TEMP, t->why);
+		c->broken = true;
+		return TXN_FAILED;
+	}
+	set_all(t->rcpts, t->n, true, code_res(t->r.code), t->r.text);
+	return TXN_DONE;
+}
+
+/* How the transaction ended, as smtpc_send returns it. */
+static enum res
+txn_end(struct txn *t, enum txn_step step)
+{
+	struct smtpc *c = t->c;
+	int i;
+
+	switch (step) {
+	case TXN_NEXT:
+	case TXN_DONE:
+		return RES_OK;
+	case TXN_RSET:
+		if (!command(c, &t->r, t->why, "RSET") || t->r.code != 250) {
+			c->broken = true;
+			return RES_TEMP;
+		}
+		return RES_OK;
+	case TXN_BROKEN:
+		/* No reply to MAIL: the connection was gone before we used
+		 * it.  Whatever was accepted is not delivered until the final
+		 * reply. */
+		c->stale = !t->answered;
+		for (i = 0; i < t->n; i++)
+			if (t->rcpts[i].result != RES_PERM) {
+				t->rcpts[i].result = RES_TEMP;
+				snprintf(t->rcpts[i].reply,
+				    sizeof(t->rcpts[i].reply), "%s", t->why);
+			}
+		c->broken = true;
+		return RES_TEMP;
+	case TXN_FAILED:
+		break;
+	}
+	return RES_TEMP;
+}
+
 enum res
 smtpc_send(
     struct smtpc *c, const struct smtpc_msg *m, struct smtpc_rcpt *rcpts, int n)
 {
-	char why[WHY_MAX], params[400];
-	struct smtp_reply r;
-	bool binary = m->body_type == BODY_BINARYMIME;
-	bool use_bdat = c->ext.chunking, answered = false;
-	int i, accepted = 0;
+	struct txn t = {.c = c, .m = m, .rcpts = rcpts, .n = n};
+	enum txn_step step;
 
+	t.use_bdat = c->ext.chunking;
 	c->stale = false;
 	set_all(rcpts, n, false, RES_TEMP, "4.4.2 not attempted");
-	/* What the message needs that the server must offer. */
-	if (m->smtputf8 && !c->ext.smtputf8) {
-		set_all(rcpts, n, false, RES_PERM,
-		    "5.6.7 the message needs SMTPUTF8, which the server "
-		    "does not offer");
+	if (!txn_fits(&t))
 		return RES_OK;
-	}
-	if (binary && !(c->ext.chunking && c->ext.binarymime)) {
-		set_all(rcpts, n, false, RES_PERM,
-		    "5.6.3 the message is BINARYMIME, which the server does "
-		    "not accept");
-		return RES_OK;
-	}
-	if (c->ext.size_limit > 0 && m->size > c->ext.size_limit) {
-		snprintf(why, sizeof(why),
-		    "5.3.4 message size %lld exceeds "
-		    "the server's limit %lld",
-		    (long long)m->size, c->ext.size_limit);
-		set_all(rcpts, n, false, RES_PERM, why);
-		return RES_OK;
-	}
-	params[0] = '\0';
-	if (c->esmtp) {
-		size_t o = 0;
-
-		/* Only parameters of extensions the server offered. */
-		if (c->ext.size)
-			o += (size_t)snprintf(params + o, sizeof(params) - o,
-			    " SIZE=%lld", (long long)m->size);
-		if (binary)
-			o += (size_t)snprintf(
-			    params + o, sizeof(params) - o, " BODY=BINARYMIME");
-		else if (m->body_type == BODY_8BITMIME && c->ext.eightbit)
-			o += (size_t)snprintf(
-			    params + o, sizeof(params) - o, " BODY=8BITMIME");
-		if (m->smtputf8)
-			o += (size_t)snprintf(
-			    params + o, sizeof(params) - o, " SMTPUTF8");
-		if (c->ext.dsn && m->dsn_ret != RET_NONE)
-			o += (size_t)snprintf(params + o, sizeof(params) - o,
-			    " RET=%s", dsn_ret_name(m->dsn_ret));
-		if (c->ext.dsn && m->envid != NULL && m->envid[0] != '\0')
-			snprintf(params + o, sizeof(params) - o, " ENVID=%s",
-			    m->envid);
-	}
-	conn_printf(c->conn, "MAIL FROM:<%s>%s\r\n", m->sender, params);
-	if (!c->ext.pipelining && !read_reply(c, c->o.command_timeout, &r, why))
-		goto broken;
-	answered = !c->ext.pipelining;
-	for (i = 0; i < n; i++) {
-		char rp[700] = "";
-
-		if (c->ext.dsn && rcpts[i].notify != 0) {
-			char nt[NOTIFY_TEXT_MAX];
-
-			notify_text(rcpts[i].notify, nt, sizeof(nt));
-			snprintf(rp, sizeof(rp), " NOTIFY=%s", nt);
-		}
-		if (c->ext.dsn && rcpts[i].orcpt != NULL)
-			snprintf(rp + strlen(rp), sizeof(rp) - strlen(rp),
-			    " ORCPT=%s", rcpts[i].orcpt);
-		if (!c->ext.pipelining && code_res(r.code) != RES_OK)
-			break; /* MAIL refused */
-		conn_printf(
-		    c->conn, "RCPT TO:<%s>%s\r\n", rcpts[i].address, rp);
-		if (!c->ext.pipelining && !rcpt_reply(c, &rcpts[i], why))
-			goto broken;
-	}
-	if (c->ext.pipelining && !use_bdat)
-		conn_printf(c->conn, "DATA\r\n");
-	/* With PIPELINING the replies come now, in order (RFC 2920). */
-	if (c->ext.pipelining) {
-		if (!read_reply(c, c->o.command_timeout, &r, why))
-			goto broken;
-		answered = true;
-		for (i = 0; i < n; i++)
-			if (!rcpt_reply(c, &rcpts[i], why))
-				goto broken;
-	}
-	if (code_res(r.code) != RES_OK) {
-		set_all(rcpts, n, false, code_res(r.code), r.text);
-		if (c->ext.pipelining && !use_bdat) {
-			/* DATA was sent too: read its (failing) reply. */
-			if (!read_reply(c, c->o.command_timeout, &r, why))
-				goto broken;
-		}
-		goto rset;
-	}
-	for (i = 0; i < n; i++)
-		if (rcpts[i].result == RES_OK)
-			accepted++;
-	if (!use_bdat) {
-		struct smtpwire_data d;
-
-		if (!c->ext.pipelining) {
-			if (accepted == 0)
-				goto rset;
-			conn_printf(c->conn, "DATA\r\n");
-		}
-		if (!read_reply(c, c->o.command_timeout, &r, why))
-			goto broken;
-		if (accepted == 0) {
-			/* RFC 2920: DATA after all RCPTs failed must fail. */
-			goto rset;
-		}
-		if (r.code != 354) {
-			set_all(rcpts, n, true,
-			    code_res(r.code) == RES_OK ? RES_TEMP
-			                               : code_res(r.code),
-			    r.text);
-			goto rset;
-		}
-		smtpwire_data_begin(&d, c->conn);
-		if (m->body(m->body_arg, put_stuffed, &d, why) != RES_OK) {
-			set_all(rcpts, n, true, RES_TEMP, why);
-			c->broken = true;
-			return RES_TEMP;
-		}
-		smtpwire_data_end(&d);
-	} else {
-		struct chunker k;
-
-		memset(&k, 0, sizeof(k));
-		k.c = c;
-		k.left = m->size;
-		if (accepted == 0)
-			goto rset;
-		if (m->size == 0)
-			conn_printf(c->conn, "BDAT 0 LAST\r\n");
-		else if (m->body(m->body_arg, put_chunk, &k, why) != RES_OK) {
-			if (k.failed) {
-				set_all(rcpts, n, true, k.res, k.why);
-				if (c->broken)
-					return RES_TEMP;
-				goto rset;
-			}
-			set_all(rcpts, n, true, RES_TEMP, why);
-			c->broken = true;
-			return RES_TEMP;
-		}
-	}
-	if (!read_reply(c, c->o.data_timeout, &r, why))
-		goto broken;
-	if (r.code < 400 && r.code != 250 && r.code != 251) {
-		/* Not a verdict we know: the message is not delivered. */
-		why_set(why,
-		    "4.5.0 %s: unexpected reply to the end of data: %s",
-		    c->host, r.text);
-		set_all(rcpts, n, true, RES_TEMP, why);
-		c->broken = true;
-		return RES_TEMP;
-	}
-	set_all(rcpts, n, true, code_res(r.code), r.text);
-	return RES_OK;
-rset:
-	if (!command(c, &r, why, "RSET") || r.code != 250) {
-		c->broken = true;
-		return RES_TEMP;
-	}
-	return RES_OK;
-broken:
-	/* No reply to MAIL: the connection was gone before we used it. */
-	c->stale = !answered;
-	/* Whatever was accepted is not delivered until the final reply. */
-	for (i = 0; i < n; i++) {
-		if (rcpts[i].result != RES_PERM) {
-			rcpts[i].result = RES_TEMP;
-			snprintf(
-			    rcpts[i].reply, sizeof(rcpts[i].reply), "%s", why);
-		}
-	}
-	c->broken = true;
-	return RES_TEMP;
+	step = txn_mail(&t);
+	if (step == TXN_NEXT)
+		step = txn_rcpts(&t);
+	if (step == TXN_NEXT)
+		step = t.use_bdat ? txn_bdat(&t) : txn_data(&t);
+	if (step == TXN_NEXT)
+		step = txn_verdict(&t);
+	return txn_end(&t, step);
 }
