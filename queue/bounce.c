@@ -488,8 +488,89 @@ pick_boundary(char *out, size_t outlen, const char *qid, int64_t now,
 	}
 }
 
-char *
-bounce_format(const struct bounce_msg *m, size_t *len)
+/* A notice being assembled: its words, its parts and its boundary. */
+struct dsn {
+	const struct bounce_msg *m;
+	enum bounce_kind kind;
+	char *host, *host_tok, *sender, *qid_tok; /* cleaned for a header */
+	size_t size;                              /* of the original message */
+	int returned;   /* 0 nothing, 1 header section, 2 whole */
+	size_t ret_len; /* octets of m->orig returned */
+	bool eightbit;  /* in what is returned */
+	struct strbuf text, status;
+	char boundary[ID_MAX + 32];
+};
+
+static const char *const descs[] = {
+    [BOUNCE_FAILURE] = "Undelivered Message",
+    [BOUNCE_DELAY] = "Delayed Message",
+    [BOUNCE_SUCCESS] = "Delivered Message",
+};
+
+/* What to return of the original (RFC 3461 section 4.3; bounce.h). */
+static void
+dsn_returned(struct dsn *d)
+{
+	const struct bounce_msg *m = d->m;
+	const unsigned char *orig = m->orig, *end;
+	size_t orig_len = orig ? m->orig_len : 0;
+
+	d->size = m->orig_size > orig_len ? m->orig_size : orig_len;
+	if (orig_len == 0)
+		return;
+	if (!m->ret_hdrs && d->size <= BOUNCE_RETURN_LIMIT &&
+	    orig_len == d->size) {
+		d->returned = 2;
+		d->ret_len = orig_len;
+	} else {
+		d->returned = 1;
+		if (orig_len >= 2 && orig[0] == '\r' && orig[1] == '\n')
+			d->ret_len = 0; /* empty header section */
+		else if ((end = memmem(orig, orig_len, "\r\n\r\n", 4)) != NULL)
+			d->ret_len = (size_t)(end - orig) + 2;
+		else
+			d->ret_len = orig_len;
+		/* A cut CRLF must not leave a bare CR behind. */
+		if (d->ret_len > 0 && orig[d->ret_len - 1] == '\r')
+			d->ret_len--;
+	}
+	d->eightbit = has_8bit(orig, d->ret_len);
+}
+
+/* The words, the human-readable and machine-readable parts, the
+ * boundary (one that none of the parts holds). */
+static void
+dsn_begin(struct dsn *d, const struct bounce_msg *m)
+{
+	struct strbuf v = {0};
+	struct part parts[3];
+
+	memset(d, 0, sizeof(*d));
+	d->m = m;
+	d->kind = m->kind <= BOUNCE_SUCCESS ? m->kind : BOUNCE_FAILURE;
+	d->host = clean(m->reporting_mta);
+	if (*d->host == '\0') {
+		free(d->host);
+		d->host = xstrdup("localhost");
+	}
+	d->host_tok = safe_token(d->host, "localhost");
+	d->sender = clean(m->sender);
+	d->qid_tok = safe_token(m->queue_id, "noid");
+	dsn_returned(d);
+	build_text(&d->text, m, d->kind, d->host, d->returned, d->size);
+	strbuf_fmt(&v, "dns; %s", d->host);
+	build_status(&d->status, m, d->kind, v.p);
+	free(v.p);
+	parts[0] = (struct part){d->text.p, d->text.len};
+	parts[1] = (struct part){d->status.p, d->status.len};
+	parts[2] = (struct part){(const char *)m->orig, d->ret_len};
+	pick_boundary(d->boundary, sizeof(d->boundary), d->qid_tok, m->now,
+	    parts, d->returned ? 3 : 2);
+}
+
+/* The top-level header (RFC 5322 section 3.6, RFC 3834 section 5). */
+static void
+dsn_header(const struct dsn *d, struct strbuf *out)
 {
 	static const char *const subjects[] = {
 	    [BOUNCE_FAILURE] = "Undelivered Mail Returned to Sender",
@@ -501,130 +582,96 @@ bounce_format(const struct bounce_msg *m, size_t *len)
 	    [BOUNCE_DELAY] = "delay",
 	    [BOUNCE_SUCCESS] = "success",
 	};
-	static const char *const descs[] = {
-	    [BOUNCE_FAILURE] = "Undelivered Message",
-	    [BOUNCE_DELAY] = "Delayed Message",
-	    [BOUNCE_SUCCESS] = "Delivered Message",
-	};
-	enum bounce_kind kind =
-	    m->kind <= BOUNCE_SUCCESS ? m->kind : BOUNCE_FAILURE;
-	struct strbuf out = {0}, text = {0}, status = {0}, v = {0};
-	char *host = clean(m->reporting_mta);
-	char *sender = clean(m->sender);
-	char *qid_tok = safe_token(m->queue_id, "noid");
-	char *host_tok = NULL;
-	const unsigned char *orig = m->orig;
-	size_t orig_len = orig ? m->orig_len : 0;
-	size_t size = m->orig_size > orig_len ? m->orig_size : orig_len;
-	size_t ret_len = 0;
-	int returned = 0; /* 0 nothing, 1 header section, 2 whole */
-	bool eightbit = false;
-	char boundary[ID_MAX + 32];
+	struct strbuf v = {0};
 	char date[DATE_MAX];
-	struct part parts[3];
 
-	if (*host == '\0') {
-		free(host);
-		host = xstrdup("localhost");
-	}
-	host_tok = safe_token(host, "localhost");
-
-	/* What to return (RFC 3461 section 4.3; bounce.h). */
-	if (orig_len > 0) {
-		const unsigned char *end;
-
-		if (!m->ret_hdrs && size <= BOUNCE_RETURN_LIMIT &&
-		    orig_len == size) {
-			returned = 2;
-			ret_len = orig_len;
-		} else {
-			returned = 1;
-			if (orig_len >= 2 && orig[0] == '\r' && orig[1] == '\n')
-				ret_len = 0; /* empty header section */
-			else if ((end = memmem(
-			              orig, orig_len, "\r\n\r\n", 4)) != NULL)
-				ret_len = (size_t)(end - orig) + 2;
-			else
-				ret_len = orig_len;
-			/* A cut CRLF must not leave a bare CR behind. */
-			if (ret_len > 0 && orig[ret_len - 1] == '\r')
-				ret_len--;
-		}
-		eightbit = has_8bit(orig, ret_len);
-	}
-
-	build_text(&text, m, kind, host, returned, size);
+	rfc5322_date(date, sizeof(date), d->m->now);
+	put_field(out, "Date", date);
+	strbuf_fmt(&v, "Mail Delivery System <MAILER-DAEMON@%s>", d->host);
+	put_field(out, "From", v.p);
 	strbuf_truncate(&v, 0);
-	strbuf_fmt(&v, "dns; %s", host);
-	build_status(&status, m, kind, v.p);
-
-	parts[0] = (struct part){text.p, text.len};
-	parts[1] = (struct part){status.p, status.len};
-	parts[2] = (struct part){(const char *)orig, ret_len};
-	pick_boundary(boundary, sizeof(boundary), qid_tok, m->now, parts,
-	    returned ? 3 : 2);
-
-	/* Top-level header (RFC 5322 section 3.6, RFC 3834 section 5). */
-	rfc5322_date(date, sizeof(date), m->now);
-	put_field(&out, "Date", date);
-	strbuf_truncate(&v, 0);
-	strbuf_fmt(&v, "Mail Delivery System <MAILER-DAEMON@%s>", host);
-	put_field(&out, "From", v.p);
-	strbuf_truncate(&v, 0);
-	strbuf_fmt(&v, "<%s>", sender);
-	put_field(&out, "To", v.p);
-	put_field(&out, "Subject", subjects[kind]);
-	put_field(&out, "Auto-Submitted", "auto-replied");
+	strbuf_fmt(&v, "<%s>", d->sender);
+	put_field(out, "To", v.p);
+	put_field(out, "Subject", subjects[d->kind]);
+	put_field(out, "Auto-Submitted", "auto-replied");
 	/* The time keeps a second delay notice from reusing the ID. */
-	strbuf_fmt(&out, "Message-ID: <%s.%s.%lld@%s>\r\n", qid_tok,
-	    kinds[kind], (long long)m->now, host_tok);
-	put_field(&out, "MIME-Version", "1.0");
-	strbuf_fmt(&out,
+	strbuf_fmt(out, "Message-ID: <%s.%s.%lld@%s>\r\n", d->qid_tok,
+	    kinds[d->kind], (long long)d->m->now, d->host_tok);
+	put_field(out, "MIME-Version", "1.0");
+	strbuf_fmt(out,
 	    "Content-Type: multipart/report; report-type=delivery-status;\r\n"
 	    "\tboundary=\"%s\"\r\n",
-	    boundary);
-	if (eightbit)
-		put_field(&out, "Content-Transfer-Encoding", "8bit");
-	strbuf_str(&out, "\r\nThis is a MIME-encapsulated message.\r\n");
+	    d->boundary);
+	if (d->eightbit)
+		put_field(out, "Content-Transfer-Encoding", "8bit");
+	strbuf_str(out, "\r\nThis is a MIME-encapsulated message.\r\n");
+	free(v.p);
+}
 
-	/* The parts; each delimiter's leading CRLF belongs to it. */
-	strbuf_fmt(&out,
+/* The returned message or its header section, as the third part. */
+static void
+dsn_returned_part(const struct dsn *d, struct strbuf *out)
+{
+	struct strbuf v = {0};
+
+	strbuf_fmt(out, "\r\n--%s\r\n", d->boundary);
+	if (d->returned == 2) {
+		put_field(out, "Content-Type", "message/rfc822");
+		put_field(out, "Content-Description", descs[d->kind]);
+	} else {
+		put_field(out, "Content-Type", "text/rfc822-headers");
+		strbuf_fmt(&v, "%s Headers", descs[d->kind]);
+		put_field(out, "Content-Description", v.p);
+	}
+	if (d->eightbit)
+		put_field(out, "Content-Transfer-Encoding", "8bit");
+	strbuf_str(out, "\r\n");
+	strbuf_add(out, d->m->orig, d->ret_len);
+	free(v.p);
+}
+
+/* The parts; each delimiter's leading CRLF belongs to it. */
+static void
+dsn_parts(const struct dsn *d, struct strbuf *out)
+{
+	strbuf_fmt(out,
 	    "\r\n--%s\r\n"
 	    "Content-Type: text/plain; charset=us-ascii\r\n"
 	    "Content-Description: Notification\r\n\r\n",
-	    boundary);
-	strbuf_add(&out, text.p, text.len);
-	strbuf_fmt(&out,
+	    d->boundary);
+	strbuf_add(out, d->text.p, d->text.len);
+	strbuf_fmt(out,
 	    "\r\n--%s\r\n"
 	    "Content-Type: message/delivery-status\r\n"
 	    "Content-Description: Delivery report\r\n\r\n",
-	    boundary);
-	strbuf_add(&out, status.p, status.len);
-	if (returned) {
-		strbuf_fmt(&out, "\r\n--%s\r\n", boundary);
-		if (returned == 2) {
-			put_field(&out, "Content-Type", "message/rfc822");
-			put_field(&out, "Content-Description", descs[kind]);
-		} else {
-			put_field(&out, "Content-Type", "text/rfc822-headers");
-			strbuf_truncate(&v, 0);
-			strbuf_fmt(&v, "%s Headers", descs[kind]);
-			put_field(&out, "Content-Description", v.p);
-		}
-		if (eightbit)
-			put_field(&out, "Content-Transfer-Encoding", "8bit");
-		strbuf_str(&out, "\r\n");
-		strbuf_add(&out, orig, ret_len);
-	}
-	strbuf_fmt(&out, "\r\n--%s--\r\n", boundary);
+	    d->boundary);
+	strbuf_add(out, d->status.p, d->status.len);
+	if (d->returned)
+		dsn_returned_part(d, out);
+	strbuf_fmt(out, "\r\n--%s--\r\n", d->boundary);
+}
 
-	free(v.p);
-	free(status.p);
-	free(text.p);
-	free(host_tok);
-	free(qid_tok);
-	free(sender);
-	free(host);
+static void
+dsn_free(struct dsn *d)
+{
+	free(d->status.p);
+	free(d->text.p);
+	free(d->host_tok);
+	free(d->qid_tok);
+	free(d->sender);
+	free(d->host);
+}
+
+char *
+bounce_format(const struct bounce_msg *m, size_t *len)
+{
+	struct strbuf out = {0};
+	struct dsn d;
+
+	dsn_begin(&d, m);
+	dsn_header(&d, &out);
+	dsn_parts(&d, &out);
+	dsn_free(&d);
 	*len = out.len;
 	return out.p;
 }
