@@ -38,7 +38,7 @@ COMMON_SRCS = common/util.c common/sync.c common/log.c common/config.c common/ci
               common/strbuf.c common/utf8.c common/queueid.c common/vocab.c
 SQL_SRCS    = sql/store.c sql/sqlite.c sql/sqlite_admin.c
 SQL_ASM     = sql/embed.S
-TLS_SRCS    = tls/conn.c tls/tls.c
+TLS_SRCS    = tls/conn.c tls/tls.c tls/base64.c
 DNS_SRCS    = dns/dns.c
 QUEUE_SRCS  = queue/queue.c queue/smtpc.c queue/smtpwire.c queue/deliver.c \
               queue/dests.c \
@@ -63,11 +63,11 @@ BIN      = $(BUILD)/sluice
 ROOMS      = server queue sql dns tls common
 ROOM_LIBS  = $(ROOMS:%=$(BUILD)/lib%.a)
 UNIT_TESTS = parse data config auth bounce dns metrics json strbuf anvil \
-             smtpwire dests store vocab
+             smtpwire dests store vocab base64
 test_parse_ROOMS    = server common
 test_data_ROOMS     = server common
 test_config_ROOMS   = common
-test_auth_ROOMS     = server common
+test_auth_ROOMS     = server tls common
 test_bounce_ROOMS   = queue common
 test_dns_ROOMS      = dns common
 test_metrics_ROOMS  = common
@@ -78,6 +78,7 @@ test_smtpwire_ROOMS = server queue tls common # server: its DATA decoder reads b
 test_dests_ROOMS    = queue common
 test_store_ROOMS    = sql common
 test_vocab_ROOMS    = common
+test_base64_ROOMS   = tls common
 UNIT_BINS  = $(UNIT_TESTS:%=$(BUILD)/tests/test_%)
 
 # Fuzz targets (tests/fuzz/fuzz_NAME.c, docs/fuzzing.md).  `make test`

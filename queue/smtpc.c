@@ -10,6 +10,7 @@
  *     dot-stuffing (DATA) or as BDAT chunks; it is never whole in memory.
  */
 #include "smtpc.h"
+#include "base64.h"
 #include "config.h"
 #include "conn.h"
 #include "log.h"
@@ -150,29 +151,6 @@ start_tls(struct smtpc *c, char *why)
 	return true;
 }
 
-/* Base64 for AUTH (RFC 4648). */
-static void
-b64(const unsigned char *in, size_t len, char *out, size_t outlen)
-{
-	static const char t[] =
-	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-	size_t i, o = 0;
-
-	for (i = 0; i < len && o + 5 < outlen; i += 3) {
-		unsigned v = (unsigned)in[i] << 16;
-
-		if (i + 1 < len)
-			v |= (unsigned)in[i + 1] << 8;
-		if (i + 2 < len)
-			v |= in[i + 2];
-		out[o++] = t[(v >> 18) & 63];
-		out[o++] = t[(v >> 12) & 63];
-		out[o++] = i + 1 < len ? t[(v >> 6) & 63] : '=';
-		out[o++] = i + 2 < len ? t[v & 63] : '=';
-	}
-	out[o] = '\0';
-}
-
 static enum res
 authenticate(struct smtpc *c, struct smtp_reply *r, char *why)
 {
@@ -197,16 +175,15 @@ authenticate(struct smtpc *c, struct smtp_reply *r, char *why)
 		memcpy(plain + 1, u, ul);
 		plain[1 + ul] = '\0';
 		memcpy(plain + 2 + ul, p, pl);
-		b64(plain, ul + pl + 2, enc, sizeof(enc));
-		ok = command(c, r, why, "AUTH PLAIN %s", enc);
+		ok = base64_encode(plain, ul + pl + 2, enc, sizeof(enc)) >= 0 &&
+		     command(c, r, why, "AUTH PLAIN %s", enc);
 	} else if (c->ext.auth_login) {
-		b64((const unsigned char *)u, ul, enc, sizeof(enc));
-		ok = command(c, r, why, "AUTH LOGIN") && r->code == 334 &&
+		ok = base64_encode(u, ul, enc, sizeof(enc)) >= 0 &&
+		     command(c, r, why, "AUTH LOGIN") && r->code == 334 &&
 		     command(c, r, why, "%s", enc) && r->code == 334;
-		if (ok) {
-			b64((const unsigned char *)p, pl, enc, sizeof(enc));
-			ok = command(c, r, why, "%s", enc);
-		}
+		if (ok)
+			ok = base64_encode(p, pl, enc, sizeof(enc)) >= 0 &&
+			     command(c, r, why, "%s", enc);
 	} else {
 		why_set(why, "4.7.0 %s offers no AUTH PLAIN or LOGIN", c->host);
 		return RES_TEMP;

@@ -24,6 +24,7 @@
  *     wiped with explicit_bzero before they are released.
  */
 #include "auth.h"
+#include "base64.h"
 #include "util.h"
 
 #include <crypt.h>
@@ -58,9 +59,6 @@ struct auth_db {
  */
 static const char dummy_hash[] = "$y$j9T$ZihQDvr3vRa.bdHkQEmAa.$"
                                  "dRxZ6JR6ERnLp1iN51O8hv3FaW.BpU8ejXu17G0dKl2";
-
-static const char b64_alphabet[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 /* Set by passwd_on_signal while the terminal has echo turned off. */
 static volatile sig_atomic_t passwd_signo;
@@ -481,106 +479,15 @@ out:
 	return result;
 }
 
-/* Value of a base64 character, or -1. */
-static int
-b64_value(unsigned char c)
-{
-	const char *p;
-
-	if (c == '\0')
-		return -1;
-	p = strchr(b64_alphabet, c);
-	return p != NULL ? (int)(p - b64_alphabet) : -1;
-}
-
-/*
- * Strict: length a multiple of 4, only the alphabet, "=" padding only at
- * the end, and the unused bits before padding zero (RFC 4648 section 3.5:
- * canonical encodings only).
- */
 int
 auth_b64_decode(const char *in, char *out, size_t outlen)
 {
-	size_t inlen = strlen(in), npad = 0, need, i, o = 0;
-
 	if (outlen == 0)
 		return -1;
 	out[0] = '\0';
 	if (strcmp(in, "=") == 0)
 		return 0; /* RFC 4954 section 4: empty initial response */
-	if (inlen % 4 != 0)
-		return -1;
-	if (inlen > 0 && in[inlen - 1] == '=')
-		npad = inlen > 1 && in[inlen - 2] == '=' ? 2 : 1;
-	need = inlen / 4 * 3 - npad;
-	if (need >= outlen || need > INT_MAX)
-		return -1;
-	for (i = 0; i < inlen; i += 4) {
-		int v[4], k, nchars = 4;
-		uint32_t q = 0;
-
-		if (i + 4 == inlen)
-			nchars -= (int)npad;
-		for (k = 0; k < 4; k++) {
-			v[k] = k < nchars ? b64_value((unsigned char)in[i + k])
-			                  : 0;
-			if (v[k] < 0)
-				goto bad;
-			q = q << 6 | (uint32_t)v[k];
-		}
-		out[o++] = (char)(q >> 16);
-		if (nchars > 2)
-			out[o++] = (char)(q >> 8 & 0xff);
-		if (nchars > 3)
-			out[o++] = (char)(q & 0xff);
-		/* canonical: the bits that padding drops must be zero */
-		if ((nchars == 2 && (q & 0xffff) != 0) ||
-		    (nchars == 3 && (q & 0xff) != 0))
-			goto bad;
-	}
-	out[o] = '\0';
-	return (int)o;
-bad:
-	out[0] = '\0';
-	return -1;
-}
-
-int
-auth_b64_encode(const void *in, size_t len, char *out, size_t outlen)
-{
-	const unsigned char *p = in;
-	size_t i, o = 0;
-
-	if (len > (size_t)INT_MAX / 4 * 3 - 3 ||
-	    outlen < (len + 2) / 3 * 4 + 1) {
-		if (outlen > 0)
-			out[0] = '\0';
-		return -1;
-	}
-	for (i = 0; i + 2 < len; i += 3) {
-		uint32_t q =
-		    (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8 | p[i + 2];
-
-		out[o++] = b64_alphabet[q >> 18];
-		out[o++] = b64_alphabet[q >> 12 & 63];
-		out[o++] = b64_alphabet[q >> 6 & 63];
-		out[o++] = b64_alphabet[q & 63];
-	}
-	if (len - i == 1) {
-		out[o++] = b64_alphabet[p[i] >> 2];
-		out[o++] = b64_alphabet[(p[i] & 3) << 4];
-		out[o++] = '=';
-		out[o++] = '=';
-	} else if (len - i == 2) {
-		uint32_t q = (uint32_t)p[i] << 8 | p[i + 1];
-
-		out[o++] = b64_alphabet[q >> 10];
-		out[o++] = b64_alphabet[q >> 4 & 63];
-		out[o++] = b64_alphabet[(q & 15) << 2];
-		out[o++] = '=';
-	}
-	out[o] = '\0';
-	return (int)o;
+	return base64_decode(in, out, outlen);
 }
 
 /* Copy msg[from..to) into a field of AUTH_FIELD_MAX octets. */

@@ -64,16 +64,12 @@ bool auth_db_sender_allowed(
 char *auth_hash_password(const char *password, char *why);
 
 /*
- * Decode RFC 4648 base64 `in` into `out` (capacity `outlen`, always
- * NUL-terminated).  Returns the decoded length, or -1 for malformed base64
- * or output that does not fit.  "=" alone decodes to the empty string
- * (RFC 4954 section 4: an empty initial response).
+ * Decode a SASL response: canonical base64 (tls/base64.h) into `out`
+ * (capacity `outlen`, always NUL-terminated), or "=" alone, the empty
+ * string (RFC 4954 section 4: an empty initial response).  Returns the
+ * decoded length, or -1 for malformed base64 or output that does not fit.
  */
 int auth_b64_decode(const char *in, char *out, size_t outlen);
-
-/* Encode `len` octets as base64 into `out` (NUL-terminated); -1 if too
- * small. */
-int auth_b64_encode(const void *in, size_t len, char *out, size_t outlen);
 
 /*
  * Split a decoded SASL PLAIN message "authzid NUL authcid NUL passwd"

@@ -1,8 +1,8 @@
 /*
- * fuzz_auth.c - SMTP AUTH decoding (server/auth.c): auth_b64_decode,
- * auth_b64_encode and sasl_plain_split.  The input is used three ways: as
- * the base64 text a client sends (a C string: the session refuses a line
- * with a NUL), as octets to encode, and as a decoded PLAIN message.  The
+ * fuzz_auth.c - SMTP AUTH decoding (server/auth.c, tls/base64.c):
+ * auth_b64_decode, base64_encode and sasl_plain_split.  The input is used three
+ * ways: as the base64 text a client sends (a C string: the session refuses a
+ * line with a NUL), as octets to encode, and as a decoded PLAIN message.  The
  * first octet also chooses the decoder's output capacity.
  *
  * Properties, checked against GnuTLS's base64 (gnutls_base64_encode2 and
@@ -11,7 +11,7 @@
  *    of what it returned (GnuTLS encodes the result back to the input),
  *    except "=" (RFC 4954 section 4: an empty response);
  *  - complete: the canonical encoding of any octets decodes to them when
- *    they fit, and auth_b64_encode produces exactly GnuTLS's encoding;
+ *    they fit, and base64_encode produces exactly GnuTLS's encoding;
  *  - bounded: the output is NUL-terminated within its capacity (each
  *    buffer exactly that big, for AddressSanitizer);
  *  - sasl_plain_split accepts exactly the messages with two NULs, a
@@ -20,6 +20,7 @@
  *    field keeps anything.
  */
 #include "auth.h"
+#include "base64.h"
 #include "fuzz.h"
 
 #include <gnutls/gnutls.h>
@@ -85,10 +86,10 @@ check_round_trip(const uint8_t *p, size_t n, size_t cap)
 	mine = malloc(tl + 1);
 	if (mine == NULL)
 		abort();
-	k = auth_b64_encode(p, n, mine, tl + 1);
+	k = base64_encode(p, n, mine, tl + 1);
 	FUZZ_ASSERT(k == (int)tl && strcmp(mine, text) == 0,
-	    "auth_b64_encode is GnuTLS's encoding");
-	FUZZ_ASSERT(auth_b64_encode(p, n, mine, tl) == -1 && mine[0] == '\0',
+	    "base64_encode is GnuTLS's encoding");
+	FUZZ_ASSERT(base64_encode(p, n, mine, tl) == -1 && mine[0] == '\0',
 	    "one octet short is refused");
 	free(mine);
 

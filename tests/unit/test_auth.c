@@ -392,59 +392,7 @@ test_b64_decode(void)
 	CHECK(auth_b64_decode("Zg==", out, 0) == -1, "b64 decode: no room");
 }
 
-struct ecase64 {
-	const char *in;
-	size_t len;
-	size_t outlen;   /* 0: 64 */
-	const char *out; /* NULL: -1 */
-};
-
 #define S(x) x, sizeof(x) - 1
-
-static const struct ecase64 encases[] = {
-    {S(""), 0, ""},
-    {S("f"), 0, "Zg=="},
-    {S("fo"), 0, "Zm8="},
-    {S("foo"), 0, "Zm9v"},
-    {S("foob"), 0, "Zm9vYg=="},
-    {S("fooba"), 0, "Zm9vYmE="},
-    {S("foobar"), 0, "Zm9vYmFy"},
-    {S("\0alice\0secret"), 0, "AGFsaWNlAHNlY3JldA=="},
-    {S("\xff\xfe\xfd"), 0, "//79"},
-    {S("\xfb\xff"), 0, "+/8="},
-    {S("foo"), 5, "Zm9v"},
-    {S("foo"), 4, NULL},
-    {S("f"), 4, NULL},
-    {S(""), 1, ""},
-};
-
-static void
-test_b64_encode(void)
-{
-	unsigned char all[256];
-	char out[64], big[400], back[300];
-	size_t i;
-
-	for (i = 0; i < NELEM(encases); i++) {
-		const struct ecase64 *c = &encases[i];
-		size_t outlen = c->outlen ? c->outlen : sizeof(out);
-		int r = auth_b64_encode(c->in, c->len, out, outlen);
-
-		if (c->out != NULL)
-			CHECK(r == (int)strlen(c->out) &&
-			          strcmp(out, c->out) == 0,
-			    "b64 encode #%zu -> \"%s\" (got %d \"%s\")", i,
-			    c->out, r, r >= 0 ? out : "");
-		else
-			CHECK(r == -1, "b64 encode #%zu: too small", i);
-	}
-	for (i = 0; i < sizeof(all); i++)
-		all[i] = (unsigned char)i;
-	CHECK(auth_b64_encode(all, sizeof(all), big, sizeof(big)) == 344 &&
-	          auth_b64_decode(big, back, sizeof(back)) == 256 &&
-	          memcmp(all, back, 256) == 0,
-	    "b64: every octet round-trips");
-}
 
 struct pcase {
 	const char *name;
@@ -694,7 +642,6 @@ main(void)
 	test_errors();
 	test_hash_password();
 	test_b64_decode();
-	test_b64_encode();
 	test_sasl_plain();
 	test_passwd();
 	UNIT_DONE();
