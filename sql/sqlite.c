@@ -1022,7 +1022,7 @@ sq_list_unreported(
 	    "WHERE p.msg_id = r.msg_id AND p.state IN ('queued', 'deferred')) "
 	    "LIMIT ?1",
 	    why);
-	int n = 0, rc;
+	int n = 0, rc = SQLITE_DONE;
 
 	if (st == NULL)
 		return -1;
