@@ -28,7 +28,7 @@ SANFLAGS ?=
 DEBUGFLAGS ?=
 ALL_CFLAGS = -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE \
              -D_GNU_SOURCE $(CFLAGS) $(WARN) $(EXTRA_CFLAGS) $(SANFLAGS) $(DEBUGFLAGS) \
-             -pthread -Icommon -Iserver -Iqueue -Isql -Itls -Idns \
+             -pthread -Icommon -Icli -Iserver -Iqueue -Isql -Itls -Idns \
              $(PKG_CFLAGS) -MMD -MP
 LDLIBS    = $(PKG_LIBS) -pthread
 PREFIX   ?= /usr/local
@@ -46,12 +46,13 @@ QUEUE_SRCS  = queue/queue.c queue/smtpc.c queue/smtpwire.c queue/deliver.c \
 SERVER_SRCS = server/parse.c server/data.c server/session.c server/pool.c \
               server/waiter.c server/anvil.c \
               server/auth.c server/listener.c server/httpd.c server/privs.c \
-              server/loadcfg.c \
-              server/queuecmd.c server/sendmail.c server/health.c
-MAIN_SRCS   = server/main.c
+              server/loadcfg.c server/serve.c
+CLI_SRCS    = cli/queue.c cli/sendmail.c cli/health.c cli/passwd.c \
+              cli/check.c cli/resolve.c
+MAIN_SRCS   = cli/main.c
 
 LIB_SRCS = $(COMMON_SRCS) $(SQL_SRCS) $(TLS_SRCS) $(DNS_SRCS) $(QUEUE_SRCS) \
-           $(SERVER_SRCS)
+           $(SERVER_SRCS) $(CLI_SRCS)
 LIB_OBJS = $(LIB_SRCS:%.c=$(BUILD)/%.o) $(BUILD)/sql/embed.o
 BIN      = $(BUILD)/sluice
 
@@ -60,14 +61,14 @@ BIN      = $(BUILD)/sluice
 # after it, never those before): the linker takes from them only the
 # objects the test needs, and a module that reaches into a room its test
 # does not name fails to link.  A test without a list links every room.
-ROOMS      = server queue sql dns tls common
+ROOMS      = cli server queue sql dns tls common
 ROOM_LIBS  = $(ROOMS:%=$(BUILD)/lib%.a)
 UNIT_TESTS = parse data config auth bounce dns metrics json strbuf anvil \
              smtpwire dests store vocab base64
 test_parse_ROOMS    = server common
 test_data_ROOMS     = server common
 test_config_ROOMS   = common
-test_auth_ROOMS     = server tls common
+test_auth_ROOMS     = cli server tls common
 test_bounce_ROOMS   = queue common
 test_dns_ROOMS      = dns common
 test_metrics_ROOMS  = common
@@ -97,7 +98,7 @@ FUZZ_SANFLAGS = -fsanitize=fuzzer-no-link,address,undefined \
 
 all: $(BIN)
 
-$(BIN): $(LIB_OBJS) $(BUILD)/server/main.o
+$(BIN): $(LIB_OBJS) $(BUILD)/cli/main.o
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/%.o: %.c
@@ -109,6 +110,7 @@ $(BUILD)/sql/embed.o: sql/embed.S sql/schema.sql sql/views.sql sql/upgrade-2.sql
 	@mkdir -p $(dir $@)
 	$(CC) $(SANFLAGS) -c -o $@ sql/embed.S
 
+$(BUILD)/libcli.a: $(CLI_SRCS:%.c=$(BUILD)/%.o)
 $(BUILD)/libserver.a: $(SERVER_SRCS:%.c=$(BUILD)/%.o)
 $(BUILD)/libqueue.a: $(QUEUE_SRCS:%.c=$(BUILD)/%.o)
 $(BUILD)/libsql.a: $(SQL_SRCS:%.c=$(BUILD)/%.o) $(BUILD)/sql/embed.o
@@ -217,7 +219,7 @@ fmt-check:
 
 lint:
 	cppcheck --quiet --error-exitcode=1 --enable=warning,portability \
-	    --inline-suppr -Icommon -Iserver -Iqueue -Isql -Itls \
+	    --inline-suppr -Icommon -Icli -Iserver -Iqueue -Isql -Itls -Idns \
 	    $(LIB_SRCS) $(MAIN_SRCS)
 
 # make install [DESTDIR=/staging] [PREFIX=/usr/local] [SENDMAIL_LINK=yes [FORCE=yes]]

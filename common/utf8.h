@@ -2,7 +2,7 @@
  * utf8.h - UTF-8 sequences (RFC 3629 section 4): the one decoder behind
  * the SMTP parser's validation (server/parse.c), JSON escaping
  * (common/json.c) and the queue CLI's terminal output
- * (server/queuecmd.c).
+ * (cli/queue.c).
  *
  * Threads: pure functions on the caller's memory; any thread.
  */

@@ -81,11 +81,9 @@ int sasl_plain_split(
     const char *msg, size_t len, char *authzid, char *authcid, char *passwd);
 
 /*
- * `sluice passwd USER`: read the password as one line on standard input
- * (when standard input is a terminal: prompt twice on /dev/tty without
- * echo, and insist the two match), and print "USER:HASH" to standard
- * output.  Returns the process exit status.
+ * Whether `user` can be a user name: it fits "USER:HASH" and a SASL field
+ * (a token of 1 to AUTH_FIELD_MAX - 1 octets, without ':').
  */
-int auth_cmd_passwd(const char *user);
+bool auth_user_name_ok(const char *user);
 
 #endif

@@ -1,13 +1,13 @@
 /*
  * loadcfg.c - finding and loading the configuration, for `sluice serve`
  * and the commands beside it, where those commands reach a listener, and
- * the paths derived from queue_path (see cmds.h).
+ * the paths derived from queue_path (see loadcfg.h).
  *
  * Threads: called by main() and the commands before any thread starts, and
  * on SIGHUP by the main thread; no shared state.
  */
 #include "cidr.h"
-#include "cmds.h"
+#include "loadcfg.h"
 #include "log.h"
 
 #include <arpa/inet.h>
@@ -135,4 +135,32 @@ tls_paths(const struct config *cfg, char *cert, char *key, size_t len)
 	data_dir(cfg, dir, sizeof(dir));
 	snprintf(cert, len, "%s/selfsigned-cert.pem", dir);
 	snprintf(key, len, "%s/selfsigned-key.pem", dir);
+}
+
+int
+loadcfg_args(int argc, char **argv, const char *usage, const char **path,
+    const char **arg)
+{
+	int i;
+
+	*path = NULL;
+	if (arg != NULL)
+		*arg = NULL;
+	for (i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "-c") == 0 && i + 1 < argc) {
+			*path = argv[++i];
+		} else if (arg != NULL && *arg == NULL && argv[i][0] != '-') {
+			*arg = argv[i];
+		} else {
+			fprintf(stderr, "sluice: unexpected argument \"%s\"\n",
+			    argv[i]);
+			fprintf(stderr, "usage: %s\n", usage);
+			return 2;
+		}
+	}
+	if (arg != NULL && *arg == NULL) {
+		fprintf(stderr, "usage: %s\n", usage);
+		return 2;
+	}
+	return 0;
 }

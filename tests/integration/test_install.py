@@ -619,7 +619,7 @@ def dockerfile_stages_build_and_copy_what_make_install_makes():
         needed += [d + "/" + n for n in os.listdir(src(d))]
     for n in needed:
         assert not ignored(n, pats), "%s is excluded by .dockerignore" % n
-    for n in ("build/sluice", "build-asan/server/main.o", "build-h4-tsan/sluice",
+    for n in ("build/sluice", "build-asan/cli/main.o", "build-h4-tsan/sluice",
               "var/queue.db", ".git/HEAD", "bench/.cache/x"):
         assert ignored(n, pats), "%s is not excluded by .dockerignore" % n
     # The runtime stage copies files of that install, to the same paths.

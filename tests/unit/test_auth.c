@@ -8,6 +8,7 @@
  * hash operations stays small (about 30).
  */
 #include "auth.h"
+#include "cli.h"
 #include "util.h"
 #include "unit.h"
 
@@ -478,7 +479,7 @@ test_sasl_plain(void)
 }
 
 /*
- * Run auth_cmd_passwd(user) with standard input from `input` (`len`
+ * Run `sluice passwd user` (passwd_cmd) with standard input from `input` (`len`
  * octets) and standard output and error captured.
  */
 static int
@@ -505,7 +506,11 @@ run_passwd(
 	dup2(fd, 2);
 	close(fd);
 
-	status = auth_cmd_passwd(user);
+	{
+		char *argv[] = {"passwd", (char *)user, NULL};
+
+		status = passwd_cmd(2, argv);
+	}
 
 	fflush(stdout);
 	fflush(stderr);

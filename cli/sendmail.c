@@ -18,7 +18,8 @@
  *
  * Threads: single-threaded command; no shared state.
  */
-#include "cmds.h"
+#include "cli.h"
+#include "loadcfg.h"
 #include "conn.h"
 #include "store.h"
 #include "envelope.h"

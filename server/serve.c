@@ -1,7 +1,7 @@
 /*
- * main.c - the sluice binary: subcommands, start-up and shutdown.
+ * serve.c - `sluice serve`: start-up, reload and shutdown of the relay.
  *
- * Threads: main() runs on the main thread, which after start-up only waits
+ * Threads: serve_cmd runs on the main thread, which after start-up only waits
  * for signals (sigwait) and drives shutdown.  All signals of interest are
  * blocked before any other thread starts, so no thread is ever interrupted
  * by a handler.
@@ -18,7 +18,7 @@
  * a transaction is either committed or it never happened.
  */
 #include "auth.h"
-#include "cmds.h"
+#include "loadcfg.h"
 #include "config.h"
 #include "deliver.h"
 #include "dns.h"
@@ -29,6 +29,7 @@
 #include "pool.h"
 #include "privs.h"
 #include "queue.h"
+#include "serve.h"
 #include "server.h"
 #include "tls.h"
 #include "util.h"
@@ -45,38 +46,6 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-
-static void
-usage(FILE *f)
-{
-	fprintf(f,
-	    "usage: sluice COMMAND [-c FILE]\n"
-	    "\n"
-	    "commands:\n"
-	    "  serve         run the relay in the foreground\n"
-	    "  check-config  check the configuration and report every "
-	    "problem\n"
-	    "  resolve DOMAIN  show where mail for DOMAIN would go (MX "
-	    "hosts and\n"
-	    "                addresses, in the order they are tried)\n"
-	    "  passwd USER   hash a password read on standard input and "
-	    "print\n"
-	    "                the line USER:HASH for the auth_users file\n"
-	    "  queue ...     list, show and change queued mail (sluice queue "
-	    "help)\n"
-	    "  sendmail [-t] [-f SENDER] [-i] [RCPT...]\n"
-	    "                submit a message read on standard input\n"
-	    "  health        exit 0 when the relay answers SMTP and its queue "
-	    "is\n"
-	    "                writable (for HEALTHCHECK and monitoring)\n"
-	    "  version       print the version\n"
-	    "\n"
-	    "The configuration is FILE, else $SLUICE_CONFIG, else %s;\n"
-	    "when none of these exists, the built-in defaults are used.\n"
-	    "Any key can also be set as SLUICE_<KEY> in the environment\n"
-	    "(SLUICE_RELAY_NETWORKS=...), which wins over the file.\n",
-	    DEFAULT_CONFIG);
-}
 
 /* mkdir -p for the directory that will hold `file`. */
 static int
@@ -110,9 +79,8 @@ out:
 	return rc;
 }
 
-/* Load (and on first start generate) the TLS credentials.  NULL + why. */
-static struct tls_creds *
-load_tls(const struct config *cfg, bool generate, char *why)
+struct tls_creds *
+serve_load_tls(const struct config *cfg, bool generate, char *why)
 {
 	char cert[4096], key[4096];
 
@@ -132,9 +100,8 @@ load_tls(const struct config *cfg, bool generate, char *why)
 	return tls_creds_load(cert, key, cfg->tls_priority, why);
 }
 
-/* Load auth_users; NULL without error when AUTH is not configured. */
-static struct auth_db *
-load_auth(const struct config *cfg, bool *failed)
+struct auth_db *
+serve_load_auth(const struct config *cfg, bool *failed)
 {
 	struct auth_db *db;
 	int nerr = 0;
@@ -234,14 +201,14 @@ reload(struct serving *sv)
 		    cfg->tls_cert);
 		keep_creds = true;
 	} else if (tls_priority_check(cfg->tls_priority, why) != 0 ||
-	           (creds = load_tls(cfg, true, why)) == NULL) {
+	           (creds = serve_load_tls(cfg, true, why)) == NULL) {
 		log_err("main",
 		    "SIGHUP: TLS: %s: keeping the old certificate and "
 		    "configuration",
 		    why);
 		goto fail;
 	}
-	db = load_auth(cfg, &failed);
+	db = serve_load_auth(cfg, &failed);
 	if (failed) {
 		log_err("main",
 		    "SIGHUP: %s has errors: keeping the old auth_users and "
@@ -393,9 +360,9 @@ start_serving(struct serving *sv, char *why)
 	if (sv->lis == NULL)
 		return -1;
 	if (cfg->tls_cert[0] != '\0' &&
-	    (creds = load_tls(cfg, false, why)) == NULL)
+	    (creds = serve_load_tls(cfg, false, why)) == NULL)
 		return -1;
-	db = load_auth(cfg, &failed);
+	db = serve_load_auth(cfg, &failed);
 	if (failed) {
 		tls_creds_unref(creds);
 		why_set(why, "%s has errors", cfg->auth_users);
@@ -425,7 +392,7 @@ start_serving(struct serving *sv, char *why)
 		    dir, privs.name, privs.name, dir);
 		return -1;
 	}
-	if (creds == NULL && (creds = load_tls(cfg, true, why)) == NULL)
+	if (creds == NULL && (creds = serve_load_tls(cfg, true, why)) == NULL)
 		return -1;
 	holder_set(sv->srv.tls, creds);
 	sv->srv.queue = queue_open(cfg->queue_path, why);
@@ -439,19 +406,23 @@ start_serving(struct serving *sv, char *why)
 	return 0;
 }
 
-static int
-cmd_serve(const char *path)
+int
+serve_cmd(int argc, char **argv)
 {
 	struct serving sv;
 	struct server *srv = &sv.srv;
 	struct config *cfg;
 	struct pool *pool = NULL;
-	const char *source;
+	const char *source, *path;
 	char why[WHY_MAX], addrs[512];
 	sigset_t set;
 	int i, sig, rc = 1;
 	size_t off = 0;
 
+	rc = loadcfg_args(argc, argv, "sluice serve [-c FILE]", &path, NULL);
+	if (rc != 0)
+		return rc;
+	rc = 1;
 	cfg = load_config(path, &source);
 	if (cfg == NULL)
 		return 1;
@@ -585,146 +556,4 @@ out:
 		    atomic_load(&srv->messages_accepted) == 1 ? "" : "s");
 	holder_free(srv->config);
 	return rc;
-}
-
-static int
-cmd_check_config(const char *path)
-{
-	const char *source;
-	struct config *cfg = load_config(path, &source);
-
-	struct tls_creds *creds;
-	struct auth_db *db;
-	char why[WHY_MAX];
-	bool failed;
-	int rc = 0;
-
-	if (cfg == NULL)
-		return 1;
-	if (tls_priority_check(cfg->tls_priority, why) != 0) {
-		fprintf(stderr, "%s: %s\n", source, why);
-		rc = 1;
-	} else if (cfg->tls_cert[0] != '\0') {
-		creds = load_tls(cfg, false, why);
-		if (creds == NULL) {
-			fprintf(stderr, "%s: %s\n", source, why);
-			rc = 1;
-		}
-		tls_creds_unref(creds);
-	}
-	db = load_auth(cfg, &failed);
-	if (failed)
-		rc = 1;
-	auth_db_free(db);
-	if (rc == 0)
-		printf("%s: configuration OK\n", source);
-	config_free(cfg);
-	return rc;
-}
-
-static int
-cmd_resolve(const char *path, const char *domain)
-{
-	const char *source;
-	struct config *cfg = load_config(path, &source);
-	struct dns_resolver *r = NULL;
-	struct mx_host *hosts = NULL;
-	struct dns_self self = {NULL, NULL, 0};
-	char why[WHY_MAX];
-	enum res res;
-	int i, n = 0, rc = 1;
-
-	if (cfg == NULL)
-		return 1;
-	r = dns_resolver_new(cfg, why);
-	if (r == NULL) {
-		fprintf(stderr, "sluice: %s\n", why);
-		goto out;
-	}
-	self.hostname = cfg->hostname;
-	res = dns_resolve_mx(r, domain, cfg->delivery_port, &self,
-	    cfg->max_mx_hosts, &hosts, &n, why);
-	if (res != RES_OK) {
-		printf("%s %s\n", res == RES_TEMP ? "temporary" : "permanent",
-		    why);
-		rc =
-		    res == RES_TEMP ? 75 : 69; /* EX_TEMPFAIL, EX_UNAVAILABLE */
-		goto out;
-	}
-	for (i = 0; i < n; i++)
-		printf("%s %d %s %d\n", hosts[i].name, hosts[i].pref,
-		    hosts[i].ip,
-		    sockaddr_port((struct sockaddr *)&hosts[i].addr));
-	rc = 0;
-out:
-	free(hosts);
-	dns_resolver_free(r);
-	config_free(cfg);
-	return rc;
-}
-
-int
-main(int argc, char **argv)
-{
-	const char *cmd, *path = NULL, *arg = NULL;
-	int i;
-
-	cmd = strrchr(argv[0], '/') ? strrchr(argv[0], '/') + 1 : argv[0];
-	if (strcmp(cmd, "sendmail") == 0)
-		return sendmail_cmd(argc, argv);
-	if (argc < 2) {
-		usage(stderr);
-		return 2;
-	}
-	cmd = argv[1];
-	if (strcmp(cmd, "sendmail") == 0)
-		return sendmail_cmd(argc - 1, argv + 1);
-	if (strcmp(cmd, "queue") == 0)
-		return queue_cmd(argc - 1, argv + 1);
-	if (strcmp(cmd, "health") == 0)
-		return health_cmd(argc - 1, argv + 1);
-	if (strcmp(cmd, "passwd") == 0) {
-		if (argc != 3) {
-			fprintf(stderr, "usage: sluice passwd USER\n");
-			return 2;
-		}
-		return auth_cmd_passwd(argv[2]);
-	}
-	for (i = 2; i < argc; i++) {
-		if (strcmp(cmd, "resolve") == 0 && argv[i][0] != '-' &&
-		    arg == NULL) {
-			arg = argv[i];
-		} else if (strcmp(argv[i], "-c") == 0 && i + 1 < argc) {
-			path = argv[++i];
-		} else {
-			fprintf(stderr, "sluice: unexpected argument \"%s\"\n",
-			    argv[i]);
-			usage(stderr);
-			return 2;
-		}
-	}
-	if (strcmp(cmd, "serve") == 0)
-		return cmd_serve(path);
-	if (strcmp(cmd, "check-config") == 0)
-		return cmd_check_config(path);
-	if (strcmp(cmd, "resolve") == 0) {
-		if (arg == NULL) {
-			fprintf(
-			    stderr, "usage: sluice resolve DOMAIN [-c FILE]\n");
-			return 2;
-		}
-		return cmd_resolve(path, arg);
-	}
-	if (strcmp(cmd, "version") == 0) {
-		printf("sluice %s\n", SLUICE_VERSION);
-		return 0;
-	}
-	if (strcmp(cmd, "help") == 0 || strcmp(cmd, "-h") == 0 ||
-	    strcmp(cmd, "--help") == 0) {
-		usage(stdout);
-		return 0;
-	}
-	fprintf(stderr, "sluice: unknown command \"%s\"\n", cmd);
-	usage(stderr);
-	return 2;
 }

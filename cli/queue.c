@@ -1,5 +1,5 @@
 /*
- * queuecmd.c - sluice queue: list, show, export and change queued mail
+ * queue.c - sluice queue: list, show, export and change queued mail
  * while the server runs (through sql/store.h; the SQLite side, with its
  * transactions, is sql/sqlite_admin.c).
  *
@@ -17,7 +17,8 @@
  * UTF-8 as '?'.  --json output is escaped by json_fput_str.  Exit status:
  * 0 done, 1 failed (unknown ID, database error), 2 usage error.
  */
-#include "cmds.h"
+#include "cli.h"
+#include "loadcfg.h"
 
 #include "queueid.h"
 #include "store.h"

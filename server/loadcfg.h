@@ -1,10 +1,9 @@
 /*
- * cmds.h - the sluice subcommands that run beside the server: each is
- * called by main() with its own arguments (argv[0] is the command name)
- * and returns the process exit status.
+ * loadcfg.h - finding and loading the configuration, and the places it
+ * names, for the server and for every command (server/loadcfg.c).
  */
-#ifndef SLUICE_CMDS_H
-#define SLUICE_CMDS_H
+#ifndef SLUICE_LOADCFG_H
+#define SLUICE_LOADCFG_H
 
 #include "config.h"
 
@@ -43,14 +42,13 @@ void data_dir(const struct config *cfg, char *dir, size_t len);
  */
 void tls_paths(const struct config *cfg, char *cert, char *key, size_t len);
 
-/* sluice queue SUBCOMMAND ... (server/queuecmd.c) */
-int queue_cmd(int argc, char **argv);
-
-/* sluice sendmail [-t] [-f sender] [-i] [rcpt...] (server/sendmail.c);
- * also how the binary runs when called as "sendmail". */
-int sendmail_cmd(int argc, char **argv);
-
-/* sluice health [-c FILE] (server/health.c) */
-int health_cmd(int argc, char **argv);
+/*
+ * The arguments every command shares: -c FILE into *path and, when
+ * `arg` is not NULL, one operand into *arg (required).  Anything else
+ * prints "sluice: unexpected argument" and `usage` to stderr; returns 0,
+ * or 2 (the usage exit status).
+ */
+int loadcfg_args(int argc, char **argv, const char *usage, const char **path,
+    const char **arg);
 
 #endif
