@@ -4,7 +4,10 @@
  * headers every message needs (From, Date, Message-ID), and submit it
  *
  *   1. over SMTP to the running relay's first /smtp listener (a local
- *      client relays by IP: relay_networks includes 127.0.0.0/8), or,
+ *      client relays by IP: relay_networks includes 127.0.0.0/8), with
+ *      the SMTP client of delivery (queue/smtpc.h), all recipients or
+ *      none (a recipient refused for now stops the message: the caller
+ *      tries again later, and nobody gets it twice), or,
  *   2. when no relay answers, straight into the queue file, as Postfix's
  *      maildrop does, for the relay to deliver when it runs.  Only the
  *      user who owns the queue may do that: SQLite creates its -wal and
@@ -14,7 +17,8 @@
  * that only tune sendmail itself are accepted and ignored, and the modes
  * other than -bm are refused.  Exit status per sysexits.h: 0 sent (or
  * queued), 64 usage, 65 bad input, 67 a recipient refused, 69 refused
- * for good, 75 try again later, 76 protocol error, 78 configuration.
+ * for good, 75 try again later (also: a reply that is not SMTP), 78
+ * configuration.
  *
  * Threads: single-threaded command; no shared state.
  */
@@ -26,6 +30,7 @@
 #include "log.h"
 #include "parse.h"
 #include "queue.h"
+#include "smtpc.h"
 #include "smtpwire.h"
 #include "strbuf.h"
 #include "util.h"
@@ -33,7 +38,6 @@
 #include <errno.h>
 #include <pwd.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,7 +87,8 @@ struct addrs {
 	bool utf8; /* one of them needs SMTPUTF8 */
 };
 
-struct job {
+/* One message on its way in: its envelope, the input and what we add. */
+struct submission {
 	const struct config *cfg;
 	char *sender; /* "" for the null reverse-path */
 	struct addrs rcpts;
@@ -509,8 +514,8 @@ parse_address_list(
  * CRLF; a lone CR inside it is a line break too.  0 or an exit status.
  */
 static int
-add_line(
-    struct job *j, const char *line, size_t len, int lineno, long long limit)
+add_line(struct submission *sub, const char *line, size_t len, int lineno,
+    long long limit)
 {
 	const char *p = line, *end = line + len;
 
@@ -530,13 +535,13 @@ add_line(
 			    lineno, LINE_MAX_OCTETS);
 			return EX_DATAERR;
 		}
-		strbuf_add(&j->raw, p, (size_t)(stop - p));
-		strbuf_add(&j->raw, "\r\n", 2);
+		strbuf_add(&sub->raw, p, (size_t)(stop - p));
+		strbuf_add(&sub->raw, "\r\n", 2);
 		if (cr == NULL)
 			break;
 		p = cr + 1;
 	}
-	if ((long long)j->raw.len > limit) {
+	if ((long long)sub->raw.len > limit) {
 		fprintf(stderr,
 		    "sendmail: the message is larger than max_message_size "
 		    "(%lld octets)\n",
@@ -548,14 +553,14 @@ add_line(
 
 /* Read the message on `in`.  0 or an exit status (message printed). */
 static int
-read_message(FILE *in, bool dot_ends, struct job *j)
+read_message(FILE *in, bool dot_ends, struct submission *sub)
 {
 	char *line = NULL;
 	size_t cap = 0, len;
 	ssize_t n;
 	int lineno = 0, rc = 0;
 
-	strbuf_add(&j->raw, "", 0);
+	strbuf_add(&sub->raw, "", 0);
 	while ((n = getline(&line, &cap, in)) > 0) {
 		len = (size_t)n;
 		lineno++;
@@ -568,7 +573,8 @@ read_message(FILE *in, bool dot_ends, struct job *j)
 			continue;
 		if (dot_ends && len == 1 && line[0] == '.')
 			break;
-		rc = add_line(j, line, len, lineno, j->cfg->max_message_size);
+		rc = add_line(
+		    sub, line, len, lineno, sub->cfg->max_message_size);
 		if (rc != 0)
 			break;
 	}
@@ -626,30 +632,30 @@ field_is(const char *f, const char *name, const char **value)
 }
 
 static void
-add_piece(struct job *j, const char *p, size_t n)
+add_piece(struct submission *sub, const char *p, size_t n)
 {
 	if (n == 0)
 		return;
-	if (j->npieces == j->cap) {
-		j->cap = j->cap ? j->cap * 2 : 8;
-		j->pieces =
-		    xrealloc(j->pieces, sizeof(*j->pieces) * (size_t)j->cap);
+	if (sub->npieces == sub->cap) {
+		sub->cap = sub->cap ? sub->cap * 2 : 8;
+		sub->pieces = xrealloc(
+		    sub->pieces, sizeof(*sub->pieces) * (size_t)sub->cap);
 	}
-	j->pieces[j->npieces].p = p;
-	j->pieces[j->npieces].n = n;
-	j->npieces++;
-	j->size += (int64_t)n;
+	sub->pieces[sub->npieces].p = p;
+	sub->pieces[sub->npieces].n = n;
+	sub->npieces++;
+	sub->size += (int64_t)n;
 }
 
 /* The From header we add: "Full Name" <sender>, or the bare address. */
 static void
-add_from(struct job *j, const char *fullname, const char *addr)
+add_from(struct submission *sub, const char *fullname, const char *addr)
 {
 	const char *c;
 	bool plain = true;
 
 	if (fullname == NULL || fullname[0] == '\0') {
-		strbuf_fmt(&j->added, "From: %s\r\n", addr);
+		strbuf_fmt(&sub->added, "From: %s\r\n", addr);
 		return;
 	}
 	for (c = fullname; *c != '\0'; c++)
@@ -659,16 +665,16 @@ add_from(struct job *j, const char *fullname, const char *addr)
 		        (unsigned char)*c >= 0x80))
 			plain = false;
 	if (plain) {
-		strbuf_fmt(&j->added, "From: %s <%s>\r\n", fullname, addr);
+		strbuf_fmt(&sub->added, "From: %s <%s>\r\n", fullname, addr);
 		return;
 	}
-	strbuf_add(&j->added, "From: \"", 7);
+	strbuf_add(&sub->added, "From: \"", 7);
 	for (c = fullname; *c != '\0'; c++) {
 		if (*c == '"' || *c == '\\')
-			strbuf_add(&j->added, "\\", 1);
-		strbuf_add(&j->added, c, 1);
+			strbuf_add(&sub->added, "\\", 1);
+		strbuf_add(&sub->added, c, 1);
 	}
-	strbuf_fmt(&j->added, "\" <%s>\r\n", addr);
+	strbuf_fmt(&sub->added, "\" <%s>\r\n", addr);
 }
 
 /* What the header section of the input holds. */
@@ -684,16 +690,16 @@ struct headers {
  * exit status.
  */
 static int
-scan_headers(struct job *j, bool from_headers, struct headers *h)
+scan_headers(struct submission *sub, bool from_headers, struct headers *h)
 {
 	const char *f, *value;
 	size_t off = 0, flen;
 	char why[WHY_MAX];
 
 	memset(h, 0, sizeof(*h));
-	while (off < j->raw.len && j->raw.p[off] != '\r' &&
-	       (flen = field_len(&j->raw, off)) > 0) {
-		f = j->raw.p + off;
+	while (off < sub->raw.len && sub->raw.p[off] != '\r' &&
+	       (flen = field_len(&sub->raw, off)) > 0) {
+		f = sub->raw.p + off;
 		if (field_is(f, "From", &value))
 			h->has_from = true;
 		else if (field_is(f, "Date", &value))
@@ -705,7 +711,7 @@ scan_headers(struct job *j, bool from_headers, struct headers *h)
 		             field_is(f, "Cc", &value) ||
 		             field_is(f, "Bcc", &value)) &&
 		         parse_address_list(value, flen - (size_t)(value - f),
-		             j->cfg->hostname, &j->rcpts, why) != 0) {
+		             sub->cfg->hostname, &sub->rcpts, why) != 0) {
 			fprintf(stderr, "sendmail: %.*s header: %s\n",
 			    (int)(strcspn(f, " \t:")), f, why);
 			return EX_DATAERR;
@@ -713,27 +719,28 @@ scan_headers(struct job *j, bool from_headers, struct headers *h)
 		off += flen;
 	}
 	h->end = off;
-	h->blank = off < j->raw.len && j->raw.p[off] == '\r';
+	h->blank = off < sub->raw.len && sub->raw.p[off] == '\r';
 	return 0;
 }
 
 /* The headers the message lacks: From, Date, Message-ID. */
 static void
-add_missing(struct job *j, const struct headers *h, const char *fullname,
-    const char *login_addr)
+add_missing(struct submission *sub, const struct headers *h,
+    const char *fullname, const char *login_addr)
 {
 	char date[64], id[QUEUE_ID_LEN + 1];
 
 	if (!h->has_from)
-		add_from(j, fullname, j->sender[0] ? j->sender : login_addr);
+		add_from(
+		    sub, fullname, sub->sender[0] ? sub->sender : login_addr);
 	if (!h->has_date) {
 		rfc5322_date(date, sizeof(date), (int64_t)time(NULL));
-		strbuf_fmt(&j->added, "Date: %s\r\n", date);
+		strbuf_fmt(&sub->added, "Date: %s\r\n", date);
 	}
 	if (!h->has_msgid) {
 		queue_new_id(id);
-		strbuf_fmt(
-		    &j->added, "Message-ID: <%s@%s>\r\n", id, j->cfg->hostname);
+		strbuf_fmt(&sub->added, "Message-ID: <%s@%s>\r\n", id,
+		    sub->cfg->hostname);
 	}
 }
 
@@ -743,266 +750,99 @@ add_missing(struct job *j, const struct headers *h, const char *fullname,
  * the body follows the headers without one, the body.
  */
 static void
-assemble(struct job *j, const struct headers *h)
+assemble(struct submission *sub, const struct headers *h)
 {
 	const char *value;
 	size_t off = 0, span = 0, flen;
 
-	add_piece(j, j->added.p, j->added.len);
+	add_piece(sub, sub->added.p, sub->added.len);
 	while (off < h->end) {
-		flen = field_len(&j->raw, off);
-		if (field_is(j->raw.p + off, "Bcc", &value)) {
-			add_piece(j, j->raw.p + span, off - span);
+		flen = field_len(&sub->raw, off);
+		if (field_is(sub->raw.p + off, "Bcc", &value)) {
+			add_piece(sub, sub->raw.p + span, off - span);
 			span = off + flen;
 		}
 		off += flen;
 	}
-	add_piece(j, j->raw.p + span, h->end - span);
-	if (!h->blank && h->end < j->raw.len)
-		add_piece(j, "\r\n", 2);
-	add_piece(j, j->raw.p + h->end, j->raw.len - h->end);
-	j->eightbit = has_8bit(j->raw.p, j->raw.len) ||
-	              has_8bit(j->added.p, j->added.len);
+	add_piece(sub, sub->raw.p + span, h->end - span);
+	if (!h->blank && h->end < sub->raw.len)
+		add_piece(sub, "\r\n", 2);
+	add_piece(sub, sub->raw.p + h->end, sub->raw.len - h->end);
+	sub->eightbit = has_8bit(sub->raw.p, sub->raw.len) ||
+	                has_8bit(sub->added.p, sub->added.len);
 }
 
 /* Headers, recipients from them (-t), pieces.  0 or an exit status. */
 static int
-build_message(struct job *j, const struct opts *o, const char *login_addr)
+build_message(
+    struct submission *sub, const struct opts *o, const char *login_addr)
 {
 	struct headers h;
 	int rc;
 
-	if ((rc = scan_headers(j, o->from_headers, &h)) != 0)
+	if ((rc = scan_headers(sub, o->from_headers, &h)) != 0)
 		return rc;
-	add_missing(j, &h, o->fullname, login_addr);
-	assemble(j, &h);
+	add_missing(sub, &h, o->fullname, login_addr);
+	assemble(sub, &h);
 	return 0;
 }
 
-/* ---- submission over SMTP ---- */
+/* ---- submission over SMTP, with the SMTP client of queue/smtpc.h ---- */
 
-struct smtp {
-	struct conn *conn;
-	char peer[80];                 /* "127.0.0.1:2525" */
-	int cmd_timeout, data_timeout; /* seconds */
-	bool size, eightbit, smtputf8;
-	bool broken; /* a reply timed out or was malformed: no QUIT */
-};
-
-static void
-ehlo_keyword(void *arg, const char *kw)
+/* smtpc_msg's body: the pieces in order. */
+static enum res
+put_pieces(void *arg, int (*put)(void *, const void *, size_t), void *put_arg,
+    char *why)
 {
-	struct smtp *s = arg;
-
-	if (ascii_ncasecmp(kw, "SIZE", 4) == 0 && (kw[4] == ' ' || !kw[4]))
-		s->size = true;
-	else if (ascii_casecmp(kw, "8BITMIME") == 0)
-		s->eightbit = true;
-	else if (ascii_casecmp(kw, "SMTPUTF8") == 0)
-		s->smtputf8 = true;
-}
-
-/* Turn what the wire reported into `why`; false when it failed. */
-static bool
-wire_ok(struct smtp *s, enum smtpwire_status st, char *why)
-{
-	switch (st) {
-	case SMTPWIRE_OK:
-		return true;
-	case SMTPWIRE_TIMEOUT:
-		why_set(why, "%s: timeout waiting for a reply", s->peer);
-		break;
-	case SMTPWIRE_LOST:
-		why_set(why, "%s: connection lost", s->peer);
-		break;
-	case SMTPWIRE_MALFORMED:
-		why_set(why, "%s: malformed reply", s->peer);
-		break;
-	case SMTPWIRE_TOO_LONG:
-		why_set(why, "command too long");
-		return false; /* nothing was sent */
-	}
-	s->broken = true;
-	return false;
-}
-
-/* Read one reply (all its lines).  False with `why` when none came. */
-static bool
-smtp_reply(struct smtp *s, int timeout, struct smtp_reply *r, char *why)
-{
-	return wire_ok(s,
-	    smtpwire_read_reply(s->conn, deadline_in(timeout), r, NULL, NULL),
-	    why);
-}
-
-static bool smtp_cmd(struct smtp *s, struct smtp_reply *r, char *why,
-    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-
-/* Send one command and read its reply. */
-static bool
-smtp_cmd(struct smtp *s, struct smtp_reply *r, char *why, const char *fmt, ...)
-{
-	enum smtpwire_status st;
-	va_list ap;
-
-	va_start(ap, fmt);
-	st = smtpwire_vcommand(
-	    s->conn, deadline_in(s->cmd_timeout), r, NULL, NULL, fmt, ap);
-	va_end(ap);
-	return wire_ok(s, st, why);
-}
-
-/* The exit status for a failure reply. */
-static int
-reply_status(int code)
-{
-	if (code >= 500)
-		return EX_UNAVAILABLE;
-	if (code >= 400)
-		return EX_TEMPFAIL;
-	return EX_PROTOCOL;
-}
-
-/* Write the message after 354, dot-stuffed, and the end of data. */
-static void
-send_data(struct smtp *s, const struct job *j)
-{
-	struct smtpwire_data d;
+	const struct submission *sub = arg;
 	int i;
 
-	smtpwire_data_begin(&d, s->conn);
-	for (i = 0; i < j->npieces; i++)
-		smtpwire_data_put(&d, j->pieces[i].p, j->pieces[i].n);
-	smtpwire_data_end(&d);
-}
-
-/* MAIL FROM with the parameters the message needs and the server offers. */
-static bool
-send_mail_from(
-    struct smtp *s, const struct job *j, struct smtp_reply *r, char *why)
-{
-	char params[128] = "";
-	size_t o = 0;
-
-	if (s->size)
-		o += (size_t)snprintf(params + o, sizeof(params) - o,
-		    " SIZE=%lld", (long long)j->size);
-	if (j->eightbit && s->eightbit)
-		o += (size_t)snprintf(
-		    params + o, sizeof(params) - o, " BODY=8BITMIME");
-	if (j->smtputf8)
-		snprintf(params + o, sizeof(params) - o, " SMTPUTF8");
-	return smtp_cmd(s, r, why, "MAIL FROM:<%s>%s", j->sender, params);
-}
-
-/*
- * RCPT TO for every recipient: how many were accepted; *temp is set when
- * one was refused for now.  -1 when the connection failed.
- */
-static int
-send_rcpts(struct smtp *s, const struct job *j, bool *temp, char *why)
-{
-	struct smtp_reply r;
-	int i, accepted = 0;
-
-	*temp = false;
-	for (i = 0; i < j->rcpts.n; i++) {
-		if (!smtp_cmd(s, &r, why, "RCPT TO:<%s>", j->rcpts.v[i].addr))
-			return -1;
-		if (r.code / 100 == 2) {
-			accepted++;
-			continue;
+	for (i = 0; i < sub->npieces; i++)
+		if (put(put_arg, sub->pieces[i].p, sub->pieces[i].n) != 0) {
+			why_set(why, "4.4.2 the message could not be sent");
+			return RES_TEMP;
 		}
-		fprintf(stderr, "sendmail: recipient <%s> refused: %s\n",
-		    j->rcpts.v[i].addr, r.text);
-		if (r.code < 500)
-			*temp = true;
-	}
-	return accepted;
+	return RES_OK;
 }
 
 /*
- * One transaction on an open session: MAIL, RCPT, DATA.  Returns the exit
- * status (messages printed).
+ * The exit status of a transaction, its refusals printed: each
+ * recipient's, then the sender's, the message's or why it was not sent
+ * (once).  A recipient refused for now means nobody got the message
+ * (all_or_none), so the caller may send it all again.
  */
 static int
-smtp_transaction(struct smtp *s, const struct job *j)
+transaction_status(const struct submission *sub, const struct smtpc_rcpt *sr)
 {
-	struct smtp_reply r;
-	char why[WHY_MAX];
-	bool temp;
-	int accepted;
+	int i, accepted = 0, rc = EX_OK;
 
-	if (j->smtputf8 && !s->smtputf8) {
-		fprintf(stderr,
-		    "sendmail: the addresses need SMTPUTF8, which %s does "
-		    "not offer\n",
-		    s->peer);
-		return EX_UNAVAILABLE;
+	for (i = 0; i < sub->rcpts.n; i++) {
+		if (sr[i].result == RES_OK) {
+			accepted++;
+		} else if (sr[i].at == SMTPC_AT_RCPT) {
+			fprintf(stderr,
+			    "sendmail: recipient <%s> refused: %s\n",
+			    sr[i].address, sr[i].reply);
+			if (sr[i].result == RES_TEMP)
+				rc = EX_TEMPFAIL;
+			else if (rc == EX_OK)
+				rc = EX_NOUSER;
+		}
 	}
-	if (!send_mail_from(s, j, &r, why))
-		goto lost;
-	if (r.code != 250) {
-		fprintf(stderr, "sendmail: sender <%s> refused: %s\n",
-		    j->sender, r.text);
-		return reply_status(r.code);
+	for (i = 0; i < sub->rcpts.n; i++) {
+		if (sr[i].result == RES_OK || sr[i].at == SMTPC_AT_RCPT)
+			continue;
+		if (sr[i].at == SMTPC_AT_MAIL)
+			fprintf(stderr, "sendmail: sender <%s> refused: %s\n",
+			    sub->sender, sr[i].reply);
+		else if (sr[i].at == SMTPC_AT_DATA)
+			fprintf(stderr, "sendmail: message refused: %s\n",
+			    sr[i].reply);
+		else
+			fprintf(stderr, "sendmail: %s\n", sr[i].reply);
+		return sr[i].result == RES_PERM ? EX_UNAVAILABLE : EX_TEMPFAIL;
 	}
-	accepted = send_rcpts(s, j, &temp, why);
-	if (accepted < 0)
-		goto lost;
-	if (temp)
-		return EX_TEMPFAIL; /* all or nothing: try again later */
-	if (accepted == 0)
-		return EX_NOUSER;
-	if (!smtp_cmd(s, &r, why, "DATA"))
-		goto lost;
-	if (r.code != 354) {
-		fprintf(stderr, "sendmail: DATA refused: %s\n", r.text);
-		return reply_status(r.code);
-	}
-	send_data(s, j);
-	if (!smtp_reply(s, s->data_timeout, &r, why))
-		goto lost;
-	if (r.code != 250) {
-		fprintf(stderr, "sendmail: message refused: %s\n", r.text);
-		return reply_status(r.code);
-	}
-	return accepted < j->rcpts.n ? EX_NOUSER : EX_OK;
-lost:
-	fprintf(stderr, "sendmail: %s\n", why);
-	return EX_TEMPFAIL;
-}
-
-/* Greeting, then EHLO (HELO when refused).  0 or the exit status. */
-static int
-smtp_hello(struct smtp *s, const char *helo)
-{
-	struct smtp_reply r;
-	char why[WHY_MAX];
-
-	if (!smtp_reply(s, s->cmd_timeout, &r, why))
-		goto lost;
-	if (r.code != 220) {
-		fprintf(stderr, "sendmail: %s refused the session: %s\n",
-		    s->peer, r.text);
-		return reply_status(r.code);
-	}
-	if (!wire_ok(s,
-	        smtpwire_command(s->conn, deadline_in(s->cmd_timeout), &r,
-	            ehlo_keyword, s, "EHLO %s", helo),
-	        why))
-		goto lost;
-	if (r.code == 250)
-		return 0;
-	if (!smtp_cmd(s, &r, why, "HELO %s", helo))
-		goto lost;
-	if (r.code == 250)
-		return 0;
-	fprintf(stderr, "sendmail: %s refused HELO: %s\n", s->peer, r.text);
-	return reply_status(r.code);
-lost:
-	fprintf(stderr, "sendmail: %s\n", why);
-	return EX_TEMPFAIL;
+	return accepted == 0 && rc == EX_OK ? EX_NOUSER : rc;
 }
 
 /* Why no relay answered, for the messages of the queue path. */
@@ -1017,14 +857,33 @@ struct no_relay {
  * value is -1.
  */
 static int
-submit_smtp(const struct job *j, struct no_relay *nr)
+submit_smtp(const struct submission *sub, struct no_relay *nr)
 {
-	const struct config *cfg = j->cfg;
+	const struct config *cfg = sub->cfg;
 	const struct listen_addr *l = NULL;
+	struct smtpc_opts so = {
+	    .helo = cfg->hostname,
+	    .connect_timeout = cfg->connect_timeout,
+	    .command_timeout = cfg->delivery_command_timeout,
+	    .data_timeout = cfg->delivery_data_timeout,
+	    .tls = OUTBOUND_TLS_NONE,
+	    .stop_fd = -1,
+	};
+	struct smtpc_msg m = {
+	    .sender = sub->sender,
+	    .size = sub->size,
+	    .body_type = sub->eightbit ? BODY_8BITMIME : BODY_7BIT,
+	    .smtputf8 = sub->smtputf8,
+	    .dsn_ret = RET_NONE,
+	    .all_or_none = true,
+	    .body = put_pieces,
+	    .body_arg = (void *)sub,
+	};
 	struct sockaddr_storage ss;
-	struct smtp s;
+	struct smtpc_rcpt *sr;
+	struct smtpc *c;
 	socklen_t sslen;
-	char why[WHY_MAX];
+	char peer[80], why[WHY_MAX];
 	int i, fd, rc;
 
 	for (i = 0; i < cfg->nlisten && l == NULL; i++)
@@ -1035,24 +894,25 @@ submit_smtp(const struct job *j, struct no_relay *nr)
 		nr->detail[0] = '\0';
 		return -1;
 	}
-	memset(&s, 0, sizeof(s));
-	listener_target(l, &ss, &sslen, s.peer, sizeof(s.peer));
+	listener_target(l, &ss, &sslen, peer, sizeof(peer));
 	fd = smtpwire_connect(&ss, sslen, deadline_in(cfg->connect_timeout));
 	if (fd < 0) {
 		nr->state = "sluice is not running";
-		why_set_errno(why, s.peer, errno);
+		why_set_errno(why, peer, errno);
 		snprintf(nr->detail, sizeof(nr->detail), "; %s", why);
 		return -1;
 	}
-	s.conn = conn_new(fd);
-	s.cmd_timeout = cfg->delivery_command_timeout;
-	s.data_timeout = cfg->delivery_data_timeout;
-	rc = smtp_hello(&s, cfg->hostname);
-	if (rc == 0)
-		rc = smtp_transaction(&s, j);
-	if (!s.broken)
-		smtpwire_quit(s.conn, deadline_in(2));
-	conn_free(s.conn);
+	if (smtpc_start(fd, peer, &so, &c, why) != RES_OK) {
+		fprintf(stderr, "sendmail: %s\n", why);
+		return EX_TEMPFAIL;
+	}
+	sr = xcalloc((size_t)sub->rcpts.n, sizeof(*sr));
+	for (i = 0; i < sub->rcpts.n; i++)
+		sr[i].address = sub->rcpts.v[i].addr;
+	smtpc_send(c, &m, sr, sub->rcpts.n);
+	rc = transaction_status(sub, sr);
+	smtpc_close(c);
+	free(sr);
 	return rc;
 }
 
@@ -1060,7 +920,7 @@ submit_smtp(const struct job *j, struct no_relay *nr)
 
 /* The message, its envelope and recipients, in one transaction. */
 static enum res
-store_message(struct store *store, const struct job *j, char *why)
+store_message(struct store *store, const struct submission *sub, char *why)
 {
 	struct envelope env;
 	struct envelope_rcpt *er;
@@ -1077,31 +937,32 @@ store_message(struct store *store, const struct job *j, char *why)
 	strbuf_fmt(&trace,
 	    "Received: from local (uid %u)\r\n\tby %s (sluice) with local "
 	    "id %s;\r\n\t%s\r\n",
-	    (unsigned)geteuid(), j->cfg->hostname, env.id, date);
-	er = xcalloc((size_t)j->rcpts.n, sizeof(*er));
-	for (i = 0; i < j->rcpts.n; i++) {
-		er[i].address = j->rcpts.v[i].addr;
-		er[i].domain = j->rcpts.v[i].domain;
+	    (unsigned)geteuid(), sub->cfg->hostname, env.id, date);
+	er = xcalloc((size_t)sub->rcpts.n, sizeof(*er));
+	for (i = 0; i < sub->rcpts.n; i++) {
+		er[i].address = sub->rcpts.v[i].addr;
+		er[i].domain = sub->rcpts.v[i].domain;
 	}
-	env.sender = j->sender;
+	env.sender = sub->sender;
 	env.rcpts = er;
-	env.nrcpts = j->rcpts.n;
-	env.size = j->size;
-	env.stored_size = j->size + (int64_t)trace.len;
-	env.body_type = j->eightbit ? BODY_8BITMIME : BODY_7BIT;
-	env.smtputf8 = j->smtputf8;
+	env.nrcpts = sub->rcpts.n;
+	env.size = sub->size;
+	env.stored_size = sub->size + (int64_t)trace.len;
+	env.body_type = sub->eightbit ? BODY_8BITMIME : BODY_7BIT;
+	env.smtputf8 = sub->smtputf8;
 	env.client_ip = "127.0.0.1";
 	env.helo = "local";
 	env.protocol = "local";
 	/* Our Received header, then the message. */
-	parts = xcalloc((size_t)j->npieces + 1, sizeof(*parts));
+	parts = xcalloc((size_t)sub->npieces + 1, sizeof(*parts));
 	parts[0] = (struct store_part){trace.p, trace.len};
-	for (i = 0; i < j->npieces; i++)
+	for (i = 0; i < sub->npieces; i++)
 		parts[i + 1] =
-		    (struct store_part){j->pieces[i].p, j->pieces[i].n};
+		    (struct store_part){sub->pieces[i].p, sub->pieces[i].n};
 	r = store_begin(store, why);
 	if (r == RES_OK)
-		r = store_put_mail(store, &env, 0, parts, j->npieces + 1, why);
+		r = store_put_mail(
+		    store, &env, 0, parts, sub->npieces + 1, why);
 	if (r == RES_OK)
 		r = store_commit(store, why);
 	else
@@ -1117,9 +978,9 @@ store_message(struct store *store, const struct job *j, char *why)
  * ours to write.  Returns the exit status.
  */
 static int
-submit_queue(struct job *j, const struct no_relay *nr)
+submit_queue(struct submission *sub, const struct no_relay *nr)
 {
-	const char *path = j->cfg->queue_path;
+	const char *path = sub->cfg->queue_path;
 	struct store *store = NULL;
 	struct stat st;
 	char why[WHY_MAX];
@@ -1147,7 +1008,7 @@ submit_queue(struct job *j, const struct no_relay *nr)
 	}
 	store = store_open_helper(path, why);
 	if (store == NULL || store_helper_writer(store, why) != RES_OK ||
-	    store_message(store, j, why) != RES_OK) {
+	    store_message(store, sub, why) != RES_OK) {
 		fprintf(stderr,
 		    "sendmail: %s and the message could not be put into "
 		    "the queue at %s: %s%s\n",
@@ -1181,10 +1042,11 @@ login_address(const char *hostname)
  * the sender is -f, else the user's login address.
  */
 static int
-make_envelope(struct job *j, const struct opts *o, const char *login_addr)
+make_envelope(
+    struct submission *sub, const struct opts *o, const char *login_addr)
 {
 	const char *from = o->sender ? o->sender : login_addr;
-	const char *host = j->cfg->hostname;
+	const char *host = sub->cfg->hostname;
 	struct address ad;
 	char why[WHY_MAX];
 	int i;
@@ -1194,35 +1056,35 @@ make_envelope(struct job *j, const struct opts *o, const char *login_addr)
 		    o->sender ? "" : "; give one with -f");
 		return EX_USAGE;
 	}
-	j->sender = xstrdup(ad.text);
-	j->smtputf8 = ad.utf8;
+	sub->sender = xstrdup(ad.text);
+	sub->smtputf8 = ad.utf8;
 	for (i = 0; i < o->nrcpts; i++) {
 		if (make_address(o->rcpts[i], strlen(o->rcpts[i]), false, host,
 		        &ad, why) != 0) {
 			fprintf(stderr, "sendmail: recipient: %s\n", why);
 			return EX_USAGE;
 		}
-		addrs_add(&j->rcpts, &ad);
+		addrs_add(&sub->rcpts, &ad);
 	}
 	return 0;
 }
 
 /* After the headers: the recipients are known; check them all. */
 static int
-check_envelope(struct job *j)
+check_envelope(struct submission *sub)
 {
-	if (j->rcpts.n == 0) {
+	if (sub->rcpts.n == 0) {
 		fprintf(stderr, "sendmail: no recipients\n");
 		return EX_USAGE;
 	}
-	if (j->rcpts.n > j->cfg->max_recipients) {
+	if (sub->rcpts.n > sub->cfg->max_recipients) {
 		fprintf(stderr,
 		    "sendmail: %d recipients; the relay takes at most %d "
 		    "(max_recipients)\n",
-		    j->rcpts.n, j->cfg->max_recipients);
+		    sub->rcpts.n, sub->cfg->max_recipients);
 		return EX_USAGE;
 	}
-	j->smtputf8 = j->smtputf8 || j->rcpts.utf8;
+	sub->smtputf8 = sub->smtputf8 || sub->rcpts.utf8;
 	return 0;
 }
 
@@ -1231,13 +1093,13 @@ sendmail_cmd(int argc, char **argv)
 {
 	struct opts o;
 	struct config *cfg = NULL;
-	struct job j;
+	struct submission sub;
 	const char *source;
 	struct no_relay nr;
 	char *login_addr = NULL;
 	int rc;
 
-	memset(&j, 0, sizeof(j));
+	memset(&sub, 0, sizeof(sub));
 	rc = parse_options(argc, argv, &o);
 	if (rc != 0) {
 		if (rc < 0)
@@ -1248,14 +1110,14 @@ sendmail_cmd(int argc, char **argv)
 	if (cfg == NULL)
 		return EX_CONFIG;
 	signal(SIGPIPE, SIG_IGN);
-	j.cfg = cfg;
+	sub.cfg = cfg;
 	login_addr = login_address(cfg->hostname);
-	if ((rc = make_envelope(&j, &o, login_addr)) != 0 ||
-	    (rc = read_message(stdin, o.dot_ends, &j)) != 0 ||
-	    (rc = build_message(&j, &o, login_addr)) != 0 ||
-	    (rc = check_envelope(&j)) != 0)
+	if ((rc = make_envelope(&sub, &o, login_addr)) != 0 ||
+	    (rc = read_message(stdin, o.dot_ends, &sub)) != 0 ||
+	    (rc = build_message(&sub, &o, login_addr)) != 0 ||
+	    (rc = check_envelope(&sub)) != 0)
 		goto out;
-	if (j.size > cfg->max_message_size) {
+	if (sub.size > cfg->max_message_size) {
 		fprintf(stderr,
 		    "sendmail: the message is larger than max_message_size "
 		    "(%lld octets)\n",
@@ -1263,15 +1125,15 @@ sendmail_cmd(int argc, char **argv)
 		rc = EX_DATAERR;
 		goto out;
 	}
-	rc = submit_smtp(&j, &nr);
+	rc = submit_smtp(&sub, &nr);
 	if (rc < 0)
-		rc = submit_queue(&j, &nr);
+		rc = submit_queue(&sub, &nr);
 out:
-	free(j.sender);
-	addrs_free(&j.rcpts);
-	strbuf_free(&j.raw);
-	strbuf_free(&j.added);
-	free(j.pieces);
+	free(sub.sender);
+	addrs_free(&sub.rcpts);
+	strbuf_free(&sub.raw);
+	strbuf_free(&sub.added);
+	free(sub.pieces);
 	free(login_addr);
 	config_free(cfg);
 	return rc;

@@ -32,7 +32,8 @@ struct smtpc {
 	struct smtp_ehlo ext; /* what EHLO advertised (smtpwire.h) */
 	char tls_desc[128];
 	bool broken;
-	bool stale; /* the last transaction broke before any reply */
+	bool stale;    /* the last transaction broke before any reply */
+	bool rset_due; /* the last one ended early: RSET before the next */
 };
 
 /*
@@ -205,18 +206,29 @@ enum res
 smtpc_open(const struct mx_host *h, const struct smtpc_opts *o,
     struct smtpc **out, char *why)
 {
-	struct smtpc *c = xcalloc(1, sizeof(*c));
-	struct smtp_reply r;
-	enum res res = RES_TEMP;
+	char label[sizeof(((struct smtpc *)0)->host)];
 	int fd;
 
 	*out = NULL;
-	c->o = *o;
-	snprintf(c->host, sizeof(c->host), "%s[%s]:%d", h->name, h->ip,
-	    sockaddr_port((const struct sockaddr *)&h->addr));
 	fd = connect_to(h, o->connect_timeout, why);
 	if (fd < 0)
-		goto fail;
+		return RES_TEMP;
+	snprintf(label, sizeof(label), "%s[%s]:%d", h->name, h->ip,
+	    sockaddr_port((const struct sockaddr *)&h->addr));
+	return smtpc_start(fd, label, o, out, why);
+}
+
+enum res
+smtpc_start(int fd, const char *label, const struct smtpc_opts *o,
+    struct smtpc **out, char *why)
+{
+	struct smtpc *c = xcalloc(1, sizeof(*c));
+	struct smtp_reply r;
+	enum res res = RES_TEMP;
+
+	*out = NULL;
+	c->o = *o;
+	snprintf(c->host, sizeof(c->host), "%s", label);
 	c->conn = conn_new(fd);
 	conn_set_stop_fd(c->conn, o->stop_fd);
 	if (o->implicit_tls && !start_tls(c, why))
@@ -279,6 +291,7 @@ smtpc_reset(struct smtpc *c)
 	struct smtp_reply r;
 	char why[WHY_MAX];
 
+	c->rset_due = false;
 	if (c->broken || !command(c, &r, why, "RSET") || r.code != 250) {
 		c->broken = true;
 		return RES_TEMP;
@@ -382,9 +395,10 @@ put_chunk(void *arg, const void *data, size_t len)
 	return 1;
 }
 
+/* The verdict `r`, `text` on every recipient (`only_ok`: still accepted). */
 static void
-set_all(
-    struct smtpc_rcpt *rcpts, int n, bool only_ok, enum res r, const char *text)
+set_all(struct smtpc_rcpt *rcpts, int n, bool only_ok, enum smtpc_at at,
+    enum res r, const char *text)
 {
 	int i;
 
@@ -392,6 +406,7 @@ set_all(
 		if (only_ok && rcpts[i].result != RES_OK)
 			continue;
 		rcpts[i].result = r;
+		rcpts[i].at = at;
 		snprintf(rcpts[i].reply, sizeof(rcpts[i].reply), "%s", text);
 	}
 }
@@ -411,6 +426,7 @@ rcpt_reply(struct smtpc *c, struct smtpc_rcpt *rc, char *why)
 	if (!read_reply(c, c->o.command_timeout, &rr, why))
 		return false;
 	rc->result = code_res(rr.code);
+	rc->at = SMTPC_AT_RCPT;
 	snprintf(rc->reply, sizeof(rc->reply), "%s", rr.text);
 	return true;
 }
@@ -434,9 +450,10 @@ struct txn {
 	int n;
 	struct smtp_reply r; /* the last reply read */
 	char why[WHY_MAX];
-	bool use_bdat; /* BDAT rather than DATA (CHUNKING) */
-	bool answered; /* the server answered something */
-	int accepted;  /* recipients the server took */
+	bool use_bdat;   /* BDAT rather than DATA (CHUNKING) */
+	bool data_piped; /* DATA goes with the RCPTs (PIPELINING) */
+	bool answered;   /* the server answered something */
+	int accepted;    /* recipients the server took */
 };
 
 /*
@@ -451,14 +468,14 @@ txn_fits(struct txn *t)
 	const struct smtpc_msg *m = t->m;
 
 	if (m->smtputf8 && !x->smtputf8) {
-		set_all(t->rcpts, t->n, false, RES_PERM,
+		set_all(t->rcpts, t->n, false, SMTPC_AT_NONE, RES_PERM,
 		    "5.6.7 the message needs SMTPUTF8, which the server "
 		    "does not offer");
 		return false;
 	}
 	if (m->body_type == BODY_BINARYMIME &&
 	    !(x->chunking && x->binarymime)) {
-		set_all(t->rcpts, t->n, false, RES_PERM,
+		set_all(t->rcpts, t->n, false, SMTPC_AT_NONE, RES_PERM,
 		    "5.6.3 the message is BINARYMIME, which the server does "
 		    "not accept");
 		return false;
@@ -467,7 +484,7 @@ txn_fits(struct txn *t)
 		snprintf(t->why, sizeof(t->why),
 		    "5.3.4 message size %lld exceeds the server's limit %lld",
 		    (long long)m->size, x->size_limit);
-		set_all(t->rcpts, t->n, false, RES_PERM, t->why);
+		set_all(t->rcpts, t->n, false, SMTPC_AT_NONE, RES_PERM, t->why);
 		return false;
 	}
 	return true;
@@ -536,6 +553,29 @@ txn_mail(struct txn *t)
 }
 
 /*
+ * With m->all_or_none, a recipient refused for now stops the message for
+ * all: the accepted ones are not sent it either (the caller tries the
+ * whole message again later, so nobody gets it twice).
+ */
+static enum txn_step
+txn_all_or_none(struct txn *t)
+{
+	int i;
+
+	if (!t->m->all_or_none)
+		return TXN_NEXT;
+	for (i = 0; i < t->n; i++)
+		if (t->rcpts[i].result == RES_TEMP)
+			break;
+	if (i == t->n)
+		return TXN_NEXT;
+	set_all(t->rcpts, t->n, true, SMTPC_AT_NONE, RES_TEMP,
+	    "4.5.3 not sent: another recipient was refused for now");
+	t->accepted = 0;
+	return TXN_RSET;
+}
+
+/*
  * The RCPTs (and, pipelined, DATA after them) and their replies: with
  * PIPELINING they come now, in order (RFC 2920), MAIL's first.  On to
  * the data when MAIL was accepted.
@@ -558,7 +598,7 @@ txn_rcpts(struct txn *t)
 		if (!piped && !rcpt_reply(c, &t->rcpts[i], t->why))
 			return TXN_BROKEN;
 	}
-	if (piped && !t->use_bdat)
+	if (t->data_piped)
 		conn_printf(c->conn, "DATA\r\n");
 	if (piped) {
 		if (!read_reply(c, c->o.command_timeout, &t->r, t->why))
@@ -569,9 +609,10 @@ txn_rcpts(struct txn *t)
 				return TXN_BROKEN;
 	}
 	if (code_res(t->r.code) != RES_OK) {
-		set_all(t->rcpts, t->n, false, code_res(t->r.code), t->r.text);
+		set_all(t->rcpts, t->n, false, SMTPC_AT_MAIL,
+		    code_res(t->r.code), t->r.text);
 		/* DATA was sent too: read its (failing) reply. */
-		if (piped && !t->use_bdat &&
+		if (t->data_piped &&
 		    !read_reply(c, c->o.command_timeout, &t->r, t->why))
 			return TXN_BROKEN;
 		return TXN_RSET;
@@ -579,7 +620,7 @@ txn_rcpts(struct txn *t)
 	for (i = 0; i < t->n; i++)
 		if (t->rcpts[i].result == RES_OK)
 			t->accepted++;
-	return TXN_NEXT;
+	return txn_all_or_none(t);
 }
 
 /* DATA (unless pipelined already), its 354, the dot-stuffed body. */
@@ -589,7 +630,7 @@ txn_data(struct txn *t)
 	struct smtpc *c = t->c;
 	struct smtpwire_data d;
 
-	if (!c->ext.pipelining) {
+	if (!t->data_piped) {
 		if (t->accepted == 0)
 			return TXN_RSET;
 		conn_printf(c->conn, "DATA\r\n");
@@ -599,7 +640,7 @@ txn_data(struct txn *t)
 	if (t->accepted == 0)
 		return TXN_RSET; /* RFC 2920: DATA after all RCPTs failed */
 	if (t->r.code != 354) {
-		set_all(t->rcpts, t->n, true,
+		set_all(t->rcpts, t->n, true, SMTPC_AT_DATA,
 		    code_res(t->r.code) == RES_OK ? RES_TEMP
 		                                  : code_res(t->r.code),
 		    t->r.text);
@@ -607,7 +648,7 @@ txn_data(struct txn *t)
 	}
 	smtpwire_data_begin(&d, c->conn);
 	if (t->m->body(t->m->body_arg, put_stuffed, &d, t->why) != RES_OK) {
-		set_all(t->rcpts, t->n, true, RES_TEMP, t->why);
+		set_all(t->rcpts, t->n, true, SMTPC_AT_DATA, RES_TEMP, t->why);
 		c->broken = true;
 		return TXN_FAILED;
 	}
@@ -632,10 +673,11 @@ txn_bdat(struct txn *t)
 	} else if (t->m->body(t->m->body_arg, put_chunk, &k, t->why) !=
 	           RES_OK) {
 		if (k.failed) {
-			set_all(t->rcpts, t->n, true, k.res, k.why);
+			set_all(
+			    t->rcpts, t->n, true, SMTPC_AT_DATA, k.res, k.why);
 			return c->broken ? TXN_FAILED : TXN_RSET;
 		}
-		set_all(t->rcpts, t->n, true, RES_TEMP, t->why);
+		set_all(t->rcpts, t->n, true, SMTPC_AT_DATA, RES_TEMP, t->why);
 		c->broken = true;
 		return TXN_FAILED;
 	}
@@ -655,11 +697,12 @@ txn_verdict(struct txn *t)
 		why_set(t->why,
 		    "4.5.0 %s: unexpected reply to the end of data: %s",
 		    c->host, t->r.text);
-		set_all(t->rcpts, t->n, true, RES_TEMP, t->why);
+		set_all(t->rcpts, t->n, true, SMTPC_AT_DATA, RES_TEMP, t->why);
 		c->broken = true;
 		return TXN_FAILED;
 	}
-	set_all(t->rcpts, t->n, true, code_res(t->r.code), t->r.text);
+	set_all(t->rcpts, t->n, true, SMTPC_AT_DATA, code_res(t->r.code),
+	    t->r.text);
 	return TXN_DONE;
 }
 
@@ -675,10 +718,9 @@ txn_end(struct txn *t, enum txn_step step)
 	case TXN_DONE:
 		return RES_OK;
 	case TXN_RSET:
-		if (!command(c, &t->r, t->why, "RSET") || t->r.code != 250) {
-			c->broken = true;
-			return RES_TEMP;
-		}
+		/* Sent before the next transaction, if one comes: not before
+		 * QUIT (RFC 5321 section 4.1.1.5 needs none). */
+		c->rset_due = true;
 		return RES_OK;
 	case TXN_BROKEN:
 		/* No reply to MAIL: the connection was gone before we used
@@ -688,6 +730,7 @@ txn_end(struct txn *t, enum txn_step step)
 		for (i = 0; i < t->n; i++)
 			if (t->rcpts[i].result != RES_PERM) {
 				t->rcpts[i].result = RES_TEMP;
+				t->rcpts[i].at = SMTPC_AT_NONE;
 				snprintf(t->rcpts[i].reply,
 				    sizeof(t->rcpts[i].reply), "%s", t->why);
 			}
@@ -707,8 +750,16 @@ smtpc_send(
 	enum txn_step step;
 
 	t.use_bdat = c->ext.chunking;
+	t.data_piped = c->ext.pipelining && !t.use_bdat && !m->all_or_none;
 	c->stale = false;
-	set_all(rcpts, n, false, RES_TEMP, "4.4.2 not attempted");
+	set_all(
+	    rcpts, n, false, SMTPC_AT_NONE, RES_TEMP, "4.4.2 not attempted");
+	if (c->rset_due && smtpc_reset(c) != RES_OK) {
+		/* Nothing of this message was sent: it may go again at once
+		 * on a new connection. */
+		c->stale = true;
+		return RES_TEMP;
+	}
 	if (!txn_fits(&t))
 		return RES_OK;
 	step = txn_mail(&t);

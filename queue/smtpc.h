@@ -36,12 +36,23 @@ struct smtpc_opts {
 	int stop_fd; /* readable: give up waiting (shutdown) */
 };
 
+/* Where in the transaction a recipient's verdict was given. */
+enum smtpc_at {
+	SMTPC_AT_NONE, /* not by a reply: not attempted, not sent (the server
+	                  lacks what the message needs, all_or_none), or the
+	                  connection broke */
+	SMTPC_AT_MAIL, /* MAIL FROM was refused */
+	SMTPC_AT_RCPT, /* the reply to its RCPT TO */
+	SMTPC_AT_DATA, /* the reply to DATA or to the message */
+};
+
 /* One recipient of a transaction, and what the server said of it. */
 struct smtpc_rcpt {
 	const char *address;
 	unsigned notify;   /* NOTIFY_* bits, 0: none */
 	const char *orcpt; /* "rfc822;xtext", or NULL */
 	enum res result;   /* filled in by smtpc_send */
+	enum smtpc_at at;  /* filled in by smtpc_send */
 	char reply[512];   /* the server's reply, or our reason */
 };
 
@@ -52,6 +63,12 @@ struct smtpc_msg {
 	bool smtputf8;
 	enum dsn_ret dsn_ret;
 	const char *envid; /* or NULL */
+	/*
+	 * A recipient refused for now stops the message for all (DATA is not
+	 * sent): for a submitter that retries the whole message, as
+	 * `sluice sendmail` does.  Delivery sends to those accepted.
+	 */
+	bool all_or_none;
 	/*
 	 * Produce the message octets: calls `put(put_arg, data, len)` for
 	 * each piece in order (stops at a non-zero return).
@@ -73,10 +90,19 @@ enum res smtpc_open(const struct mx_host *h, const struct smtpc_opts *o,
     struct smtpc **out, char *why);
 
 /*
+ * The same on a socket already connected (`fd`, which it takes), named
+ * `label` ("127.0.0.1:2525") in messages.
+ */
+enum res smtpc_start(int fd, const char *label, const struct smtpc_opts *o,
+    struct smtpc **out, char *why);
+
+/*
  * One transaction.  Each recipient's result is set: RES_OK (accepted and
  * the data accepted), RES_TEMP (try again later), RES_PERM (bounce).  The
  * return value is RES_OK when the connection can carry another
- * transaction (after RSET), RES_TEMP when it broke.
+ * transaction, RES_TEMP when it broke.  A transaction that ended early
+ * leaves its RSET to the next one (none before QUIT); when that RSET
+ * fails, nothing was sent and smtpc_stale says so.
  */
 enum res smtpc_send(struct smtpc *c, const struct smtpc_msg *m,
     struct smtpc_rcpt *rcpts, int n);

@@ -385,7 +385,8 @@ def queue_file_takes_domain_and_smtputf8_from_the_parsed_path():
 class FakeRelay:
     """Plays the relay's /smtp listener for one session: answers each
     command by its verb from `replies` (raw reply octets; None: no answer
-    at all), 250 otherwise, and records the command lines."""
+    at all; a list: one for each use of the verb, in order), 250
+    otherwise, and records the command lines."""
 
     def __init__(self, replies):
         self.replies = {"DATA": b"354 go ahead\r\n", "QUIT": b"221 bye\r\n"}
@@ -418,6 +419,8 @@ class FakeRelay:
                 self.lines.append(line)
                 verb = line.split(" ", 1)[0].upper()
                 reply = self.replies.get(verb, b"250 ok\r\n")
+                if isinstance(reply, list):
+                    reply = reply.pop(0)
                 if reply is not None:
                     conn.sendall(reply)
                 in_data = verb == "DATA" and reply is not None and reply.startswith(b"354")
@@ -449,13 +452,45 @@ def multiline_reply_is_shown_by_its_first_line():
 
 
 @test
+def a_recipient_refused_for_now_stops_the_message_for_all():
+    # All or none: had the first recipient been sent the message, the
+    # caller's retry would send it to them twice.
+    fake = FakeRelay({"RCPT": [b"250 ok\r\n", b"452 4.5.3 too many recipients\r\n"]})
+    srv = fake_relay_config(fake.port)
+    rc, out, err = sendmail(srv, ["ann@x.test", "bob@x.test"], "Subject: s\n\nb\n")
+    assert rc == 75, (rc, err)
+    assert err.startswith("sendmail: recipient <bob@x.test> refused: 452 4.5.3 too many "
+                          "recipients\nsendmail: 4.5.3 not sent: "), err
+    assert fake.verbs() == ["EHLO", "MAIL", "RCPT", "RCPT", "QUIT"], fake.lines
+
+
+@test
+def sender_or_message_refused_for_good_exits_69():
+    for replies, said, verbs in (
+            ({"MAIL": b"553 5.1.8 bad sender domain\r\n"},
+             "sendmail: sender <cron@client.test> refused: 553 5.1.8 bad sender domain\n",
+             ["EHLO", "MAIL", "QUIT"]),
+            ({"DATA": b"554 5.6.0 not today\r\n"},
+             "sendmail: message refused: 554 5.6.0 not today\n",
+             ["EHLO", "MAIL", "RCPT", "DATA", "QUIT"])):
+        fake = FakeRelay(replies)
+        srv = fake_relay_config(fake.port)
+        rc, out, err = sendmail(srv, ["-f", "cron@client.test", "ann@x.test"],
+                                "Subject: s\n\nb\n")
+        assert (rc, err) == (69, said), (rc, err)
+        assert fake.verbs() == verbs, fake.lines
+
+
+@test
 def no_quit_after_a_malformed_or_missing_reply():
-    for reply, why in ((b"hello there\r\n", "malformed reply"),
-                       (None, "timeout waiting for a reply")):
+    # The reasons are the delivery client's (queue/smtpc.c), enhanced
+    # status code first.
+    for reply, why in ((b"hello there\r\n", "4.5.0 127.0.0.1:%d: malformed reply: hello there"),
+                       (None, "4.4.2 127.0.0.1:%d: timeout waiting for reply")):
         fake = FakeRelay({"MAIL": reply})
         srv = fake_relay_config(fake.port, delivery_command_timeout="1s")
         rc, out, err = sendmail(srv, ["ann@x.test"], "Subject: s\n\nb\n")
-        assert (rc, err) == (75, "sendmail: 127.0.0.1:%d: %s\n" % (fake.port, why)), (rc, err)
+        assert (rc, err) == (75, "sendmail: %s\n" % (why % fake.port)), (rc, err)
         # Nothing sensible would answer QUIT: sendmail does not wait for it.
         assert fake.verbs() == ["EHLO", "MAIL"], fake.lines
 
