@@ -41,7 +41,7 @@ SQL_ASM     = sql/embed.S
 TLS_SRCS    = tls/conn.c tls/tls.c tls/base64.c
 DNS_SRCS    = dns/dns.c
 QUEUE_SRCS  = queue/queue.c queue/smtpc.c queue/smtpwire.c queue/deliver.c \
-              queue/dests.c \
+              queue/dests.c queue/outcome.c queue/conncache.c \
               queue/bounce.c
 SERVER_SRCS = server/parse.c server/data.c server/session.c server/pool.c \
               server/waiter.c server/anvil.c \
@@ -64,7 +64,7 @@ BIN      = $(BUILD)/sluice
 ROOMS      = cli server queue sql dns tls common
 ROOM_LIBS  = $(ROOMS:%=$(BUILD)/lib%.a)
 UNIT_TESTS = parse data config auth bounce dns metrics json strbuf anvil \
-             smtpwire dests store vocab base64
+             smtpwire dests store vocab base64 outcome
 test_parse_ROOMS    = server common
 test_data_ROOMS     = server common
 test_config_ROOMS   = common
@@ -80,6 +80,7 @@ test_dests_ROOMS    = queue common
 test_store_ROOMS    = sql common
 test_vocab_ROOMS    = common
 test_base64_ROOMS   = tls common
+test_outcome_ROOMS  = queue common
 UNIT_BINS  = $(UNIT_TESTS:%=$(BUILD)/tests/test_%)
 
 # Fuzz targets (tests/fuzz/fuzz_NAME.c, docs/fuzzing.md).  `make test`

@@ -5,13 +5,19 @@
  *  - d->mu guards the job list (d->jobs), d->busy, d->blocked and
  *    d->dests (sites: their concurrency and suspension, queue/dests.h);
  *    d->cv wakes delivery threads (new jobs, stop), d->done_cv wakes the
- *    dispatcher (a job finished).
+ *    dispatcher (a job finished, stop).  A delivery thread waits on d->cv
+ *    without a timeout, or until the connection it keeps has been idle
+ *    CONNCACHE_IDLE_MS; the dispatcher waits on done_cv without one, and
+ *    for new mail (queue_wait_mail) at most a second: retries coming due
+ *    and changes made by `sluice queue` in another process cannot be
+ *    signalled.
  *  - d->stop is atomic: set once by delivery_stop.  d->wake is atomic:
  *    set when the dispatcher should look for work before its next
  *    second (a site became alive or was resumed, a job of a busy site
  *    finished, stop).
- *  - Each delivery thread owns its read-only SQLite connection, its ldns
- *    resolver and its SMTP connections.  Writes (claims, results) go
+ *  - Each delivery thread owns its read-only store connection, its ldns
+ *    resolver and its SMTP connections (the one it keeps between
+ *    messages: conncache.h).  Writes (claims, results) go
  *    through queue_run, so they are serialised with the intake by the
  *    queue's writer thread.
  *
@@ -47,11 +53,13 @@
 #include "deliver.h"
 #include "sync.h"
 #include "bounce.h"
+#include "conncache.h"
 #include "store.h"
 #include "dests.h"
 #include "holder.h"
 #include "log.h"
 #include "metrics.h"
+#include "outcome.h"
 #include "smtpc.h"
 #include "tls.h"
 #include "vocab.h"
@@ -74,7 +82,7 @@
 #define RECORD_RETRY_MAX_MS (30 * 1000)
 #define PROBES_MAX 16 /* probes of mail not due yet, per round */
 
-struct job {
+struct delivery_job {
 	char msg_id[QUEUE_ID_LEN + 1];
 	char dest[DESTS_KEY_MAX]; /* its site (dests.h) */
 	char domain[256];
@@ -83,7 +91,7 @@ struct job {
 	bool counted;     /* started on d->dests (invariant 4) */
 	int rcpt_nos[JOB_RCPTS_MAX];
 	int nrcpts;
-	struct job *next;
+	struct delivery_job *next;
 };
 
 /*
@@ -119,8 +127,8 @@ struct delivery {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	pthread_cond_t done_cv;
-	struct job *jobs;    /* guarded by mu */
-	int busy;            /* guarded by mu: jobs queued or running */
+	struct delivery_job *jobs; /* guarded by mu */
+	int busy;                  /* guarded by mu: jobs queued or running */
 	bool blocked;        /* guarded by mu: due mail waits for a site */
 	struct dests *dests; /* guarded by mu */
 };
@@ -228,34 +236,16 @@ log_site_change(
 
 /* ---- one delivery ---- */
 
-struct worker {
+struct delivery_thread {
 	struct delivery *d;
 	struct store *store; /* read-only */
 	struct dns_resolver *dns;
-	/* The connection kept open after a job, for the next job to the
-	 * same destination (max_messages_per_connection). */
-	struct smtpc *kept;
-	unsigned gen; /* the delivery_conf that w->dns and w->kept belong to */
-	char kept_dest[300];
-	char kept_relay[400], kept_mx[DNS_NAME_MAX], kept_ip[64];
-	int kept_port;
-	int kept_uses;
-	int64_t kept_since; /* now_ms() of its last use */
+	struct conncache cache; /* the connection kept after a message */
+	unsigned gen; /* the delivery_conf that w->dns and w->cache belong to */
 };
 
-#define KEEP_IDLE_MS 5000
-
-static void
-drop_kept(struct worker *w)
-{
-	smtpc_close(w->kept);
-	w->kept = NULL;
-	w->kept_dest[0] = '\0';
-	w->kept_uses = 0;
-}
-
 struct body_ctx {
-	struct worker *w;
+	struct delivery_thread *w;
 	const char *msg_id;
 };
 
@@ -286,20 +276,6 @@ collect_head(void *arg, const void *data, size_t len)
 	h->len += len;
 	return h->len > BOUNCE_RETURN_LIMIT ? 1 : 0;
 }
-
-/* The outcome of one recipient in a job. */
-struct outcome {
-	struct store_rcpt_info info;
-	enum res result;
-	char reply[512];
-	bool relayed;          /* delivered to a server without DSN */
-	enum rcpt_state state; /* delivered, deferred or bounced */
-	int64_t next_at;
-};
-
-static void reply_status(
-    const char *reply, const char *fallback, char *out, size_t len);
-static bool notify_has(unsigned notify, unsigned what);
 
 struct record {
 	const char *msg_id;
@@ -547,68 +523,14 @@ record_fn(struct store *store, void *arg, char *why)
 }
 
 /*
- * The enhanced status code of a reply: "550 5.1.1 ..." or our own
- * "4.4.1 ..." gives "5.1.1" / "4.4.1"; `fallback` when there is none.
- */
-static void
-reply_status(const char *reply, const char *fallback, char *out, size_t len)
-{
-	const char *p = reply;
-	unsigned a, b, c;
-	int used = 0;
-
-	if (p[0] >= '2' && p[0] <= '5' && p[1] >= '0' && p[1] <= '9' &&
-	    p[2] >= '0' && p[2] <= '9' && p[3] == ' ')
-		p += 4;
-	if (sscanf(p, "%1u.%3u.%3u%n", &a, &b, &c, &used) == 3 &&
-	    (p[used] == ' ' || p[used] == '\0') && a >= 2 && a <= 5)
-		snprintf(out, len, "%u.%u.%u", a, b, c);
-	else
-		snprintf(out, len, "%s", fallback);
-}
-
-/* Seconds until the next attempt after `attempts` attempts, with jitter. */
-static int64_t
-retry_delay(const struct config *cfg, int attempts)
-{
-	int idx = attempts - 1;
-	uint32_t rnd = 0;
-	int64_t base;
-
-	if (idx < 0)
-		idx = 0;
-	if (idx >= cfg->nretry_schedule)
-		idx = cfg->nretry_schedule - 1;
-	base = cfg->retry_schedule[idx];
-	/* Up to 10% jitter so that retries of a burst spread out. */
-	(void)gnutls_rnd(GNUTLS_RND_NONCE, &rnd, sizeof(rnd));
-	return base + (base >= 10 ? (int64_t)(rnd % (uint32_t)(base / 10)) : 0);
-}
-
-/* Due for delivery when its time comes (not held, not final). */
-static bool
-rcpt_pending(enum rcpt_state st)
-{
-	return st == RCPT_QUEUED || st == RCPT_DEFERRED;
-}
-
-static bool
-notify_has(unsigned notify, unsigned what)
-{
-	/* Without NOTIFY, failures and delays are reported (RFC 3461 4.1). */
-	if (notify == 0)
-		return what != NOTIFY_SUCCESS;
-	return (notify & what) != 0;
-}
-
-/*
  * Where to connect for a job: route, smarthost, or MX.  A route or
  * smarthost whose name does not resolve is a configuration problem, not
  * the sender's: it defers, it never bounces.
  */
 static enum res
-targets(struct worker *w, const struct delivery_conf *dc, const struct job *j,
-    struct mx_host **hosts, int *n, bool *smarthost, char *why)
+targets(struct delivery_thread *w, const struct delivery_conf *dc,
+    const struct delivery_job *j, struct mx_host **hosts, int *n,
+    bool *smarthost, char *why)
 {
 	const struct config *cfg = dc->cfg;
 	const struct route *r = route_for(cfg, j->domain);
@@ -644,33 +566,16 @@ targets(struct worker *w, const struct delivery_conf *dc, const struct job *j,
 	    cfg->max_mx_hosts, hosts, n, why);
 }
 
-/*
- * The state a recipient goes to after an attempt that ended in `rr` with
- * `reply` (the server's reply, or our reason).
- */
+/* outcome_settle with the time and a random number for the jitter. */
 static void
 settle(const struct config *cfg, const struct store_msg_info *m,
     struct outcome *oc, enum res rr, const char *reply, bool have_dsn,
     int64_t now)
 {
-	snprintf(oc->reply, sizeof(oc->reply), "%s", reply);
-	oc->result = rr;
-	if (rr == RES_OK) {
-		oc->state = RCPT_DELIVERED;
-		oc->relayed = !have_dsn;
-	} else if (rr == RES_PERM) {
-		oc->state = RCPT_BOUNCED;
-	} else if (now - m->received_at >= cfg->queue_lifetime) {
-		/* Too old: give up (RFC 5321 section 4.5.4.1). */
-		oc->state = RCPT_BOUNCED;
-		snprintf(oc->reply, sizeof(oc->reply),
-		    "4.4.7 message expired after %lld seconds in the "
-		    "queue; last error: %.400s",
-		    (long long)(now - m->received_at), reply);
-	} else {
-		oc->state = RCPT_DEFERRED;
-		oc->next_at = now + retry_delay(cfg, oc->info.attempts + 1);
-	}
+	struct attempt_end e = {rr, reply, have_dsn, now, 0};
+
+	(void)gnutls_rnd(GNUTLS_RND_NONCE, &e.rnd, sizeof(e.rnd));
+	outcome_settle(oc, cfg, m->received_at, &e);
 }
 
 /* One log line per recipient of a recorded attempt, its notices, and the
@@ -781,13 +686,13 @@ run_durably(struct delivery *d, enum res (*fn)(struct store *, void *, char *),
 
 /* Give a job's recipients back to the queue, unattempted (lease 0). */
 struct unlease {
-	const struct job *j;
+	const struct delivery_job *j;
 };
 
 static enum res
 unlease_fn(struct store *store, void *arg, char *why)
 {
-	const struct job *j = ((struct unlease *)arg)->j;
+	const struct delivery_job *j = ((struct unlease *)arg)->j;
 	int i;
 
 	for (i = 0; i < j->nrcpts; i++)
@@ -867,7 +772,7 @@ enum plan {
  * or busy.
  */
 static enum plan
-site_learn(struct delivery *d, const struct config *cfg, struct job *j,
+site_learn(struct delivery *d, const struct config *cfg, struct delivery_job *j,
     enum res r, const struct mx_host *hosts, int nhosts, char *why)
 {
 	const char **names = NULL;
@@ -940,7 +845,7 @@ site_learn(struct delivery *d, const struct config *cfg, struct job *j,
  * holds the reason to defer with.
  */
 static bool
-site_suspended(struct delivery *d, const struct job *j, char *why)
+site_suspended(struct delivery *d, const struct delivery_job *j, char *why)
 {
 	const char *reason = NULL;
 	bool s;
@@ -955,8 +860,8 @@ site_suspended(struct delivery *d, const struct job *j, char *why)
 
 /* A connection to the job's site succeeded (ok) or every one failed. */
 static void
-site_result(struct delivery *d, const struct config *cfg, const struct job *j,
-    bool ok, const char *why)
+site_result(struct delivery *d, const struct config *cfg,
+    const struct delivery_job *j, bool ok, const char *why)
 {
 	int64_t now = (int64_t)time(NULL), down = 0;
 	enum dest_change ch = DEST_SAME;
@@ -979,206 +884,266 @@ site_result(struct delivery *d, const struct config *cfg, const struct job *j,
 		log_site_change(j->dest, ch, why, probe_interval(cfg));
 }
 
+/* One attempt at a job: what it works on and what it found. */
+struct attempt {
+	struct store_msg_info m;
+	struct outcome *out; /* the recipients still pending, n of them */
+	struct smtpc_rcpt *sr;
+	int n;
+	struct mx_host *hosts;
+	int nhosts;
+	struct held_conn h;    /* the connection, once there is one */
+	struct conn_peer peer; /* where the message went, for the record */
+	char why[WHY_MAX];     /* why it ended before a transaction */
+	char tlsdesc[128];
+	bool have_dsn;
+	bool put_back; /* its site was busy: the recipients were given back */
+	int64_t t0;    /* now_ms() at its start */
+};
+
+/*
+ * The message and its recipients still pending (held or finished ones
+ * are left out).  False when there is nothing to do: the message was
+ * deleted meanwhile (sluice queue delete), or no recipient is left.
+ */
+static bool
+attempt_load(
+    struct delivery_thread *w, const struct delivery_job *j, struct attempt *a)
+{
+	int i;
+
+	a->out = xcalloc((size_t)j->nrcpts, sizeof(*a->out));
+	a->sr = xcalloc((size_t)j->nrcpts, sizeof(*a->sr));
+	if (store_load_message(w->store, j->msg_id, &a->m, a->why) != RES_OK) {
+		log_info("deliver", "id=%s skipped: %s", j->msg_id, a->why);
+		return false;
+	}
+	for (i = 0; i < j->nrcpts; i++) {
+		struct outcome *oc = &a->out[a->n];
+
+		if (store_load_rcpt(w->store, j->msg_id, j->rcpt_nos[i],
+		        &oc->info, a->why) != RES_OK)
+			continue;
+		if (!rcpt_pending(oc->info.state))
+			continue;
+		a->sr[a->n].address = oc->info.address;
+		a->sr[a->n].notify = oc->info.notify;
+		a->sr[a->n].orcpt = oc->info.orcpt[0] ? oc->info.orcpt : NULL;
+		a->n++;
+	}
+	a->why[0] = '\0';
+	return a->n > 0;
+}
+
+/* The SMTP client's options for the job's hosts. */
 static void
-deliver_job(struct worker *w, const struct delivery_conf *dc, struct job *j)
+client_options(const struct delivery_conf *dc, int stop_fd, bool smarthost,
+    struct smtpc_opts *o)
+{
+	const struct config *cfg = dc->cfg;
+
+	memset(o, 0, sizeof(*o));
+	o->helo = cfg->hostname;
+	o->connect_timeout = cfg->connect_timeout;
+	o->command_timeout = cfg->delivery_command_timeout;
+	o->data_timeout = cfg->delivery_data_timeout;
+	o->tls = dc->client_creds ? cfg->outbound_tls : OUTBOUND_TLS_NONE;
+	o->tls_creds = dc->client_creds;
+	o->stop_fd = stop_fd;
+	if (!smarthost)
+		return;
+	/* TLS is required to a smarthost unless "none"; verified when
+	 * outbound_tls = verify. */
+	o->implicit_tls = cfg->smarthost_tls == SMARTHOST_TLS_SMTPS;
+	o->tls = cfg->smarthost_tls == SMARTHOST_TLS_NONE ? OUTBOUND_TLS_NONE
+	         : cfg->outbound_tls == OUTBOUND_TLS_VERIFY
+	             ? OUTBOUND_TLS_VERIFY
+	             : OUTBOUND_TLS_ENCRYPT;
+	o->auth_user = cfg->smarthost_user;
+	o->auth_pass = dc->smarthost_pass;
+	o->auth_without_tls = cfg->smarthost_auth_without_tls;
+}
+
+/*
+ * A new connection for the job: its hosts (route, smarthost or MX, which
+ * also tells its site), then each in turn until one gives a session.
+ * RES_OK with a->h open; otherwise a->why says why (and a->put_back when
+ * the site the job moved to was busy).
+ */
+static enum res
+connect_fresh(struct delivery_thread *w, const struct delivery_conf *dc,
+    struct delivery_job *j, struct attempt *a)
 {
 	struct delivery *d = w->d;
 	const struct config *cfg = dc->cfg;
-	struct outcome *out = xcalloc((size_t)j->nrcpts, sizeof(*out));
-	struct smtpc_rcpt *sr = xcalloc((size_t)j->nrcpts, sizeof(*sr));
-	struct mx_host *hosts = NULL;
-	struct store_msg_info m;
-	struct record rec;
-	struct smtpc *c = NULL;
 	struct smtpc_opts o;
-	char why[WHY_MAX], tlsdesc[128] = "", relay[400] = "none";
-	char mxname[DNS_NAME_MAX] = "", ip[64] = "";
-	int64_t t0 = now_ms(), now;
-	int i, n = 0, nhosts = 0, port = 0;
-	bool smarthost = false, have_dsn = false, reused = false;
-	bool tried = false; /* a connection was tried (not skipped) */
+	bool smarthost = false, tried = false;
 	enum plan plan = PLAN_CONNECT;
 	enum res r;
+	int i;
 
-	why[0] = '\0';
-	if (store_load_message(w->store, j->msg_id, &m, why) != RES_OK) {
-		/* Deleted meanwhile (sluice queue delete): nothing to do. */
-		log_info("deliver", "id=%s skipped: %s", j->msg_id, why);
-		goto out;
-	}
-	for (i = 0; i < j->nrcpts; i++) {
-		struct outcome *oc = &out[n];
-
-		if (store_load_rcpt(w->store, j->msg_id, j->rcpt_nos[i],
-		        &oc->info, why) != RES_OK)
-			continue;
-		if (!rcpt_pending(oc->info.state))
-			continue; /* held or finished meanwhile */
-		sr[n].address = oc->info.address;
-		sr[n].notify = oc->info.notify;
-		sr[n].orcpt = oc->info.orcpt[0] ? oc->info.orcpt : NULL;
-		n++;
-	}
-	if (n == 0)
-		goto out;
-	/* Suspended since the claim (another job's connection failed)? */
-	if (site_suspended(d, j, why)) {
-		r = RES_TEMP;
-		goto settle;
-	}
-	/*
-	 * Reuse the kept connection for the same destination.  Right after
-	 * a completed transaction the server is ready for MAIL (RFC 5321
-	 * section 4.1.4); after a pause, RSET first checks it is still
-	 * there.
-	 */
-	if (w->kept != NULL && strcmp(w->kept_dest, j->dest) == 0 &&
-	    (now_ms() - w->kept_since < 1000 ||
-	        smtpc_reset(w->kept) == RES_OK)) {
-		c = w->kept;
-		w->kept = NULL;
-		snprintf(mxname, sizeof(mxname), "%s", w->kept_mx);
-		snprintf(ip, sizeof(ip), "%s", w->kept_ip);
-		snprintf(relay, sizeof(relay), "%s", w->kept_relay);
-		port = w->kept_port;
-		reused = true;
-		goto send;
-	}
-fresh:
-	drop_kept(w);
-	reused = false;
-	r = targets(w, dc, j, &hosts, &nhosts, &smarthost, why);
+	free(a->hosts);
+	a->hosts = NULL;
+	a->nhosts = 0;
+	r = targets(w, dc, j, &a->hosts, &a->nhosts, &smarthost, a->why);
 	if (!j->static_dest)
-		plan = site_learn(d, cfg, j, r, hosts, nhosts, why);
+		plan = site_learn(d, cfg, j, r, a->hosts, a->nhosts, a->why);
 	else if (r == RES_TEMP)
 		site_result(
-		    d, cfg, j, false, why); /* its name: a site failure */
+		    d, cfg, j, false, a->why); /* its name: the site's */
 	if (plan == PLAN_PUT_BACK) {
 		struct unlease u = {j};
 
 		(void)run_durably(d, unlease_fn, &u, j->msg_id, "put-back");
-		goto out;
+		a->put_back = true;
+		return RES_TEMP;
 	}
 	if (plan == PLAN_SUSPENDED)
-		r = RES_TEMP;
+		return RES_TEMP;
 	if (r != RES_OK)
-		goto settle;
-	memset(&o, 0, sizeof(o));
-	o.helo = cfg->hostname;
-	o.connect_timeout = cfg->connect_timeout;
-	o.command_timeout = cfg->delivery_command_timeout;
-	o.data_timeout = cfg->delivery_data_timeout;
-	o.tls = dc->client_creds ? cfg->outbound_tls : OUTBOUND_TLS_NONE;
-	o.tls_creds = dc->client_creds;
-	o.stop_fd = d->stop_fd;
-	if (smarthost) {
-		/* TLS is required to a smarthost unless "none"; verified when
-		 * outbound_tls = verify. */
-		o.implicit_tls = cfg->smarthost_tls == SMARTHOST_TLS_SMTPS;
-		o.tls = cfg->smarthost_tls == SMARTHOST_TLS_NONE
-		            ? OUTBOUND_TLS_NONE
-		        : cfg->outbound_tls == OUTBOUND_TLS_VERIFY
-		            ? OUTBOUND_TLS_VERIFY
-		            : OUTBOUND_TLS_ENCRYPT;
-		o.auth_user = cfg->smarthost_user;
-		o.auth_pass = dc->smarthost_pass;
-		o.auth_without_tls = cfg->smarthost_auth_without_tls;
-	}
-	r = RES_TEMP;
-	for (i = 0; i < nhosts && c == NULL; i++) {
-		if (site_suspended(d, j, why)) {
-			tried = false; /* not this job's failure to report */
-			break;
-		}
+		return r;
+	client_options(dc, d->stop_fd, smarthost, &o);
+	for (i = 0; i < a->nhosts; i++) {
+		const struct mx_host *host = &a->hosts[i];
+		struct conn_peer *p = &a->h.peer;
+
+		if (site_suspended(d, j, a->why))
+			return RES_TEMP; /* not this job's failure to report */
 		tried = true;
-		o.tls_name = hosts[i].name;
-		if (smtpc_open(&hosts[i], &o, &c, why) != RES_OK) {
-			log_info("deliver", "id=%s %s", j->msg_id, why);
+		o.tls_name = host->name;
+		if (smtpc_open(host, &o, &a->h.c, a->why) != RES_OK) {
+			log_info("deliver", "id=%s %s", j->msg_id, a->why);
 			continue;
 		}
-		snprintf(mxname, sizeof(mxname), "%s", hosts[i].name);
-		snprintf(ip, sizeof(ip), "%s", hosts[i].ip);
-		port = sockaddr_port((const struct sockaddr *)&hosts[i].addr);
-		snprintf(relay, sizeof(relay), "%s[%s]:%d", mxname, ip, port);
+		snprintf(p->mx, sizeof(p->mx), "%s", host->name);
+		snprintf(p->ip, sizeof(p->ip), "%s", host->ip);
+		p->port = sockaddr_port((const struct sockaddr *)&host->addr);
+		snprintf(p->relay, sizeof(p->relay), "%s[%s]:%d", p->mx, p->ip,
+		    p->port);
+		return RES_OK;
 	}
-	if (c == NULL) {
-		/* Every address failed to give a session. */
-		if (tried)
-			site_result(d, cfg, j, false, why);
-		goto settle;
-	}
-send:
-	site_result(d, cfg, j, true, NULL);
-	{
-		struct smtpc_msg sm;
-		struct body_ctx bc = {w, j->msg_id};
-		enum res cr;
+	/* Every address failed to give a session. */
+	if (tried)
+		site_result(d, cfg, j, false, a->why);
+	return RES_TEMP;
+}
 
-		memset(&sm, 0, sizeof(sm));
-		sm.sender = m.sender;
-		sm.size = m.stored_size;
-		sm.body_type = m.body_type;
-		sm.smtputf8 = m.smtputf8 != 0;
-		sm.dsn_ret = m.dsn_ret;
-		sm.envid = m.envid[0] ? m.envid : NULL;
-		sm.body = read_body;
-		sm.body_arg = &bc;
-		cr = smtpc_send(c, &sm, sr, n);
-		if (reused && cr != RES_OK && smtpc_stale(c)) {
-			/* The kept connection had gone stale: start over on
-			 * a new one. */
-			smtpc_close(c);
-			c = NULL;
-			w->kept_uses = 0;
-			mxname[0] = ip[0] = '\0';
-			port = 0;
-			snprintf(relay, sizeof(relay), "none");
-			goto fresh;
+/* The transaction on a->h: each recipient's verdict lands in a->sr. */
+static enum res
+transact(
+    struct delivery_thread *w, const struct delivery_job *j, struct attempt *a)
+{
+	struct body_ctx bc = {w, j->msg_id};
+	struct smtpc_msg sm;
+	enum res r;
+
+	memset(&sm, 0, sizeof(sm));
+	sm.sender = a->m.sender;
+	sm.size = a->m.stored_size;
+	sm.body_type = a->m.body_type;
+	sm.smtputf8 = a->m.smtputf8 != 0;
+	sm.dsn_ret = a->m.dsn_ret;
+	sm.envid = a->m.envid[0] ? a->m.envid : NULL;
+	sm.body = read_body;
+	sm.body_arg = &bc;
+	r = smtpc_send(a->h.c, &sm, a->sr, a->n);
+	a->have_dsn = smtpc_has_dsn(a->h.c);
+	snprintf(a->tlsdesc, sizeof(a->tlsdesc), "%s", smtpc_tls_desc(a->h.c));
+	return r;
+}
+
+/*
+ * Deliver the job's message: on the kept connection to its site, else a
+ * new one.  A kept connection found stale (closed by the server meanwhile,
+ * before it answered anything) is replaced by a new one once.  RES_OK
+ * when the transaction took place (the verdicts are in a->sr), else why
+ * not in a->why.
+ */
+static enum res
+attempt_run(struct delivery_thread *w, const struct delivery_conf *dc,
+    struct delivery_job *j, struct attempt *a)
+{
+	const struct config *cfg = dc->cfg;
+	bool reused;
+	enum res r;
+
+	/* Suspended since the claim (another job's connection failed)? */
+	if (site_suspended(w->d, j, a->why))
+		return RES_TEMP;
+	reused = conncache_take(&w->cache, j->dest, now_ms(), &a->h);
+	for (;;) {
+		if (!reused && (r = connect_fresh(w, dc, j, a)) != RES_OK)
+			return r;
+		a->peer = a->h.peer;
+		site_result(w->d, cfg, j, true, NULL);
+		r = transact(w, j, a);
+		if (reused && r != RES_OK && smtpc_stale(a->h.c)) {
+			held_conn_close(&a->h);
+			a->peer = a->h.peer;
+			reused = false;
+			continue;
 		}
-		have_dsn = smtpc_has_dsn(c);
-		snprintf(tlsdesc, sizeof(tlsdesc), "%s", smtpc_tls_desc(c));
-		/* Keep it for the next message to this destination. */
-		if (cr == RES_OK &&
-		    ++w->kept_uses < cfg->max_messages_per_connection) {
-			w->kept = c;
-			snprintf(
-			    w->kept_dest, sizeof(w->kept_dest), "%s", j->dest);
-			snprintf(w->kept_mx, sizeof(w->kept_mx), "%s", mxname);
-			snprintf(w->kept_ip, sizeof(w->kept_ip), "%s", ip);
-			snprintf(
-			    w->kept_relay, sizeof(w->kept_relay), "%s", relay);
-			w->kept_port = port;
-			w->kept_since = now_ms();
-		} else {
-			smtpc_close(c);
-			w->kept_uses = 0;
-		}
-		r = RES_OK;
+		if (r == RES_OK)
+			conncache_put(&w->cache, &a->h, j->dest,
+			    cfg->max_messages_per_connection, now_ms());
+		else
+			held_conn_close(&a->h);
+		return RES_OK;
 	}
-settle:
-	now = (int64_t)time(NULL);
-	for (i = 0; i < n; i++)
-		settle(cfg, &m, &out[i], r == RES_OK ? sr[i].result : r,
-		    r == RES_OK ? sr[i].reply : why, have_dsn, now);
+}
+
+/* Settle every recipient by how the attempt ended (`r`), record it with
+ * its notices in one transaction, and log it. */
+static void
+attempt_record(struct delivery_thread *w, const struct delivery_conf *dc,
+    const struct delivery_job *j, struct attempt *a, enum res r)
+{
+	const struct config *cfg = dc->cfg;
+	struct record rec;
+	int64_t now = (int64_t)time(NULL);
+	int i;
+
+	for (i = 0; i < a->n; i++)
+		settle(cfg, &a->m, &a->out[i],
+		    r == RES_OK ? a->sr[i].result : r,
+		    r == RES_OK ? a->sr[i].reply : a->why, a->have_dsn, now);
 	memset(&rec, 0, sizeof(rec));
 	rec.msg_id = j->msg_id;
-	rec.m = &m;
+	rec.m = &a->m;
 	rec.hostname = cfg->hostname;
 	rec.delay_warning = cfg->delay_warning_time;
-	rec.out = out;
-	rec.n = n;
+	rec.out = a->out;
+	rec.n = a->n;
 	rec.at = now;
-	rec.duration_ms = now_ms() - t0;
-	rec.mx_host = mxname[0] ? mxname : NULL;
-	rec.ip = ip[0] ? ip : NULL;
-	rec.port = port;
-	rec.tls = tlsdesc[0] ? tlsdesc : NULL;
-	if (run_durably(d, record_fn, &rec, j->msg_id, "attempt"))
-		log_outcomes(j->msg_id, &m, &rec, relay);
-out:
-	free(hosts);
-	free(sr);
-	free(out);
+	rec.duration_ms = now_ms() - a->t0;
+	rec.mx_host = a->peer.mx[0] ? a->peer.mx : NULL;
+	rec.ip = a->peer.ip[0] ? a->peer.ip : NULL;
+	rec.port = a->peer.port;
+	rec.tls = a->tlsdesc[0] ? a->tlsdesc : NULL;
+	if (run_durably(w->d, record_fn, &rec, j->msg_id, "attempt"))
+		log_outcomes(j->msg_id, &a->m, &rec, a->peer.relay);
+}
+
+static void
+deliver_job(struct delivery_thread *w, const struct delivery_conf *dc,
+    struct delivery_job *j)
+{
+	struct attempt a;
+	enum res r;
+
+	memset(&a, 0, sizeof(a));
+	a.t0 = now_ms();
+	held_conn_init(&a.h);
+	a.peer = a.h.peer;
+	if (attempt_load(w, j, &a)) {
+		r = attempt_run(w, dc, j, &a);
+		if (!a.put_back)
+			attempt_record(w, dc, j, &a, r);
+	}
+	BUG_ON(a.h.c != NULL); /* kept or closed by attempt_run */
+	free(a.hosts);
+	free(a.sr);
+	free(a.out);
 }
 
 /* ---- claiming (runs on the queue's writer thread) ---- */
@@ -1207,17 +1172,17 @@ struct claim {
 	const struct config *cfg;
 	int max_jobs;
 	int njobs;
-	struct job *jobs, *tail;   /* out */
-	struct deferral *deferred; /* out: recorded, to log */
-	bool blocked;              /* out: due mail waits for a busy site */
-	int64_t next_due;          /* out: when to look again */
+	struct delivery_job *jobs, *tail; /* out */
+	struct deferral *deferred;        /* out: recorded, to log */
+	bool blocked;     /* out: due mail waits for a busy site */
+	int64_t next_due; /* out: when to look again */
 };
 
 static void
-jobs_free(struct job *j)
+jobs_free(struct delivery_job *j)
 {
 	while (j != NULL) {
-		struct job *next = j->next;
+		struct delivery_job *next = j->next;
 
 		free(j);
 		j = next;
@@ -1239,7 +1204,7 @@ deferrals_free(struct deferral *f)
 static void
 claim_reset(struct claim *c)
 {
-	struct job *j;
+	struct delivery_job *j;
 
 	/* Jobs not handed over give back their places (place()). */
 	if (c->jobs != NULL) {
@@ -1266,7 +1231,7 @@ static void
 add_job(struct claim *c, const struct store_due *due, const char *site,
     bool static_dest, bool probe, int64_t now)
 {
-	struct job *j = xcalloc(1, sizeof(*j));
+	struct delivery_job *j = xcalloc(1, sizeof(*j));
 
 	snprintf(j->msg_id, sizeof(j->msg_id), "%s", due->msg_id);
 	snprintf(j->dest, sizeof(j->dest), "%s", site);
@@ -1297,7 +1262,7 @@ place(struct claim *c, const struct store_due *due, int64_t now)
 {
 	char key[DESTS_KEY_MAX];
 	const char *reason = NULL;
-	struct job *j;
+	struct delivery_job *j;
 	struct deferral *f;
 	bool st;
 	enum dest_admit v;
@@ -1390,7 +1355,7 @@ defer_now(struct store *store, const struct config *cfg, struct deferral *f,
 static bool
 in_round(const struct claim *c, const struct store_due *due)
 {
-	const struct job *j;
+	const struct delivery_job *j;
 	const struct deferral *f;
 	int i;
 
@@ -1416,7 +1381,7 @@ place_probe(
     struct claim *c, const char *site, const struct store_due *due, int64_t now)
 {
 	char key[DESTS_KEY_MAX];
-	struct job *j;
+	struct delivery_job *j;
 	bool st;
 
 	site_for(c->d, c->cfg, due->domain, now, key, sizeof(key), &st);
@@ -1477,7 +1442,7 @@ claim_fn(struct store *store, void *arg, char *why)
 	struct store_due *due = xcalloc(CLAIM_ROWS, sizeof(*due));
 	int64_t now = (int64_t)time(NULL);
 	struct deferral *f;
-	struct job *j;
+	struct delivery_job *j;
 	int n, i;
 	enum res r = RES_OK;
 
@@ -1540,13 +1505,13 @@ dispatcher_main(void *arg)
 		memset(&c, 0, sizeof(c));
 		c.d = d;
 		mutex_lock(&d->mu);
+		/* Every thread busy: wait for one to finish (or stop). */
+		while (d->busy >= d->nthreads && !atomic_load(&d->stop))
+			cond_wait(&d->done_cv, &d->mu);
 		free_threads = d->nthreads - d->busy;
-		if (free_threads <= 0) {
-			cond_wait_until(&d->done_cv, &d->mu, now_ms() + 1000);
-			mutex_unlock(&d->mu);
-			continue;
-		}
 		mutex_unlock(&d->mu);
+		if (atomic_load(&d->stop))
+			break;
 		c.max_jobs = free_threads;
 
 		seen = queue_mail_seq(d->q);
@@ -1566,7 +1531,7 @@ dispatcher_main(void *arg)
 		mutex_lock(&d->mu);
 		d->blocked = c.blocked;
 		if (c.jobs != NULL) {
-			struct job *j, *next;
+			struct delivery_job *j, *next;
 
 			for (j = c.jobs; j != NULL; j = next) {
 				next = j->next;
@@ -1726,7 +1691,8 @@ housekeeping(struct delivery *d, const struct config *cfg)
  * connection opened under the old settings.
  */
 static void
-worker_refresh(struct worker *w, const struct delivery_conf *dc)
+delivery_thread_refresh(
+    struct delivery_thread *w, const struct delivery_conf *dc)
 {
 	char why[WHY_MAX];
 	struct dns_resolver *r;
@@ -1734,7 +1700,7 @@ worker_refresh(struct worker *w, const struct delivery_conf *dc)
 	if (w->gen == dc->gen)
 		return;
 	w->gen = dc->gen;
-	drop_kept(w);
+	conncache_drop(&w->cache);
 	r = dns_resolver_new(dc->cfg, why);
 	if (r == NULL) {
 		log_err(
@@ -1746,28 +1712,28 @@ worker_refresh(struct worker *w, const struct delivery_conf *dc)
 }
 
 static void *
-worker_main(void *arg)
+delivery_thread_main(void *arg)
 {
-	struct worker *w = arg;
+	struct delivery_thread *w = arg;
 	struct delivery *d = w->d;
 
 	for (;;) {
-		struct job *j;
+		struct delivery_job *j;
 
 		mutex_lock(&d->mu);
 		while (d->jobs == NULL && !atomic_load(&d->stop)) {
-			if (w->kept == NULL) {
+			int64_t idle_end = conncache_expiry(&w->cache);
+
+			if (idle_end < 0) {
 				cond_wait(&d->cv, &d->mu);
-				continue;
-			}
-			/* Close a kept connection that stays idle. */
-			if (now_ms() - w->kept_since >= KEEP_IDLE_MS) {
+			} else if (now_ms() >= idle_end) {
+				/* Close a kept connection that stays idle. */
 				mutex_unlock(&d->mu);
-				drop_kept(w);
+				conncache_drop(&w->cache);
 				mutex_lock(&d->mu);
-				continue;
+			} else {
+				cond_wait_until(&d->cv, &d->mu, idle_end);
 			}
-			cond_wait_until(&d->cv, &d->mu, now_ms() + 1000);
 		}
 		j = d->jobs;
 		if (j == NULL) {
@@ -1782,7 +1748,7 @@ worker_main(void *arg)
 			const struct delivery_conf *dc =
 			    holder_get(d->conf, &ref);
 
-			worker_refresh(w, dc);
+			delivery_thread_refresh(w, dc);
 			deliver_job(w, dc, j);
 			holder_put(ref);
 		}
@@ -1797,7 +1763,7 @@ worker_main(void *arg)
 		mutex_unlock(&d->mu);
 		free(j);
 	}
-	drop_kept(w);
+	conncache_drop(&w->cache);
 	store_close(w->store);
 	dns_resolver_free(w->dns);
 	free(w);
@@ -1904,14 +1870,15 @@ delivery_start(
 	cond_init(&d->done_cv);
 	d->threads = xcalloc((size_t)cfg->delivery_threads, sizeof(pthread_t));
 	for (i = 0; i < cfg->delivery_threads; i++) {
-		struct worker *w = xcalloc(1, sizeof(*w));
+		struct delivery_thread *w = xcalloc(1, sizeof(*w));
 
 		w->d = d;
 		w->store = store_open_readonly(cfg->queue_path, why);
 		w->dns = w->store ? dns_resolver_new(cfg, why) : NULL;
 		w->gen = conf->gen;
 		if (w->store == NULL || w->dns == NULL ||
-		    pthread_create(&d->threads[i], NULL, worker_main, w) != 0) {
+		    pthread_create(
+		        &d->threads[i], NULL, delivery_thread_main, w) != 0) {
 			store_close(w->store);
 			dns_resolver_free(w->dns);
 			free(w);
@@ -1950,6 +1917,9 @@ delivery_stop(struct delivery *d)
 		return;
 	atomic_store(&d->stop, true);
 	wake(d);
+	mutex_lock(&d->mu);
+	pthread_cond_broadcast(&d->done_cv);
+	mutex_unlock(&d->mu);
 	if (d->dispatcher_started)
 		pthread_join(d->dispatcher, NULL);
 	mutex_lock(&d->mu);

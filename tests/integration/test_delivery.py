@@ -161,6 +161,62 @@ def temporary_failure_defers_then_retry_delivers():
         assert sink.messages() == []
 
 
+# ---- connections kept between messages ----
+
+@test
+def kept_connection_carries_the_next_messages():
+    with Env() as env:
+        peer = env.scripted("127.0.0.2")
+        srv = env.server(delivery_threads=1, max_messages_per_connection=2)
+        for i in range(3):
+            qid = send(srv, ["k%d@dest.test" % i])
+            wait_state(srv, qid, "k%d@dest.test" % i, "delivered")
+        assert len(peer.messages) == 3, peer.messages
+        # Two messages on the first connection, the third on a second.
+        assert peer.connections == 2, (peer.connections, peer.commands)
+        verbs = [c.split(" ", 1)[0].upper() for c in peer.commands]
+        assert verbs.count("EHLO") == 2 and verbs.count("QUIT") == 1, verbs
+
+
+@test
+def kept_connection_closed_by_the_server_is_replaced_at_once():
+    with Env() as env:
+        peer = env.scripted("127.0.0.2")
+        srv = env.server(delivery_threads=1)
+        q1 = send(srv, ["s1@dest.test"])
+        wait_state(srv, q1, "s1@dest.test", "delivered")
+        # The server ends the kept connection at its next command: the
+        # message goes on a new connection, in the same attempt.
+        peer.mode = "drop_next"
+        q2 = send(srv, ["s2@dest.test"])
+        wait_state(srv, q2, "s2@dest.test", "delivered")
+        assert [a[0] for a in attempts_of(srv, q2)] == ["sent"], attempts_of(srv, q2)
+        assert peer.connections == 2, peer.connections
+        assert len(peer.messages) == 2, peer.messages
+
+
+@test
+def rset_after_a_refused_transaction_comes_before_the_next_one():
+    with Env() as env:
+        peer = env.scripted("127.0.0.2", rcpt_reply="550 5.1.1 no such user")
+        srv = env.server(delivery_threads=1)
+        q1 = send(srv, ["r1@dest.test"], sender="<>")
+        wait_state(srv, q1, "r1@dest.test", "bounced")
+        peer.rcpt_reply = "250 2.1.5 Ok"
+        q2 = send(srv, ["r2@dest.test"], sender="<>")
+        wait_state(srv, q2, "r2@dest.test", "delivered")
+        peer.rcpt_reply = "550 5.1.1 no such user"
+        q3 = send(srv, ["r3@dest.test"], sender="<>")
+        wait_state(srv, q3, "r3@dest.test", "bounced")
+        assert srv.stop() == 0
+        verbs = [c.split(" ", 1)[0].upper() for c in peer.commands]
+        # One connection; a refused transaction's RSET waits for the next
+        # transaction, and none is sent before QUIT.
+        assert verbs == ["EHLO", "MAIL", "RCPT", "RSET", "MAIL", "RCPT", "DATA",
+                         "MAIL", "RCPT", "QUIT"], verbs
+        assert peer.connections == 1
+
+
 # ---- delivery status notifications ----
 
 @test

@@ -21,6 +21,9 @@ applies from the next command, also on connections already open):
   close_mid_reply   closes in the middle of the reply to RCPT
   accept_close      accepts the connection and closes it at once
   greet421          "421 4.3.2 busy" as its greeting, then closes
+  drop_next         closes the connection at its next command, without
+                    a reply, and goes back to normal (a server that ended
+                    an idle connection the client kept)
 
 It counts accepted connections (`connections`, with their times in
 `connection_times`) and the most transactions it had in progress at once
@@ -48,7 +51,8 @@ from sluicetest import Server, free_port, poll_until
 
 SENDER = "sender@senders.test"
 MODES = ("normal", "trickle", "huge_ehlo", "huge_ehlo_line", "endless",
-         "silent_after_data", "close_mid_reply", "accept_close", "greet421")
+         "silent_after_data", "close_mid_reply", "accept_close", "greet421",
+         "drop_next")
 
 
 class _Plain:
@@ -252,6 +256,9 @@ class ScriptedMX:
             verb = line.split(" ", 1)[0].upper()
             args = line.split(">", 1)[1] if ">" in line else ""
             mode = self.mode   # a test may change it between commands
+            if mode == "drop_next":
+                self.mode = "normal"
+                return
             if verb == "EHLO" and mode == "huge_ehlo":
                 filler = "x" * 1000
                 block = "".join("250-%s\r\n" % filler for _ in range(100)).encode()
