@@ -201,13 +201,7 @@ class Crashers:
                 with self.lock:
                     self.bodies[token] = expected
                 begin_data(c)
-                # Several writes, so that the kill often falls in DATA.
-                cuts = sorted(rng.randint(0, len(wire)) for _ in range(3))
-                prev = 0
-                for cut in cuts + [len(wire)]:
-                    c.send(wire[prev:cut])
-                    prev = cut
-                    time.sleep(rng.random() * 0.005)
+                c.send_cut(wire, rng, 0.005)
                 with self.lock:
                     self.dot_sent.add(token)
                 c.send(b".\r\n")

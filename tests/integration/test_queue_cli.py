@@ -5,9 +5,9 @@ UTF-8 and control characters on the terminal, queues of another schema
 version, and every query of docs/queries.md run with `sqlite3 -readonly`
 on the live database.
 
-Delivery tests route dest.test and senders.test to MX, a small SMTP
-server in this process (127.0.0.1, a free port) whose RCPT replies the
-test controls: 451 to make a recipient deferred, or held back until the
+Delivery tests route dest.test and senders.test to MX, the scripted
+SMTP server of tests/lib/mxtest.py in this process (127.0.0.1, a free
+port) whose RCPT replies the test controls: 451 to make a recipient deferred, or held back until the
 test lets it go (a delivery in progress).  retry_schedule is 1h, so a
 deferred recipient moves only when the CLI says so."""
 import datetime
@@ -16,7 +16,6 @@ import email.policy
 import json
 import os
 import re
-import socketserver
 import sqlite3
 import subprocess
 import sys
@@ -24,6 +23,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
+from mxtest import ScriptedMX  # noqa: E402
 from sluicetest import (BIN, ROOT, SANITIZER_PATTERNS, Server, free_port,  # noqa: E402
                         main, poll_until, test)
 
@@ -33,36 +33,18 @@ RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 UNKNOWN = "0000000000000000"
 
 
-class MX:
-    """The remote MX: records messages; RCPT replies 451 for addresses
-    in `tempfail` (or all, with tempfail_all); an address in `gates` is
-    answered only once its event is set (gates_reached tells when the
-    client got there)."""
+class MX(ScriptedMX):
+    """The remote MX (tests/lib/mxtest.py), on 127.0.0.1: RCPT replies 451
+    for addresses in `tempfail` (or all, with tempfail_all); an address
+    in `gates` is answered only once its event is set (gates_reached
+    tells when the client got there).  `envelopes` are the messages."""
 
     def __init__(self):
-        self.port = free_port()
-        self.messages = []  # (mail_from, [rcpt], data)
         self.tempfail = set()
         self.tempfail_all = False
         self.gates = {}
         self.gates_reached = set()
-        mx = self
-
-        class Handler(socketserver.StreamRequestHandler):
-            def handle(self):
-                self.request.settimeout(30)
-                try:
-                    mx._session(self.rfile, self.wfile)
-                except (OSError, ValueError):
-                    pass
-
-        class TCP(socketserver.ThreadingTCPServer):
-            allow_reuse_address = True
-            daemon_threads = True
-
-        self.srv = TCP(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self.srv.serve_forever,
-                         kwargs={"poll_interval": 0.05}, daemon=True).start()
+        super().__init__("127.0.0.1", free_port(), rcpt_reply=self._rcpt)
 
     def _rcpt(self, addr):
         if addr in self.gates:
@@ -72,59 +54,8 @@ class MX:
             return "451 4.7.1 try again later"
         return "250 2.1.5 Ok"
 
-    def _session(self, rfile, wfile):
-        def say(s):
-            wfile.write(s.encode() + b"\r\n")
-            wfile.flush()
-        say("220 mx.test ESMTP")
-        mail_from, rcpts = None, []
-        while True:
-            raw = rfile.readline()
-            if not raw:
-                return
-            line = raw.rstrip(b"\r\n").decode("utf-8", "replace")
-            verb = line.split(" ", 1)[0].upper()
-            addr = line.split("<", 1)[1].rsplit(">", 1)[0] if "<" in line else ""
-            if verb in ("EHLO", "HELO"):
-                say("250 mx.test")
-            elif verb == "MAIL":
-                mail_from, rcpts = addr, []
-                say("250 2.1.0 Ok")
-            elif verb == "RCPT":
-                reply = self._rcpt(addr)
-                if reply.startswith("250"):
-                    rcpts.append(addr)
-                say(reply)
-            elif verb == "DATA":
-                if not rcpts:
-                    say("554 5.5.1 no valid recipients")
-                    continue
-                say("354 go ahead")
-                data = b""
-                while True:
-                    l = rfile.readline()
-                    if not l or l == b".\r\n":
-                        break
-                    data += l[1:] if l.startswith(b".") else l
-                self.messages.append((mail_from, rcpts, data))
-                say("250 2.0.0 Ok: queued")
-            elif verb == "RSET":
-                mail_from, rcpts = None, []
-                say("250 2.0.0 Ok")
-            elif verb == "QUIT":
-                say("221 2.0.0 Bye")
-                return
-            else:
-                say("250 2.0.0 Ok")
-
     def to(self, rcpt):
-        return [m for m in self.messages if rcpt in m[1]]
-
-    def stop(self):
-        if self.srv is not None:
-            self.srv.shutdown()
-            self.srv.server_close()
-            self.srv = None
+        return [m for m in self.envelopes if rcpt in m[1]]
 
 
 class Env:
@@ -377,7 +308,7 @@ def retry_delivers_a_deferred_recipient_now():
         out = queue(srv, "retry", qid, check=0)[1]
         assert out == "%s: 1 recipient due now\n" % qid, out
         wait_state(srv, qid, "delivered", timeout=10)
-        assert [m[1] for m in mx.to("r@dest.test")] == [["r@dest.test"]], mx.messages
+        assert [m[1] for m in mx.to("r@dest.test")] == [["r@dest.test"]], mx.envelopes
         r = qjson(srv, "list", "--json", "--status", "delivered")[0]["recipients"][0]
         assert (r["state"], r["next_attempt_at"]) == ("delivered", None), r
         # Delivered and released: nothing left to export.
@@ -401,10 +332,10 @@ def hold_keeps_mail_and_release_delivers_it():
         said(srv, "0 recipients due now\n", "retry", "--all")
         time.sleep(1.5)  # more than a dispatcher round
         assert rcpt_rows(srv, held) == [("h@dest.test", "held", 1, "451 4.7.1 try again later", 0)]
-        assert mx.to("h@dest.test") == [], mx.messages
+        assert mx.to("h@dest.test") == [], mx.envelopes
         said(srv, "%s: 1 recipient released, due now\n" % held, "release", held)
         wait_state(srv, held, "delivered")
-        assert len(mx.to("h@dest.test")) == 1 and len(mx.to("o@dest.test")) == 1, mx.messages
+        assert len(mx.to("h@dest.test")) == 1 and len(mx.to("o@dest.test")) == 1, mx.envelopes
 
 
 @test
@@ -448,7 +379,7 @@ def delete_while_the_server_runs():
         time.sleep(1.5)  # the attempt is recorded, a dispatcher round passes
         assert rows_left(srv, busy) == {"messages": 0, "recipients": 0, "attempts": 0,
                                         "body_chunks": 0}, rows_left(srv, busy)
-        assert mx.to("d@dest.test") == [] and len(mx.to("slow@dest.test")) == 1, mx.messages
+        assert mx.to("d@dest.test") == [] and len(mx.to("slow@dest.test")) == 1, mx.envelopes
 
 
 @test
@@ -466,7 +397,7 @@ def bounce_sends_the_failure_notice():
                         "where msg_id=? and status='bounced' order by rcpt_no", (qid,))
         assert att == [(0, "bounced", None, ADMIN_REPLY), (2, "bounced", None, ADMIN_REPLY)], att
         try:
-            notice = poll_until(lambda: [m for m in mx.messages if m[0] == ""], 10,
+            notice = poll_until(lambda: [m for m in mx.envelopes if m[0] == ""], 10,
                                 "the failure notice at the sender's MX")
         except AssertionError:
             raise AssertionError("no failure notice reached <%s> within 10 s after "

@@ -9,13 +9,12 @@ import os
 import pwd
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
+from mxtest import ScriptedMX  # noqa: E402
 from sink import Sink  # noqa: E402
 from sluicetest import (BIN, SANITIZER_PATTERNS, Server, free_port, main,  # noqa: E402
                         poll_until, test)
@@ -382,55 +381,10 @@ def queue_file_takes_domain_and_smtputf8_from_the_parsed_path():
     assert srv.query("select smtputf8 from messages where id=?", (qid,)) == [(1,)]
 
 
-class FakeRelay:
-    """Plays the relay's /smtp listener for one session: answers each
-    command by its verb from `replies` (raw reply octets; None: no answer
-    at all; a list: one for each use of the verb, in order), 250
-    otherwise, and records the command lines."""
-
-    def __init__(self, replies):
-        self.replies = {"DATA": b"354 go ahead\r\n", "QUIT": b"221 bye\r\n"}
-        self.replies.update(replies)
-        self.lines = []
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(1)
-        self.sock.settimeout(20)
-        self.port = self.sock.getsockname()[1]
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self):
-        try:
-            conn, _ = self.sock.accept()
-        except OSError:
-            return
-        with conn, conn.makefile("rb") as f:
-            conn.settimeout(20)
-            conn.sendall(b"220 fake ESMTP\r\n")
-            in_data = False
-            for raw in f:
-                line = raw.rstrip(b"\r\n").decode("utf-8", "replace")
-                if in_data:
-                    if line == ".":
-                        in_data = False
-                        conn.sendall(b"250 queued\r\n")
-                    continue
-                self.lines.append(line)
-                verb = line.split(" ", 1)[0].upper()
-                reply = self.replies.get(verb, b"250 ok\r\n")
-                if isinstance(reply, list):
-                    reply = reply.pop(0)
-                if reply is not None:
-                    conn.sendall(reply)
-                in_data = verb == "DATA" and reply is not None and reply.startswith(b"354")
-
-    def verbs(self):
-        """The verbs received, once sendmail has closed the connection."""
-        self.thread.join(10)
-        assert not self.thread.is_alive(), "the session did not end"
-        self.sock.close()
-        return [line.split(" ", 1)[0].upper() for line in self.lines]
+def fake_relay(replies):
+    """The relay's /smtp listener played by the scripted server of
+    tests/lib/mxtest.py: no extensions, `replies` by verb."""
+    return ScriptedMX("127.0.0.1", free_port(), ehlo=(), replies=replies)
 
 
 def fake_relay_config(port, **extra):
@@ -442,57 +396,61 @@ def fake_relay_config(port, **extra):
 
 @test
 def multiline_reply_is_shown_by_its_first_line():
-    fake = FakeRelay({"RCPT": b"550-5.1.1 no such user here\r\n550 5.1.1 try another\r\n"})
+    fake = fake_relay({"RCPT": "550-5.1.1 no such user here\r\n550 5.1.1 try another"})
     srv = fake_relay_config(fake.port)
     rc, out, err = sendmail(srv, ["ann@x.test"], "Subject: s\n\nb\n")
     assert rc == 67, (rc, err)
     assert err == "sendmail: recipient <ann@x.test> refused: 550 5.1.1 no such user here\n", err
     # The session ended politely.
-    assert fake.verbs() == ["EHLO", "MAIL", "RCPT", "QUIT"], fake.lines
+    assert fake.verbs() == ["EHLO", "MAIL", "RCPT", "QUIT"], fake.commands
+    fake.stop()
 
 
 @test
 def a_recipient_refused_for_now_stops_the_message_for_all():
     # All or none: had the first recipient been sent the message, the
     # caller's retry would send it to them twice.
-    fake = FakeRelay({"RCPT": [b"250 ok\r\n", b"452 4.5.3 too many recipients\r\n"]})
+    fake = fake_relay({"RCPT": ["250 ok", "452 4.5.3 too many recipients"]})
     srv = fake_relay_config(fake.port)
     rc, out, err = sendmail(srv, ["ann@x.test", "bob@x.test"], "Subject: s\n\nb\n")
     assert rc == 75, (rc, err)
     assert err.startswith("sendmail: recipient <bob@x.test> refused: 452 4.5.3 too many "
                           "recipients\nsendmail: 4.5.3 not sent: "), err
-    assert fake.verbs() == ["EHLO", "MAIL", "RCPT", "RCPT", "QUIT"], fake.lines
+    assert fake.verbs() == ["EHLO", "MAIL", "RCPT", "RCPT", "QUIT"], fake.commands
+    fake.stop()
 
 
 @test
 def sender_or_message_refused_for_good_exits_69():
     for replies, said, verbs in (
-            ({"MAIL": b"553 5.1.8 bad sender domain\r\n"},
+            ({"MAIL": "553 5.1.8 bad sender domain"},
              "sendmail: sender <cron@client.test> refused: 553 5.1.8 bad sender domain\n",
              ["EHLO", "MAIL", "QUIT"]),
-            ({"DATA": b"554 5.6.0 not today\r\n"},
+            ({"DATA": "554 5.6.0 not today"},
              "sendmail: message refused: 554 5.6.0 not today\n",
              ["EHLO", "MAIL", "RCPT", "DATA", "QUIT"])):
-        fake = FakeRelay(replies)
+        fake = fake_relay(replies)
         srv = fake_relay_config(fake.port)
         rc, out, err = sendmail(srv, ["-f", "cron@client.test", "ann@x.test"],
                                 "Subject: s\n\nb\n")
         assert (rc, err) == (69, said), (rc, err)
-        assert fake.verbs() == verbs, fake.lines
+        assert fake.verbs() == verbs, fake.commands
+        fake.stop()
 
 
 @test
 def no_quit_after_a_malformed_or_missing_reply():
     # The reasons are the delivery client's (queue/smtpc.c), enhanced
     # status code first.
-    for reply, why in ((b"hello there\r\n", "4.5.0 127.0.0.1:%d: malformed reply: hello there"),
+    for reply, why in (("hello there", "4.5.0 127.0.0.1:%d: malformed reply: hello there"),
                        (None, "4.4.2 127.0.0.1:%d: timeout waiting for reply")):
-        fake = FakeRelay({"MAIL": reply})
+        fake = fake_relay({"MAIL": reply})
         srv = fake_relay_config(fake.port, delivery_command_timeout="1s")
         rc, out, err = sendmail(srv, ["ann@x.test"], "Subject: s\n\nb\n")
         assert (rc, err) == (75, "sendmail: %s\n" % (why % fake.port)), (rc, err)
         # Nothing sensible would answer QUIT: sendmail does not wait for it.
-        assert fake.verbs() == ["EHLO", "MAIL"], fake.lines
+        assert fake.verbs() == ["EHLO", "MAIL"], fake.commands
+        fake.stop()
 
 
 @contextlib.contextmanager

@@ -102,12 +102,7 @@ class Clients:
                 c.cmd("MAIL FROM:<%s@client.test>" % token, "250 ")
                 c.cmd("RCPT TO:<r@dest.test>", "250 ")
                 c.cmd("DATA", "354 ")
-                cuts = sorted(rng.randint(0, len(body)) for _ in range(3))
-                prev = 0
-                for cut in cuts + [len(body)]:
-                    c.send(body[prev:cut])
-                    prev = cut
-                    time.sleep(rng.random() * 0.004)
+                c.send_cut(body, rng, 0.004)
                 with self.lock:
                     self.dot_sent.add(token)
                 c.send(b".\r\n")

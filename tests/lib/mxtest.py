@@ -30,7 +30,13 @@ It counts accepted connections (`connections`, with their times in
 (`max_transactions`, from MAIL to the reply after the data; `data_delay`
 seconds pass before that reply, `data_reply`; the connections numbered in
 `refuse` are greeted with 421), and records every command and every
-message it acknowledged with 250 (`messages`).  Every wait in it is
+message it acknowledged with 250 (`messages`, and with its envelope in
+`envelopes`: (mail_from, [rcpt], data)).  `rcpt_reply` is a reply, or a
+function of the address that returns one (it may wait: a delivery held
+in progress).  `replies` overrides any command by its verb: a reply
+(lines joined by CRLF), None for no reply at all, or a list with one of
+those for each use of the verb, in order.  verbs() waits for every
+session to end and gives the verbs received.  Every wait in it is
 bounded, and stop() ends it.
 """
 import atexit
@@ -141,7 +147,7 @@ class ScriptedMX:
     def __init__(self, host, port, ehlo=("SIZE", "8BITMIME"), rcpt_reply="250 2.1.5 Ok",
                  auth_reply="535 5.7.8 Authentication credentials invalid", tls=None,
                  mode="normal", chunk_reply=None, data_delay=0,
-                 data_reply="250 2.0.0 Ok: queued", refuse=()):
+                 data_reply="250 2.0.0 Ok: queued", refuse=(), replies=None):
         assert mode in MODES, mode
         self.host, self.port = host, port
         self.ehlo = list(ehlo) + (["STARTTLS"] if tls else [])
@@ -157,8 +163,11 @@ class ScriptedMX:
             self.ctx.load_cert_chain(*tls)
         self.commands = []
         self.messages = []
+        self.envelopes = []
         self.unanswered = []   # messages read and never answered
         self.connections = 0
+        self.sessions_ended = 0
+        self.replies = dict(replies or {})
         self.connection_times = []
         self.data_delay = data_delay
         self.data_reply = data_reply   # the reply after the data
@@ -187,6 +196,8 @@ class ScriptedMX:
                     pass
                 finally:
                     mx._tx(state, False)
+                    with mx.lock:
+                        mx.sessions_ended += 1
 
         class TCP(socketserver.ThreadingTCPServer):
             allow_reuse_address = True
@@ -247,6 +258,7 @@ class ScriptedMX:
             return
         say("220 scripted ESMTP")
         chunks = b""
+        mail_from, rcpts = None, []
         while not self.stopped.is_set():
             raw = io.readline()
             if not raw:
@@ -255,10 +267,18 @@ class ScriptedMX:
             self.commands.append(line)
             verb = line.split(" ", 1)[0].upper()
             args = line.split(">", 1)[1] if ">" in line else ""
+            addr = line.split("<", 1)[1].rsplit(">", 1)[0] if "<" in line else ""
             mode = self.mode   # a test may change it between commands
             if mode == "drop_next":
                 self.mode = "normal"
                 return
+            if verb in self.replies:
+                reply = self.replies[verb]
+                if isinstance(reply, list):
+                    reply = reply.pop(0)
+                if reply is not None:
+                    say(reply)
+                continue
             if verb == "EHLO" and mode == "huge_ehlo":
                 filler = "x" * 1000
                 block = "".join("250-%s\r\n" % filler for _ in range(100)).encode()
@@ -292,13 +312,19 @@ class ScriptedMX:
                 return
             elif verb == "MAIL":
                 chunks = b""
+                mail_from, rcpts = addr, []
                 self._tx(state, True)
                 say("250 2.1.0 Ok")
             elif verb == "RCPT" and mode == "close_mid_reply":
                 io.send(b"250-2.1.5 Ok, and\r\n250 2.1")
                 return
             elif verb == "RCPT":
-                say(self.rcpt_reply)
+                reply = self.rcpt_reply
+                if callable(reply):
+                    reply = reply(addr)
+                if reply.startswith("2"):
+                    rcpts.append(addr)
+                say(reply)
             elif verb == "DATA":
                 say("354 go ahead")
                 data = b""
@@ -316,6 +342,7 @@ class ScriptedMX:
                 reply = self.data_reply
                 if reply.startswith("2"):
                     self.messages.append(data)
+                    self.envelopes.append((mail_from, rcpts, data))
                 self._tx(state, False)
                 say(reply)
             elif verb == "BDAT" and "CHUNKING" in self.keywords:
@@ -327,6 +354,7 @@ class ScriptedMX:
                     if self.data_delay:
                         self.stopped.wait(self.data_delay)
                     self.messages.append(chunks)
+                    self.envelopes.append((mail_from, rcpts, chunks))
                     chunks = b""
                     self._tx(state, False)
                     say("250 2.0.0 Ok: queued")
@@ -336,6 +364,7 @@ class ScriptedMX:
                     say("250 2.0.0 %d octets received" % size)
             elif verb == "RSET":
                 chunks = b""
+                mail_from, rcpts = None, []
                 self._tx(state, False)
                 say("250 2.0.0 Ok")
             elif verb == "QUIT":
@@ -343,6 +372,12 @@ class ScriptedMX:
                 return
             else:
                 say("502 5.5.2 not implemented")
+
+    def verbs(self):
+        """The verbs received, once every session has ended."""
+        poll_until(lambda: self.connections > 0 and self.sessions_ended == self.connections,
+                   10, "the end of the sessions at %s" % self.host)
+        return [c.split(" ", 1)[0].upper() for c in self.commands]
 
     def stop(self):
         self.stopped.set()

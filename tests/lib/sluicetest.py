@@ -220,6 +220,16 @@ class Client:
             data = data.encode()
         self.sock.sendall(data)
 
+    def send_cut(self, data, rng, pause):
+        """Send `data` in four writes cut at random (`rng`), with up to
+        `pause` seconds between them: a kill then often falls mid-data."""
+        cuts = sorted(rng.randint(0, len(data)) for _ in range(3))
+        prev = 0
+        for cut in cuts + [len(data)]:
+            self.send(data[prev:cut])
+            prev = cut
+            time.sleep(rng.random() * pause)
+
     def cmd(self, line, expect=None):
         """Send one command line (CRLF added) and read its reply."""
         self.send(line.encode() + b"\r\n" if isinstance(line, str) else line + b"\r\n")
