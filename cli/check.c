@@ -19,7 +19,7 @@ check_config_cmd(int argc, char **argv)
 	const char *source, *path;
 	struct config *cfg;
 	struct tls_creds *creds;
-	struct auth_db *db;
+	struct auth_table *users;
 	char why[WHY_MAX];
 	bool failed;
 	int rc;
@@ -42,10 +42,10 @@ check_config_cmd(int argc, char **argv)
 		}
 		tls_creds_unref(creds);
 	}
-	db = serve_load_auth(cfg, &failed);
+	users = serve_load_auth(cfg, &failed);
 	if (failed)
 		rc = 1;
-	auth_db_free(db);
+	auth_table_free(users);
 	if (rc == 0)
 		printf("%s: configuration OK\n", source);
 	config_free(cfg);

@@ -3,19 +3,19 @@
  * verification with libxcrypt, strict base64 (RFC 4648), SASL PLAIN
  * splitting (RFC 4616).
  *
- * Threads: auth_db_load builds a `struct auth_db` that is never modified
- * afterwards, so any number of worker threads may call auth_db_verify and
- * auth_db_sender_allowed on it at once.  Hashing uses crypt_rn with a
+ * Threads: auth_table_load builds a `struct auth_table` that is never modified
+ * afterwards, so any number of worker threads may call auth_table_verify and
+ * auth_table_sender_allowed on it at once.  Hashing uses crypt_rn with a
  * `struct crypt_data` allocated per call (about 32 KB: on the heap, to keep
  * worker stacks small), never crypt() or shared state.  The base64 and SASL
  * helpers are pure.
  *
  * Invariants:
- *  1. db->users is sorted by name (strcmp) and names are unique, so a
+ *  1. t->users is sorted by name (strcmp) and names are unique, so a
  *     lookup is a bsearch with an exact, case-sensitive match.
  *  2. Every stored hash has passed hash_check: a supported prefix, the
  *     structure and checksum length of its method, and crypt_checksalt.
- *  3. auth_db_verify does the same hashing work whether or not the user
+ *  3. auth_table_verify does the same hashing work whether or not the user
  *     exists (a dummy yescrypt hash stands in for unknown users), and
  *     compares hashes in constant time.
  *  4. Passwords are never logged or printed, and buffers that held one are
@@ -41,7 +41,7 @@ struct auth_user {
 	int lineno; /* where it was defined, for duplicate reports */
 };
 
-struct auth_db {
+struct auth_table {
 	struct auth_user *users; /* sorted by name, see invariant 1 */
 	int nusers;
 };
@@ -49,7 +49,7 @@ struct auth_db {
 /*
  * Stands in for the hash of an unknown user: yescrypt at libxcrypt's
  * default cost (the cost auth_hash_password uses), of a random password
- * nobody knows.  auth_db_verify never accepts it anyway.
+ * nobody knows.  auth_table_verify never accepts it anyway.
  */
 static const char dummy_hash[] = "$y$j9T$ZihQDvr3vRa.bdHkQEmAa.$"
                                  "dRxZ6JR6ERnLp1iN51O8hv3FaW.BpU8ejXu17G0dKl2";
@@ -260,10 +260,10 @@ user_key_cmp(const void *key, const void *elem)
 	return strcmp(key, ((const struct auth_user *)elem)->name);
 }
 
-struct auth_db *
-auth_db_load(const char *path, FILE *errs, int *nerrors)
+struct auth_table *
+auth_table_load(const char *path, FILE *errs, int *nerrors)
 {
-	struct auth_db *db = xcalloc(1, sizeof(*db));
+	struct auth_table *t = xcalloc(1, sizeof(*t));
 	char *line = NULL, why[WHY_MAX];
 	size_t cap = 0, alloc = 0;
 	ssize_t n;
@@ -292,68 +292,67 @@ auth_db_load(const char *path, FILE *errs, int *nerrors)
 			continue;
 		}
 		u.lineno = lineno;
-		if ((size_t)db->nusers == alloc) {
+		if ((size_t)t->nusers == alloc) {
 			alloc = alloc ? alloc * 2 : 16;
-			db->users =
-			    xrealloc(db->users, alloc * sizeof(*db->users));
+			t->users =
+			    xrealloc(t->users, alloc * sizeof(*t->users));
 		}
-		db->users[db->nusers++] = u;
+		t->users[t->nusers++] = u;
 	}
 	if (ferror(f)) {
 		fprintf(errs, "%s: read error: %s\n", path, strerror(errno));
 		errors++;
 	}
 	fclose(f);
-	if (db->nusers > 0)
-		qsort(db->users, (size_t)db->nusers, sizeof(*db->users),
-		    user_cmp);
-	for (i = 1, first = 0; i < db->nusers; i++) {
-		if (strcmp(db->users[i].name, db->users[first].name) != 0) {
+	if (t->nusers > 0)
+		qsort(t->users, (size_t)t->nusers, sizeof(*t->users), user_cmp);
+	for (i = 1, first = 0; i < t->nusers; i++) {
+		if (strcmp(t->users[i].name, t->users[first].name) != 0) {
 			first = i;
 			continue;
 		}
 		fprintf(errs,
 		    "%s:%d: duplicate user \"%s\" (first on line %d)\n", path,
-		    db->users[i].lineno, db->users[i].name,
-		    db->users[first].lineno);
+		    t->users[i].lineno, t->users[i].name,
+		    t->users[first].lineno);
 		errors++;
 	}
 out:
 	free(line);
 	*nerrors = errors;
 	if (errors > 0) {
-		auth_db_free(db);
+		auth_table_free(t);
 		return NULL;
 	}
-	return db;
+	return t;
 }
 
 void
-auth_db_free(struct auth_db *db)
+auth_table_free(struct auth_table *t)
 {
 	int i;
 
-	if (db == NULL)
+	if (t == NULL)
 		return;
-	for (i = 0; i < db->nusers; i++)
-		user_clear(&db->users[i]);
-	free(db->users);
-	free(db);
+	for (i = 0; i < t->nusers; i++)
+		user_clear(&t->users[i]);
+	free(t->users);
+	free(t);
 }
 
 int
-auth_db_count(const struct auth_db *db)
+auth_table_count(const struct auth_table *t)
 {
-	return db != NULL ? db->nusers : 0;
+	return t != NULL ? t->nusers : 0;
 }
 
 static const struct auth_user *
-user_find(const struct auth_db *db, const char *name)
+user_find(const struct auth_table *t, const char *name)
 {
-	if (db == NULL || db->nusers == 0)
+	if (t == NULL || t->nusers == 0)
 		return NULL;
-	return bsearch(name, db->users, (size_t)db->nusers, sizeof(*db->users),
-	    user_key_cmp);
+	return bsearch(
+	    name, t->users, (size_t)t->nusers, sizeof(*t->users), user_key_cmp);
 }
 
 /* Constant-time equality of two NUL-terminated strings of public length. */
@@ -371,7 +370,8 @@ ct_streq(const char *a, const char *b)
 }
 
 bool
-auth_db_verify(const struct auth_db *db, const char *user, const char *password)
+auth_table_verify(
+    const struct auth_table *t, const char *user, const char *password)
 {
 	const struct auth_user *u;
 	struct crypt_data *data;
@@ -381,7 +381,7 @@ auth_db_verify(const struct auth_db *db, const char *user, const char *password)
 	/* The same answer for every user, so it reveals nothing. */
 	if (user == NULL || password == NULL || *password == '\0')
 		return false;
-	u = user_find(db, user);
+	u = user_find(t, user);
 	hash = u != NULL ? u->hash : dummy_hash;
 	data = xcalloc(1, sizeof(*data));
 	out = crypt_rn(password, hash, data, (int)sizeof(*data));
@@ -405,8 +405,8 @@ address_eq(const char *a, const char *b)
 }
 
 bool
-auth_db_sender_allowed(
-    const struct auth_db *db, const char *user, const char *sender)
+auth_table_sender_allowed(
+    const struct auth_table *t, const char *user, const char *sender)
 {
 	const struct auth_user *u;
 	const char *at;
@@ -416,7 +416,7 @@ auth_db_sender_allowed(
 		return false;
 	if (*sender == '\0')
 		return true;
-	u = user != NULL ? user_find(db, user) : NULL;
+	u = user != NULL ? user_find(t, user) : NULL;
 	if (u == NULL)
 		return false;
 	if (u->nsenders == 0)

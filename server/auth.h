@@ -14,8 +14,8 @@
  * address equal to its user name.  Blank lines and lines starting with '#'
  * are ignored.
  *
- * Threads: a loaded `struct auth_db` is immutable; any thread may call
- * auth_db_verify and auth_db_sender_allowed on it (crypt_rn keeps its
+ * Threads: a loaded `struct auth_table` is immutable; any thread may call
+ * auth_table_verify and auth_table_sender_allowed on it (crypt_rn keeps its
  * state in a per-call buffer).  A reload builds a new one.
  */
 #ifndef SLUICE_AUTH_H
@@ -27,7 +27,8 @@
 
 #define AUTH_FIELD_MAX 256 /* longest user name, password or authzid */
 
-struct auth_db;
+/* The users of the auth_users file, loaded once and never changed. */
+struct auth_table;
 
 /*
  * Load `path`.  Every problem (unreadable file, a line without a hash, a
@@ -35,27 +36,27 @@ struct auth_db;
  * as "PATH:LINE: message" and counted in *nerrors; the result is NULL when
  * there was any.
  */
-struct auth_db *auth_db_load(const char *path, FILE *errs, int *nerrors);
-void auth_db_free(struct auth_db *db);
+struct auth_table *auth_table_load(const char *path, FILE *errs, int *nerrors);
+void auth_table_free(struct auth_table *t);
 
 /* Number of users loaded. */
-int auth_db_count(const struct auth_db *db);
+int auth_table_count(const struct auth_table *t);
 
 /*
  * True when `user` exists and `password` matches its hash.  An unknown user
  * costs the same hashing work as a known one (no user enumeration by
  * timing).
  */
-bool auth_db_verify(
-    const struct auth_db *db, const char *user, const char *password);
+bool auth_table_verify(
+    const struct auth_table *t, const char *user, const char *password);
 
 /*
  * sender_login_match: may `user` use envelope sender `sender`
  * ("local@domain", compared case-insensitively in the domain)?  The null
  * sender "" is always allowed (bounces).
  */
-bool auth_db_sender_allowed(
-    const struct auth_db *db, const char *user, const char *sender);
+bool auth_table_sender_allowed(
+    const struct auth_table *t, const char *user, const char *sender);
 
 /*
  * Hash `password` with yescrypt and a fresh salt.  Returns a malloc'd

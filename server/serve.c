@@ -100,19 +100,19 @@ serve_load_tls(const struct config *cfg, bool generate, char *why)
 	return tls_creds_load(cert, key, cfg->tls_priority, why);
 }
 
-struct auth_db *
+struct auth_table *
 serve_load_auth(const struct config *cfg, bool *failed)
 {
-	struct auth_db *db;
+	struct auth_table *users;
 	int nerr = 0;
 
 	*failed = false;
 	if (cfg->auth_users[0] == '\0')
 		return NULL;
-	db = auth_db_load(cfg->auth_users, stderr, &nerr);
-	if (db == NULL)
+	users = auth_table_load(cfg->auth_users, stderr, &nerr);
+	if (users == NULL)
 		*failed = true;
-	return db;
+	return users;
 }
 
 /* What serving needs beside `struct server`, for reload and shutdown. */
@@ -179,7 +179,7 @@ reload(struct serving *sv)
 	struct config *cfg;
 	const struct config *old;
 	struct tls_creds *creds = NULL;
-	struct auth_db *db = NULL;
+	struct auth_table *users = NULL;
 	struct delivery_conf *dconf = NULL;
 	struct held *old_ref, *ref;
 	const char *source;
@@ -208,7 +208,7 @@ reload(struct serving *sv)
 		    why);
 		goto fail;
 	}
-	db = serve_load_auth(cfg, &failed);
+	users = serve_load_auth(cfg, &failed);
 	if (failed) {
 		log_err("main",
 		    "SIGHUP: %s has errors: keeping the old auth_users and "
@@ -233,7 +233,7 @@ reload(struct serving *sv)
 	warn_restart_keys(old, cfg);
 	if (!keep_creds)
 		holder_set(sv->srv.tls, creds);
-	holder_set(sv->srv.auth, db);
+	holder_set(sv->srv.auth, users);
 	if (listener_reload(sv->lis, cfg) > 0)
 		log_err("main", "SIGHUP: some listeners could not be opened");
 	if (!same_hostport(&old->metrics_listen, &cfg->metrics_listen)) {
@@ -249,13 +249,13 @@ reload(struct serving *sv)
 	    "SIGHUP: configuration reloaded from %s (certificate %s, "
 	    "%d auth users)",
 	    source, keep_creds ? "kept" : "reloaded",
-	    db ? auth_db_count(db) : 0);
+	    users ? auth_table_count(users) : 0);
 	log_set_level(cfg->log_level);
 	log_set_json(cfg->log_format == LOG_FORMAT_JSON);
 	return;
 fail:
 	tls_creds_unref(creds);
-	auth_db_free(db);
+	auth_table_free(users);
 	config_free(cfg);
 }
 
@@ -334,7 +334,7 @@ start_serving(struct serving *sv, char *why)
 	char dir[4096], wal[4096], shm[4096], cert[4096], key[4096];
 	const char *own[6];
 	bool created, failed;
-	struct auth_db *db;
+	struct auth_table *users;
 	struct tls_creds *creds = NULL;
 
 	if (privs_plan(cfg, &privs, why) != 0)
@@ -362,13 +362,13 @@ start_serving(struct serving *sv, char *why)
 	if (cfg->tls_cert[0] != '\0' &&
 	    (creds = serve_load_tls(cfg, false, why)) == NULL)
 		return -1;
-	db = serve_load_auth(cfg, &failed);
+	users = serve_load_auth(cfg, &failed);
 	if (failed) {
 		tls_creds_unref(creds);
 		why_set(why, "%s has errors", cfg->auth_users);
 		return -1;
 	}
-	holder_set(sv->srv.auth, db);
+	holder_set(sv->srv.auth, users);
 	if (cfg->delivery_threads > 0) {
 		struct held *ref;
 
@@ -435,7 +435,7 @@ serve_cmd(int argc, char **argv)
 	srv->config = holder_new((void (*)(void *))config_free);
 	holder_set(srv->config, cfg);
 	srv->tls = holder_new((void (*)(void *))tls_creds_unref);
-	srv->auth = holder_new((void (*)(void *))auth_db_free);
+	srv->auth = holder_new((void (*)(void *))auth_table_free);
 
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);

@@ -25,6 +25,6 @@ struct tls_creds *serve_load_tls(
  * auth_users, each problem printed to stderr; NULL without error when
  * AUTH is not configured (*failed says which).
  */
-struct auth_db *serve_load_auth(const struct config *cfg, bool *failed);
+struct auth_table *serve_load_auth(const struct config *cfg, bool *failed);
 
 #endif

@@ -37,7 +37,7 @@ struct server {
 	int stop_fd; /* readable once shutdown began: idle sessions end */
 	int kill_fd; /* readable once the grace period ended: all end */
 	struct holder *tls;  /* struct tls_creds *, swapped on SIGHUP */
-	struct holder *auth; /* struct auth_db *, NULL without AUTH */
+	struct holder *auth; /* struct auth_table *, NULL without AUTH */
 	struct anvil *anvil; /* per-client counts and rates */
 	struct waiter *waiter;
 	atomic_long sessions; /* sessions open (running, queued or parked) */

@@ -352,9 +352,9 @@ do_mail(struct session *s, const char *args)
 	path_format(&s->mail.from, s->sender, sizeof(s->sender));
 	if (authenticated(s) && s->cfg->sender_login_match) {
 		struct held *ref;
-		struct auth_db *db = holder_get(s->srv->auth, &ref);
-		bool ok = db != NULL &&
-		          auth_db_sender_allowed(db, s->auth_user, s->sender);
+		struct auth_table *users = holder_get(s->srv->auth, &ref);
+		bool ok = users != NULL && auth_table_sender_allowed(
+		                               users, s->auth_user, s->sender);
 
 		holder_put(ref);
 		if (!ok) {
@@ -1130,8 +1130,8 @@ static void
 auth_verdict(struct session *s, const char *user, const char *pass)
 {
 	struct held *ref;
-	struct auth_db *db = holder_get(s->srv->auth, &ref);
-	bool ok = db != NULL && auth_db_verify(db, user, pass);
+	struct auth_table *users = holder_get(s->srv->auth, &ref);
+	bool ok = users != NULL && auth_table_verify(users, user, pass);
 	char safe[AUTH_FIELD_MAX];
 	int rate;
 

@@ -113,27 +113,27 @@ read_all(const char *path)
 	return buf;
 }
 
-static struct auth_db *
+static struct auth_table *
 load_text(const char *text, char *errs, size_t errlen, int *nerr)
 {
 	char path[64];
 	FILE *e = fmemopen(errs, errlen, "w");
-	struct auth_db *db;
+	struct auth_table *users;
 
 	write_temp(path, text, strlen(text));
 	memset(errs, 0, errlen);
-	db = auth_db_load(path, e, nerr);
+	users = auth_table_load(path, e, nerr);
 	fclose(e);
 	unlink(path);
-	return db;
+	return users;
 }
 
 /* The users file most tests share, with a CRLF line on purpose. */
-static struct auth_db *
+static struct auth_table *
 load_users(void)
 {
 	char text[2048], errs[1024];
-	struct auth_db *db;
+	struct auth_table *users;
 	int nerr = -1;
 
 	snprintf(text, sizeof(text),
@@ -145,12 +145,12 @@ load_users(void)
 	    "bob:%s:@example.com, carol@Other.example\n"
 	    "carol : %s :\r\n",
 	    hash_y, hash_6, hash_2b);
-	db = load_text(text, errs, sizeof(errs), &nerr);
-	CHECK(db != NULL && nerr == 0, "load: three methods (errors: %s)",
+	users = load_text(text, errs, sizeof(errs), &nerr);
+	CHECK(users != NULL && nerr == 0, "load: three methods (errors: %s)",
 	    show(errs));
-	CHECK(auth_db_count(db) == 3, "load: count is 3 (got %d)",
-	    auth_db_count(db));
-	return db;
+	CHECK(auth_table_count(users) == 3, "load: count is 3 (got %d)",
+	    auth_table_count(users));
+	return users;
 }
 
 struct vcase {
@@ -172,18 +172,19 @@ static const struct vcase vcases[] = {
 };
 
 static void
-test_verify(const struct auth_db *db)
+test_verify(const struct auth_table *users)
 {
 	size_t i;
 
 	for (i = 0; i < NELEM(vcases); i++) {
 		const struct vcase *c = &vcases[i];
 
-		CHECK(auth_db_verify(db, c->user, c->password) == c->ok,
+		CHECK(auth_table_verify(users, c->user, c->password) == c->ok,
 		    "verify \"%s\" with password #%zu -> %s", c->user, i,
 		    c->ok ? "yes" : "no");
 	}
-	CHECK(!auth_db_verify(NULL, "alice", "ypass"), "verify without a db");
+	CHECK(!auth_table_verify(NULL, "alice", "ypass"),
+	    "verify without a table");
 }
 
 struct scase {
@@ -216,14 +217,15 @@ static const struct scase scases[] = {
 };
 
 static void
-test_senders(const struct auth_db *db)
+test_senders(const struct auth_table *users)
 {
 	size_t i;
 
 	for (i = 0; i < NELEM(scases); i++) {
 		const struct scase *c = &scases[i];
 
-		CHECK(auth_db_sender_allowed(db, c->user, c->sender) == c->ok,
+		CHECK(auth_table_sender_allowed(users, c->user, c->sender) ==
+		          c->ok,
 		    "sender \"%s\" for %s -> %s", c->sender, c->user,
 		    c->ok ? "yes" : "no");
 	}
@@ -267,7 +269,7 @@ test_errors(void)
 	char text[1024], errs[1024];
 	size_t i;
 	int nerr;
-	struct auth_db *db;
+	struct auth_table *users;
 
 	for (i = 0; i < NELEM(ecases); i++) {
 		const struct ecase *c = &ecases[i];
@@ -277,8 +279,8 @@ test_errors(void)
 		snprintf(text, sizeof(text), c->fmt, hash_y);
 #pragma GCC diagnostic pop
 		nerr = -1;
-		db = load_text(text, errs, sizeof(errs), &nerr);
-		CHECK(db == NULL && nerr == c->nerr &&
+		users = load_text(text, errs, sizeof(errs), &nerr);
+		CHECK(users == NULL && nerr == c->nerr &&
 		          strstr(errs, c->want) != NULL,
 		    "load error: %s (%d errors: %s)", c->name, nerr,
 		    show(errs));
@@ -286,7 +288,7 @@ test_errors(void)
 			CHECK(strstr(errs, c->secret) == NULL,
 			    "load error: %s does not echo the hash field",
 			    c->name);
-		auth_db_free(db);
+		auth_table_free(users);
 	}
 	nerr = -1;
 	{
@@ -294,18 +296,18 @@ test_errors(void)
 		FILE *e = fmemopen(errbuf, sizeof(errbuf), "w");
 
 		memset(errbuf, 0, sizeof(errbuf));
-		db = auth_db_load("/nonexistent/sluice/users", e, &nerr);
+		users = auth_table_load("/nonexistent/sluice/users", e, &nerr);
 		fclose(e);
-		CHECK(db == NULL && nerr == 1 &&
+		CHECK(users == NULL && nerr == 1 &&
 		          strstr(errbuf, "/nonexistent/sluice/users: cannot "
 		                         "open") != NULL,
 		    "load error: missing file (%s)", show(errbuf));
 	}
-	db = load_text("# nobody yet\n\n", errs, sizeof(errs), &nerr);
-	CHECK(db != NULL && nerr == 0 && auth_db_count(db) == 0,
+	users = load_text("# nobody yet\n\n", errs, sizeof(errs), &nerr);
+	CHECK(users != NULL && nerr == 0 && auth_table_count(users) == 0,
 	    "load: a file of comments has no users");
-	auth_db_free(db);
-	auth_db_free(NULL);
+	auth_table_free(users);
+	auth_table_free(NULL);
 }
 
 static void
@@ -579,7 +581,7 @@ static void
 test_passwd(void)
 {
 	char longpw[AUTH_FIELD_MAX + 2], *out, *err, text[512], errs[256];
-	struct auth_db *db;
+	struct auth_table *users;
 	size_t i;
 	int status, nerr;
 
@@ -604,11 +606,11 @@ test_passwd(void)
 		/* The first output must load and verify as a users file. */
 		if (i == 0 && status == 0) {
 			snprintf(text, sizeof(text), "%s", out);
-			db = load_text(text, errs, sizeof(errs), &nerr);
-			CHECK(db != NULL &&
-			          auth_db_verify(db, "alice", "s3cret pass"),
+			users = load_text(text, errs, sizeof(errs), &nerr);
+			CHECK(users != NULL && auth_table_verify(users, "alice",
+			                           "s3cret pass"),
 			    "passwd: its output is a users file line");
-			auth_db_free(db);
+			auth_table_free(users);
 		}
 		free(out);
 		free(err);
@@ -637,13 +639,13 @@ test_passwd(void)
 int
 main(void)
 {
-	struct auth_db *db;
+	struct auth_table *users;
 
 	make_hashes();
-	db = load_users();
-	test_verify(db);
-	test_senders(db);
-	auth_db_free(db);
+	users = load_users();
+	test_verify(users);
+	test_senders(users);
+	auth_table_free(users);
 	test_errors();
 	test_hash_password();
 	test_b64_decode();
