@@ -1561,7 +1561,7 @@ struct returned {
 	const char *hostname;
 	char ids[RETURNED_MAX][QUEUE_ID_LEN + 1];
 	char dsn[RETURNED_MAX][QUEUE_ID_LEN + 1];
-	char sender[RETURNED_MAX][1100];
+	char sender[RETURNED_MAX][ADDRESS_MAX + 1];
 	int n;
 };
 

@@ -22,10 +22,10 @@
 struct outcome {
 	struct store_rcpt_info info;
 	enum res result;
-	char reply[512];       /* the server's reply, or our reason */
-	bool relayed;          /* delivered to a server without DSN */
-	enum rcpt_state state; /* delivered, deferred or bounced */
-	int64_t next_at;       /* deferred: when it is due again */
+	char reply[SMTP_REPLY_MAX]; /* the server's reply, or our reason */
+	bool relayed;               /* delivered to a server without DSN */
+	enum rcpt_state state;      /* delivered, deferred or bounced */
+	int64_t next_at;            /* deferred: when it is due again */
 };
 
 /* How an attempt ended for one recipient. */

@@ -540,7 +540,8 @@ static enum txn_step
 txn_mail(struct txn *t)
 {
 	struct smtpc *c = t->c;
-	char params[400];
+	char
+	    params[SMTP_ENVID_MAX + 160]; /* SIZE, BODY, SMTPUTF8, RET, ENVID */
 
 	mail_params(c, t->m, params, sizeof(params));
 	conn_printf(c->conn, "MAIL FROM:<%s>%s\r\n", t->m->sender, params);
@@ -588,7 +589,7 @@ txn_rcpts(struct txn *t)
 	int i;
 
 	for (i = 0; i < t->n; i++) {
-		char rp[700];
+		char rp[SMTP_ORCPT_MAX + NOTIFY_TEXT_MAX + 32];
 
 		if (!piped && code_res(t->r.code) != RES_OK)
 			break; /* MAIL refused */

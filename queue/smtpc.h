@@ -49,11 +49,11 @@ enum smtpc_at {
 /* One recipient of a transaction, and what the server said of it. */
 struct smtpc_rcpt {
 	const char *address;
-	unsigned notify;   /* NOTIFY_* bits, 0: none */
-	const char *orcpt; /* "rfc822;xtext", or NULL */
-	enum res result;   /* filled in by smtpc_send */
-	enum smtpc_at at;  /* filled in by smtpc_send */
-	char reply[512];   /* the server's reply, or our reason */
+	unsigned notify;            /* NOTIFY_* bits, 0: none */
+	const char *orcpt;          /* "rfc822;xtext", or NULL */
+	enum res result;            /* filled in by smtpc_send */
+	enum smtpc_at at;           /* filled in by smtpc_send */
+	char reply[SMTP_REPLY_MAX]; /* the server's reply, or our reason */
 };
 
 struct smtpc_msg {

@@ -14,6 +14,8 @@
 #ifndef SLUICE_SMTPWIRE_H
 #define SLUICE_SMTPWIRE_H
 
+#include "envelope.h"
+
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -32,7 +34,7 @@ struct smtp_reply {
 	int code; /* 250; 0 when no reply was read */
 	/* The first line, sanitized, with a space after the code even when
 	 * more lines follow: "250 mx.example.net" for "250-mx.example.net". */
-	char text[512];
+	char text[SMTP_REPLY_MAX];
 };
 
 enum smtpwire_status {
