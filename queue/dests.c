@@ -13,6 +13,7 @@
  *  3. active counts deliveries started (dests_start) and not finished.
  */
 #include "dests.h"
+#include "sync.h"
 #include "util.h"
 
 #include <stdio.h>
@@ -232,6 +233,7 @@ dests_start(struct dests *ds, const char *site, bool probe, int64_t now)
 {
 	struct site *s = site_get(ds, site, true);
 
+	BUG_ON(probe && s->probing); /* invariant 2 */
 	s->active++;
 	s->used = now;
 	if (probe)
@@ -243,6 +245,9 @@ dests_finish(struct dests *ds, const char *site, bool probe)
 {
 	struct site *s = site_get(ds, site, false);
 
+	/* Invariant 3: finished once, after its start; a site with active
+	 * deliveries is never pruned. */
+	BUG_ON(s == NULL || s->active <= 0);
 	if (s == NULL)
 		return;
 	if (s->active > 0)

@@ -20,8 +20,9 @@
  *         └────────free()───────────┴──> OP_DROP (chunks deleted)
  *
  * Invariants:
- *  1. A session never has more than MAX_INFLIGHT operations queued, so a
- *     message costs at most (MAX_INFLIGHT + 1) * QUEUE_CHUNK bytes of RAM.
+ *  1. A session never has more than MAX_INFLIGHT chunks queued (and its
+ *     commit, which carries the last one), so a message costs at most
+ *     (MAX_INFLIGHT + 1) * QUEUE_CHUNK bytes of RAM.
  *  2. The writer finishes every operation it takes, and signals its owner
  *     only after the transaction holding it has committed or failed.
  *  3. queue_msg_free waits for the message's operations to finish before
@@ -747,10 +748,13 @@ send_op(struct queue_msg *m, enum op_type type, const struct envelope *env)
 		       q->data_inflight + (int64_t)op->len > DATA_INFLIGHT_MAX)
 			cond_wait(&q->room_cv, &q->mu);
 		q->data_inflight += (int64_t)op->len;
+		BUG_ON(q->data_inflight != (int64_t)op->len &&
+		       q->data_inflight > DATA_INFLIGHT_MAX);
 		mutex_unlock(&q->mu);
 	}
 	mutex_lock(&m->mu);
 	m->inflight++;
+	BUG_ON(m->inflight > MAX_INFLIGHT + (type == OP_COMMIT));
 	mutex_unlock(&m->mu);
 	submit(m->q, op);
 }

@@ -235,6 +235,7 @@ get(struct anvil *a, const struct anvil_key *k, int64_t unit, int64_t now)
 	c->key = *k;
 	c->used = true;
 	a->nused++;
+	BUG_ON(a->nused > a->max || a->nused * 2 > a->nslots); /* invariant 2 */
 	return c;
 }
 

@@ -135,6 +135,8 @@ heap_remove(struct waiter *wt, struct sess_wait *w)
 static void
 unpark(struct waiter *wt, struct sess_wait *w, bool disarm)
 {
+	BUG_ON(
+	    !w->parked || w->heap_pos >= wt->n || wt->heap[w->heap_pos] != w);
 	heap_remove(wt, w);
 	w->parked = false;
 	atomic_fetch_sub(&wt->parked, 1);
@@ -174,6 +176,7 @@ waiter_park(struct waiter *wt, struct sess_wait *w)
 	mutex_lock(&wt->mu);
 	if (wt->quit || wt->stopped >= (int)w->stop)
 		goto hand_back;
+	BUG_ON(w->parked); /* a session is parked once (invariant 1) */
 	heap_push(wt, w);
 	w->parked = true;
 	atomic_fetch_add(&wt->parked, 1);
