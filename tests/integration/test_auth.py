@@ -13,6 +13,7 @@ import sys
 import warnings
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
+from fixtures import plain, tls_context  # noqa: E402
 from sluicetest import BIN, Client, Server, free_port, main, test  # noqa: E402
 import certs  # noqa: E402
 
@@ -28,10 +29,6 @@ _hashes = {}
 
 def b64(s):
     return base64.b64encode(s.encode() if isinstance(s, str) else s).decode()
-
-
-def plain(user, pw, authz=""):
-    return b64("%s\0%s\0%s" % (authz, user, pw))
 
 
 def passwd(user, password):
@@ -79,10 +76,6 @@ def tls_client(srv, port=None, source=None, ehlo=True):
     if ehlo:
         c.cmd("EHLO client.test", "250 ")
     return c
-
-
-def ctx():
-    return ssl.create_default_context(cafile=PKI.ca)
 
 
 # -------- sluice passwd --------
@@ -176,7 +169,7 @@ def smtplib_login_and_send():
     srv = auth_server()
     with smtplib.SMTP(srv.host, srv.port, local_hostname="client.test",
                       source_address=(OUTSIDER, 0)) as s:
-        s.starttls(context=ctx())
+        s.starttls(context=tls_context())
         s.ehlo()
         assert s.has_extn("auth") and "PLAIN" in s.esmtp_features["auth"], s.esmtp_features
         s.login("alice", ALICE_PW)

@@ -13,6 +13,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
+from fixtures import SmallDisk, require_root  # noqa: E402
 from sluicetest import poll_until, rss_limit_kb, Server, main, test  # noqa: E402
 
 # Our Received header for a message from client.test to one recipient.
@@ -27,16 +28,9 @@ QUEUE_CHUNK = 64 * 1024
 # ---------------------------------------------------------------- helpers
 
 
-
-def count(srv, table):
-    return srv.query("select count(*) from %s" % table)[0][0]
-
-
 def integrity_ok(srv):
     rows = srv.query("PRAGMA integrity_check")
     assert rows == [("ok",)], "integrity_check: %r" % rows
-
-
 
 
 def wait_exit(srv, timeout=20):
@@ -56,12 +50,6 @@ def stored_payload(srv, qid):
     assert m, "%s: no Received header in %r" % (qid, stored[:300])
     assert m.group(1).decode() == qid, (m.group(1), qid)
     return stored[m.end():]
-
-
-def begin_data(c):
-    c.cmd("MAIL FROM:<sender@client.test>", "250 ")
-    c.cmd("RCPT TO:<rcpt@example.net>", "250 ")
-    c.cmd("DATA", "354 ")
 
 
 def make_body(token, size, rng):
@@ -90,7 +78,7 @@ def filler(n):
 
 def partial_in_db(srv):
     """(incoming rows, chunk rows) of messages not (yet) queued."""
-    inc = count(srv, "incoming")
+    inc = srv.count("incoming")
     ch = srv.query("select count(*) from body_chunks where msg_id not in "
                    "(select id from messages)")[0][0]
     return inc, ch
@@ -103,16 +91,16 @@ def kill9_during_data_leaves_nothing():
     srv = Server()
     c = srv.connect()
     c.ehlo()
-    begin_data(c)
+    c.begin_data()
     c.send(b"Subject: never finished\r\n\r\n" + filler(2000))
     time.sleep(0.2)   # let the server read it (there is no reply to wait for)
     srv.kill9()
     c.close()
     srv.start()
-    assert count(srv, "messages") == 0
-    assert count(srv, "recipients") == 0
-    assert count(srv, "body_chunks") == 0
-    assert count(srv, "incoming") == 0
+    assert srv.count("messages") == 0
+    assert srv.count("recipients") == 0
+    assert srv.count("body_chunks") == 0
+    assert srv.count("incoming") == 0
     integrity_ok(srv)
     # The restarted server works.
     c = srv.connect()
@@ -126,7 +114,7 @@ def kill9_during_multichunk_data_reclaims_chunks():
     srv = Server()
     c = srv.connect()
     c.ehlo()
-    begin_data(c)
+    c.begin_data()
     c.send(b"Subject: big partial\r\n\r\n" + filler(300 * 1024))
     # The chunks really were written before the kill.
     inc, ch = poll_until(lambda: (lambda p: p if p[0] == 1 and p[1] >= 3 else None)(partial_in_db(srv)),
@@ -136,10 +124,10 @@ def kill9_during_multichunk_data_reclaims_chunks():
     srv.start()
     log = srv.log()[srv._logstart:]
     assert re.search(r"reclaimed 1 partial message", log), log[-2000:]
-    assert count(srv, "messages") == 0
-    assert count(srv, "recipients") == 0
-    assert count(srv, "body_chunks") == 0, "chunks left after restart"
-    assert count(srv, "incoming") == 0, "incoming left after restart"
+    assert srv.count("messages") == 0
+    assert srv.count("recipients") == 0
+    assert srv.count("body_chunks") == 0, "chunks left after restart"
+    assert srv.count("incoming") == 0, "incoming left after restart"
     integrity_ok(srv)
 
 
@@ -149,21 +137,21 @@ def disconnect_during_data_drops_chunks():
     # Small: nothing was written yet.
     c = srv.connect()
     c.ehlo()
-    begin_data(c)
+    c.begin_data()
     c.send(b"Subject: gone\r\n\r\nabc\r\n")
     c.close()
     # Large: chunks were written, then the client vanishes.
     c = srv.connect()
     c.ehlo()
-    begin_data(c)
+    c.begin_data()
     c.send(b"Subject: gone too\r\n\r\n" + filler(300 * 1024))
     poll_until(lambda: partial_in_db(srv)[1] >= 3, what="partial chunks in the queue")
     c.close()
-    poll_until(lambda: partial_in_db(srv) == (0, 0) and count(srv, "body_chunks") == 0,
+    poll_until(lambda: partial_in_db(srv) == (0, 0) and srv.count("body_chunks") == 0,
                what="the session to drop the partial chunks")
     srv.wait_log(r"disconnect from .*mails=0")
-    assert count(srv, "messages") == 0
-    assert count(srv, "recipients") == 0
+    assert srv.count("messages") == 0
+    assert srv.count("recipients") == 0
     integrity_ok(srv)
 
 
@@ -200,7 +188,7 @@ class Crashers:
                 wire, expected = make_body(token, size, rng)
                 with self.lock:
                     self.bodies[token] = expected
-                begin_data(c)
+                c.begin_data()
                 c.send_cut(wire, rng, 0.005)
                 with self.lock:
                     self.dot_sent.add(token)
@@ -225,7 +213,7 @@ class Crashers:
         try:
             c = self.srv.connect(timeout=10)
             c.ehlo()
-            begin_data(c)
+            c.begin_data()
             with self.lock:
                 self.stalled.add(token)
             wire, _ = make_body(token, 200 * 1024, random.Random(i))
@@ -242,7 +230,7 @@ def check_queue(srv, acked, bodies, dot_sent, stalled):
     """The queue after a crash: consistent, every acknowledged message
     present with its body, nothing that was not completely sent."""
     integrity_ok(srv)
-    assert count(srv, "incoming") == 0, "incoming rows survive the restart"
+    assert srv.count("incoming") == 0, "incoming rows survive the restart"
     inc, orphans = partial_in_db(srv)
     assert orphans == 0, "%d orphan chunks after restart" % orphans
     ids = {r[0] for r in srv.query("select id from messages")}
@@ -307,7 +295,7 @@ def kill9_loop_never_loses_acknowledged_mail():
         srv.kill9()
     assert len(all_acked) >= 12, len(all_acked)
     srv.start()
-    n = count(srv, "messages")
+    n = srv.count("messages")
     assert n == len(all_acked) + lost_250, (n, len(all_acked), lost_250)
 
 
@@ -340,7 +328,7 @@ def fifty_mb_data_message_byte_for_byte_bounded_memory():
     want = hashlib.sha256(payload).hexdigest()
     wire = payload.replace(b"\r\n.", b"\r\n..")
     del payload
-    begin_data(c)
+    c.begin_data()
     c.send(wire)
     del wire
     c.send(b".\r\n")
@@ -385,45 +373,13 @@ def fifty_mb_bdat_message_byte_for_byte_bounded_memory():
 
 # -------------------------------------------------------------- full disk
 
-def require_root():
-    if os.geteuid() != 0:
-        raise AssertionError("this test must run as root (it mounts a small tmpfs "
-                             "to fill the disk); CI runs it as root")
-
-
-class SmallDisk:
-    """A 3 MB tmpfs inside srv.dir holding the queue, with a 1 MB filler
-    file; unmounted on exit (the server must be stopped by then)."""
-
-    def __init__(self, srv):
-        self.srv = srv
-        self.mnt = os.path.join(srv.dir, "small")
-        self.filler = os.path.join(self.mnt, "filler")
-
-    def __enter__(self):
-        os.mkdir(self.mnt)
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", self.mnt],
-                       check=True)
-        with open(self.filler, "wb") as f:
-            f.write(b"\0" * (1024 * 1024))
-        self.srv.db = os.path.join(self.mnt, "queue.db")
-        self.srv.config["queue_path"] = self.srv.db
-        return self
-
-    def __exit__(self, *exc):
-        if self.srv.proc is not None:
-            self.srv.kill9()
-        subprocess.run(["umount", self.mnt], check=False)
-        return False
-
-
 def fill_queue(srv, c, rng):
     """Send 100 KB messages until one is refused for lack of space;
     returns ({qid: expected payload}, the refusal)."""
     acked = {}
     for i in range(200):
         wire, expected = make_body("full%d" % i, 100 * 1024, rng)
-        begin_data(c)
+        c.begin_data()
         c.send(wire + b".\r\n")
         code, text = c.reply()
         if code == 250:
@@ -450,7 +406,7 @@ def send_small_until_250(c, tries=3):
     of space may take a retry or two); returns its queue ID."""
     text = None
     for _ in range(tries):
-        begin_data(c)
+        c.begin_data()
         c.send(b"Subject: after\r\n\r\nroom again\r\n.\r\n")
         code, text = c.reply()
         if code == 250:
@@ -462,16 +418,16 @@ def send_small_until_250(c, tries=3):
 
 @test
 def full_disk_gives_4xx_never_250():
-    require_root()
+    require_root("it mounts a small tmpfs to fill the disk")
     srv = Server(start=False)
-    with SmallDisk(srv) as disk:
+    with SmallDisk(srv, 3, filler_mb=1) as disk:
         srv.start()
         c = srv.connect()
         c.ehlo()
         acked, refusal = fill_queue(srv, c, random.Random(7))
         check_full_queue(srv, acked)
         # Still full: another message is refused, or if acknowledged, queued.
-        begin_data(c)
+        c.begin_data()
         c.send(b"Subject: still full\r\n\r\n" + filler(100 * 1024) + b".\r\n")
         code, text = c.reply()
         assert code != 250 or re.match(QUEUED_RE, text).group(1) in \
@@ -519,9 +475,9 @@ def restart_on_full_disk_starts_and_defers():
     """After a full-disk episode the server must still start on the full
     disk (an MTA that cannot start cannot even say 452), keep its queue,
     and accept mail again once there is room."""
-    require_root()
+    require_root("it mounts a small tmpfs to fill the disk")
     srv = Server(start=False)
-    with SmallDisk(srv) as disk:
+    with SmallDisk(srv, 3, filler_mb=1) as disk:
         srv.start()
         c = srv.connect()
         c.ehlo()
@@ -530,7 +486,7 @@ def restart_on_full_disk_starts_and_defers():
         acked[send_small_until_250(c)] = b"Subject: after\r\n\r\nroom again\r\n"
         # More mail once there is room (so the queue's files grow again).
         wire, expected = make_body("room", 200 * 1024, random.Random(9))
-        begin_data(c)
+        c.begin_data()
         c.send(wire + b".\r\n")
         acked[c.reply(QUEUED_RE)[1].split()[-1]] = expected
         c.cmd("QUIT", "221 ")
@@ -545,7 +501,7 @@ def restart_on_full_disk_starts_and_defers():
         check_full_queue(srv, acked)
         c = srv.connect()
         c.ehlo()
-        begin_data(c)
+        c.begin_data()
         c.send(b"Subject: still full\r\n\r\n" + filler(100 * 1024) + b".\r\n")
         code, text = c.reply()
         if code == 250:
@@ -577,7 +533,7 @@ def sigterm_lets_transaction_finish_and_ends_idle_sessions():
     srv = Server()
     busy = srv.connect()
     busy.ehlo()
-    begin_data(busy)
+    busy.begin_data()
     first = b"Subject: finishing\r\n\r\n" + filler(100 * 1024)
     busy.send(first)
     idle = srv.connect()
@@ -595,7 +551,7 @@ def sigterm_lets_transaction_finish_and_ends_idle_sessions():
     assert wait_exit(srv) == 0
     assert srv.query("select id from messages") == [(qid,)]
     assert stored_payload(srv, qid) == first + rest
-    assert count(srv, "incoming") == 0
+    assert srv.count("incoming") == 0
     assert "stopped: 1 message accepted" in srv.log()
 
 
@@ -604,19 +560,19 @@ def sigterm_grace_over_ends_stuck_data():
     srv = Server(config={"shutdown_grace": "1s"})
     c = srv.connect(timeout=15)
     c.ehlo()
-    begin_data(c)
+    c.begin_data()
     c.send(b"Subject: stuck\r\n\r\n" + filler(300 * 1024))
     poll_until(lambda: partial_in_db(srv)[1] >= 3, what="partial chunks in the queue")
     srv.proc.send_signal(signal.SIGTERM)
     c.reply(r"421 4\.3\.2 ")
     assert c.closed(), "not closed after the grace period's 421"
     assert wait_exit(srv) == 0
-    assert count(srv, "messages") == 0
-    assert count(srv, "body_chunks") == 0, "partial chunks left after shutdown"
-    assert count(srv, "incoming") == 0
+    assert srv.count("messages") == 0
+    assert srv.count("body_chunks") == 0, "partial chunks left after shutdown"
+    assert srv.count("incoming") == 0
     srv.start()
     integrity_ok(srv)
-    assert count(srv, "messages") == 0
+    assert srv.count("messages") == 0
 
 
 @test
@@ -627,12 +583,12 @@ def second_sigterm_exits_at_once_queue_consistent():
     bodies = {}
     for i in range(3):
         wire, expected = make_body("before%d" % i, 80 * 1024, random.Random(i))
-        begin_data(c)
+        c.begin_data()
         c.send(wire + b".\r\n")
         bodies[c.reply(QUEUED_RE)[1].split()[-1]] = expected
     stuck = srv.connect(timeout=15)
     stuck.ehlo()
-    begin_data(stuck)
+    stuck.begin_data()
     stuck.send(b"Subject: stuck\r\n\r\n" + filler(300 * 1024))
     poll_until(lambda: partial_in_db(srv)[1] >= 3, what="partial chunks in the queue")
     srv.proc.send_signal(signal.SIGTERM)

@@ -13,7 +13,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
-from sluicetest import BIN, SANITIZER_PATTERNS, Server, free_port, main, test  # noqa: E402
+from sluicetest import BIN, SANITIZER_PATTERNS, Server, main, test  # noqa: E402
 
 
 def health(srv, *args, env_extra=None):

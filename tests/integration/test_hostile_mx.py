@@ -13,13 +13,12 @@ Address plan, all on loopback:
   127.0.0.2  mx.dest.test: the scripted MX
 """
 import os
-import threading
-import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 from fakedns import FakeDNS  # noqa: E402
+from fixtures import SmallDisk, require_root  # noqa: E402
 import mxtest  # noqa: E402
 from mxtest import attempts_of, rcpt_row, send, wait_state  # noqa: E402
 from sluicetest import Server, main, poll_until, rss_limit_kb, test  # noqa: E402
@@ -202,74 +201,17 @@ def dns_server_gone():
 
 # ---- the disk full while an attempt is recorded ----
 
-def require_root():
-    if os.geteuid() != 0:
-        raise AssertionError("this test must run as root (it mounts a small tmpfs)")
-
-
-class SmallDisk:
-    """A 4 MB tmpfs inside srv.dir holding the queue; unmounted on exit
-    (the server is stopped first)."""
-
-    def __init__(self, srv):
-        self.srv = srv
-        self.mnt = os.path.join(srv.dir, "small")
-        self.hog = os.path.join(self.mnt, "hog")
-
-    def __enter__(self):
-        os.mkdir(self.mnt)
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", self.mnt],
-                       check=True)
-        self.srv.db = os.path.join(self.mnt, "queue.db")
-        self.srv.config["queue_path"] = self.srv.db
-        return self
-
-    def fill(self):
-        """Take every free block, and keep taking any that sluice frees
-        (its idle WAL truncation gives blocks back) until free()."""
-        self.stop = threading.Event()
-        self.taker = threading.Thread(target=self._take, daemon=True)
-        self._take_once()
-        self.taker.start()
-
-    def _take_once(self):
-        with open(self.hog, "ab", buffering=0) as f:
-            try:
-                while True:
-                    f.write(b"\0" * 4096)
-            except OSError:
-                pass
-
-    def _take(self):
-        while not self.stop.wait(0.02):
-            self._take_once()
-
-    def free(self):
-        self.stop.set()
-        self.taker.join()
-        os.unlink(self.hog)
-
-    def __exit__(self, *exc):
-        if getattr(self, "taker", None) is not None and not self.stop.is_set():
-            self.stop.set()
-            self.taker.join()
-        if self.srv.proc is not None:
-            self.srv.kill9()
-        subprocess.run(["umount", self.mnt], check=False)
-        return False
-
-
 @test
 def disk_full_while_recording_a_delivery():
     """The MX takes the message while the queue's disk is full, so the
     delivery cannot be recorded: the delivery thread keeps the outcome and
     records it once there is room.  The message is not sent again (a
     lease keeps it), nothing is lost, and the queue stays consistent."""
-    require_root()
+    require_root("it mounts a small tmpfs")
     with Env() as env:
         mx = env.scripted("127.0.0.2", data_delay=2)
         srv = Server(start=False, config=env.config(retry_schedule="2s"))
-        with SmallDisk(srv) as disk:
+        with SmallDisk(srv, 4) as disk:
             srv.start()
             qid = send(srv, ["full@dest.test"])
             # The transaction is under way (claimed, leased): fill the disk.
@@ -295,11 +237,11 @@ def disk_full_while_recording_a_deferral():
     """The MX defers (451 after the data) while the disk is full: the
     deferral is kept until it can be written; then the message is
     delivered once the MX and the disk behave."""
-    require_root()
+    require_root("it mounts a small tmpfs")
     with Env() as env:
         mx = env.scripted("127.0.0.2", data_delay=2, data_reply="451 4.3.0 try later")
         srv = Server(start=False, config=env.config(retry_schedule="1s"))
-        with SmallDisk(srv) as disk:
+        with SmallDisk(srv, 4) as disk:
             srv.start()
             qid = send(srv, ["def@dest.test"])
             poll_until(lambda: mx.transactions > 0, 10, "a transaction at the MX")

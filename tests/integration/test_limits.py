@@ -3,38 +3,15 @@ counts by prefix (an IPv6 client is its /64), the per-client connection
 rate, the AUTH-failure rate across sessions, and stress mode.  Each limit
 answers with a clear 421/454 and enhanced code, logs one line and counts in
 the metrics; clients in relay_networks are exempt."""
-import base64
 import os
-import re
 import subprocess
 import sys
 import time
-import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
-from sluicetest import BIN, Server, free_port, main, poll_until, test  # noqa: E402
-import certs  # noqa: E402
+from fixtures import metric, metrics_server, plain, tls_context, tls_server  # noqa: E402
+from sluicetest import Server, main, poll_until, test  # noqa: E402
 
-PKI = certs.pki()
-
-
-def metrics_server(config):
-    port = free_port()
-    cfg = {"metrics_listen": "127.0.0.1:%d" % port}
-    cfg.update(config)
-    srv = Server(config=cfg)
-    srv.metrics_port = port
-    return srv
-
-
-def metric(srv, name, label=None):
-    text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % srv.metrics_port,
-                                  timeout=5).read().decode()
-    sel = name + ("{%s}" % label if label else "")
-    for line in text.splitlines():
-        if line.startswith(sel + " "):
-            return float(line.split()[-1])
-    raise AssertionError("no %s in the metrics" % sel)
 
 
 def greet(srv, source, expect="220 "):
@@ -126,38 +103,20 @@ def connection_rate_per_client():
         c.cmd("QUIT", "221 ")
 
 
-def auth_server(config):
-    srv = Server(start=False, config={"metrics_listen": "127.0.0.1:%d" % free_port()})
-    srv.metrics_port = int(srv.config["metrics_listen"].rsplit(":", 1)[1])
-    c, k = certs.install(PKI.a, srv.dir)
-    path = os.path.join(srv.dir, "users")
-    line = subprocess.run([BIN, "passwd", "alice"], input=b"s3cret\n",
-                          capture_output=True, check=True).stdout
-    with open(path, "wb") as f:
-        f.write(line)
-    srv.config.update(tls_cert=c, tls_key=k, auth_users=path, auth_failure_delay="0")
-    srv.config.update(config)
-    return srv.start()
-
-
 def auth_session(srv, source):
-    import ssl
     c = srv.connect(source=source, timeout=10)
     c.reply("220 ")
     c.cmd("EHLO client.test", "250 ")
     c.cmd("STARTTLS", "220 ")
-    c.sock = ssl.create_default_context(cafile=PKI.ca).wrap_socket(c.sock, server_hostname="relay.test")
+    c.sock = tls_context().wrap_socket(c.sock, server_hostname="relay.test")
     c.cmd("EHLO client.test", "250 ")
     return c
 
 
-def plain(user, pw):
-    return base64.b64encode(b"\0" + user + b"\0" + pw).decode()
-
-
 @test
 def auth_failure_rate_across_sessions():
-    srv = auth_server({"max_auth_failure_rate": "3", "client_rate_time_unit": "60s"})
+    srv = tls_server({"max_auth_failure_rate": "3", "client_rate_time_unit": "60s"},
+                     users={"alice": "s3cret"}, metrics=True)
     a = auth_session(srv, "127.0.0.66")
     a.cmd("AUTH PLAIN " + plain(b"alice", b"guess1"), "535 ")
     a.cmd("AUTH PLAIN " + plain(b"alice", b"guess2"), "535 ")

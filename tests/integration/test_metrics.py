@@ -20,6 +20,7 @@ import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 from sink import Sink  # noqa: E402
+from fixtures import metrics_server  # noqa: E402
 from sluicetest import BIN, Server, free_port, main, poll_until, test  # noqa: E402
 
 UNTRUSTED = "127.0.0.66"
@@ -124,7 +125,7 @@ def http(port, path, method="GET", data=None):
 
 
 def scrape(srv):
-    status, headers, body = http(srv.mport, "/metrics")
+    status, headers, body = http(srv.metrics_port, "/metrics")
     assert status == 200, (status, body)
     return Metrics(body)
 
@@ -133,15 +134,6 @@ def scrape_until(srv, pred, what, timeout=15):
     """Scrape until pred(metrics) holds; returns those metrics."""
     return poll_until(lambda: (lambda m: m if pred(m) else None)(scrape(srv)),
                       timeout, what)
-
-
-def metrics_server(config=None, start=True):
-    mport = free_port()
-    c = {"metrics_listen": "127.0.0.1:%d" % mport}
-    c.update(config or {})
-    srv = Server(config=c, start=start)
-    srv.mport = mport
-    return srv
 
 
 def send_one(srv, rcpt="rcpt@example.net"):
@@ -157,7 +149,7 @@ def send_one(srv, rcpt="rcpt@example.net"):
 @test
 def endpoint_pages_and_format():
     srv = metrics_server()
-    status, headers, body = http(srv.mport, "/metrics")
+    status, headers, body = http(srv.metrics_port, "/metrics")
     assert status == 200, status
     assert headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8", \
         headers["Content-Type"]
@@ -183,11 +175,11 @@ def endpoint_pages_and_format():
     assert m.get("sluice_delivery_latency_seconds_bucket", le="+Inf") == \
         m.get("sluice_delivery_latency_seconds_count")
 
-    status, headers, body = http(srv.mport, "/")
+    status, headers, body = http(srv.metrics_port, "/")
     assert status == 200 and "/metrics" in body, (status, body)
-    status, _, _ = http(srv.mport, "/nope")
+    status, _, _ = http(srv.metrics_port, "/nope")
     assert status == 404, status
-    status, headers, _ = http(srv.mport, "/metrics", method="POST", data=b"x=1")
+    status, headers, _ = http(srv.metrics_port, "/metrics", method="POST", data=b"x=1")
     assert status == 405, status
     assert "GET" in (headers.get("Allow") or ""), dict(headers)
     # Still serving after all that.
@@ -353,8 +345,8 @@ def endpoint_follows_reload():
     srv.wait_log(r"SIGHUP: configuration reloaded", start=srv._logstart)
     m = scrape(srv)
     assert m.get("sluice_queue_recipients", state="queued") == 1, m.text
-    old, srv.mport = srv.mport, free_port()
-    srv.config["metrics_listen"] = "127.0.0.1:%d" % srv.mport
+    old, srv.metrics_port = srv.metrics_port, free_port()
+    srv.config["metrics_listen"] = "127.0.0.1:%d" % srv.metrics_port
     srv.write_config()
     mark = len(srv.log())
     srv.proc.send_signal(signal.SIGHUP)
@@ -372,12 +364,12 @@ def endpoint_follows_reload():
 def metrics_port_in_use_refuses_to_start():
     first = metrics_server()
     assert scrape(first).get("sluice_queue_up") == 1
-    second = Server(config={"metrics_listen": "127.0.0.1:%d" % first.mport}, start=False)
+    second = Server(config={"metrics_listen": "127.0.0.1:%d" % first.metrics_port}, start=False)
     second.start(wait=False)
     rc = second.proc.wait(20)
     assert rc != 0, rc
     log = second.log()
-    want = "metrics_listen 127.0.0.1:%d: Address already in use" % first.mport
+    want = "metrics_listen 127.0.0.1:%d: Address already in use" % first.metrics_port
     assert want in log, log[-2000:]
     assert "info main: ready" not in log, log[-2000:]
     # The first one still serves.

@@ -8,13 +8,12 @@ import base64
 import os
 import signal
 import socket
-import ssl
-import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
-from sluicetest import BIN, Server, main, poll_until, rss_limit_kb, test  # noqa: E402
+from fixtures import tls_context, tls_server  # noqa: E402
+from sluicetest import Server, main, poll_until, rss_limit_kb, test  # noqa: E402
 import certs  # noqa: E402
 
 PKI = certs.pki()
@@ -42,26 +41,6 @@ def idle_clients(srv, n, per_addr=20, first=100):
 def transaction(c):
     c.cmd("EHLO client.test", "250 ")
     return c.mail(rcpts=("<x@inbound.test>",))
-
-
-def tls_server(config, users=False):
-    """A server with the test certificate (and user alice, s3cret)."""
-    srv = Server(start=False)
-    c, k = certs.install(PKI.a, srv.dir)
-    srv.config.update(tls_cert=c, tls_key=k)
-    if users:
-        path = os.path.join(srv.dir, "users")
-        line = subprocess.run([BIN, "passwd", "alice"], input=b"s3cret\n",
-                              capture_output=True, check=True).stdout
-        with open(path, "wb") as f:
-            f.write(line)
-        srv.config["auth_users"] = path
-    srv.config.update(config)
-    return srv.start()
-
-
-def ctx():
-    return ssl.create_default_context(cafile=PKI.ca)
 
 
 @test
@@ -128,7 +107,7 @@ def idle_tls_sessions_are_parked_and_resume():
         c.reply("220 ")
         c.cmd("EHLO client.test", "250 ")
         c.cmd("STARTTLS", "220 2.0.0")
-        c.sock = ctx().wrap_socket(c.sock, server_hostname="relay.test")
+        c.sock = tls_context().wrap_socket(c.sock, server_hostname="relay.test")
         quiet.append(c)
     t = srv.connect(timeout=5)
     t.reply("220 ")
@@ -221,17 +200,18 @@ def slow_data_holds_no_worker():
 def auth_failure_delay_holds_no_worker():
     # A failed AUTH waits auth_failure_delay before its 535, parked: with
     # one worker, another client is served during the delay.
-    srv = tls_server({"workers": "1", "auth_failure_delay": "3s"}, users=True)
+    # (6 s: room for a loaded CI machine to serve the other client.)
+    srv = tls_server({"workers": "1", "auth_failure_delay": "6s"}, users={"alice": "s3cret"})
     a = srv.connect(source="127.0.0.100", timeout=10)
     a.reply("220 ")
     a.cmd("EHLO client.test", "250 ")
     a.cmd("STARTTLS", "220 ")
-    a.sock = ctx().wrap_socket(a.sock, server_hostname="relay.test")
+    a.sock = tls_context().wrap_socket(a.sock, server_hostname="relay.test")
     a.cmd("EHLO client.test", "250 ")
     plain = base64.b64encode(b"\0alice\0wrong").decode()
     a.send("AUTH PLAIN %s\r\n" % plain)
     time.sleep(0.3)   # the delay has begun
-    t = srv.connect(timeout=2)   # served within the 3 s delay
+    t = srv.connect(timeout=5)   # served within the 6 s delay
     t.reply("220 ")
     transaction(t)
     t.cmd("QUIT", "221 ")
@@ -303,12 +283,12 @@ def nul_and_control_octets_are_refused():
 
 @test
 def nul_in_auth_login_is_refused():
-    srv = tls_server({}, users=True)
+    srv = tls_server({}, users={"alice": "s3cret"})
     c = srv.connect()
     c.reply("220 ")
     c.cmd("EHLO client.test", "250 ")
     c.cmd("STARTTLS", "220 ")
-    c.sock = ctx().wrap_socket(c.sock, server_hostname="relay.test")
+    c.sock = tls_context().wrap_socket(c.sock, server_hostname="relay.test")
     c.cmd("EHLO client.test", "250 ")
     b64 = lambda b: base64.b64encode(b).decode()   # noqa: E731
     # "alice\0junk" must not be taken as "alice".

@@ -7,11 +7,11 @@ max_connections_per_ip."""
 import os
 import re
 import smtplib
-import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
+from fixtures import swaks  # noqa: E402
 from sluicetest import Server, main, test  # noqa: E402
 
 UNTRUSTED = "127.0.0.66"
@@ -192,16 +192,6 @@ def smtplib_untrusted_client():
             assert e.recipients["x@example.net"][0] == 554, e.recipients
     rows = srv.query("select address from recipients")
     assert rows == [("user@inbound.test",)], rows
-
-
-def swaks(srv, to, source=None):
-    args = ["swaks", "--server", "127.0.0.1", "--port", str(srv.port), "--helo", "client.test",
-            "--from", "a@client.test", "--to", to, "--timeout", "20"]
-    if source:
-        args += ["--li", source]
-    p = subprocess.run(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                       stderr=subprocess.STDOUT, timeout=60)
-    return p.returncode, p.stdout.decode("utf-8", "replace")
 
 
 @test

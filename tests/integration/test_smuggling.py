@@ -7,11 +7,10 @@ Also: NUL octets, over-long lines, dot-unstuffing, BDAT, and swaks sending
 raw DATA."""
 import os
 import re
-import subprocess
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
+from fixtures import swaks  # noqa: E402
 from sluicetest import Server, main, test  # noqa: E402
 
 PREFIX = b"From: a@client.test\r\nSubject: smuggle\r\n\r\nfirst line"
@@ -257,18 +256,6 @@ def bdat_has_no_terminator():
     assert message_text(srv, qid) == chunk
 
 
-def swaks(srv, data):
-    with tempfile.NamedTemporaryFile("wb", suffix=".eml", dir=srv.dir, delete=False) as f:
-        f.write(data)
-    p = subprocess.run(["swaks", "--server", "127.0.0.1", "--port", str(srv.port),
-                        "--helo", "client.test", "--from", "a@client.test",
-                        "--to", "rcpt@example.net", "--data", "@" + f.name,
-                        "--no-data-fixup", "--timeout", "20"],
-                       stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                       stderr=subprocess.STDOUT, timeout=60)
-    return p.returncode, p.stdout.decode("utf-8", "replace")
-
-
 # swaks sends the data as given and adds CRLF: it ends with "\r\n.\r\n".
 SWAKS_DATA = PREFIX + b"\n.\n" + SMUGGLED + b"."
 
@@ -276,7 +263,7 @@ SWAKS_DATA = PREFIX + b"\n.\n" + SMUGGLED + b"."
 @test
 def swaks_raw_bare_lf_rejected():
     srv = Server()
-    rc, out = swaks(srv, SWAKS_DATA)
+    rc, out = swaks(srv, data=SWAKS_DATA)
     assert re.search(r"<\*\* 550 5\.5\.2 ", out), out
     assert rc != 0, out
     assert_nothing_stored(srv)
@@ -285,7 +272,7 @@ def swaks_raw_bare_lf_rejected():
 @test
 def swaks_raw_bare_lf_normalized():
     srv = Server(config={"bare_newline": "normalize"})
-    rc, out = swaks(srv, SWAKS_DATA)
+    rc, out = swaks(srv, data=SWAKS_DATA)
     assert rc == 0, out
     assert re.search(r"<-  250 2\.0\.0 Ok: queued as", out), out
     assert_no_smuggled_message(srv)

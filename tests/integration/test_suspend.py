@@ -20,14 +20,13 @@ Address plan, all on loopback:
   127.0.0.6  mx.dead.test: nothing listens there until a test starts a sink
 """
 import os
-import re
 import sys
 import time
-import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 import mxtest  # noqa: E402
 from mxtest import attempts_of, send, wait_state  # noqa: E402
+from fixtures import metric  # noqa: E402
 from sluicetest import free_port, main, poll_until, test  # noqa: E402
 
 ZONE = """\
@@ -62,13 +61,6 @@ def wait_all(srv, n, pred, timeout=20, what="recipients"):
         return poll_until(check, timeout, what)
     except AssertionError as e:
         raise AssertionError("%s; now %r; log tail:\n%s" % (e, states(srv), srv.log()[-2000:]))
-
-
-def metric(port, name):
-    body = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=5).read()
-    m = re.search(r"^%s (\d+)$" % re.escape(name), body.decode(), re.M)
-    assert m, "no %s in the metrics" % name
-    return int(m.group(1))
 
 
 def gaps(times):

@@ -10,25 +10,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 from sluicetest import poll_until, rss_limit_kb, Server, main, test  # noqa: E402
 
 
-def count(srv, table):
-    return srv.query("select count(*) from %s" % table)[0][0]
-
-
-
-
-
-
-def begin_data(c):
-    c.cmd("MAIL FROM:<sender@client.test>", "250 ")
-    c.cmd("RCPT TO:<rcpt@example.net>", "250 ")
-    c.cmd("DATA", "354 ")
-
-
 def nothing_stored(srv):
-    assert count(srv, "messages") == 0
-    assert count(srv, "recipients") == 0
+    assert srv.count("messages") == 0
+    assert srv.count("recipients") == 0
     # The session drops its partial chunks as it ends.
-    poll_until(lambda: count(srv, "body_chunks") == 0 and count(srv, "incoming") == 0,
+    poll_until(lambda: srv.count("body_chunks") == 0 and srv.count("incoming") == 0,
                what="partial chunks to be dropped")
 
 
@@ -66,7 +52,7 @@ def data_timeout_ends_stalled_data():
     srv = Server(config={"data_timeout": "1s"})
     c = srv.connect(timeout=10)
     c.ehlo()
-    begin_data(c)
+    c.begin_data()
     line = b"x" * 76 + b"\r\n"
     c.send(b"Subject: stalled\r\n\r\n" + line * 3000)   # > 3 queue chunks
     c.reply(r"421 4\.4\.2 ")
@@ -79,7 +65,7 @@ def min_data_rate_ends_trickling_client():
     srv = Server(config={"data_timeout": "2s", "min_data_rate": "1000"})
     c = srv.connect(timeout=10)
     c.ehlo()
-    begin_data(c)
+    c.begin_data()
     text = b"Subject: slow\r\n\r\n" + b"y" * 200 + b"\r\n"
     c.send(text[:2])
     reply = None
@@ -115,7 +101,7 @@ def long_lines_memory_bounded():
     c.reply(r"500 5\.5\.2 ")
     c.cmd("NOOP", "250 ")   # the session is still in step
     # A 10 MB line inside a message.
-    begin_data(c)
+    c.begin_data()
     c.send(b"Subject: long\r\n\r\n")
     for _ in range(10):
         c.send(block)
@@ -124,7 +110,7 @@ def long_lines_memory_bounded():
     c.cmd("NOOP", "250 ")
     after = srv.peak_rss_kb()
     assert after - before < rss_limit_kb(16 * 1024), "peak RSS grew by %d kB" % (after - before)
-    assert count(srv, "messages") == 1   # only the warm-up
+    assert srv.count("messages") == 1   # only the warm-up
     c.cmd("QUIT", "221 ")
 
 

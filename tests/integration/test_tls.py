@@ -14,6 +14,7 @@ import sys
 import warnings
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
+from fixtures import tls_context, tls_server  # noqa: E402
 from sluicetest import BIN, Server, free_port, main, test  # noqa: E402
 import certs  # noqa: E402
 
@@ -27,36 +28,11 @@ RECEIVED_TLS_RE = (rb"^Received: from (\S+) \(\[127\.0\.0\.1\]\)\r\n"
                    rb"\tby relay\.test \(sluice\) with (\w+) id (\w{16})\r\n")
 
 
-def tls_server(config=None, cert=None, extra_listen=None, start=True):
-    """A server using test certificate `cert` (default: PKI.a)."""
-    srv = Server(start=False, extra_listen=extra_listen)
-    c, k = certs.install(cert or PKI.a, srv.dir)
-    srv.config.update(tls_cert=c, tls_key=k)
-    srv.config.update(config or {})
-    if start:
-        srv.start()
-    return srv
-
-
-def ctx(maximum=None, minimum=None, old=False):
-    """A verifying client context trusting the test CA."""
-    c = ssl.create_default_context(cafile=PKI.ca)
-    if old:
-        # Let OpenSSL itself offer TLS 1.0/1.1: the server must refuse.
-        c.set_ciphers("DEFAULT:@SECLEVEL=0")
-        c.minimum_version = ssl.TLSVersion.TLSv1
-    if minimum is not None:
-        c.minimum_version = minimum
-    if maximum is not None:
-        c.maximum_version = maximum
-    return c
-
-
 def starttls(c, context=None, hostname="relay.test"):
     """STARTTLS on a raw sluicetest Client, then the handshake."""
     c.cmd("STARTTLS", "220 2.0.0")
     assert c.buf == b"", "data after the 220 in plaintext: %r" % c.buf
-    c.sock = (context or ctx()).wrap_socket(c.sock, server_hostname=hostname)
+    c.sock = (context or tls_context()).wrap_socket(c.sock, server_hostname=hostname)
     return c
 
 
@@ -76,7 +52,7 @@ def last_session_log(srv):
 def peer_cert(srv, port=None):
     """(serial, CN) of the certificate a new STARTTLS session sees."""
     with smtplib.SMTP(srv.host, port or srv.port, local_hostname="client.test") as s:
-        s.starttls(context=ctx())
+        s.starttls(context=tls_context())
         d = s.sock.getpeercert()
     cn = dict(x[0] for x in d["subject"])["commonName"]
     return int(d["serialNumber"], 16), cn
@@ -84,7 +60,7 @@ def peer_cert(srv, port=None):
 
 def smtps_cert(port):
     """(serial, CN) of the certificate a new smtps session sees."""
-    with smtplib.SMTP_SSL("127.0.0.1", port, local_hostname="client.test", context=ctx()) as s:
+    with smtplib.SMTP_SSL("127.0.0.1", port, local_hostname="client.test", context=tls_context()) as s:
         d = s.sock.getpeercert()
     cn = dict(x[0] for x in d["subject"])["commonName"]
     return int(d["serialNumber"], 16), cn
@@ -98,7 +74,7 @@ def starttls_smtplib_full_transaction():
     with smtplib.SMTP(srv.host, srv.port, local_hostname="client.test") as s:
         s.ehlo()
         assert s.has_extn("starttls"), s.esmtp_features
-        code, _ = s.starttls(context=ctx())
+        code, _ = s.starttls(context=tls_context())
         assert code == 220
         version, (_, _, bits) = s.sock.version(), s.sock.cipher()
         assert version == "TLSv1.3", version
@@ -196,7 +172,7 @@ def _injection(payload, after):
     # Nothing else may follow in plaintext; a plaintext reply arriving
     # later would also make the handshake below fail.
     assert c.buf == b"", c.buf
-    c.sock = ctx().wrap_socket(c.sock, server_hostname="relay.test")
+    c.sock = tls_context().wrap_socket(c.sock, server_hostname="relay.test")
     c.send(b"EHLO after.test\r\n")
     code, text = c.reply()
     # The first reply in the TLS stream must be the EHLO's.
@@ -281,7 +257,7 @@ def smtps_trusted_client_without_auth():
         early = b""
     assert early == b"", "plaintext sent before the handshake: %r" % early
     raw.settimeout(10)
-    t = ctx().wrap_socket(raw, server_hostname="relay.test")
+    t = tls_context().wrap_socket(raw, server_hostname="relay.test")
     data = b""
     while b"\r\n" not in data:
         chunk = t.recv(1000)
@@ -290,7 +266,7 @@ def smtps_trusted_client_without_auth():
     assert data.startswith(b"220 relay.test "), data
     t.close()
 
-    with smtplib.SMTP_SSL("127.0.0.1", p, local_hostname="client.test", context=ctx()) as s:
+    with smtplib.SMTP_SSL("127.0.0.1", p, local_hostname="client.test", context=tls_context()) as s:
         code, text = s.ehlo()
         assert code == 250
         assert not s.has_extn("starttls"), text
@@ -303,7 +279,7 @@ def smtps_trusted_client_without_auth():
     assert re.match(RECEIVED_TLS_RE, srv.body(rows[0][0])), srv.body(rows[0][0])[:300]
 
     # An untrusted client on the same listener needs AUTH.
-    with smtplib.SMTP_SSL("127.0.0.1", p, local_hostname="client.test", context=ctx(),
+    with smtplib.SMTP_SSL("127.0.0.1", p, local_hostname="client.test", context=tls_context(),
                           source_address=("127.0.0.66", 0)) as s:
         s.ehlo()
         code, text = s.docmd("MAIL FROM:<a@client.test>")
@@ -319,7 +295,7 @@ def smtps_needs_auth_without_trust():
         f.write(passwd_line("alice", "smtps pw") + "\n")
     srv.config.update(auth_users=users, auth_failure_delay="0")
     srv.start()
-    with smtplib.SMTP_SSL("127.0.0.1", p, local_hostname="client.test", context=ctx()) as s:
+    with smtplib.SMTP_SSL("127.0.0.1", p, local_hostname="client.test", context=tls_context()) as s:
         s.ehlo()
         code, text = s.docmd("MAIL FROM:<a@client.test>")
         assert code == 530 and text.startswith(b"5.7.0 Authentication required"), (code, text)
@@ -377,7 +353,7 @@ def smtps_plaintext_client_gets_nothing():
     assert b"220" not in got and b"250" not in got, got
     srv.wait_log(r"TLS handshake failed")
     # The server still serves.
-    with smtplib.SMTP_SSL("127.0.0.1", p, local_hostname="client.test", context=ctx()) as s:
+    with smtplib.SMTP_SSL("127.0.0.1", p, local_hostname="client.test", context=tls_context()) as s:
         assert s.sendmail("a@client.test", ["x@example.net"], b"Subject: s\r\n\r\nx\r\n") == {}
     assert srv.query("select count(*) from messages") == [(1,)]
 
@@ -396,7 +372,7 @@ def failed_handshake_ends_session_cleanly():
     assert re.search(r"TLS handshake failed", srv.log())
     assert srv.proc.poll() is None
     with smtplib.SMTP(srv.host, srv.port, local_hostname="client.test") as s:
-        s.starttls(context=ctx())
+        s.starttls(context=tls_context())
         assert s.sendmail("a@client.test", ["x@example.net"], b"Subject: s\r\n\r\nx\r\n") == {}
     assert srv.query("select protocol from messages") == [("ESMTPS",)]
 
@@ -410,7 +386,7 @@ def tls_old_versions_refused():
         before = srv.log().count("TLS handshake failed")
         s = smtplib.SMTP(srv.host, srv.port, local_hostname="client.test")
         try:
-            s.starttls(context=ctx(maximum=v, old=True))
+            s.starttls(context=tls_context(maximum=v, old=True))
             raise AssertionError("a %s handshake succeeded: %s" % (v, s.sock.version()))
         except (ssl.SSLError, OSError, smtplib.SMTPException):
             pass
@@ -436,7 +412,7 @@ def old_version_gets_protocol_version_alert():
     srv = tls_server()
     s = smtplib.SMTP(srv.host, srv.port, local_hostname="client.test")
     try:
-        s.starttls(context=ctx(maximum=ssl.TLSVersion.TLSv1_1, old=True))
+        s.starttls(context=tls_context(maximum=ssl.TLSVersion.TLSv1_1, old=True))
         raise AssertionError("a TLS 1.1 handshake succeeded")
     except ssl.SSLError as e:
         err = e
@@ -451,7 +427,7 @@ def tls12_and_tls13_work():
     for maximum, minimum, want in ((ssl.TLSVersion.TLSv1_2, None, "TLS1.2"),
                                    (None, ssl.TLSVersion.TLSv1_3, "TLS1.3")):
         with smtplib.SMTP(srv.host, srv.port, local_hostname="client.test") as s:
-            s.starttls(context=ctx(maximum=maximum, minimum=minimum))
+            s.starttls(context=tls_context(maximum=maximum, minimum=minimum))
             assert s.sock.version() == want.replace("TLS", "TLSv"), s.sock.version()
             assert s.sendmail("a@client.test", ["x@example.net"],
                               ("Subject: %s\r\n\r\nx\r\n" % want).encode()) == {}
@@ -521,7 +497,7 @@ def selfsigned_certificate_generated_and_reused():
     # Not trusted by a verifying client, of course.
     try:
         with smtplib.SMTP(srv.host, srv.port, local_hostname="client.test") as s:
-            s.starttls(context=ctx())
+            s.starttls(context=tls_context())
         raise AssertionError("self-signed certificate verified against the test CA")
     except ssl.SSLCertVerificationError:
         pass
@@ -602,7 +578,7 @@ def configured_certificate_verifies():
     srv = tls_server()
     # smtplib: server_hostname is "127.0.0.1", matched against the IP SAN.
     with smtplib.SMTP("127.0.0.1", srv.port, local_hostname="client.test") as s:
-        s.starttls(context=ctx())
+        s.starttls(context=tls_context())
         serial, _ = certs.peer_serial_and_cn(s.sock.getpeercert(binary_form=True))
         assert serial == PKI.a.serial, serial
         assert s.noop()[0] == 250
@@ -641,7 +617,7 @@ def sighup_reloads_certificate():
     assert smtps_cert(p) == (PKI.a.serial, PKI.a.cn)
     # A session in the middle of a transaction on certificate A.
     s = smtplib.SMTP(srv.host, srv.port, local_hostname="client.test")
-    s.starttls(context=ctx())
+    s.starttls(context=tls_context())
     s.ehlo()
     assert s.mail("a@client.test")[0] == 250
     assert s.rcpt("x@example.net")[0] == 250
@@ -688,7 +664,7 @@ def client_data_coalesced_with_finished():
     c.cmd("STARTTLS", "220 ")
     sock = c.sock
     inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
-    obj = ctx(minimum=ssl.TLSVersion.TLSv1_3).wrap_bio(inc, out, server_hostname="relay.test")
+    obj = tls_context(minimum=ssl.TLSVersion.TLSv1_3).wrap_bio(inc, out, server_hostname="relay.test")
     while True:
         try:
             obj.do_handshake()
@@ -726,7 +702,7 @@ def large_message_over_tls():
     line = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ" * 3 + b"\r\n"
     body = b"Subject: large\r\n\r\n" + b"".join(b"%06d " % i + line for i in range(20000))
     with smtplib.SMTP(srv.host, srv.port, local_hostname="client.test") as s:
-        s.starttls(context=ctx())
+        s.starttls(context=tls_context())
         assert s.sendmail("a@client.test", ["x@example.net"], body) == {}
     (qid, size), = srv.query("select id, size from messages")
     assert size == len(body), (size, len(body))

@@ -18,11 +18,8 @@ import argparse
 import json
 import os
 import signal
-import socket
 import ssl
 import subprocess
-import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

@@ -198,6 +198,10 @@ class Server:
         finally:
             con.close()
 
+    def count(self, table):
+        """Rows in a table of the queue."""
+        return self.query("select count(*) from %s" % table)[0][0]
+
     def body(self, msg_id):
         rows = self.query("select data from body_chunks where msg_id=? order by seq", (msg_id,))
         return b"".join(r[0] for r in rows)
@@ -279,6 +283,12 @@ class Client:
     def ehlo(self, name="client.test"):
         self.reply("220 ")
         return self.cmd("EHLO " + name, "250 ")
+
+    def begin_data(self):
+        """MAIL, RCPT and DATA, up to the 354: the data is the test's."""
+        self.cmd("MAIL FROM:<sender@client.test>", "250 ")
+        self.cmd("RCPT TO:<rcpt@example.net>", "250 ")
+        self.cmd("DATA", "354 ")
 
     def mail(self, sender="<sender@client.test>", rcpts=("<rcpt@example.net>",), body=None):
         """A whole transaction; returns the queue ID."""
