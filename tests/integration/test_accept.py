@@ -184,19 +184,6 @@ def basic_commands():
 
 
 @test
-def max_errors_ends_session():
-    srv = Server(config={"max_errors": "3"})
-    c = srv.connect()
-    c.ehlo()
-    c.cmd("FOO", "500 ")
-    c.cmd("MAIL FROM:<bad", "501 ")
-    c.send(b"BAR\r\n")
-    c.reply("500 ")
-    c.reply("421 4.7.0")
-    assert c.closed()
-
-
-@test
 def dsn_parameters_stored():
     srv = Server()
     c = srv.connect()

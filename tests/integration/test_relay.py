@@ -58,11 +58,6 @@ def untrusted(srv):
     return c
 
 
-def finish(c):
-    c.cmd("QUIT", "221 ")
-    assert c.closed()
-
-
 def try_rcpts(c, rcpts):
     """RCPT each address; returns {address: reply text}."""
     return {r: c.cmd("RCPT TO:" + r)[1] for r in rcpts}
@@ -81,7 +76,7 @@ def untrusted_client_only_to_relay_domains():
     c.cmd("DATA", "354 ")
     c.send(b"Subject: in\r\n\r\nx\r\n.\r\n")
     qid = c.reply("250 2.0.0 Ok: queued as")[1].split()[-1]
-    finish(c)
+    c.finish()
     rows = srv.query("select address, domain from recipients where msg_id=? order by rcpt_no", (qid,))
     assert rows == [("user@inbound.test", "inbound.test"), ("user@INBOUND.TEST", "inbound.test"),
                     ("Other.User@Inbound.Test", "inbound.test")], rows
@@ -106,7 +101,7 @@ def relay_tricks_refused_for_untrusted_client():
     got = try_rcpts(c, TRICKS)
     assert not any(t.startswith("2") for t in got.values()), got
     c.cmd("DATA", "554 5.5.1")
-    finish(c)
+    c.finish()
     assert srv.query("select count(*) from messages") == [(0,)]
     assert srv.query("select count(*) from recipients") == [(0,)]
 
@@ -121,7 +116,7 @@ def postmaster_always_accepted():
     c.cmd("RCPT TO:<Postmaster>", "250 2.1.5")
     c.cmd("RCPT TO:<postmaster@example.net>", DENIED)
     c.cmd("RCPT TO:<postmaster@inbound.test>", "250 2.1.5")
-    finish(c)
+    c.finish()
 
 
 @test
@@ -139,7 +134,7 @@ def wildcard_relay_domains():
            if not (re.match(DENIED, t) or re.match(r"501 5\.\d\.\d ", t))}
     assert not bad, "accepted: %r" % bad
     assert re.match(DENIED, got["<user@lab.test>"]), got["<user@lab.test>"]
-    finish(c)
+    c.finish()
 
 
 @test
@@ -155,7 +150,7 @@ def trusted_client_relays_anywhere():
     c.cmd("DATA", "354 ")
     c.send(b"Subject: out\r\n\r\nx\r\n.\r\n")
     qid = c.reply("250 2.0.0 Ok: queued as")[1].split()[-1]
-    finish(c)
+    c.finish()
     rows = srv.query("select address from recipients where msg_id=? order by rcpt_no", (qid,))
     assert [r[0] for r in rows] == rcpts, rows
 
@@ -172,7 +167,7 @@ def relay_networks_are_cidr_ranges():
         c.cmd("MAIL FROM:<a@client.test>", "250 ")
         code, text = c.cmd("RCPT TO:<x@example.net>")
         assert re.match(want, text), "%s: expected %r, got %r" % (source, want, text)
-        finish(c)
+        c.finish()
 
 
 @test
@@ -227,13 +222,13 @@ def max_connections_per_ip():
     # The limit is per address: another untrusted address is served.
     other = srv.connect(source="127.0.0.67")
     other.ehlo()
-    finish(other)
+    other.finish()
     # The two held sessions still work.
     for c in held:
         c.cmd("EHLO client.test", "250 ")
     # When one ends, its slot is released (the release follows the close,
     # so retry until it shows up).
-    finish(held.pop())
+    held.pop().finish()
     deadline = time.time() + 10
     while True:
         c = srv.connect(source=UNTRUSTED)
@@ -244,8 +239,8 @@ def max_connections_per_ip():
         c.close()
         time.sleep(0.02)
     c.cmd("EHLO client.test", "250 ")
-    finish(c)
-    finish(held.pop())
+    c.finish()
+    held.pop().finish()
 
 
 @test
@@ -265,7 +260,7 @@ def relay_networks_exempt_from_connection_limit():
     u[2].reply(r"421 4\.7\.0 ")
     assert u[2].closed()
     for c in trusted + u[:2]:
-        finish(c)
+        c.finish()
 
 
 if __name__ == "__main__":

@@ -49,12 +49,6 @@ def stored_count(srv):
     return srv.query("select count(*) from messages")[0][0]
 
 
-def finish(c):
-    """QUIT and wait for the close, so the session is completely over."""
-    c.cmd("QUIT", "221 2.0.0")
-    assert c.closed(), "connection still open after QUIT"
-
-
 def ehlo_keywords(text):
     """EHLO reply lines after the first, as a list of "KEYWORD params"."""
     return [line[4:] for line in text.splitlines()[1:]]
@@ -76,7 +70,7 @@ def greeting_and_ehlo_extensions():
         assert ext in kw, "%s not advertised in %r" % (ext, kw)
     # AUTH only after TLS (RFC 4954 section 4), and only with auth_users.
     assert not any(k.split()[0] == "AUTH" for k in kw), kw
-    finish(c)
+    c.finish()
     # smtplib sees the same extensions.
     with smtplib.SMTP(srv.host, srv.port, local_hostname="client.test") as s:
         s.ehlo()
@@ -96,7 +90,7 @@ def helo_gives_no_extensions():
     assert not re.search(r"PIPELINING|SIZE|8BITMIME|CHUNKING|SMTPUTF8|DSN", text), text
     # A HELO session is plain SMTP: the Received header says so.
     qid = transaction(c, "<a@client.test>", ["<b@example.net>"], b"Subject: h\r\n\r\nx\r\n")
-    finish(c)
+    c.finish()
     stored = srv.body(qid)
     m = re.match(received_re("client.test", "[127.0.0.1]", "SMTP", "b@example.net"), stored)
     assert m, stored[:300]
@@ -125,7 +119,7 @@ def command_order_enforced():
     c.cmd("RCPT TO:<>", "501 ")
     c.cmd("DATA", "554 5.5.1")
     c.cmd("RSET", "250 ")
-    finish(c)
+    c.finish()
     # Every RCPT refused by relay control, from an untrusted client.
     u = srv.connect(source="127.0.0.66")
     u.ehlo()
@@ -138,7 +132,7 @@ def command_order_enforced():
     u.cmd("DATA", "354 ")
     u.send(b"Subject: o\r\n\r\nx\r\n.\r\n")
     u.reply("250 2.0.0 Ok: queued as")
-    finish(u)
+    u.finish()
     assert stored_count(srv) == 1
 
 
@@ -174,7 +168,7 @@ def syntax_errors_are_501():
     # Unknown parameters are 555, not 501 (RFC 5321 section 4.1.1.11).
     c.cmd("RSET", "250 ")
     c.cmd("MAIL FROM:<a@client.test> FROB=1", "555 5.5.4")
-    finish(c)
+    c.finish()
 
 
 @test
@@ -193,7 +187,7 @@ def unknown_and_unimplemented_commands():
     c.cmd("rcpt to:<b@example.net>", "250 2.1.5")
     c.cmd("rset", "250 2.0.0")
     c.cmd("HeLp", "214 2.0.0")
-    finish(c)
+    c.finish()
 
 
 @test
@@ -272,7 +266,7 @@ def address_forms_rfc5321():
     qid3 = transaction(c, "<@relay.example:src@client.test>", ["<b@example.net>"], b"x\r\n")
     c.cmd("MAIL FROM: <spaced@client.test>", "250 2.1.0")
     c.cmd("RSET", "250 ")
-    finish(c)
+    c.finish()
     assert srv.query("select sender from messages where id=?", (qid,)) == [("",)]
     got = srv.query("select address from recipients where msg_id=? order by rcpt_no", (qid,))
     assert [r[0] for r in got] == [want for _, want in rcpts], got
@@ -299,7 +293,7 @@ def smtputf8_addresses():
     c.cmd("DATA", "354 ")
     c.send("Subject: ü\r\n\r\nünïcödé\r\n.\r\n".encode())
     qid = c.reply("250 ")[1].split()[-1]
-    finish(c)
+    c.finish()
     assert srv.query("select sender, smtputf8 from messages where id=?", (qid,)) == \
         [("jörg@bücher.test", 1)]
     assert srv.query("select address, domain from recipients where msg_id=?", (qid,)) == \
@@ -331,7 +325,7 @@ def command_line_length_limit():
     c.reply(r"250 2\.0\.0 Ok$")
     # A transaction still works afterwards.
     transaction(c, "<a@client.test>", ["<b@example.net>"], b"x\r\n")
-    finish(c)
+    c.finish()
     assert stored_count(srv) == 1
 
 
@@ -351,7 +345,7 @@ def local_part_and_path_length_limits():
     c.cmd("DATA", "354 ")
     c.send(b"x\r\n.\r\n")
     qid = c.reply("250 ")[1].split()[-1]
-    finish(c)
+    c.finish()
     got = srv.query("select address from recipients where msg_id=? order by rcpt_no", (qid,))
     assert got == [("r" * 64 + "@example.net",), ("r" * 63 + "@" + domain,)], got
 
@@ -371,7 +365,7 @@ def too_many_recipients():
     qid = c.reply("250 2.0.0 Ok: queued as")[1].split()[-1]
     # The limit is per transaction: the next one starts at zero.
     qid2 = transaction(c, "<a@client.test>", ["<s%d@example.net>" % i for i in range(3)], b"x\r\n")
-    finish(c)
+    c.finish()
     got = srv.query("select address from recipients where msg_id=? order by rcpt_no", (qid,))
     assert got == [("r0@example.net",), ("r1@example.net",), ("r2@example.net",)], got
     assert srv.query("select count(*) from recipients where msg_id=?", (qid2,)) == [(3,)]
@@ -418,7 +412,7 @@ def message_size_limits():
     c.reply("552 5.3.4")
     c.cmd("RSET", "250 ")
     c.cmd("NOOP", r"250 2\.0\.0 Ok$")
-    finish(c)
+    c.finish()
     assert srv.query("select id, size from messages") == [(qid, 2048)]
     assert srv.query("select count(distinct msg_id) from body_chunks") == [(1,)]
     assert srv.query("select count(*) from incoming") == [(0,)]
@@ -450,7 +444,7 @@ def too_many_received_headers():
     c.cmd("DATA", "354 ")
     c.send(b"received: from a\r\n" + msg(3).replace(b"Received:", b"RECEIVED:", 1) + b".\r\n")
     c.reply("554 5.4.6")
-    finish(c)
+    c.finish()
     assert srv.query("select id from messages") == [(qid,)]
 
 
@@ -464,7 +458,7 @@ def received_header_format():
     two = transaction(c, "<a@client.test>", ["<r1@example.net>", "<r2@example.net>"], body)
     c.cmd("EHLO [127.0.0.1]", "250 ")
     lit = transaction(c, "<a@client.test>", ["<rcpt@example.net>"], body)
-    finish(c)
+    c.finish()
     s1 = srv.body(one)
     m = re.match(received_re("mx.client.test", "[127.0.0.1]", "ESMTP", "rcpt@example.net"), s1)
     assert m, s1[:300]
@@ -490,7 +484,7 @@ def received_header_keeps_long_helo_name():
     helo = ".".join(["h" * 60] * 4)
     c.ehlo(helo)
     qid = transaction(c, "<a@client.test>", ["<rcpt@example.net>"], b"x\r\n")
-    finish(c)
+    c.finish()
     stored = srv.body(qid)
     m = re.match(received_re(helo, "[127.0.0.1]", "ESMTP", "rcpt@example.net"), stored)
     assert m, "Received header does not carry the EHLO name: %r" % stored[:400]
@@ -556,7 +550,7 @@ def max_errors_ends_session():
         c.cmd("NOOP", "250 ")
     c.cmd("FOO", "500 ")
     c.cmd("NOOP", "250 ")
-    finish(c)
+    c.finish()
 
 
 @test
@@ -565,7 +559,7 @@ def ipv6_client():
     c = srv.connect()
     c.ehlo()
     qid = transaction(c, "<a@client.test>", ["<rcpt@example.net>"], b"Subject: 6\r\n\r\nx\r\n")
-    finish(c)
+    c.finish()
     stored = srv.body(qid)
     m = re.match(received_re("client.test", "[IPv6:::1]", "ESMTP", "rcpt@example.net"), stored)
     assert m and m.group(1).decode() == qid, stored[:300]

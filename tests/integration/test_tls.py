@@ -14,8 +14,8 @@ import sys
 import warnings
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
-from fixtures import tls_context, tls_server  # noqa: E402
-from sluicetest import BIN, Server, free_port, main, test  # noqa: E402
+from fixtures import passwd_line, tls_context, tls_server  # noqa: E402
+from sluicetest import Server, free_port, main, test  # noqa: E402
 import certs  # noqa: E402
 
 # ssl.TLSVersion.TLSv1 / TLSv1_1 are deprecated: we use them on purpose.
@@ -34,13 +34,6 @@ def starttls(c, context=None, hostname="relay.test"):
     assert c.buf == b"", "data after the 220 in plaintext: %r" % c.buf
     c.sock = (context or tls_context()).wrap_socket(c.sock, server_hostname=hostname)
     return c
-
-
-def passwd_line(user, password):
-    r = subprocess.run([BIN, "passwd", user], input=(password + "\n").encode(),
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
-    assert r.returncode == 0, r.stderr
-    return r.stdout.decode().strip()
 
 
 def last_session_log(srv):
@@ -129,7 +122,7 @@ def ehlo_advertises_starttls_then_auth():
     srv = tls_server(start=False)
     users = os.path.join(srv.dir, "users")
     with open(users, "w") as f:
-        f.write(passwd_line("alice", "s3cret pass") + "\n")
+        f.write(passwd_line("alice", "s3cret pass").decode())
     srv.config["auth_users"] = users
     srv.start()
     c = srv.connect()
@@ -292,7 +285,7 @@ def smtps_needs_auth_without_trust():
     srv = tls_server(extra_listen=["127.0.0.1:%d/smtps" % p], start=False)  # trust: no
     users = os.path.join(srv.dir, "users")
     with open(users, "w") as f:
-        f.write(passwd_line("alice", "smtps pw") + "\n")
+        f.write(passwd_line("alice", "smtps pw").decode())
     srv.config.update(auth_users=users, auth_failure_delay="0")
     srv.start()
     with smtplib.SMTP_SSL("127.0.0.1", p, local_hostname="client.test", context=tls_context()) as s:

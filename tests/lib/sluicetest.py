@@ -284,6 +284,11 @@ class Client:
         self.reply("220 ")
         return self.cmd("EHLO " + name, "250 ")
 
+    def finish(self):
+        """QUIT and wait for the close, so the session is completely over."""
+        self.cmd("QUIT", "221 2.0.0")
+        assert self.closed(), "connection still open after QUIT"
+
     def begin_data(self):
         """MAIL, RCPT and DATA, up to the 354: the data is the test's."""
         self.cmd("MAIL FROM:<sender@client.test>", "250 ")
