@@ -626,17 +626,17 @@ log_outcomes(const char *msg_id, const struct store_msg_info *m,
 		    rec->success_id, m->sender);
 }
 
-/* Sleep up to `ms`, less when delivery stops. */
+/* Sleep up to `ms`, less when delivery stops (delivery_stop signals
+ * d->cv; a new job's signal only makes the loop look again). */
 static void
 nap(struct delivery *d, int64_t ms)
 {
 	int64_t until = now_ms() + ms;
 
-	while (!atomic_load(&d->stop) && now_ms() < until) {
-		struct timespec ts = {0, 100 * 1000 * 1000};
-
-		nanosleep(&ts, NULL);
-	}
+	mutex_lock(&d->mu);
+	while (!atomic_load(&d->stop) && now_ms() < until)
+		cond_wait_until(&d->cv, &d->mu, until);
+	mutex_unlock(&d->mu);
 }
 
 /*
@@ -1918,7 +1918,8 @@ delivery_stop(struct delivery *d)
 	atomic_store(&d->stop, true);
 	wake(d);
 	mutex_lock(&d->mu);
-	pthread_cond_broadcast(&d->done_cv);
+	pthread_cond_broadcast(&d->done_cv); /* the dispatcher */
+	pthread_cond_broadcast(&d->cv);      /* delivery threads, naps */
 	mutex_unlock(&d->mu);
 	if (d->dispatcher_started)
 		pthread_join(d->dispatcher, NULL);

@@ -201,6 +201,16 @@ def dns_server_gone():
 
 # ---- the disk full while an attempt is recorded ----
 
+def fill_after_wal_truncation(srv, disk):
+    """Fill the disk once the idle WAL has been truncated (a second after
+    the last commit): until then the next commit could go into the WAL's
+    old blocks and need no new one.  The MX holds its reply meanwhile."""
+    wal = srv.db + "-wal"
+    poll_until(lambda: not os.path.exists(wal) or os.path.getsize(wal) == 0, 3,
+               "the idle WAL to be truncated")
+    disk.fill()
+
+
 @test
 def disk_full_while_recording_a_delivery():
     """The MX takes the message while the queue's disk is full, so the
@@ -209,14 +219,14 @@ def disk_full_while_recording_a_delivery():
     lease keeps it), nothing is lost, and the queue stays consistent."""
     require_root("it mounts a small tmpfs")
     with Env() as env:
-        mx = env.scripted("127.0.0.2", data_delay=2)
+        mx = env.scripted("127.0.0.2", data_delay=4)
         srv = Server(start=False, config=env.config(retry_schedule="2s"))
         with SmallDisk(srv, 4) as disk:
             srv.start()
             qid = send(srv, ["full@dest.test"])
             # The transaction is under way (claimed, leased): fill the disk.
             poll_until(lambda: mx.transactions > 0, 10, "a transaction at the MX")
-            disk.fill()
+            fill_after_wal_truncation(srv, disk)
             srv.wait_log(r"id=%s cannot record the attempt: 4\.3\.1 Insufficient system "
                          r"storage \(kept in memory; trying again\)" % qid, timeout=15)
             assert len(mx.messages) == 1
@@ -239,13 +249,13 @@ def disk_full_while_recording_a_deferral():
     delivered once the MX and the disk behave."""
     require_root("it mounts a small tmpfs")
     with Env() as env:
-        mx = env.scripted("127.0.0.2", data_delay=2, data_reply="451 4.3.0 try later")
+        mx = env.scripted("127.0.0.2", data_delay=4, data_reply="451 4.3.0 try later")
         srv = Server(start=False, config=env.config(retry_schedule="1s"))
         with SmallDisk(srv, 4) as disk:
             srv.start()
             qid = send(srv, ["def@dest.test"])
             poll_until(lambda: mx.transactions > 0, 10, "a transaction at the MX")
-            disk.fill()
+            fill_after_wal_truncation(srv, disk)
             srv.wait_log(r"id=%s cannot record the attempt: 4\.3\.1 " % qid, timeout=15)
             assert rcpt_row(srv, qid, "def@dest.test")[:2] == ("queued", 0)
             mx.data_reply = "250 2.0.0 Ok: queued"
