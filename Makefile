@@ -38,7 +38,7 @@ COMMON_SRCS = common/util.c common/sync.c common/log.c common/config.c common/ci
               common/strbuf.c common/utf8.c common/queueid.c common/vocab.c
 SQL_SRCS    = sql/store.c sql/sqlite.c sql/sqlite_admin.c
 SQL_ASM     = sql/embed.S
-TLS_SRCS    = tls/conn.c tls/tls.c tls/base64.c
+TLS_SRCS    = tls/conn.c tls/tls.c tls/base64.c tls/dkim.c
 DNS_SRCS    = dns/dns.c
 QUEUE_SRCS  = queue/queue.c queue/smtpc.c queue/smtpwire.c queue/deliver.c \
               queue/dests.c queue/outcome.c queue/conncache.c \
@@ -48,7 +48,7 @@ SERVER_SRCS = server/parse.c server/data.c server/session.c server/pool.c \
               server/auth.c server/listener.c server/httpd.c server/privs.c \
               server/loadcfg.c server/serve.c
 CLI_SRCS    = cli/queue.c cli/sendmail.c cli/health.c cli/passwd.c \
-              cli/check.c cli/resolve.c
+              cli/check.c cli/resolve.c cli/dkim.c
 MAIN_SRCS   = cli/main.c
 
 LIB_SRCS = $(COMMON_SRCS) $(SQL_SRCS) $(TLS_SRCS) $(DNS_SRCS) $(QUEUE_SRCS) \

@@ -7,6 +7,7 @@
  * Threads: single-threaded command; no shared state.
  */
 #include "cli.h"
+#include "dkim.h"
 #include "loadcfg.h"
 #include "serve.h"
 #include "util.h"
@@ -20,6 +21,7 @@ check_config_cmd(int argc, char **argv)
 	struct config *cfg;
 	struct tls_creds *creds;
 	struct auth_table *users;
+	struct dkim_keys *dkim;
 	char why[WHY_MAX];
 	bool failed;
 	int rc;
@@ -46,6 +48,12 @@ check_config_cmd(int argc, char **argv)
 	if (failed)
 		rc = 1;
 	auth_table_free(users);
+	dkim = serve_load_dkim(cfg, why);
+	if (dkim == NULL) {
+		fprintf(stderr, "%s: %s\n", source, why);
+		rc = 1;
+	}
+	dkim_keys_free(dkim);
 	if (rc == 0)
 		printf("%s: configuration OK\n", source);
 	config_free(cfg);

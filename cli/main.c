@@ -39,6 +39,9 @@ static const struct command {
     {"passwd", passwd_cmd, "USER",
         "hash a password read on standard input and print\n"
         "the line USER:HASH for the auth_users file"},
+    {"dkim", dkim_cmd, "keygen|show ...",
+        "make a DKIM key, or print the DNS record of one\n"
+        "(sluice dkim help)"},
     {"queue", queue_cmd, "...",
         "list, show and change queued mail (sluice queue help)"},
     {"sendmail", sendmail_cmd, "[-t] [-f SENDER] [-i] [RCPT...]",

@@ -43,8 +43,8 @@ struct key {
 static key_parser parse_hostname, parse_path, parse_optpath, parse_int,
     parse_bytes_key, parse_duration_key, parse_listen, parse_networks,
     parse_domains, parse_bool, parse_choice, parse_durations, parse_hostports,
-    parse_hostport_key, parse_ipport, parse_routes, parse_bare_newline,
-    parse_log_level;
+    parse_hostport_key, parse_ipport, parse_routes, parse_dkim_keys,
+    parse_bare_newline, parse_log_level;
 
 static const char *const inet_choices[] = {"all", "ipv4", "ipv6", NULL};
 static const char *const outbound_tls_choices[] = {
@@ -52,6 +52,7 @@ static const char *const outbound_tls_choices[] = {
 static const char *const smarthost_tls_choices[] = {
     "starttls", "smtps", "none", NULL};
 static const char *const log_format_choices[] = {"text", "json", NULL};
+static const char *const dkim_sign_by_choices[] = {"from", "sender", NULL};
 
 #define F(field) offsetof(struct config, field)
 
@@ -143,6 +144,9 @@ static const struct key keys[] = {
     {"smarthost_auth_without_tls", parse_bool, F(smarthost_auth_without_tls), 0,
         0, "no", NULL},
     {"routes", parse_routes, 0, 0, 0, "", NULL},
+    {"dkim_keys", parse_dkim_keys, 0, 0, 0, "", NULL},
+    {"dkim_sign_by", parse_choice, F(dkim_sign_by), 0, 0, "from",
+        dkim_sign_by_choices},
 };
 
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
@@ -906,6 +910,83 @@ parse_routes(
 	return parse_list(cfg, k, value, &lp, why);
 }
 
+static void
+dkim_keys_clear(struct config *cfg)
+{
+	int i;
+
+	for (i = 0; i < cfg->ndkim_keys; i++) {
+		free(cfg->dkim_keys[i].domain);
+		free(cfg->dkim_keys[i].selector);
+		free(cfg->dkim_keys[i].path);
+	}
+	free(cfg->dkim_keys);
+	cfg->dkim_keys = NULL;
+	cfg->ndkim_keys = 0;
+}
+
+static int
+dkim_keys_start(struct config *cfg, const struct key *k, int n, char *why)
+{
+	(void)k;
+	(void)why;
+	dkim_keys_clear(cfg);
+	cfg->dkim_keys =
+	    xcalloc((size_t)(n > 0 ? n : 1), sizeof(struct dkim_key_conf));
+	return 0;
+}
+
+/* DOMAIN:SELECTOR:KEYFILE (the file's path may hold more colons). */
+static int
+dkim_keys_item(struct config *cfg, const struct key *k, char *item, char *why)
+{
+	struct dkim_key_conf *d = &cfg->dkim_keys[cfg->ndkim_keys];
+	char *sel = strchr(item, ':'),
+	     *path = sel ? strchr(sel + 1, ':') : NULL;
+	char *p;
+
+	(void)k;
+	if (sel == NULL || path == NULL || sel == item || path == sel + 1 ||
+	    path[1] == '\0') {
+		why_set(why,
+		    "bad DKIM key \"%s\" (expected DOMAIN:SELECTOR:KEYFILE)",
+		    item);
+		return -1;
+	}
+	*sel++ = '\0';
+	*path++ = '\0';
+	if (!name_valid(item, true)) {
+		why_set(
+		    why, "bad domain \"%s\" in dkim_keys (an A-label)", item);
+		return -1;
+	}
+	for (p = sel; *p != '\0'; p++)
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+		        (*p >= '0' && *p <= '9') || *p == '-' || *p == '_'))
+			break;
+	if (*p != '\0' || p - sel > 63) {
+		why_set(why, "bad selector \"%s\" in dkim_keys (one DNS label)",
+		    sel);
+		return -1;
+	}
+	d->domain = xstrdup(item);
+	for (p = d->domain; *p != '\0'; p++)
+		*p = ascii_lower(*p);
+	d->selector = xstrdup(sel);
+	d->path = xstrdup(path);
+	cfg->ndkim_keys++;
+	return 0;
+}
+
+static int
+parse_dkim_keys(
+    struct config *cfg, const struct key *k, const char *value, char *why)
+{
+	static const struct list_parser lp = {dkim_keys_start, dkim_keys_item};
+
+	return parse_list(cfg, k, value, &lp, why);
+}
+
 struct config *
 config_defaults(void)
 {
@@ -1104,6 +1185,7 @@ config_free(struct config *cfg)
 	free(cfg->smarthost_user);
 	free(cfg->smarthost_password_file);
 	free(cfg->routes);
+	dkim_keys_clear(cfg);
 	free(cfg->user);
 	free(cfg->relay_networks);
 	for (i = 0; i < cfg->nrelay_domains; i++)

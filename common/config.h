@@ -56,6 +56,16 @@ enum {
 };
 enum { SMARTHOST_TLS_STARTTLS = 0, SMARTHOST_TLS_SMTPS, SMARTHOST_TLS_NONE };
 
+/* Which domain's keys sign a message: its From field's, or MAIL FROM's. */
+enum { DKIM_BY_FROM = 0, DKIM_BY_SENDER };
+
+/* One configured DKIM key (tls/dkim.h loads it). */
+struct dkim_key_conf {
+	char *domain; /* lower case, an A-label */
+	char *selector;
+	char *path;
+};
+
 struct config {
 	char *hostname;
 	struct listen_addr *listen;
@@ -118,6 +128,9 @@ struct config {
 	bool smarthost_auth_without_tls;
 	struct route *routes;
 	int nroutes;
+	struct dkim_key_conf *dkim_keys; /* dkim_keys: DOMAIN:SELECTOR:FILE */
+	int ndkim_keys;
+	int dkim_sign_by;               /* DKIM_BY_FROM, DKIM_BY_SENDER */
 	int log_level;                  /* enum log_level */
 	int log_format;                 /* LOG_FORMAT_* */
 	struct hostport metrics_listen; /* host[0] == '\0': off */

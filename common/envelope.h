@@ -9,6 +9,7 @@
 #ifndef SLUICE_ENVELOPE_H
 #define SLUICE_ENVELOPE_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #define QUEUE_ID_LEN 16 /* characters, without the NUL */
@@ -100,6 +101,10 @@ struct envelope {
 	const char *tls_version; /* NULL without TLS */
 	const char *tls_cipher;
 	const char *auth_user; /* NULL when not authenticated */
+	/* Fields put in front of the message at the end of its data (DKIM
+	 * signatures), counted in stored_size; NULL: none. */
+	const char *prepend;
+	size_t prepend_len;
 };
 
 #endif

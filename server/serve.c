@@ -21,6 +21,7 @@
 #include "loadcfg.h"
 #include "config.h"
 #include "deliver.h"
+#include "dkim.h"
 #include "dns.h"
 #include "holder.h"
 #include "httpd.h"
@@ -46,6 +47,18 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+
+struct dkim_keys *
+serve_load_dkim(const struct config *cfg, char *why)
+{
+	char warn[WHY_MAX];
+	struct dkim_keys *k =
+	    dkim_keys_load(cfg->dkim_keys, cfg->ndkim_keys, warn, why);
+
+	if (k != NULL && warn[0] != '\0')
+		log_warn("dkim", "%s", warn);
+	return k;
+}
 
 /* mkdir -p for the directory that will hold `file`. */
 static int
@@ -180,6 +193,7 @@ reload(struct serving *sv)
 	const struct config *old;
 	struct tls_creds *creds = NULL;
 	struct auth_table *users = NULL;
+	struct dkim_keys *dkim = NULL;
 	struct delivery_conf *dconf = NULL;
 	struct held *old_ref, *ref;
 	const char *source;
@@ -216,6 +230,13 @@ reload(struct serving *sv)
 		    cfg->auth_users);
 		goto fail;
 	}
+	dkim = serve_load_dkim(cfg, why);
+	if (dkim == NULL) {
+		log_err("main",
+		    "SIGHUP: %s: keeping the old DKIM keys and configuration",
+		    why);
+		goto fail;
+	}
 	if (sv->delivery != NULL &&
 	    (dconf = delivery_conf_new(cfg, why)) == NULL) {
 		log_err(
@@ -234,6 +255,7 @@ reload(struct serving *sv)
 	if (!keep_creds)
 		holder_set(sv->srv.tls, creds);
 	holder_set(sv->srv.auth, users);
+	holder_set(sv->srv.dkim, dkim);
 	if (listener_reload(sv->lis, cfg) > 0)
 		log_err("main", "SIGHUP: some listeners could not be opened");
 	if (!same_hostport(&old->metrics_listen, &cfg->metrics_listen)) {
@@ -247,15 +269,16 @@ reload(struct serving *sv)
 	sv->cfg = cfg;
 	log_info("main",
 	    "SIGHUP: configuration reloaded from %s (certificate %s, "
-	    "%d auth users)",
+	    "%d auth users, %d DKIM keys)",
 	    source, keep_creds ? "kept" : "reloaded",
-	    users ? auth_table_count(users) : 0);
+	    users ? auth_table_count(users) : 0, dkim_keys_total(dkim));
 	log_set_level(cfg->log_level);
 	log_set_json(cfg->log_format == LOG_FORMAT_JSON);
 	return;
 fail:
 	tls_creds_unref(creds);
 	auth_table_free(users);
+	dkim_keys_free(dkim);
 	config_free(cfg);
 }
 
@@ -335,6 +358,7 @@ start_serving(struct serving *sv, char *why)
 	const char *own[6];
 	bool created, failed;
 	struct auth_table *users;
+	struct dkim_keys *dkim;
 	struct tls_creds *creds = NULL;
 
 	if (privs_plan(cfg, &privs, why) != 0)
@@ -369,6 +393,12 @@ start_serving(struct serving *sv, char *why)
 		return -1;
 	}
 	holder_set(sv->srv.auth, users);
+	dkim = serve_load_dkim(cfg, why);
+	if (dkim == NULL) {
+		tls_creds_unref(creds);
+		return -1;
+	}
+	holder_set(sv->srv.dkim, dkim);
 	if (cfg->delivery_threads > 0) {
 		struct held *ref;
 
@@ -436,6 +466,7 @@ serve_cmd(int argc, char **argv)
 	holder_set(srv->config, cfg);
 	srv->tls = holder_new((void (*)(void *))tls_creds_unref);
 	srv->auth = holder_new((void (*)(void *))auth_table_free);
+	srv->dkim = holder_new((void (*)(void *))dkim_keys_free);
 
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
@@ -546,6 +577,7 @@ out:
 	queue_close(srv->queue);
 	holder_free(srv->tls);
 	holder_free(srv->auth);
+	holder_free(srv->dkim);
 	if (srv->stop_fd >= 0)
 		close(srv->stop_fd);
 	if (srv->kill_fd >= 0)

@@ -27,4 +27,9 @@ struct tls_creds *serve_load_tls(
  */
 struct auth_table *serve_load_auth(const struct config *cfg, bool *failed);
 
+/* The DKIM keys of dkim_keys (an empty table without any); NULL + why
+ * when one cannot be loaded.  A weak key is logged as a warning. */
+struct dkim_keys;
+struct dkim_keys *serve_load_dkim(const struct config *cfg, char *why);
+
 #endif

@@ -38,6 +38,7 @@ struct server {
 	int kill_fd; /* readable once the grace period ended: all end */
 	struct holder *tls;  /* struct tls_creds *, swapped on SIGHUP */
 	struct holder *auth; /* struct auth_table *, NULL without AUTH */
+	struct holder *dkim; /* struct dkim_keys *, swapped on SIGHUP */
 	struct anvil *anvil; /* per-client counts and rates */
 	struct waiter *waiter;
 	atomic_long sessions; /* sessions open (running, queued or parked) */

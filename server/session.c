@@ -50,6 +50,7 @@
 #include "cidr.h"
 #include "conn.h"
 #include "data.h"
+#include "dkim.h"
 #include "log.h"
 #include "metrics.h"
 #include "parse.h"
@@ -104,6 +105,12 @@ struct intake {
 	long long size;          /* decoded octets, without our header */
 	size_t hdrlen;           /* our Received header */
 	char store_why[WHY_MAX]; /* why storing failed, or "" */
+	/* DKIM: a signer when the message may be signed (relayed for a
+	 * trusted or authenticated client, keys configured), and the keys
+	 * in force when it began (held until it ends). */
+	struct dkim_signer *dkim;
+	const struct dkim_keys *dkim_keys;
+	struct held *dkim_ref;
 };
 
 /*
@@ -512,6 +519,11 @@ intake_begin(struct session *s, struct intake *in, bool chunked)
 		n = (int)strlen(hdr);
 	in->hdrlen = (size_t)n;
 	(void)queue_msg_write(in->msg, hdr, (size_t)n, why);
+	if (s->trusted || authenticated(s)) {
+		in->dkim_keys = holder_get(s->srv->dkim, &in->dkim_ref);
+		if (dkim_keys_total(in->dkim_keys) > 0)
+			in->dkim = dkim_signer_new();
+	}
 }
 
 static void
@@ -519,6 +531,67 @@ intake_end(struct intake *in)
 {
 	queue_msg_free(in->msg);
 	in->msg = NULL;
+	dkim_signer_free(in->dkim);
+	in->dkim = NULL;
+	if (in->dkim_ref != NULL)
+		holder_put(in->dkim_ref);
+	in->dkim_ref = NULL;
+	in->dkim_keys = NULL;
+}
+
+/*
+ * Sign the message when its domain (From's, or MAIL FROM's with
+ * dkim_sign_by = sender) has keys: the signatures go in front of it
+ * (env->prepend, *sig to free).  False when a reply refused the message:
+ * mail that should be signed is never queued unsigned.
+ */
+static bool
+message_sign(struct session *s, struct intake *in, struct envelope *env,
+    char **sig, char *domain, size_t dlen)
+{
+	char why[WHY_MAX];
+	size_t len = 0, i;
+	enum res r;
+	int got = 0;
+
+	*sig = NULL;
+	domain[0] = '\0';
+	if (in->dkim == NULL)
+		return true;
+	if (s->cfg->dkim_sign_by == DKIM_BY_SENDER) {
+		const char *at = strrchr(s->sender, '@');
+
+		if (at != NULL && strlen(at + 1) < dlen) {
+			for (i = 0; at[i + 1] != '\0'; i++)
+				domain[i] = ascii_lower(at[i + 1]);
+			domain[i] = '\0';
+			got = 1;
+		}
+	} else {
+		got = dkim_signer_from_domain(in->dkim, domain, dlen);
+	}
+	if (got < 0) {
+		reply(s, 552,
+		    "5.3.4 Error: message header too large to sign (over %d "
+		    "octets)",
+		    DKIM_HEADER_MAX);
+		return false;
+	}
+	if (got == 0)
+		return true; /* no single From domain: not signed */
+	r = dkim_signer_sign(
+	    in->dkim, in->dkim_keys, domain, env->received_at, sig, &len, why);
+	if (r != RES_OK) {
+		log_warn("smtpd", "id=%s %s", env->id, why);
+		reply(s, r == RES_PERM ? 552 : 451, "%s", why);
+		return false;
+	}
+	if (*sig == NULL)
+		domain[0] = '\0'; /* no key for it */
+	env->prepend = *sig;
+	env->prepend_len = len;
+	env->stored_size += (int64_t)len;
+	return true;
 }
 
 /*
@@ -530,7 +603,8 @@ message_end(struct session *s, struct intake *in, unsigned flags)
 {
 	struct envelope env;
 	struct envelope_rcpt *er;
-	char why[WHY_MAX], from[128];
+	char why[WHY_MAX], from[128], *sig = NULL;
+	char signed_by[SMTP_DOMAIN_MAX + 1];
 	int i;
 
 	if (in->size > s->cfg->max_message_size) {
@@ -595,12 +669,18 @@ message_end(struct session *s, struct intake *in, unsigned flags)
 	env.tls_version = s->tls_version[0] ? s->tls_version : NULL;
 	env.tls_cipher = s->tls_cipher[0] ? s->tls_cipher : NULL;
 	env.auth_user = authenticated(s) ? s->auth_user : NULL;
+	if (!message_sign(s, in, &env, &sig, signed_by, sizeof(signed_by))) {
+		free(er);
+		return;
+	}
 	if (queue_msg_commit(in->msg, &env, why) != RES_OK) {
 		free(er);
+		free(sig);
 		reply(s, queue_msg_reply_code(in->msg), "%s", why);
 		return;
 	}
 	free(er);
+	free(sig);
 	s->nmails++;
 	atomic_fetch_add(&s->srv->messages_accepted, 1);
 	metrics_inc(M_MESSAGES_ACCEPTED);
@@ -608,8 +688,9 @@ message_end(struct session *s, struct intake *in, unsigned flags)
 	log_sanitize(from, sizeof(from), s->sender);
 	log_info("smtpd",
 	    "id=%s from=<%s> size=%lld nrcpt=%d client=%s "
-	    "proto=%s",
-	    env.id, from, in->size, s->nrcpts, s->iplit, env.protocol);
+	    "proto=%s%s%s",
+	    env.id, from, in->size, s->nrcpts, s->iplit, env.protocol,
+	    signed_by[0] ? " dkim=" : "", signed_by);
 	reply(s, 250, "2.0.0 Ok: queued as %s", env.id);
 }
 
@@ -791,6 +872,8 @@ message_take(struct session *s, struct intake *in, const char *p, size_t n)
 	if (in->size <= s->cfg->max_message_size && in->store_why[0] == '\0' &&
 	    queue_msg_write(in->msg, p, n, why) != RES_OK)
 		snprintf(in->store_why, sizeof(in->store_why), "%s", why);
+	if (in->dkim != NULL && in->size <= s->cfg->max_message_size)
+		dkim_signer_put(in->dkim, p, n);
 }
 
 /* The buffer decoded data goes into, while data is read (freed when the

@@ -65,6 +65,8 @@ CREATE INDEX recipients_leased ON recipients (lease_until)
 -- The message itself, in chunks of up to 64 KiB: the exact octets to send
 -- on (the Received header, then the message as received after
 -- dot-unstuffing).  Concatenate by seq to get it back.
+-- The message in order of seq; seq -1 holds fields put in front of it
+-- once its data had ended (DKIM signatures).
 CREATE TABLE body_chunks (
 	msg_id TEXT NOT NULL,
 	seq INTEGER NOT NULL,

@@ -9,6 +9,7 @@ PKGS=(
 	libmicrohttpd-dev                   # the /metrics endpoint
 	sqlite3                             # inspect the queue by hand
 	python3 python3-aiosmtpd python3-dnslib      # test clients and peers
+	python3-dkim                        # verifies DKIM signatures in tests
 	swaks libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl
 	gnutls-bin openssl                  # test certificates, TLS clients
 	procps util-linux                   # ps, mount (tmpfs disk-full test), unshare
