@@ -56,6 +56,7 @@
 #include "conncache.h"
 #include "store.h"
 #include "dests.h"
+#include "dkim.h"
 #include "holder.h"
 #include "log.h"
 #include "metrics.h"
@@ -107,6 +108,7 @@ struct delivery_conf {
 	struct sockaddr_storage *self_addrs;
 	int nself;
 	struct tls_creds *client_creds; /* NULL: no outbound TLS */
+	struct dkim_keys *dkim;         /* signs notices (hostname's domain) */
 	char *smarthost_pass;
 };
 
@@ -281,7 +283,8 @@ struct record {
 	const char *msg_id;
 	const struct store_msg_info *m;
 	const char *hostname;
-	int delay_warning; /* seconds, 0: no delay notices */
+	const struct dkim_keys *dkim; /* signs its notices */
+	int delay_warning;            /* seconds, 0: no delay notices */
 	struct outcome *out;
 	int n;
 	int64_t at, duration_ms;
@@ -292,6 +295,29 @@ struct record {
 	char delay_id[QUEUE_ID_LEN + 1];   /* out: the delay notice */
 	int dsn_rcpts;                     /* out: recipients it reports */
 };
+
+/*
+ * Sign a notice (From: MAILER-DAEMON@hostname) with the keys of hostname's
+ * domain: hostname itself or the nearest parent with keys.  Nothing when
+ * none has any.  A failure is RES_TEMP: the attempt is recorded later.
+ */
+static enum res
+sign_notice(const struct record *r, const char *text, size_t len, char **sig,
+    size_t *siglen, char *why)
+{
+	const char *d = r->hostname;
+
+	*sig = NULL;
+	*siglen = 0;
+	while (d != NULL && dkim_keys_count(r->dkim, d) == 0) {
+		d = strchr(d, '.');
+		d = d != NULL && strchr(d + 1, '.') != NULL ? d + 1 : NULL;
+	}
+	if (d == NULL)
+		return RES_OK;
+	return dkim_sign_message(
+	    r->dkim, d, text, len, r->at, sig, siglen, why);
+}
 
 /*
  * Queue a notice (RFC 3464) about `br` to the sender of r->msg_id, inside
@@ -310,8 +336,8 @@ queue_notice(struct store *store, struct record *r, enum bounce_kind kind,
 	struct bounce_msg b;
 	char domain[256];
 	const char *at;
-	char *text;
-	size_t len = 0;
+	char *text, *sig = NULL;
+	size_t len = 0, siglen = 0;
 	enum res res;
 
 	(void)store_read_body(store, r->msg_id, collect_head, &head, why);
@@ -332,6 +358,12 @@ queue_notice(struct store *store, struct record *r, enum bounce_kind kind,
 	b.orig_len = head.len;
 	b.orig_size = (size_t)m->stored_size;
 	text = bounce_format(&b, &len);
+	res = sign_notice(r, text, len, &sig, &siglen, why);
+	if (res != RES_OK) {
+		free(text);
+		free(head.p);
+		return res;
+	}
 	at = strrchr(m->sender, '@');
 	snprintf(domain, sizeof(domain), "%s", at ? at + 1 : "");
 	for (char *c = domain; *c != '\0'; c++)
@@ -346,7 +378,9 @@ queue_notice(struct store *store, struct record *r, enum bounce_kind kind,
 	env.rcpts = &er;
 	env.nrcpts = 1;
 	env.size = (int64_t)len;
-	env.stored_size = (int64_t)len;
+	env.stored_size = (int64_t)(len + siglen);
+	env.prepend = sig;
+	env.prepend_len = siglen;
 	env.body_type = BODY_7BIT;
 	env.client_ip = "127.0.0.1";
 	env.helo = r->hostname;
@@ -355,6 +389,7 @@ queue_notice(struct store *store, struct record *r, enum bounce_kind kind,
 	    store, &env, 0, &(struct store_part){text, len}, 1, why);
 	if (res == RES_OK)
 		snprintf(r->dsn_id, sizeof(r->dsn_id), "%s", env.id);
+	free(sig);
 	free(text);
 	free(head.p);
 	return res;
@@ -1111,6 +1146,7 @@ attempt_record(struct delivery_thread *w, const struct delivery_conf *dc,
 	rec.msg_id = j->msg_id;
 	rec.m = &a->m;
 	rec.hostname = cfg->hostname;
+	rec.dkim = dc->dkim;
 	rec.delay_warning = cfg->delay_warning_time;
 	rec.out = a->out;
 	rec.n = a->n;
@@ -1170,6 +1206,7 @@ struct deferral {
 struct claim {
 	struct delivery *d;
 	const struct config *cfg;
+	const struct dkim_keys *dkim; /* signs the notices of deferrals */
 	int max_jobs;
 	int njobs;
 	struct delivery_job *jobs, *tail; /* out */
@@ -1318,8 +1355,8 @@ place(struct claim *c, const struct store_due *due, int64_t now)
  * go with that, as a delivery thread would after a failed connection.
  */
 static enum res
-defer_now(struct store *store, const struct config *cfg, struct deferral *f,
-    int64_t now, char *why)
+defer_now(struct store *store, const struct config *cfg,
+    const struct dkim_keys *dkim, struct deferral *f, int64_t now, char *why)
 {
 	enum res r = store_load_message(store, f->msg_id, &f->m, why);
 	int i, n = 0;
@@ -1344,6 +1381,7 @@ defer_now(struct store *store, const struct config *cfg, struct deferral *f,
 	f->rec.msg_id = f->msg_id;
 	f->rec.m = &f->m;
 	f->rec.hostname = cfg->hostname;
+	f->rec.dkim = dkim;
 	f->rec.delay_warning = cfg->delay_warning_time;
 	f->rec.out = f->out;
 	f->rec.n = n;
@@ -1464,7 +1502,7 @@ claim_fn(struct store *store, void *arg, char *why)
 			r = store_lease(store, j->msg_id, j->rcpt_nos[i],
 			    now + LEASE_SECONDS, why);
 	for (f = c->deferred; f != NULL && r == RES_OK; f = f->next)
-		r = defer_now(store, c->cfg, f, now, why);
+		r = defer_now(store, c->cfg, c->dkim, f, now, why);
 	if (r == RES_OK && c->jobs == NULL && c->deferred == NULL)
 		c->next_due = store_next_due(store);
 out:
@@ -1474,7 +1512,7 @@ out:
 	return r;
 }
 
-static void housekeeping(struct delivery *d, const struct config *cfg);
+static void housekeeping(struct delivery *d, const struct delivery_conf *dc);
 
 /*
  * Until new mail arrives, a second passes, or d->wake is set (wake()
@@ -1517,7 +1555,8 @@ dispatcher_main(void *arg)
 		seen = queue_mail_seq(d->q);
 		dc = holder_get(d->conf, &ref);
 		c.cfg = dc->cfg;
-		housekeeping(d, dc->cfg);
+		c.dkim = dc->dkim;
+		housekeeping(d, dc);
 		if (queue_run(d->q, claim_fn, &c, why) != RES_OK) {
 			log_warn(
 			    "deliver", "claiming due mail failed: %s", why);
@@ -1559,6 +1598,7 @@ dispatcher_main(void *arg)
 struct returned {
 	int64_t at;
 	const char *hostname;
+	const struct dkim_keys *dkim;
 	char ids[RETURNED_MAX][QUEUE_ID_LEN + 1];
 	char dsn[RETURNED_MAX][QUEUE_ID_LEN + 1];
 	char sender[RETURNED_MAX][ADDRESS_MAX + 1];
@@ -1598,6 +1638,7 @@ returned_fn(struct store *store, void *arg, char *why)
 		r.msg_id = rt->ids[i];
 		r.m = &m;
 		r.hostname = rt->hostname;
+		r.dkim = rt->dkim;
 		r.at = rt->at;
 		if (failure_notice(store, &r, why) != RES_OK ||
 		    store_release_finished(store, r.msg_id, why) != RES_OK)
@@ -1629,8 +1670,9 @@ prune_fn(struct store *store, void *arg, char *why)
  * a backlog), finished messages older than finished_retention are pruned.
  */
 static void
-housekeeping(struct delivery *d, const struct config *cfg)
+housekeeping(struct delivery *d, const struct delivery_conf *dc)
 {
+	const struct config *cfg = dc->cfg;
 	int64_t t = now_ms();
 	char why[WHY_MAX];
 	int i;
@@ -1641,6 +1683,7 @@ housekeeping(struct delivery *d, const struct config *cfg)
 		d->next_admin_ms = t + 1000;
 		rt->at = (int64_t)time(NULL);
 		rt->hostname = cfg->hostname;
+		rt->dkim = dc->dkim;
 		if (queue_run(d->q, returned_fn, rt, why) != RES_OK)
 			log_warn("deliver", "returned mail: %s", why);
 		else
@@ -1799,6 +1842,7 @@ delivery_conf_free(struct delivery_conf *c)
 	if (c == NULL)
 		return;
 	tls_creds_unref(c->client_creds);
+	dkim_keys_free(c->dkim);
 	if (c->smarthost_pass != NULL)
 		explicit_bzero(c->smarthost_pass, strlen(c->smarthost_pass));
 	free(c->smarthost_pass);
@@ -1819,6 +1863,7 @@ delivery_conf_new(const struct config *cfg, char *why)
 {
 	static atomic_uint gens;
 	struct delivery_conf *c = xcalloc(1, sizeof(*c));
+	char warn[WHY_MAX]; /* logged by whoever loaded the keys first */
 	int i;
 
 	c->cfg = cfg;
@@ -1838,6 +1883,9 @@ delivery_conf_new(const struct config *cfg, char *why)
 		if (c->client_creds == NULL)
 			goto fail;
 	}
+	c->dkim = dkim_keys_load(cfg->dkim_keys, cfg->ndkim_keys, warn, why);
+	if (c->dkim == NULL)
+		goto fail;
 	return c;
 fail:
 	delivery_conf_free(c);

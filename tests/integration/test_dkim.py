@@ -408,6 +408,33 @@ def weak_rsa_key_warns_and_tiny_one_is_refused():
 
 
 @test
+def notices_are_signed_with_the_hostnames_domain():
+    # hostname = relay.test: a key for its parent signs sluice's notices.
+    k = Keys()
+    try:
+        dead = free_port()
+        srv = signing_server(k, ["relay.test:n1:" + k.make("relay.test", "n1", "--ed25519")],
+                             delivery_threads="1", retry_schedule="1h",
+                             routes="example.net:127.0.0.1:%d" % dead)
+        # The notice goes to example.net too: deferred there, kept.
+        qid = send(srv, MSG, sender="<joe@example.net>")
+        assert signatures(srv.body(qid)) == []  # example.com has no key
+        r = subprocess.run([BIN, "queue", "bounce", qid, "-c", srv.cfgpath],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        dsn = poll_until(lambda: srv.query("select id from messages where sender = ''"),
+                         15, "the failure notice")[0][0]
+        msg = srv.body(dsn)
+        assert b"From: Mail Delivery System <MAILER-DAEMON@relay.test>" in msg, msg[:800]
+        t = verify_all(k, msg, 1)
+        assert t[0]["d"] == "relay.test", t
+        size = srv.query("select stored_size from messages where id=?", (dsn,))[0][0]
+        assert size == len(msg), (size, len(msg))
+    finally:
+        k.remove()
+
+
+@test
 def signed_message_delivered_through_a_sink_still_verifies():
     k = Keys()
     port = free_port("127.0.0.2")
