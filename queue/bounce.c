@@ -364,6 +364,10 @@ build_status(struct strbuf *b, const struct bounce_msg *m,
 			rfc5322_date(date, sizeof(date), r->last_attempt);
 			put_field(b, "Last-Attempt-Date", date);
 		}
+		if (r->will_retry_until != 0) { /* RFC 3464 section 2.3.9 */
+			rfc5322_date(date, sizeof(date), r->will_retry_until);
+			put_field(b, "Will-Retry-Until", date);
+		}
 		free(v.p);
 		free(diag);
 		free(rmta);

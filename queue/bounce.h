@@ -27,9 +27,10 @@ struct bounce_rcpt {
 	const char *orcpt;   /* ORCPT as received ("rfc822;a+40b"), NULL */
 	const char *action;  /* "failed", "delayed", "delivered", "relayed" */
 	const char *status;  /* "5.1.1" */
-	const char *remote_mta; /* host name that answered, or NULL */
-	const char *diagnostic; /* the remote reply ("550 5.1.1 ..."), NULL */
-	int64_t last_attempt;   /* Unix seconds, 0 if none */
+	const char *remote_mta;   /* host name that answered, or NULL */
+	const char *diagnostic;   /* the remote reply ("550 5.1.1 ..."), NULL */
+	int64_t last_attempt;     /* Unix seconds, 0 if none */
+	int64_t will_retry_until; /* delayed: Unix seconds, 0 if none */
 };
 
 struct bounce_msg {

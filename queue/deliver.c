@@ -285,6 +285,7 @@ struct record {
 	const char *hostname;
 	const struct dkim_keys *dkim; /* signs its notices */
 	int delay_warning;            /* seconds, 0: no delay notices */
+	int queue_lifetime; /* seconds: Will-Retry-Until of delay notices */
 	struct outcome *out;
 	int n;
 	int64_t at, duration_ms;
@@ -505,6 +506,7 @@ delay_notice(struct store *store, struct record *r, char *why)
 		br[k].remote_mta = r->mx_host;
 		br[k].diagnostic = o->reply;
 		br[k].last_attempt = r->at;
+		br[k].will_retry_until = r->m->received_at + r->queue_lifetime;
 		k++;
 		res = store_mark_delay_reported(
 		    store, r->msg_id, o->info.rcpt_no, why);
@@ -1148,6 +1150,7 @@ attempt_record(struct delivery_thread *w, const struct delivery_conf *dc,
 	rec.hostname = cfg->hostname;
 	rec.dkim = dc->dkim;
 	rec.delay_warning = cfg->delay_warning_time;
+	rec.queue_lifetime = cfg->queue_lifetime;
 	rec.out = a->out;
 	rec.n = a->n;
 	rec.at = now;
@@ -1383,6 +1386,7 @@ defer_now(struct store *store, const struct config *cfg,
 	f->rec.hostname = cfg->hostname;
 	f->rec.dkim = dkim;
 	f->rec.delay_warning = cfg->delay_warning_time;
+	f->rec.queue_lifetime = cfg->queue_lifetime;
 	f->rec.out = f->out;
 	f->rec.n = n;
 	f->rec.at = now;

@@ -11,6 +11,7 @@ Address plan, all on loopback:
   127.0.0.5  the MX of senders.test, where bounces go
   127.0.0.9  a dead MX: nothing listens there
 Every SMTP peer of one test listens on the same port (delivery_port)."""
+import email.utils
 import os
 import re
 import select
@@ -389,6 +390,11 @@ def delay_notice_sent_once():
         assert per_rcpt[0]["Action"] == "delayed", per_rcpt[0].items()
         assert per_rcpt[0]["Status"] == "4.3.0", per_rcpt[0].items()
         assert per_rcpt[0]["Final-Recipient"] == "rfc822; tempfail@dest.test"
+        # Until when it is retried (RFC 3464 section 2.3.9): queue_lifetime
+        # (5 days) after its arrival.
+        arrival = srv.query("select received_at from messages where id=?", (qid,))[0][0]
+        until = email.utils.parsedate_to_datetime(per_rcpt[0]["Will-Retry-Until"])
+        assert until.timestamp() == arrival + 5 * 86400, (per_rcpt[0].items(), arrival)
         # Later attempts do not repeat it.
         assert len(senders.messages()) == 1, senders.messages()
         assert srv.query("select notified from recipients where msg_id=?", (qid,)) == [(2,)]
