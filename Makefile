@@ -46,7 +46,7 @@ QUEUE_SRCS  = queue/queue.c queue/smtpc.c queue/smtpwire.c queue/deliver.c \
 SERVER_SRCS = server/parse.c server/data.c server/session.c server/pool.c \
               server/waiter.c server/anvil.c \
               server/auth.c server/listener.c server/httpd.c server/privs.c \
-              server/loadcfg.c server/serve.c
+              server/loadcfg.c server/serve.c server/proxy.c
 CLI_SRCS    = cli/queue.c cli/sendmail.c cli/health.c cli/passwd.c \
               cli/check.c cli/resolve.c cli/dkim.c
 MAIN_SRCS   = cli/main.c
@@ -86,7 +86,7 @@ UNIT_BINS  = $(UNIT_TESTS:%=$(BUILD)/tests/test_%)
 # Fuzz targets (tests/fuzz/fuzz_NAME.c, docs/fuzzing.md).  `make test`
 # replays each one's corpus through replay.c (test_fuzz_NAME); `make fuzz`
 # builds them with libFuzzer in $(FUZZ_BUILD) and runs each one.
-FUZZ_TARGETS = parse data auth reply dns config bounce stuff dkim
+FUZZ_TARGETS = parse data auth reply dns config bounce stuff dkim proxy
 FUZZ_REPLAY  = $(FUZZ_TARGETS:%=$(BUILD)/tests/test_fuzz_%)
 FUZZ_BUILD  ?= build-fuzz
 FUZZ_SECONDS ?= 60

@@ -81,6 +81,7 @@ static const struct key keys[] = {
         (long long)1 << 40, "26214400", NULL},
     {"max_recipients", parse_int, F(max_recipients), 1, 100000, "1000", NULL},
     {"relay_networks", parse_networks, 0, 0, 0, "127.0.0.0/8, ::1/128", NULL},
+    {"proxy_networks", parse_networks, 0, 0, 0, "", NULL},
     {"relay_domains", parse_domains, 0, 0, 0, "", NULL},
     {"command_timeout", parse_duration_key, F(command_timeout), 1, 86400, "5m",
         NULL},
@@ -218,7 +219,7 @@ parse_bytes(const char *s)
 int
 config_parse_listen(const char *s, struct listen_addr *out, char *why)
 {
-	char host[64];
+	char host[64], kindbuf[80] = "";
 	const char *p, *colon, *slash;
 	char *end;
 	long port;
@@ -231,15 +232,27 @@ config_parse_listen(const char *s, struct listen_addr *out, char *why)
 	}
 	memcpy(out->text, s, strlen(s) + 1);
 	slash = strchr(s, '/');
-	if (slash == NULL || strcmp(slash, "/smtp") == 0)
+	/* "/proxy" last: after the kind, or alone (smtp). */
+	if (slash != NULL && strlen(s) >= 6 &&
+	    strcmp(s + strlen(s) - 6, "/proxy") == 0) {
+		out->proxy = true;
+		kindbuf[0] = '\0';
+		snprintf(kindbuf, sizeof(kindbuf), "%.*s",
+		    (int)(strlen(slash) - 6), slash);
+	} else if (slash != NULL) {
+		snprintf(kindbuf, sizeof(kindbuf), "%s", slash);
+	}
+	if (slash == NULL || kindbuf[0] == '\0' ||
+	    strcmp(kindbuf, "/smtp") == 0)
 		out->kind = LISTEN_SMTP;
-	else if (strcmp(slash, "/submission") == 0)
+	else if (strcmp(kindbuf, "/submission") == 0)
 		out->kind = LISTEN_SUBMISSION;
-	else if (strcmp(slash, "/smtps") == 0)
+	else if (strcmp(kindbuf, "/smtps") == 0)
 		out->kind = LISTEN_SMTPS;
 	else {
 		why_set(why,
-		    "bad listener kind in \"%s\" (smtp, submission or smtps)",
+		    "bad listener kind in \"%s\" (smtp, submission or smtps, "
+		    "then /proxy if a PROXY header comes first)",
 		    s);
 		return -1;
 	}
@@ -722,25 +735,40 @@ parse_listen(
 	return parse_list(cfg, k, value, &lp, why);
 }
 
+/* The list a networks key fills: relay_networks or proxy_networks. */
+static struct cidr **
+networks_of(struct config *cfg, const struct key *k, int **n)
+{
+	if (strcmp(k->name, "proxy_networks") == 0) {
+		*n = &cfg->nproxy_networks;
+		return &cfg->proxy_networks;
+	}
+	*n = &cfg->nrelay_networks;
+	return &cfg->relay_networks;
+}
+
 static int
 networks_start(struct config *cfg, const struct key *k, int n, char *why)
 {
-	(void)k;
+	int *count;
+	struct cidr **list = networks_of(cfg, k, &count);
+
 	(void)why;
-	free(cfg->relay_networks);
-	cfg->relay_networks = xcalloc((size_t)n, sizeof(struct cidr));
-	cfg->nrelay_networks = 0;
+	free(*list);
+	*list = xcalloc((size_t)(n > 0 ? n : 1), sizeof(struct cidr));
+	*count = 0;
 	return 0;
 }
 
 static int
 networks_item(struct config *cfg, const struct key *k, char *item, char *why)
 {
-	(void)k;
-	if (cidr_parse(item, &cfg->relay_networks[cfg->nrelay_networks], why) !=
-	    0)
+	int *count;
+	struct cidr **list = networks_of(cfg, k, &count);
+
+	if (cidr_parse(item, &(*list)[*count], why) != 0)
 		return -1;
-	cfg->nrelay_networks++;
+	(*count)++;
 	return 0;
 }
 
@@ -1188,6 +1216,7 @@ config_free(struct config *cfg)
 	dkim_keys_clear(cfg);
 	free(cfg->user);
 	free(cfg->relay_networks);
+	free(cfg->proxy_networks);
 	for (i = 0; i < cfg->nrelay_domains; i++)
 		free(cfg->relay_domains[i]);
 	free(cfg->relay_domains);

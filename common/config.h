@@ -32,6 +32,7 @@ struct listen_addr {
 	struct sockaddr_storage ss;
 	socklen_t sslen;
 	enum listen_kind kind;
+	bool proxy;    /* /proxy: a PROXY header comes first (proxy_networks) */
 	char text[80]; /* as written, e.g. "[::1]:2525/smtp" */
 };
 
@@ -86,6 +87,8 @@ struct config {
 	int max_recipients;
 	struct cidr *relay_networks;
 	int nrelay_networks;
+	struct cidr *proxy_networks; /* balancers that may send PROXY */
+	int nproxy_networks;
 	char **relay_domains; /* lower case; "*.x" for subdomains */
 	int nrelay_domains;
 	int command_timeout; /* seconds */

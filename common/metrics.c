@@ -60,6 +60,8 @@ static const struct counter_def counter_defs[M_NCOUNTERS] = {
         "max_connections", HELP_REJECTED},
     [M_REJECT_RATE] = {"sluice_sessions_rejected_total", "reason",
         "connection_rate", HELP_REJECTED},
+    [M_REJECT_PROXY] = {"sluice_sessions_rejected_total", "reason", "proxy",
+        HELP_REJECTED},
     [M_RCPT_REJECTED] = {"sluice_recipients_rejected_total", NULL, NULL,
         "RCPT TO commands refused (relay denied, bad address, limits)."},
     [M_AUTH_FAILED] = {"sluice_auth_failures_total", NULL, NULL,

@@ -30,6 +30,7 @@ enum metric {
 	M_REJECT_TLS,        /* ...{reason="tls_failed"} */
 	M_REJECT_MAX_CONN,   /* ...{reason="max_connections"} */
 	M_REJECT_RATE,       /* ...{reason="connection_rate"} */
+	M_REJECT_PROXY,      /* ...{reason="proxy"}: no valid PROXY header */
 	M_RCPT_REJECTED,     /* sluice_recipients_rejected_total */
 	M_AUTH_FAILED,       /* sluice_auth_failures_total */
 	M_AUTH_RATE_LIMITED, /* sluice_auth_rate_limited_total */

@@ -115,7 +115,7 @@ refuse(int fd, const char *text)
  */
 static bool
 admit(struct listener *l, const struct config *cfg, int fd, bool trusted,
-    const struct anvil_key *key, const char *ip)
+    const struct anvil_key *key, const char *ip, bool proxied)
 {
 	struct server *srv = l->srv;
 	char client[80], text[256];
@@ -136,11 +136,14 @@ admit(struct listener *l, const struct config *cfg, int fd, bool trusted,
 		return false;
 	}
 	/* Clients in relay_networks are exempt, as Postfix's mynetworks,
-	 * but counted all the same. */
-	v = anvil_connect(srv->anvil, key,
-	    trusted ? 0 : cfg->max_connections_per_ip,
-	    trusted ? 0 : cfg->max_connection_rate,
-	    (int64_t)cfg->client_rate_time_unit * 1000, now_ms(), &count);
+	 * but counted all the same.  Behind a balancer, the client's
+	 * address comes in the PROXY header: counted by the session. */
+	v = proxied ? ANVIL_OK
+	            : anvil_connect(srv->anvil, key,
+	                  trusted ? 0 : cfg->max_connections_per_ip,
+	                  trusted ? 0 : cfg->max_connection_rate,
+	                  (int64_t)cfg->client_rate_time_unit * 1000, now_ms(),
+	                  &count);
 	if (v != ANVIL_OK) {
 		anvil_key_text(key, cfg->client_ipv4_prefix,
 		    cfg->client_ipv6_prefix, client, sizeof(client));
@@ -217,7 +220,27 @@ accept_one(struct listener *l, const struct config *cfg, int lfd,
 	metrics_inc(M_CONNECTIONS);
 	anvil_key((struct sockaddr *)&peer, cfg->client_ipv4_prefix,
 	    cfg->client_ipv6_prefix, &key);
-	if (!admit(l, cfg, fd, trusted, &key, ip))
+	if (la->proxy) {
+		/* Only a balancer of proxy_networks may connect here; the
+		 * client it speaks for is known once its header is read. */
+		if (!cidr_match(cfg->proxy_networks, cfg->nproxy_networks,
+		        (struct sockaddr *)&peer)) {
+			char text[256];
+
+			metrics_inc(M_REJECT_PROXY);
+			log_warn("acceptor",
+			    "reject: client=[%s]: not in proxy_networks "
+			    "(listener %s)",
+			    ip, la->text);
+			snprintf(text, sizeof(text),
+			    "421 4.7.0 %s Error: not a trusted proxy\r\n",
+			    cfg->hostname);
+			refuse(fd, text);
+			return true;
+		}
+		trusted = false;
+	}
+	if (!admit(l, cfg, fd, trusted, &key, ip, la->proxy))
 		return true;
 	s = session_new(l->srv, fd, &peer, la, trusted, &key);
 	pool_submit(l->pool, session_wait(s), EV_START);

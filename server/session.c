@@ -54,10 +54,13 @@
 #include "log.h"
 #include "metrics.h"
 #include "parse.h"
+#include "proxy.h"
 #include "tls.h"
 #include "util.h"
 
+#include <errno.h>
 #include <poll.h>
+#include <sys/socket.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -73,6 +76,7 @@ enum sess_state {
 };
 
 enum phase {
+	PH_PROXY,     /* reading the PROXY header (a /proxy listener) */
 	PH_START,     /* not greeted yet */
 	PH_HANDSHAKE, /* TLS handshake (port 465, or after STARTTLS) */
 	PH_COMMAND,   /* reading commands */
@@ -134,7 +138,13 @@ struct session {
 	struct held *cfg_ref;
 	struct conn *conn;
 	struct sess_wait wait;
-	struct anvil_key client; /* counted in srv->anvil until the end */
+	struct anvil_key client;      /* counted in srv->anvil until the end */
+	bool counted;                 /* ... when it was (always, but behind a
+	                                 balancer only after the PROXY header) */
+	struct sockaddr_storage peer; /* the TCP peer (maybe a balancer) */
+	unsigned char *proxy_buf;     /* PH_PROXY: the header so far */
+	size_t proxy_len;
+	char proxy_from[64]; /* the balancer's address, or "" */
 	enum phase phase;
 	int64_t started;
 	int64_t deadline;  /* of the wait for input in progress, 0: none */
@@ -1630,11 +1640,123 @@ step_close(struct session *s)
 
 /* -------- events and the life cycle -------- */
 
+/*
+ * The client as the balancer's PROXY header names it: its address is the
+ * one relay_networks, limits, logs, the Received header and the queue
+ * see.  LOCAL (a balancer's health check) keeps the balancer's own.  The
+ * client is admitted here, as the acceptor admits others.  False after a
+ * 421 when it may not be served.
+ */
+static bool
+proxy_apply(struct session *s, const struct proxy_hdr *h)
+{
+	const struct config *cfg = s->cfg;
+	const struct sockaddr *sa = h->local ? (const struct sockaddr *)&s->peer
+	                                     : (const struct sockaddr *)&h->src;
+	enum anvil_verdict v;
+	char client[80];
+	int count;
+
+	snprintf(s->proxy_from, sizeof(s->proxy_from), "%s", s->ip);
+	sockaddr_ntop(sa, s->ip, sizeof(s->ip));
+	s->port = sockaddr_port(sa);
+	if (strchr(s->ip, ':') != NULL)
+		snprintf(s->iplit, sizeof(s->iplit), "[IPv6:%s]", s->ip);
+	else
+		snprintf(s->iplit, sizeof(s->iplit), "[%s]", s->ip);
+	s->trusted = cidr_match(cfg->relay_networks, cfg->nrelay_networks, sa);
+	anvil_key(
+	    sa, cfg->client_ipv4_prefix, cfg->client_ipv6_prefix, &s->client);
+	v = anvil_connect(s->srv->anvil, &s->client,
+	    s->trusted ? 0 : cfg->max_connections_per_ip,
+	    s->trusted ? 0 : cfg->max_connection_rate,
+	    (int64_t)cfg->client_rate_time_unit * 1000, now_ms(), &count);
+	if (v == ANVIL_OK) {
+		s->counted = true;
+		return true;
+	}
+	anvil_key_text(&s->client, cfg->client_ipv4_prefix,
+	    cfg->client_ipv6_prefix, client, sizeof(client));
+	metrics_inc(v == ANVIL_TOO_MANY ? M_REJECT_PER_IP : M_REJECT_RATE);
+	log_info("smtpd",
+	    "reject: client=[%s] proxy=%s: too many connections "
+	    "from %s (%d, %s)",
+	    s->ip, s->proxy_from, client, count,
+	    v == ANVIL_TOO_MANY ? "max_connections_per_ip"
+	                        : "max_connection_rate");
+	reply(s, 421, "4.7.0 %s Error: too many connections from %s",
+	    cfg->hostname, client);
+	return false;
+}
+
+/*
+ * The PROXY header, before anything else (a /proxy listener): read with
+ * MSG_PEEK so that not one octet after it is taken from the connection
+ * (the client's TLS hello may follow at once), at most PROXY_MAX octets,
+ * within command_timeout and 10 s.  Without a valid one: 421, never 220.
+ */
+static enum step
+step_proxy(struct session *s)
+{
+	int fd = conn_fd(s->conn);
+	struct proxy_hdr h;
+	char why[WHY_MAX];
+	enum proxy_status st;
+	ssize_t n;
+
+	if (s->deadline == 0) {
+		int t =
+		    s->cfg->command_timeout < 10 ? s->cfg->command_timeout : 10;
+
+		s->deadline = now_ms() + (int64_t)t * 1000;
+	}
+	if (s->proxy_buf == NULL)
+		s->proxy_buf = xmalloc(PROXY_MAX);
+	n = recv(fd, s->proxy_buf + s->proxy_len, PROXY_MAX - s->proxy_len,
+	    MSG_PEEK | MSG_DONTWAIT);
+	if (n < 0 &&
+	    (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+		return park(s, POLLIN, s->deadline);
+	if (n <= 0)
+		return STEP_END; /* gone before a word */
+	st = proxy_parse(s->proxy_buf, s->proxy_len + (size_t)n, &h, why);
+	if (st == PROXY_MORE && s->proxy_len + (size_t)n < PROXY_MAX) {
+		/* Every octet so far is the header's: take them. */
+		if (recv(fd, s->proxy_buf + s->proxy_len, (size_t)n,
+		        MSG_DONTWAIT) != n)
+			return STEP_END;
+		s->proxy_len += (size_t)n;
+		return park(s, POLLIN, s->deadline);
+	}
+	if (st != PROXY_OK) {
+		metrics_inc(M_REJECT_PROXY);
+		log_warn("smtpd", "reject: proxy=%s listener=%s: %s", s->ip,
+		    s->listener,
+		    st == PROXY_MORE ? "PROXY header too long" : why);
+		reply(s, 421, "4.7.0 %s Error: no valid PROXY header",
+		    s->cfg->hostname);
+		return close_session(s);
+	}
+	/* Take the rest of the header, and nothing after it. */
+	n = (ssize_t)(h.used - s->proxy_len);
+	if (n > 0 &&
+	    recv(fd, s->proxy_buf + s->proxy_len, (size_t)n, MSG_DONTWAIT) != n)
+		return STEP_END;
+	free(s->proxy_buf);
+	s->proxy_buf = NULL;
+	s->deadline = 0;
+	if (!proxy_apply(s, &h))
+		return close_session(s);
+	s->phase = PH_START;
+	return STEP_NEXT;
+}
+
 static enum step
 on_start(struct session *s)
 {
-	log_info("smtpd", "connect from %s:%d listener=%s%s", s->iplit, s->port,
-	    s->listener, s->trusted ? " trusted" : "");
+	log_info("smtpd", "connect from %s:%d listener=%s%s%s%s", s->iplit,
+	    s->port, s->listener, s->trusted ? " trusted" : "",
+	    s->proxy_from[0] ? " proxy=" : "", s->proxy_from);
 	/* RFC 8314: on an implicit-TLS port the handshake comes first. */
 	if (s->kind == LISTEN_SMTPS) {
 		s->phase = PH_HANDSHAKE;
@@ -1687,6 +1809,8 @@ static enum step
 step(struct session *s)
 {
 	switch (s->phase) {
+	case PH_PROXY:
+		return step_proxy(s);
 	case PH_START:
 		return on_start(s);
 	case PH_HANDSHAKE:
@@ -1721,7 +1845,9 @@ session_new(struct server *srv, int fd, const struct sockaddr_storage *peer,
 	s->wait.fd = fd;
 	s->client = *key;
 	s->started = now_ms();
-	s->phase = PH_START;
+	s->phase = la->proxy ? PH_PROXY : PH_START;
+	s->counted = !la->proxy;
+	s->peer = *peer;
 	sockaddr_ntop(sa, s->ip, sizeof(s->ip));
 	s->port = sockaddr_port(sa);
 	if (strchr(s->ip, ':') != NULL)
@@ -1769,7 +1895,9 @@ session_end(struct session *s)
 	    (unsigned long long)conn_bytes_out(s->conn),
 	    (long long)(now_ms() - s->started));
 	conn_free(s->conn);
-	anvil_disconnect(srv->anvil, &s->client, now_ms());
+	if (s->counted)
+		anvil_disconnect(srv->anvil, &s->client, now_ms());
+	free(s->proxy_buf);
 	holder_put(s->cfg_ref);
 	free(s->decoded);
 	explicit_bzero(s, sizeof(*s));
