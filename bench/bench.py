@@ -14,6 +14,7 @@ sessions, and RSS growth while it receives one 50 MB message.
 """
 import argparse
 import os
+import re
 import shutil
 import signal
 import socket
@@ -292,6 +293,64 @@ def accept_rate(binary, env, n, sessions, persistent, runs):
     return rate, stored, hwm
 
 
+def cpu_seconds(pid):
+    """User plus system CPU time of a process so far."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rsa2048_sign_seconds():
+    """One RSA-2048 signature on this machine (openssl speed)."""
+    out = subprocess.run(["openssl", "speed", "-seconds", "2", "rsa2048"],
+                         capture_output=True, text=True, timeout=120).stdout
+    m = re.search(r"^rsa\s+2048 bits\s+(\S+)s", out, re.M)
+    return float(m.group(1)) if m else float("nan")
+
+
+def dkim_table(n, runs):
+    """Accept rate and CPU per message, signing off, with Ed25519, with
+    RSA-2048 (20 sessions, one message per connection), same run."""
+    d = tempfile.mkdtemp(prefix="sluice-bench-dkim-")
+    keys = {}
+    for name, alg in (("ed25519", ["--ed25519"]), ("rsa2048", ["--rsa", "2048"])):
+        keys[name] = os.path.join(d, name + ".pem")
+        subprocess.run([BIN, "dkim", "keygen", "client.test", name, "--key", keys[name]] + alg,
+                       check=True, stdout=subprocess.DEVNULL)
+    print()
+    print("DKIM signing at accept (smtp-source, 20 sessions, 1 msg/connection, %d messages of"
+          " 1 KB; median of %d runs)" % (n, runs))
+    print("%-10s %10s %8s %16s %16s" % ("signing", "msgs/s", "ratio", "CPU/msg (us)",
+                                       "extra CPU (us)"))
+    base_cpu = None
+    for name in ("off", "ed25519", "rsa2048"):
+        extra = "delivery_threads = 0\n"
+        if name != "off":
+            extra += "dkim_keys = client.test:%s:%s\n" % (name, keys[name])
+        srv = Sluice(extra=extra)
+        try:
+            smtp_source(srv.port, 1000, 20, False)
+            c0 = cpu_seconds(srv.proc.pid)
+            rate = median(smtp_source(srv.port, n, 20, False) for _ in range(runs))
+            cpu = (cpu_seconds(srv.proc.pid) - c0) / (n * runs) * 1e6
+            import sqlite3
+            con = sqlite3.connect(srv.db)
+            signed = con.execute("select count(*) from body_chunks where seq = -1").fetchone()[0]
+            con.close()
+        finally:
+            srv.stop()
+        assert (signed == 0) if name == "off" else (signed == 1000 + n * runs), (name, signed)
+        if base_cpu is None:
+            base_cpu, base_rate = cpu, rate
+        print("%-10s %10.0f %8.2f %16.0f %16.0f" % (name, rate, rate / base_rate, cpu,
+                                                    cpu - base_cpu))
+        sys.stdout.flush()
+    sig = rsa2048_sign_seconds() * 1e6
+    print("one RSA-2048 signature (openssl speed): %.0f us; targets: Ed25519 ratio >= 0.90,"
+          " RSA-2048 extra CPU <= 1.2 x %.0f = %.0f us" % (sig, sig, 1.2 * sig))
+    shutil.rmtree(d, ignore_errors=True)
+
+
 def median(values):
     v = sorted(values)
     return v[len(v) // 2]
@@ -302,7 +361,7 @@ def main():
     ap.add_argument("--messages", type=int, default=10000)
     ap.add_argument("--latency-samples", type=int, default=2000)
     ap.add_argument("--runs", type=int, default=3, help="runs per figure (median)")
-    ap.add_argument("--only", choices=["e2e", "accept"], help="run one part")
+    ap.add_argument("--only", choices=["e2e", "accept", "dkim"], help="run one part")
     ap.add_argument("--baseline", default=os.environ.get("BASELINE_BIN"),
                     help="a reference build measured beside this one")
     ap.add_argument("--grace", default=os.environ.get("BENCH_GRACE"),
@@ -311,6 +370,9 @@ def main():
     n = a.messages
     if a.only == "e2e":
         e2e_table(n, a.baseline)
+        return
+    if a.only == "dkim":
+        dkim_table(n, a.runs)
         return
     builds = [("sluice", BIN, {})]
     if a.baseline:
@@ -369,6 +431,7 @@ def main():
     hwm100 = max(h for s, p, h in rows if s == 100)
     print("peak RSS at 100 sessions: %.1f MB (target < 48)" % (hwm100 / 1024))
     tls_table(n, a.runs)
+    dkim_table(n, a.runs)
     e2e_table(n, a.baseline)
     print()
     before, peak = big_message_rss(50)

@@ -27,7 +27,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#define DKIM_HEADER_MAX (256 * 1024) /* header octets a signer holds */
+#define DKIM_HEADER_MAX (128 * 1024) /* header octets a signer holds */
 #define DKIM_SELECTOR_MAX 63         /* one DNS label */
 
 enum dkim_alg { DKIM_RSA_SHA256, DKIM_ED25519_SHA256 };

@@ -340,6 +340,33 @@ def what_is_not_signed():
 
 
 @test
+def header_too_large_to_hold_is_refused_not_sent_unsigned():
+    # The signer holds at most 128 KB of header per message (a bound on
+    # what a client can make sluice keep); beyond, the From field cannot
+    # be trusted to be read, so the message is refused for good.
+    k = Keys()
+    try:
+        srv = signing_server(k, ["example.com:e1:" + k.make("example.com", "e1", "--ed25519")])
+        lines = [b"X-Filler-%d: %s\r\n" % (i, b"y" * 900) for i in range(150)]
+        big = b"".join(lines)  # about 137 KB
+        c = srv.connect()
+        c.ehlo()
+        c.cmd("MAIL FROM:<joe@example.com>", "250 ")
+        c.cmd("RCPT TO:<ann@example.net>", "250 ")
+        c.cmd("DATA", "354 ")
+        c.send(b"From: joe@example.com\r\n" + big + b"\r\nbody\r\n.\r\n")
+        c.reply(r"552 5\.3\.4 .*header too large to sign")
+        c.cmd("QUIT", "221 ")
+        assert srv.query("select count(*) from messages") == [(0,)]
+        # Just under the bound it is signed.
+        qid = send(srv, b"From: joe@example.com\r\n" + b"".join(lines[:120]) +
+                   b"\r\nbody\r\n")
+        verify_all(k, srv.body(qid), 1)
+    finally:
+        k.remove()
+
+
+@test
 def sign_by_envelope_sender():
     k = Keys()
     try:
