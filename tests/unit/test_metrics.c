@@ -249,9 +249,9 @@ test_counters(void)
 	CHECK(has_line(s, "# TYPE sluice_sessions_rejected_total counter") &&
 	          has_line(s, "# TYPE sluice_deliveries_total counter"),
 	    "counters: labelled families are counters");
-	CHECK(count_lines(s, "sluice_sessions_rejected_total{") == 8 &&
+	CHECK(count_lines(s, "sluice_sessions_rejected_total{") == 9 &&
 	          count_lines(s, "sluice_deliveries_total{") == 3,
-	    "counters: 8 reasons and 3 results");
+	    "counters: 9 reasons and 3 results");
 	free(s);
 }
 
