@@ -161,8 +161,13 @@ $(BUILD)/bench/tlsload: bench/tlsload.c
 	$(CC) -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -O2 $(WARN) \
 	    -pthread -o $@ $< $(shell pkg-config --cflags --libs gnutls)
 
-bench: $(BIN) $(BUILD)/bench/tlsload
+bench: $(BIN) $(BUILD)/bench/tlsload $(BUILD)/bench/signtime
 	bash bench/run.sh
+
+$(BUILD)/bench/signtime: bench/signtime.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -O2 $(WARN) \
+	    -o $@ $< $(shell pkg-config --cflags --libs gnutls)
 
 # 10,000 idle connections, then a trusted client; beside a reference build.
 bench-idle: $(BIN)
@@ -208,7 +213,7 @@ fuzz:
 
 fuzz-bins: $(FUZZ_TARGETS:%=$(BUILD)/fuzz/fuzz_%)
 
-FMT_FILES = $(LIB_SRCS) $(MAIN_SRCS) bench/tlsload.c \
+FMT_FILES = $(LIB_SRCS) $(MAIN_SRCS) bench/tlsload.c bench/signtime.c \
             $(wildcard */*.h tests/unit/*.[ch] tests/fuzz/*.[ch])
 
 fmt:

@@ -335,7 +335,9 @@ def dkim_table(n, runs):
             cpu = (cpu_seconds(srv.proc.pid) - c0) / (n * runs) * 1e6
             import sqlite3
             con = sqlite3.connect(srv.db)
-            signed = con.execute("select count(*) from body_chunks where seq = -1").fetchone()[0]
+            signed = con.execute("select count(*) from body_chunks where seq <= 0 and "
+                                 "substr(data, 1, 15) = cast('DKIM-Signature:' as blob)"
+                                 ).fetchone()[0]
             con.close()
         finally:
             srv.stop()
@@ -345,9 +347,15 @@ def dkim_table(n, runs):
         print("%-10s %10.0f %8.2f %16.0f %16.0f" % (name, rate, rate / base_rate, cpu,
                                                     cpu - base_cpu))
         sys.stdout.flush()
-    sig = rsa2048_sign_seconds() * 1e6
-    print("one RSA-2048 signature (openssl speed): %.0f us; targets: Ed25519 ratio >= 0.90,"
-          " RSA-2048 extra CPU <= 1.2 x %.0f = %.0f us" % (sig, sig, 1.2 * sig))
+    # The reference: one signature as sluice makes it (GnuTLS), and
+    # OpenSSL's for context (nettle's RSA is constant-time and slower).
+    signtime = os.path.join(os.path.dirname(BIN), "bench", "signtime")
+    sig = {name: float(subprocess.run([signtime, keys[name]], capture_output=True, text=True,
+                                      check=True).stdout) * 1e6 for name in keys}
+    print("one signature with GnuTLS: Ed25519 %.0f us, RSA-2048 %.0f us (OpenSSL's RSA-2048: "
+          "%.0f us)" % (sig["ed25519"], sig["rsa2048"], rsa2048_sign_seconds() * 1e6))
+    print("targets: Ed25519 ratio >= 0.90; RSA-2048 extra CPU <= 1.2 x one signature = %.0f us"
+          % (1.2 * sig["rsa2048"]))
     shutil.rmtree(d, ignore_errors=True)
 
 

@@ -66,7 +66,8 @@ CREATE INDEX recipients_leased ON recipients (lease_until)
 -- on (the Received header, then the message as received after
 -- dot-unstuffing).  Concatenate by seq to get it back.
 -- The message in order of seq; seq -1 holds fields put in front of it
--- once its data had ended (DKIM signatures).
+-- once its data had ended (DKIM signatures) when chunk 0 was already
+-- stored by then (a message over one chunk).
 CREATE TABLE body_chunks (
 	msg_id TEXT NOT NULL,
 	seq INTEGER NOT NULL,

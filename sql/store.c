@@ -145,10 +145,17 @@ store_put_mail(struct store *s, const struct envelope *env, int first_seq,
 	enum res r = RES_OK;
 	int i;
 
-	/* What goes in front, known only at the end: chunk -1 (read first). */
-	if (env->prepend_len > 0)
+	/*
+	 * What goes in front, known only at the end: at the start of chunk 0
+	 * when no chunk is stored yet (no extra row), else chunk -1 (read
+	 * first).
+	 */
+	if (env->prepend_len > 0 && first_seq > 0)
 		r = s->ops->put_chunk(
 		    s, env->id, -1, env->prepend, env->prepend_len, why);
+	else if (env->prepend_len > 0)
+		r = chunk_add(&k, (const unsigned char *)env->prepend,
+		    env->prepend_len);
 	for (i = 0; i < nparts && r == RES_OK; i++) {
 		/* A single part that fits is stored as it is, uncopied. */
 		if (k.fill == 0 && parts[i].len <= STORE_CHUNK &&

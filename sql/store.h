@@ -116,7 +116,8 @@ enum res store_put_incoming(
  * answers.  In the caller's transaction: store the message's remaining
  * octets (the `nparts` parts, concatenated) as chunks `first_seq`
  * onwards (0 .. first_seq - 1 were stored by store_put_chunk as they
- * arrived), env->prepend as chunk -1 (read first), then its envelope and
+ * arrived), env->prepend in front (at the start of chunk 0 when none was
+ * stored yet, else as chunk -1, read first), then its envelope and
  * recipients, and clear its `incoming`
  * row: once the transaction commits, the message is queued mail
  * (env->id names it).

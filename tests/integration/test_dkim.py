@@ -255,12 +255,20 @@ def hard_headers_and_bodies_verify():
              "sch\u00f6n\r\n".encode(), None),
             # a From display name with a comma in quotes and a comment
             (b'From: "Six, Joe" (the boss) <joe@example.com>\r\n\r\nhi\r\n', None),
+            # over one chunk: the signatures are stored apart (chunk -1)
+            (b"From: joe@example.com\r\n\r\n" + b"0123456789abcdef  \r\n" * 12000, None),
             # a long body line and a lone dot line (dot-stuffed on the wire)
             (b"From: joe@example.com\r\n\r\n" + b"x" * 900 + b"\r\n.\r\n.end\r\n", None),
         ]
         for body, bh in cases:
             qid = send(srv, body)
-            t = verify_all(k, srv.body(qid), 2)
+            msg = srv.body(qid)
+            t = verify_all(k, msg, 2)
+            size = srv.query("select stored_size from messages where id=?", (qid,))[0][0]
+            assert size == len(msg), (size, len(msg))
+            apart = srv.query("select count(*) from body_chunks where msg_id=? and seq=-1",
+                              (qid,))[0][0]
+            assert apart == (1 if len(body) > 64 * 1024 else 0), (apart, len(body))
             if bh is not None:
                 assert t[0]["bh"] == bh and t[1]["bh"] == bh, (body, t)
     finally:
