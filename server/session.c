@@ -1640,6 +1640,18 @@ step_close(struct session *s)
 
 /* -------- events and the life cycle -------- */
 
+/* The client's address as text: ip, port, and the address literal. */
+static void
+set_client_address(struct session *s, const struct sockaddr *sa)
+{
+	sockaddr_ntop(sa, s->ip, sizeof(s->ip));
+	s->port = sockaddr_port(sa);
+	if (strchr(s->ip, ':') != NULL)
+		snprintf(s->iplit, sizeof(s->iplit), "[IPv6:%s]", s->ip);
+	else
+		snprintf(s->iplit, sizeof(s->iplit), "[%s]", s->ip);
+}
+
 /*
  * The client as the balancer's PROXY header names it: its address is the
  * one relay_networks, limits, logs, the Received header and the queue
@@ -1658,12 +1670,7 @@ proxy_apply(struct session *s, const struct proxy_hdr *h)
 	int count;
 
 	snprintf(s->proxy_from, sizeof(s->proxy_from), "%s", s->ip);
-	sockaddr_ntop(sa, s->ip, sizeof(s->ip));
-	s->port = sockaddr_port(sa);
-	if (strchr(s->ip, ':') != NULL)
-		snprintf(s->iplit, sizeof(s->iplit), "[IPv6:%s]", s->ip);
-	else
-		snprintf(s->iplit, sizeof(s->iplit), "[%s]", s->ip);
+	set_client_address(s, sa);
 	s->trusted = cidr_match(cfg->relay_networks, cfg->nrelay_networks, sa);
 	anvil_key(
 	    sa, cfg->client_ipv4_prefix, cfg->client_ipv6_prefix, &s->client);
@@ -1848,12 +1855,7 @@ session_new(struct server *srv, int fd, const struct sockaddr_storage *peer,
 	s->phase = la->proxy ? PH_PROXY : PH_START;
 	s->counted = !la->proxy;
 	s->peer = *peer;
-	sockaddr_ntop(sa, s->ip, sizeof(s->ip));
-	s->port = sockaddr_port(sa);
-	if (strchr(s->ip, ':') != NULL)
-		snprintf(s->iplit, sizeof(s->iplit), "[IPv6:%s]", s->ip);
-	else
-		snprintf(s->iplit, sizeof(s->iplit), "[%s]", s->ip);
+	set_client_address(s, sa);
 	snprintf(s->listener, sizeof(s->listener), "%s", la->text);
 	s->trusted = trusted;
 	s->kind = la->kind;

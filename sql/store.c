@@ -154,8 +154,8 @@ store_put_mail(struct store *s, const struct envelope *env, int first_seq,
 		r = s->ops->put_chunk(
 		    s, env->id, -1, env->prepend, env->prepend_len, why);
 	else if (env->prepend_len > 0)
-		r = chunk_add(&k, (const unsigned char *)env->prepend,
-		    env->prepend_len);
+		r = chunk_add(
+		    &k, (const unsigned char *)env->prepend, env->prepend_len);
 	for (i = 0; i < nparts && r == RES_OK; i++) {
 		/* A single part that fits is stored as it is, uncopied. */
 		if (k.fill == 0 && parts[i].len <= STORE_CHUNK &&

@@ -86,6 +86,13 @@ class Keys:
     def remove(self):
         shutil.rmtree(self.dir, ignore_errors=True)
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
+        return False
+
 
 def signatures(msg):
     """The DKIM-Signature fields at the top of a stored message."""
@@ -137,8 +144,7 @@ MSG = (b"From: Joe <joe@example.com>\r\n"
 
 @test
 def keygen_writes_a_private_key_and_prints_its_record():
-    k = Keys()
-    try:
+    with Keys() as k:
         rsa = k.make("example.com", "s2026")
         ed = k.make("example.com", "e2026", "--ed25519")
         for path in (rsa, ed):
@@ -175,14 +181,11 @@ def keygen_writes_a_private_key_and_prints_its_record():
         assert r.returncode == 0, r.stderr
         _, txt = record_txt(r.stdout)
         assert len(txt) > 255 and r.stdout.count('" "') >= 1, r.stdout
-    finally:
-        k.remove()
 
 
 @test
 def rsa_and_ed25519_signatures_verify():
-    k = Keys()
-    try:
+    with Keys() as k:
         paths = ["example.com:s1:" + k.make("example.com", "s1"),
                  "example.com:e1:" + k.make("example.com", "e1", "--ed25519")]
         srv = signing_server(k, paths)
@@ -204,14 +207,11 @@ def rsa_and_ed25519_signatures_verify():
         # Stored size counts them.
         size = srv.query("select stored_size from messages where id=?", (qid,))[0][0]
         assert size == len(msg), (size, len(msg))
-    finally:
-        k.remove()
 
 
 @test
 def rfc8463_example_key_and_message():
-    k = Keys()
-    try:
+    with Keys() as k:
         seed = base64.b64decode(RFC8463_SEED)
         pkcs8 = bytes.fromhex("302e020100300506032b657004220420") + seed
         pem = ("-----BEGIN PRIVATE KEY-----\n%s\n-----END PRIVATE KEY-----\n"
@@ -227,14 +227,11 @@ def rfc8463_example_key_and_message():
         t = verify_all(k, srv.body(qid), 1)
         assert t[0]["bh"] == RFC8463_BH, t[0]
         assert t[0]["a"] == "ed25519-sha256" and t[0]["s"] == "brisbane", t[0]
-    finally:
-        k.remove()
 
 
 @test
 def hard_headers_and_bodies_verify():
-    k = Keys()
-    try:
+    with Keys() as k:
         paths = ["example.com:s1:" + k.make("example.com", "s1"),
                  "example.com:e1:" + k.make("example.com", "e1", "--ed25519")]
         srv = signing_server(k, paths)
@@ -271,14 +268,11 @@ def hard_headers_and_bodies_verify():
             assert apart == (1 if len(body) > 64 * 1024 else 0), (apart, len(body))
             if bh is not None:
                 assert t[0]["bh"] == bh and t[1]["bh"] == bh, (body, t)
-    finally:
-        k.remove()
 
 
 @test
 def smtputf8_message_verifies():
-    k = Keys()
-    try:
+    with Keys() as k:
         srv = signing_server(k, ["example.com:e1:" + k.make("example.com", "e1", "--ed25519")])
         c = srv.connect()
         c.ehlo()
@@ -290,14 +284,11 @@ def smtputf8_message_verifies():
         qid = re.search(r"queued as (\w+)", c.reply("250 ")[1]).group(1)
         c.close()
         verify_all(k, srv.body(qid), 1)
-    finally:
-        k.remove()
 
 
 @test
 def bdat_chunks_cut_anywhere_verify():
-    k = Keys()
-    try:
+    with Keys() as k:
         srv = signing_server(k, ["example.com:e1:" + k.make("example.com", "e1", "--ed25519")])
         msg = (b"From: joe@example.com\r\nSubject: chunks\r\n\r\n"
                b"one  \r\ntwo\t\t\r\n\r\nthree\r\n\r\n")
@@ -318,14 +309,11 @@ def bdat_chunks_cut_anywhere_verify():
             qid = re.search(r"queued as (\w+)", c.reply("250 ")[1]).group(1)
             c.close()
             verify_all(k, srv.body(qid), 1)
-    finally:
-        k.remove()
 
 
 @test
 def what_is_not_signed():
-    k = Keys()
-    try:
+    with Keys() as k:
         srv = signing_server(k, ["example.com:s1:" + k.make("example.com", "s1", "--ed25519")],
                              relay_networks="127.0.0.1/32", relay_domains="inbound.test")
         cases = [
@@ -343,8 +331,6 @@ def what_is_not_signed():
         # A trusted one: signed.
         qid = send(srv, MSG)
         verify_all(k, srv.body(qid), 1)
-    finally:
-        k.remove()
 
 
 @test
@@ -352,8 +338,7 @@ def header_too_large_to_hold_is_refused_not_sent_unsigned():
     # The signer holds at most 128 KB of header per message (a bound on
     # what a client can make sluice keep); beyond, the From field cannot
     # be trusted to be read, so the message is refused for good.
-    k = Keys()
-    try:
+    with Keys() as k:
         srv = signing_server(k, ["example.com:e1:" + k.make("example.com", "e1", "--ed25519")])
         lines = [b"X-Filler-%d: %s\r\n" % (i, b"y" * 900) for i in range(150)]
         big = b"".join(lines)  # about 137 KB
@@ -370,14 +355,11 @@ def header_too_large_to_hold_is_refused_not_sent_unsigned():
         qid = send(srv, b"From: joe@example.com\r\n" + b"".join(lines[:120]) +
                    b"\r\nbody\r\n")
         verify_all(k, srv.body(qid), 1)
-    finally:
-        k.remove()
 
 
 @test
 def sign_by_envelope_sender():
-    k = Keys()
-    try:
+    with Keys() as k:
         srv = signing_server(k, ["bulk.example:s1:" + k.make("bulk.example", "s1", "--ed25519")],
                              dkim_sign_by="sender")
         qid = send(srv, MSG, sender="<bounces@Bulk.Example>")
@@ -385,14 +367,11 @@ def sign_by_envelope_sender():
         assert t[0]["d"] == "bulk.example", t
         qid = send(srv, MSG, sender="<>")
         assert signatures(srv.body(qid)) == []
-    finally:
-        k.remove()
 
 
 @test
 def key_rotation_on_sighup_and_a_bad_key_keeps_the_old():
-    k = Keys()
-    try:
+    with Keys() as k:
         old = "example.com:old:" + k.make("example.com", "old", "--ed25519")
         srv = signing_server(k, [old])
         assert verify_all(k, srv.body(send(srv, MSG)), 1)[0]["s"] == "old"
@@ -417,14 +396,11 @@ def key_rotation_on_sighup_and_a_bad_key_keeps_the_old():
         r = subprocess.run([BIN, "check-config", "-c", srv.cfgpath], capture_output=True,
                            text=True)
         assert r.returncode == 1 and "bad.key" in r.stderr, r
-    finally:
-        k.remove()
 
 
 @test
 def weak_rsa_key_warns_and_tiny_one_is_refused():
-    k = Keys()
-    try:
+    with Keys() as k:
         weak = k.make("example.com", "w", "--rsa", "1024")
         srv = signing_server(k, ["example.com:w:" + weak])
         srv.wait_log(r"warning dkim: DKIM key .* RSA of 1024 bits; 2048 or more")
@@ -438,15 +414,12 @@ def weak_rsa_key_warns_and_tiny_one_is_refused():
                            env=dict(os.environ, SLUICE_DKIM_KEYS="example.com:t:" + tiny,
                                     SLUICE_QUEUE_PATH=os.path.join(k.dir, "q.db")))
         assert r.returncode == 1 and "RSA of 768 bits; at least 1024" in r.stderr, r
-    finally:
-        k.remove()
 
 
 @test
 def notices_are_signed_with_the_hostnames_domain():
     # hostname = relay.test: a key for its parent signs sluice's notices.
-    k = Keys()
-    try:
+    with Keys() as k:
         dead = free_port()
         srv = signing_server(k, ["relay.test:n1:" + k.make("relay.test", "n1", "--ed25519")],
                              delivery_threads="1", retry_schedule="1h",
@@ -465,8 +438,6 @@ def notices_are_signed_with_the_hostnames_domain():
         assert t[0]["d"] == "relay.test", t
         size = srv.query("select stored_size from messages where id=?", (dsn,))[0][0]
         assert size == len(msg), (size, len(msg))
-    finally:
-        k.remove()
 
 
 @test
