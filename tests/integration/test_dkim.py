@@ -204,6 +204,10 @@ def rsa_and_ed25519_signatures_verify():
         # The signatures are in front, our Received header after them.
         assert re.match(rb"(DKIM-Signature: [^\r]*\r\n(\t[^\r]*\r\n)*){2}Received: ", msg), msg[:900]
         srv.wait_log(r"id=%s .* dkim=example\.com" % qid)
+        # sluice queue show shows them with the header.
+        r = subprocess.run([BIN, "queue", "show", qid, "-c", srv.cfgpath], capture_output=True,
+                           text=True, timeout=60)
+        assert r.returncode == 0 and r.stdout.count("DKIM-Signature: v=1;") == 2, r.stdout
         # Stored size counts them.
         size = srv.query("select stored_size from messages where id=?", (qid,))[0][0]
         assert size == len(msg), (size, len(msg))
