@@ -44,7 +44,7 @@ static key_parser parse_hostname, parse_path, parse_optpath, parse_int,
     parse_bytes_key, parse_duration_key, parse_listen, parse_networks,
     parse_domains, parse_bool, parse_choice, parse_durations, parse_hostports,
     parse_hostport_key, parse_ipport, parse_routes, parse_dkim_keys,
-    parse_bare_newline, parse_log_level;
+    parse_rate_key, parse_dest_rates, parse_bare_newline, parse_log_level;
 
 static const char *const inet_choices[] = {"all", "ipv4", "ipv6", NULL};
 static const char *const outbound_tls_choices[] = {
@@ -113,6 +113,8 @@ static const struct key keys[] = {
     {"delivery_threads", parse_int, F(delivery_threads), 0, 1000, "16", NULL},
     {"destination_concurrency", parse_int, F(destination_concurrency), 1, 1000,
         "20", NULL},
+    {"destination_rate", parse_rate_key, F(destination_rate), 0, 0, "0", NULL},
+    {"destination_rates", parse_dest_rates, 0, 0, 0, "", NULL},
     {"retry_schedule", parse_durations, 0, 0, 0, "1m, 5m, 15m, 30m, 1h, 2h, 4h",
         NULL},
     {"queue_lifetime", parse_duration_key, F(queue_lifetime), 1, 365 * 86400,
@@ -938,6 +940,102 @@ parse_routes(
 	return parse_list(cfg, k, value, &lp, why);
 }
 
+/* "N/PERIOD" (30/1m, 2/1s), or "0": none. */
+static int
+rate_parse(const char *s, struct rate *r, char *why)
+{
+	char *end;
+	long n;
+	long long secs;
+
+	r->n = 0;
+	r->period_ms = 0;
+	if (strcmp(s, "0") == 0)
+		return 0;
+	errno = 0;
+	n = strtol(s, &end, 10);
+	if (errno != 0 || end == s || *end != '/' || n < 1 || n > 1000000) {
+		why_set(
+		    why, "bad rate \"%s\" (expected N/PERIOD, as 30/1m)", s);
+		return -1;
+	}
+	secs = config_parse_duration(end + 1);
+	if (secs < 1 || secs > 86400) {
+		why_set(
+		    why, "bad period in rate \"%s\" (1s to 1d, as 30/1m)", s);
+		return -1;
+	}
+	r->n = (int)n;
+	r->period_ms = secs * 1000;
+	return 0;
+}
+
+static int
+parse_rate_key(
+    struct config *cfg, const struct key *k, const char *value, char *why)
+{
+	return rate_parse(value, FIELD(cfg, k, struct rate), why);
+}
+
+static int
+dest_rates_start(struct config *cfg, const struct key *k, int n, char *why)
+{
+	(void)k;
+	(void)why;
+	free(cfg->destination_rates);
+	cfg->destination_rates =
+	    xcalloc((size_t)(n > 0 ? n : 1), sizeof(struct dest_rate));
+	cfg->ndestination_rates = 0;
+	return 0;
+}
+
+/* domain:N/PERIOD or [host]:N/PERIOD */
+static int
+dest_rates_item(struct config *cfg, const struct key *k, char *item, char *why)
+{
+	struct dest_rate *d = &cfg->destination_rates[cfg->ndestination_rates];
+	char *c = strrchr(item, ':'), *p;
+	bool host = item[0] == '[';
+
+	(void)k;
+	if (c == NULL || c == item) {
+		why_set(why,
+		    "bad destination rate \"%s\" (expected DOMAIN:N/PERIOD or "
+		    "[HOST]:N/PERIOD)",
+		    item);
+		return -1;
+	}
+	*c = '\0';
+	p = host ? item + 1 : item;
+	if (host) {
+		if (strlen(item) < 3 || item[strlen(item) - 1] != ']')
+			goto bad;
+		item[strlen(item) - 1] = '\0';
+	}
+	if (!name_valid(p, true) || strlen(p) > 255)
+		goto bad;
+	snprintf(d->key, sizeof(d->key), host ? "[%s]" : "%s", p);
+	for (p = d->key; *p != '\0'; p++)
+		*p = ascii_lower(*p);
+	if (rate_parse(c + 1, &d->rate, why) != 0)
+		return -1;
+	cfg->ndestination_rates++;
+	return 0;
+bad:
+	why_set(why, "bad destination \"%s\" in destination_rates", item);
+	return -1;
+}
+
+static int
+parse_dest_rates(
+    struct config *cfg, const struct key *k, const char *value, char *why)
+{
+	static const struct list_parser lp = {
+	    dest_rates_start, dest_rates_item};
+
+	return parse_list(cfg, k, value, &lp, why);
+}
+
 static void
 dkim_keys_clear(struct config *cfg)
 {
@@ -1213,6 +1311,7 @@ config_free(struct config *cfg)
 	free(cfg->smarthost_user);
 	free(cfg->smarthost_password_file);
 	free(cfg->routes);
+	free(cfg->destination_rates);
 	dkim_keys_clear(cfg);
 	free(cfg->user);
 	free(cfg->relay_networks);

@@ -60,6 +60,18 @@ enum { SMARTHOST_TLS_STARTTLS = 0, SMARTHOST_TLS_SMTPS, SMARTHOST_TLS_NONE };
 /* Which domain's keys sign a message: its From field's, or MAIL FROM's. */
 enum { DKIM_BY_FROM = 0, DKIM_BY_SENDER };
 
+/* A rate: n messages per `period_ms` (n == 0: none). */
+struct rate {
+	int n;
+	int64_t period_ms;
+};
+
+/* destination_rates = KEY:N/PERIOD: a recipient domain or "[host]". */
+struct dest_rate {
+	char key[258]; /* a domain (255 octets at most), or "[host]" */
+	struct rate rate;
+};
+
 /* One configured DKIM key (tls/dkim.h loads it). */
 struct dkim_key_conf {
 	char *domain; /* lower case, an A-label */
@@ -108,6 +120,9 @@ struct config {
 	/* Delivery (queue/deliver.c, dns/). */
 	int delivery_threads;
 	int destination_concurrency;
+	struct rate destination_rate;        /* n == 0: no limit */
+	struct dest_rate *destination_rates; /* per domain or [host] */
+	int ndestination_rates;
 	int *retry_schedule; /* seconds; the last value repeats */
 	int nretry_schedule;
 	int queue_lifetime;     /* seconds */

@@ -87,6 +87,12 @@ static const struct counter_def counter_defs[M_NCOUNTERS] = {
     [M_DEST_SUSPENDED] = {"sluice_destination_suspensions_total", NULL, NULL,
         "Times delivery to a destination was suspended after every address "
         "failed."},
+    [M_RATE_WAITS] = {"sluice_destination_rate_waits_total", NULL, NULL,
+        "Deliveries held back for their destination's rate "
+        "(destination_rate, destination_rates)."},
+    [M_DEST_SLOWDOWNS] = {"sluice_destination_slowdowns_total", NULL, NULL,
+        "Times a next hop asked to slow down (421, or 4.7.x about rates "
+        "or too many) and its destination went at half speed for a while."},
 };
 
 struct gauge_def {

@@ -42,6 +42,8 @@ enum metric {
 	M_DELIVERY_BOUNCED,  /* ...{result="bounced"} */
 	M_NOTICES,           /* sluice_notices_total: DSNs queued */
 	M_DEST_SUSPENDED,    /* sluice_destination_suspensions_total */
+	M_RATE_WAITS,        /* sluice_destination_rate_waits_total */
+	M_DEST_SLOWDOWNS,    /* sluice_destination_slowdowns_total */
 	M_NCOUNTERS
 };
 

@@ -183,6 +183,31 @@ site_for(struct delivery *d, const struct config *cfg, const char *domain,
 	}
 }
 
+/*
+ * The rate deliveries to `site` (for mail to `domain`) start at: a
+ * destination_rates entry "[host]" naming the smarthost or a route's
+ * host, else one for the recipient domain, else destination_rate.
+ * Domains that share an MX host set share its site's pace.
+ */
+static const struct rate *
+rate_for(const struct config *cfg, const char *site, const char *domain)
+{
+	int i;
+
+	for (i = 0; i < cfg->ndestination_rates; i++) {
+		const struct dest_rate *r = &cfg->destination_rates[i];
+		size_t n = strlen(r->key);
+
+		if (r->key[0] == '[' && ascii_ncasecmp(site, r->key, n) == 0 &&
+		    (site[n] == '\0' || site[n] == ':'))
+			return &r->rate;
+	}
+	for (i = 0; i < cfg->ndestination_rates; i++)
+		if (ascii_casecmp(cfg->destination_rates[i].key, domain) == 0)
+			return &cfg->destination_rates[i].rate;
+	return &cfg->destination_rate;
+}
+
 /* The interval between probes of a suspended site. */
 static int
 probe_interval(const struct config *cfg)
@@ -852,11 +877,20 @@ site_learn(struct delivery *d, const struct config *cfg, struct delivery_job *j,
 		snprintf(j->dest, sizeof(j->dest), "%s", site);
 		v = dests_admit(d->dests, site, cfg->destination_concurrency, 0,
 		    false, now, &reason);
+		if ((v == DEST_GO || v == DEST_PROBE) &&
+		    dests_rate_wait(d->dests, site,
+		        rate_for(cfg, site, j->domain), now_ms()) > 0) {
+			/* Its rate: back to the queue; the claim paces it. */
+			metrics_inc(M_RATE_WAITS);
+			v = DEST_BUSY;
+		}
 		switch (v) {
 		case DEST_GO:
 		case DEST_PROBE:
 			j->probe = v == DEST_PROBE;
 			dests_start(d->dests, site, j->probe, now);
+			dests_rate_take(d->dests, site,
+			    rate_for(cfg, site, j->domain), now_ms());
 			j->counted = true;
 			break;
 		case DEST_DEFER:
@@ -1129,6 +1163,24 @@ attempt_run(struct delivery_thread *w, const struct delivery_conf *dc,
 	}
 }
 
+/* The next hop asked us to slow down: its site goes slower for a while. */
+static void
+slow_down(struct delivery *d, const char *site, const char *reply)
+{
+	bool first;
+
+	mutex_lock(&d->mu);
+	first = dests_slow(d->dests, site, now_ms());
+	mutex_unlock(&d->mu);
+	if (!first)
+		return;
+	metrics_inc(M_DEST_SLOWDOWNS);
+	log_warn("deliver",
+	    "site=%s slowing down for %ds (half its rate, or one message "
+	    "per %ds): %.200s",
+	    site, DESTS_SLOW_MS / 1000, DESTS_SLOW_RATE_MS / 1000, reply);
+}
+
 /* Settle every recipient by how the attempt ended (`r`), record it with
  * its notices in one transaction, and log it. */
 static void
@@ -1144,6 +1196,12 @@ attempt_record(struct delivery_thread *w, const struct delivery_conf *dc,
 		settle(cfg, &a->m, &a->out[i],
 		    r == RES_OK ? a->sr[i].result : r,
 		    r == RES_OK ? a->sr[i].reply : a->why, a->have_dsn, now);
+	for (i = 0; r == RES_OK && i < a->n; i++)
+		if (a->sr[i].result == RES_TEMP &&
+		    reply_says_slow_down(a->sr[i].reply)) {
+			slow_down(w->d, j->dest, a->sr[i].reply);
+			break;
+		}
 	memset(&rec, 0, sizeof(rec));
 	rec.msg_id = j->msg_id;
 	rec.m = &a->m;
@@ -1214,8 +1272,10 @@ struct claim {
 	int njobs;
 	struct delivery_job *jobs, *tail; /* out */
 	struct deferral *deferred;        /* out: recorded, to log */
-	bool blocked;     /* out: due mail waits for a busy site */
-	int64_t next_due; /* out: when to look again */
+	bool blocked;      /* out: due mail waits for a busy site */
+	int64_t next_due;  /* out: when to look again */
+	int64_t rate_wake; /* out: now_ms() when a site's rate lets one more
+	                      go, 0: none waits for its rate */
 };
 
 static void
@@ -1304,6 +1364,8 @@ place(struct claim *c, const struct store_due *due, int64_t now)
 	const char *reason = NULL;
 	struct delivery_job *j;
 	struct deferral *f;
+	const struct rate *rate;
+	int64_t wait;
 	bool st;
 	enum dest_admit v;
 
@@ -1349,7 +1411,16 @@ place(struct claim *c, const struct store_due *due, int64_t now)
 	}
 	if (c->njobs >= c->max_jobs)
 		return; /* every thread has work: later */
+	rate = rate_for(c->cfg, key, due->domain);
+	wait = dests_rate_wait(c->d->dests, key, rate, now_ms());
+	if (wait > 0) { /* its rate: the dispatcher looks again then */
+		if (c->rate_wake == 0 || now_ms() + wait < c->rate_wake)
+			c->rate_wake = now_ms() + wait;
+		metrics_inc(M_RATE_WAITS);
+		return;
+	}
 	add_job(c, due, key, st, v == DEST_PROBE, now);
+	dests_rate_take(c->d->dests, key, rate, now_ms());
 }
 
 /*
@@ -1523,9 +1594,13 @@ static void housekeeping(struct delivery *d, const struct delivery_conf *dc);
  * signals it; delivery_stop sets it too).
  */
 static void
-dispatcher_wait(struct delivery *d, uint64_t seen)
+dispatcher_wait(struct delivery *d, uint64_t seen, int64_t rate_wake)
 {
-	queue_wait_mail(d->q, seen, now_ms() + 1000, &d->wake);
+	int64_t until = now_ms() + 1000;
+
+	if (rate_wake > 0 && rate_wake < until)
+		until = rate_wake; /* a site's rate lets one more go then */
+	queue_wait_mail(d->q, seen, until, &d->wake);
 }
 
 static void *
@@ -1592,7 +1667,7 @@ dispatcher_main(void *arg)
 		/* Nothing to start: look again when new mail arrives, a site
 		 * opens up, or after a second (retries come due, held mail
 		 * is released). */
-		dispatcher_wait(d, seen);
+		dispatcher_wait(d, seen, c.rate_wake);
 	}
 	return NULL;
 }

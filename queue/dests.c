@@ -14,6 +14,7 @@
  */
 #include "dests.h"
 #include "sync.h"
+#include "config.h"
 #include "util.h"
 
 #include <stdio.h>
@@ -41,6 +42,8 @@ struct site {
 	bool probing;   /* invariant 2 */
 	double failed;  /* cohorts failed in a row (alive sites) */
 	int64_t down_since, probe_at, used;
+	int64_t tat_ms;     /* GCRA: the theoretical arrival time */
+	int64_t slow_until; /* ms: a next hop asked to slow down */
 	char reason[REASON_MAX];
 	char recent[DESTS_RECENT][256]; /* domains with mail waiting */
 	int nrecent, next_recent;
@@ -228,6 +231,70 @@ dests_admit(struct dests *ds, const char *site, int limit, int pending,
 	return s->active + pending < limit ? DEST_GO : DEST_BUSY;
 }
 
+/*
+ * The site's effective rate: the configured one, at half speed and with
+ * no burst while it is slowed (DESTS_SLOW_RATE when none is configured).
+ * False: no limit.
+ */
+static bool
+effective_rate(const struct site *s, const struct rate *r, int64_t now_ms,
+    int64_t *t, int64_t *tau)
+{
+	bool slowed = s != NULL && now_ms < s->slow_until;
+
+	if (r->n > 0) {
+		*t = r->period_ms / r->n;
+		*tau = (int64_t)(r->n - 1) * *t;
+		if (slowed) {
+			*t *= 2;
+			*tau = 0;
+		}
+		return true;
+	}
+	if (slowed) {
+		*t = DESTS_SLOW_RATE_MS;
+		*tau = 0;
+		return true;
+	}
+	return false;
+}
+
+int64_t
+dests_rate_wait(
+    struct dests *ds, const char *site, const struct rate *r, int64_t now_ms)
+{
+	struct site *s = site_get(ds, site, false);
+	int64_t t, tau, tat;
+
+	if (!effective_rate(s, r, now_ms, &t, &tau))
+		return 0;
+	tat = s != NULL ? s->tat_ms : 0;
+	return tat - tau > now_ms ? tat - tau - now_ms : 0;
+}
+
+void
+dests_rate_take(
+    struct dests *ds, const char *site, const struct rate *r, int64_t now_ms)
+{
+	struct site *s = site_get(ds, site, false);
+	int64_t t, tau;
+
+	if (!effective_rate(s, r, now_ms, &t, &tau))
+		return;
+	s = site_get(ds, site, true);
+	s->tat_ms = (s->tat_ms > now_ms ? s->tat_ms : now_ms) + t;
+}
+
+bool
+dests_slow(struct dests *ds, const char *site, int64_t now_ms)
+{
+	struct site *s = site_get(ds, site, true);
+	bool first = now_ms >= s->slow_until;
+
+	s->slow_until = now_ms + DESTS_SLOW_MS;
+	return first;
+}
+
 void
 dests_start(struct dests *ds, const char *site, bool probe, int64_t now)
 {
@@ -393,6 +460,8 @@ dests_expire(struct dests *ds, int64_t now)
 			struct site *s = *sp;
 
 			if (s->active > 0 || s->probing ||
+			    s->tat_ms > now * 1000 ||
+			    s->slow_until > now * 1000 ||
 			    now - s->used <
 			        (s->suspended ? SUSPENDED_IDLE : SITE_IDLE)) {
 				sp = &s->next;

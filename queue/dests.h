@@ -32,13 +32,34 @@
 #ifndef SLUICE_DESTS_H
 #define SLUICE_DESTS_H
 
+#include "config.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #define DESTS_KEY_MAX 300 /* a site's name, with its NUL */
 
+/* After a "slow down" reply, for this long (ms) a site goes at half its
+ * rate, or one message per DESTS_SLOW_RATE_MS without a configured one. */
+#define DESTS_SLOW_MS (5 * 60 * 1000)
+#define DESTS_SLOW_RATE_MS 10000
+
 struct dests;
+
+/*
+ * Outbound rates (GCRA, as KumoMTA: `r->n` per `r->period_ms`, a burst of
+ * at most r->n).  dests_rate_wait: 0 when a delivery to `site` may start
+ * at now_ms, else how many ms until it may; dests_rate_take counts one
+ * start.  dests_slow: a next hop asked to slow down (dests.h's
+ * DESTS_SLOW_*); true when the site was not slowed already.  Times here
+ * are milliseconds (now_ms()).
+ */
+int64_t dests_rate_wait(
+    struct dests *ds, const char *site, const struct rate *r, int64_t now_ms);
+void dests_rate_take(
+    struct dests *ds, const char *site, const struct rate *r, int64_t now_ms);
+bool dests_slow(struct dests *ds, const char *site, int64_t now_ms);
 
 struct dests *dests_new(void);
 void dests_free(struct dests *ds); /* NULL: no-op */

@@ -5,6 +5,7 @@
 #include "outcome.h"
 
 #include <stdio.h>
+#include <string.h>
 
 int64_t
 retry_delay(const int *schedule, int n, int attempts, uint32_t rnd)
@@ -71,6 +72,27 @@ notify_has(unsigned notify, unsigned what)
 	if (notify == 0)
 		return what != NOTIFY_SUCCESS;
 	return (notify & what) != 0;
+}
+
+bool
+reply_says_slow_down(const char *reply)
+{
+	static const char *const words[] = {"rate", "too many", "throttl"};
+	char status[16];
+	size_t i;
+
+	if (strncmp(reply, "421", 3) == 0 &&
+	    (reply[3] == ' ' || reply[3] == '-'))
+		return true;
+	if (reply[0] != '4')
+		return false;
+	reply_status(reply, "", status, sizeof(status));
+	if (strncmp(status, "4.7.", 4) != 0)
+		return false;
+	for (i = 0; i < sizeof(words) / sizeof(words[0]); i++)
+		if (strcasestr(reply, words[i]) != NULL)
+			return true;
+	return false;
 }
 
 bool

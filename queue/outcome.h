@@ -66,6 +66,14 @@ void reply_status(
  * Without NOTIFY, failures and delays are reported (RFC 3461 4.1). */
 bool notify_has(unsigned notify, unsigned what);
 
+/*
+ * Does a reply ask us to slow down?  421 (the server closes the channel,
+ * RFC 5321 section 3.8), or a 4.7.x reply that speaks of rates or of too
+ * many (connections, messages, recipients): the throttling replies of
+ * the large providers.
+ */
+bool reply_says_slow_down(const char *reply);
+
 /* Due for delivery when its time comes (not held, not final). */
 bool rcpt_pending(enum rcpt_state st);
 

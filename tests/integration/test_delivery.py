@@ -218,6 +218,51 @@ def rset_after_a_refused_transaction_comes_before_the_next_one():
         assert peer.connections == 1
 
 
+# ---- outbound rates ----
+
+def arrival_times(sink):
+    """When each message reached the sink (its file's mtime), sorted."""
+    names = [f for f in os.listdir(sink.maildir) if f.endswith(".eml")]
+    return sorted(os.stat(os.path.join(sink.maildir, f)).st_mtime for f in names)
+
+
+@test
+def destination_rate_paces_deliveries():
+    with Env() as env:
+        sink = env.sink("127.0.0.2")
+        srv = env.server(delivery_threads=4, destination_rates="dest.test:2/1s")
+        ids = [send(srv, ["p%d@dest.test" % i]) for i in range(10)]
+        for i, qid in enumerate(ids):
+            wait_state(srv, qid, "p%d@dest.test" % i, "delivered", timeout=20)
+        t = arrival_times(sink)
+        assert len(t) == 10, t
+        # A burst of two, then one every 500 ms: 4 s for the other eight,
+        # and never three within 0.9 s... after the burst.
+        assert t[-1] - t[0] >= 3.5, [round(x - t[0], 2) for x in t]
+        for i in range(len(t) - 3):
+            assert t[i + 3] - t[i] >= 0.8, [round(x - t[0], 2) for x in t]
+
+
+@test
+def a_slow_down_reply_slows_the_destination():
+    with Env() as env:
+        mx = env.scripted("127.0.0.2", rcpt_reply="421 4.7.0 Try again later, too many "
+                                                  "connections")
+        srv = env.server(delivery_threads=2, retry_schedule="1s")
+        q1 = send(srv, ["s1@dest.test"])
+        wait_state(srv, q1, "s1@dest.test", "deferred", attempts=1)
+        srv.wait_log(r"site=\S+ slowing down for 300s \(half its rate, or one message per "
+                     r"10s\): 421 4\.7\.0 Try again later")
+        mx.rcpt_reply = "250 2.1.5 Ok"
+        wait_state(srv, q1, "s1@dest.test", "delivered", timeout=20)
+        # Slowed with no rate configured: one message per 10 s.
+        t0 = time.time()
+        q2 = send(srv, ["s2@dest.test"])
+        wait_state(srv, q2, "s2@dest.test", "delivered", timeout=30)
+        assert time.time() - t0 >= 5, time.time() - t0
+        assert len(mx.messages) == 2
+
+
 # ---- delivery status notifications ----
 
 @test

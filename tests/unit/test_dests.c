@@ -262,9 +262,54 @@ test_probes_due(void)
 	dests_free(ds);
 }
 
+static void
+test_rates(void)
+{
+	struct dests *ds = dests_new();
+	struct rate r = {2, 1000}, none = {0, 0};
+	int64_t t = 1000000, w;
+	int i, started = 0;
+
+	/* 2/1s: a burst of two, then one every 500 ms. */
+	for (i = 0; i < 2; i++) {
+		CHECK(dests_rate_wait(ds, "s", &r, t) == 0,
+		    "rate 2/1s: start %d of the burst goes at once", i + 1);
+		dests_rate_take(ds, "s", &r, t);
+	}
+	w = dests_rate_wait(ds, "s", &r, t);
+	CHECK(w == 500, "rate 2/1s: the third waits 500 ms (got %lld)",
+	    (long long)w);
+	CHECK(dests_rate_wait(ds, "s", &r, t + 499) == 1 &&
+	          dests_rate_wait(ds, "s", &r, t + 500) == 0,
+	    "rate 2/1s: ... and goes at 500 ms");
+	/* Over 10 s of steady demand: at most 2 + 20 starts. */
+	for (i = 0; i <= 10000; i += 10)
+		if (dests_rate_wait(ds, "t", &r, t + i) == 0) {
+			dests_rate_take(ds, "t", &r, t + i);
+			started++;
+		}
+	CHECK(started == 2 + 20, "rate 2/1s: 22 starts in 10 s (got %d)",
+	    started);
+	CHECK(dests_rate_wait(ds, "u", &none, t) == 0, "no rate: never waits");
+	/* Slowed: half the rate, no burst; without a rate, one per 10 s. */
+	CHECK(dests_slow(ds, "v", t) && !dests_slow(ds, "v", t + 1),
+	    "slowing down is news once");
+	dests_rate_take(ds, "v", &r, t);
+	CHECK(dests_rate_wait(ds, "v", &r, t) == 1000,
+	    "slowed 2/1s: 1 s between starts");
+	dests_slow(ds, "x", t);
+	dests_rate_take(ds, "x", &none, t);
+	CHECK(dests_rate_wait(ds, "x", &none, t) == DESTS_SLOW_RATE_MS,
+	    "slowed without a rate: one per DESTS_SLOW_RATE_MS");
+	CHECK(dests_rate_wait(ds, "x", &none, t + DESTS_SLOW_MS) == 0,
+	    "the slowdown ends");
+	dests_free(ds);
+}
+
 int
 main(void)
 {
+	test_rates();
 	test_mx_site();
 	test_domains();
 	test_concurrency();

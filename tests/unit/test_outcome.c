@@ -161,9 +161,35 @@ test_notify(void)
 	    "pending: queued and deferred only");
 }
 
+static void
+test_slow_down(void)
+{
+	static const struct {
+		const char *reply;
+		bool slow;
+	} cases[] = {
+	    {"421 4.7.0 Try again later, closing connection", true},
+	    {"421-4.7.28 Our system has detected an unusual rate", true},
+	    {"451 4.7.1 Too many messages from your IP, slow down", true},
+	    {"450 4.7.0 Throttled: too much mail", true},
+	    {"451 4.7.1 Greylisted, please try again later", false},
+	    {"452 4.5.3 Too many recipients", false}, /* not 4.7 */
+	    {"550 5.7.1 rate limited", false},        /* permanent */
+	    {"250 2.0.0 Ok", false},
+	    {"4219 odd", false},
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		CHECK(reply_says_slow_down(cases[i].reply) == cases[i].slow,
+		    "\"%s\" %s slow down", cases[i].reply,
+		    cases[i].slow ? "asks to" : "does not ask to");
+}
+
 int
 main(void)
 {
+	test_slow_down();
 	test_retry_delay();
 	test_settle();
 	test_reply_status();
