@@ -105,7 +105,7 @@ static const char usage_text[] =
     "  delete ID...    remove messages from the queue, without a notice\n"
     "  bounce ID...    return pending recipients to the sender (the\n"
     "                  running server sends the failure notice)\n"
-    "  stats [--json]  counts by state and by domain\n"
+    "  stats [--json]  counts by state and by domain, and the rates\n"
     "  purge [--older-than DUR]\n"
     "        delete finished messages (every recipient delivered or\n"
     "        bounced) older than DUR (default: finished_retention)\n"
@@ -890,6 +890,67 @@ cmd_purge(struct ctx *c)
 
 /* ---- stats ---- */
 
+/* "30/1m"; "" for no rate. */
+static void
+fmt_rate(char *out, size_t len, const struct rate *r)
+{
+	static const struct {
+		int64_t ms;
+		char unit;
+	} units[] = {
+	    {86400000, 'd'}, {3600000, 'h'}, {60000, 'm'}, {1000, 's'}};
+	size_t i;
+
+	out[0] = '\0';
+	if (r->n == 0)
+		return;
+	for (i = 0; i < sizeof(units) / sizeof(units[0]); i++)
+		if (r->period_ms % units[i].ms == 0) {
+			snprintf(out, len, "%d/%lld%c", r->n,
+			    (long long)(r->period_ms / units[i].ms),
+			    units[i].unit);
+			return;
+		}
+}
+
+/* The configured outbound rates: delivery paces destinations by them. */
+static void
+rates_text(const struct config *cfg)
+{
+	char r[48];
+	int i;
+
+	fmt_rate(r, sizeof(r), &cfg->destination_rate);
+	printf("rates:          %s%s", r[0] ? r : "none",
+	    r[0] ? " per destination" : " by default");
+	for (i = 0; i < cfg->ndestination_rates; i++) {
+		fmt_rate(r, sizeof(r), &cfg->destination_rates[i].rate);
+		printf("%s%s %s", i ? ", " : "; ",
+		    cfg->destination_rates[i].key, r[0] ? r : "none");
+	}
+	printf("\n");
+}
+
+static void
+rates_json(FILE *f, const struct config *cfg)
+{
+	char r[48];
+	int i;
+
+	fmt_rate(r, sizeof(r), &cfg->destination_rate);
+	fputs(",\"destination_rate\":", f);
+	json_str_or_null(f, r[0] ? r : NULL);
+	fputs(",\"destination_rates\":{", f);
+	for (i = 0; i < cfg->ndestination_rates; i++) {
+		fmt_rate(r, sizeof(r), &cfg->destination_rates[i].rate);
+		fputs(i ? "," : "", f);
+		json_fput_str(f, cfg->destination_rates[i].key);
+		fputc(':', f);
+		json_str_or_null(f, r[0] ? r : NULL);
+	}
+	fputc('}', f);
+}
+
 static void
 stats_json(const struct ctx *c, const struct store_stats *s,
     const struct store_domain *d, int nd)
@@ -915,6 +976,7 @@ stats_json(const struct ctx *c, const struct store_stats *s,
 		    (long long)(c->now - k->oldest_pending));
 	else
 		fputs(",\"oldest_pending_seconds\":null", f);
+	rates_json(f, c->cfg);
 	fputs(",\"domains\":[", f);
 	for (i = 0; i < nd; i++) {
 		fputs(i ? ",\n{\"domain\":" : "\n{\"domain\":", f);
@@ -957,6 +1019,7 @@ stats_text(const struct ctx *c, const struct store_stats *s,
 	} else {
 		printf("oldest pending: (nothing pending)\n");
 	}
+	rates_text(c->cfg);
 	if (nd == 0)
 		return;
 	for (i = 0; i < nd; i++)

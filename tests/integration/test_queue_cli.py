@@ -436,6 +436,18 @@ def bounce_sends_the_failure_notice():
 # ---- stats and purge ----
 
 @test
+def stats_show_the_configured_rates():
+    srv = Server(config={"destination_rate": "30/1m",
+                         "destination_rates": "gmail.com:20/1m, [SMTP.Relay.example]:2/1s"})
+    out = queue(srv, "stats", check=0)[1]
+    assert ("rates:          30/1m per destination; gmail.com 20/1m, "
+            "[smtp.relay.example] 2/1s\n") in out, out
+    s = qjson(srv, "stats", "--json")
+    assert s["destination_rate"] == "30/1m", s
+    assert s["destination_rates"] == {"gmail.com": "20/1m", "[smtp.relay.example]": "2/1s"}, s
+
+
+@test
 def stats_and_purge():
     srv = Server()
     finished = send(srv, ["a@dest.test", "b@other.test"])
@@ -461,6 +473,8 @@ def stats_and_purge():
     assert "oldest pending: %s, received" % held in out, out
     assert re.search(r"^dest\.test\s+1\s+0\s+1\s+0\s+1\s+\d+s$", out, re.M), out
     assert re.search(r"^other\.test\s+0\s+0\s+0\s+0\s+1\s+-$", out, re.M), out
+    assert "rates:          none by default\n" in out, out
+    assert s["destination_rate"] is None and s["destination_rates"] == {}, s
 
     # purge: finished messages only, by the time of their last activity.
     out = queue(srv, "purge", check=0)[1]
