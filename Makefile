@@ -41,7 +41,7 @@ SQL_ASM     = sql/embed.S
 TLS_SRCS    = tls/conn.c tls/tls.c tls/base64.c tls/dkim.c
 DNS_SRCS    = dns/dns.c
 QUEUE_SRCS  = queue/queue.c queue/smtpc.c queue/smtpwire.c queue/deliver.c \
-              queue/dests.c queue/outcome.c queue/conncache.c \
+              queue/dests.c queue/outcome.c queue/conncache.c queue/relays.c \
               queue/bounce.c
 SERVER_SRCS = server/parse.c server/data.c server/session.c server/pool.c \
               server/waiter.c server/anvil.c \
@@ -86,7 +86,7 @@ UNIT_BINS  = $(UNIT_TESTS:%=$(BUILD)/tests/test_%)
 # Fuzz targets (tests/fuzz/fuzz_NAME.c, docs/fuzzing.md).  `make test`
 # replays each one's corpus through replay.c (test_fuzz_NAME); `make fuzz`
 # builds them with libFuzzer in $(FUZZ_BUILD) and runs each one.
-FUZZ_TARGETS = parse data auth reply dns config bounce stuff dkim proxy
+FUZZ_TARGETS = parse data auth reply dns config bounce stuff dkim proxy relays
 FUZZ_REPLAY  = $(FUZZ_TARGETS:%=$(BUILD)/tests/test_fuzz_%)
 FUZZ_BUILD  ?= build-fuzz
 FUZZ_SECONDS ?= 60

@@ -8,6 +8,7 @@
  */
 #include "cli.h"
 #include "dkim.h"
+#include "relays.h"
 #include "loadcfg.h"
 #include "serve.h"
 #include "util.h"
@@ -22,6 +23,7 @@ check_config_cmd(int argc, char **argv)
 	struct tls_creds *creds;
 	struct auth_table *users;
 	struct dkim_keys *dkim;
+	struct relays *relays;
 	char why[WHY_MAX];
 	bool failed;
 	int rc;
@@ -54,6 +56,12 @@ check_config_cmd(int argc, char **argv)
 		rc = 1;
 	}
 	dkim_keys_free(dkim);
+	relays = relays_load(cfg->sender_relays, why);
+	if (relays == NULL) {
+		fprintf(stderr, "%s: %s\n", source, why);
+		rc = 1;
+	}
+	relays_free(relays);
 	if (rc == 0)
 		printf("%s: configuration OK\n", source);
 	config_free(cfg);

@@ -147,6 +147,7 @@ static const struct key keys[] = {
     {"smarthost_auth_without_tls", parse_bool, F(smarthost_auth_without_tls), 0,
         0, "no", NULL},
     {"routes", parse_routes, 0, 0, 0, "", NULL},
+    {"sender_relays", parse_optpath, F(sender_relays), 0, 0, "", NULL},
     {"dkim_keys", parse_dkim_keys, 0, 0, 0, "", NULL},
     {"dkim_sign_by", parse_choice, F(dkim_sign_by), 0, 0, "from",
         dkim_sign_by_choices},
@@ -1311,6 +1312,7 @@ config_free(struct config *cfg)
 	free(cfg->smarthost_user);
 	free(cfg->smarthost_password_file);
 	free(cfg->routes);
+	free(cfg->sender_relays);
 	free(cfg->destination_rates);
 	dkim_keys_clear(cfg);
 	free(cfg->user);

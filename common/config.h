@@ -146,6 +146,7 @@ struct config {
 	bool smarthost_auth_without_tls;
 	struct route *routes;
 	int nroutes;
+	char *sender_relays;             /* "": none (queue/relays.h) */
 	struct dkim_key_conf *dkim_keys; /* dkim_keys: DOMAIN:SELECTOR:FILE */
 	int ndkim_keys;
 	int dkim_sign_by;               /* DKIM_BY_FROM, DKIM_BY_SENDER */

@@ -57,6 +57,7 @@
 #include "store.h"
 #include "dests.h"
 #include "dkim.h"
+#include "relays.h"
 #include "holder.h"
 #include "log.h"
 #include "metrics.h"
@@ -109,6 +110,7 @@ struct delivery_conf {
 	int nself;
 	struct tls_creds *client_creds; /* NULL: no outbound TLS */
 	struct dkim_keys *dkim;         /* signs notices (hostname's domain) */
+	struct relays *relays;          /* sender_relays */
 	char *smarthost_pass;
 };
 
@@ -160,20 +162,27 @@ route_for(const struct config *cfg, const char *domain)
 }
 
 /*
- * The site of `domain`'s mail, as far as it is known: a route's host, the
- * smarthost, the MX host set last found for it, or the domain itself.
- * *is_static: the first two (no lookup decides it).  Caller holds d->mu.
+ * The site of `domain`'s mail from `sender` (NULL: not known), as far as
+ * it is known: a route's host, the sender's relay (its host and user: a
+ * connection is never shared between credentials), the smarthost, the MX
+ * host set last found for it, or the domain itself.  *is_static: the
+ * first three (no lookup decides it).  Caller holds d->mu.
  */
 static void
-site_for(struct delivery *d, const struct config *cfg, const char *domain,
+site_for(struct delivery *d, const struct config *cfg,
+    const struct relays *relays, const char *domain, const char *sender,
     int64_t now, char *key, size_t len, bool *is_static)
 {
 	const struct route *r = route_for(cfg, domain);
+	const struct relay *rl =
+	    sender != NULL ? relays_for(relays, sender) : NULL;
 	const char *site;
 
 	*is_static = true;
 	if (r != NULL) {
 		snprintf(key, len, "[%s]:%d", r->to.host, r->to.port);
+	} else if (rl != NULL) {
+		snprintf(key, len, "%s", rl->key);
 	} else if (cfg->smarthost.host[0] != '\0') {
 		snprintf(key, len, "[%s]", cfg->smarthost.host);
 	} else {
@@ -591,20 +600,25 @@ record_fn(struct store *store, void *arg, char *why)
  */
 static enum res
 targets(struct delivery_thread *w, const struct delivery_conf *dc,
-    const struct delivery_job *j, struct mx_host **hosts, int *n,
-    bool *smarthost, char *why)
+    const struct delivery_job *j, const char *sender, struct mx_host **hosts,
+    int *n, bool *smarthost, const struct relay **relay, char *why)
 {
 	const struct config *cfg = dc->cfg;
 	const struct route *r = route_for(cfg, j->domain);
+	const struct relay *rl =
+	    r == NULL ? relays_for(dc->relays, sender) : NULL;
 	struct dns_self self;
 	enum res res;
 
 	*smarthost = false;
-	if (r != NULL || cfg->smarthost.host[0] != '\0') {
-		const struct hostport *hp = r ? &r->to : &cfg->smarthost;
+	*relay = rl;
+	if (r != NULL || rl != NULL || cfg->smarthost.host[0] != '\0') {
+		const struct hostport *hp = r    ? &r->to
+		                            : rl ? &rl->to
+		                                 : &cfg->smarthost;
 		int port = hp->port;
 
-		*smarthost = (r == NULL);
+		*smarthost = (r == NULL && rl == NULL);
 		if (port == 0)
 			port = r ? 25
 			       : cfg->smarthost_tls == SMARTHOST_TLS_SMTPS
@@ -616,7 +630,10 @@ targets(struct delivery_thread *w, const struct delivery_conf *dc,
 
 			snprintf(tmp, sizeof(tmp), "%s", why);
 			why_set(why, "4.4.4 %s %s: %.200s",
-			    r ? "route" : "smarthost", hp->host, tmp);
+			    r    ? "route"
+			    : rl ? "sender relay"
+			         : "smarthost",
+			    hp->host, tmp);
 			res = RES_TEMP;
 		}
 		return res;
@@ -784,7 +801,8 @@ resume_match(void *arg, const char *domain)
 	if (rs->domain_only)
 		return strcmp(domain, rs->site) == 0;
 	mutex_lock(&rs->d->mu);
-	site_for(rs->d, rs->cfg, domain, rs->now, key, sizeof(key), &is_static);
+	site_for(rs->d, rs->cfg, NULL, domain, NULL, rs->now, key, sizeof(key),
+	    &is_static);
 	mutex_unlock(&rs->d->mu);
 	return strcmp(key, rs->site) == 0;
 }
@@ -1009,7 +1027,7 @@ attempt_load(
 /* The SMTP client's options for the job's hosts. */
 static void
 client_options(const struct delivery_conf *dc, int stop_fd, bool smarthost,
-    struct smtpc_opts *o)
+    const struct relay *relay, struct smtpc_opts *o)
 {
 	const struct config *cfg = dc->cfg;
 
@@ -1021,6 +1039,18 @@ client_options(const struct delivery_conf *dc, int stop_fd, bool smarthost,
 	o->tls = dc->client_creds ? cfg->outbound_tls : OUTBOUND_TLS_NONE;
 	o->tls_creds = dc->client_creds;
 	o->stop_fd = stop_fd;
+	if (relay != NULL) {
+		/* As the smarthost: TLS required unless tls=none, AUTH only
+		 * over it. */
+		o->implicit_tls = relay->tls == SMARTHOST_TLS_SMTPS;
+		o->tls = relay->tls == SMARTHOST_TLS_NONE ? OUTBOUND_TLS_NONE
+		         : cfg->outbound_tls == OUTBOUND_TLS_VERIFY
+		             ? OUTBOUND_TLS_VERIFY
+		             : OUTBOUND_TLS_ENCRYPT;
+		o->auth_user = relay->user;
+		o->auth_pass = relay->password;
+		return;
+	}
 	if (!smarthost)
 		return;
 	/* TLS is required to a smarthost unless "none"; verified when
@@ -1048,6 +1078,7 @@ connect_fresh(struct delivery_thread *w, const struct delivery_conf *dc,
 	struct delivery *d = w->d;
 	const struct config *cfg = dc->cfg;
 	struct smtpc_opts o;
+	const struct relay *relay = NULL;
 	bool smarthost = false, tried = false;
 	enum plan plan = PLAN_CONNECT;
 	enum res r;
@@ -1056,7 +1087,8 @@ connect_fresh(struct delivery_thread *w, const struct delivery_conf *dc,
 	free(a->hosts);
 	a->hosts = NULL;
 	a->nhosts = 0;
-	r = targets(w, dc, j, &a->hosts, &a->nhosts, &smarthost, a->why);
+	r = targets(w, dc, j, a->m.sender, &a->hosts, &a->nhosts, &smarthost,
+	    &relay, a->why);
 	if (!j->static_dest)
 		plan = site_learn(d, cfg, j, r, a->hosts, a->nhosts, a->why);
 	else if (r == RES_TEMP)
@@ -1073,7 +1105,7 @@ connect_fresh(struct delivery_thread *w, const struct delivery_conf *dc,
 		return RES_TEMP;
 	if (r != RES_OK)
 		return r;
-	client_options(dc, d->stop_fd, smarthost, &o);
+	client_options(dc, d->stop_fd, smarthost, relay, &o);
 	for (i = 0; i < a->nhosts; i++) {
 		const struct mx_host *host = &a->hosts[i];
 		struct conn_peer *p = &a->h.peer;
@@ -1268,6 +1300,7 @@ struct claim {
 	struct delivery *d;
 	const struct config *cfg;
 	const struct dkim_keys *dkim; /* signs the notices of deferrals */
+	const struct relays *relays;  /* sender_relays */
 	int max_jobs;
 	int njobs;
 	struct delivery_job *jobs, *tail; /* out */
@@ -1369,7 +1402,8 @@ place(struct claim *c, const struct store_due *due, int64_t now)
 	bool st;
 	enum dest_admit v;
 
-	site_for(c->d, c->cfg, due->domain, now, key, sizeof(key), &st);
+	site_for(c->d, c->cfg, c->relays, due->domain, due->sender, now, key,
+	    sizeof(key), &st);
 	/* Join a job or deferral of this round for the same message and
 	 * site (and domain: MX sites are looked up per domain). */
 	for (j = c->jobs; j != NULL; j = j->next) {
@@ -1497,7 +1531,8 @@ place_probe(
 	struct delivery_job *j;
 	bool st;
 
-	site_for(c->d, c->cfg, due->domain, now, key, sizeof(key), &st);
+	site_for(c->d, c->cfg, c->relays, due->domain, due->sender, now, key,
+	    sizeof(key), &st);
 	if (strcmp(key, site) != 0 || c->njobs >= c->max_jobs)
 		return false;
 	for (j = c->jobs; j != NULL; j = j->next)
@@ -1635,6 +1670,7 @@ dispatcher_main(void *arg)
 		dc = holder_get(d->conf, &ref);
 		c.cfg = dc->cfg;
 		c.dkim = dc->dkim;
+		c.relays = dc->relays;
 		housekeeping(d, dc);
 		if (queue_run(d->q, claim_fn, &c, why) != RES_OK) {
 			log_warn(
@@ -1922,6 +1958,7 @@ delivery_conf_free(struct delivery_conf *c)
 		return;
 	tls_creds_unref(c->client_creds);
 	dkim_keys_free(c->dkim);
+	relays_free(c->relays);
 	if (c->smarthost_pass != NULL)
 		explicit_bzero(c->smarthost_pass, strlen(c->smarthost_pass));
 	free(c->smarthost_pass);
@@ -1964,6 +2001,9 @@ delivery_conf_new(const struct config *cfg, char *why)
 	}
 	c->dkim = dkim_keys_load(cfg->dkim_keys, cfg->ndkim_keys, warn, why);
 	if (c->dkim == NULL)
+		goto fail;
+	c->relays = relays_load(cfg->sender_relays, why);
+	if (c->relays == NULL)
 		goto fail;
 	return c;
 fail:

@@ -676,10 +676,12 @@ sq_list_due(
 {
 	struct db *db = sq_db(store);
 	sqlite3_stmt *st = prep(db,
-	    "SELECT msg_id, rcpt_no, domain FROM recipients "
-	    "WHERE state IN ('queued', 'deferred') AND next_attempt_at <= ?1 "
-	    "AND (lease_until IS NULL OR lease_until <= ?1) "
-	    "ORDER BY next_attempt_at LIMIT ?2",
+	    "SELECT r.msg_id, r.rcpt_no, r.domain, m.sender "
+	    "FROM recipients AS r JOIN messages AS m ON m.id = r.msg_id "
+	    "WHERE r.state IN ('queued', 'deferred') "
+	    "AND r.next_attempt_at <= ?1 "
+	    "AND (r.lease_until IS NULL OR r.lease_until <= ?1) "
+	    "ORDER BY r.next_attempt_at LIMIT ?2",
 	    why);
 	int n = 0, rc;
 
@@ -691,6 +693,7 @@ sq_list_due(
 		copy_col(st, 0, out[n].msg_id, sizeof(out[n].msg_id));
 		out[n].rcpt_no = sqlite3_column_int(st, 1);
 		copy_col(st, 2, out[n].domain, sizeof(out[n].domain));
+		copy_col(st, 3, out[n].sender, sizeof(out[n].sender));
 		n++;
 	}
 	if (n < max && rc != SQLITE_DONE) {

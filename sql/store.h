@@ -197,6 +197,7 @@ struct store_due {
 	char msg_id[QUEUE_ID_LEN + 1];
 	int rcpt_no;
 	char domain[SMTP_DOMAIN_MAX + 1];
+	char sender[ADDRESS_MAX + 1]; /* the message's; "" for <> */
 };
 
 /*

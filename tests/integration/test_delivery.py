@@ -15,6 +15,7 @@ import email.utils
 import os
 import re
 import select
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -26,7 +27,7 @@ import certs  # noqa: E402
 import mxtest  # noqa: E402
 from mxtest import (SENDER, attempts_of, parse_dsn, rcpt_row, send,  # noqa: E402
                     wait_messages, wait_state)
-from sluicetest import Server, main, poll_until, test  # noqa: E402
+from sluicetest import BIN, Server, main, poll_until, test  # noqa: E402
 
 ZONE = """\
 $ORIGIN test.
@@ -572,6 +573,52 @@ def smarthost_auth_over_starttls():
         assert env_json["auth"] == "relayuser", (
             "sink reports auth=%r (tests/lib/sink.py: its authenticator returns "
             "AuthResult without auth_data)" % env_json["auth"])
+
+
+@test
+def sender_relays_route_by_sender_with_their_own_auth():
+    pki = certs.pki()
+    with Env() as env:
+        tls = ("--cert", pki.a.cert, "--key", pki.a.key, "--require-tls")
+        ra = env.sink("127.0.0.3", *tls, "--auth", "alice:apw")
+        rb = env.sink("127.0.0.4", *tls, "--auth", "bob:bpw")
+        mx = env.sink("127.0.0.2")
+        table = env.file("relays", (
+            "# sender relays\n"
+            "alice@senders.test [127.0.0.3]:{p} user=alice password_file={a}\n"
+            "@other.example     [127.0.0.4]:{p} tls=starttls user=bob password_file={b}\n"
+            "<>                 [127.0.0.3]:{p} user=alice password_file={a}  # notices\n"
+        ).format(p=env.port, a=env.file("apw", "apw\n"), b=env.file("bpw", "bpw\n")))
+        srv = env.server(sender_relays=table)
+        q1 = send(srv, ["x@dest.test"], sender="<Alice@Senders.test>")
+        q2 = send(srv, ["y@dest.test"], sender="<carol@other.example>")
+        q3 = send(srv, ["z@dest.test"], sender="<dave@senders.test>")  # none: MX
+        q4 = send(srv, ["n@dest.test"], sender="<>")
+        for qid, rcpt in ((q1, "x"), (q2, "y"), (q3, "z"), (q4, "n")):
+            wait_state(srv, qid, rcpt + "@dest.test", "delivered", timeout=TLS_WAIT)
+        got = {(m[0]["rcpt_tos"][0], m[0]["auth"]) for m in ra.messages()}
+        assert got == {("x@dest.test", "alice"), ("n@dest.test", "alice")}, got
+        assert [(m[0]["rcpt_tos"], m[0]["auth"], m[0]["tls"]) for m in rb.messages()] == \
+            [(["y@dest.test"], "bob", True)], rb.messages()
+        assert [m[0]["rcpt_tos"] for m in mx.messages()] == [["z@dest.test"]]
+        assert "apw" not in srv.log() and "bpw" not in srv.log()
+        # SIGHUP reads the table again: alice's mail now goes through B.
+        with open(table, "w") as f:
+            f.write("alice@senders.test [127.0.0.4]:%d user=bob password_file=%s\n"
+                    % (env.port, env.file("bpw", "bpw\n")))
+        mark = len(srv.log())
+        srv.proc.send_signal(signal.SIGHUP)
+        srv.wait_log(r"SIGHUP: configuration reloaded", start=mark)
+        q5 = send(srv, ["w@dest.test"], sender="<alice@senders.test>")
+        wait_state(srv, q5, "w@dest.test", "delivered", timeout=TLS_WAIT)
+        assert [m[0]["rcpt_tos"] for m in rb.messages()] == [["y@dest.test"], ["w@dest.test"]]
+        # A broken table is reported with its line, and check-config fails.
+        bad = env.file("bad", "alice@senders.test [127.0.0.3]:25 user=alice\n")
+        srv.config["sender_relays"] = bad
+        srv.write_config()
+        r = subprocess.run([BIN, "check-config", "-c", srv.cfgpath], capture_output=True,
+                           text=True)
+        assert r.returncode == 1 and "bad:1: user= and password_file= go together" in r.stderr, r
 
 
 @test
