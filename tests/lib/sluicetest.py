@@ -10,6 +10,7 @@ Output protocol (counted by tests/run.sh): one line per test,
 "ok - NAME" or "FAIL - NAME: reason".
 """
 import os
+import random
 import re
 import shutil
 import signal
@@ -59,8 +60,32 @@ def poll_until(fn, timeout=5.0, what="condition"):
         time.sleep(0.05)
 
 
+def _ephemeral_range():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            lo, hi = (int(x) for x in f.read().split())
+            return lo, hi
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port(host="127.0.0.1"):
+    """A port to listen on, outside the kernel's ephemeral range: a port
+    bind(0) picks there can be taken by any client connection (of this or
+    another test) before the server binds it."""
     fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    lo, hi = _ephemeral_range()
+    ranges = [(r0, r1) for r0, r1 in ((10000, lo), (hi + 1, 65536)) if r1 - r0 > 1000]
+    rng = random.SystemRandom()
+    for _ in range(200):
+        r0, r1 = rng.choice(ranges)
+        port = rng.randrange(r0, r1)
+        with socket.socket(fam, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
     with socket.socket(fam, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
