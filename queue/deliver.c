@@ -1024,6 +1024,19 @@ attempt_load(
 	return a->n > 0;
 }
 
+/*
+ * TLS to a relay (the smarthost, a sender's relay): required unless its
+ * tls is none; verified when outbound_tls = verify.
+ */
+static int
+relay_tls(int relay, int outbound)
+{
+	if (relay == SMARTHOST_TLS_NONE)
+		return OUTBOUND_TLS_NONE;
+	return outbound == OUTBOUND_TLS_VERIFY ? OUTBOUND_TLS_VERIFY
+	                                       : OUTBOUND_TLS_ENCRYPT;
+}
+
 /* The SMTP client's options for the job's hosts. */
 static void
 client_options(const struct delivery_conf *dc, int stop_fd, bool smarthost,
@@ -1039,27 +1052,17 @@ client_options(const struct delivery_conf *dc, int stop_fd, bool smarthost,
 	o->tls = dc->client_creds ? cfg->outbound_tls : OUTBOUND_TLS_NONE;
 	o->tls_creds = dc->client_creds;
 	o->stop_fd = stop_fd;
-	if (relay != NULL) {
-		/* As the smarthost: TLS required unless tls=none, AUTH only
-		 * over it. */
+	if (relay != NULL) { /* as the smarthost, without AUTH in clear */
 		o->implicit_tls = relay->tls == SMARTHOST_TLS_SMTPS;
-		o->tls = relay->tls == SMARTHOST_TLS_NONE ? OUTBOUND_TLS_NONE
-		         : cfg->outbound_tls == OUTBOUND_TLS_VERIFY
-		             ? OUTBOUND_TLS_VERIFY
-		             : OUTBOUND_TLS_ENCRYPT;
+		o->tls = relay_tls(relay->tls, cfg->outbound_tls);
 		o->auth_user = relay->user;
 		o->auth_pass = relay->password;
 		return;
 	}
 	if (!smarthost)
 		return;
-	/* TLS is required to a smarthost unless "none"; verified when
-	 * outbound_tls = verify. */
 	o->implicit_tls = cfg->smarthost_tls == SMARTHOST_TLS_SMTPS;
-	o->tls = cfg->smarthost_tls == SMARTHOST_TLS_NONE ? OUTBOUND_TLS_NONE
-	         : cfg->outbound_tls == OUTBOUND_TLS_VERIFY
-	             ? OUTBOUND_TLS_VERIFY
-	             : OUTBOUND_TLS_ENCRYPT;
+	o->tls = relay_tls(cfg->smarthost_tls, cfg->outbound_tls);
 	o->auth_user = cfg->smarthost_user;
 	o->auth_pass = dc->smarthost_pass;
 	o->auth_without_tls = cfg->smarthost_auth_without_tls;
