@@ -855,6 +855,7 @@ static enum plan
 site_learn(struct delivery *d, const struct config *cfg, struct delivery_job *j,
     enum res r, const struct mx_host *hosts, int nhosts, char *why)
 {
+	const struct rate *rate;
 	const char **names = NULL;
 	char site[DESTS_KEY_MAX];
 	const char *reason = NULL;
@@ -895,9 +896,9 @@ site_learn(struct delivery *d, const struct config *cfg, struct delivery_job *j,
 		snprintf(j->dest, sizeof(j->dest), "%s", site);
 		v = dests_admit(d->dests, site, cfg->destination_concurrency, 0,
 		    false, now, &reason);
+		rate = rate_for(cfg, site, j->domain);
 		if ((v == DEST_GO || v == DEST_PROBE) &&
-		    dests_rate_wait(d->dests, site,
-		        rate_for(cfg, site, j->domain), now_ms()) > 0) {
+		    dests_rate_wait(d->dests, site, rate, now_ms()) > 0) {
 			/* Its rate: back to the queue; the claim paces it. */
 			metrics_inc(M_RATE_WAITS);
 			v = DEST_BUSY;
@@ -907,8 +908,7 @@ site_learn(struct delivery *d, const struct config *cfg, struct delivery_job *j,
 		case DEST_PROBE:
 			j->probe = v == DEST_PROBE;
 			dests_start(d->dests, site, j->probe, now);
-			dests_rate_take(d->dests, site,
-			    rate_for(cfg, site, j->domain), now_ms());
+			dests_rate_take(d->dests, site, rate, now_ms());
 			j->counted = true;
 			break;
 		case DEST_DEFER:
@@ -1401,7 +1401,7 @@ place(struct claim *c, const struct store_due *due, int64_t now)
 	struct delivery_job *j;
 	struct deferral *f;
 	const struct rate *rate;
-	int64_t wait;
+	int64_t wait, t;
 	bool st;
 	enum dest_admit v;
 
@@ -1449,15 +1449,16 @@ place(struct claim *c, const struct store_due *due, int64_t now)
 	if (c->njobs >= c->max_jobs)
 		return; /* every thread has work: later */
 	rate = rate_for(c->cfg, key, due->domain);
-	wait = dests_rate_wait(c->d->dests, key, rate, now_ms());
+	t = now_ms();
+	wait = dests_rate_wait(c->d->dests, key, rate, t);
 	if (wait > 0) { /* its rate: the dispatcher looks again then */
-		if (c->rate_wake == 0 || now_ms() + wait < c->rate_wake)
-			c->rate_wake = now_ms() + wait;
+		if (c->rate_wake == 0 || t + wait < c->rate_wake)
+			c->rate_wake = t + wait;
 		metrics_inc(M_RATE_WAITS);
 		return;
 	}
 	add_job(c, due, key, st, v == DEST_PROBE, now);
-	dests_rate_take(c->d->dests, key, rate, now_ms());
+	dests_rate_take(c->d->dests, key, rate, t);
 }
 
 /*

@@ -108,6 +108,48 @@ refuse(int fd, const char *text)
 	close(fd);
 }
 
+bool
+client_admit(struct server *srv, const struct config *cfg,
+    const struct anvil_key *key, bool trusted, const char *ip, const char *who,
+    char *text, size_t len)
+{
+	char client[80];
+	enum anvil_verdict v;
+	int count;
+
+	/* Clients in relay_networks are exempt, as Postfix's mynetworks,
+	 * but counted all the same. */
+	v = anvil_connect(srv->anvil, key,
+	    trusted ? 0 : cfg->max_connections_per_ip,
+	    trusted ? 0 : cfg->max_connection_rate,
+	    (int64_t)cfg->client_rate_time_unit * 1000, now_ms(), &count);
+	if (v == ANVIL_OK)
+		return true;
+	anvil_key_text(key, cfg->client_ipv4_prefix, cfg->client_ipv6_prefix,
+	    client, sizeof(client));
+	if (v == ANVIL_TOO_MANY) {
+		metrics_inc(M_REJECT_PER_IP);
+		log_info(who,
+		    "reject: client=[%s]: too many connections from %s (%d "
+		    "open, max_connections_per_ip)",
+		    ip, client, count);
+		snprintf(text, len,
+		    "421 4.7.0 %s Error: too many connections from %s\r\n",
+		    cfg->hostname, client);
+	} else {
+		metrics_inc(M_REJECT_RATE);
+		log_info(who,
+		    "reject: client=[%s]: %d connections from %s in %ds "
+		    "(max_connection_rate)",
+		    ip, count, client, cfg->client_rate_time_unit);
+		snprintf(text, len,
+		    "421 4.7.0 %s Error: too many connections from %s; try "
+		    "again in a minute\r\n",
+		    cfg->hostname, client);
+	}
+	return false;
+}
+
 /*
  * Admission: may a new connection from this client be served?  When not,
  * it is refused with a 421 and its reason logged and counted.  A client is
@@ -118,9 +160,7 @@ admit(struct listener *l, const struct config *cfg, int fd, bool trusted,
     const struct anvil_key *key, const char *ip, bool proxied)
 {
 	struct server *srv = l->srv;
-	char client[80], text[256];
-	enum anvil_verdict v;
-	int count;
+	char text[256];
 
 	if (!trusted && atomic_load(&srv->sessions) >= cfg->max_connections) {
 		metrics_inc(M_REJECT_MAX_CONN);
@@ -135,39 +175,10 @@ admit(struct listener *l, const struct config *cfg, int fd, bool trusted,
 		refuse(fd, text);
 		return false;
 	}
-	/* Clients in relay_networks are exempt, as Postfix's mynetworks,
-	 * but counted all the same.  Behind a balancer, the client's
-	 * address comes in the PROXY header: counted by the session. */
-	v = proxied ? ANVIL_OK
-	            : anvil_connect(srv->anvil, key,
-	                  trusted ? 0 : cfg->max_connections_per_ip,
-	                  trusted ? 0 : cfg->max_connection_rate,
-	                  (int64_t)cfg->client_rate_time_unit * 1000, now_ms(),
-	                  &count);
-	if (v != ANVIL_OK) {
-		anvil_key_text(key, cfg->client_ipv4_prefix,
-		    cfg->client_ipv6_prefix, client, sizeof(client));
-		if (v == ANVIL_TOO_MANY) {
-			metrics_inc(M_REJECT_PER_IP);
-			log_info("acceptor",
-			    "reject: client=[%s]: too many connections from "
-			    "%s (%d open, max_connections_per_ip)",
-			    ip, client, count);
-			snprintf(text, sizeof(text),
-			    "421 4.7.0 %s Error: too many connections from "
-			    "%s\r\n",
-			    cfg->hostname, client);
-		} else {
-			metrics_inc(M_REJECT_RATE);
-			log_info("acceptor",
-			    "reject: client=[%s]: %d connections from %s in "
-			    "%ds (max_connection_rate)",
-			    ip, count, client, cfg->client_rate_time_unit);
-			snprintf(text, sizeof(text),
-			    "421 4.7.0 %s Error: too many connections from "
-			    "%s; try again in a minute\r\n",
-			    cfg->hostname, client);
-		}
+	/* Behind a balancer, the client's address comes in the PROXY
+	 * header: admitted by the session (client_admit). */
+	if (!proxied && !client_admit(srv, cfg, key, trusted, ip, "acceptor",
+	                    text, sizeof(text))) {
 		refuse(fd, text);
 		return false;
 	}

@@ -88,6 +88,18 @@ struct sess_wait {
 struct session;
 
 /*
+ * Count a client in srv->anvil when its limits allow another connection
+ * (max_connections_per_ip, max_connection_rate; a trusted client is only
+ * counted).  False when not: the refusal is logged under `who` and
+ * counted, and `text` (len octets) holds its 421 reply with CRLF.  By the
+ * acceptor (listener.c), and by a session once a PROXY header named its
+ * client.
+ */
+bool client_admit(struct server *srv, const struct config *cfg,
+    const struct anvil_key *key, bool trusted, const char *ip, const char *who,
+    char *text, size_t len);
+
+/*
  * A new session on the accepted descriptor `fd` (taken over), from `peer`,
  * on listener `la`, for client `key` (counted in srv->anvil by the caller:
  * the session releases it when it ends).  No I/O: the first session_run

@@ -1665,34 +1665,19 @@ proxy_apply(struct session *s, const struct proxy_hdr *h)
 	const struct config *cfg = s->cfg;
 	const struct sockaddr *sa = h->local ? (const struct sockaddr *)&s->peer
 	                                     : (const struct sockaddr *)&h->src;
-	enum anvil_verdict v;
-	char client[80];
-	int count;
+	char text[256];
 
 	snprintf(s->proxy_from, sizeof(s->proxy_from), "%s", s->ip);
 	set_client_address(s, sa);
 	s->trusted = cidr_match(cfg->relay_networks, cfg->nrelay_networks, sa);
 	anvil_key(
 	    sa, cfg->client_ipv4_prefix, cfg->client_ipv6_prefix, &s->client);
-	v = anvil_connect(s->srv->anvil, &s->client,
-	    s->trusted ? 0 : cfg->max_connections_per_ip,
-	    s->trusted ? 0 : cfg->max_connection_rate,
-	    (int64_t)cfg->client_rate_time_unit * 1000, now_ms(), &count);
-	if (v == ANVIL_OK) {
+	if (client_admit(s->srv, cfg, &s->client, s->trusted, s->ip, "smtpd",
+	        text, sizeof(text))) {
 		s->counted = true;
 		return true;
 	}
-	anvil_key_text(&s->client, cfg->client_ipv4_prefix,
-	    cfg->client_ipv6_prefix, client, sizeof(client));
-	metrics_inc(v == ANVIL_TOO_MANY ? M_REJECT_PER_IP : M_REJECT_RATE);
-	log_info("smtpd",
-	    "reject: client=[%s] proxy=%s: too many connections "
-	    "from %s (%d, %s)",
-	    s->ip, s->proxy_from, client, count,
-	    v == ANVIL_TOO_MANY ? "max_connections_per_ip"
-	                        : "max_connection_rate");
-	reply(s, 421, "4.7.0 %s Error: too many connections from %s",
-	    cfg->hostname, client);
+	conn_write(s->conn, text, strlen(text));
 	return false;
 }
 
