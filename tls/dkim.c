@@ -247,17 +247,36 @@ body_octet(struct dkim_signer *s, unsigned char c)
 		body_content(s, c);
 }
 
-void
-dkim_signer_put(struct dkim_signer *s, const void *data, size_t len)
+/*
+ * Header octets up to and including the empty line, a line at a time;
+ * returns the octets taken.
+ */
+static size_t
+head_put(struct dkim_signer *s, const unsigned char *p, size_t len)
 {
-	const unsigned char *p = data;
 	size_t i = 0;
 
-	BUG_ON(s->finished);
 	while (i < len && !s->head_done) {
-		unsigned char c = p[i++];
+		const unsigned char *nl = memchr(p + i, '\n', len - i);
+		size_t n = nl != NULL ? (size_t)(nl - p) - i : len - i;
+		size_t room = DKIM_HEADER_MAX - s->head.len;
+		size_t line = s->line_len + n;
+		unsigned char last = n > 0 ? p[i + n - 1] : s->last;
 
-		if (c == '\n' && s->line_len == 1 && s->last == '\r') {
+		if (n > room) {
+			strbuf_add(&s->head, p + i, room);
+			s->head_over = true;
+		} else {
+			strbuf_add(&s->head, p + i, n);
+		}
+		i += n;
+		if (nl == NULL) {
+			s->line_len = line;
+			s->last = last;
+			break;
+		}
+		i++; /* the LF */
+		if (line == 1 && last == '\r') {
 			/* The empty line: the header ends before it. */
 			s->head_done = true;
 			if (!s->head_over)
@@ -265,14 +284,51 @@ dkim_signer_put(struct dkim_signer *s, const void *data, size_t len)
 			break;
 		}
 		if (s->head.len < DKIM_HEADER_MAX)
-			strbuf_add(&s->head, &c, 1);
+			strbuf_add(&s->head, "\n", 1);
 		else
 			s->head_over = true;
-		s->line_len = c == '\n' ? 0 : s->line_len + 1;
-		s->last = c;
+		s->line_len = 0;
+		s->last = '\n';
 	}
-	for (; i < len; i++)
-		body_octet(s, p[i]);
+	return i;
+}
+
+void
+dkim_signer_put(struct dkim_signer *s, const void *data, size_t len)
+{
+	const unsigned char *p = data;
+	size_t i, j;
+
+	BUG_ON(s->finished);
+	i = head_put(s, p, len);
+	while (i < len) {
+		/* With nothing pending, a run that canonicalization leaves
+		 * as it is goes through at once: content, and one SP or a
+		 * CRLF followed by content.  Anything else an octet at a
+		 * time. */
+		if (!s->cr && !s->wsp && s->crlfs == 0) {
+			for (j = i; j < len; j++) {
+				if (p[j] > ' ')
+					continue;
+				if (p[j] == ' ' && j + 1 < len &&
+				    p[j + 1] > ' ')
+					continue;
+				if (p[j] == '\r' && j + 2 < len &&
+				    p[j + 1] == '\n' && p[j + 2] > ' ') {
+					j++;
+					continue;
+				}
+				break;
+			}
+			if (j > i) {
+				emit(s, p + i, j - i);
+				s->any = true;
+				i = j;
+				continue;
+			}
+		}
+		body_octet(s, p[i++]);
+	}
 }
 
 /* The body hash (once): the pending state settled (invariant 2). */
