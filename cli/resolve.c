@@ -5,6 +5,12 @@
  * order they are tried, "NAME PREF ADDRESS PORT".  A failure prints
  * "temporary REASON" (exit 75) or "permanent REASON" (exit 69).
  *
+ * With dnssec = trust-ad each line also says which answers were secure
+ * ("mx=secure addr=insecure"), and a host whose address was secure is
+ * followed by its TLSA records as DANE would see them, one per line:
+ * "  tlsa USAGE SELECTOR MTYPE HEX secure|insecure", "  tlsa none
+ * secure|insecure" or "  tlsa error REASON".
+ *
  * Threads: single-threaded command; no shared state.
  */
 #include "cli.h"
@@ -15,6 +21,32 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sysexits.h>
+
+/* The TLSA records of a host, for the DANE check. */
+static void
+print_tlsa(struct dns_resolver *r, const char *host, int port)
+{
+	struct dns_tlsa *t = NULL;
+	char why[WHY_MAX];
+	bool secure;
+	int i, n;
+	size_t k;
+
+	if (dns_lookup_tlsa(r, host, port, &t, &n, &secure, why) != RES_OK) {
+		printf("  tlsa error %s\n", why);
+		return;
+	}
+	if (n == 0)
+		printf("  tlsa none %s\n", secure ? "secure" : "insecure");
+	for (i = 0; i < n; i++) {
+		printf(
+		    "  tlsa %u %u %u ", t[i].usage, t[i].selector, t[i].mtype);
+		for (k = 0; k < t[i].len; k++)
+			printf("%02x", t[i].data[k]);
+		printf(" %s\n", secure ? "secure" : "insecure");
+	}
+	dns_tlsa_free(t, n);
+}
 
 int
 resolve_cmd(int argc, char **argv)
@@ -50,10 +82,17 @@ resolve_cmd(int argc, char **argv)
 		rc = res == RES_TEMP ? EX_TEMPFAIL : EX_UNAVAILABLE;
 		goto out;
 	}
-	for (i = 0; i < n; i++)
-		printf("%s %d %s %d\n", hosts[i].name, hosts[i].pref,
-		    hosts[i].ip,
+	for (i = 0; i < n; i++) {
+		printf("%s %d %s %d", hosts[i].name, hosts[i].pref, hosts[i].ip,
 		    sockaddr_port((struct sockaddr *)&hosts[i].addr));
+		if (cfg->dnssec == DNSSEC_TRUST_AD)
+			printf(" mx=%s addr=%s",
+			    hosts[i].mx_secure ? "secure" : "insecure",
+			    hosts[i].addr_secure ? "secure" : "insecure");
+		printf("\n");
+		if (cfg->dnssec == DNSSEC_TRUST_AD && hosts[i].addr_secure)
+			print_tlsa(r, hosts[i].name, cfg->delivery_port);
+	}
 	rc = 0;
 out:
 	free(hosts);

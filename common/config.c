@@ -53,6 +53,7 @@ static const char *const smarthost_tls_choices[] = {
     "starttls", "smtps", "none", NULL};
 static const char *const log_format_choices[] = {"text", "json", NULL};
 static const char *const dkim_sign_by_choices[] = {"from", "sender", NULL};
+static const char *const dnssec_choices[] = {"off", "trust-ad", NULL};
 
 #define F(field) offsetof(struct config, field)
 
@@ -82,6 +83,7 @@ static const struct key keys[] = {
     {"max_recipients", parse_int, F(max_recipients), 1, 100000, "1000", NULL},
     {"relay_networks", parse_networks, 0, 0, 0, "127.0.0.0/8, ::1/128", NULL},
     {"proxy_networks", parse_networks, 0, 0, 0, "", NULL},
+    {"dnssec_trusted_servers", parse_networks, 0, 0, 0, "", NULL},
     {"relay_domains", parse_domains, 0, 0, 0, "", NULL},
     {"command_timeout", parse_duration_key, F(command_timeout), 1, 86400, "5m",
         NULL},
@@ -133,6 +135,7 @@ static const struct key keys[] = {
     {"max_mx_hosts", parse_int, F(max_mx_hosts), 1, 100, "5", NULL},
     {"dns_servers", parse_hostports, 0, 0, 0, "", NULL},
     {"dns_timeout", parse_duration_key, F(dns_timeout), 1, 600, "10s", NULL},
+    {"dnssec", parse_choice, F(dnssec), 0, 0, "off", dnssec_choices},
     {"inet_protocols", parse_choice, F(inet_protocols), 0, 0, "all",
         inet_choices},
     {"outbound_tls", parse_choice, F(outbound_tls), 0, 0, "may",
@@ -738,13 +741,18 @@ parse_listen(
 	return parse_list(cfg, k, value, &lp, why);
 }
 
-/* The list a networks key fills: relay_networks or proxy_networks. */
+/* The list a networks key fills: relay_networks, proxy_networks or
+ * dnssec_trusted_servers. */
 static struct cidr **
 networks_of(struct config *cfg, const struct key *k, int **n)
 {
 	if (strcmp(k->name, "proxy_networks") == 0) {
 		*n = &cfg->nproxy_networks;
 		return &cfg->proxy_networks;
+	}
+	if (strcmp(k->name, "dnssec_trusted_servers") == 0) {
+		*n = &cfg->ndnssec_trusted;
+		return &cfg->dnssec_trusted;
 	}
 	*n = &cfg->nrelay_networks;
 	return &cfg->relay_networks;
@@ -1318,6 +1326,7 @@ config_free(struct config *cfg)
 	free(cfg->user);
 	free(cfg->relay_networks);
 	free(cfg->proxy_networks);
+	free(cfg->dnssec_trusted);
 	for (i = 0; i < cfg->nrelay_domains; i++)
 		free(cfg->relay_domains[i]);
 	free(cfg->relay_domains);

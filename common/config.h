@@ -55,6 +55,7 @@ enum {
 	OUTBOUND_TLS_ENCRYPT,
 	OUTBOUND_TLS_VERIFY,
 };
+enum { DNSSEC_OFF = 0, DNSSEC_TRUST_AD };
 enum { SMARTHOST_TLS_STARTTLS = 0, SMARTHOST_TLS_SMTPS, SMARTHOST_TLS_NONE };
 
 /* Which domain's keys sign a message: its From field's, or MAIL FROM's. */
@@ -101,6 +102,9 @@ struct config {
 	int nrelay_networks;
 	struct cidr *proxy_networks; /* balancers that may send PROXY */
 	int nproxy_networks;
+	struct cidr
+	    *dnssec_trusted; /* dnssec_trusted_servers, beyond loopback */
+	int ndnssec_trusted;
 	char **relay_domains; /* lower case; "*.x" for subdomains */
 	int nrelay_domains;
 	int command_timeout; /* seconds */
@@ -136,6 +140,7 @@ struct config {
 	struct hostport *dns_servers; /* none: /etc/resolv.conf */
 	int ndns_servers;
 	int dns_timeout;           /* seconds */
+	int dnssec;                /* DNSSEC_OFF, DNSSEC_TRUST_AD */
 	int inet_protocols;        /* INET_ALL, INET_IPV4, INET_IPV6 */
 	int outbound_tls;          /* OUTBOUND_TLS_* */
 	char *tls_ca_file;         /* "": the system trust store */

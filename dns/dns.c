@@ -22,6 +22,10 @@
  *     and within one host its AAAA addresses before its A addresses.  No
  *     address appears twice (the first, best-preference, occurrence wins).
  *  3. RES_OK always comes with at least one address.
+ *  4. An answer is secure (DNSSEC) only with dnssec = trust-ad, when the
+ *     reply had AD set and came from a trusted server (loopback, or
+ *     dnssec_trusted_servers); a CNAME chain is secure only when every
+ *     reply along it was.  The cache keeps the flag with the answer.
  *
  * Limits: ldns uses one port for all its name servers, so when
  * dns_servers lists several with different ports, the first one's port
@@ -60,7 +64,9 @@
 struct cache_entry {
 	char name[DNS_NAME_MAX];
 	ldns_rr_type type;
-	ldns_rr_list *rrs; /* NULL: NODATA */
+	ldns_rr_list *rrs; /* NULL: NODATA (or NXDOMAIN when nxdomain) */
+	bool nxdomain;     /* cached only for TLSA (asked for every host) */
+	bool secure;       /* invariant 4 */
 	int64_t expires;   /* now_ms(); 0: unused */
 };
 
@@ -71,6 +77,9 @@ struct dns_resolver {
 	void *answer_arg;
 	int inet;     /* INET_ALL, INET_IPV4, INET_IPV6 */
 	uint64_t rng; /* xorshift64* state for shuffling equal preferences */
+	bool dnssec;  /* dnssec = trust-ad: ask for AD, keep it (invariant 4) */
+	struct cidr *trusted; /* dnssec_trusted_servers (a copy) */
+	int ntrusted;
 };
 
 /* A growing list of addresses, the future *out. */
@@ -90,6 +99,8 @@ type_name(ldns_rr_type type)
 		return "A";
 	case LDNS_RR_TYPE_AAAA:
 		return "AAAA";
+	case LDNS_RR_TYPE_TLSA:
+		return "TLSA";
 	default:
 		return "?";
 	}
@@ -183,6 +194,14 @@ dns_resolver_new(const struct config *cfg, char *why)
 	res = NULL;
 	r->inet = cfg->inet_protocols;
 	r->rng = seed != 0 ? seed : 0x9e3779b97f4a7c15ULL;
+	r->dnssec = cfg->dnssec == DNSSEC_TRUST_AD;
+	if (cfg->ndnssec_trusted > 0) {
+		r->trusted =
+		    xcalloc((size_t)cfg->ndnssec_trusted, sizeof(*r->trusted));
+		memcpy(r->trusted, cfg->dnssec_trusted,
+		    (size_t)cfg->ndnssec_trusted * sizeof(*r->trusted));
+		r->ntrusted = cfg->ndnssec_trusted;
+	}
 out:
 	if (ns != NULL)
 		ldns_rdf_deep_free(ns);
@@ -202,6 +221,7 @@ dns_resolver_free(struct dns_resolver *r)
 		ldns_rr_list_deep_free(r->cache[i].rrs);
 	if (r->res != NULL)
 		ldns_resolver_deep_free(r->res);
+	free(r->trusted);
 	free(r);
 }
 
@@ -215,6 +235,54 @@ dns_resolver_new_canned(int inet_protocols, dns_answer_fn answer, void *arg)
 	r->inet = inet_protocols;
 	r->rng = 0x9e3779b97f4a7c15ULL;
 	return r;
+}
+
+void
+dns_resolver_set_dnssec(struct dns_resolver *r, bool on)
+{
+	r->dnssec = on;
+}
+
+/*
+ * May the AD bit of `pkt` be believed (invariant 4)?  Canned answers
+ * stand for a local resolver.
+ */
+static bool
+answer_secure(const struct dns_resolver *r, ldns_pkt *pkt)
+{
+	struct sockaddr_storage ss;
+	const ldns_rdf *from;
+	size_t len = 0;
+
+	if (!r->dnssec || !ldns_pkt_ad(pkt))
+		return false;
+	if (r->answer != NULL)
+		return true;
+	from = ldns_pkt_answerfrom(pkt);
+	if (from == NULL)
+		return false;
+	memset(&ss, 0, sizeof(ss));
+	if (ldns_rdf_get_type(from) == LDNS_RDF_TYPE_A &&
+	    ldns_rdf_size(from) == 4) {
+		struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+
+		sin->sin_family = AF_INET;
+		memcpy(&sin->sin_addr, ldns_rdf_data(from), 4);
+		len = 4;
+		if (ldns_rdf_data(from)[0] == 127)
+			return true;
+	} else if (ldns_rdf_get_type(from) == LDNS_RDF_TYPE_AAAA &&
+	           ldns_rdf_size(from) == 16) {
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
+
+		sin6->sin6_family = AF_INET6;
+		memcpy(&sin6->sin6_addr, ldns_rdf_data(from), 16);
+		len = 16;
+		if (IN6_IS_ADDR_LOOPBACK(&sin6->sin6_addr))
+			return true;
+	}
+	return len > 0 &&
+	       cidr_match(r->trusted, r->ntrusted, (struct sockaddr *)&ss);
 }
 
 /* One question, to the name servers or the canned answers. */
@@ -237,8 +305,11 @@ ask(struct dns_resolver *r, const ldns_rdf *name, ldns_rr_type type,
 		for (i = 0; i < ldns_resolver_nameserver_count(r->res); i++)
 			ldns_resolver_set_nameserver_rtt(
 			    r->res, i, LDNS_RESOLV_RTT_MIN);
-		return ldns_resolver_query_status(
-		    pkt, r->res, name, type, LDNS_RR_CLASS_IN, LDNS_RD);
+		/* AD in the question asks a validating resolver for AD in
+		 * the reply, without the RRSIGs DO would bring (RFC 6840
+		 * section 5.7). */
+		return ldns_resolver_query_status(pkt, r->res, name, type,
+		    LDNS_RR_CLASS_IN, LDNS_RD | (r->dnssec ? LDNS_AD : 0));
 	}
 	text = ldns_rdf2str(name);
 	if (text == NULL)
@@ -279,6 +350,12 @@ rr_usable(const ldns_rr *rr, ldns_rr_type type)
 		       ldns_rdf_size(ldns_rr_rdf(rr, 0)) == 2 &&
 		       ldns_rdf_get_type(ldns_rr_rdf(rr, 1)) ==
 		           LDNS_RDF_TYPE_DNAME;
+	case LDNS_RR_TYPE_TLSA:
+		return ldns_rr_rd_count(rr) == 4 &&
+		       ldns_rdf_size(ldns_rr_rdf(rr, 0)) == 1 &&
+		       ldns_rdf_size(ldns_rr_rdf(rr, 1)) == 1 &&
+		       ldns_rdf_size(ldns_rr_rdf(rr, 2)) == 1 &&
+		       ldns_rdf_size(ldns_rr_rdf(rr, 3)) > 0;
 	default:
 		return true;
 	}
@@ -336,14 +413,15 @@ answer_cname(ldns_pkt *pkt, const ldns_rdf *owner)
  * Look up `type` records of `name`, following CNAMEs (RFC 1034 section
  * 3.6.2) first within an answer, then by asking again for the target.
  * RES_OK with *out the records (NULL: none, NODATA); RES_PERM on NXDOMAIN;
- * RES_TEMP otherwise.  `why` is filled unless RES_OK.
+ * RES_TEMP otherwise.  `why` is filled unless RES_OK.  *secure says
+ * whether the answer (records, NODATA or NXDOMAIN) was (invariant 4).
  */
 static enum res dns_query(struct dns_resolver *r, const char *name,
-    ldns_rr_type type, ldns_rr_list **out, char *why);
+    ldns_rr_type type, ldns_rr_list **out, bool *secure, char *why);
 
 static enum res
 dns_query_net(struct dns_resolver *r, const char *name, ldns_rr_type type,
-    ldns_rr_list **out, char *why)
+    ldns_rr_list **out, bool *secure, char *why)
 {
 	ldns_rdf *cur = NULL;
 	ldns_pkt *pkt = NULL;
@@ -355,6 +433,7 @@ dns_query_net(struct dns_resolver *r, const char *name, ldns_rr_type type,
 	bool moved;
 
 	*out = NULL;
+	*secure = r->dnssec;
 	cur = ldns_dname_new_frm_str(name);
 	if (cur == NULL) {
 		why_set(why, "5.1.2 bad domain name \"%s\"", name);
@@ -373,6 +452,8 @@ dns_query_net(struct dns_resolver *r, const char *name, ldns_rr_type type,
 			goto out;
 		}
 		rcode = ldns_pkt_get_rcode(pkt);
+		if (!answer_secure(r, pkt))
+			*secure = false;
 		if (rcode == LDNS_RCODE_NXDOMAIN) {
 			why_set(why,
 			    "5.1.2 domain %s does not exist (NXDOMAIN)", name);
@@ -420,6 +501,8 @@ dns_query_net(struct dns_resolver *r, const char *name, ldns_rr_type type,
 		pkt = NULL;
 	}
 out:
+	if (res == RES_TEMP)
+		*secure = false;
 	ldns_pkt_free(pkt);
 	ldns_rdf_deep_free(cur);
 	return res;
@@ -428,7 +511,7 @@ out:
 /* dns_query_net through the cache (same contract). */
 static enum res
 dns_query(struct dns_resolver *r, const char *name, ldns_rr_type type,
-    ldns_rr_list **out, char *why)
+    ldns_rr_list **out, bool *secure, char *why)
 {
 	struct cache_entry *e, *victim = &r->cache[0];
 	int64_t now = now_ms(), ttl;
@@ -440,13 +523,22 @@ dns_query(struct dns_resolver *r, const char *name, ldns_rr_type type,
 		if (e->expires > now && e->type == type &&
 		    ascii_casecmp(e->name, name) == 0) {
 			*out = e->rrs ? ldns_rr_list_clone(e->rrs) : NULL;
+			*secure = e->secure;
+			if (e->nxdomain) {
+				why_set(why,
+				    "5.1.2 domain %s does not exist "
+				    "(NXDOMAIN)",
+				    name);
+				return RES_PERM;
+			}
 			return RES_OK;
 		}
 		if (e->expires < victim->expires)
 			victim = e;
 	}
-	res = dns_query_net(r, name, type, out, why);
-	if (res != RES_OK || strlen(name) >= sizeof(victim->name))
+	res = dns_query_net(r, name, type, out, secure, why);
+	if (strlen(name) >= sizeof(victim->name) ||
+	    !(res == RES_OK || (res == RES_PERM && type == LDNS_RR_TYPE_TLSA)))
 		return res;
 	ttl = *out ? DNS_CACHE_TTL_MAX : DNS_CACHE_TTL_NODATA;
 	for (i = 0; *out != NULL && i < ldns_rr_list_rr_count(*out); i++) {
@@ -461,6 +553,8 @@ dns_query(struct dns_resolver *r, const char *name, ldns_rr_type type,
 	snprintf(victim->name, sizeof(victim->name), "%s", name);
 	victim->type = type;
 	victim->rrs = *out ? ldns_rr_list_clone(*out) : NULL;
+	victim->nxdomain = res == RES_PERM;
+	victim->secure = *secure;
 	victim->expires = now + ttl * 1000;
 	return res;
 }
@@ -611,7 +705,7 @@ name_equal(const char *a, const char *b)
 /* Append `ss` for host `name` unless the address is already listed. */
 static bool
 hostvec_add(struct hostvec *hv, const char *name, int pref,
-    const struct sockaddr_storage *ss, socklen_t sslen, int port)
+    const struct sockaddr_storage *ss, socklen_t sslen, int port, bool secure)
 {
 	struct mx_host *h;
 	int i;
@@ -627,6 +721,7 @@ hostvec_add(struct hostvec *hv, const char *name, int pref,
 	memset(h, 0, sizeof *h);
 	snprintf(h->name, sizeof h->name, "%s", name);
 	h->pref = pref;
+	h->addr_secure = secure;
 	memcpy(&h->addr, ss, sslen);
 	h->addrlen = sslen;
 	if (ss->ss_family == AF_INET6) {
@@ -649,7 +744,7 @@ hostvec_add(struct hostvec *hv, const char *name, int pref,
  */
 static int
 add_records(struct hostvec *hv, const ldns_rr_list *rrs, const char *name,
-    int pref, int port)
+    int pref, int port, bool secure)
 {
 	struct sockaddr_storage ss;
 	socklen_t sslen;
@@ -678,7 +773,7 @@ add_records(struct hostvec *hv, const ldns_rr_list *rrs, const char *name,
 		} else {
 			continue;
 		}
-		hostvec_add(hv, name, pref, &ss, sslen, port);
+		hostvec_add(hv, name, pref, &ss, sslen, port, secure);
 		n++;
 	}
 	return n;
@@ -698,7 +793,7 @@ host_addrs(struct dns_resolver *r, const char *name, int pref, int port,
 	ldns_rr_list *rrs = NULL;
 	char qwhy[WHY_MAX];
 	enum res res = RES_PERM, qres;
-	bool found = false, nxdomain = false;
+	bool found = false, nxdomain = false, secure;
 	size_t i;
 
 	why[0] = '\0';
@@ -706,10 +801,10 @@ host_addrs(struct dns_resolver *r, const char *name, int pref, int port,
 		if ((types[i] == LDNS_RR_TYPE_AAAA && r->inet == INET_IPV4) ||
 		    (types[i] == LDNS_RR_TYPE_A && r->inet == INET_IPV6))
 			continue;
-		qres = dns_query(r, name, types[i], &rrs, qwhy);
+		qres = dns_query(r, name, types[i], &rrs, &secure, qwhy);
 		if (qres == RES_OK && rrs != NULL) {
 			/* Only an address counts (invariant 3). */
-			if (add_records(hv, rrs, name, pref, port) > 0)
+			if (add_records(hv, rrs, name, pref, port, secure) > 0)
 				found = true;
 		} else if (qres == RES_TEMP) {
 			res = RES_TEMP;
@@ -808,7 +903,7 @@ resolve_literal(struct dns_resolver *r, const char *domain, int port,
 		why_set(why, "5.4.6 mail for %s loops back to myself", domain);
 		return RES_PERM;
 	}
-	hostvec_add(hv, domain, -1, &ss, sslen, port);
+	hostvec_add(hv, domain, -1, &ss, sslen, port, false);
 	return RES_OK;
 }
 
@@ -902,8 +997,8 @@ dns_resolve_mx(struct dns_resolver *r, const char *domain, int port,
 	struct mx_rr *mx = NULL;
 	const char *self_name = self != NULL ? self->hostname : NULL;
 	char dom[DNS_NAME_MAX], tmpwhy[WHY_MAX] = "";
-	bool temp = false, null_mx;
-	int nmx, nkept;
+	bool temp = false, null_mx, mx_secure = false;
+	int nmx, nkept, i;
 	enum res res;
 
 	*out = NULL;
@@ -918,7 +1013,7 @@ dns_resolve_mx(struct dns_resolver *r, const char *domain, int port,
 		res = RES_PERM;
 		goto out;
 	}
-	res = dns_query(r, dom, LDNS_RR_TYPE_MX, &rrs, why);
+	res = dns_query(r, dom, LDNS_RR_TYPE_MX, &rrs, &mx_secure, why);
 	if (res != RES_OK)
 		goto out;
 	if (rrs == NULL) {
@@ -966,6 +1061,8 @@ dns_resolve_mx(struct dns_resolver *r, const char *domain, int port,
 	}
 out:
 	if (res == RES_OK) {
+		for (i = 0; i < hv.n; i++)
+			hv.v[i].mx_secure = mx_secure;
 		*out = hv.v;
 		*n = hv.n;
 		hv.v = NULL;
@@ -1052,4 +1149,61 @@ dns_order_mx(struct mx_rr *rr, int n, const char *self_name,
 		return start;
 	}
 	return n;
+}
+
+void
+dns_tlsa_free(struct dns_tlsa *v, int n)
+{
+	int i;
+
+	for (i = 0; i < n; i++)
+		free(v[i].data);
+	free(v);
+}
+
+enum res
+dns_lookup_tlsa(struct dns_resolver *r, const char *host, int port,
+    struct dns_tlsa **out, int *n, bool *secure, char *why)
+{
+	char name[DNS_NAME_MAX + 16], qwhy[WHY_MAX];
+	ldns_rr_list *rrs = NULL;
+	struct dns_tlsa *v;
+	enum res res;
+	size_t i, count;
+
+	*out = NULL;
+	*n = 0;
+	*secure = false;
+	if ((size_t)snprintf(name, sizeof(name), "_%d._tcp.%s", port, host) >=
+	    sizeof(name)) {
+		why_set(why, "4.7.5 TLSA lookup error for %s:%d: name too long",
+		    host, port);
+		return RES_TEMP;
+	}
+	res = dns_query(r, name, LDNS_RR_TYPE_TLSA, &rrs, secure, qwhy);
+	if (res == RES_PERM)
+		return RES_OK; /* NXDOMAIN: no records (secure or not) */
+	if (res != RES_OK) {
+		/* qwhy: "4.4.3 DNS lookup of TLSA for ... failed: ..." */
+		why_set(why, "4.7.5 TLSA lookup error for %s:%d (%s)", host,
+		    port, strncmp(qwhy, "4.4.3 ", 6) == 0 ? qwhy + 6 : qwhy);
+		return RES_TEMP;
+	}
+	count = rrs != NULL ? ldns_rr_list_rr_count(rrs) : 0;
+	v = xcalloc(count > 0 ? count : 1, sizeof(*v));
+	for (i = 0; i < count; i++) {
+		const ldns_rr *rr = ldns_rr_list_rr(rrs, i);
+		const ldns_rdf *d = ldns_rr_rdf(rr, 3);
+
+		v[i].usage = ldns_rdf_data(ldns_rr_rdf(rr, 0))[0];
+		v[i].selector = ldns_rdf_data(ldns_rr_rdf(rr, 1))[0];
+		v[i].mtype = ldns_rdf_data(ldns_rr_rdf(rr, 2))[0];
+		v[i].len = ldns_rdf_size(d);
+		v[i].data = xmalloc(v[i].len);
+		memcpy(v[i].data, ldns_rdf_data(d), v[i].len);
+	}
+	ldns_rr_list_deep_free(rrs);
+	*out = v;
+	*n = (int)count;
+	return RES_OK;
 }

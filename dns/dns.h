@@ -3,6 +3,12 @@
  * (RFC 5321 section 5.1, RFC 7505 null MX), turned into an ordered list of
  * addresses to try.
  *
+ * DNSSEC (dnssec = trust-ad): sluice does not validate; it asks with AD
+ * set and believes the AD bit of replies from a loopback server (a local
+ * validating resolver such as unbound) or one in dnssec_trusted_servers,
+ * as Postfix and maddy do.  mx_host and dns_lookup_tlsa say which answers
+ * were secure.
+ *
  * Threads: each delivery thread owns its own `struct dns_resolver` (an
  * ldns resolver holds sockets and RTT state); nothing here is shared.  The
  * ordering functions are pure.
@@ -36,7 +42,16 @@ struct mx_host {
 	int pref;                     /* MX preference; -1 for implicit MX */
 	struct sockaddr_storage addr; /* port set to the caller's port */
 	socklen_t addrlen;
-	char ip[64]; /* the address as text */
+	char ip[64];      /* the address as text */
+	bool mx_secure;   /* the MX answer (records or NODATA) was secure */
+	bool addr_secure; /* this address's A/AAAA answer was secure */
+};
+
+/* A TLSA record (RFC 6698 section 2.1). */
+struct dns_tlsa {
+	unsigned char usage, selector, mtype;
+	unsigned char *data; /* the certificate association data */
+	size_t len;
 };
 
 /* An MX record as received, for the pure ordering step. */
@@ -78,6 +93,12 @@ struct dns_resolver *dns_resolver_new_canned(
     int inet_protocols, dns_answer_fn answer, void *arg);
 
 /*
+ * dnssec = trust-ad for a canned resolver: the AD bit of its answers is
+ * believed (they stand for a local validating resolver).
+ */
+void dns_resolver_set_dnssec(struct dns_resolver *r, bool on);
+
+/*
  * The ordered addresses to try for mail to `domain` on `port`, at most
  * `max_hosts` distinct hosts (each host contributes all its addresses:
  * AAAA then A when inet_protocols allows both).  *out is malloc'd
@@ -98,6 +119,18 @@ enum res dns_resolve_mx(struct dns_resolver *r, const char *domain, int port,
  */
 enum res dns_resolve_host(struct dns_resolver *r, const char *host, int port,
     struct mx_host **out, int *n, char *why);
+
+/*
+ * The TLSA records of `host` for `port` (_PORT._tcp.HOST, RFC 7672
+ * section 2.2), whatever their fields: RES_OK with *out (free with
+ * dns_tlsa_free) and *n (0: none, NODATA or NXDOMAIN), and *secure when
+ * the answer was DNSSEC-validated (dnssec = trust-ad).  RES_TEMP with
+ * "4.7.5 TLSA lookup error for HOST:PORT: ..." when the lookup failed:
+ * the caller defers that host, never falls back to plaintext.
+ */
+enum res dns_lookup_tlsa(struct dns_resolver *r, const char *host, int port,
+    struct dns_tlsa **out, int *n, bool *secure, char *why);
+void dns_tlsa_free(struct dns_tlsa *v, int n);
 
 /*
  * Pure step of dns_resolve_mx: sort `rr` by preference, putting equal

@@ -12,6 +12,10 @@
  * example.com (or, for dns_resolve_host, mail.example.com); our own
  * listening address is 192.0.2.1.
  *
+ * The resolver runs with dnssec = trust-ad, so the AD bit of each packet
+ * counts.  After an MX result, the TLSA records of its first host are
+ * asked (the next packet).
+ *
  * Properties (dns.h):
  *  - RES_OK comes with at least one address, and *out and *n are empty
  *    otherwise;
@@ -20,9 +24,13 @@
  *    in `ip`, and no address appears twice; preferences never decrease;
  *    at most max_hosts distinct hosts; never our own address;
  *  - RES_TEMP's reason starts "4.", RES_PERM's "5.", printable ASCII;
+ *  - every host of an MX result says the same of the MX answer's
+ *    security;
+ *  - a TLSA lookup gives records with association data, or nothing, or
+ *    RES_TEMP with a "4.7.5" reason;
  *  - queries are sane: a NUL-terminated name of at most 4 x 256
  *    characters (a CNAME target's text, \DDD escapes included), type A,
- *    AAAA or MX.
+ *    AAAA, MX or TLSA.
  */
 #include "dns.h"
 #include "fuzz.h"
@@ -49,8 +57,8 @@ answer(void *arg, const char *name, int qtype, size_t *len)
 	 * target from the answer) escapes odd octets as \DDD. */
 	FUZZ_ASSERT(strnlen(name, 4 * DNS_NAME_MAX + 4) <= 4 * DNS_NAME_MAX,
 	    "query names are bounded");
-	FUZZ_ASSERT(qtype == 1 || qtype == 28 || qtype == 15,
-	    "queries are A, AAAA or MX");
+	FUZZ_ASSERT(qtype == 1 || qtype == 28 || qtype == 15 || qtype == 52,
+	    "queries are A, AAAA, MX or TLSA");
 	FUZZ_ASSERT(++f->queries <= 1000, "a bounded number of queries");
 	if (f->left < 2)
 		return NULL;
@@ -146,6 +154,33 @@ check_hosts(const struct mx_host *h, int n, int inet, int max_hosts,
 		FUZZ_ASSERT(names <= max_hosts, "at most max_hosts hosts");
 }
 
+static void
+check_tlsa(struct dns_resolver *r, const char *host)
+{
+	struct dns_tlsa *t = (struct dns_tlsa *)r; /* must be reset */
+	char why[WHY_MAX];
+	bool secure;
+	int i, n = -1;
+	enum res res;
+
+	memset(why, 'x', sizeof(why));
+	res = dns_lookup_tlsa(r, host, PORT, &t, &n, &secure, why);
+	if (res != RES_OK) {
+		FUZZ_ASSERT(res == RES_TEMP && n == 0 && t == NULL,
+		    "a failed TLSA lookup is temporary, and empty");
+		check_why(res, why);
+		FUZZ_ASSERT(strncmp(why, "4.7.5 ", 6) == 0,
+		    "a TLSA lookup error is 4.7.5");
+		FUZZ_ASSERT(!secure, "a failure is not secure");
+		return;
+	}
+	FUZZ_ASSERT(n >= 0 && (n == 0 || t != NULL), "records or none");
+	for (i = 0; i < n; i++)
+		FUZZ_ASSERT(t[i].len > 0 && t[i].data != NULL,
+		    "a TLSA record has association data");
+	dns_tlsa_free(t, n);
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -176,6 +211,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	f.queries = 0;
 
 	r = dns_resolver_new_canned(inet, answer, &f);
+	dns_resolver_set_dnssec(r, true);
 	memset(why, 'x', sizeof(why));
 	if (data[0] & 4)
 		res = dns_resolve_host(
@@ -190,6 +226,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			check_hosts(out, n, inet, 0, NULL);
 		else
 			check_hosts(out, n, inet, max_hosts, &self_addr);
+		for (int i = 1; i < n; i++)
+			FUZZ_ASSERT(out[i].mx_secure == out[0].mx_secure,
+			    "one MX answer, one security");
+		check_tlsa(r, out[0].name);
 	} else {
 		FUZZ_ASSERT(res == RES_TEMP || res == RES_PERM, "a result");
 		FUZZ_ASSERT(n == 0 && out == NULL, "nothing on failure");

@@ -86,11 +86,11 @@ class World:
     """One test's fakedns and folder; `resolve` runs `sluice resolve`.
     Registered with the harness, which keeps the folder on failure."""
 
-    def __init__(self, zone=ZONE, dns_host="127.0.0.1"):
+    def __init__(self, zone=ZONE, dns_host="127.0.0.1", secure=(), servfail=()):
         self.dir = tempfile.mkdtemp(prefix="sluice-test-")
         self.proc = None  # nothing for the harness to stop
         sluicetest._cleanups.append(self)
-        self.dns = FakeDNS(zone, host=dns_host)
+        self.dns = FakeDNS(zone, host=dns_host, secure=secure, servfail=servfail)
         self.runs = 0
 
     def resolve(self, domain, **config):
@@ -281,6 +281,77 @@ def ipv6_name_server():
     assert w.dns.server.startswith("[::1]:"), w.dns.server
     w.expect("example.test", MX1 + MX2 + MX3)
     w.expect("tc.example.test", ["mx2.example.test 10 127.0.0.3 2525"])
+
+
+SEC_ZONE = """\
+$TTL 300
+; sec.test and its hosts are signed (the fake resolver sets AD); insec.test
+; is not
+sec.test.                IN MX 10 mx.sec.test.
+sec.test.                IN MX 20 mx2.sec.test.
+mx.sec.test.             IN A     127.0.0.20
+_2525._tcp.mx.sec.test.  IN TLSA  3 1 1 00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff
+_2525._tcp.mx.sec.test.  IN TLSA  2 0 2 ab
+mx2.sec.test.            IN A     127.0.0.21
+mixed.sec.test.          IN MX 10 host.insec.test.
+host.insec.test.         IN A     127.0.0.22
+_2525._tcp.host.insec.test. IN TLSA 3 1 1 00
+insec.test.              IN MX 10 mx.sec.test.
+cn.sec.test.             IN CNAME cn.insec.test.
+cn.insec.test.           IN MX 10 mx.sec.test.
+nomx.sec.test.           IN A     127.0.0.23
+"""
+
+
+@test
+def dnssec_trust_ad_marks_secure_answers_and_reads_tlsa():
+    """dnssec = trust-ad: queries carry AD, a reply's AD from the loopback
+    resolver makes its answer secure, TLSA is asked only for hosts whose
+    address was secure (a secure "no TLSA" is told apart), a CNAME chain
+    is secure only if every hop is, and a TLSA lookup failure is an error
+    (DANE defers on it, never sends in plaintext)."""
+    w = World(SEC_ZONE, secure=["sec.test"], servfail=["_2525._tcp.mx2.sec.test"])
+    on = {"dnssec": "trust-ad"}
+    w.expect("sec.test", [
+        "mx.sec.test 10 127.0.0.20 2525 mx=secure addr=secure",
+        "  tlsa 3 1 1 00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff secure",
+        "  tlsa 2 0 2 ab secure",
+        "mx2.sec.test 20 127.0.0.21 2525 mx=secure addr=secure",
+        "  tlsa error 4.7.5 TLSA lookup error for mx2.sec.test:2525 (DNS lookup of TLSA for "
+        "_2525._tcp.mx2.sec.test failed: SERVFAIL)"], **on)
+    # A secure MX naming a host in an unsigned zone: no TLSA question.
+    w.expect("mixed.sec.test", [
+        "host.insec.test 10 127.0.0.22 2525 mx=secure addr=insecure"], **on)
+    assert "_2525._tcp.host.insec.test" not in w.dns.log(), w.dns.log()
+    # An unsigned domain's MX pointing into the signed zone.
+    w.expect("insec.test", [
+        "mx.sec.test 10 127.0.0.20 2525 mx=insecure addr=secure",
+        "  tlsa 3 1 1 00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff secure",
+        "  tlsa 2 0 2 ab secure"], **on)
+    # A CNAME out of the signed zone: the chain is insecure.
+    w.expect("cn.sec.test", [
+        "mx.sec.test 10 127.0.0.20 2525 mx=insecure addr=secure",
+        "  tlsa 3 1 1 00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff secure",
+        "  tlsa 2 0 2 ab secure"], **on)
+    # No MX (a secure NODATA) and no TLSA (a secure NXDOMAIN).
+    w.expect("nomx.sec.test", [
+        "nomx.sec.test -1 127.0.0.23 2525 mx=secure addr=secure",
+        "  tlsa none secure"], **on)
+    log = w.dns.log()
+    assert "udp mx.sec.test. A -> NOERROR 1 ad" in log, log
+    assert "udp host.insec.test. A -> NOERROR 1\n" in log, log
+
+
+@test
+def dnssec_off_asks_without_ad_and_shows_nothing():
+    """With dnssec off (the default), queries do not ask for AD, so even
+    the signed zone's answers come back without it, and the output is the
+    plain "NAME PREF ADDRESS PORT"."""
+    w = World(SEC_ZONE, secure=["sec.test"])
+    w.expect("sec.test", ["mx.sec.test 10 127.0.0.20 2525", "mx2.sec.test 20 127.0.0.21 2525"])
+    log = w.dns.log()
+    assert "mx.sec.test. A -> NOERROR 1" in log and " ad" not in log, log
+    assert "TLSA" not in log, log
 
 
 if __name__ == "__main__":

@@ -20,6 +20,12 @@ Answers, for a query of NAME and TYPE:
   - else NOERROR with no answer (NODATA) when NAME exists (it owns records
     or has names below it), and NXDOMAIN when it does not.
 
+DNSSEC, as a local validating resolver would answer (--secure SUFFIX, any
+number of times): a reply for a name at or below SUFFIX has AD set when the
+query had AD or DO set (RFC 6840 section 5.7); others never have AD.  The
+log line then ends in " ad".  --servfail NAME answers SERVFAIL for that
+exact name (any type), e.g. a TLSA name.
+
 Fault injection, by the first label of NAME:
   servfail.*  SERVFAIL
   refused.*   REFUSED
@@ -79,8 +85,10 @@ class Zone:
 class FakeServer:
     """The query logic shared by the UDP and TCP listeners."""
 
-    def __init__(self, zone):
+    def __init__(self, zone, secure=(), servfail=()):
         self.zone = zone
+        self.secure = [_key(x) for x in secure]
+        self.servfail = set(_key(x) for x in servfail)
         self.loglock = threading.Lock()
 
     def log(self, line):
@@ -103,9 +111,15 @@ class FakeServer:
         qtype = QTYPE.get(q.qtype, str(q.qtype))
         first = name.split(".", 1)[0]
         reply = req.reply()  # QR, AA, RA, same ID, question, RD copied
-        reply.header.ad = 0  # reply() copies the query's bits; no DNSSEC here
+        asked_ad = bool(req.header.ad) or any(
+            getattr(r, "rtype", None) == QTYPE.OPT and (r.ttl & 0x8000) for r in req.ar)
+        reply.header.ad = 0  # reply() copies the query's bits
         reply.header.cd = 0
+        if asked_ad and any(name == s or name.endswith("." + s) for s in self.secure):
+            reply.header.ad = 1
         fault = first if first in FAULTS else None
+        if name in self.servfail:
+            fault = "servfail"
         if fault == "timeout":
             self.log("%s %s %s -> (no answer)" % (proto, name, qtype))
             return None
@@ -127,9 +141,9 @@ class FakeServer:
                 reply.add_answer(rr)
             if not found and name not in self.zone.existing:
                 reply.header.rcode = RCODE.NXDOMAIN
-        self.log("%s %s %s -> %s %d" % (proto, name, qtype,
-                                        RCODE.get(reply.header.rcode),
-                                        len(reply.rr)))
+        self.log("%s %s %s -> %s %d%s" % (proto, name, qtype,
+                                          RCODE.get(reply.header.rcode),
+                                          len(reply.rr), " ad" if reply.header.ad else ""))
         return reply.pack()
 
 
@@ -203,10 +217,12 @@ def serve(argv=None):
     ap.add_argument("--listen", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--zone", required=True)
+    ap.add_argument("--secure", action="append", default=[])
+    ap.add_argument("--servfail", action="append", default=[])
     args = ap.parse_args(argv)
     with open(args.zone) as f:
         zone = Zone(f.read())
-    fake = FakeServer(zone)
+    fake = FakeServer(zone, args.secure, args.servfail)
     udp, tcp = _servers(args.listen, args.port, fake)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: stop.set())
@@ -228,9 +244,12 @@ def serve(argv=None):
 
 class FakeDNS:
     """A running fakedns on a free port (or on `port`: to start one again
-    where a stopped one was), serving `zone_text`."""
+    where a stopped one was), serving `zone_text`; names at or below one of
+    `secure` are answered with AD (when asked), names in `servfail` with
+    SERVFAIL."""
 
-    def __init__(self, zone_text, host="127.0.0.1", timeout=10, port=0):
+    def __init__(self, zone_text, host="127.0.0.1", timeout=10, port=0, secure=(),
+                 servfail=()):
         self.host = host
         self.dir = tempfile.mkdtemp(prefix="fakedns-")
         self.zonepath = os.path.join(self.dir, "test.zone")
@@ -240,7 +259,9 @@ class FakeDNS:
         self._logfile = open(self.logpath, "wb")
         self.proc = subprocess.Popen(
             ["/usr/bin/python3", os.path.abspath(__file__), "--listen", host,
-             "--port", str(port), "--zone", self.zonepath],
+             "--port", str(port), "--zone", self.zonepath]
+            + [a for x in secure for a in ("--secure", x)]
+            + [a for x in servfail for a in ("--servfail", x)],
             stdout=subprocess.PIPE, stderr=self._logfile, stdin=subprocess.DEVNULL)
         self.port = port or None   # with port 0, the program says which
         try:
