@@ -38,7 +38,7 @@ COMMON_SRCS = common/util.c common/sync.c common/log.c common/config.c common/ci
               common/strbuf.c common/utf8.c common/queueid.c common/vocab.c
 SQL_SRCS    = sql/store.c sql/sqlite.c sql/sqlite_admin.c
 SQL_ASM     = sql/embed.S
-TLS_SRCS    = tls/conn.c tls/tls.c tls/base64.c tls/dkim.c
+TLS_SRCS    = tls/conn.c tls/tls.c tls/base64.c tls/dkim.c tls/dane.c
 DNS_SRCS    = dns/dns.c
 QUEUE_SRCS  = queue/queue.c queue/smtpc.c queue/smtpwire.c queue/deliver.c \
               queue/dests.c queue/outcome.c queue/conncache.c queue/relays.c \
@@ -107,7 +107,7 @@ $(BUILD)/%.o: %.c
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
 $(BUILD)/sql/embed.o: sql/embed.S sql/schema.sql sql/views.sql sql/upgrade-2.sql \
-                      sql/upgrade-3.sql sql/upgrade-4.sql
+                      sql/upgrade-3.sql sql/upgrade-4.sql sql/upgrade-5.sql
 	@mkdir -p $(dir $@)
 	$(CC) $(SANFLAGS) -c -o $@ sql/embed.S
 

@@ -48,7 +48,7 @@ static key_parser parse_hostname, parse_path, parse_optpath, parse_int,
 
 static const char *const inet_choices[] = {"all", "ipv4", "ipv6", NULL};
 static const char *const outbound_tls_choices[] = {
-    "none", "may", "encrypt", "verify", NULL};
+    "none", "may", "encrypt", "verify", "dane", "dane-only", NULL};
 static const char *const smarthost_tls_choices[] = {
     "starttls", "smtps", "none", NULL};
 static const char *const log_format_choices[] = {"text", "json", NULL};
@@ -1120,6 +1120,20 @@ parse_dkim_keys(
 	static const struct list_parser lp = {dkim_keys_start, dkim_keys_item};
 
 	return parse_list(cfg, k, value, &lp, why);
+}
+
+int
+config_check(const struct config *cfg, char *why)
+{
+	if (cfg->outbound_tls >= OUTBOUND_TLS_DANE &&
+	    cfg->dnssec == DNSSEC_OFF) {
+		why_set(why,
+		    "outbound_tls = %s needs dnssec = trust-ad (DANE uses "
+		    "only DNSSEC-validated answers)",
+		    outbound_tls_choices[cfg->outbound_tls]);
+		return -1;
+	}
+	return 0;
 }
 
 struct config *

@@ -54,6 +54,8 @@ enum {
 	OUTBOUND_TLS_MAY,
 	OUTBOUND_TLS_ENCRYPT,
 	OUTBOUND_TLS_VERIFY,
+	OUTBOUND_TLS_DANE,      /* may, plus DANE where TLSA records apply */
+	OUTBOUND_TLS_DANE_ONLY, /* usable TLSA records required */
 };
 enum { DNSSEC_OFF = 0, DNSSEC_TRUST_AD };
 enum { SMARTHOST_TLS_STARTTLS = 0, SMARTHOST_TLS_SMTPS, SMARTHOST_TLS_NONE };
@@ -184,6 +186,9 @@ struct config *config_load(const char *path, FILE *errs, int *nerrors);
  * `errs` as "environment SLUICE_KEY: message"; returns their count.
  */
 int config_apply_env(struct config *cfg, FILE *errs);
+
+/* Rules between keys, once all are read: 0, or -1 with `why`. */
+int config_check(const struct config *cfg, char *why);
 
 void config_free(struct config *cfg);
 

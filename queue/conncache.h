@@ -24,6 +24,7 @@ struct conn_peer {
 	char ip[64];
 	int port;
 	char relay[DNS_NAME_MAX + 80]; /* "mx[ip]:port", or "none" */
+	char security_why[128]; /* why its TLS level (DANE's plan), or "" */
 };
 
 /* A connection in hand, and how many messages it has carried. */

@@ -54,6 +54,7 @@
 #include "sync.h"
 #include "bounce.h"
 #include "conncache.h"
+#include "dane.h"
 #include "store.h"
 #include "dests.h"
 #include "dkim.h"
@@ -324,6 +325,7 @@ struct record {
 	int n;
 	int64_t at, duration_ms;
 	const char *mx_host, *ip, *tls;
+	const char *security, *security_why; /* NULL: no host reached */
 	int port;
 	char dsn_id[QUEUE_ID_LEN + 1];     /* out: the failure notice queued */
 	char success_id[QUEUE_ID_LEN + 1]; /* out: the success notice */
@@ -570,6 +572,8 @@ record_fn(struct store *store, void *arg, char *why)
 		a.ip = r->ip;
 		a.port = r->port;
 		a.tls = r->tls;
+		a.security = r->security;
+		a.security_why = r->security_why;
 		a.reply = o->reply;
 		a.duration_ms = r->duration_ms;
 		a.state = o->state;
@@ -663,7 +667,14 @@ static void
 log_outcomes(const char *msg_id, const struct store_msg_info *m,
     const struct record *rec, const char *relay)
 {
+	char tls[200] = "";
 	int i;
+
+	if (rec->security != NULL)
+		snprintf(tls, sizeof(tls), " tls=%s%s%s%s", rec->security,
+		    rec->security_why ? " (" : "",
+		    rec->security_why ? rec->security_why : "",
+		    rec->security_why ? ")" : "");
 
 	for (i = 0; i < rec->n; i++) {
 		const struct outcome *oc = &rec->out[i];
@@ -680,9 +691,9 @@ log_outcomes(const char *msg_id, const struct store_msg_info *m,
 			                : M_DELIVERY_DEFERRED);
 		}
 		log_info("deliver",
-		    "id=%s rcpt=<%s> relay=%s delay=%llds "
+		    "id=%s rcpt=<%s> relay=%s%s delay=%llds "
 		    "dsn=%s status=%s (%s)",
-		    msg_id, oc->info.address, relay,
+		    msg_id, oc->info.address, relay, tls,
 		    (long long)(rec->at - m->received_at), dsn,
 		    attempt_status_name(oc->state), oc->reply);
 	}
@@ -985,6 +996,8 @@ struct attempt {
 	struct conn_peer peer; /* where the message went, for the record */
 	char why[WHY_MAX];     /* why it ended before a transaction */
 	char tlsdesc[128];
+	char security[16];      /* smtpc_security of the session used */
+	char security_why[128]; /* the TLSA record used, or the plan's note */
 	bool have_dsn;
 	bool put_back; /* its site was busy: the recipients were given back */
 	int64_t t0;    /* now_ms() at its start */
@@ -1068,6 +1081,74 @@ client_options(const struct delivery_conf *dc, int stop_fd, bool smarthost,
 	o->auth_without_tls = cfg->smarthost_auth_without_tls;
 }
 
+/* What DANE decided for one MX host: the TLS level and its records. */
+struct dane_plan {
+	int tls;               /* OUTBOUND_TLS_* for smtpc */
+	struct dns_tlsa *tlsa; /* tls = DANE: the records (free them) */
+	int ntlsa;
+	const char *names[2]; /* DANE-TA's reference identifiers */
+	int nnames;
+	char note[128]; /* why this level, for the attempt's record */
+};
+
+/*
+ * The TLS level for MX host `h` of `domain` under outbound_tls = dane or
+ * dane-only (RFC 7672 section 2.2): TLSA is asked only for a host whose
+ * address answer was secure; a failed lookup skips the host (RES_TEMP,
+ * never plaintext); secure usable records require STARTTLS and DANE
+ * authentication, secure records none of which is usable require
+ * encryption, and no secure records leave `may` (dane) or skip the host
+ * (dane-only).  An insecure MX answer still uses its hosts' secure TLSA
+ * records, as Postfix's default does, but then only the host name (not
+ * the domain) is a reference identifier for DANE-TA.
+ */
+static enum res
+dane_plan(struct dns_resolver *dns, int level, const struct mx_host *h,
+    const char *domain, int port, struct dane_plan *p, char *why)
+{
+	bool only = level == OUTBOUND_TLS_DANE_ONLY, secure;
+	int i, usable = 0;
+
+	memset(p, 0, sizeof(*p));
+	p->tls = OUTBOUND_TLS_MAY;
+	if (!h->addr_secure) {
+		snprintf(p->note, sizeof(p->note),
+		    "address not DNSSEC-secure: no TLSA lookup");
+		goto weak;
+	}
+	if (dns_lookup_tlsa(dns, h->name, port, &p->tlsa, &p->ntlsa, &secure,
+	        why) != RES_OK)
+		return RES_TEMP;
+	if (p->ntlsa == 0 || !secure) {
+		snprintf(p->note, sizeof(p->note), "no secure TLSA records");
+		goto weak;
+	}
+	for (i = 0; i < p->ntlsa; i++)
+		usable += dane_usable(&p->tlsa[i]);
+	if (usable == 0) {
+		snprintf(p->note, sizeof(p->note),
+		    "TLSA records, none usable: encryption required");
+		p->tls = OUTBOUND_TLS_ENCRYPT;
+		goto weak;
+	}
+	p->tls = OUTBOUND_TLS_DANE;
+	p->names[p->nnames++] = h->name;
+	if (h->mx_secure)
+		p->names[p->nnames++] = domain;
+	if (!h->mx_secure)
+		snprintf(p->note, sizeof(p->note), "MX answer not secure");
+	return RES_OK;
+weak:
+	if (!only)
+		return RES_OK;
+	why_set(why, "4.7.5 %s: %s, and outbound_tls is dane-only", h->name,
+	    p->note);
+	dns_tlsa_free(p->tlsa, p->ntlsa);
+	p->tlsa = NULL;
+	p->ntlsa = 0;
+	return RES_TEMP;
+}
+
 /*
  * A new connection for the job: its hosts (route, smarthost or MX, which
  * also tells its site), then each in turn until one gives a session.
@@ -1084,6 +1165,8 @@ connect_fresh(struct delivery_thread *w, const struct delivery_conf *dc,
 	const struct relay *relay = NULL;
 	bool smarthost = false, tried = false;
 	enum plan plan = PLAN_CONNECT;
+	struct dane_plan dp;
+	bool dane;
 	enum res r;
 	int i;
 
@@ -1109,6 +1192,13 @@ connect_fresh(struct delivery_thread *w, const struct delivery_conf *dc,
 	if (r != RES_OK)
 		return r;
 	client_options(dc, d->stop_fd, smarthost, relay, &o);
+	/* DANE is for MX hosts: a smarthost, relay or route has its own. */
+	dane = o.tls >= OUTBOUND_TLS_DANE && !smarthost && relay == NULL &&
+	       route_for(cfg, j->domain) == NULL && j->domain[0] != '[';
+	if (!dane && o.tls == OUTBOUND_TLS_DANE)
+		o.tls = OUTBOUND_TLS_MAY; /* a route or an address literal */
+	else if (!dane && o.tls == OUTBOUND_TLS_DANE_ONLY)
+		o.tls = OUTBOUND_TLS_ENCRYPT;
 	for (i = 0; i < a->nhosts; i++) {
 		const struct mx_host *host = &a->hosts[i];
 		struct conn_peer *p = &a->h.peer;
@@ -1117,10 +1207,31 @@ connect_fresh(struct delivery_thread *w, const struct delivery_conf *dc,
 			return RES_TEMP; /* not this job's failure to report */
 		tried = true;
 		o.tls_name = host->name;
-		if (smtpc_open(host, &o, &a->h.c, a->why) != RES_OK) {
+		memset(&dp, 0, sizeof(dp));
+		if (dane) {
+			if (dane_plan(w->dns, cfg->outbound_tls, host,
+			        j->domain, cfg->delivery_port, &dp,
+			        a->why) != RES_OK) {
+				log_info(
+				    "deliver", "id=%s %s", j->msg_id, a->why);
+				continue;
+			}
+			o.tls = dp.tls;
+			o.tlsa = dp.tlsa;
+			o.ntlsa = dp.ntlsa;
+			o.dane_names = dp.names;
+			o.ndane_names = dp.nnames;
+		}
+		r = smtpc_open(host, &o, &a->h.c, a->why);
+		dns_tlsa_free(dp.tlsa, dp.ntlsa);
+		o.tlsa = NULL;
+		o.ntlsa = 0;
+		if (r != RES_OK) {
 			log_info("deliver", "id=%s %s", j->msg_id, a->why);
 			continue;
 		}
+		snprintf(
+		    p->security_why, sizeof(p->security_why), "%s", dp.note);
 		snprintf(p->mx, sizeof(p->mx), "%s", host->name);
 		snprintf(p->ip, sizeof(p->ip), "%s", host->ip);
 		p->port = sockaddr_port((const struct sockaddr *)&host->addr);
@@ -1155,6 +1266,11 @@ transact(
 	r = smtpc_send(a->h.c, &sm, a->sr, a->n);
 	a->have_dsn = smtpc_has_dsn(a->h.c);
 	snprintf(a->tlsdesc, sizeof(a->tlsdesc), "%s", smtpc_tls_desc(a->h.c));
+	snprintf(
+	    a->security, sizeof(a->security), "%s", smtpc_security(a->h.c));
+	snprintf(a->security_why, sizeof(a->security_why), "%s",
+	    smtpc_security_detail(a->h.c)[0] ? smtpc_security_detail(a->h.c)
+	                                     : a->h.peer.security_why);
 	return r;
 }
 
@@ -1252,6 +1368,8 @@ attempt_record(struct delivery_thread *w, const struct delivery_conf *dc,
 	rec.ip = a->peer.ip[0] ? a->peer.ip : NULL;
 	rec.port = a->peer.port;
 	rec.tls = a->tlsdesc[0] ? a->tlsdesc : NULL;
+	rec.security = a->security[0] ? a->security : NULL;
+	rec.security_why = a->security_why[0] ? a->security_why : NULL;
 	if (run_durably(w->d, record_fn, &rec, j->msg_id, "attempt"))
 		log_outcomes(j->msg_id, &a->m, &rec, a->peer.relay);
 }

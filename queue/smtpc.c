@@ -31,6 +31,8 @@ struct smtpc {
 	bool esmtp;
 	struct smtp_ehlo ext; /* what EHLO advertised (smtpwire.h) */
 	char tls_desc[128];
+	const char *security; /* smtpc_security */
+	char dane_what[64];   /* the TLSA record that authenticated it */
 	bool broken;
 	bool stale;    /* the last transaction broke before any reply */
 	bool rset_due; /* the last one ended early: RSET before the next */
@@ -147,8 +149,20 @@ start_tls(struct smtpc *c, char *why)
 		c->broken = true;
 		return false;
 	}
+	if (c->o.tls == OUTBOUND_TLS_DANE &&
+	    conn_tls_dane(c->conn, c->o.tlsa, c->o.ntlsa, c->o.dane_names,
+	        c->o.ndane_names, c->dane_what, sizeof(c->dane_what),
+	        err) != 0) {
+		why_set(why, "4.7.5 %s: DANE authentication failed: %s",
+		    c->host, err);
+		c->broken = true;
+		return false;
+	}
 	conn_tls_info(c->conn, v, sizeof(v), cipher, sizeof(cipher), &bits);
 	snprintf(c->tls_desc, sizeof(c->tls_desc), "%s %s", v, cipher);
+	c->security = c->o.tls == OUTBOUND_TLS_DANE     ? "dane"
+	              : c->o.tls == OUTBOUND_TLS_VERIFY ? "verified"
+	                                                : "encrypted";
 	return true;
 }
 
@@ -228,6 +242,7 @@ smtpc_start(int fd, const char *label, const struct smtpc_opts *o,
 
 	*out = NULL;
 	c->o = *o;
+	c->security = "none";
 	snprintf(c->host, sizeof(c->host), "%s", label);
 	c->conn = conn_new(fd);
 	conn_set_stop_fd(c->conn, o->stop_fd);
@@ -269,15 +284,23 @@ smtpc_start(int fd, const char *label, const struct smtpc_opts *o,
 		} else if (o->tls != OUTBOUND_TLS_MAY) {
 			why_set(why,
 			    "4.7.5 %s does not offer STARTTLS, "
-			    "which outbound_tls requires",
-			    c->host);
+			    "which %s requires",
+			    c->host,
+			    o->tls == OUTBOUND_TLS_DANE
+			        ? "its TLSA records (DANE)"
+			        : "the TLS policy");
 			goto fail;
 		}
 	}
 	if (o->auth_user != NULL && o->auth_user[0] != '\0' &&
 	    (res = authenticate(c, &r, why)) != RES_OK)
 		goto fail;
-	c->o.tls_name = NULL; /* only needed during the handshake */
+	/* Only needed during the handshake: */
+	c->o.tls_name = NULL;
+	c->o.tlsa = NULL;
+	c->o.ntlsa = 0;
+	c->o.dane_names = NULL;
+	c->o.ndane_names = 0;
 	*out = c;
 	return RES_OK;
 fail:
@@ -309,6 +332,18 @@ bool
 smtpc_has_dsn(const struct smtpc *c)
 {
 	return c->ext.dsn;
+}
+
+const char *
+smtpc_security(const struct smtpc *c)
+{
+	return c->security;
+}
+
+const char *
+smtpc_security_detail(const struct smtpc *c)
+{
+	return c->dane_what;
 }
 
 const char *

@@ -30,7 +30,16 @@ struct smtpc_opts {
 	bool implicit_tls;           /* smtps: TLS before the greeting */
 	struct tls_creds *tls_creds; /* client credentials (trust store) */
 	const char *tls_name;        /* name to verify (MX host) */
-	const char *auth_user;       /* AUTH when set (smarthost) */
+	/*
+	 * tls = OUTBOUND_TLS_DANE: STARTTLS required and the server's chain
+	 * authenticated by these TLSA records (only the usable ones count),
+	 * with dane_names as DANE-TA's reference identifiers (tls/dane.h).
+	 */
+	const struct dns_tlsa *tlsa;
+	int ntlsa;
+	const char *const *dane_names;
+	int ndane_names;
+	const char *auth_user; /* AUTH when set (smarthost) */
 	const char *auth_pass;
 	bool auth_without_tls;
 	int stop_fd; /* readable: give up waiting (shutdown) */
@@ -126,6 +135,14 @@ bool smtpc_has_dsn(const struct smtpc *c);
 
 /* "TLS1.3 TLS_AES_256_GCM_SHA384", or "" without TLS. */
 const char *smtpc_tls_desc(const struct smtpc *c);
+
+/*
+ * What the session's TLS proved: "none" (plaintext), "encrypted" (not
+ * authenticated), "verified" (PKIX, the name checked) or "dane"; and for
+ * dane the record that matched ("DANE-EE 3 1 1"), else "".
+ */
+const char *smtpc_security(const struct smtpc *c);
+const char *smtpc_security_detail(const struct smtpc *c);
 
 /* QUIT (best effort) and close.  NULL is a no-op. */
 void smtpc_close(struct smtpc *c);

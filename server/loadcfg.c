@@ -8,6 +8,7 @@
  */
 #include "cidr.h"
 #include "loadcfg.h"
+#include "util.h"
 #include "log.h"
 
 #include <arpa/inet.h>
@@ -21,13 +22,19 @@
 static struct config *
 with_env(struct config *cfg, FILE *errs)
 {
+	char why[WHY_MAX];
 	int nerr;
 
 	if (cfg == NULL)
 		return NULL;
 	nerr = config_apply_env(cfg, errs);
-	if (nerr == 0)
+	if (nerr == 0 && config_check(cfg, why) == 0)
 		return cfg;
+	if (nerr == 0) {
+		fprintf(errs, "sluice: %s\n", why);
+		config_free(cfg);
+		return NULL;
+	}
 	fprintf(errs, "sluice: %d problem%s in the environment\n", nerr,
 	    nerr == 1 ? "" : "s");
 	config_free(cfg);

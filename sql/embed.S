@@ -23,4 +23,8 @@ sql_upgrade3_text:
 sql_upgrade4_text:
 	.incbin "sql/upgrade-4.sql"
 	.byte 0
+	.global sql_upgrade5_text
+sql_upgrade5_text:
+	.incbin "sql/upgrade-5.sql"
+	.byte 0
 	.section .note.GNU-stack,"",@progbits

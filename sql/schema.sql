@@ -95,7 +95,9 @@ CREATE TABLE attempts (
 	tls TEXT,
 	status TEXT NOT NULL CHECK (status IN ('sent', 'deferred', 'bounced')),
 	reply TEXT,
-	duration_ms INTEGER
+	duration_ms INTEGER,
+	security TEXT,    -- none, encrypted, verified (PKIX), dane
+	security_why TEXT -- the TLSA record used, or why a weaker level
 );
 
 CREATE INDEX attempts_msg ON attempts (msg_id, rcpt_no);

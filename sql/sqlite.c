@@ -27,12 +27,14 @@ extern const char sql_views_text[];
 extern const char sql_upgrade2_text[];
 extern const char sql_upgrade3_text[];
 extern const char sql_upgrade4_text[];
+extern const char sql_upgrade5_text[];
 
 /* upgrades[v] brings a version v - 1 queue to version v. */
 static const char *const upgrades[] = {
     [2] = sql_upgrade2_text,
     [3] = sql_upgrade3_text,
     [4] = sql_upgrade4_text,
+    [5] = sql_upgrade5_text,
 };
 
 /* The writer's statements, prepared before it stores anything. */
@@ -890,8 +892,8 @@ sq_record_attempt(struct store *store, const struct store_attempt *a, char *why)
 	struct db *db = sq_db(store);
 	sqlite3_stmt *st = prep(db,
 	    "INSERT INTO attempts (msg_id, rcpt_no, at, mx_host, ip, port, "
-	    "tls, status, reply, duration_ms) "
-	    "SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10 "
+	    "tls, status, reply, duration_ms, security, security_why) "
+	    "SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12 "
 	    "WHERE EXISTS (SELECT 1 FROM recipients "
 	    "WHERE msg_id = ?1 AND rcpt_no = ?2)",
 	    why);
@@ -913,6 +915,8 @@ sq_record_attempt(struct store *store, const struct store_attempt *a, char *why)
 	    st, 8, attempt_status_name(a->state), -1, SQLITE_STATIC);
 	bind_text_or_null(st, 9, a->reply);
 	sqlite3_bind_int64(st, 10, a->duration_ms);
+	bind_text_or_null(st, 11, a->security);
+	bind_text_or_null(st, 12, a->security_why);
 	if ((r = step_done(db, st, why)) != RES_OK)
 		return r;
 	st = prep(db,

@@ -271,7 +271,9 @@ struct store_attempt {
 	const char *mx_host; /* NULL when no host was reached */
 	const char *ip;
 	int port;
-	const char *tls; /* "TLS1.3 TLS_AES_..." or NULL */
+	const char *tls;          /* "TLS1.3 TLS_AES_..." or NULL */
+	const char *security;     /* none, encrypted, verified, dane; or NULL */
+	const char *security_why; /* "DANE-EE 3 1 1", ...; or NULL */
 	const char *reply;
 	int64_t duration_ms;
 	enum rcpt_state state; /* after this attempt: delivered, deferred or

@@ -14,6 +14,7 @@
  *     "false" costs one poll() that returns at once, never a lost octet.
  */
 #include "conn.h"
+#include "dane.h"
 #include "tls.h"
 #include "util.h"
 
@@ -658,6 +659,33 @@ conn_tls_connect(struct conn *c, struct tls_creds *creds, const char *name,
 	if (verify)
 		gnutls_session_set_verify_cert(c->tls, name, 0);
 	return tls_handshake_wait(c, deadline, why);
+}
+
+int
+conn_tls_dane(const struct conn *c, const struct dns_tlsa *recs, int n,
+    const char *const *names, int nnames, char *what, size_t wlen, char *why)
+{
+	struct dane_cert chain[16];
+	const gnutls_datum_t *peers;
+	unsigned np = 0, i;
+
+	if (c->tls == NULL) {
+		why_set(why, "no TLS session");
+		return -1;
+	}
+	peers = gnutls_certificate_get_peers(c->tls, &np);
+	if (peers == NULL || np == 0) {
+		why_set(why, "the server sent no certificate");
+		return -1;
+	}
+	if (np > sizeof(chain) / sizeof(chain[0]))
+		np = sizeof(chain) / sizeof(chain[0]);
+	for (i = 0; i < np; i++) {
+		chain[i].der = peers[i].data;
+		chain[i].len = peers[i].size;
+	}
+	return dane_verify(
+	    chain, (int)np, recs, n, names, nnames, what, wlen, why);
 }
 
 bool

@@ -151,6 +151,17 @@ bool conn_tls_active(const struct conn *c);
 enum conn_status conn_tls_connect(struct conn *c, struct tls_creds *creds,
     const char *name, bool verify, int64_t deadline, char *why);
 
+struct dns_tlsa;
+
+/*
+ * After conn_tls_connect without `verify`: authenticate the server's chain
+ * by DANE (tls/dane.h) against `recs`, with `names` as the reference
+ * identifiers for DANE-TA.  0 with the record used in `what`; -1 with
+ * `why`.
+ */
+int conn_tls_dane(const struct conn *c, const struct dns_tlsa *recs, int n,
+    const char *const *names, int nnames, char *what, size_t wlen, char *why);
+
 /* The negotiated protocol ("TLS1.3") and cipher suite
  * ("TLS_AES_256_GCM_SHA384") with its key bits, or "" without TLS. */
 void conn_tls_info(const struct conn *c, char *version, size_t vlen,

@@ -100,7 +100,9 @@ def delivered_byte_for_byte_exactly_once():
         assert (status, mx_host, ip, port) == ("sent", "mx.dest.test", "127.0.0.2", env.port), att
         assert reply.startswith("250"), reply
         srv.wait_log(r"id=%s rcpt=<a@dest\.test> relay=mx\.dest\.test\[127\.0\.0\.2\]:%d "
-                     r"delay=\d+s dsn=2\.0\.0 status=sent" % (qid, env.port))
+                     r"tls=none delay=\d+s dsn=2\.0\.0 status=sent" % (qid, env.port))
+        assert srv.query("select security, security_why from attempts where msg_id = ?",
+                         (qid,)) == [("none", None)]
         # Exactly once: nothing more arrives after a retry period.
         time.sleep(1.5)
         assert len(sink.messages()) == 1, sink.messages()

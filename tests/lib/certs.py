@@ -99,3 +99,70 @@ def peer_serial_and_cn(der):
         elif line.startswith("commonName"):
             cn = line.split("=", 1)[1].strip()
     return serial, cn
+
+
+class DanePKI:
+    """A root CA, an intermediate CA under it, and server certificates
+    (leaf + intermediate in one file, as a server sends its chain) made
+    with certtool, for the DANE tests: leaf(name, expired=False).  The
+    TLSA association data: spki_sha256(cert) (3 1 1), der_sha256(cert)
+    (2 0 1, of self.inter)."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="sluice-dane-")
+        atexit.register(shutil.rmtree, self.dir, True)
+        self.n = 0
+        self.root, self.root_key = self._make("root", ["cn = \"dane test root\"", "ca",
+                                                       "cert_signing_key"])
+        self.inter, self.inter_key = self._make("inter", ["cn = \"dane test intermediate\"",
+                                                          "ca", "cert_signing_key"],
+                                                self.root, self.root_key)
+
+    def _make(self, tag, lines, ca=None, ca_key=None, expired=False):
+        self.n += 1
+        key = os.path.join(self.dir, "%s-%d.key" % (tag, self.n))
+        cert = os.path.join(self.dir, "%s-%d.pem" % (tag, self.n))
+        tmpl = os.path.join(self.dir, "%s-%d.tmpl" % (tag, self.n))
+        _run("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", key)
+        dates = (['activation_date = "2020-01-01 00:00:00"',
+                  'expiration_date = "2021-01-01 00:00:00"'] if expired
+                 else ["expiration_days = 30"])
+        with open(tmpl, "w") as f:
+            f.write("\n".join(lines + dates + ["serial = %d" % (100 + self.n)]) + "\n")
+        args = (["certtool", "--generate-self-signed"] if ca is None else
+                ["certtool", "--generate-certificate", "--load-ca-certificate", ca,
+                 "--load-ca-privkey", ca_key])
+        subprocess.run(args + ["--load-privkey", key, "--template", tmpl, "--outfile", cert],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        return cert, key
+
+    def leaf(self, name, expired=False):
+        """(chain file, key file) of a server certificate for `name`."""
+        cert, key = self._make("leaf", ['cn = "%s"' % name, 'dns_name = "%s"' % name,
+                                        "tls_www_server", "signing_key"],
+                               self.inter, self.inter_key, expired)
+        chain = cert[:-4] + "-chain.pem"
+        with open(chain, "w") as f:
+            f.write(open(cert).read() + open(self.inter).read())
+        return chain, key
+
+
+def _der(cert_pem):
+    return subprocess.run(["openssl", "x509", "-in", cert_pem, "-outform", "DER"],
+                          check=True, capture_output=True).stdout
+
+
+def der_sha256(cert_pem):
+    """SHA-256 of the (first) certificate of a PEM file, in hex."""
+    import hashlib
+    return hashlib.sha256(_der(cert_pem)).hexdigest()
+
+
+def spki_sha256(cert_pem):
+    """SHA-256 of the SubjectPublicKeyInfo of the (first) certificate."""
+    import hashlib
+    pub = subprocess.run(["openssl", "x509", "-in", cert_pem, "-noout", "-pubkey"],
+                         check=True, capture_output=True).stdout
+    der = subprocess.run(["openssl", "pkey", "-pubin", "-outform", "DER"], input=pub,
+                         check=True, capture_output=True).stdout
+    return hashlib.sha256(der).hexdigest()

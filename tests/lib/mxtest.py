@@ -36,7 +36,8 @@ function of the address that returns one (it may wait: a delivery held
 in progress).  `replies` overrides any command by its verb: a reply
 (lines joined by CRLF), None for no reply at all, or a list with one of
 those for each use of the verb, in order.  verbs() waits for every
-session to end and gives the verbs received.  Every wait in it is
+session to end and gives the verbs received.  `sni` lists the server
+name each TLS client sent.  Every wait in it is
 bounded, and stop() ends it.
 """
 import atexit
@@ -158,9 +159,11 @@ class ScriptedMX:
         self.chunk_reply = chunk_reply
         self.mode = mode
         self.ctx = None
+        self.sni = []   # the server name each TLS client sent (None: none)
         if tls:
             self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             self.ctx.load_cert_chain(*tls)
+            self.ctx.sni_callback = lambda obj, name, ctx: self.sni.append(name)
         self.commands = []
         self.messages = []
         self.envelopes = []

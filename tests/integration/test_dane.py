@@ -1,0 +1,207 @@
+"""DANE for SMTP (RFC 7672) end to end on loopback: sluice with
+`outbound_tls = dane` (or `dane-only`) and `dnssec = trust-ad` resolves
+through fakedns, which sets AD for the signed zone dane.test (as a local
+validating resolver would) and serves TLSA records made for each test's
+certificates; the MX hosts are scripted SMTP servers with STARTTLS and a
+chain of leaf + intermediate under a test root that sluice does not
+trust (so only DANE can authenticate them).
+
+Address plan: 127.0.0.1 sluice and fakedns; 127.0.0.31-.45 the MX hosts,
+one per case, all on the test's delivery port.  Each attempt's
+`security` and `security_why` columns and its log line say what the TLS
+proved."""
+import os
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
+import certs  # noqa: E402
+import mxtest  # noqa: E402
+from fakedns import FakeDNS  # noqa: E402
+from mxtest import send, wait_messages, wait_state  # noqa: E402
+from sluicetest import BIN, Server, main, test  # noqa: E402
+
+TLS_WAIT = 15
+ZEROS = "00" * 32
+
+_pki = None
+
+
+def pki():
+    global _pki
+    if _pki is None:
+        _pki = certs.DanePKI()
+    return _pki
+
+
+class World:
+    """An Env whose DNS is made for its port: cases are (name, address,
+    certificate or None for no STARTTLS, TLSA lines, secure)."""
+
+    def __init__(self, env, cases, extra_zone="", servfail=()):
+        self.env = env
+        port = env.port
+        lines = ["$TTL 300"]
+        for name, addr, _, tlsa, secure in cases:
+            zone = "dane.test" if secure else "plain.test"
+            host = "mx-%s.%s" % (name, zone)
+            lines.append("%s.%s. IN MX 10 %s." % (name, zone, host))
+            lines.append("%s. IN A %s" % (host, addr))
+            for t in tlsa:
+                lines.append("_%d._tcp.%s. IN TLSA %s" % (port, host, t))
+        lines.append(extra_zone % {"port": port})
+        self.dns = FakeDNS("\n".join(lines) + "\n", secure=["dane.test"],
+                           servfail=[s % {"port": port} for s in servfail])
+        env.dns_server = self.dns.server
+        self.mx = {}
+        for name, addr, chain, _, _ in cases:
+            self.mx[name] = env.scripted(addr, tls=chain)
+
+    def stop(self):
+        self.dns.stop()
+
+
+def attempt(srv, qid):
+    rows = srv.query("select security, security_why, mx_host, status, reply from attempts "
+                     "where msg_id = ? order by id", (qid,))
+    assert rows, "no attempt of %s" % qid
+    return rows
+
+
+@test
+def dane_ee_and_ta_authenticate_and_mismatches_defer():
+    """3 1 1 matching the leaf: delivered as dane, SNI sent.  A 3 1 1
+    that matches nothing: deferred, no mail sent.  2 0 1 on the
+    intermediate with the MX name in the leaf: dane.  2 0 1 with a leaf
+    for another name: deferred (DANE-TA checks the name).  An expired
+    leaf: fine for 3 1 1 (no expiry check), refused for 2 0 1.  Only
+    PKIX usages (0/1): encryption without authentication."""
+    p = pki()
+    inter = certs.der_sha256(p.inter)
+    with mxtest.Env(None) as env:
+        leaf = {n: p.leaf("mx-%s.dane.test" % n) for n in ("ee", "bad", "ta", "unusable")}
+        other = p.leaf("somewhere.else.test")
+        old_ee = p.leaf("mx-oldee.dane.test", expired=True)
+        old_ta = p.leaf("mx-oldta.dane.test", expired=True)
+        cases = [
+            ("ee", "127.0.0.31", leaf["ee"], ["3 1 1 " + certs.spki_sha256(leaf["ee"][0])], True),
+            ("bad", "127.0.0.32", leaf["bad"], ["3 1 1 " + ZEROS], True),
+            ("ta", "127.0.0.33", leaf["ta"], ["2 0 1 " + inter], True),
+            ("taname", "127.0.0.34", other, ["2 0 1 " + inter], True),
+            ("oldee", "127.0.0.35", old_ee, ["3 1 1 " + certs.spki_sha256(old_ee[0])], True),
+            ("oldta", "127.0.0.36", old_ta, ["2 0 1 " + inter], True),
+            ("unusable", "127.0.0.37", leaf["unusable"],
+             ["1 1 1 " + certs.spki_sha256(leaf["unusable"][0]), "0 0 1 " + inter], True),
+        ]
+        w = World(env, cases)
+        try:
+            srv = env.server(outbound_tls="dane", dnssec="trust-ad")
+            ids = {n: send(srv, ["u@%s.dane.test" % n]) for n, *_ in cases}
+            for n in ("ee", "ta", "oldee", "unusable"):
+                wait_state(srv, ids[n], "u@%s.dane.test" % n, "delivered", timeout=TLS_WAIT)
+            for n in ("bad", "taname", "oldta"):
+                st, _, last = wait_state(srv, ids[n], "u@%s.dane.test" % n, "deferred",
+                                         timeout=TLS_WAIT)
+                assert last.startswith("4.7.5 ") and "DANE authentication failed" in last, \
+                    (n, last)
+                assert w.mx[n].messages == [], (n, w.mx[n].messages)
+                assert w.mx[n].tls_sessions >= 1, n
+            assert attempt(srv, ids["ee"])[0][:3] == ("dane", "DANE-EE 3 1 1", "mx-ee.dane.test")
+            assert attempt(srv, ids["ta"])[0][:2] == ("dane", "DANE-TA 2 0 1")
+            assert attempt(srv, ids["oldee"])[0][:2] == ("dane", "DANE-EE 3 1 1")
+            assert attempt(srv, ids["unusable"])[0][:2] == \
+                ("encrypted", "TLSA records, none usable: encryption required")
+            assert "matches no TLSA record" in rcpt_reply(srv, ids["bad"])
+            assert "matches neither mx-taname.dane.test nor taname.dane.test" in \
+                rcpt_reply(srv, ids["taname"]), rcpt_reply(srv, ids["taname"])
+            assert "does not verify to the DANE-TA anchor" in rcpt_reply(srv, ids["oldta"])
+            assert w.mx["ee"].sni == ["mx-ee.dane.test"], w.mx["ee"].sni
+            srv.wait_log(r"id=%s rcpt=<u@ee\.dane\.test> relay=mx-ee\.dane\.test\[127\.0\.0\.31\]"
+                         r":\d+ tls=dane \(DANE-EE 3 1 1\) delay=" % ids["ee"])
+        finally:
+            w.stop()
+
+
+def rcpt_reply(srv, qid):
+    return srv.query("select last_reply from recipients where msg_id = ?", (qid,))[0][0]
+
+
+@test
+def tlsa_failure_defers_insecure_host_is_not_asked_and_next_mx_is_tried():
+    """A TLSA lookup that fails (SERVFAIL) defers the host, never
+    plaintext; a host whose address is not secure gets no TLSA question
+    and plain opportunistic TLS (may); an MX with usable TLSA records that
+    does not offer STARTTLS is skipped for the next MX."""
+    p = pki()
+    with mxtest.Env(None) as env:
+        good = p.leaf("mx-nextmx2.dane.test")
+        cases = [
+            ("fail", "127.0.0.38", p.leaf("mx-fail.dane.test"), [], True),
+            ("open", "127.0.0.39", p.leaf("mx-open.plain.test"), ["3 1 1 " + ZEROS], False),
+            ("nextmx", "127.0.0.40", None, ["3 1 1 " + ZEROS], True),
+        ]
+        extra = ("nextmx.dane.test. IN MX 20 mx-nextmx2.dane.test.\n"
+                 "mx-nextmx2.dane.test. IN A 127.0.0.41\n"
+                 "_%(port)d._tcp.mx-nextmx2.dane.test. IN TLSA 3 1 1 " +
+                 certs.spki_sha256(good[0]) + "\n")
+        w = World(env, cases, extra, servfail=["_%(port)d._tcp.mx-fail.dane.test"])
+        try:
+            mx2 = env.scripted("127.0.0.41", tls=good)
+            srv = env.server(outbound_tls="dane", dnssec="trust-ad")
+            fail = send(srv, ["u@fail.dane.test"])
+            open_ = send(srv, ["u@open.plain.test"])
+            nxt = send(srv, ["u@nextmx.dane.test"])
+            st, _, last = wait_state(srv, fail, "u@fail.dane.test", "deferred", timeout=TLS_WAIT)
+            assert last.startswith("4.7.5 TLSA lookup error for mx-fail.dane.test"), last
+            assert w.mx["fail"].connections == 0
+            wait_state(srv, open_, "u@open.plain.test", "delivered", timeout=TLS_WAIT)
+            assert attempt(srv, open_)[0][:2] == \
+                ("encrypted", "address not DNSSEC-secure: no TLSA lookup")
+            assert "_tcp.mx-open.plain.test" not in w.dns.log(), w.dns.log()
+            wait_state(srv, nxt, "u@nextmx.dane.test", "delivered", timeout=TLS_WAIT)
+            assert w.mx["nextmx"].messages == [] and w.mx["nextmx"].connections >= 1
+            wait_messages(mx2, 1)
+            assert attempt(srv, nxt)[-1][:3] == ("dane", "DANE-EE 3 1 1", "mx-nextmx2.dane.test")
+            srv.wait_log(r"mx-nextmx\.dane\.test\S* does not offer STARTTLS, which its TLSA "
+                         r"records \(DANE\) require")
+        finally:
+            w.stop()
+
+
+@test
+def dane_only_defers_without_usable_records_and_config_needs_dnssec():
+    """dane-only: a host without secure TLSA records is deferred, one with
+    usable records delivers; outbound_tls = dane without dnssec =
+    trust-ad is a configuration error."""
+    p = pki()
+    with mxtest.Env(None) as env:
+        ok = p.leaf("mx-strict.dane.test")
+        cases = [
+            ("strict", "127.0.0.42", ok, ["3 1 1 " + certs.spki_sha256(ok[0])], True),
+            ("none", "127.0.0.43", p.leaf("mx-none.dane.test"), [], True),
+            ("lax", "127.0.0.44", p.leaf("mx-lax.plain.test"), [], False),
+        ]
+        w = World(env, cases)
+        try:
+            srv = env.server(outbound_tls="dane-only", dnssec="trust-ad")
+            a = send(srv, ["u@strict.dane.test"])
+            b = send(srv, ["u@none.dane.test"])
+            c = send(srv, ["u@lax.plain.test"])
+            wait_state(srv, a, "u@strict.dane.test", "delivered", timeout=TLS_WAIT)
+            for qid, rcpt, why in ((b, "u@none.dane.test", "no secure TLSA records"),
+                                   (c, "u@lax.plain.test", "address not DNSSEC-secure")):
+                st, _, last = wait_state(srv, qid, rcpt, "deferred", timeout=TLS_WAIT)
+                assert last.startswith("4.7.5 ") and why in last and "dane-only" in last, last
+            assert w.mx["none"].connections == 0 and w.mx["lax"].connections == 0
+            bad = Server(config=env.config(outbound_tls="dane"), start=False)
+            bad.write_config()
+            r = subprocess.run([BIN, "check-config", "-c", bad.cfgpath], capture_output=True,
+                               text=True, timeout=30)
+            assert r.returncode == 1 and \
+                "outbound_tls = dane needs dnssec = trust-ad" in r.stderr, r
+        finally:
+            w.stop()
+
+
+if __name__ == "__main__":
+    main()
