@@ -86,7 +86,7 @@ UNIT_BINS  = $(UNIT_TESTS:%=$(BUILD)/tests/test_%)
 # Fuzz targets (tests/fuzz/fuzz_NAME.c, docs/fuzzing.md).  `make test`
 # replays each one's corpus through replay.c (test_fuzz_NAME); `make fuzz`
 # builds them with libFuzzer in $(FUZZ_BUILD) and runs each one.
-FUZZ_TARGETS = parse data auth reply dns config bounce stuff dkim proxy relays
+FUZZ_TARGETS = parse data auth reply dns config bounce stuff dkim proxy relays dane
 FUZZ_REPLAY  = $(FUZZ_TARGETS:%=$(BUILD)/tests/test_fuzz_%)
 FUZZ_BUILD  ?= build-fuzz
 FUZZ_SECONDS ?= 60
