@@ -44,7 +44,8 @@ static key_parser parse_hostname, parse_path, parse_optpath, parse_int,
     parse_bytes_key, parse_duration_key, parse_listen, parse_networks,
     parse_domains, parse_bool, parse_choice, parse_durations, parse_hostports,
     parse_hostport_key, parse_ipport, parse_routes, parse_dkim_keys,
-    parse_rate_key, parse_dest_rates, parse_bare_newline, parse_log_level;
+    parse_rate_key, parse_dest_rates, parse_bare_newline, parse_log_level,
+    parse_tls_policy;
 
 static const char *const inet_choices[] = {"all", "ipv4", "ipv6", NULL};
 static const char *const outbound_tls_choices[] = {
@@ -117,6 +118,7 @@ static const struct key keys[] = {
         "20", NULL},
     {"destination_rate", parse_rate_key, F(destination_rate), 0, 0, "0", NULL},
     {"destination_rates", parse_dest_rates, 0, 0, 0, "", NULL},
+    {"tls_policy", parse_tls_policy, 0, 0, 0, "", NULL},
     {"retry_schedule", parse_durations, 0, 0, 0, "1m, 5m, 15m, 30m, 1h, 2h, 4h",
         NULL},
     {"queue_lifetime", parse_duration_key, F(queue_lifetime), 1, 365 * 86400,
@@ -1045,6 +1047,75 @@ parse_dest_rates(
 	return parse_list(cfg, k, value, &lp, why);
 }
 
+static int
+tls_policy_start(struct config *cfg, const struct key *k, int n, char *why)
+{
+	(void)k;
+	(void)why;
+	free(cfg->tls_policies);
+	cfg->tls_policies =
+	    xcalloc((size_t)(n > 0 ? n : 1), sizeof(struct tls_policy));
+	cfg->ntls_policies = 0;
+	return 0;
+}
+
+/* domain:LEVEL, .domain:LEVEL or [host]:LEVEL */
+static int
+tls_policy_item(struct config *cfg, const struct key *k, char *item, char *why)
+{
+	struct tls_policy *t = &cfg->tls_policies[cfg->ntls_policies];
+	char *c = strrchr(item, ':'), *p;
+	bool host = item[0] == '[';
+	int i;
+
+	(void)k;
+	if (c == NULL || c == item) {
+		why_set(why,
+		    "bad TLS policy \"%s\" (expected DOMAIN:LEVEL, "
+		    ".DOMAIN:LEVEL or [HOST]:LEVEL)",
+		    item);
+		return -1;
+	}
+	*c++ = '\0';
+	for (i = 0; outbound_tls_choices[i] != NULL; i++)
+		if (ascii_casecmp(c, outbound_tls_choices[i]) == 0)
+			break;
+	if (outbound_tls_choices[i] == NULL) {
+		why_set(why,
+		    "bad level \"%s\" in tls_policy (none, may, encrypt, "
+		    "verify, dane or dane-only)",
+		    c);
+		return -1;
+	}
+	t->level = i;
+	p = host || item[0] == '.' ? item + 1 : item;
+	if (host) {
+		if (strlen(item) < 3 || item[strlen(item) - 1] != ']')
+			goto bad;
+		item[strlen(item) - 1] = '\0';
+	}
+	if (!name_valid(p, true) || strlen(p) > 255)
+		goto bad;
+	snprintf(t->key, sizeof(t->key), host ? "[%s]" : "%s", host ? p : item);
+	for (p = t->key; *p != '\0'; p++)
+		*p = ascii_lower(*p);
+	cfg->ntls_policies++;
+	return 0;
+bad:
+	why_set(why, "bad destination \"%s\" in tls_policy", item);
+	return -1;
+}
+
+static int
+parse_tls_policy(
+    struct config *cfg, const struct key *k, const char *value, char *why)
+{
+	static const struct list_parser lp = {
+	    tls_policy_start, tls_policy_item};
+
+	return parse_list(cfg, k, value, &lp, why);
+}
+
 static void
 dkim_keys_clear(struct config *cfg)
 {
@@ -1125,6 +1196,8 @@ parse_dkim_keys(
 int
 config_check(const struct config *cfg, char *why)
 {
+	int i;
+
 	if (cfg->outbound_tls >= OUTBOUND_TLS_DANE &&
 	    cfg->dnssec == DNSSEC_OFF) {
 		why_set(why,
@@ -1133,6 +1206,16 @@ config_check(const struct config *cfg, char *why)
 		    outbound_tls_choices[cfg->outbound_tls]);
 		return -1;
 	}
+	for (i = 0; i < cfg->ntls_policies; i++)
+		if (cfg->tls_policies[i].level >= OUTBOUND_TLS_DANE &&
+		    cfg->dnssec == DNSSEC_OFF) {
+			why_set(why,
+			    "tls_policy %s:%s needs dnssec = trust-ad (DANE "
+			    "uses only DNSSEC-validated answers)",
+			    cfg->tls_policies[i].key,
+			    outbound_tls_choices[cfg->tls_policies[i].level]);
+			return -1;
+		}
 	return 0;
 }
 
@@ -1341,6 +1424,7 @@ config_free(struct config *cfg)
 	free(cfg->relay_networks);
 	free(cfg->proxy_networks);
 	free(cfg->dnssec_trusted);
+	free(cfg->tls_policies);
 	for (i = 0; i < cfg->nrelay_domains; i++)
 		free(cfg->relay_domains[i]);
 	free(cfg->relay_domains);

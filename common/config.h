@@ -75,6 +75,13 @@ struct dest_rate {
 	struct rate rate;
 };
 
+/* tls_policy = KEY:LEVEL: a recipient domain, ".domain" (its subdomains)
+ * or "[host]" (a smarthost, route or sender relay host). */
+struct tls_policy {
+	char key[258];
+	int level; /* OUTBOUND_TLS_* */
+};
+
 /* One configured DKIM key (tls/dkim.h loads it). */
 struct dkim_key_conf {
 	char *domain; /* lower case, an A-label */
@@ -129,6 +136,9 @@ struct config {
 	struct rate destination_rate;        /* n == 0: no limit */
 	struct dest_rate *destination_rates; /* per domain or [host] */
 	int ndestination_rates;
+	struct tls_policy
+	    *tls_policies; /* tls_policy, overriding outbound_tls */
+	int ntls_policies;
 	int *retry_schedule; /* seconds; the last value repeats */
 	int nretry_schedule;
 	int queue_lifetime;     /* seconds */

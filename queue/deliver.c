@@ -1038,6 +1038,36 @@ attempt_load(
 }
 
 /*
+ * The tls_policy level for mail to `domain` through `host` (a smarthost,
+ * route or sender relay host; NULL for MX delivery): "[host]" first, then
+ * the domain, then ".parent" entries for its subdomains, nearest first;
+ * -1 when none applies (outbound_tls does).
+ */
+static int
+policy_level(const struct config *cfg, const char *domain, const char *host)
+{
+	const char *d;
+	int i;
+
+	for (i = 0; host != NULL && i < cfg->ntls_policies; i++) {
+		const char *k = cfg->tls_policies[i].key;
+		size_t n = strlen(host);
+
+		if (k[0] == '[' && strlen(k) == n + 2 &&
+		    ascii_ncasecmp(k + 1, host, n) == 0)
+			return cfg->tls_policies[i].level;
+	}
+	for (i = 0; i < cfg->ntls_policies; i++)
+		if (ascii_casecmp(cfg->tls_policies[i].key, domain) == 0)
+			return cfg->tls_policies[i].level;
+	for (d = strchr(domain, '.'); d != NULL; d = strchr(d + 1, '.'))
+		for (i = 0; i < cfg->ntls_policies; i++)
+			if (ascii_casecmp(cfg->tls_policies[i].key, d) == 0)
+				return cfg->tls_policies[i].level;
+	return -1;
+}
+
+/*
  * TLS to a relay (the smarthost, a sender's relay): required unless its
  * tls is none; verified when outbound_tls = verify.
  */
@@ -1050,9 +1080,9 @@ relay_tls(int relay, int outbound)
 	                                       : OUTBOUND_TLS_ENCRYPT;
 }
 
-/* The SMTP client's options for the job's hosts. */
+/* The options by outbound_tls, the smarthost's and the relays' settings. */
 static void
-client_options(const struct delivery_conf *dc, int stop_fd, bool smarthost,
+client_tls(const struct delivery_conf *dc, int stop_fd, bool smarthost,
     const struct relay *relay, struct smtpc_opts *o)
 {
 	const struct config *cfg = dc->cfg;
@@ -1079,6 +1109,27 @@ client_options(const struct delivery_conf *dc, int stop_fd, bool smarthost,
 	o->auth_user = cfg->smarthost_user;
 	o->auth_pass = dc->smarthost_pass;
 	o->auth_without_tls = cfg->smarthost_auth_without_tls;
+}
+
+/*
+ * The SMTP client's options for the job's hosts (mail to `domain`);
+ * tls_policy overrides the TLS level outbound_tls and the relay's tls set.
+ */
+static void
+client_options(const struct delivery_conf *dc, int stop_fd, bool smarthost,
+    const struct relay *relay, const char *domain, struct smtpc_opts *o)
+{
+	const struct config *cfg = dc->cfg;
+	const struct route *rt = route_for(cfg, domain);
+	const char *host = relay       ? relay->to.host
+	                   : smarthost ? cfg->smarthost.host
+	                   : rt        ? rt->to.host
+	                               : NULL;
+	int level = policy_level(cfg, domain, host);
+
+	client_tls(dc, stop_fd, smarthost, relay, o);
+	if (level >= 0 && dc->client_creds != NULL)
+		o->tls = level;
 }
 
 /* What DANE decided for one MX host: the TLS level and its records. */
@@ -1168,7 +1219,7 @@ connect_fresh(struct delivery_thread *w, const struct delivery_conf *dc,
 	struct dane_plan dp;
 	bool dane;
 	enum res r;
-	int i;
+	int i, level;
 
 	free(a->hosts);
 	a->hosts = NULL;
@@ -1191,14 +1242,15 @@ connect_fresh(struct delivery_thread *w, const struct delivery_conf *dc,
 		return RES_TEMP;
 	if (r != RES_OK)
 		return r;
-	client_options(dc, d->stop_fd, smarthost, relay, &o);
+	client_options(dc, d->stop_fd, smarthost, relay, j->domain, &o);
 	/* DANE is for MX hosts: a smarthost, relay or route has its own. */
 	dane = o.tls >= OUTBOUND_TLS_DANE && !smarthost && relay == NULL &&
 	       route_for(cfg, j->domain) == NULL && j->domain[0] != '[';
 	if (!dane && o.tls == OUTBOUND_TLS_DANE)
-		o.tls = OUTBOUND_TLS_MAY; /* a route or an address literal */
+		o.tls = OUTBOUND_TLS_MAY; /* not an MX host */
 	else if (!dane && o.tls == OUTBOUND_TLS_DANE_ONLY)
 		o.tls = OUTBOUND_TLS_ENCRYPT;
+	level = o.tls;
 	for (i = 0; i < a->nhosts; i++) {
 		const struct mx_host *host = &a->hosts[i];
 		struct conn_peer *p = &a->h.peer;
@@ -1209,9 +1261,8 @@ connect_fresh(struct delivery_thread *w, const struct delivery_conf *dc,
 		o.tls_name = host->name;
 		memset(&dp, 0, sizeof(dp));
 		if (dane) {
-			if (dane_plan(w->dns, cfg->outbound_tls, host,
-			        j->domain, cfg->delivery_port, &dp,
-			        a->why) != RES_OK) {
+			if (dane_plan(w->dns, level, host, j->domain,
+			        cfg->delivery_port, &dp, a->why) != RES_OK) {
 				log_info(
 				    "deliver", "id=%s %s", j->msg_id, a->why);
 				continue;

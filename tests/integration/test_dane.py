@@ -203,5 +203,53 @@ def dane_only_defers_without_usable_records_and_config_needs_dnssec():
             w.stop()
 
 
+@test
+def tls_policy_sets_the_level_per_destination():
+    """tls_policy overrides outbound_tls per destination: a domain with
+    dane is authenticated by its TLSA records while another domain's
+    mismatching records are not even looked at (may); encrypt defers a
+    domain whose MX lacks STARTTLS; ".domain" covers subdomains (none:
+    no STARTTLS at all).  A DANE level without dnssec, and an unknown
+    level, are configuration errors."""
+    p = pki()
+    with mxtest.Env(None) as env:
+        ee = p.leaf("mx-pee.dane.test")
+        cases = [
+            ("pee", "127.0.0.46", ee, ["3 1 1 " + certs.spki_sha256(ee[0])], True),
+            ("pbad", "127.0.0.47", p.leaf("mx-pbad.dane.test"), ["3 1 1 " + ZEROS], True),
+            ("nostls", "127.0.0.48", None, [], False),
+            ("x.sub", "127.0.0.49", p.leaf("mx-x.sub.plain.test"), [], False),
+        ]
+        w = World(env, cases)
+        try:
+            srv = env.server(dnssec="trust-ad", tls_policy="pee.dane.test:dane, "
+                             "nostls.plain.test:encrypt, .sub.plain.test:none")
+            ids = {n: send(srv, ["u@%s.%s.test" % (n, "dane" if sec else "plain")])
+                   for n, _, _, _, sec in cases}
+            wait_state(srv, ids["pee"], "u@pee.dane.test", "delivered", timeout=TLS_WAIT)
+            wait_state(srv, ids["pbad"], "u@pbad.dane.test", "delivered", timeout=TLS_WAIT)
+            wait_state(srv, ids["x.sub"], "u@x.sub.plain.test", "delivered", timeout=TLS_WAIT)
+            st, _, last = wait_state(srv, ids["nostls"], "u@nostls.plain.test", "deferred",
+                                     timeout=TLS_WAIT)
+            assert "does not offer STARTTLS, which the TLS policy requires" in last, last
+            assert attempt(srv, ids["pee"])[0][:2] == ("dane", "DANE-EE 3 1 1")
+            assert attempt(srv, ids["pbad"])[0][:2] == ("encrypted", None)
+            assert attempt(srv, ids["x.sub"])[0][:2] == ("none", None)
+            assert w.mx["x.sub"].tls_sessions == 0
+            assert "_tcp.mx-pbad.dane.test" not in w.dns.log()
+            for policy, err in (("bank.test:dane-only",
+                                 "tls_policy bank.test:dane-only needs dnssec = trust-ad"),
+                                ("bank.test:secure", 'bad level "secure" in tls_policy'),
+                                ("[bank.test:verify", 'bad destination "[bank.test" in '
+                                                      'tls_policy')):
+                bad = Server(config=env.config(tls_policy=policy), start=False)
+                bad.write_config()
+                r = subprocess.run([BIN, "check-config", "-c", bad.cfgpath],
+                                   capture_output=True, text=True, timeout=30)
+                assert r.returncode == 1 and err in r.stderr, (policy, r)
+        finally:
+            w.stop()
+
+
 if __name__ == "__main__":
     main()
