@@ -1337,13 +1337,18 @@ attempt_run(struct delivery_thread *w, const struct delivery_conf *dc,
     struct delivery_job *j, struct attempt *a)
 {
 	const struct config *cfg = dc->cfg;
+	char key[DESTS_KEY_MAX + 16];
 	bool reused;
 	enum res r;
 
 	/* Suspended since the claim (another job's connection failed)? */
 	if (site_suspended(w->d, j, a->why))
 		return RES_TEMP;
-	reused = conncache_take(&w->cache, j->dest, now_ms(), &a->h);
+	/* Domains of one site may have different tls_policy levels: a kept
+	 * connection serves only mail of the level it was opened for. */
+	snprintf(key, sizeof(key), "%s tls=%d", j->dest,
+	    policy_level(cfg, j->domain, NULL));
+	reused = conncache_take(&w->cache, key, now_ms(), &a->h);
 	for (;;) {
 		if (!reused && (r = connect_fresh(w, dc, j, a)) != RES_OK)
 			return r;
@@ -1357,7 +1362,7 @@ attempt_run(struct delivery_thread *w, const struct delivery_conf *dc,
 			continue;
 		}
 		if (r == RES_OK)
-			conncache_put(&w->cache, &a->h, j->dest,
+			conncache_put(&w->cache, &a->h, key,
 			    cfg->max_messages_per_connection, now_ms());
 		else
 			held_conn_close(&a->h);

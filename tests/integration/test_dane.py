@@ -220,10 +220,12 @@ def tls_policy_sets_the_level_per_destination():
             ("nostls", "127.0.0.48", None, [], False),
             ("x.sub", "127.0.0.49", p.leaf("mx-x.sub.plain.test"), [], False),
         ]
-        w = World(env, cases)
+        # same.plain.test shares pee's MX host, so its site, without a policy.
+        w = World(env, cases, "same.plain.test. IN MX 10 mx-pee.dane.test.\n")
         try:
-            srv = env.server(dnssec="trust-ad", tls_policy="pee.dane.test:dane, "
-                             "nostls.plain.test:encrypt, .sub.plain.test:none")
+            srv = env.server(dnssec="trust-ad", delivery_threads=1,
+                             tls_policy="pee.dane.test:dane, nostls.plain.test:encrypt, "
+                             ".sub.plain.test:none")
             ids = {n: send(srv, ["u@%s.%s.test" % (n, "dane" if sec else "plain")])
                    for n, _, _, _, sec in cases}
             wait_state(srv, ids["pee"], "u@pee.dane.test", "delivered", timeout=TLS_WAIT)
@@ -237,6 +239,16 @@ def tls_policy_sets_the_level_per_destination():
             assert attempt(srv, ids["x.sub"])[0][:2] == ("none", None)
             assert w.mx["x.sub"].tls_sessions == 0
             assert "_tcp.mx-pbad.dane.test" not in w.dns.log()
+            # A connection kept after mail under one level never carries
+            # mail of another to the same site.
+            before = w.mx["pee"].connections
+            lax = send(srv, ["v@same.plain.test"])
+            wait_state(srv, lax, "v@same.plain.test", "delivered", timeout=TLS_WAIT)
+            again = send(srv, ["v@pee.dane.test"])
+            wait_state(srv, again, "v@pee.dane.test", "delivered", timeout=TLS_WAIT)
+            assert attempt(srv, lax)[0][0] == "encrypted"
+            assert attempt(srv, again)[0][:2] == ("dane", "DANE-EE 3 1 1")
+            assert w.mx["pee"].connections == before + 2, (before, w.mx["pee"].connections)
             for policy, err in (("bank.test:dane-only",
                                  "tls_policy bank.test:dane-only needs dnssec = trust-ad"),
                                 ("bank.test:secure", 'bad level "secure" in tls_policy'),
