@@ -40,7 +40,7 @@ SQL_SRCS    = sql/store.c sql/sqlite.c sql/sqlite_admin.c
 SQL_ASM     = sql/embed.S
 TLS_SRCS    = tls/conn.c tls/tls.c tls/base64.c tls/dkim.c tls/dane.c
 DNS_SRCS    = dns/dns.c
-QUEUE_SRCS  = queue/queue.c queue/smtpc.c queue/smtpwire.c queue/deliver.c \
+QUEUE_SRCS  = queue/queue.c queue/smtpc.c queue/smtpwire.c queue/deliver.c queue/https.c queue/sts.c \
               queue/dests.c queue/outcome.c queue/conncache.c queue/relays.c \
               queue/bounce.c
 SERVER_SRCS = server/parse.c server/data.c server/session.c server/pool.c \
@@ -86,7 +86,7 @@ UNIT_BINS  = $(UNIT_TESTS:%=$(BUILD)/tests/test_%)
 # Fuzz targets (tests/fuzz/fuzz_NAME.c, docs/fuzzing.md).  `make test`
 # replays each one's corpus through replay.c (test_fuzz_NAME); `make fuzz`
 # builds them with libFuzzer in $(FUZZ_BUILD) and runs each one.
-FUZZ_TARGETS = parse data auth reply dns config bounce stuff dkim proxy relays dane
+FUZZ_TARGETS = parse data auth reply dns config bounce stuff dkim proxy relays dane sts
 FUZZ_REPLAY  = $(FUZZ_TARGETS:%=$(BUILD)/tests/test_fuzz_%)
 FUZZ_BUILD  ?= build-fuzz
 FUZZ_SECONDS ?= 60
@@ -107,7 +107,8 @@ $(BUILD)/%.o: %.c
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
 $(BUILD)/sql/embed.o: sql/embed.S sql/schema.sql sql/views.sql sql/upgrade-2.sql \
-                      sql/upgrade-3.sql sql/upgrade-4.sql sql/upgrade-5.sql
+                      sql/upgrade-3.sql sql/upgrade-4.sql sql/upgrade-5.sql \
+                      sql/upgrade-6.sql
 	@mkdir -p $(dir $@)
 	$(CC) $(SANFLAGS) -c -o $@ sql/embed.S
 

@@ -55,6 +55,7 @@ static const char *const smarthost_tls_choices[] = {
 static const char *const log_format_choices[] = {"text", "json", NULL};
 static const char *const dkim_sign_by_choices[] = {"from", "sender", NULL};
 static const char *const dnssec_choices[] = {"off", "trust-ad", NULL};
+static const char *const off_on_choices[] = {"off", "on", NULL};
 
 #define F(field) offsetof(struct config, field)
 
@@ -138,6 +139,8 @@ static const struct key keys[] = {
     {"dns_servers", parse_hostports, 0, 0, 0, "", NULL},
     {"dns_timeout", parse_duration_key, F(dns_timeout), 1, 600, "10s", NULL},
     {"dnssec", parse_choice, F(dnssec), 0, 0, "off", dnssec_choices},
+    {"mta_sts", parse_choice, F(mta_sts), 0, 0, "on", off_on_choices},
+    {"mta_sts_port", parse_int, F(mta_sts_port), 1, 65535, "443", NULL},
     {"inet_protocols", parse_choice, F(inet_protocols), 0, 0, "all",
         inet_choices},
     {"outbound_tls", parse_choice, F(outbound_tls), 0, 0, "may",

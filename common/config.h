@@ -153,6 +153,8 @@ struct config {
 	int ndns_servers;
 	int dns_timeout;           /* seconds */
 	int dnssec;                /* DNSSEC_OFF, DNSSEC_TRUST_AD */
+	int mta_sts;               /* 0 off, 1 on */
+	int mta_sts_port;          /* where policies are fetched (443) */
 	int inet_protocols;        /* INET_ALL, INET_IPV4, INET_IPV6 */
 	int outbound_tls;          /* OUTBOUND_TLS_* */
 	char *tls_ca_file;         /* "": the system trust store */

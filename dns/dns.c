@@ -65,7 +65,8 @@ struct cache_entry {
 	char name[DNS_NAME_MAX];
 	ldns_rr_type type;
 	ldns_rr_list *rrs; /* NULL: NODATA (or NXDOMAIN when nxdomain) */
-	bool nxdomain;     /* cached only for TLSA (asked for every host) */
+	bool nxdomain;     /* cached only for TLSA and TXT (asked per host or
+	                      per delivery) */
 	bool secure;       /* invariant 4 */
 	int64_t expires;   /* now_ms(); 0: unused */
 };
@@ -101,6 +102,8 @@ type_name(ldns_rr_type type)
 		return "AAAA";
 	case LDNS_RR_TYPE_TLSA:
 		return "TLSA";
+	case LDNS_RR_TYPE_TXT:
+		return "TXT";
 	default:
 		return "?";
 	}
@@ -356,6 +359,8 @@ rr_usable(const ldns_rr *rr, ldns_rr_type type)
 		       ldns_rdf_size(ldns_rr_rdf(rr, 1)) == 1 &&
 		       ldns_rdf_size(ldns_rr_rdf(rr, 2)) == 1 &&
 		       ldns_rdf_size(ldns_rr_rdf(rr, 3)) > 0;
+	case LDNS_RR_TYPE_TXT:
+		return ldns_rr_rd_count(rr) >= 1;
 	default:
 		return true;
 	}
@@ -419,9 +424,38 @@ answer_cname(ldns_pkt *pkt, const ldns_rdf *owner)
 static enum res dns_query(struct dns_resolver *r, const char *name,
     ldns_rr_type type, ldns_rr_list **out, bool *secure, char *why);
 
+/*
+ * How long a negative answer (NXDOMAIN, NODATA) may be cached (RFC 2308
+ * section 5): the SOA record of its authority section, the lesser of its
+ * TTL and its minimum field; -1 without one.
+ */
+static int64_t
+negative_ttl(ldns_pkt *pkt)
+{
+	ldns_rr_list *auth = ldns_pkt_authority(pkt);
+	size_t i;
+
+	for (i = 0; i < ldns_rr_list_rr_count(auth); i++) {
+		ldns_rr *rr = ldns_rr_list_rr(auth, i);
+		const ldns_rdf *min;
+		int64_t t;
+
+		if (ldns_rr_get_type(rr) != LDNS_RR_TYPE_SOA ||
+		    ldns_rr_rd_count(rr) != 7)
+			continue;
+		min = ldns_rr_rdf(rr, 6);
+		if (ldns_rdf_size(min) != 4)
+			continue;
+		t = (int64_t)ldns_rdf2native_int32(min);
+		return t < (int64_t)ldns_rr_ttl(rr) ? t
+		                                    : (int64_t)ldns_rr_ttl(rr);
+	}
+	return -1;
+}
+
 static enum res
 dns_query_net(struct dns_resolver *r, const char *name, ldns_rr_type type,
-    ldns_rr_list **out, bool *secure, char *why)
+    ldns_rr_list **out, bool *secure, int64_t *neg_ttl, char *why)
 {
 	ldns_rdf *cur = NULL;
 	ldns_pkt *pkt = NULL;
@@ -434,6 +468,7 @@ dns_query_net(struct dns_resolver *r, const char *name, ldns_rr_type type,
 
 	*out = NULL;
 	*secure = r->dnssec;
+	*neg_ttl = -1;
 	cur = ldns_dname_new_frm_str(name);
 	if (cur == NULL) {
 		why_set(why, "5.1.2 bad domain name \"%s\"", name);
@@ -454,6 +489,7 @@ dns_query_net(struct dns_resolver *r, const char *name, ldns_rr_type type,
 		rcode = ldns_pkt_get_rcode(pkt);
 		if (!answer_secure(r, pkt))
 			*secure = false;
+		*neg_ttl = negative_ttl(pkt);
 		if (rcode == LDNS_RCODE_NXDOMAIN) {
 			why_set(why,
 			    "5.1.2 domain %s does not exist (NXDOMAIN)", name);
@@ -514,7 +550,7 @@ dns_query(struct dns_resolver *r, const char *name, ldns_rr_type type,
     ldns_rr_list **out, bool *secure, char *why)
 {
 	struct cache_entry *e, *victim = &r->cache[0];
-	int64_t now = now_ms(), ttl;
+	int64_t now = now_ms(), ttl, neg_ttl;
 	enum res res;
 	size_t i;
 
@@ -536,11 +572,16 @@ dns_query(struct dns_resolver *r, const char *name, ldns_rr_type type,
 		if (e->expires < victim->expires)
 			victim = e;
 	}
-	res = dns_query_net(r, name, type, out, secure, why);
+	res = dns_query_net(r, name, type, out, secure, &neg_ttl, why);
 	if (strlen(name) >= sizeof(victim->name) ||
-	    !(res == RES_OK || (res == RES_PERM && type == LDNS_RR_TYPE_TLSA)))
+	    !(res == RES_OK ||
+	        (res == RES_PERM &&
+	            (type == LDNS_RR_TYPE_TLSA || type == LDNS_RR_TYPE_TXT))))
 		return res;
-	ttl = *out ? DNS_CACHE_TTL_MAX : DNS_CACHE_TTL_NODATA;
+	ttl = *out ? DNS_CACHE_TTL_MAX
+	      : neg_ttl >= 0 && neg_ttl < DNS_CACHE_TTL_NODATA
+	          ? neg_ttl
+	          : DNS_CACHE_TTL_NODATA;
 	for (i = 0; *out != NULL && i < ldns_rr_list_rr_count(*out); i++) {
 		int64_t t = ldns_rr_ttl(ldns_rr_list_rr(*out, i));
 
@@ -1201,6 +1242,65 @@ dns_lookup_tlsa(struct dns_resolver *r, const char *host, int port,
 		v[i].len = ldns_rdf_size(d);
 		v[i].data = xmalloc(v[i].len);
 		memcpy(v[i].data, ldns_rdf_data(d), v[i].len);
+	}
+	ldns_rr_list_deep_free(rrs);
+	*out = v;
+	*n = (int)count;
+	return RES_OK;
+}
+
+void
+dns_txt_free(char **v, int n)
+{
+	int i;
+
+	for (i = 0; i < n; i++)
+		free(v[i]);
+	free(v);
+}
+
+enum res
+dns_lookup_txt(struct dns_resolver *r, const char *name, char ***out, int *n,
+    bool *secure, char *why)
+{
+	char qwhy[WHY_MAX];
+	ldns_rr_list *rrs = NULL;
+	enum res res;
+	size_t i, k, count;
+	char **v;
+
+	*out = NULL;
+	*n = 0;
+	*secure = false;
+	res = dns_query(r, name, LDNS_RR_TYPE_TXT, &rrs, secure, qwhy);
+	if (res == RES_PERM)
+		return RES_OK; /* NXDOMAIN: none */
+	if (res != RES_OK) {
+		why_set(why, "%s", qwhy);
+		return RES_TEMP;
+	}
+	count = rrs != NULL ? ldns_rr_list_rr_count(rrs) : 0;
+	v = xcalloc(count > 0 ? count : 1, sizeof(*v));
+	for (i = 0; i < count; i++) {
+		const ldns_rr *rr = ldns_rr_list_rr(rrs, i);
+		size_t len = 0, o = 0;
+
+		for (k = 0; k < ldns_rr_rd_count(rr); k++)
+			len += ldns_rdf_size(ldns_rr_rdf(rr, k));
+		v[i] = xmalloc(len + 1);
+		for (k = 0; k < ldns_rr_rd_count(rr); k++) {
+			const ldns_rdf *d = ldns_rr_rdf(rr, k);
+			size_t sl = ldns_rdf_size(d);
+
+			if (sl == 0)
+				continue;
+			/* A character-string: a length octet, then octets. */
+			if ((size_t)ldns_rdf_data(d)[0] < sl - 1)
+				sl = (size_t)ldns_rdf_data(d)[0] + 1;
+			memcpy(v[i] + o, ldns_rdf_data(d) + 1, sl - 1);
+			o += sl - 1;
+		}
+		v[i][o] = '\0'; /* a NUL inside cuts the text there */
 	}
 	ldns_rr_list_deep_free(rrs);
 	*out = v;

@@ -133,6 +133,16 @@ enum res dns_lookup_tlsa(struct dns_resolver *r, const char *host, int port,
 void dns_tlsa_free(struct dns_tlsa *v, int n);
 
 /*
+ * The TXT records of `name`, each record's strings joined (and cut at a
+ * NUL): RES_OK with *out (free with dns_txt_free) and *n (0: none, NODATA
+ * or NXDOMAIN), *secure as for TLSA; RES_TEMP with `why` when the lookup
+ * failed.
+ */
+enum res dns_lookup_txt(struct dns_resolver *r, const char *name, char ***out,
+    int *n, bool *secure, char *why);
+void dns_txt_free(char **v, int n);
+
+/*
  * Pure step of dns_resolve_mx: sort `rr` by preference, putting equal
  * preferences in random order (`rnd` returns a random number; tests pass a
  * fixed sequence), then apply the self rule: when rr[k].name equals

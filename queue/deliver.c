@@ -56,6 +56,7 @@
 #include "conncache.h"
 #include "dane.h"
 #include "store.h"
+#include "sts.h"
 #include "dests.h"
 #include "dkim.h"
 #include "relays.h"
@@ -83,7 +84,8 @@
 #define PRUNE_EVERY_MS (10 * 60 * 1000)
 #define EXPIRE_EVERY_MS (60 * 1000)
 #define RECORD_RETRY_MAX_MS (30 * 1000)
-#define PROBES_MAX 16 /* probes of mail not due yet, per round */
+#define STS_BUSY_MAX 16 /* MTA-STS fetches in flight at once */
+#define PROBES_MAX 16   /* probes of mail not due yet, per round */
 
 struct delivery_job {
 	char msg_id[QUEUE_ID_LEN + 1];
@@ -136,6 +138,11 @@ struct delivery {
 	int busy;                  /* guarded by mu: jobs queued or running */
 	bool blocked;        /* guarded by mu: due mail waits for a site */
 	struct dests *dests; /* guarded by mu */
+	/* MTA-STS policies being fetched (one fetch per domain at a time),
+	 * guarded by mu; sts_cv tells when one ends. */
+	char sts_busy[STS_BUSY_MAX][DNS_NAME_MAX];
+	int nsts_busy;
+	pthread_cond_t sts_cv;
 };
 
 /* Have the dispatcher look for work now rather than at its next second. */
@@ -1132,6 +1139,161 @@ client_options(const struct delivery_conf *dc, int stop_fd, bool smarthost,
 		o->tls = level;
 }
 
+/* ---- MTA-STS (RFC 8461) ---- */
+
+/* How long the first delivery to a domain waits for its policy. */
+#define STS_FETCH_MS 20000
+
+struct sts_put_arg {
+	struct store_sts_row row;
+};
+
+static enum res
+sts_put_fn(struct store *s, void *arg, char *why)
+{
+	return store_sts_put(s, &((struct sts_put_arg *)arg)->row, why);
+}
+
+/* The policy as the cache row holds it (0), or -1. */
+static int
+sts_cached(struct delivery_thread *w, const char *domain, struct sts_policy *p,
+    int64_t *expires_at)
+{
+	struct store_sts c;
+	char why[WHY_MAX];
+	int rc = -1;
+
+	if (store_sts_get(w->store, domain, &c, why) != 1)
+		return -1;
+	if (sts_parse_policy(c.text, strlen(c.text), p, why) == 0) {
+		snprintf(p->id, sizeof(p->id), "%s", c.id);
+		*expires_at = c.expires_at;
+		rc = 0;
+	}
+	free(c.text);
+	return rc;
+}
+
+/* Fetch and cache `domain`'s policy under `id`; one thread at a time per
+ * domain (the others wait for it, then read the cache).  0 with *p. */
+static int
+sts_refresh(struct delivery_thread *w, const struct delivery_conf *dc,
+    const char *domain, const char *id, struct sts_policy *p, char *why)
+{
+	struct delivery *d = w->d;
+	struct sts_put_arg put;
+	char *text = NULL, mx[STS_MX_MAX * DNS_NAME_MAX], qwhy[WHY_MAX];
+	int64_t until = now_ms() + STS_FETCH_MS, exp;
+	int i, slot = -1, rc;
+	bool waited = false;
+
+	mutex_lock(&d->mu);
+	for (;;) {
+		bool busy = false;
+
+		for (i = 0; i < d->nsts_busy; i++)
+			busy |= strcmp(d->sts_busy[i], domain) == 0;
+		if (!busy || now_ms() >= until)
+			break;
+		waited = true;
+		cond_wait_until(&d->sts_cv, &d->mu, until);
+	}
+	if (!waited && d->nsts_busy < STS_BUSY_MAX) {
+		slot = d->nsts_busy++;
+		snprintf(
+		    d->sts_busy[slot], sizeof(d->sts_busy[slot]), "%s", domain);
+	}
+	mutex_unlock(&d->mu);
+	if (slot < 0) {
+		/* Another thread fetched it (or all slots are taken). */
+		if (sts_cached(w, domain, p, &exp) == 0 &&
+		    exp > (int64_t)time(NULL) && strcmp(p->id, id) == 0)
+			return 0;
+		why_set(why,
+		    "4.7.5 MTA-STS policy of %s: fetched by another "
+		    "delivery, not cached",
+		    domain);
+		return -1;
+	}
+	rc = sts_fetch(w->dns, domain, dc->cfg->mta_sts_port, dc->client_creds,
+	    until, d->stop_fd, p, &text, why);
+	memset(&put, 0, sizeof(put));
+	put.row.domain = domain;
+	if (rc == 0) {
+		mx[0] = '\0';
+		for (i = 0; i < p->nmx; i++)
+			snprintf(mx + strlen(mx), sizeof(mx) - strlen(mx),
+			    "%s%s", i ? "\n" : "", p->mx[i]);
+		snprintf(p->id, sizeof(p->id), "%s", id);
+		put.row.id = id;
+		put.row.mode = sts_mode_name(p->mode);
+		put.row.mx = mx;
+		put.row.text = text;
+		put.row.max_age = p->max_age;
+		put.row.fetched_at = (int64_t)time(NULL);
+		log_info("deliver",
+		    "MTA-STS policy of %s: mode %s, id %s, "
+		    "max_age %llds, %d mx",
+		    domain, put.row.mode, id, (long long)p->max_age, p->nmx);
+	} else {
+		put.row.error = why;
+		log_warn("deliver", "%s", why);
+	}
+	if (queue_run(d->q, sts_put_fn, &put, qwhy) != RES_OK)
+		log_warn("deliver", "MTA-STS policy of %s not cached: %s",
+		    domain, qwhy);
+	free(text);
+	mutex_lock(&d->mu);
+	d->nsts_busy--;
+	if (slot != d->nsts_busy)
+		memcpy(d->sts_busy[slot], d->sts_busy[d->nsts_busy],
+		    sizeof(d->sts_busy[slot]));
+	pthread_cond_broadcast(&d->sts_cv);
+	mutex_unlock(&d->mu);
+	return rc;
+}
+
+/*
+ * The MTA-STS policy for mail to `domain` (RFC 8461 section 5): a cached
+ * one is used while it is valid and its id is what the TXT record says,
+ * and kept when the TXT record is gone or its lookup fails (so that an
+ * attacker who strips the record does not strip the policy); a new id,
+ * or none cached, fetches it (the delivery waits, bounded).  True with *p
+ * when a testing or enforce policy applies.
+ */
+static bool
+sts_policy(struct delivery_thread *w, const struct delivery_conf *dc,
+    const char *domain, struct sts_policy *p)
+{
+	struct sts_policy cached = {.mode = STS_MODE_NONE};
+	char name[DNS_NAME_MAX + 16], id[STS_ID_MAX + 1] = "", why[WHY_MAX];
+	char tid[STS_ID_MAX + 1], **txt = NULL;
+	int64_t exp = 0;
+	bool have, secure;
+	int i, ntxt = 0, valid = 0;
+
+	have = sts_cached(w, domain, &cached, &exp) == 0 &&
+	       exp > (int64_t)time(NULL);
+	snprintf(name, sizeof(name), "_mta-sts.%s", domain);
+	if (dns_lookup_txt(w->dns, name, &txt, &ntxt, &secure, why) == RES_OK) {
+		for (i = 0; i < ntxt; i++)
+			if (sts_parse_txt(txt[i], tid) == 1) {
+				valid++;
+				snprintf(id, sizeof(id), "%s", tid);
+			}
+		dns_txt_free(txt, ntxt);
+	}
+	if (valid != 1 || (have && strcmp(id, cached.id) == 0)) {
+		/* No record (or a failed lookup): the cached policy, if any. */
+		*p = cached;
+		return have && cached.mode != STS_MODE_NONE;
+	}
+	if (sts_refresh(w, dc, domain, id, p, why) == 0)
+		return p->mode != STS_MODE_NONE;
+	*p = cached;
+	return have && cached.mode != STS_MODE_NONE;
+}
+
 /* What DANE decided for one MX host: the TLS level and its records. */
 struct dane_plan {
 	int tls;               /* OUTBOUND_TLS_* for smtpc */
@@ -1217,7 +1379,8 @@ connect_fresh(struct delivery_thread *w, const struct delivery_conf *dc,
 	bool smarthost = false, tried = false;
 	enum plan plan = PLAN_CONNECT;
 	struct dane_plan dp;
-	bool dane;
+	struct sts_policy sts;
+	bool dane, mx, sts_on = false;
 	enum res r;
 	int i, level;
 
@@ -1244,8 +1407,14 @@ connect_fresh(struct delivery_thread *w, const struct delivery_conf *dc,
 		return r;
 	client_options(dc, d->stop_fd, smarthost, relay, j->domain, &o);
 	/* DANE is for MX hosts: a smarthost, relay or route has its own. */
-	dane = o.tls >= OUTBOUND_TLS_DANE && !smarthost && relay == NULL &&
-	       route_for(cfg, j->domain) == NULL && j->domain[0] != '[';
+	mx = !smarthost && relay == NULL && route_for(cfg, j->domain) == NULL &&
+	     j->domain[0] != '[';
+	dane = o.tls >= OUTBOUND_TLS_DANE && mx;
+	/* MTA-STS for MX delivery with TLS, unless tls_policy names the
+	 * domain (an explicit level wins). */
+	if (mx && cfg->mta_sts && o.tls != OUTBOUND_TLS_NONE &&
+	    dc->client_creds != NULL && policy_level(cfg, j->domain, NULL) < 0)
+		sts_on = sts_policy(w, dc, j->domain, &sts);
 	if (!dane && o.tls == OUTBOUND_TLS_DANE)
 		o.tls = OUTBOUND_TLS_MAY; /* not an MX host */
 	else if (!dane && o.tls == OUTBOUND_TLS_DANE_ONLY)
@@ -1272,6 +1441,31 @@ connect_fresh(struct delivery_thread *w, const struct delivery_conf *dc,
 			o.ntlsa = dp.ntlsa;
 			o.dane_names = dp.names;
 			o.ndane_names = dp.nnames;
+		} else {
+			o.tls = level;
+		}
+		o.sts = false;
+		/* DANE takes precedence for the hosts it covers (RFC 8461
+		 * section 2). */
+		if (sts_on && o.tls != OUTBOUND_TLS_DANE) {
+			if (sts.mode == STS_MODE_ENFORCE &&
+			    !sts_mx_matches(&sts, host->name)) {
+				why_set(a->why,
+				    "4.7.5 %s is not an MX host of the MTA-STS "
+				    "policy of %s (id %s)",
+				    host->name, j->domain, sts.id);
+				log_info(
+				    "deliver", "id=%s %s", j->msg_id, a->why);
+				dns_tlsa_free(dp.tlsa, dp.ntlsa);
+				continue;
+			}
+			if (sts.mode == STS_MODE_ENFORCE) {
+				o.tls = OUTBOUND_TLS_VERIFY;
+				o.sts = true;
+			}
+			snprintf(dp.note, sizeof(dp.note),
+			    "MTA-STS %s, policy id %s", sts_mode_name(sts.mode),
+			    sts.id);
 		}
 		r = smtpc_open(host, &o, &a->h.c, a->why);
 		dns_tlsa_free(dp.tlsa, dp.ntlsa);
@@ -1326,6 +1520,19 @@ transact(
 }
 
 /*
+ * The kept connection's key for the job: its site, and its tls_policy
+ * level, since domains of one site may have different levels: a kept
+ * connection serves only mail of the level it was opened for.
+ */
+static void
+cache_key(const struct config *cfg, const struct delivery_job *j, char *key,
+    size_t len)
+{
+	snprintf(
+	    key, len, "%s tls=%d", j->dest, policy_level(cfg, j->domain, NULL));
+}
+
+/*
  * Deliver the job's message: on the kept connection to its site, else a
  * new one.  A kept connection found stale (closed by the server meanwhile,
  * before it answered anything) is replaced by a new one once.  RES_OK
@@ -1344,10 +1551,7 @@ attempt_run(struct delivery_thread *w, const struct delivery_conf *dc,
 	/* Suspended since the claim (another job's connection failed)? */
 	if (site_suspended(w->d, j, a->why))
 		return RES_TEMP;
-	/* Domains of one site may have different tls_policy levels: a kept
-	 * connection serves only mail of the level it was opened for. */
-	snprintf(key, sizeof(key), "%s tls=%d", j->dest,
-	    policy_level(cfg, j->domain, NULL));
+	cache_key(cfg, j, key, sizeof(key));
 	reused = conncache_take(&w->cache, key, now_ms(), &a->h);
 	for (;;) {
 		if (!reused && (r = connect_fresh(w, dc, j, a)) != RES_OK)
@@ -1361,10 +1565,12 @@ attempt_run(struct delivery_thread *w, const struct delivery_conf *dc,
 			reused = false;
 			continue;
 		}
-		if (r == RES_OK)
+		if (r == RES_OK) {
+			/* Connecting may have learnt the job's site. */
+			cache_key(cfg, j, key, sizeof(key));
 			conncache_put(&w->cache, &a->h, key,
 			    cfg->max_messages_per_connection, now_ms());
-		else
+		} else
 			held_conn_close(&a->h);
 		return RES_OK;
 	}
@@ -2213,6 +2419,7 @@ delivery_start(
 	mutex_init(&d->mu);
 	cond_init(&d->cv);
 	cond_init(&d->done_cv);
+	cond_init(&d->sts_cv);
 	d->threads = xcalloc((size_t)cfg->delivery_threads, sizeof(pthread_t));
 	for (i = 0; i < cfg->delivery_threads; i++) {
 		struct delivery_thread *w = xcalloc(1, sizeof(*w));
@@ -2280,5 +2487,6 @@ delivery_stop(struct delivery *d)
 	mutex_destroy(&d->mu);
 	cond_destroy(&d->cv);
 	cond_destroy(&d->done_cv);
+	cond_destroy(&d->sts_cv);
 	free(d);
 }

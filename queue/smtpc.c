@@ -160,9 +160,10 @@ start_tls(struct smtpc *c, char *why)
 	}
 	conn_tls_info(c->conn, v, sizeof(v), cipher, sizeof(cipher), &bits);
 	snprintf(c->tls_desc, sizeof(c->tls_desc), "%s %s", v, cipher);
-	c->security = c->o.tls == OUTBOUND_TLS_DANE     ? "dane"
-	              : c->o.tls == OUTBOUND_TLS_VERIFY ? "verified"
-	                                                : "encrypted";
+	c->security = c->o.tls == OUTBOUND_TLS_DANE ? "dane"
+	              : c->o.tls == OUTBOUND_TLS_VERIFY
+	                  ? (c->o.sts ? "sts" : "verified")
+	                  : "encrypted";
 	return true;
 }
 

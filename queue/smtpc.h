@@ -39,6 +39,7 @@ struct smtpc_opts {
 	int ntlsa;
 	const char *const *dane_names;
 	int ndane_names;
+	bool sts; /* tls = VERIFY for an MTA-STS enforce policy: "sts" */
 	const char *auth_user; /* AUTH when set (smarthost) */
 	const char *auth_pass;
 	bool auth_without_tls;
@@ -138,7 +139,8 @@ const char *smtpc_tls_desc(const struct smtpc *c);
 
 /*
  * What the session's TLS proved: "none" (plaintext), "encrypted" (not
- * authenticated), "verified" (PKIX, the name checked) or "dane"; and for
+ * authenticated), "verified" (PKIX, the name checked), "sts" (verified
+ * under an MTA-STS enforce policy) or "dane"; and for
  * dane the record that matched ("DANE-EE 3 1 1"), else "".
  */
 const char *smtpc_security(const struct smtpc *c);

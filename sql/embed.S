@@ -27,4 +27,8 @@ sql_upgrade4_text:
 sql_upgrade5_text:
 	.incbin "sql/upgrade-5.sql"
 	.byte 0
+	.global sql_upgrade6_text
+sql_upgrade6_text:
+	.incbin "sql/upgrade-6.sql"
+	.byte 0
 	.section .note.GNU-stack,"",@progbits

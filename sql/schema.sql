@@ -96,8 +96,22 @@ CREATE TABLE attempts (
 	status TEXT NOT NULL CHECK (status IN ('sent', 'deferred', 'bounced')),
 	reply TEXT,
 	duration_ms INTEGER,
-	security TEXT,    -- none, encrypted, verified (PKIX), dane
+	security TEXT,    -- none, encrypted, verified (PKIX), dane, sts
 	security_why TEXT -- the TLSA record used, or why a weaker level
 );
 
 CREATE INDEX attempts_msg ON attempts (msg_id, rcpt_no);
+
+-- The MTA-STS policy cache (RFC 8461 section 5), one row per recipient
+-- domain with a policy (filled by delivery).
+CREATE TABLE sts_policies (
+	domain TEXT PRIMARY KEY,   -- lower case
+	id TEXT NOT NULL,          -- the _mta-sts TXT id it was fetched under
+	mode TEXT NOT NULL CHECK (mode IN ('enforce', 'testing', 'none')),
+	mx TEXT NOT NULL,          -- the mx patterns, one per line
+	max_age INTEGER NOT NULL,  -- seconds
+	fetched_at INTEGER NOT NULL,
+	expires_at INTEGER NOT NULL, -- fetched_at + max_age
+	policy_text TEXT NOT NULL, -- the file as fetched
+	last_error TEXT            -- the last failed refresh, or NULL
+);

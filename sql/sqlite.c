@@ -28,6 +28,7 @@ extern const char sql_upgrade2_text[];
 extern const char sql_upgrade3_text[];
 extern const char sql_upgrade4_text[];
 extern const char sql_upgrade5_text[];
+extern const char sql_upgrade6_text[];
 
 /* upgrades[v] brings a version v - 1 queue to version v. */
 static const char *const upgrades[] = {
@@ -35,6 +36,7 @@ static const char *const upgrades[] = {
     [3] = sql_upgrade3_text,
     [4] = sql_upgrade4_text,
     [5] = sql_upgrade5_text,
+    [6] = sql_upgrade6_text,
 };
 
 /* The writer's statements, prepared before it stores anything. */
@@ -886,6 +888,70 @@ sq_read_body(struct store *store, const char *msg_id,
 	return RES_OK;
 }
 
+static int
+sq_sts_get(
+    struct store *store, const char *domain, struct store_sts *out, char *why)
+{
+	struct db *db = sq_db(store);
+	sqlite3_stmt *st = prep(db,
+	    "SELECT id, policy_text, fetched_at, expires_at FROM "
+	    "sts_policies WHERE domain = ?1",
+	    why);
+	int rc, found = -1;
+
+	if (st == NULL)
+		return -1;
+	memset(out, 0, sizeof(*out));
+	sqlite3_bind_text(st, 1, domain, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		copy_col(st, 0, out->id, sizeof(out->id));
+		out->text = xstrdup(text_col(st, 1));
+		out->fetched_at = sqlite3_column_int64(st, 2);
+		out->expires_at = sqlite3_column_int64(st, 3);
+		found = 1;
+	} else if (rc == SQLITE_DONE) {
+		found = 0;
+	} else {
+		read_failed(db, why);
+	}
+	sqlite3_reset(st);
+	return found;
+}
+
+static enum res
+sq_sts_put(struct store *store, const struct store_sts_row *r, char *why)
+{
+	struct db *db = sq_db(store);
+	sqlite3_stmt *st;
+
+	if (r->text == NULL) { /* a failed refresh: only noted */
+		st = prep(db,
+		    "UPDATE sts_policies SET last_error = ?2 WHERE domain = ?1",
+		    why);
+		if (st == NULL)
+			return RES_TEMP;
+		sqlite3_bind_text(st, 1, r->domain, -1, SQLITE_STATIC);
+		bind_text_or_null(st, 2, r->error);
+		return step_done(db, st, why);
+	}
+	st = prep(db,
+	    "INSERT OR REPLACE INTO sts_policies (domain, id, mode, mx, "
+	    "max_age, fetched_at, expires_at, policy_text, last_error) "
+	    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6 + ?5, ?7, NULL)",
+	    why);
+	if (st == NULL)
+		return RES_TEMP;
+	sqlite3_bind_text(st, 1, r->domain, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, r->id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 3, r->mode, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 4, r->mx, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 5, r->max_age);
+	sqlite3_bind_int64(st, 6, r->fetched_at);
+	sqlite3_bind_text(st, 7, r->text, -1, SQLITE_STATIC);
+	return step_done(db, st, why);
+}
+
 static enum res
 sq_record_attempt(struct store *store, const struct store_attempt *a, char *why)
 {
@@ -1396,6 +1462,8 @@ const struct store_ops sqlite_store_ops = {
     .load_rcpt = sq_load_rcpt,
     .read_body = sq_read_body,
     .record_attempt = sq_record_attempt,
+    .sts_get = sq_sts_get,
+    .sts_put = sq_sts_put,
     .unreported_bounces = sq_unreported_bounces,
     .list_unreported = sq_list_unreported,
     .mark_delay_reported = sq_mark_delay_reported,

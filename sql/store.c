@@ -347,6 +347,19 @@ store_record_attempt(struct store *s, const struct store_attempt *a, char *why)
 }
 
 int
+store_sts_get(
+    struct store *s, const char *domain, struct store_sts *out, char *why)
+{
+	return s->ops->sts_get(s, domain, out, why);
+}
+
+enum res
+store_sts_put(struct store *s, const struct store_sts_row *r, char *why)
+{
+	return s->ops->sts_put(s, r, why);
+}
+
+int
 store_unreported_bounces(
     struct store *s, const char *msg_id, struct store_bounced **out, char *why)
 {

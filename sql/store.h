@@ -283,6 +283,29 @@ struct store_attempt {
 enum res store_record_attempt(
     struct store *s, const struct store_attempt *a, char *why);
 
+/* ---- the MTA-STS policy cache (sts_policies) ---- */
+
+/* A cached policy as read. */
+struct store_sts {
+	char id[33];
+	char *text; /* the policy file (malloc'd: free it) */
+	int64_t fetched_at, expires_at;
+};
+
+/* 1 with *out when `domain` (lower case) has a cached policy, 0 when
+ * not, -1 with `why`. */
+int store_sts_get(
+    struct store *s, const char *domain, struct store_sts *out, char *why);
+
+/* A policy to cache (text set: replaces the domain's row), or a failed
+ * refresh to note (text NULL: last_error of an existing row). */
+struct store_sts_row {
+	const char *domain, *id, *mode, *mx, *text, *error;
+	int64_t max_age, fetched_at;
+};
+enum res store_sts_put(
+    struct store *s, const struct store_sts_row *r, char *why);
+
 /* A bounced recipient not yet reported to the sender. */
 struct store_bounced {
 	int rcpt_no;

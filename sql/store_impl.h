@@ -52,6 +52,10 @@ struct store_ops {
 	    int (*fn)(void *, const void *, size_t), void *arg, char *why);
 	enum res (*record_attempt)(
 	    struct store *s, const struct store_attempt *a, char *why);
+	int (*sts_get)(struct store *s, const char *domain,
+	    struct store_sts *out, char *why);
+	enum res (*sts_put)(
+	    struct store *s, const struct store_sts_row *r, char *why);
 	int (*unreported_bounces)(struct store *s, const char *msg_id,
 	    struct store_bounced **out, char *why);
 	int (*list_unreported)(

@@ -146,7 +146,9 @@ def version_1_queue_is_upgraded_in_place():
     assert "upgraded the queue schema to version 3" in srv.log()
     assert "upgraded the queue schema to version 4" in srv.log()
     assert "upgraded the queue schema to version 5" in srv.log()
-    assert srv.query("pragma user_version") == [(5,)]
+    assert "upgraded the queue schema to version 6" in srv.log()
+    assert srv.query("pragma user_version") == [(6,)]
+    assert srv.query("select count(*) from sts_policies") == [(0,)]
     assert [r[1] for r in srv.query("pragma table_info(attempts)")][-2:] == \
         ["security", "security_why"]
     assert srv.query("select count(*) from sqlite_master where type = 'index'"

@@ -136,10 +136,12 @@ class DanePKI:
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         return cert, key
 
-    def leaf(self, name, expired=False):
-        """(chain file, key file) of a server certificate for `name`."""
-        cert, key = self._make("leaf", ['cn = "%s"' % name, 'dns_name = "%s"' % name,
-                                        "tls_www_server", "signing_key"],
+    def leaf(self, name, expired=False, also=()):
+        """(chain file, key file) of a server certificate for `name` (and
+        the names in `also`)."""
+        cert, key = self._make("leaf", ['cn = "%s"' % name] +
+                               ['dns_name = "%s"' % n for n in (name,) + tuple(also)] +
+                               ["tls_www_server", "signing_key"],
                                self.inter, self.inter_key, expired)
         chain = cert[:-4] + "-chain.pem"
         with open(chain, "w") as f:

@@ -24,7 +24,9 @@ DNSSEC, as a local validating resolver would answer (--secure SUFFIX, any
 number of times): a reply for a name at or below SUFFIX has AD set when the
 query had AD or DO set (RFC 6840 section 5.7); others never have AD.  The
 log line then ends in " ad".  --servfail NAME answers SERVFAIL for that
-exact name (any type), e.g. a TLSA name.
+exact name (any type), e.g. a TLSA name.  --negative-ttl N puts an SOA
+record with TTL and minimum N in the authority section of NXDOMAIN and
+NODATA answers (RFC 2308), so that resolvers cache them for N seconds.
 
 Fault injection, by the first label of NAME:
   servfail.*  SERVFAIL
@@ -85,8 +87,9 @@ class Zone:
 class FakeServer:
     """The query logic shared by the UDP and TCP listeners."""
 
-    def __init__(self, zone, secure=(), servfail=()):
+    def __init__(self, zone, secure=(), servfail=(), negative_ttl=None):
         self.zone = zone
+        self.negative_ttl = negative_ttl
         self.secure = [_key(x) for x in secure]
         self.servfail = set(_key(x) for x in servfail)
         self.loglock = threading.Lock()
@@ -141,6 +144,11 @@ class FakeServer:
                 reply.add_answer(rr)
             if not found and name not in self.zone.existing:
                 reply.header.rcode = RCODE.NXDOMAIN
+            if not found and self.negative_ttl is not None:
+                from dnslib import RR, SOA
+                n = self.negative_ttl
+                reply.add_auth(RR("test.", QTYPE.SOA, ttl=n, rdata=SOA(
+                    "ns.test.", "hostmaster.test.", (1, n, n, n, n))))
         self.log("%s %s %s -> %s %d%s" % (proto, name, qtype,
                                           RCODE.get(reply.header.rcode),
                                           len(reply.rr), " ad" if reply.header.ad else ""))
@@ -219,10 +227,11 @@ def serve(argv=None):
     ap.add_argument("--zone", required=True)
     ap.add_argument("--secure", action="append", default=[])
     ap.add_argument("--servfail", action="append", default=[])
+    ap.add_argument("--negative-ttl", type=int)
     args = ap.parse_args(argv)
     with open(args.zone) as f:
         zone = Zone(f.read())
-    fake = FakeServer(zone, args.secure, args.servfail)
+    fake = FakeServer(zone, args.secure, args.servfail, args.negative_ttl)
     udp, tcp = _servers(args.listen, args.port, fake)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: stop.set())
@@ -249,7 +258,7 @@ class FakeDNS:
     SERVFAIL."""
 
     def __init__(self, zone_text, host="127.0.0.1", timeout=10, port=0, secure=(),
-                 servfail=()):
+                 servfail=(), negative_ttl=None):
         self.host = host
         self.dir = tempfile.mkdtemp(prefix="fakedns-")
         self.zonepath = os.path.join(self.dir, "test.zone")
@@ -261,7 +270,8 @@ class FakeDNS:
             ["/usr/bin/python3", os.path.abspath(__file__), "--listen", host,
              "--port", str(port), "--zone", self.zonepath]
             + [a for x in secure for a in ("--secure", x)]
-            + [a for x in servfail for a in ("--servfail", x)],
+            + [a for x in servfail for a in ("--servfail", x)]
+            + (["--negative-ttl", str(negative_ttl)] if negative_ttl is not None else []),
             stdout=subprocess.PIPE, stderr=self._logfile, stdin=subprocess.DEVNULL)
         self.port = port or None   # with port 0, the program says which
         try:

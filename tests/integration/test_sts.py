@@ -1,0 +1,188 @@
+"""MTA-STS (RFC 8461) end to end on loopback: the _mta-sts TXT records and
+the mta-sts.DOMAIN addresses come from fakedns, the policies from an
+HTTPS server in this process (tests/lib/policyserver.py, on
+mta_sts_port), the MX hosts are scripted SMTP servers with STARTTLS.  The
+policy server's and the good MX hosts' certificates chain to the test
+root that tls_ca_file names.
+
+Address plan: 127.0.0.1 sluice and fakedns; 127.0.0.60 the policy
+server, 127.0.0.61 a policy server with a certificate for another name;
+127.0.0.62-.69 the MX hosts, all on the test's delivery port."""
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
+import certs  # noqa: E402
+import mxtest  # noqa: E402
+from fakedns import FakeDNS  # noqa: E402
+from mxtest import send, wait_state  # noqa: E402
+from policyserver import PolicyServer  # noqa: E402
+from sluicetest import free_port, main, test  # noqa: E402
+
+TLS_WAIT = 15
+
+
+def policy(mode, *mx, max_age=86400):
+    return (200, "text/plain; charset=utf-8",
+            "version: STSv1\r\nmode: %s\r\n%smax_age: %d\r\n" % (
+                mode, "".join("mx: %s\r\n" % m for m in mx), max_age))
+
+
+def zone(domains, txt_ids):
+    """The domains' MX hosts and policy hosts, with TXT records for the
+    domains in txt_ids (their ids); a TTL of 1 s."""
+    lines = ["$TTL 1"]
+    for d, (mxs, pol_addr) in domains.items():
+        for pref, (host, addr) in enumerate(mxs):
+            lines.append("%s. IN MX %d %s." % (d, 10 * (pref + 1), host))
+            lines.append("%s. IN A %s" % (host, addr))
+        lines.append("mta-sts.%s. IN A %s" % (d, pol_addr))
+        if d in txt_ids:
+            lines.append('_mta-sts.%s. IN TXT "v=STSv1; id=%s;"' % (d, txt_ids[d]))
+    return "\n".join(lines) + "\n"
+
+
+DOMAINS = {
+    # enforce, its MX listed
+    "a.sts.test": ([("mx.a.sts.test", "127.0.0.62")], "127.0.0.60"),
+    # enforce, the first MX not listed, the second one listed
+    "b.sts.test": ([("rogue.b.sts.test", "127.0.0.63"), ("mx.b.sts.test", "127.0.0.64")],
+                   "127.0.0.60"),
+    # enforce, the MX presents a certificate for another name
+    "c.sts.test": ([("mx.c.sts.test", "127.0.0.65")], "127.0.0.60"),
+    # testing, the same kind of MX: delivered
+    "d.sts.test": ([("mx.d.sts.test", "127.0.0.66")], "127.0.0.60"),
+    # a redirect, text/html, a policy host with a wrong certificate: no policy
+    "e.sts.test": ([("mx.e.sts.test", "127.0.0.67")], "127.0.0.60"),
+    "f.sts.test": ([("mx.f.sts.test", "127.0.0.67")], "127.0.0.60"),
+    "g.sts.test": ([("mx.g.sts.test", "127.0.0.67")], "127.0.0.61"),
+}
+
+
+@test
+def mta_sts_enforce_testing_and_bad_policies():
+    """enforce: delivered to a listed MX with a verified certificate
+    (security sts), an unlisted MX is never contacted, an MX whose
+    certificate does not verify defers; testing: delivered anyway; a
+    redirect, a text/html policy and a policy host whose certificate does
+    not verify leave no policy (plain opportunistic TLS), and the
+    policies fetched are in sts_policies."""
+    p = certs.DanePKI()
+    names = ["mta-sts.%s" % d for d in DOMAINS]
+    pol_chain = p.leaf(names[0], also=names[1:])
+    wrong = p.leaf("not-the-policy-host.test")
+    with mxtest.Env(None) as env:
+        dport = free_port()
+        ids = {d: "1" for d in DOMAINS}
+        dns = FakeDNS(zone(DOMAINS, ids))
+        env.dns_server = dns.server
+        ps = PolicyServer("127.0.0.60", dport, *pol_chain)
+        ps2 = PolicyServer("127.0.0.61", dport, *wrong)
+        try:
+            ps.policies["mta-sts.a.sts.test"] = policy("enforce", "mx.a.sts.test")
+            ps.policies["mta-sts.b.sts.test"] = policy("enforce", "*.b.sts.test.x",
+                                                       "mx.b.sts.test")
+            ps.policies["mta-sts.c.sts.test"] = policy("enforce", "*.c.sts.test")
+            ps.policies["mta-sts.d.sts.test"] = policy("testing", "*.d.sts.test")
+            ps.policies["mta-sts.e.sts.test"] = (301, "text/plain", "",
+                                                 {"Location": "https://elsewhere/"})
+            ps.policies["mta-sts.f.sts.test"] = (200, "text/html",
+                                                 policy("enforce", "nothing.test")[2])
+            mx = {}
+            for d, (mxs, _) in DOMAINS.items():
+                for host, addr in mxs:
+                    if addr in mx:
+                        continue
+                    cert = (p.leaf(host) if d in ("a.sts.test", "b.sts.test")
+                            else p.leaf("someone-else.test"))
+                    mx[addr] = env.scripted(addr, tls=cert)
+            srv = env.server(mta_sts_port=dport, tls_ca_file=p.root)
+            q = {d: send(srv, ["u@%s" % d]) for d in DOMAINS}
+            for d in ("a.sts.test", "b.sts.test", "d.sts.test", "e.sts.test", "f.sts.test",
+                      "g.sts.test"):
+                wait_state(srv, q[d], "u@%s" % d, "delivered", timeout=TLS_WAIT)
+            st, _, last = wait_state(srv, q["c.sts.test"], "u@c.sts.test", "deferred",
+                                     timeout=TLS_WAIT)
+            assert last.startswith("4.7.5 ") and "TLS handshake failed" in last, last
+            sec = {d: srv.query("select security, security_why, mx_host from attempts "
+                                "where msg_id = ? order by id desc limit 1", (q[d],))[0]
+                   for d in DOMAINS}
+            assert sec["a.sts.test"] == ("sts", "MTA-STS enforce, policy id 1",
+                                         "mx.a.sts.test"), sec["a.sts.test"]
+            assert sec["b.sts.test"][0] == "sts" and sec["b.sts.test"][2] == "mx.b.sts.test"
+            assert mx["127.0.0.63"].connections == 0
+            assert sec["d.sts.test"] == ("encrypted", "MTA-STS testing, policy id 1",
+                                         "mx.d.sts.test"), sec["d.sts.test"]
+            for d in ("e.sts.test", "f.sts.test", "g.sts.test"):
+                assert sec[d] == ("encrypted", None, "mx.%s" % d), (d, sec[d])
+            rows = srv.query("select domain, id, mode, mx, max_age, expires_at - fetched_at "
+                             "from sts_policies order by domain")
+            assert rows == [("a.sts.test", "1", "enforce", "mx.a.sts.test", 86400, 86400),
+                            ("b.sts.test", "1", "enforce", "*.b.sts.test.x\nmx.b.sts.test",
+                             86400, 86400),
+                            ("c.sts.test", "1", "enforce", "*.c.sts.test", 86400, 86400),
+                            ("d.sts.test", "1", "testing", "*.d.sts.test", 86400, 86400)], rows
+            log = srv.log()
+            assert "MTA-STS policy of e.sts.test: HTTP status 301 (redirects are not " \
+                   "followed)" in log, log[-3000:]
+            assert 'MTA-STS policy of f.sts.test: Content-Type "text/html", not ' \
+                   'text/plain' in log
+            assert "MTA-STS policy of g.sts.test: TLS with mta-sts.g.sts.test" in log
+            # One fetch per domain, however many messages.
+            assert sorted(h for h, _ in ps.requests if h == "mta-sts.a.sts.test") == \
+                ["mta-sts.a.sts.test"], ps.requests
+        finally:
+            ps.stop()
+            ps2.stop()
+            dns.stop()
+
+
+@test
+def mta_sts_cache_outlives_the_txt_record_and_a_new_id_refetches():
+    """A cached policy stays in force when its TXT record disappears (an
+    attacker stripping it gains nothing); a new id in the TXT record
+    fetches the policy again, and "mode: none" withdraws it."""
+    p = certs.DanePKI()
+    d = "a.sts.test"
+    pol_chain = p.leaf("mta-sts.%s" % d)
+    with mxtest.Env(None) as env:
+        dport = free_port()
+        only_a = {d: DOMAINS[d]}
+        dns = FakeDNS(zone(only_a, {d: "1"}))
+        env.dns_server = dns.server
+        ps = PolicyServer("127.0.0.60", dport, *pol_chain)
+        # The MX presents a certificate for another name: under
+        # enforce it defers, without a policy it delivers.
+        mxs = env.scripted("127.0.0.62", tls=p.leaf("someone-else.test"))
+        try:
+            ps.policies["mta-sts.%s" % d] = policy("enforce", "mx.a.sts.test")
+            srv = env.server(mta_sts_port=dport, tls_ca_file=p.root,
+                             retry_schedule="1s")
+            first = send(srv, ["u@%s" % d])
+            wait_state(srv, first, "u@%s" % d, "deferred", timeout=TLS_WAIT)
+            # The TXT record goes: still enforced (deferred again).
+            dns.stop()
+            dns = FakeDNS(zone(only_a, {}), port=int(env.dns_server.split(":")[1]),
+                          negative_ttl=1)
+            time.sleep(1.5)  # the resolver cache's TTL (negative ones too)
+            n = len(ps.requests)
+            done = srv.query("select attempts from recipients")[0][0]
+            wait_state(srv, first, "u@%s" % d, "deferred", timeout=TLS_WAIT,
+                       attempts=done + 2)
+            assert len(ps.requests) == n and mxs.messages == []
+            # A new id with mode none: fetched again, the policy is
+            # withdrawn, and the mail goes.
+            ps.policies["mta-sts.%s" % d] = policy("none")
+            dns.stop()
+            dns = FakeDNS(zone(only_a, {d: "2"}), port=int(env.dns_server.split(":")[1]))
+            wait_state(srv, first, "u@%s" % d, "delivered", timeout=TLS_WAIT)
+            assert len(ps.requests) == n + 1
+            assert srv.query("select id, mode from sts_policies") == [("2", "none")]
+        finally:
+            ps.stop()
+            dns.stop()
+
+
+if __name__ == "__main__":
+    main()
