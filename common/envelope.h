@@ -92,6 +92,8 @@ struct envelope {
 	int64_t stored_size; /* octets stored, Received header included */
 	enum body_type body_type;
 	int smtputf8;
+	int requiretls;      /* MAIL FROM ... REQUIRETLS (RFC 8689) */
+	int tls_required_no; /* "TLS-Required: No" in the header */
 	enum dsn_ret dsn_ret;
 	const char *dsn_envid; /* xtext as received, or NULL */
 	const char *client_ip;

@@ -395,7 +395,9 @@ queue_notice(struct store *store, struct record *r, enum bounce_kind kind,
 	b.arrival = m->received_at;
 	b.now = r->at;
 	b.kind = kind;
-	b.ret_hdrs = m->dsn_ret == RET_HDRS;
+	/* RFC 8689 section 4.3: a REQUIRETLS message's notices carry its
+	 * header only, and go with REQUIRETLS themselves. */
+	b.ret_hdrs = m->dsn_ret == RET_HDRS || m->requiretls;
 	b.rcpts = br;
 	b.nrcpts = k;
 	b.orig = head.p;
@@ -426,6 +428,7 @@ queue_notice(struct store *store, struct record *r, enum bounce_kind kind,
 	env.prepend = sig;
 	env.prepend_len = siglen;
 	env.body_type = BODY_7BIT;
+	env.requiretls = m->requiretls;
 	env.client_ip = "127.0.0.1";
 	env.helo = r->hostname;
 	env.protocol = "local";
@@ -1380,7 +1383,8 @@ connect_fresh(struct delivery_thread *w, const struct delivery_conf *dc,
 	enum plan plan = PLAN_CONNECT;
 	struct dane_plan dp;
 	struct sts_policy sts;
-	bool dane, mx, sts_on = false;
+	bool dane, mx, sts_on = false, req = a->m.requiretls != 0;
+	bool lax = a->m.tls_required_no && !req, only_perm = true;
 	enum res r;
 	int i, level;
 
@@ -1409,12 +1413,32 @@ connect_fresh(struct delivery_thread *w, const struct delivery_conf *dc,
 	/* DANE is for MX hosts: a smarthost, relay or route has its own. */
 	mx = !smarthost && relay == NULL && route_for(cfg, j->domain) == NULL &&
 	     j->domain[0] != '[';
-	dane = o.tls >= OUTBOUND_TLS_DANE && mx;
+	dane = o.tls >= OUTBOUND_TLS_DANE && mx && !lax;
 	/* MTA-STS for MX delivery with TLS, unless tls_policy names the
 	 * domain (an explicit level wins). */
-	if (mx && cfg->mta_sts && o.tls != OUTBOUND_TLS_NONE &&
+	if (mx && !lax && cfg->mta_sts && o.tls != OUTBOUND_TLS_NONE &&
 	    dc->client_creds != NULL && policy_level(cfg, j->domain, NULL) < 0)
 		sts_on = sts_policy(w, dc, j->domain, &sts);
+	/* "TLS-Required: No" (RFC 8689 section 5): no DANE or MTA-STS, and
+	 * at most opportunistic TLS to MX hosts. */
+	if (lax && mx && o.tls > OUTBOUND_TLS_MAY)
+		o.tls = OUTBOUND_TLS_MAY;
+	/* REQUIRETLS (RFC 8689 section 4.2.1): the next hop must be found
+	 * securely (a DNSSEC-secure MX answer, or an MTA-STS enforce
+	 * policy; a relay or route is configured) and authenticated. */
+	if (req && mx && !(a->nhosts > 0 && a->hosts[0].mx_secure) &&
+	    !(sts_on && sts.mode == STS_MODE_ENFORCE)) {
+		why_set(a->why,
+		    "5.7.10 REQUIRETLS: the MX records of %s are not "
+		    "DNSSEC-secure, and it has no MTA-STS policy in force",
+		    j->domain);
+		return RES_PERM;
+	}
+	if (req && (o.tls == OUTBOUND_TLS_NONE || dc->client_creds == NULL)) {
+		why_set(a->why, "5.7.10 REQUIRETLS: TLS is off towards %s",
+		    j->domain);
+		return RES_PERM;
+	}
 	if (!dane && o.tls == OUTBOUND_TLS_DANE)
 		o.tls = OUTBOUND_TLS_MAY; /* not an MX host */
 	else if (!dane && o.tls == OUTBOUND_TLS_DANE_ONLY)
@@ -1432,6 +1456,7 @@ connect_fresh(struct delivery_thread *w, const struct delivery_conf *dc,
 		if (dane) {
 			if (dane_plan(w->dns, level, host, j->domain,
 			        cfg->delivery_port, &dp, a->why) != RES_OK) {
+				only_perm = false;
 				log_info(
 				    "deliver", "id=%s %s", j->msg_id, a->why);
 				continue;
@@ -1457,6 +1482,7 @@ connect_fresh(struct delivery_thread *w, const struct delivery_conf *dc,
 				log_info(
 				    "deliver", "id=%s %s", j->msg_id, a->why);
 				dns_tlsa_free(dp.tlsa, dp.ntlsa);
+				only_perm = false;
 				continue;
 			}
 			if (sts.mode == STS_MODE_ENFORCE) {
@@ -1467,11 +1493,25 @@ connect_fresh(struct delivery_thread *w, const struct delivery_conf *dc,
 			    "MTA-STS %s, policy id %s", sts_mode_name(sts.mode),
 			    sts.id);
 		}
+		if (req && o.tls != OUTBOUND_TLS_DANE)
+			o.tls = OUTBOUND_TLS_VERIFY; /* PKIX, the host's name */
 		r = smtpc_open(host, &o, &a->h.c, a->why);
 		dns_tlsa_free(dp.tlsa, dp.ntlsa);
 		o.tlsa = NULL;
 		o.ntlsa = 0;
+		if (r == RES_OK && req && !smtpc_has_requiretls(a->h.c)) {
+			/* RFC 8689 section 4.2.1: not this host; another
+			 * may do it, else the message is returned. */
+			why_set(a->why,
+			    "5.7.30 REQUIRETLS support required: %s does not "
+			    "offer it",
+			    host->name);
+			held_conn_close(&a->h);
+			log_info("deliver", "id=%s %s", j->msg_id, a->why);
+			continue;
+		}
 		if (r != RES_OK) {
+			only_perm = false;
 			log_info("deliver", "id=%s %s", j->msg_id, a->why);
 			continue;
 		}
@@ -1485,6 +1525,8 @@ connect_fresh(struct delivery_thread *w, const struct delivery_conf *dc,
 		return RES_OK;
 	}
 	/* Every address failed to give a session. */
+	if (req && tried && only_perm)
+		return RES_PERM; /* none offers REQUIRETLS: returned */
 	if (tried)
 		site_result(d, cfg, j, false, a->why);
 	return RES_TEMP;
@@ -1505,6 +1547,7 @@ transact(
 	sm.body_type = a->m.body_type;
 	sm.smtputf8 = a->m.smtputf8 != 0;
 	sm.dsn_ret = a->m.dsn_ret;
+	sm.requiretls = a->m.requiretls != 0;
 	sm.envid = a->m.envid[0] ? a->m.envid : NULL;
 	sm.body = read_body;
 	sm.body_arg = &bc;

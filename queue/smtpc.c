@@ -335,6 +335,12 @@ smtpc_has_dsn(const struct smtpc *c)
 	return c->ext.dsn;
 }
 
+bool
+smtpc_has_requiretls(const struct smtpc *c)
+{
+	return c->ext.requiretls;
+}
+
 const char *
 smtpc_security(const struct smtpc *c)
 {
@@ -509,6 +515,24 @@ txn_fits(struct txn *t)
 		    "does not offer");
 		return false;
 	}
+	if (m->requiretls && strcmp(t->c->security, "verified") != 0 &&
+	    strcmp(t->c->security, "sts") != 0 &&
+	    strcmp(t->c->security, "dane") != 0) {
+		snprintf(t->why, sizeof(t->why),
+		    "5.7.10 REQUIRETLS: the session with %.150s is not "
+		    "authenticated TLS (%s)",
+		    t->c->host, t->c->security);
+		set_all(t->rcpts, t->n, false, SMTPC_AT_NONE, RES_PERM, t->why);
+		return false;
+	}
+	if (m->requiretls && !x->requiretls) {
+		snprintf(t->why, sizeof(t->why),
+		    "5.7.30 REQUIRETLS support required: %.150s does not "
+		    "offer it",
+		    t->c->host);
+		set_all(t->rcpts, t->n, false, SMTPC_AT_NONE, RES_PERM, t->why);
+		return false;
+	}
 	if (m->body_type == BODY_BINARYMIME &&
 	    !(x->chunking && x->binarymime)) {
 		set_all(t->rcpts, t->n, false, SMTPC_AT_NONE, RES_PERM,
@@ -549,7 +573,9 @@ mail_params(
 		o += (size_t)snprintf(
 		    p + o, len - o, " RET=%s", dsn_ret_name(m->dsn_ret));
 	if (c->ext.dsn && m->envid != NULL && m->envid[0] != '\0')
-		snprintf(p + o, len - o, " ENVID=%s", m->envid);
+		o += (size_t)snprintf(p + o, len - o, " ENVID=%s", m->envid);
+	if (m->requiretls && c->ext.requiretls)
+		snprintf(p + o, len - o, " REQUIRETLS");
 }
 
 /* RCPT's parameters (DSN: NOTIFY, ORCPT). */
@@ -576,8 +602,8 @@ static enum txn_step
 txn_mail(struct txn *t)
 {
 	struct smtpc *c = t->c;
-	char
-	    params[SMTP_ENVID_MAX + 160]; /* SIZE, BODY, SMTPUTF8, RET, ENVID */
+	/* SIZE, BODY, SMTPUTF8, RET, ENVID, REQUIRETLS */
+	char params[SMTP_ENVID_MAX + 180];
 
 	mail_params(c, t->m, params, sizeof(params));
 	conn_printf(c->conn, "MAIL FROM:<%s>%s\r\n", t->m->sender, params);

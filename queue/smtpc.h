@@ -74,6 +74,13 @@ struct smtpc_msg {
 	enum dsn_ret dsn_ret;
 	const char *envid; /* or NULL */
 	/*
+	 * REQUIRETLS (RFC 8689): sent only over an authenticated TLS
+	 * session (verified, sts or dane) to a server that advertises
+	 * REQUIRETLS, with the parameter; else every recipient is refused
+	 * with 5.7.10 or 5.7.30.
+	 */
+	bool requiretls;
+	/*
 	 * A recipient refused for now stops the message for all (DATA is not
 	 * sent): for a submitter that retries the whole message, as
 	 * `sluice sendmail` does.  Delivery sends to those accepted.
@@ -130,6 +137,9 @@ enum res smtpc_reset(struct smtpc *c);
  * after any reply, a broken transaction is retried only later.
  */
 bool smtpc_stale(const struct smtpc *c);
+
+/* Does the server advertise REQUIRETLS (RFC 8689)? */
+bool smtpc_has_requiretls(const struct smtpc *c);
 
 /* Does the server do DSN (RFC 3461)?  (For "relayed" notices.) */
 bool smtpc_has_dsn(const struct smtpc *c);

@@ -168,6 +168,7 @@ smtpwire_ehlo_keyword(struct smtp_ehlo *e, const char *line)
 	    {"CHUNKING", offsetof(struct smtp_ehlo, chunking)},
 	    {"BINARYMIME", offsetof(struct smtp_ehlo, binarymime)},
 	    {"STARTTLS", offsetof(struct smtp_ehlo, starttls)},
+	    {"REQUIRETLS", offsetof(struct smtp_ehlo, requiretls)},
 	};
 	size_t n = strlen(line), i;
 	long long size;

@@ -91,7 +91,7 @@ int smtpwire_reply_line(struct smtpwire_reply_state *st, struct smtp_reply *r,
  */
 struct smtp_ehlo {
 	bool pipelining, eightbit, smtputf8, dsn, chunking, binarymime,
-	    starttls, auth_plain, auth_login;
+	    starttls, auth_plain, auth_login, requiretls;
 	bool size;            /* SIZE advertised (RFC 1870) */
 	long long size_limit; /* its value; 0: none given */
 };
@@ -100,8 +100,8 @@ struct smtp_ehlo {
  * One EHLO keyword line ("SIZE 10240000", "AUTH PLAIN LOGIN"): record
  * what it advertises in `e`.  Keywords are case-insensitive; trailing
  * spaces are ignored.  PIPELINING, 8BITMIME, SMTPUTF8, DSN, CHUNKING,
- * BINARYMIME and STARTTLS take no parameter; SIZE takes none or 1 to 20
- * digits that fit a long long (RFC 1870); AUTH (or the old "AUTH=") lists
+ * BINARYMIME, STARTTLS and REQUIRETLS take no parameter; SIZE takes none or 1
+ * to 20 digits that fit a long long (RFC 1870); AUTH (or the old "AUTH=") lists
  * mechanisms.  A line that is none of these, or has a malformed parameter
  * ("SIZE -1", "SIZE 1e9", "PIPELINING now"), is ignored: the extension
  * counts as not advertised.

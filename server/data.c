@@ -199,6 +199,10 @@ hdr_scan_feed(struct hdr_scan *h, const char *p, size_t len)
 				if (h->pos == 8 &&
 				    strncmp(h->name, "received", 8) == 0)
 					h->received++;
+				h->in_tls_required =
+				    h->pos == 12 &&
+				    strncmp(h->name, "tls-required", 12) == 0;
+				h->vlen = 0;
 				h->state = H_VALUE;
 				break;
 			}
@@ -212,8 +216,21 @@ hdr_scan_feed(struct hdr_scan *h, const char *p, size_t len)
 			h->pos++;
 			break;
 		case H_VALUE:
-			if (c == '\n')
+			if (c == '\n') {
+				if (h->in_tls_required && h->vlen == 2 &&
+				    memcmp(h->value, "no", 2) == 0)
+					h->tls_required_no = true;
+				h->in_tls_required = false;
 				h->state = H_SOL;
+			} else if (h->in_tls_required && c != ' ' &&
+			           c != '\t' && c != '\r') {
+				if (h->vlen < sizeof(h->value))
+					h->value[h->vlen] =
+					    (c >= 'A' && c <= 'Z')
+					        ? (char)(c + 32)
+					        : c;
+				h->vlen++;
+			}
 			break;
 		case H_CR:
 			h->state = (c == '\n') ? H_BODY : H_VALUE;

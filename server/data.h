@@ -73,9 +73,14 @@ size_t data_dec_feed(struct data_dec *d, const char *in, size_t inlen,
 struct hdr_scan {
 	int state;
 	size_t pos;    /* position in the current field name */
-	char name[10]; /* start of the current line */
+	char name[12]; /* start of the current line */
 	bool in_body;
 	int received;
+	/* "TLS-Required: No" (RFC 8689 section 5), on one line */
+	bool in_tls_required; /* the value of a TLS-Required field goes on */
+	char value[4];        /* its first non-WSP octets, lower case */
+	size_t vlen;
+	bool tls_required_no;
 };
 
 void hdr_scan_init(struct hdr_scan *h);

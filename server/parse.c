@@ -550,6 +550,7 @@ enum {
 	MP_RET,
 	MP_ENVID,
 	MP_AUTH,
+	MP_REQUIRETLS,
 	MP_COUNT,
 };
 
@@ -563,6 +564,11 @@ mail_param_value(int idx, const struct param *prm, struct mail_args *out)
 	if (idx == MP_SMTPUTF8) {
 		/* RFC 6531 section 3.4: SMTPUTF8 takes no value. */
 		out->smtputf8 = true;
+		return v == NULL;
+	}
+	if (idx == MP_REQUIRETLS) {
+		/* RFC 8689 section 4.1: no value either. */
+		out->requiretls = true;
 		return v == NULL;
 	}
 	if (v == NULL)
@@ -606,7 +612,7 @@ static int
 mail_params(const char *p, bool esmtp, struct mail_args *out, char *why)
 {
 	static const char *const names[MP_COUNT] = {
-	    "SIZE", "BODY", "SMTPUTF8", "RET", "ENVID", "AUTH"};
+	    "SIZE", "BODY", "SMTPUTF8", "RET", "ENVID", "AUTH", "REQUIRETLS"};
 	struct param prm;
 	unsigned seen = 0;
 	int code, idx;

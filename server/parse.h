@@ -81,6 +81,7 @@ struct mail_args {
 	long long size; /* SIZE= value, -1 when absent */
 	enum body_type body;
 	bool smtputf8;
+	bool requiretls; /* REQUIRETLS (RFC 8689 section 4.1): no value */
 	enum dsn_ret ret;
 	char envid[SMTP_ENVID_MAX + 1]; /* as received (xtext), "" if absent */
 	char auth[SMTP_PATH_MAX * 3 + 1]; /* AUTH= as received, "" if absent */

@@ -321,6 +321,9 @@ do_helo(struct session *s, const char *args, bool esmtp)
 	/* RFC 4954 section 4: no plaintext passwords on the wire. */
 	if (s->tls_version[0] != '\0' && auth_configured(s))
 		conn_printf(s->conn, "250-AUTH PLAIN LOGIN\r\n");
+	/* RFC 8689 section 4.1: only once the session is under TLS. */
+	if (s->tls_version[0] != '\0')
+		conn_printf(s->conn, "250-REQUIRETLS\r\n");
 	conn_printf(s->conn, "250 SMTPUTF8\r\n");
 }
 
@@ -357,6 +360,13 @@ do_mail(struct session *s, const char *args)
 	code = parse_mail(args, s->esmtp, &s->mail, why);
 	if (code != 0) {
 		reply(s, code, "%s", why);
+		return;
+	}
+	if (s->mail.requiretls && s->tls_version[0] == '\0') {
+		/* Not advertised without TLS: as any unknown parameter. */
+		reply(s, 555,
+		    "5.5.4 REQUIRETLS parameter not recognized (only under "
+		    "TLS)");
 		return;
 	}
 	if (s->mail.size > s->cfg->max_message_size) {
@@ -670,6 +680,9 @@ message_end(struct session *s, struct intake *in, unsigned flags)
 	env.stored_size = in->size + (int64_t)in->hdrlen;
 	env.body_type = s->mail.body;
 	env.smtputf8 = s->mail.smtputf8;
+	env.requiretls = s->mail.requiretls;
+	/* RFC 8689 section 4.1: with REQUIRETLS the header is ignored. */
+	env.tls_required_no = !s->mail.requiretls && in->hdr.tls_required_no;
 	env.dsn_ret = s->mail.ret;
 	env.dsn_envid = s->mail.envid[0] != '\0' ? s->mail.envid : NULL;
 	env.client_ip = s->ip;

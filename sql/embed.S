@@ -31,4 +31,8 @@ sql_upgrade5_text:
 sql_upgrade6_text:
 	.incbin "sql/upgrade-6.sql"
 	.byte 0
+	.global sql_upgrade7_text
+sql_upgrade7_text:
+	.incbin "sql/upgrade-7.sql"
+	.byte 0
 	.section .note.GNU-stack,"",@progbits

@@ -30,7 +30,9 @@ CREATE TABLE messages (
 	protocol TEXT NOT NULL,		-- ESMTP, ESMTPS, ESMTPA, ESMTPSA, SMTP
 	tls_version TEXT,
 	tls_cipher TEXT,
-	auth_user TEXT
+	auth_user TEXT,
+	requiretls INTEGER NOT NULL DEFAULT 0,	  -- MAIL FROM REQUIRETLS
+	tls_required_no INTEGER NOT NULL DEFAULT 0 -- "TLS-Required: No"
 );
 
 -- One row per recipient of a message, with its own delivery state.

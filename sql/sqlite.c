@@ -29,6 +29,7 @@ extern const char sql_upgrade3_text[];
 extern const char sql_upgrade4_text[];
 extern const char sql_upgrade5_text[];
 extern const char sql_upgrade6_text[];
+extern const char sql_upgrade7_text[];
 
 /* upgrades[v] brings a version v - 1 queue to version v. */
 static const char *const upgrades[] = {
@@ -37,6 +38,7 @@ static const char *const upgrades[] = {
     [4] = sql_upgrade4_text,
     [5] = sql_upgrade5_text,
     [6] = sql_upgrade6_text,
+    [7] = sql_upgrade7_text,
 };
 
 /* The writer's statements, prepared before it stores anything. */
@@ -58,9 +60,10 @@ static const char *const stmt_sql[S_NSTMT] = {
     [S_PUT_MESSAGE] = "INSERT INTO messages (id, received_at, sender, "
                       "size, stored_size, body_type, smtputf8, dsn_ret, "
                       "dsn_envid, client_ip, client_port, helo, "
-                      "protocol, tls_version, tls_cipher, auth_user) "
+                      "protocol, tls_version, tls_cipher, auth_user, "
+                      "requiretls, tls_required_no) "
                       "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, "
-                      "?11, ?12, ?13, ?14, ?15, ?16)",
+                      "?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
     [S_PUT_RCPT] = "INSERT INTO recipients (msg_id, rcpt_no, address, "
                    "domain, next_attempt_at, notify, orcpt) "
                    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -436,6 +439,8 @@ sq_put_envelope(struct store *store, const struct envelope *env, char *why)
 	bind_text_or_null(st, 14, env->tls_version);
 	bind_text_or_null(st, 15, env->tls_cipher);
 	bind_text_or_null(st, 16, env->auth_user);
+	sqlite3_bind_int(st, 17, env->requiretls ? 1 : 0);
+	sqlite3_bind_int(st, 18, env->tls_required_no ? 1 : 0);
 	if ((r = step_done(db, st, why)) != RES_OK)
 		return r;
 	st = db->st[S_PUT_RCPT];
@@ -766,8 +771,8 @@ sq_load_message(struct store *store, const char *msg_id,
 	struct db *db = sq_db(store);
 	sqlite3_stmt *st = prep(db,
 	    "SELECT sender, body_type, smtputf8, coalesce(dsn_ret, ''), "
-	    "coalesce(dsn_envid, ''), received_at, stored_size "
-	    "FROM messages WHERE id = ?1",
+	    "coalesce(dsn_envid, ''), received_at, stored_size, requiretls, "
+	    "tls_required_no FROM messages WHERE id = ?1",
 	    why);
 	enum res r = RES_PERM;
 	int rc;
@@ -785,6 +790,8 @@ sq_load_message(struct store *store, const char *msg_id,
 		copy_col(st, 4, m->envid, sizeof(m->envid));
 		m->received_at = sqlite3_column_int64(st, 5);
 		m->stored_size = sqlite3_column_int64(st, 6);
+		m->requiretls = sqlite3_column_int(st, 7);
+		m->tls_required_no = sqlite3_column_int(st, 8);
 		r = RES_OK;
 	} else if (rc == SQLITE_DONE) {
 		why_set(why, "message %s is no longer in the queue", msg_id);

@@ -227,6 +227,8 @@ struct store_msg_info {
 	char envid[SMTP_ENVID_MAX + 1];
 	int64_t received_at;
 	int64_t stored_size;
+	int requiretls;      /* RFC 8689: MAIL FROM ... REQUIRETLS */
+	int tls_required_no; /* "TLS-Required: No" */
 };
 
 struct store_rcpt_info {

@@ -143,7 +143,7 @@ class ScriptedMX:
 
     PARAMS = {"SIZE": "SIZE", "BODY": "8BITMIME", "SMTPUTF8": "SMTPUTF8",
               "RET": "DSN", "ENVID": "DSN", "NOTIFY": "DSN", "ORCPT": "DSN",
-              "AUTH": "AUTH"}
+              "AUTH": "AUTH", "REQUIRETLS": "REQUIRETLS"}
 
     def __init__(self, host, port, ehlo=("SIZE", "8BITMIME"), rcpt_reply="250 2.1.5 Ok",
                  auth_reply="535 5.7.8 Authentication credentials invalid", tls=None,
