@@ -141,6 +141,8 @@ static const struct key keys[] = {
     {"dnssec", parse_choice, F(dnssec), 0, 0, "off", dnssec_choices},
     {"mta_sts", parse_choice, F(mta_sts), 0, 0, "on", off_on_choices},
     {"mta_sts_port", parse_int, F(mta_sts_port), 1, 65535, "443", NULL},
+    {"mta_sts_refresh", parse_duration_key, F(mta_sts_refresh), 1, 86400, "10m",
+        NULL},
     {"inet_protocols", parse_choice, F(inet_protocols), 0, 0, "all",
         inet_choices},
     {"outbound_tls", parse_choice, F(outbound_tls), 0, 0, "may",

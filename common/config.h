@@ -155,6 +155,7 @@ struct config {
 	int dnssec;                /* DNSSEC_OFF, DNSSEC_TRUST_AD */
 	int mta_sts;               /* 0 off, 1 on */
 	int mta_sts_port;          /* where policies are fetched (443) */
+	int mta_sts_refresh;       /* seconds between looks at the cache */
 	int inet_protocols;        /* INET_ALL, INET_IPV4, INET_IPV6 */
 	int outbound_tls;          /* OUTBOUND_TLS_* */
 	char *tls_ca_file;         /* "": the system trust store */

@@ -143,6 +143,8 @@ struct delivery {
 	char sts_busy[STS_BUSY_MAX][DNS_NAME_MAX];
 	int nsts_busy;
 	pthread_cond_t sts_cv;
+	pthread_t sts_thread; /* refreshes cached policies before they expire */
+	bool sts_started;
 };
 
 /* Have the dispatcher look for work now rather than at its next second. */
@@ -2296,6 +2298,61 @@ delivery_thread_refresh(
 	w->dns = r;
 }
 
+/*
+ * Refresh the cached policies that are near their end (RFC 8461 section
+ * 5.1: "proactively"), so that a domain's mail never finds its policy
+ * lapsed: the id of the TXT record if there is one, else the cached one.
+ */
+static void
+sts_refresh_due(struct delivery_thread *w, const struct delivery_conf *dc)
+{
+	char domains[16][256], why[WHY_MAX], name[DNS_NAME_MAX + 16], **txt;
+	char id[STS_ID_MAX + 1], tid[STS_ID_MAX + 1];
+	struct sts_policy p;
+	int64_t exp;
+	bool secure;
+	int i, k, n, ntxt;
+
+	n = store_sts_due(w->store, (int64_t)time(NULL), domains, 16, why);
+	for (i = 0; i < n && !atomic_load(&w->d->stop); i++) {
+		if (sts_cached(w, domains[i], &p, &exp) != 0)
+			continue;
+		snprintf(id, sizeof(id), "%s", p.id);
+		snprintf(name, sizeof(name), "_mta-sts.%.250s", domains[i]);
+		if (dns_lookup_txt(w->dns, name, &txt, &ntxt, &secure, why) ==
+		    RES_OK) {
+			for (k = 0; k < ntxt; k++)
+				if (sts_parse_txt(txt[k], tid) == 1)
+					snprintf(id, sizeof(id), "%s", tid);
+			dns_txt_free(txt, ntxt);
+		}
+		(void)sts_refresh(w, dc, domains[i], id, &p, why);
+	}
+}
+
+static void *
+sts_thread_main(void *arg)
+{
+	struct delivery_thread *w = arg;
+	struct delivery *d = w->d;
+
+	while (!atomic_load(&d->stop)) {
+		struct held *ref;
+		const struct delivery_conf *dc = holder_get(d->conf, &ref);
+		int64_t every = (int64_t)dc->cfg->mta_sts_refresh * 1000;
+
+		delivery_thread_refresh(w, dc);
+		if (dc->cfg->mta_sts && dc->client_creds != NULL)
+			sts_refresh_due(w, dc);
+		holder_put(ref);
+		nap(d, every);
+	}
+	store_close(w->store);
+	dns_resolver_free(w->dns);
+	free(w);
+	return NULL;
+}
+
 static void *
 delivery_thread_main(void *arg)
 {
@@ -2486,6 +2543,23 @@ delivery_start(
 		goto fail;
 	}
 	d->dispatcher_started = true;
+	if (cfg->delivery_threads > 0) {
+		struct delivery_thread *w = xcalloc(1, sizeof(*w));
+
+		w->d = d;
+		w->store = store_open_readonly(cfg->queue_path, why);
+		w->dns = w->store ? dns_resolver_new(cfg, why) : NULL;
+		w->gen = conf->gen;
+		if (w->store == NULL || w->dns == NULL ||
+		    pthread_create(&d->sts_thread, NULL, sts_thread_main, w) !=
+		        0) {
+			store_close(w->store);
+			dns_resolver_free(w->dns);
+			free(w);
+			goto fail;
+		}
+		d->sts_started = true;
+	}
 	log_info("deliver",
 	    "%d delivery threads, destination_concurrency=%d%s%s", d->nthreads,
 	    cfg->destination_concurrency,
@@ -2518,6 +2592,8 @@ delivery_stop(struct delivery *d)
 	mutex_unlock(&d->mu);
 	if (d->dispatcher_started)
 		pthread_join(d->dispatcher, NULL);
+	if (d->sts_started)
+		pthread_join(d->sts_thread, NULL);
 	mutex_lock(&d->mu);
 	pthread_cond_broadcast(&d->cv);
 	mutex_unlock(&d->mu);

@@ -959,6 +959,32 @@ sq_sts_put(struct store *store, const struct store_sts_row *r, char *why)
 	return step_done(db, st, why);
 }
 
+static int
+sq_sts_due(
+    struct store *store, int64_t now, char (*domains)[256], int max, char *why)
+{
+	struct db *db = sq_db(store);
+	sqlite3_stmt *st = prep(db,
+	    "SELECT domain FROM sts_policies WHERE mode != 'none' AND "
+	    "expires_at - min(max_age / 4, 21600) <= ?1 "
+	    "ORDER BY expires_at LIMIT ?2",
+	    why);
+	int rc, n = 0;
+
+	if (st == NULL)
+		return -1;
+	sqlite3_bind_int64(st, 1, now);
+	sqlite3_bind_int(st, 2, max);
+	while (n < max && (rc = sqlite3_step(st)) == SQLITE_ROW)
+		copy_col(st, 0, domains[n++], 256);
+	if (n < max && rc != SQLITE_DONE) {
+		read_failed(db, why);
+		n = -1;
+	}
+	sqlite3_reset(st);
+	return n;
+}
+
 static enum res
 sq_record_attempt(struct store *store, const struct store_attempt *a, char *why)
 {
@@ -1471,6 +1497,7 @@ const struct store_ops sqlite_store_ops = {
     .record_attempt = sq_record_attempt,
     .sts_get = sq_sts_get,
     .sts_put = sq_sts_put,
+    .sts_due = sq_sts_due,
     .unreported_bounces = sq_unreported_bounces,
     .list_unreported = sq_list_unreported,
     .mark_delay_reported = sq_mark_delay_reported,

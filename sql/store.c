@@ -360,6 +360,13 @@ store_sts_put(struct store *s, const struct store_sts_row *r, char *why)
 }
 
 int
+store_sts_due(
+    struct store *s, int64_t now, char (*domains)[256], int max, char *why)
+{
+	return s->ops->sts_due(s, now, domains, max, why);
+}
+
+int
 store_unreported_bounces(
     struct store *s, const char *msg_id, struct store_bounced **out, char *why)
 {

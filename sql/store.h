@@ -308,6 +308,12 @@ struct store_sts_row {
 enum res store_sts_put(
     struct store *s, const struct store_sts_row *r, char *why);
 
+/* Domains (up to `max`) whose enforce or testing policy is within a
+ * quarter of its max_age (at most 6 hours) of expiring at `now`, soonest
+ * first: into domains[][256]; the count, or -1 with `why`. */
+int store_sts_due(
+    struct store *s, int64_t now, char (*domains)[256], int max, char *why);
+
 /* A bounced recipient not yet reported to the sender. */
 struct store_bounced {
 	int rcpt_no;

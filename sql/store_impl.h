@@ -56,6 +56,8 @@ struct store_ops {
 	    struct store_sts *out, char *why);
 	enum res (*sts_put)(
 	    struct store *s, const struct store_sts_row *r, char *why);
+	int (*sts_due)(struct store *s, int64_t now, char (*domains)[256],
+	    int max, char *why);
 	int (*unreported_bounces)(struct store *s, const char *msg_id,
 	    struct store_bounced **out, char *why);
 	int (*list_unreported)(

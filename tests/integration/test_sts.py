@@ -18,7 +18,7 @@ import mxtest  # noqa: E402
 from fakedns import FakeDNS  # noqa: E402
 from mxtest import send, wait_state  # noqa: E402
 from policyserver import PolicyServer  # noqa: E402
-from sluicetest import free_port, main, test  # noqa: E402
+from sluicetest import free_port, main, poll_until, test  # noqa: E402
 
 TLS_WAIT = 15
 
@@ -179,6 +179,36 @@ def mta_sts_cache_outlives_the_txt_record_and_a_new_id_refetches():
             wait_state(srv, first, "u@%s" % d, "delivered", timeout=TLS_WAIT)
             assert len(ps.requests) == n + 1
             assert srv.query("select id, mode from sts_policies") == [("2", "none")]
+        finally:
+            ps.stop()
+            dns.stop()
+
+
+@test
+def mta_sts_policies_are_refreshed_before_they_expire():
+    """A cached policy close to its end (a quarter of max_age left) is
+    fetched again in the background, without mail to the domain: the
+    fetch count grows and fetched_at moves while the queue is idle."""
+    p = certs.DanePKI()
+    d = "a.sts.test"
+    only_a = {d: DOMAINS[d]}
+    with mxtest.Env(None) as env:
+        dport = free_port()
+        dns = FakeDNS(zone(only_a, {d: "1"}))
+        env.dns_server = dns.server
+        ps = PolicyServer("127.0.0.60", dport, *p.leaf("mta-sts.%s" % d))
+        mx = env.scripted("127.0.0.62", tls=p.leaf("mx.a.sts.test"))
+        try:
+            ps.policies["mta-sts.%s" % d] = policy("enforce", "mx.a.sts.test", max_age=8)
+            srv = env.server(mta_sts_port=dport, tls_ca_file=p.root, mta_sts_refresh="1s")
+            qid = send(srv, ["u@%s" % d])
+            wait_state(srv, qid, "u@%s" % d, "delivered", timeout=TLS_WAIT)
+            first = srv.query("select fetched_at from sts_policies")[0][0]
+            assert len(ps.requests) == 1, ps.requests
+            poll_until(lambda: len(ps.requests) >= 2 or None, 15, "a background refresh")
+            poll_until(lambda: srv.query("select fetched_at from sts_policies")[0][0] > first
+                       or None, 5, "the refreshed row")
+            assert len(mx.messages) == 1
         finally:
             ps.stop()
             dns.stop()
