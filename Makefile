@@ -48,7 +48,7 @@ SERVER_SRCS = server/parse.c server/data.c server/session.c server/pool.c \
               server/auth.c server/listener.c server/httpd.c server/privs.c \
               server/loadcfg.c server/serve.c server/proxy.c
 CLI_SRCS    = cli/queue.c cli/sendmail.c cli/health.c cli/passwd.c \
-              cli/check.c cli/resolve.c cli/dkim.c
+              cli/check.c cli/resolve.c cli/dkim.c cli/tlsrpt.c
 MAIN_SRCS   = cli/main.c
 
 LIB_SRCS = $(COMMON_SRCS) $(SQL_SRCS) $(TLS_SRCS) $(DNS_SRCS) $(QUEUE_SRCS) \
@@ -108,7 +108,7 @@ $(BUILD)/%.o: %.c
 
 $(BUILD)/sql/embed.o: sql/embed.S sql/schema.sql sql/views.sql sql/upgrade-2.sql \
                       sql/upgrade-3.sql sql/upgrade-4.sql sql/upgrade-5.sql \
-                      sql/upgrade-6.sql sql/upgrade-7.sql
+                      sql/upgrade-6.sql sql/upgrade-7.sql sql/upgrade-8.sql
 	@mkdir -p $(dir $@)
 	$(CC) $(SANFLAGS) -c -o $@ sql/embed.S
 

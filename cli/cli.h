@@ -24,6 +24,7 @@ int check_config_cmd(int argc, char **argv);
 
 /* sluice dkim keygen|show DOMAIN SELECTOR --key FILE ... (cli/dkim.c) */
 int dkim_cmd(int argc, char **argv);
+int tlsrpt_cmd(int argc, char **argv);
 
 /* sluice resolve DOMAIN [-c FILE] (cli/resolve.c) */
 int resolve_cmd(int argc, char **argv);

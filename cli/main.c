@@ -42,6 +42,8 @@ static const struct command {
     {"dkim", dkim_cmd, "keygen|show ...",
         "make a DKIM key, or print the DNS record of one\n"
         "(sluice dkim help)"},
+    {"tlsrpt", tlsrpt_cmd, "show [--date YYYY-MM-DD]",
+        "print the TLS-RPT reports of a day (default yesterday)"},
     {"queue", queue_cmd, "...",
         "list, show and change queued mail (sluice queue help)"},
     {"sendmail", sendmail_cmd, "[-t] [-f SENDER] [-i] [RCPT...]",

@@ -143,6 +143,10 @@ static const struct key keys[] = {
     {"mta_sts_port", parse_int, F(mta_sts_port), 1, 65535, "443", NULL},
     {"mta_sts_refresh", parse_duration_key, F(mta_sts_refresh), 1, 86400, "10m",
         NULL},
+    {"tlsrpt", parse_bool, F(tlsrpt), 0, 0, "no", NULL},
+    {"tlsrpt_organization", parse_optpath, F(tlsrpt_organization), 0, 0, "",
+        NULL},
+    {"tlsrpt_contact", parse_optpath, F(tlsrpt_contact), 0, 0, "", NULL},
     {"inet_protocols", parse_choice, F(inet_protocols), 0, 0, "all",
         inet_choices},
     {"outbound_tls", parse_choice, F(outbound_tls), 0, 0, "may",
@@ -1420,6 +1424,8 @@ config_free(struct config *cfg)
 	free(cfg->dns_servers);
 	free(cfg->tls_ca_file);
 	free(cfg->smarthost_user);
+	free(cfg->tlsrpt_organization);
+	free(cfg->tlsrpt_contact);
 	free(cfg->smarthost_password_file);
 	free(cfg->routes);
 	free(cfg->sender_relays);

@@ -156,6 +156,9 @@ struct config {
 	int mta_sts;               /* 0 off, 1 on */
 	int mta_sts_port;          /* where policies are fetched (443) */
 	int mta_sts_refresh;       /* seconds between looks at the cache */
+	bool tlsrpt;               /* record TLS-RPT results */
+	char *tlsrpt_organization; /* "" : hostname */
+	char *tlsrpt_contact;      /* "" : postmaster@hostname */
 	int inet_protocols;        /* INET_ALL, INET_IPV4, INET_IPV6 */
 	int outbound_tls;          /* OUTBOUND_TLS_* */
 	char *tls_ca_file;         /* "": the system trust store */

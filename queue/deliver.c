@@ -323,6 +323,16 @@ collect_head(void *arg, const void *data, size_t len)
 	return h->len > BOUNCE_RETURN_LIMIT ? 1 : 0;
 }
 
+/* One TLS session attempt, for TLS-RPT (RFC 8460). */
+#define TLSRPT_NOTES_MAX 8
+struct tlsrpt_note {
+	const char *policy_type; /* "sts", "tlsa", "no-policy-found" */
+	char policy[1024];       /* the policy, lines joined by LF */
+	char mx[DNS_NAME_MAX];
+	char result[32]; /* "" for a success */
+	char local[64], ip[64];
+};
+
 struct record {
 	const char *msg_id;
 	const struct store_msg_info *m;
@@ -335,6 +345,9 @@ struct record {
 	int64_t at, duration_ms;
 	const char *mx_host, *ip, *tls;
 	const char *security, *security_why; /* NULL: no host reached */
+	const struct tlsrpt_note *tr; /* TLS-RPT results of its sessions */
+	int ntr;
+	const char *tr_domain;
 	int port;
 	char dsn_id[QUEUE_ID_LEN + 1];     /* out: the failure notice queued */
 	char success_id[QUEUE_ID_LEN + 1]; /* out: the success notice */
@@ -591,6 +604,15 @@ record_fn(struct store *store, void *arg, char *why)
 		a.state = o->state;
 		a.next_at = o->next_at;
 		if (store_record_attempt(store, &a, why) != RES_OK)
+			return RES_TEMP;
+	}
+	for (i = 0; i < r->ntr; i++) {
+		const struct tlsrpt_note *n = &r->tr[i];
+		struct store_tlsrpt t = {r->at - r->at % 86400, r->tr_domain,
+		    n->policy_type, n->policy, n->mx, n->result, n->local,
+		    n->ip};
+
+		if (store_tlsrpt_add(store, &t, why) != RES_OK)
 			return RES_TEMP;
 	}
 	/* queue_run may run us twice: start the outputs afresh. */
@@ -1010,6 +1032,9 @@ struct attempt {
 	char tlsdesc[128];
 	char security[16];      /* smtpc_security of the session used */
 	char security_why[128]; /* the TLSA record used, or the plan's note */
+	struct tlsrpt_note tr[TLSRPT_NOTES_MAX]; /* this attempt's sessions */
+	int ntr;
+	const char *tr_domain; /* the domain reported to, NULL: none */
 	bool have_dsn;
 	bool put_back; /* its site was busy: the recipients were given back */
 	int64_t t0;    /* now_ms() at its start */
@@ -1367,6 +1392,77 @@ weak:
 	return RES_TEMP;
 }
 
+/* Does `domain` publish TLS-RPT (a "v=TLSRPTv1" record at _smtp._tls)? */
+static bool
+tlsrpt_published(struct delivery_thread *w, const char *domain)
+{
+	char name[DNS_NAME_MAX + 16], why[WHY_MAX], **txt;
+	bool secure, yes = false;
+	int i, n;
+
+	snprintf(name, sizeof(name), "_smtp._tls.%.250s", domain);
+	if (dns_lookup_txt(w->dns, name, &txt, &n, &secure, why) != RES_OK)
+		return false;
+	for (i = 0; i < n; i++)
+		yes |= strncmp(txt[i], "v=TLSRPTv1", 10) == 0 &&
+		       (txt[i][10] == ';' || txt[i][10] == ' ' ||
+		           txt[i][10] == '\0');
+	dns_txt_free(txt, n);
+	return yes;
+}
+
+/* Note one TLS session attempt of `a` (at most TLSRPT_NOTES_MAX). */
+static void
+tlsrpt_note(struct attempt *a, const char *type, const char *policy,
+    const struct mx_host *h, const char *result, const char *local)
+{
+	struct tlsrpt_note *n;
+
+	if (a->tr_domain == NULL || a->ntr == TLSRPT_NOTES_MAX)
+		return;
+	n = &a->tr[a->ntr++];
+	n->policy_type = type;
+	snprintf(n->policy, sizeof(n->policy), "%s", policy);
+	snprintf(n->mx, sizeof(n->mx), "%s", h->name);
+	snprintf(n->result, sizeof(n->result), "%s", result);
+	snprintf(n->local, sizeof(n->local), "%s", local);
+	snprintf(n->ip, sizeof(n->ip), "%s", h->ip);
+}
+
+/* The policy-string of a DANE host: its TLSA records, one per line. */
+static void
+tlsa_policy_string(const struct dane_plan *dp, char *out, size_t len)
+{
+	size_t o = 0, k;
+	int i;
+
+	out[0] = '\0';
+	for (i = 0; i < dp->ntlsa && o + 16 < len; i++) {
+		o += (size_t)snprintf(out + o, len - o, "%s%u %u %u ",
+		    i ? "\n" : "", dp->tlsa[i].usage, dp->tlsa[i].selector,
+		    dp->tlsa[i].mtype);
+		for (k = 0; k < dp->tlsa[i].len && o + 3 < len; k++)
+			o += (size_t)snprintf(
+			    out + o, len - o, "%02x", dp->tlsa[i].data[k]);
+	}
+}
+
+/* The policy-string of an MTA-STS policy: its lines. */
+static void
+sts_policy_string(const struct sts_policy *p, char *out, size_t len)
+{
+	size_t o;
+	int i;
+
+	o = (size_t)snprintf(
+	    out, len, "version: STSv1\nmode: %s", sts_mode_name(p->mode));
+	for (i = 0; i < p->nmx && o < len; i++)
+		o += (size_t)snprintf(out + o, len - o, "\nmx: %s", p->mx[i]);
+	if (o < len)
+		snprintf(
+		    out + o, len - o, "\nmax_age: %lld", (long long)p->max_age);
+}
+
 /*
  * A new connection for the job: its hosts (route, smarthost or MX, which
  * also tells its site), then each in turn until one gives a session.
@@ -1387,6 +1483,9 @@ connect_fresh(struct delivery_thread *w, const struct delivery_conf *dc,
 	struct sts_policy sts;
 	bool dane, mx, sts_on = false, req = a->m.requiretls != 0;
 	bool lax = a->m.tls_required_no && !req, only_perm = true;
+	struct smtpc_tls_result tres;
+	char stsstr[1024] = "", trpol[1024];
+	const char *tr_type;
 	enum res r;
 	int i, level;
 
@@ -1446,6 +1545,15 @@ connect_fresh(struct delivery_thread *w, const struct delivery_conf *dc,
 	else if (!dane && o.tls == OUTBOUND_TLS_DANE_ONLY)
 		o.tls = OUTBOUND_TLS_ENCRYPT;
 	level = o.tls;
+	/* TLS-RPT: this attempt's sessions, for a domain that wants them. */
+	a->ntr = 0;
+	a->tr_domain = cfg->tlsrpt && mx && !lax &&
+	                       level != OUTBOUND_TLS_NONE &&
+	                       tlsrpt_published(w, j->domain)
+	                   ? j->domain
+	                   : NULL;
+	if (sts_on)
+		sts_policy_string(&sts, stsstr, sizeof(stsstr));
 	for (i = 0; i < a->nhosts; i++) {
 		const struct mx_host *host = &a->hosts[i];
 		struct conn_peer *p = &a->h.peer;
@@ -1459,6 +1567,11 @@ connect_fresh(struct delivery_thread *w, const struct delivery_conf *dc,
 			if (dane_plan(w->dns, level, host, j->domain,
 			        cfg->delivery_port, &dp, a->why) != RES_OK) {
 				only_perm = false;
+				tlsrpt_note(a, "tlsa", "", host,
+				    strstr(a->why, "TLSA lookup error")
+				        ? "dnssec-invalid"
+				        : "dane-required",
+				    "");
 				log_info(
 				    "deliver", "id=%s %s", j->msg_id, a->why);
 				continue;
@@ -1485,6 +1598,8 @@ connect_fresh(struct delivery_thread *w, const struct delivery_conf *dc,
 				    "deliver", "id=%s %s", j->msg_id, a->why);
 				dns_tlsa_free(dp.tlsa, dp.ntlsa);
 				only_perm = false;
+				tlsrpt_note(a, "sts", stsstr, host,
+				    "validation-failure", "");
 				continue;
 			}
 			if (sts.mode == STS_MODE_ENFORCE) {
@@ -1497,7 +1612,24 @@ connect_fresh(struct delivery_thread *w, const struct delivery_conf *dc,
 		}
 		if (req && o.tls != OUTBOUND_TLS_DANE)
 			o.tls = OUTBOUND_TLS_VERIFY; /* PKIX, the host's name */
+		if (o.tls == OUTBOUND_TLS_DANE) {
+			tr_type = "tlsa";
+			tlsa_policy_string(&dp, trpol, sizeof(trpol));
+		} else if (sts_on) {
+			tr_type = "sts";
+			snprintf(trpol, sizeof(trpol), "%s", stsstr);
+		} else {
+			tr_type = "no-policy-found";
+			trpol[0] = '\0';
+		}
+		o.tls_result = &tres;
 		r = smtpc_open(host, &o, &a->h.c, a->why);
+		if (tres.tried)
+			tlsrpt_note(
+			    a, tr_type, trpol, host, tres.type, tres.local);
+		else if (r == RES_OK) /* a session without TLS */
+			tlsrpt_note(a, tr_type, trpol, host,
+			    "starttls-not-supported", tres.local);
 		dns_tlsa_free(dp.tlsa, dp.ntlsa);
 		o.tlsa = NULL;
 		o.ntlsa = 0;
@@ -1676,6 +1808,9 @@ attempt_record(struct delivery_thread *w, const struct delivery_conf *dc,
 	rec.port = a->peer.port;
 	rec.tls = a->tlsdesc[0] ? a->tlsdesc : NULL;
 	rec.security = a->security[0] ? a->security : NULL;
+	rec.tr = a->tr;
+	rec.ntr = a->tr_domain != NULL ? a->ntr : 0;
+	rec.tr_domain = a->tr_domain;
 	rec.security_why = a->security_why[0] ? a->security_why : NULL;
 	if (run_durably(w->d, record_fn, &rec, j->msg_id, "attempt"))
 		log_outcomes(j->msg_id, &a->m, &rec, a->peer.relay);

@@ -133,6 +133,18 @@ connect_to(const struct mx_host *h, int timeout, char *why)
 	return fd;
 }
 
+/* Note the TLS-RPT result of this session's TLS (smtpc_opts.tls_result). */
+static void
+tls_note(struct smtpc *c, const char *type)
+{
+	struct smtpc_tls_result *t = c->o.tls_result;
+
+	if (t == NULL)
+		return;
+	t->tried = true;
+	snprintf(t->type, sizeof(t->type), "%s", type);
+}
+
 static bool
 start_tls(struct smtpc *c, char *why)
 {
@@ -146,6 +158,9 @@ start_tls(struct smtpc *c, char *why)
 	if (st != CONN_OK) {
 		why_set(
 		    why, "4.7.5 %s: TLS handshake failed: %s", c->host, err);
+		tls_note(c, c->o.tls == OUTBOUND_TLS_VERIFY
+		                ? conn_tls_verify_result(c->conn)
+		                : "validation-failure");
 		c->broken = true;
 		return false;
 	}
@@ -155,9 +170,11 @@ start_tls(struct smtpc *c, char *why)
 	        err) != 0) {
 		why_set(why, "4.7.5 %s: DANE authentication failed: %s",
 		    c->host, err);
+		tls_note(c, "tlsa-invalid");
 		c->broken = true;
 		return false;
 	}
+	tls_note(c, "");
 	conn_tls_info(c->conn, v, sizeof(v), cipher, sizeof(cipher), &bits);
 	snprintf(c->tls_desc, sizeof(c->tls_desc), "%s %s", v, cipher);
 	c->security = c->o.tls == OUTBOUND_TLS_DANE ? "dane"
@@ -247,6 +264,16 @@ smtpc_start(int fd, const char *label, const struct smtpc_opts *o,
 	snprintf(c->host, sizeof(c->host), "%s", label);
 	c->conn = conn_new(fd);
 	conn_set_stop_fd(c->conn, o->stop_fd);
+	if (o->tls_result != NULL) {
+		struct sockaddr_storage ss;
+		socklen_t sl = sizeof(ss);
+
+		memset(o->tls_result, 0, sizeof(*o->tls_result));
+		if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
+			sockaddr_ntop((struct sockaddr *)&ss,
+			    o->tls_result->local,
+			    (unsigned)sizeof(o->tls_result->local));
+	}
 	if (o->implicit_tls && !start_tls(c, why))
 		goto fail;
 	if (!read_reply(c, o->command_timeout, &r, why))
@@ -280,9 +307,11 @@ smtpc_start(int fd, const char *label, const struct smtpc_opts *o,
 			} else if (o->tls != OUTBOUND_TLS_MAY) {
 				why_set(why, "4.7.5 %s refused STARTTLS: %s",
 				    c->host, r.text);
+				tls_note(c, "starttls-not-supported");
 				goto fail;
 			}
 		} else if (o->tls != OUTBOUND_TLS_MAY) {
+			tls_note(c, "starttls-not-supported");
 			why_set(why,
 			    "4.7.5 %s does not offer STARTTLS, "
 			    "which %s requires",

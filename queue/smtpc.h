@@ -21,6 +21,12 @@
 
 struct tls_creds;
 
+struct smtpc_tls_result {
+	bool tried;     /* TLS was tried, or required and not offered */
+	char type[32];  /* RFC 8460 result type, "" for success */
+	char local[64]; /* the address we connected from */
+};
+
 struct smtpc_opts {
 	const char *helo;            /* our hostname */
 	int connect_timeout;         /* seconds */
@@ -40,6 +46,13 @@ struct smtpc_opts {
 	const char *const *dane_names;
 	int ndane_names;
 	bool sts; /* tls = VERIFY for an MTA-STS enforce policy: "sts" */
+	/*
+	 * Filled by smtpc_open when set (TLS-RPT, RFC 8460): whether TLS was
+	 * tried, its result ("" for a session under TLS, else a result type
+	 * such as "starttls-not-supported", "certificate-expired",
+	 * "tlsa-invalid") and our address.
+	 */
+	struct smtpc_tls_result *tls_result;
 	const char *auth_user; /* AUTH when set (smarthost) */
 	const char *auth_pass;
 	bool auth_without_tls;

@@ -35,4 +35,8 @@ sql_upgrade6_text:
 sql_upgrade7_text:
 	.incbin "sql/upgrade-7.sql"
 	.byte 0
+	.global sql_upgrade8_text
+sql_upgrade8_text:
+	.incbin "sql/upgrade-8.sql"
+	.byte 0
 	.section .note.GNU-stack,"",@progbits

@@ -30,6 +30,7 @@ extern const char sql_upgrade4_text[];
 extern const char sql_upgrade5_text[];
 extern const char sql_upgrade6_text[];
 extern const char sql_upgrade7_text[];
+extern const char sql_upgrade8_text[];
 
 /* upgrades[v] brings a version v - 1 queue to version v. */
 static const char *const upgrades[] = {
@@ -39,6 +40,7 @@ static const char *const upgrades[] = {
     [5] = sql_upgrade5_text,
     [6] = sql_upgrade6_text,
     [7] = sql_upgrade7_text,
+    [8] = sql_upgrade8_text,
 };
 
 /* The writer's statements, prepared before it stores anything. */
@@ -969,7 +971,7 @@ sq_sts_due(
 	    "expires_at - min(max_age / 4, 21600) <= ?1 "
 	    "ORDER BY expires_at LIMIT ?2",
 	    why);
-	int rc, n = 0;
+	int rc = SQLITE_DONE, n = 0;
 
 	if (st == NULL)
 		return -1;
@@ -978,6 +980,72 @@ sq_sts_due(
 	while (n < max && (rc = sqlite3_step(st)) == SQLITE_ROW)
 		copy_col(st, 0, domains[n++], 256);
 	if (n < max && rc != SQLITE_DONE) {
+		read_failed(db, why);
+		n = -1;
+	}
+	sqlite3_reset(st);
+	return n;
+}
+
+static enum res
+sq_tlsrpt_add(struct store *store, const struct store_tlsrpt *t, char *why)
+{
+	struct db *db = sq_db(store);
+	sqlite3_stmt *st = prep(db,
+	    "INSERT INTO tlsrpt_results (day, policy_domain, policy_type, "
+	    "policy_string, mx_host, result_type, sending_ip, receiving_ip, "
+	    "count) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1) "
+	    "ON CONFLICT DO UPDATE SET count = count + 1",
+	    why);
+
+	if (st == NULL)
+		return RES_TEMP;
+	sqlite3_bind_int64(st, 1, t->day);
+	sqlite3_bind_text(st, 2, t->domain, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 3, t->policy_type, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 4, t->policy_string, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 5, t->mx_host, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 6, t->result_type, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 7, t->sending_ip, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 8, t->receiving_ip, -1, SQLITE_STATIC);
+	return step_done(db, st, why);
+}
+
+static int
+sq_tlsrpt_day(struct store *store, int64_t day,
+    int (*fn)(void *, const struct store_tlsrpt *, int64_t), void *arg,
+    char *why)
+{
+	struct db *db = sq_db(store);
+	sqlite3_stmt *st = prep(db,
+	    "SELECT policy_domain, policy_type, policy_string, mx_host, "
+	    "result_type, sending_ip, receiving_ip, count FROM tlsrpt_results "
+	    "WHERE day = ?1 ORDER BY policy_domain, policy_type, "
+	    "policy_string, result_type, mx_host, receiving_ip",
+	    why);
+	int rc, n = 0;
+
+	if (st == NULL)
+		return -1;
+	sqlite3_bind_int64(st, 1, day);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		struct store_tlsrpt t;
+
+		t.day = day;
+		t.domain = text_col(st, 0);
+		t.policy_type = text_col(st, 1);
+		t.policy_string = text_col(st, 2);
+		t.mx_host = text_col(st, 3);
+		t.result_type = text_col(st, 4);
+		t.sending_ip = text_col(st, 5);
+		t.receiving_ip = text_col(st, 6);
+		n++;
+		if (fn(arg, &t, sqlite3_column_int64(st, 7)) != 0) {
+			rc = SQLITE_DONE;
+			break;
+		}
+	}
+	if (rc != SQLITE_DONE) {
 		read_failed(db, why);
 		n = -1;
 	}
@@ -1498,6 +1566,8 @@ const struct store_ops sqlite_store_ops = {
     .sts_get = sq_sts_get,
     .sts_put = sq_sts_put,
     .sts_due = sq_sts_due,
+    .tlsrpt_add = sq_tlsrpt_add,
+    .tlsrpt_day = sq_tlsrpt_day,
     .unreported_bounces = sq_unreported_bounces,
     .list_unreported = sq_list_unreported,
     .mark_delay_reported = sq_mark_delay_reported,

@@ -514,3 +514,17 @@ store_get_stats(struct store *s, struct store_stats *st,
 {
 	return s->ops->get_stats(s, st, doms, ndoms, why);
 }
+
+enum res
+store_tlsrpt_add(struct store *s, const struct store_tlsrpt *t, char *why)
+{
+	return s->ops->tlsrpt_add(s, t, why);
+}
+
+int
+store_tlsrpt_day(struct store *s, int64_t day,
+    int (*fn)(void *, const struct store_tlsrpt *, int64_t), void *arg,
+    char *why)
+{
+	return s->ops->tlsrpt_day(s, day, fn, arg, why);
+}

@@ -314,6 +314,26 @@ enum res store_sts_put(
 int store_sts_due(
     struct store *s, int64_t now, char (*domains)[256], int max, char *why);
 
+/* ---- TLS-RPT results (tlsrpt_results) ---- */
+
+/* One TLS session's result ("" for a field not known; result_type ""
+ * for a success). */
+struct store_tlsrpt {
+	int64_t day; /* UTC midnight */
+	const char *domain, *policy_type, *policy_string, *mx_host;
+	const char *result_type, *sending_ip, *receiving_ip;
+};
+
+/* Count one session (in the caller's transaction). */
+enum res store_tlsrpt_add(
+    struct store *s, const struct store_tlsrpt *t, char *why);
+
+/* fn(arg, row, count) for each result of `day`, ordered by domain and
+ * policy (a non-zero return stops); the number of rows, or -1. */
+int store_tlsrpt_day(struct store *s, int64_t day,
+    int (*fn)(void *, const struct store_tlsrpt *, int64_t), void *arg,
+    char *why);
+
 /* A bounced recipient not yet reported to the sender. */
 struct store_bounced {
 	int rcpt_no;

@@ -58,6 +58,11 @@ struct store_ops {
 	    struct store *s, const struct store_sts_row *r, char *why);
 	int (*sts_due)(struct store *s, int64_t now, char (*domains)[256],
 	    int max, char *why);
+	enum res (*tlsrpt_add)(
+	    struct store *s, const struct store_tlsrpt *t, char *why);
+	int (*tlsrpt_day)(struct store *s, int64_t day,
+	    int (*fn)(void *, const struct store_tlsrpt *, int64_t), void *arg,
+	    char *why);
 	int (*unreported_bounces)(struct store *s, const char *msg_id,
 	    struct store_bounced **out, char *why);
 	int (*list_unreported)(

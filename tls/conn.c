@@ -688,6 +688,22 @@ conn_tls_dane(const struct conn *c, const struct dns_tlsa *recs, int n,
 	    chain, (int)np, recs, n, names, nnames, what, wlen, why);
 }
 
+const char *
+conn_tls_verify_result(const struct conn *c)
+{
+	unsigned st =
+	    c->tls != NULL ? gnutls_session_get_verify_cert_status(c->tls) : 0;
+
+	if (st & GNUTLS_CERT_UNEXPECTED_OWNER)
+		return "certificate-host-mismatch";
+	if (st & GNUTLS_CERT_EXPIRED)
+		return "certificate-expired";
+	if (st & (GNUTLS_CERT_SIGNER_NOT_FOUND | GNUTLS_CERT_SIGNER_NOT_CA |
+	             GNUTLS_CERT_INVALID))
+		return "certificate-not-trusted";
+	return "validation-failure";
+}
+
 bool
 conn_tls_active(const struct conn *c)
 {

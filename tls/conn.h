@@ -162,6 +162,12 @@ struct dns_tlsa;
 int conn_tls_dane(const struct conn *c, const struct dns_tlsa *recs, int n,
     const char *const *names, int nnames, char *what, size_t wlen, char *why);
 
+/* After a failed conn_tls_connect with `verify`: why the certificate was
+ * refused, as a TLS-RPT result type (RFC 8460 section 4.3.2):
+ * "certificate-host-mismatch", "certificate-expired",
+ * "certificate-not-trusted" or "validation-failure". */
+const char *conn_tls_verify_result(const struct conn *c);
+
 /* The negotiated protocol ("TLS1.3") and cipher suite
  * ("TLS_AES_256_GCM_SHA384") with its key bits, or "" without TLS. */
 void conn_tls_info(const struct conn *c, char *version, size_t vlen,

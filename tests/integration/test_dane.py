@@ -263,5 +263,73 @@ def tls_policy_sets_the_level_per_destination():
             w.stop()
 
 
+@test
+def tlsrpt_results_are_recorded_and_reported():
+    """With tlsrpt = yes, each TLS session to a domain that publishes
+    _smtp._tls is counted by policy and result, and `sluice tlsrpt show`
+    prints that day's report per domain: a DANE success, a DANE failure
+    (tlsa-invalid, with the addresses and MX), a session without a policy;
+    a domain without a TLS-RPT record gets no report."""
+    import json
+    import time as _time
+    p = pki()
+    with mxtest.Env(None) as env:
+        ree = p.leaf("mx-ree.dane.test")
+        cases = [
+            ("ree", "127.0.0.50", ree, ["3 1 1 " + certs.spki_sha256(ree[0])], True),
+            ("rbad", "127.0.0.51", p.leaf("mx-rbad.dane.test"), ["3 1 1 " + ZEROS], True),
+            ("rplain", "127.0.0.52", p.leaf("someone.else.test"), [], False),
+            ("rquiet", "127.0.0.53", p.leaf("mx-rquiet.dane.test"),
+             ["3 1 1 " + ZEROS], True),
+        ]
+        extra = "".join('_smtp._tls.%s. IN TXT "v=TLSRPTv1; rua=mailto:tlsrpt@%s"\n' % (d, d)
+                        for d in ("ree.dane.test", "rbad.dane.test", "rplain.plain.test"))
+        w = World(env, cases, extra)
+        try:
+            srv = env.server(outbound_tls="dane", dnssec="trust-ad", tlsrpt="yes",
+                             tlsrpt_organization="Test Org", retry_schedule="30s")
+            ids = {n: send(srv, ["u@%s.%s.test" % (n, "dane" if sec else "plain")])
+                   for n, _, _, _, sec in cases}
+            wait_state(srv, ids["ree"], "u@ree.dane.test", "delivered", timeout=TLS_WAIT)
+            wait_state(srv, ids["rplain"], "u@rplain.plain.test", "delivered",
+                       timeout=TLS_WAIT)
+            wait_state(srv, ids["rbad"], "u@rbad.dane.test", "deferred", timeout=TLS_WAIT)
+            wait_state(srv, ids["rquiet"], "u@rquiet.dane.test", "deferred", timeout=TLS_WAIT)
+            today = _time.strftime("%Y-%m-%d", _time.gmtime())
+            r = subprocess.run([BIN, "tlsrpt", "show", "--date", today, "-c", srv.cfgpath],
+                               capture_output=True, text=True, timeout=30)
+            assert r.returncode == 0, r
+            reports = {json.loads(line)["policies"][0]["policy"]["policy-domain"]:
+                       json.loads(line) for line in r.stdout.splitlines()}
+            assert sorted(reports) == ["rbad.dane.test", "ree.dane.test",
+                                       "rplain.plain.test"], r.stdout
+            rep = reports["ree.dane.test"]
+            assert rep["organization-name"] == "Test Org"
+            assert rep["contact-info"] == "postmaster@relay.test"
+            assert rep["date-range"] == {"start-datetime": today + "T00:00:00Z",
+                                         "end-datetime": today + "T23:59:59Z"}
+            assert rep["policies"] == [{
+                "policy": {"policy-type": "tlsa",
+                           "policy-string": ["3 1 1 " + certs.spki_sha256(ree[0])],
+                           "policy-domain": "ree.dane.test"},
+                "summary": {"total-successful-session-count": 1,
+                            "total-failure-session-count": 0},
+                "failure-details": []}], rep
+            bad = reports["rbad.dane.test"]["policies"][0]
+            assert bad["summary"]["total-successful-session-count"] == 0
+            assert bad["summary"]["total-failure-session-count"] >= 1
+            d = bad["failure-details"][0]
+            assert (d["result-type"], d["receiving-mx-hostname"], d["receiving-ip"],
+                    d["sending-mta-ip"]) == ("tlsa-invalid", "mx-rbad.dane.test",
+                                             "127.0.0.51", "127.0.0.1"), d
+            plain = reports["rplain.plain.test"]["policies"][0]
+            assert plain["policy"]["policy-type"] == "no-policy-found", plain
+            assert plain["summary"]["total-successful-session-count"] == 1, plain
+            assert srv.query("select count(*) from tlsrpt_results where policy_domain = "
+                             "'rquiet.dane.test'") == [(0,)]
+        finally:
+            w.stop()
+
+
 if __name__ == "__main__":
     main()
