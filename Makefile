@@ -16,7 +16,7 @@
 
 BUILD    ?= build
 CC       ?= cc
-PKGS      = gnutls sqlite3 ldns libxcrypt libmicrohttpd
+PKGS      = gnutls sqlite3 ldns libxcrypt libmicrohttpd zlib
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 WARN      = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
@@ -40,7 +40,7 @@ SQL_SRCS    = sql/store.c sql/sqlite.c sql/sqlite_admin.c
 SQL_ASM     = sql/embed.S
 TLS_SRCS    = tls/conn.c tls/tls.c tls/base64.c tls/dkim.c tls/dane.c
 DNS_SRCS    = dns/dns.c
-QUEUE_SRCS  = queue/queue.c queue/smtpc.c queue/smtpwire.c queue/deliver.c queue/https.c queue/sts.c \
+QUEUE_SRCS  = queue/queue.c queue/smtpc.c queue/smtpwire.c queue/deliver.c queue/https.c queue/sts.c queue/tlsrpt.c \
               queue/dests.c queue/outcome.c queue/conncache.c queue/relays.c \
               queue/bounce.c
 SERVER_SRCS = server/parse.c server/data.c server/session.c server/pool.c \

@@ -14,9 +14,14 @@
  * Threads: single-threaded command; no shared state.
  */
 #include "cli.h"
-#include "json.h"
+#include "dns.h"
+#include "https.h"
 #include "loadcfg.h"
+#include "queue.h"
+#include "queueid.h"
 #include "store.h"
+#include "tls.h"
+#include "tlsrpt.h"
 #include "util.h"
 
 #include <stdio.h>
@@ -25,165 +30,6 @@
 #include <time.h>
 
 #define TLSRPT_USAGE "usage: sluice tlsrpt show [--date YYYY-MM-DD] [-c FILE]\n"
-
-struct row {
-	char *domain, *type, *policy, *mx, *result, *local, *ip;
-	int64_t count;
-};
-
-struct rows {
-	struct row *v;
-	int n, cap;
-};
-
-static int
-collect(void *arg, const struct store_tlsrpt *t, int64_t count)
-{
-	struct rows *r = arg;
-	struct row *w;
-
-	if (r->n == r->cap) {
-		r->cap = r->cap ? r->cap * 2 : 64;
-		r->v = xrealloc(r->v, (size_t)r->cap * sizeof(*r->v));
-	}
-	w = &r->v[r->n++];
-	w->domain = xstrdup(t->domain);
-	w->type = xstrdup(t->policy_type);
-	w->policy = xstrdup(t->policy_string);
-	w->mx = xstrdup(t->mx_host);
-	w->result = xstrdup(t->result_type);
-	w->local = xstrdup(t->sending_ip);
-	w->ip = xstrdup(t->receiving_ip);
-	w->count = count;
-	return 0;
-}
-
-/* The lines of `s` as a JSON array; with `prefix`, only the lines that
- * start with it, without it. */
-static void
-lines_json(FILE *f, const char *s, const char *prefix)
-{
-	const char *p = s;
-	bool first = true;
-	size_t pl = prefix ? strlen(prefix) : 0;
-
-	fputc('[', f);
-	while (*p != '\0') {
-		const char *e = strchr(p, '\n');
-		size_t n = e ? (size_t)(e - p) : strlen(p);
-
-		if (prefix == NULL ||
-		    (n >= pl && strncmp(p, prefix, pl) == 0)) {
-			char *line = xmalloc(n + 1);
-
-			memcpy(line, p + pl, n - pl);
-			line[n - pl] = '\0';
-			if (!first)
-				fputc(',', f);
-			json_fput_str(f, line);
-			free(line);
-			first = false;
-		}
-		p += n + (e != NULL);
-	}
-	fputc(']', f);
-}
-
-static bool
-same_policy(const struct row *a, const struct row *b)
-{
-	return strcmp(a->domain, b->domain) == 0 &&
-	       strcmp(a->type, b->type) == 0 &&
-	       strcmp(a->policy, b->policy) == 0;
-}
-
-/* One policy object: rows [from, to) share its domain and policy. */
-static void
-policy_json(FILE *f, const struct row *v, int from, int to)
-{
-	int64_t ok = 0, failed = 0;
-	bool first = true;
-	int i;
-
-	for (i = from; i < to; i++) {
-		if (v[i].result[0] == '\0')
-			ok += v[i].count;
-		else
-			failed += v[i].count;
-	}
-	fputs("{\"policy\":{\"policy-type\":", f);
-	json_fput_str(f, v[from].type);
-	fputs(",\"policy-string\":", f);
-	lines_json(f, v[from].policy, NULL);
-	fputs(",\"policy-domain\":", f);
-	json_fput_str(f, v[from].domain);
-	if (strcmp(v[from].type, "sts") == 0) {
-		fputs(",\"mx-host\":", f);
-		lines_json(f, v[from].policy, "mx: ");
-	}
-	fprintf(f,
-	    "},\"summary\":{\"total-successful-session-count\":%lld,"
-	    "\"total-failure-session-count\":%lld}",
-	    (long long)ok, (long long)failed);
-	fputs(",\"failure-details\":[", f);
-	for (i = from; i < to; i++) {
-		/* One row per result, addresses and MX host (the table's
-		 * key), so one detail each. */
-		if (v[i].result[0] == '\0')
-			continue;
-		if (!first)
-			fputc(',', f);
-		first = false;
-		fputs("{\"result-type\":", f);
-		json_fput_str(f, v[i].result);
-		if (v[i].local[0] != '\0') {
-			fputs(",\"sending-mta-ip\":", f);
-			json_fput_str(f, v[i].local);
-		}
-		fputs(",\"receiving-mx-hostname\":", f);
-		json_fput_str(f, v[i].mx);
-		if (v[i].ip[0] != '\0') {
-			fputs(",\"receiving-ip\":", f);
-			json_fput_str(f, v[i].ip);
-		}
-		fprintf(f, ",\"failed-session-count\":%lld}",
-		    (long long)v[i].count);
-	}
-	fputs("]}", f);
-}
-
-/* The report of one domain: rows [from, to). */
-static void
-report_json(FILE *f, const struct config *cfg, const char *date,
-    const struct row *v, int from, int to)
-{
-	char contact[300], id[600];
-	int i, j;
-
-	snprintf(contact, sizeof(contact), "postmaster@%s", cfg->hostname);
-	snprintf(
-	    id, sizeof(id), "%s_%s@%s", date, v[from].domain, cfg->hostname);
-	fputs("{\"organization-name\":", f);
-	json_fput_str(f, cfg->tlsrpt_organization[0] ? cfg->tlsrpt_organization
-	                                             : cfg->hostname);
-	fprintf(f,
-	    ",\"date-range\":{\"start-datetime\":\"%sT00:00:00Z\","
-	    "\"end-datetime\":\"%sT23:59:59Z\"},\"contact-info\":",
-	    date, date);
-	json_fput_str(
-	    f, cfg->tlsrpt_contact[0] ? cfg->tlsrpt_contact : contact);
-	fputs(",\"report-id\":", f);
-	json_fput_str(f, id);
-	fputs(",\"policies\":[", f);
-	for (i = from; i < to; i = j) {
-		for (j = i + 1; j < to && same_policy(&v[i], &v[j]); j++)
-			;
-		if (i > from)
-			fputc(',', f);
-		policy_json(f, v, i, j);
-	}
-	fputs("]}\n", f);
-}
 
 /* "YYYY-MM-DD" into the Unix time of its UTC midnight. */
 static bool
@@ -200,22 +46,181 @@ parse_date(const char *s, int64_t *day)
 	return true;
 }
 
+/* The host, port and path of an https: URI. */
+static bool
+parse_https(const char *uri, char *host, size_t hlen, int *port, char *path,
+    size_t plen)
+{
+	const char *h = uri + 8, *slash = strchr(h, '/'), *colon;
+	size_t n = slash ? (size_t)(slash - h) : strlen(h);
+
+	colon = memchr(h, ':', n);
+	*port = 443;
+	if (colon != NULL) {
+		*port = atoi(colon + 1);
+		n = (size_t)(colon - h);
+	}
+	if (n == 0 || n >= hlen || *port <= 0 || *port > 65535)
+		return false;
+	memcpy(host, h, n);
+	host[n] = '\0';
+	snprintf(path, plen, "%s", slash ? slash : "/");
+	return true;
+}
+
+/* POST the gzipped report to an https: URI; 0 on a 200 or 201. */
+static int
+post_report(struct dns_resolver *r, struct tls_creds *creds, const char *uri,
+    const unsigned char *gz, size_t gzlen)
+{
+	char host[256], path[TLSRPT_URI_MAX], why[WHY_MAX];
+	struct mx_host *addrs = NULL;
+	struct https_reply rep;
+	int port, n, rc = -1;
+
+	if (!parse_https(uri, host, sizeof(host), &port, path, sizeof(path))) {
+		fprintf(stderr, "sluice: bad report URI %s\n", uri);
+		return -1;
+	}
+	if (dns_resolve_host(r, host, port, &addrs, &n, why) != RES_OK) {
+		fprintf(stderr, "sluice: %s: %s\n", uri, why);
+		return -1;
+	}
+	if (https_post(addrs, n, host, path, "application/tlsrpt+gzip", gz,
+	        gzlen, creds, deadline_in(30), -1, &rep, why) != RES_OK) {
+		fprintf(stderr, "sluice: %s: %s\n", uri, why);
+	} else if (rep.status != 200 && rep.status != 201) {
+		fprintf(
+		    stderr, "sluice: %s: HTTP status %d\n", uri, rep.status);
+	} else {
+		rc = 0;
+	}
+	https_reply_free(&rep);
+	free(addrs);
+	return rc;
+}
+
+/* Queue the report mail to the mailto: addresses (a null sender, so that
+ * a report is never answered by a bounce); 0 or -1. */
+static int
+mail_report(struct store *st, const struct config *cfg, int64_t day,
+    const char *domain, char (*to)[TLSRPT_URI_MAX], int nto,
+    const unsigned char *gz, size_t gzlen)
+{
+	struct envelope env;
+	struct envelope_rcpt er[TLSRPT_RUA_MAX];
+	char why[WHY_MAX], *text;
+	size_t len;
+	enum res r;
+	int i;
+
+	text = tlsrpt_mail(cfg, domain, day, gz, gzlen, &len);
+	memset(&env, 0, sizeof(env));
+	memset(er, 0, sizeof(er));
+	for (i = 0; i < nto; i++) {
+		char *at;
+
+		er[i].address = to[i] + 7;
+		at = strrchr(to[i], '@');
+		for (char *c = at ? at + 1 : to[i]; *c; c++)
+			*c = ascii_lower(*c);
+		er[i].domain = at ? at + 1 : "";
+	}
+	queue_new_id(env.id);
+	env.received_at = (int64_t)time(NULL);
+	env.sender = "";
+	env.rcpts = er;
+	env.nrcpts = nto;
+	env.size = env.stored_size = (int64_t)len;
+	env.body_type = BODY_7BIT;
+	env.tls_required_no = 1;
+	env.client_ip = "127.0.0.1";
+	env.helo = "local";
+	env.protocol = "local";
+	r = store_begin(st, why);
+	if (r == RES_OK)
+		r = store_put_mail(
+		    st, &env, 0, &(struct store_part){text, len}, 1, why);
+	if (r == RES_OK)
+		r = store_commit(st, why);
+	else
+		store_rollback(st);
+	free(text);
+	if (r != RES_OK) {
+		fprintf(stderr, "sluice: report to %s not queued: %s\n", domain,
+		    why);
+		return -1;
+	}
+	printf("%s: queued as %s for %d address%s\n", domain, env.id, nto,
+	    nto == 1 ? "" : "es");
+	return 0;
+}
+
+/* Send one domain's report to the URIs of its _smtp._tls record. */
+static int
+send_report(struct store *st, const struct config *cfg, struct dns_resolver *r,
+    struct tls_creds *creds, int64_t day, const struct tlsrpt_report *rep)
+{
+	char name[300], why[WHY_MAX], **txt = NULL;
+	char uris[TLSRPT_RUA_MAX][TLSRPT_URI_MAX],
+	    mailto[TLSRPT_RUA_MAX][TLSRPT_URI_MAX];
+	unsigned char *gz;
+	size_t gzlen;
+	bool secure;
+	int i, n = 0, ntxt = 0, nmail = 0, rc = 0;
+
+	snprintf(name, sizeof(name), "_smtp._tls.%s", rep->domain);
+	if (dns_lookup_txt(r, name, &txt, &ntxt, &secure, why) != RES_OK) {
+		fprintf(stderr, "sluice: %s: %s\n", rep->domain, why);
+		return -1;
+	}
+	for (i = 0; i < ntxt && n == 0; i++)
+		n = tlsrpt_rua(txt[i], uris, TLSRPT_RUA_MAX);
+	dns_txt_free(txt, ntxt);
+	if (n == 0) {
+		fprintf(stderr, "sluice: %s publishes no TLS-RPT address\n",
+		    rep->domain);
+		return -1;
+	}
+	if (tlsrpt_gzip(rep->json, rep->len, &gz, &gzlen) != 0) {
+		fprintf(stderr, "sluice: cannot compress the report\n");
+		return -1;
+	}
+	for (i = 0; i < n; i++) {
+		if (strncmp(uris[i], "mailto:", 7) == 0)
+			memcpy(mailto[nmail++], uris[i], TLSRPT_URI_MAX);
+		else if (post_report(r, creds, uris[i], gz, gzlen) == 0)
+			printf("%s: posted to %s\n", rep->domain, uris[i]);
+		else
+			rc = -1;
+	}
+	if (nmail > 0 && mail_report(st, cfg, day, rep->domain, mailto, nmail,
+	                     gz, gzlen) != 0)
+		rc = -1;
+	free(gz);
+	return rc;
+}
+
 int
 tlsrpt_cmd(int argc, char **argv)
 {
 	const char *path = NULL, *date = NULL, *source;
-	struct rows rows = {NULL, 0, 0};
+	struct tlsrpt_report *reps = NULL;
+	struct dns_resolver *r = NULL;
+	struct tls_creds *creds = NULL;
 	struct config *cfg;
 	struct store *st = NULL;
-	char why[WHY_MAX], day_text[16];
+	char why[WHY_MAX];
 	int64_t day;
-	time_t t;
-	int i, j, rc = 1;
+	bool send;
+	int i, n = 0, rc = 1;
 
-	if (argc < 2 || strcmp(argv[1], "show") != 0) {
+	if (argc < 2 ||
+	    (strcmp(argv[1], "show") != 0 && strcmp(argv[1], "send") != 0)) {
 		fputs(TLSRPT_USAGE, stderr);
 		return 2;
 	}
+	send = strcmp(argv[1], "send") == 0;
 	for (i = 2; i < argc; i++) {
 		if (strcmp(argv[i], "--date") == 0 && i + 1 < argc)
 			date = argv[++i];
@@ -234,39 +239,39 @@ tlsrpt_cmd(int argc, char **argv)
 		day = (int64_t)time(NULL);
 		day = day - day % 86400 - 86400; /* yesterday */
 	}
-	t = (time_t)day;
-	strftime(day_text, sizeof(day_text), "%Y-%m-%d", gmtime(&t));
 	cfg = load_config(path, &source);
 	if (cfg == NULL)
 		return 1;
-	st = store_open_admin(cfg->queue_path, false, why);
-	if (st == NULL) {
+	/* send queues mail: a connection that may (as sendmail's). */
+	st = send ? store_open_helper(cfg->queue_path, why)
+	          : store_open_admin(cfg->queue_path, false, why);
+	if (st == NULL || (send && store_helper_writer(st, why) != RES_OK) ||
+	    tlsrpt_build(st, cfg, day, &reps, &n, why) != 0) {
 		fprintf(stderr, "sluice: %s\n", why);
 		goto out;
 	}
-	if (store_tlsrpt_day(st, day, collect, &rows, why) < 0) {
-		fprintf(stderr, "sluice: %s\n", why);
-		goto out;
+	rc = 0;
+	if (send) {
+		r = dns_resolver_new(cfg, why);
+		creds = r ? tls_client_creds_new(cfg->tls_ca_file, why) : NULL;
+		if (creds == NULL) {
+			fprintf(stderr, "sluice: %s\n", why);
+			rc = 1;
+			goto out;
+		}
 	}
-	for (i = 0; i < rows.n; i = j) {
-		for (j = i + 1; j < rows.n &&
-		                strcmp(rows.v[i].domain, rows.v[j].domain) == 0;
-		     j++)
-			;
-		report_json(stdout, cfg, day_text, rows.v, i, j);
+	for (i = 0; i < n; i++) {
+		if (!send)
+			fwrite(reps[i].json, 1, reps[i].len, stdout);
+		else if (send_report(st, cfg, r, creds, day, &reps[i]) != 0)
+			rc = 1;
 	}
-	rc = fflush(stdout) == 0 ? 0 : 1;
+	if (fflush(stdout) != 0)
+		rc = 1;
 out:
-	for (i = 0; i < rows.n; i++) {
-		free(rows.v[i].domain);
-		free(rows.v[i].type);
-		free(rows.v[i].policy);
-		free(rows.v[i].mx);
-		free(rows.v[i].result);
-		free(rows.v[i].local);
-		free(rows.v[i].ip);
-	}
-	free(rows.v);
+	tlsrpt_free(reps, n);
+	tls_creds_unref(creds);
+	dns_resolver_free(r);
 	store_close(st);
 	config_free(cfg);
 	return rc;

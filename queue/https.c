@@ -152,12 +152,19 @@ bad_length:
 	return -1;
 }
 
-/* One address: connect, TLS, GET, read to the end.  RES_OK with the whole
- * response in *resp. */
+/* A request's method and, for POST, its body. */
+struct request {
+	const char *method, *ctype;
+	const void *body;
+	size_t len;
+};
+
+/* One address: connect, TLS, the request, read to the end.  RES_OK with
+ * the whole response in *resp. */
 static enum res
 get_one(const struct mx_host *h, const char *host, const char *path,
-    struct tls_creds *creds, int64_t deadline, size_t cap, int stop_fd,
-    struct strbuf *resp, char *why)
+    const struct request *rq, struct tls_creds *creds, int64_t deadline,
+    size_t cap, int stop_fd, struct strbuf *resp, char *why)
 {
 	char err[WHY_MAX];
 	struct conn *c;
@@ -180,9 +187,15 @@ get_one(const struct mx_host *h, const char *host, const char *path,
 		return RES_TEMP;
 	}
 	conn_printf(c,
-	    "GET %s HTTP/1.0\r\nHost: %s\r\nUser-Agent: sluice\r\n"
-	    "Connection: close\r\n\r\n",
-	    path, host);
+	    "%s %s HTTP/1.0\r\nHost: %s\r\nUser-Agent: sluice\r\n"
+	    "Connection: close\r\n",
+	    rq->method, path, host);
+	if (rq->body != NULL)
+		conn_printf(c, "Content-Type: %s\r\nContent-Length: %zu\r\n",
+		    rq->ctype, rq->len);
+	conn_write(c, "\r\n", 2);
+	if (rq->body != NULL)
+		conn_write(c, rq->body, rq->len);
 	for (;;) {
 		st = conn_peek(c, &p, &n, deadline);
 		if (st == CONN_EOF)
@@ -206,10 +219,11 @@ get_one(const struct mx_host *h, const char *host, const char *path,
 	return RES_OK;
 }
 
-enum res
-https_get(const struct mx_host *addrs, int naddrs, const char *host,
-    const char *path, struct tls_creds *creds, int64_t deadline, size_t max,
-    int stop_fd, struct https_reply *out, char *why)
+static enum res
+request(const struct mx_host *addrs, int naddrs, const char *host,
+    const char *path, const struct request *rq, struct tls_creds *creds,
+    int64_t deadline, size_t max, int stop_fd, struct https_reply *out,
+    char *why)
 {
 	struct strbuf resp = {NULL, 0, 0};
 	char err[WHY_MAX];
@@ -219,7 +233,7 @@ https_get(const struct mx_host *addrs, int naddrs, const char *host,
 	why_set(why, "no address for %s", host);
 	for (i = 0; i < naddrs; i++) {
 		strbuf_truncate(&resp, 0);
-		if (get_one(&addrs[i], host, path, creds, deadline,
+		if (get_one(&addrs[i], host, path, rq, creds, deadline,
 		        HTTPS_HEAD_MAX + max + 1, stop_fd, &resp,
 		        why) != RES_OK)
 			continue;
@@ -234,4 +248,27 @@ https_get(const struct mx_host *addrs, int naddrs, const char *host,
 	}
 	strbuf_free(&resp);
 	return RES_TEMP;
+}
+
+enum res
+https_get(const struct mx_host *addrs, int naddrs, const char *host,
+    const char *path, struct tls_creds *creds, int64_t deadline, size_t max,
+    int stop_fd, struct https_reply *out, char *why)
+{
+	struct request rq = {"GET", NULL, NULL, 0};
+
+	return request(addrs, naddrs, host, path, &rq, creds, deadline, max,
+	    stop_fd, out, why);
+}
+
+enum res
+https_post(const struct mx_host *addrs, int naddrs, const char *host,
+    const char *path, const char *ctype, const void *body, size_t len,
+    struct tls_creds *creds, int64_t deadline, int stop_fd,
+    struct https_reply *out, char *why)
+{
+	struct request rq = {"POST", ctype, body, len};
+
+	return request(addrs, naddrs, host, path, &rq, creds, deadline, 4096,
+	    stop_fd, out, why);
 }

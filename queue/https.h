@@ -40,6 +40,13 @@ enum res https_get(const struct mx_host *addrs, int naddrs, const char *host,
     int stop_fd, struct https_reply *out, char *why);
 void https_reply_free(struct https_reply *r);
 
+/* POST `body` (`len` octets of `ctype`) the same way (the response body
+ * kept up to 4 KB). */
+enum res https_post(const struct mx_host *addrs, int naddrs, const char *host,
+    const char *path, const char *ctype, const void *body, size_t len,
+    struct tls_creds *creds, int64_t deadline, int stop_fd,
+    struct https_reply *out, char *why);
+
 /*
  * The pure step: a whole response (read to the end of the connection) in
  * `buf` parsed into *out: "HTTP/1.x NNN" status line, headers (one per

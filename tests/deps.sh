@@ -7,6 +7,7 @@ PKGS=(
 	libgnutls28-dev libsqlite3-dev libldns-dev   # the three libraries
 	libcrypt-dev                        # password hashes for AUTH
 	libmicrohttpd-dev                   # the /metrics endpoint
+	zlib1g-dev                          # gzip of TLS-RPT reports
 	sqlite3                             # inspect the queue by hand
 	python3 python3-aiosmtpd python3-dnslib      # test clients and peers
 	python3-dkim                        # verifies DKIM signatures in tests

@@ -6,7 +6,8 @@
  *
  * Input: one octet selecting the part (0: a whole HTTP response whose
  * body is then parsed as a policy, 1: a TXT record, 2: a policy, then a
- * NUL and an MX host name), then the octets.
+ * NUL and an MX host name, 3: a TLS-RPT TXT record, queue/tlsrpt.c's
+ * tlsrpt_rua), then the octets.
  *
  * Properties:
  *  - a response parsed has a status of 100..599, a body within the cap
@@ -17,6 +18,9 @@
  *    one mx unless mode none, and patterns that are lower-case names of
  *    letters, digits, '-' and '.' with "*." only in front; parsing it
  *    again gives the same;
+ *  - the reporting URIs of a TLS-RPT record are mailto: or https: ones,
+ *    NUL-terminated within their bound, at most the number asked for,
+ *    and none unless the record starts "v=TLSRPTv1";
  *  - an MX name matches a pattern only when it equals it (any case, a
  *    trailing dot aside) or the pattern is "*.x" and the name is one
  *    more label in front of x.
@@ -24,6 +28,7 @@
 #include "fuzz.h"
 #include "https.h"
 #include "sts.h"
+#include "tlsrpt.h"
 
 #define BODY_CAP 4096
 
@@ -97,7 +102,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	if (size < 1 || size > 65536)
 		return 0;
-	switch (data[0] % 3) {
+	switch (data[0] % 4) {
 	case 0:
 		if (https_parse_response((const char *)data + 1, size - 1,
 		        BODY_CAP, &rep, why) != 0)
@@ -118,6 +123,30 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			check_policy(&p);
 		https_reply_free(&rep);
 		break;
+	case 3: {
+		char uris[3][TLSRPT_URI_MAX];
+		int n, i;
+
+		text = malloc(size);
+		if (text == NULL)
+			abort();
+		memcpy(text, data + 1, size - 1);
+		text[size - 1] = '\0';
+		n = tlsrpt_rua(text, uris, 3);
+		FUZZ_ASSERT(n >= 0 && n <= 3, "at most the URIs asked for");
+		FUZZ_ASSERT(n == 0 || strncmp(text, "v=TLSRPTv1", 10) == 0,
+		    "URIs only from a TLS-RPT record");
+		for (i = 0; i < n; i++) {
+			FUZZ_ASSERT(
+			    strnlen(uris[i], TLSRPT_URI_MAX) < TLSRPT_URI_MAX,
+			    "a URI is NUL-terminated");
+			FUZZ_ASSERT(strncmp(uris[i], "mailto:", 7) == 0 ||
+			                strncmp(uris[i], "https://", 8) == 0,
+			    "mailto: or https:");
+		}
+		free(text);
+		break;
+	}
 	case 1:
 		text = malloc(size);
 		if (text == NULL)

@@ -19,7 +19,8 @@ import certs  # noqa: E402
 import mxtest  # noqa: E402
 from fakedns import FakeDNS  # noqa: E402
 from mxtest import send, wait_messages, wait_state  # noqa: E402
-from sluicetest import BIN, Server, main, test  # noqa: E402
+from policyserver import PolicyServer  # noqa: E402
+from sluicetest import BIN, Server, free_port, main, test  # noqa: E402
 
 TLS_WAIT = 15
 ZEROS = "00" * 32
@@ -282,12 +283,20 @@ def tlsrpt_results_are_recorded_and_reported():
             ("rquiet", "127.0.0.53", p.leaf("mx-rquiet.dane.test"),
              ["3 1 1 " + ZEROS], True),
         ]
-        extra = "".join('_smtp._tls.%s. IN TXT "v=TLSRPTv1; rua=mailto:tlsrpt@%s"\n' % (d, d)
+        hport = free_port()
+        extra = "".join('_smtp._tls.%s. IN TXT "v=TLSRPTv1; rua=mailto:tlsrpt@reports.test,'
+                        'https://tlsrpt.reports.test:%d/v1/"\n' % (d, hport)
                         for d in ("ree.dane.test", "rbad.dane.test", "rplain.plain.test"))
+        extra += ("reports.test. IN MX 10 mx.reports.test.\n"
+                  "mx.reports.test. IN A 127.0.0.54\n"
+                  "tlsrpt.reports.test. IN A 127.0.0.55\n")
         w = World(env, cases, extra)
+        inbox = env.scripted("127.0.0.54")
+        poster = PolicyServer("127.0.0.55", hport, *p.leaf("tlsrpt.reports.test"))
         try:
             srv = env.server(outbound_tls="dane", dnssec="trust-ad", tlsrpt="yes",
-                             tlsrpt_organization="Test Org", retry_schedule="30s")
+                             tlsrpt_organization="Test Org", retry_schedule="30s",
+                             tls_ca_file=p.root)
             ids = {n: send(srv, ["u@%s.%s.test" % (n, "dane" if sec else "plain")])
                    for n, _, _, _, sec in cases}
             wait_state(srv, ids["ree"], "u@ree.dane.test", "delivered", timeout=TLS_WAIT)
@@ -327,7 +336,35 @@ def tlsrpt_results_are_recorded_and_reported():
             assert plain["summary"]["total-successful-session-count"] == 1, plain
             assert srv.query("select count(*) from tlsrpt_results where policy_domain = "
                              "'rquiet.dane.test'") == [(0,)]
+            # Sent: one mail per domain (gzipped JSON, TLS-Required: No,
+            # a null sender) to the mailto: address, and POSTed.
+            r = subprocess.run([BIN, "tlsrpt", "send", "--date", today, "-c", srv.cfgpath],
+                               capture_output=True, text=True, timeout=60)
+            assert r.returncode == 0, r
+            got = mxtest.wait_messages(inbox, 3, timeout=TLS_WAIT)
+            import email
+            import gzip
+            mailed = {}
+            for sender, rcpts, data in inbox.envelopes:
+                assert sender == "" and rcpts == ["tlsrpt@reports.test"], (sender, rcpts)
+                msg = email.message_from_bytes(data)
+                assert msg["TLS-Required"] == "No", msg
+                assert msg.get_content_type() == "multipart/report"
+                assert msg.get_param("report-type") == "tlsrpt"
+                part = msg.get_payload()[1]
+                assert part.get_content_type() == "application/tlsrpt+gzip"
+                body = json.loads(gzip.decompress(part.get_payload(decode=True)))
+                mailed[msg["TLS-Report-Domain"]] = body
+                assert msg["Subject"].startswith("Report Domain: %s Submitter: relay.test "
+                                                 "Report-ID: <" % msg["TLS-Report-Domain"])
+            assert mailed == reports, (mailed, reports)
+            assert len(got) == 3
+            posted = {json.loads(gzip.decompress(b))["policies"][0]["policy"]["policy-domain"]:
+                      (h, path, ct) for h, path, ct, b in poster.posts}
+            assert posted == {d: ("tlsrpt.reports.test", "/v1/", "application/tlsrpt+gzip")
+                              for d in reports}, posted
         finally:
+            poster.stop()
             w.stop()
 
 

@@ -6,6 +6,7 @@ process (http.server + ssl on loopback), answering by the Host header:
     ps.policies["mta-sts.a.test"] = (200, "text/plain", "version: STSv1\\n...")
     ps.policies["mta-sts.b.test"] = (301, "text/plain", "", {"Location": "..."})
     ps.requests   # [(host, path), ...]
+    ps.posts      # [(host, path, content type, body), ...], answered 201
     ps.stop()
 
 A host without an entry gets 404.  The connection is closed after each
@@ -20,6 +21,7 @@ class PolicyServer:
     def __init__(self, host, port, chain, key):
         self.policies = {}
         self.requests = []
+        self.posts = []
         ps = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -41,6 +43,15 @@ class PolicyServer:
                     self.send_header(k, v)
                 self.end_headers()
                 self.wfile.write(data)
+
+            def do_POST(self):
+                name = (self.headers.get("Host") or "").split(":")[0].lower()
+                n = int(self.headers.get("Content-Length") or 0)
+                ps.posts.append((name, self.path, self.headers.get("Content-Type"),
+                                 self.rfile.read(n)))
+                self.send_response(201)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
 
             def log_message(self, *args):
                 pass

@@ -1,0 +1,50 @@
+/*
+ * tlsrpt.h - TLS-RPT (RFC 8460) reports of one UTC day from the
+ * tlsrpt_results table that delivery fills: the JSON report of each
+ * recipient domain (section 4), the reporting URIs of its _smtp._tls
+ * record (section 3), the gzip of a report and the report mail (section
+ * 5.3: multipart/report, report-type="tlsrpt", with TLS-Required: No).
+ *
+ * Threads: no shared state.
+ */
+#ifndef SLUICE_TLSRPT_H
+#define SLUICE_TLSRPT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "store.h"
+
+#define TLSRPT_URI_MAX 512
+#define TLSRPT_RUA_MAX 8
+
+struct tlsrpt_report {
+	char domain[256];
+	char *json; /* one line, ending in LF */
+	size_t len;
+};
+
+/*
+ * The reports of `day` (UTC midnight), one per domain in domain order:
+ * *out (free with tlsrpt_free) and *n; -1 with `why`.
+ */
+int tlsrpt_build(struct store *st, const struct config *cfg, int64_t day,
+    struct tlsrpt_report **out, int *n, char *why);
+void tlsrpt_free(struct tlsrpt_report *v, int n);
+
+/*
+ * The mailto: and https: URIs of a "v=TLSRPTv1; rua=..." TXT record, at
+ * most `max`, into uris; 0 when the record is not TLS-RPT or has none.
+ */
+int tlsrpt_rua(const char *txt, char (*uris)[TLSRPT_URI_MAX], int max);
+
+/* `in` gzipped (RFC 1952) into *out (malloc'd): 0, or -1. */
+int tlsrpt_gzip(const void *in, size_t len, unsigned char **out, size_t *olen);
+
+/* The report mail of `domain` for `day` with the gzipped report (a
+ * malloc'd string of *len octets, CRLF lines). */
+char *tlsrpt_mail(const struct config *cfg, const char *domain, int64_t day,
+    const unsigned char *gz, size_t gzlen, size_t *len);
+
+#endif
