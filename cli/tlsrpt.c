@@ -24,6 +24,7 @@
 #include "tlsrpt.h"
 #include "util.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,159 +47,37 @@ parse_date(const char *s, int64_t *day)
 	return true;
 }
 
-/* The host, port and path of an https: URI. */
-static bool
-parse_https(const char *uri, char *host, size_t hlen, int *port, char *path,
-    size_t plen)
+/* The CLI's messages: progress on stdout, problems on stderr. */
+static void __attribute__((format(printf, 3, 4)))
+say(void *arg, bool ok, const char *fmt, ...)
 {
-	const char *h = uri + 8, *slash = strchr(h, '/'), *colon;
-	size_t n = slash ? (size_t)(slash - h) : strlen(h);
+	va_list ap;
 
-	colon = memchr(h, ':', n);
-	*port = 443;
-	if (colon != NULL) {
-		*port = atoi(colon + 1);
-		n = (size_t)(colon - h);
-	}
-	if (n == 0 || n >= hlen || *port <= 0 || *port > 65535)
-		return false;
-	memcpy(host, h, n);
-	host[n] = '\0';
-	snprintf(path, plen, "%s", slash ? slash : "/");
-	return true;
+	(void)arg;
+	if (!ok)
+		fputs("sluice: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(ok ? stdout : stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', ok ? stdout : stderr);
 }
 
-/* POST the gzipped report to an https: URI; 0 on a 200 or 201. */
-static int
-post_report(struct dns_resolver *r, struct tls_creds *creds, const char *uri,
-    const unsigned char *gz, size_t gzlen)
+/* Queue a report mail in one transaction of our own. */
+static enum res
+enqueue(void *arg, const struct envelope *env, const char *text, size_t len,
+    char *why)
 {
-	char host[256], path[TLSRPT_URI_MAX], why[WHY_MAX];
-	struct mx_host *addrs = NULL;
-	struct https_reply rep;
-	int port, n, rc = -1;
+	struct store *st = arg;
+	enum res r = store_begin(st, why);
 
-	if (!parse_https(uri, host, sizeof(host), &port, path, sizeof(path))) {
-		fprintf(stderr, "sluice: bad report URI %s\n", uri);
-		return -1;
-	}
-	if (dns_resolve_host(r, host, port, &addrs, &n, why) != RES_OK) {
-		fprintf(stderr, "sluice: %s: %s\n", uri, why);
-		return -1;
-	}
-	if (https_post(addrs, n, host, path, "application/tlsrpt+gzip", gz,
-	        gzlen, creds, deadline_in(30), -1, &rep, why) != RES_OK) {
-		fprintf(stderr, "sluice: %s: %s\n", uri, why);
-	} else if (rep.status != 200 && rep.status != 201) {
-		fprintf(
-		    stderr, "sluice: %s: HTTP status %d\n", uri, rep.status);
-	} else {
-		rc = 0;
-	}
-	https_reply_free(&rep);
-	free(addrs);
-	return rc;
-}
-
-/* Queue the report mail to the mailto: addresses (a null sender, so that
- * a report is never answered by a bounce); 0 or -1. */
-static int
-mail_report(struct store *st, const struct config *cfg, int64_t day,
-    const char *domain, char (*to)[TLSRPT_URI_MAX], int nto,
-    const unsigned char *gz, size_t gzlen)
-{
-	struct envelope env;
-	struct envelope_rcpt er[TLSRPT_RUA_MAX];
-	char why[WHY_MAX], *text;
-	size_t len;
-	enum res r;
-	int i;
-
-	text = tlsrpt_mail(cfg, domain, day, gz, gzlen, &len);
-	memset(&env, 0, sizeof(env));
-	memset(er, 0, sizeof(er));
-	for (i = 0; i < nto; i++) {
-		char *at;
-
-		er[i].address = to[i] + 7;
-		at = strrchr(to[i], '@');
-		for (char *c = at ? at + 1 : to[i]; *c; c++)
-			*c = ascii_lower(*c);
-		er[i].domain = at ? at + 1 : "";
-	}
-	queue_new_id(env.id);
-	env.received_at = (int64_t)time(NULL);
-	env.sender = "";
-	env.rcpts = er;
-	env.nrcpts = nto;
-	env.size = env.stored_size = (int64_t)len;
-	env.body_type = BODY_7BIT;
-	env.tls_required_no = 1;
-	env.client_ip = "127.0.0.1";
-	env.helo = "local";
-	env.protocol = "local";
-	r = store_begin(st, why);
 	if (r == RES_OK)
 		r = store_put_mail(
-		    st, &env, 0, &(struct store_part){text, len}, 1, why);
+		    st, env, 0, &(struct store_part){text, len}, 1, why);
 	if (r == RES_OK)
 		r = store_commit(st, why);
 	else
 		store_rollback(st);
-	free(text);
-	if (r != RES_OK) {
-		fprintf(stderr, "sluice: report to %s not queued: %s\n", domain,
-		    why);
-		return -1;
-	}
-	printf("%s: queued as %s for %d address%s\n", domain, env.id, nto,
-	    nto == 1 ? "" : "es");
-	return 0;
-}
-
-/* Send one domain's report to the URIs of its _smtp._tls record. */
-static int
-send_report(struct store *st, const struct config *cfg, struct dns_resolver *r,
-    struct tls_creds *creds, int64_t day, const struct tlsrpt_report *rep)
-{
-	char name[300], why[WHY_MAX], **txt = NULL;
-	char uris[TLSRPT_RUA_MAX][TLSRPT_URI_MAX],
-	    mailto[TLSRPT_RUA_MAX][TLSRPT_URI_MAX];
-	unsigned char *gz;
-	size_t gzlen;
-	bool secure;
-	int i, n = 0, ntxt = 0, nmail = 0, rc = 0;
-
-	snprintf(name, sizeof(name), "_smtp._tls.%s", rep->domain);
-	if (dns_lookup_txt(r, name, &txt, &ntxt, &secure, why) != RES_OK) {
-		fprintf(stderr, "sluice: %s: %s\n", rep->domain, why);
-		return -1;
-	}
-	for (i = 0; i < ntxt && n == 0; i++)
-		n = tlsrpt_rua(txt[i], uris, TLSRPT_RUA_MAX);
-	dns_txt_free(txt, ntxt);
-	if (n == 0) {
-		fprintf(stderr, "sluice: %s publishes no TLS-RPT address\n",
-		    rep->domain);
-		return -1;
-	}
-	if (tlsrpt_gzip(rep->json, rep->len, &gz, &gzlen) != 0) {
-		fprintf(stderr, "sluice: cannot compress the report\n");
-		return -1;
-	}
-	for (i = 0; i < n; i++) {
-		if (strncmp(uris[i], "mailto:", 7) == 0)
-			memcpy(mailto[nmail++], uris[i], TLSRPT_URI_MAX);
-		else if (post_report(r, creds, uris[i], gz, gzlen) == 0)
-			printf("%s: posted to %s\n", rep->domain, uris[i]);
-		else
-			rc = -1;
-	}
-	if (nmail > 0 && mail_report(st, cfg, day, rep->domain, mailto, nmail,
-	                     gz, gzlen) != 0)
-		rc = -1;
-	free(gz);
-	return rc;
+	return r;
 }
 
 int
@@ -212,6 +91,7 @@ tlsrpt_cmd(int argc, char **argv)
 	struct store *st = NULL;
 	char why[WHY_MAX];
 	int64_t day;
+	struct tlsrpt_send snd;
 	bool send;
 	int i, n = 0, rc = 1;
 
@@ -259,11 +139,12 @@ tlsrpt_cmd(int argc, char **argv)
 			rc = 1;
 			goto out;
 		}
+		snd = (struct tlsrpt_send){cfg, r, creds, -1, enqueue, say, st};
 	}
 	for (i = 0; i < n; i++) {
 		if (!send)
 			fwrite(reps[i].json, 1, reps[i].len, stdout);
-		else if (send_report(st, cfg, r, creds, day, &reps[i]) != 0)
+		else if (tlsrpt_send_one(&snd, day, &reps[i]) != 0)
 			rc = 1;
 	}
 	if (fflush(stdout) != 0)

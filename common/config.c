@@ -147,6 +147,8 @@ static const struct key keys[] = {
     {"tlsrpt_organization", parse_optpath, F(tlsrpt_organization), 0, 0, "",
         NULL},
     {"tlsrpt_contact", parse_optpath, F(tlsrpt_contact), 0, 0, "", NULL},
+    {"tlsrpt_send_after", parse_duration_key, F(tlsrpt_send_after), 0,
+        23 * 3600, "10m", NULL},
     {"inet_protocols", parse_choice, F(inet_protocols), 0, 0, "all",
         inet_choices},
     {"outbound_tls", parse_choice, F(outbound_tls), 0, 0, "may",

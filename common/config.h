@@ -159,6 +159,7 @@ struct config {
 	bool tlsrpt;               /* record TLS-RPT results */
 	char *tlsrpt_organization; /* "" : hostname */
 	char *tlsrpt_contact;      /* "" : postmaster@hostname */
+	int tlsrpt_send_after;     /* seconds after midnight UTC of the send */
 	int inet_protocols;        /* INET_ALL, INET_IPV4, INET_IPV6 */
 	int outbound_tls;          /* OUTBOUND_TLS_* */
 	char *tls_ca_file;         /* "": the system trust store */

@@ -57,6 +57,7 @@
 #include "dane.h"
 #include "store.h"
 #include "sts.h"
+#include "tlsrpt.h"
 #include "dests.h"
 #include "dkim.h"
 #include "relays.h"
@@ -69,6 +70,7 @@
 #include "vocab.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <gnutls/crypto.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -2465,6 +2467,98 @@ sts_refresh_due(struct delivery_thread *w, const struct delivery_conf *dc)
 	}
 }
 
+/* ---- the daily TLS-RPT reports ---- */
+
+struct report_put {
+	const struct envelope *env;
+	const char *text;
+	size_t len;
+};
+
+static enum res
+report_put_fn(struct store *s, void *arg, char *why)
+{
+	struct report_put *p = arg;
+
+	return store_put_mail(
+	    s, p->env, 0, &(struct store_part){p->text, p->len}, 1, why);
+}
+
+static enum res
+report_enqueue(void *arg, const struct envelope *env, const char *text,
+    size_t len, char *why)
+{
+	struct delivery *d = arg;
+	struct report_put p = {env, text, len};
+
+	return queue_run(d->q, report_put_fn, &p, why);
+}
+
+static void __attribute__((format(printf, 3, 4)))
+report_say(void *arg, bool ok, const char *fmt, ...)
+{
+	char msg[WHY_MAX];
+	va_list ap;
+
+	(void)arg;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (ok)
+		log_info("tlsrpt", "%s", msg);
+	else
+		log_warn("tlsrpt", "%s", msg);
+}
+
+struct sent_mark {
+	int64_t day, at;
+};
+
+static enum res
+report_mark_fn(struct store *s, void *arg, char *why)
+{
+	struct sent_mark *m = arg;
+
+	return store_tlsrpt_sent(s, m->day, m->at, why) == 1 ? RES_OK
+	                                                     : RES_TEMP;
+}
+
+/*
+ * Once a day, tlsrpt_send_after past midnight UTC, send yesterday's
+ * reports (the path of `sluice tlsrpt send`), once: the day is noted sent
+ * in tlsrpt_sent, whatever a destination did (RFC 8460 asks for no
+ * retries beyond a day).
+ */
+static void
+tlsrpt_daily(struct delivery_thread *w, const struct delivery_conf *dc)
+{
+	const struct config *cfg = dc->cfg;
+	int64_t now = (int64_t)time(NULL), today = now - now % 86400;
+	struct sent_mark mark = {today - 86400, now};
+	struct tlsrpt_report *reps = NULL;
+	struct tlsrpt_send snd = {cfg, w->dns, dc->client_creds, w->d->stop_fd,
+	    report_enqueue, report_say, w->d};
+	char why[WHY_MAX];
+	int i, n = 0;
+
+	if (now < today + cfg->tlsrpt_send_after ||
+	    store_tlsrpt_sent(w->store, mark.day, 0, why) != 0)
+		return;
+	if (tlsrpt_build(w->store, cfg, mark.day, &reps, &n, why) != 0) {
+		log_warn("tlsrpt", "the reports cannot be built: %s", why);
+		return;
+	}
+	for (i = 0; i < n && !atomic_load(&w->d->stop); i++)
+		(void)tlsrpt_send_one(&snd, mark.day, &reps[i]);
+	tlsrpt_free(reps, n);
+	if (queue_run(w->d->q, report_mark_fn, &mark, why) != RES_OK)
+		log_warn("tlsrpt", "the day's send not noted: %s", why);
+	else
+		log_info("tlsrpt", "the reports of %lld (%d domain%s) sent",
+		    (long long)mark.day, n, n == 1 ? "" : "s");
+	wake(w->d);
+}
+
 static void *
 sts_thread_main(void *arg)
 {
@@ -2479,6 +2573,8 @@ sts_thread_main(void *arg)
 		delivery_thread_refresh(w, dc);
 		if (dc->cfg->mta_sts && dc->client_creds != NULL)
 			sts_refresh_due(w, dc);
+		if (dc->cfg->tlsrpt && dc->client_creds != NULL)
+			tlsrpt_daily(w, dc);
 		holder_put(ref);
 		nap(d, every);
 	}

@@ -11,6 +11,7 @@
  */
 #include "tlsrpt.h"
 #include "base64.h"
+#include "https.h"
 #include "json.h"
 #include "queue.h"
 #include "queueid.h"
@@ -365,4 +366,148 @@ tlsrpt_mail(const struct config *cfg, const char *domain, int64_t day,
 	strbuf_fmt(&m, "\r\n--%s--\r\n", boundary);
 	*len = m.len;
 	return m.p;
+}
+
+/* The host, port and path of an https: URI. */
+static bool
+parse_https(const char *uri, char *host, size_t hlen, int *port, char *path,
+    size_t plen)
+{
+	const char *h = uri + 8, *slash = strchr(h, '/'), *colon;
+	size_t n = slash ? (size_t)(slash - h) : strlen(h);
+
+	colon = memchr(h, ':', n);
+	*port = 443;
+	if (colon != NULL) {
+		*port = atoi(colon + 1);
+		n = (size_t)(colon - h);
+	}
+	if (n == 0 || n >= hlen || *port <= 0 || *port > 65535)
+		return false;
+	memcpy(host, h, n);
+	host[n] = '\0';
+	snprintf(path, plen, "%s", slash ? slash : "/");
+	return true;
+}
+
+/* POST the gzipped report to an https: URI; 0 on a 200 or 201. */
+static int
+post_report(const struct tlsrpt_send *s, const char *uri,
+    const unsigned char *gz, size_t gzlen)
+{
+	char host[256], path[TLSRPT_URI_MAX], why[WHY_MAX];
+	struct mx_host *addrs = NULL;
+	struct https_reply rep;
+	int port, n, rc = -1;
+
+	if (!parse_https(uri, host, sizeof(host), &port, path, sizeof(path))) {
+		s->say(s->arg, false, "bad report URI %s", uri);
+		return -1;
+	}
+	if (dns_resolve_host(s->dns, host, port, &addrs, &n, why) != RES_OK) {
+		s->say(s->arg, false, "%s: %s", uri, why);
+		return -1;
+	}
+	if (https_post(addrs, n, host, path, "application/tlsrpt+gzip", gz,
+	        gzlen, s->creds, deadline_in(30), s->stop_fd, &rep,
+	        why) != RES_OK)
+		s->say(s->arg, false, "%s: %s", uri, why);
+	else if (rep.status != 200 && rep.status != 201)
+		s->say(s->arg, false, "%s: HTTP status %d", uri, rep.status);
+	else
+		rc = 0;
+	https_reply_free(&rep);
+	free(addrs);
+	return rc;
+}
+
+/* Queue the report mail to the mailto: addresses (a null sender, so that
+ * a report is never answered by a bounce); 0 or -1. */
+static int
+mail_report(const struct tlsrpt_send *s, int64_t day, const char *domain,
+    char (*to)[TLSRPT_URI_MAX], int nto, const unsigned char *gz, size_t gzlen)
+{
+	struct envelope env;
+	struct envelope_rcpt er[TLSRPT_RUA_MAX];
+	char why[WHY_MAX], *text;
+	size_t len;
+	int i;
+
+	text = tlsrpt_mail(s->cfg, domain, day, gz, gzlen, &len);
+	memset(&env, 0, sizeof(env));
+	memset(er, 0, sizeof(er));
+	for (i = 0; i < nto; i++) {
+		char *at = strrchr(to[i], '@');
+
+		er[i].address = to[i] + 7;
+		for (char *c = at ? at + 1 : to[i]; *c; c++)
+			*c = ascii_lower(*c);
+		er[i].domain = at ? at + 1 : "";
+	}
+	queue_new_id(env.id);
+	env.received_at = (int64_t)time(NULL);
+	env.sender = "";
+	env.rcpts = er;
+	env.nrcpts = nto;
+	env.size = env.stored_size = (int64_t)len;
+	env.body_type = BODY_7BIT;
+	env.tls_required_no = 1;
+	env.client_ip = "127.0.0.1";
+	env.helo = "local";
+	env.protocol = "local";
+	if (s->enqueue(s->arg, &env, text, len, why) != RES_OK) {
+		s->say(
+		    s->arg, false, "report to %s not queued: %s", domain, why);
+		free(text);
+		return -1;
+	}
+	free(text);
+	s->say(s->arg, true, "%s: queued as %s for %d address%s", domain,
+	    env.id, nto, nto == 1 ? "" : "es");
+	return 0;
+}
+
+int
+tlsrpt_send_one(
+    const struct tlsrpt_send *s, int64_t day, const struct tlsrpt_report *rep)
+{
+	char name[300], why[WHY_MAX], **txt = NULL;
+	char uris[TLSRPT_RUA_MAX][TLSRPT_URI_MAX];
+	char mailto[TLSRPT_RUA_MAX][TLSRPT_URI_MAX];
+	unsigned char *gz;
+	size_t gzlen;
+	bool secure;
+	int i, n = 0, ntxt = 0, nmail = 0, rc = 0;
+
+	snprintf(name, sizeof(name), "_smtp._tls.%s", rep->domain);
+	if (dns_lookup_txt(s->dns, name, &txt, &ntxt, &secure, why) != RES_OK) {
+		s->say(s->arg, false, "%s: %s", rep->domain, why);
+		return -1;
+	}
+	for (i = 0; i < ntxt && n == 0; i++)
+		n = tlsrpt_rua(txt[i], uris, TLSRPT_RUA_MAX);
+	dns_txt_free(txt, ntxt);
+	if (n == 0) {
+		s->say(s->arg, false, "%s publishes no TLS-RPT address",
+		    rep->domain);
+		return -1;
+	}
+	if (tlsrpt_gzip(rep->json, rep->len, &gz, &gzlen) != 0) {
+		s->say(s->arg, false, "cannot compress the report");
+		return -1;
+	}
+	for (i = 0; i < n; i++) {
+		if (strncmp(uris[i], "mailto:", 7) == 0)
+			memcpy(mailto[nmail++], uris[i], TLSRPT_URI_MAX);
+		else if (post_report(s, uris[i], gz, gzlen) == 0)
+			s->say(s->arg, true, "%s: posted to %s", rep->domain,
+			    uris[i]);
+		else
+			rc = -1;
+	}
+	if (nmail > 0 &&
+	    mail_report(s, day, rep->domain, mailto, nmail, gz, gzlen) != 0)
+		rc = -1;
+	free(gz);
+	return rc;
 }

@@ -10,10 +10,12 @@
 #ifndef SLUICE_TLSRPT_H
 #define SLUICE_TLSRPT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "config.h"
+#include "envelope.h"
 #include "store.h"
 
 #define TLSRPT_URI_MAX 512
@@ -46,5 +48,31 @@ int tlsrpt_gzip(const void *in, size_t len, unsigned char **out, size_t *olen);
  * malloc'd string of *len octets, CRLF lines). */
 char *tlsrpt_mail(const struct config *cfg, const char *domain, int64_t day,
     const unsigned char *gz, size_t gzlen, size_t *len);
+
+struct tls_creds;
+struct dns_resolver;
+
+/* How reports are sent: by the CLI or by the server's daily run. */
+struct tlsrpt_send {
+	const struct config *cfg;
+	struct dns_resolver *dns; /* the rua TXT records, https: hosts */
+	struct tls_creds *creds;  /* PKIX trust for https: reports */
+	int stop_fd;              /* readable: give up (shutdown), or -1 */
+	/* Queue a report mail (text of len octets) for env's recipients. */
+	enum res (*enqueue)(void *arg, const struct envelope *env,
+	    const char *text, size_t len, char *why);
+	/* What happened: progress (ok) or a problem. */
+	void (*say)(void *arg, bool ok, const char *fmt, ...)
+	    __attribute__((format(printf, 3, 4)));
+	void *arg;
+};
+
+/*
+ * Send `rep` (of `day`) to the rua of its domain's _smtp._tls record:
+ * gzipped, one queued mail to the mailto: addresses, a POST to each
+ * https: one (200 or 201).  0, or -1 when a destination was missed.
+ */
+int tlsrpt_send_one(
+    const struct tlsrpt_send *s, int64_t day, const struct tlsrpt_report *rep);
 
 #endif

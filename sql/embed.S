@@ -39,4 +39,8 @@ sql_upgrade7_text:
 sql_upgrade8_text:
 	.incbin "sql/upgrade-8.sql"
 	.byte 0
+	.global sql_upgrade9_text
+sql_upgrade9_text:
+	.incbin "sql/upgrade-9.sql"
+	.byte 0
 	.section .note.GNU-stack,"",@progbits

@@ -121,6 +121,12 @@ CREATE TABLE tlsrpt_results (
 	    result_type, sending_ip, receiving_ip)
 );
 
+-- The days whose TLS-RPT reports the daily run has sent.
+CREATE TABLE tlsrpt_sent (
+	day INTEGER PRIMARY KEY,  -- UTC midnight, Unix seconds
+	sent_at INTEGER NOT NULL
+);
+
 -- The MTA-STS policy cache (RFC 8461 section 5), one row per recipient
 -- domain with a policy (filled by delivery).
 CREATE TABLE sts_policies (

@@ -31,6 +31,7 @@ extern const char sql_upgrade5_text[];
 extern const char sql_upgrade6_text[];
 extern const char sql_upgrade7_text[];
 extern const char sql_upgrade8_text[];
+extern const char sql_upgrade9_text[];
 
 /* upgrades[v] brings a version v - 1 queue to version v. */
 static const char *const upgrades[] = {
@@ -41,6 +42,7 @@ static const char *const upgrades[] = {
     [6] = sql_upgrade6_text,
     [7] = sql_upgrade7_text,
     [8] = sql_upgrade8_text,
+    [9] = sql_upgrade9_text,
 };
 
 /* The writer's statements, prepared before it stores anything. */
@@ -1012,6 +1014,39 @@ sq_tlsrpt_add(struct store *store, const struct store_tlsrpt *t, char *why)
 }
 
 static int
+sq_tlsrpt_sent(struct store *store, int64_t day, int64_t sent_at, char *why)
+{
+	struct db *db = sq_db(store);
+	sqlite3_stmt *st;
+	int rc, r = -1;
+
+	if (sent_at > 0) {
+		st = prep(db,
+		    "INSERT OR REPLACE INTO tlsrpt_sent (day, sent_at) "
+		    "VALUES (?1, ?2)",
+		    why);
+		if (st == NULL)
+			return -1;
+		sqlite3_bind_int64(st, 1, day);
+		sqlite3_bind_int64(st, 2, sent_at);
+		return step_done(db, st, why) == RES_OK ? 1 : -1;
+	}
+	st = prep(db, "SELECT 1 FROM tlsrpt_sent WHERE day = ?1", why);
+	if (st == NULL)
+		return -1;
+	sqlite3_bind_int64(st, 1, day);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		r = 1;
+	else if (rc == SQLITE_DONE)
+		r = 0;
+	else
+		read_failed(db, why);
+	sqlite3_reset(st);
+	return r;
+}
+
+static int
 sq_tlsrpt_day(struct store *store, int64_t day,
     int (*fn)(void *, const struct store_tlsrpt *, int64_t), void *arg,
     char *why)
@@ -1568,6 +1603,7 @@ const struct store_ops sqlite_store_ops = {
     .sts_due = sq_sts_due,
     .tlsrpt_add = sq_tlsrpt_add,
     .tlsrpt_day = sq_tlsrpt_day,
+    .tlsrpt_sent = sq_tlsrpt_sent,
     .unreported_bounces = sq_unreported_bounces,
     .list_unreported = sq_list_unreported,
     .mark_delay_reported = sq_mark_delay_reported,

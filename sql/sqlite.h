@@ -18,7 +18,7 @@
 #include "store_impl.h"
 #include "sync.h"
 
-#define DB_SCHEMA_VERSION 8
+#define DB_SCHEMA_VERSION 9
 
 /* A connection: its `struct store` first (sql/sqlite.c). */
 struct db;

@@ -528,3 +528,9 @@ store_tlsrpt_day(struct store *s, int64_t day,
 {
 	return s->ops->tlsrpt_day(s, day, fn, arg, why);
 }
+
+int
+store_tlsrpt_sent(struct store *s, int64_t day, int64_t sent_at, char *why)
+{
+	return s->ops->tlsrpt_sent(s, day, sent_at, why);
+}

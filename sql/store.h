@@ -324,6 +324,10 @@ struct store_tlsrpt {
 	const char *result_type, *sending_ip, *receiving_ip;
 };
 
+/* sent_at 0: 1 when the reports of `day` were sent, 0 when not; else
+ * note them sent at `sent_at` (1).  -1 with `why`. */
+int store_tlsrpt_sent(struct store *s, int64_t day, int64_t sent_at, char *why);
+
 /* Count one session (in the caller's transaction). */
 enum res store_tlsrpt_add(
     struct store *s, const struct store_tlsrpt *t, char *why);

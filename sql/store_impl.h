@@ -60,6 +60,8 @@ struct store_ops {
 	    int max, char *why);
 	enum res (*tlsrpt_add)(
 	    struct store *s, const struct store_tlsrpt *t, char *why);
+	int (*tlsrpt_sent)(
+	    struct store *s, int64_t day, int64_t sent_at, char *why);
 	int (*tlsrpt_day)(struct store *s, int64_t day,
 	    int (*fn)(void *, const struct store_tlsrpt *, int64_t), void *arg,
 	    char *why);

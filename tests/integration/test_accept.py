@@ -149,7 +149,8 @@ def version_1_queue_is_upgraded_in_place():
     assert "upgraded the queue schema to version 6" in srv.log()
     assert "upgraded the queue schema to version 7" in srv.log()
     assert "upgraded the queue schema to version 8" in srv.log()
-    assert srv.query("pragma user_version") == [(8,)]
+    assert "upgraded the queue schema to version 9" in srv.log()
+    assert srv.query("pragma user_version") == [(9,)]
     assert srv.query("select count(*) from tlsrpt_results") == [(0,)]
     assert srv.query("select requiretls, tls_required_no from messages") == [(0, 0)]
     assert srv.query("select count(*) from sts_policies") == [(0,)]

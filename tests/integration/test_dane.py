@@ -20,7 +20,7 @@ import mxtest  # noqa: E402
 from fakedns import FakeDNS  # noqa: E402
 from mxtest import send, wait_messages, wait_state  # noqa: E402
 from policyserver import PolicyServer  # noqa: E402
-from sluicetest import BIN, Server, free_port, main, test  # noqa: E402
+from sluicetest import BIN, Server, free_port, main, poll_until, test  # noqa: E402
 
 TLS_WAIT = 15
 ZEROS = "00" * 32
@@ -363,6 +363,62 @@ def tlsrpt_results_are_recorded_and_reported():
                       (h, path, ct) for h, path, ct, b in poster.posts}
             assert posted == {d: ("tlsrpt.reports.test", "/v1/", "application/tlsrpt+gzip")
                               for d in reports}, posted
+        finally:
+            poster.stop()
+            w.stop()
+
+
+@test
+def tlsrpt_daily_send_goes_once():
+    """With tlsrpt = yes the server sends yesterday's reports on its own,
+    tlsrpt_send_after past midnight UTC, by the path of `sluice tlsrpt
+    send`, and notes the day in tlsrpt_sent so that a restart does not
+    send them again."""
+    import gzip
+    import json
+    import sqlite3
+    import time as _time
+    p = pki()
+    with mxtest.Env(None) as env:
+        hport = free_port()
+        zone = ('_smtp._tls.day.dane.test. IN TXT "v=TLSRPTv1; '
+                'rua=mailto:tlsrpt@reports.test,https://tlsrpt.reports.test:%d/r"\n'
+                "reports.test. IN MX 10 mx.reports.test.\n"
+                "mx.reports.test. IN A 127.0.0.56\n"
+                "tlsrpt.reports.test. IN A 127.0.0.57\n") % hport
+        w = World(env, [], zone)
+        inbox = env.scripted("127.0.0.56")
+        poster = PolicyServer("127.0.0.57", hport, *p.leaf("tlsrpt.reports.test"))
+        try:
+            srv = env.server(tls_ca_file=p.root)
+            srv.stop()
+            now = int(_time.time())
+            yesterday = now - now % 86400 - 86400
+            con = sqlite3.connect(srv.db)
+            con.executemany(
+                "insert into tlsrpt_results (day, policy_domain, policy_type, mx_host, "
+                "result_type, receiving_ip, count) values (?, 'day.dane.test', "
+                "'no-policy-found', 'mx.day.dane.test', ?, '192.0.2.9', ?)",
+                [(yesterday, "", 5), (yesterday, "starttls-not-supported", 2)])
+            con.commit()
+            con.close()
+            srv.config.update({"tlsrpt": "yes", "tlsrpt_send_after": "0s",
+                               "mta_sts_refresh": "1s"})
+            srv.start()
+            mxtest.wait_messages(inbox, 1, timeout=TLS_WAIT)
+            poll_until(lambda: poster.posts or None, TLS_WAIT, "the POST")
+            for body in (poster.posts[0][3],):
+                rep = json.loads(gzip.decompress(body))
+                pol = rep["policies"][0]
+                assert pol["summary"] == {"total-successful-session-count": 5,
+                                          "total-failure-session-count": 2}, rep
+                assert pol["failure-details"][0]["result-type"] == "starttls-not-supported"
+            assert srv.query("select day from tlsrpt_sent") == [(yesterday,)]
+            srv.wait_log(r"tlsrpt: the reports of %d \(1 domain\) sent" % yesterday)
+            srv.stop()
+            srv.start()
+            _time.sleep(2.5)
+            assert len(inbox.messages) == 1 and len(poster.posts) == 1
         finally:
             poster.stop()
             w.stop()

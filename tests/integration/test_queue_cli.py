@@ -630,8 +630,8 @@ def queue_of_another_schema_is_refused_clearly():
     for version, want in (
             (0, "sluice: no queue at {p} (the file holds no queue yet)\n"),
             (2, "sluice: {p} has queue schema version 2; start sluice serve once to upgrade "
-                "it to version 8\n"),
-            (99, "sluice: {p} has queue schema version 99, newer than this sluice (8)\n")):
+                "it to version 9\n"),
+            (99, "sluice: {p} has queue schema version 99, newer than this sluice (9)\n")):
         path = os.path.join(srv.dir, "v%d.db" % version)
         con = sqlite3.connect(path)
         con.execute("create table t (x)")
