@@ -18,6 +18,7 @@ PKGS=(
 	groff-base                          # render the man page in tests
 	clang libclang-rt-14-dev            # make fuzz: libFuzzer, sanitizers
 	clang-format cppcheck               # make fmt-check, make lint (CI)
+	knot knot-dnsutils unbound          # real DNSSEC: a signing server, a validator
 )
 missing=()
 for p in "${PKGS[@]}"; do
@@ -32,4 +33,13 @@ SUDO=
 [ "$(id -u)" -eq 0 ] || SUDO=sudo
 echo "deps: installing ${missing[*]}"
 $SUDO apt-get update
+# The tests start their own knotd and unbound on high ports: keep the
+# packages from starting system instances (exit 101: "not allowed").
+rc_d=
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+	rc_d=/usr/sbin/policy-rc.d
+	printf '#!/bin/sh\nexit 101\n' | $SUDO tee $rc_d >/dev/null
+	$SUDO chmod 755 $rc_d
+fi
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends "${missing[@]}"
+[ -z "$rc_d" ] || $SUDO rm -f "$rc_d"
