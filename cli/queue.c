@@ -653,6 +653,15 @@ show_attempt(void *arg, const struct store_attempt_row *a)
 		fputs("  ", stdout);
 		put_safe(stdout, a->tls);
 	}
+	if (a->security != NULL) {
+		fputs("  security=", stdout);
+		put_safe(stdout, a->security);
+		if (a->security_why != NULL) {
+			fputs(" (", stdout);
+			put_safe(stdout, a->security_why);
+			fputc(')', stdout);
+		}
+	}
 	fputs("\n      ", stdout);
 	put_safe(stdout, a->reply ? a->reply : "(no reply)");
 	putc('\n', stdout);

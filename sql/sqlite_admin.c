@@ -297,7 +297,7 @@ sq_attempts(struct store *store, const char *id,
 	sqlite3_stmt *st = prep(db,
 	    "SELECT a.at, a.rcpt_no, r.address, a.mx_host, a.ip, "
 	    "coalesce(a.port, 0), a.tls, a.status, a.reply, "
-	    "coalesce(a.duration_ms, -1) "
+	    "coalesce(a.duration_ms, -1), a.security, a.security_why "
 	    "FROM attempts AS a LEFT JOIN recipients AS r "
 	    "ON r.msg_id = a.msg_id AND r.rcpt_no = a.rcpt_no "
 	    "WHERE a.msg_id = ?1 ORDER BY a.id",
@@ -320,6 +320,8 @@ sq_attempts(struct store *store, const char *id,
 		a.status = col_text(st, 7);
 		a.reply = col_text(st, 8);
 		a.duration_ms = sqlite3_column_int64(st, 9);
+		a.security = col_text(st, 10);
+		a.security_why = col_text(st, 11);
 		if (a.status == NULL)
 			a.status = "";
 		n++;

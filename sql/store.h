@@ -524,6 +524,7 @@ struct store_attempt_row {
 	int rcpt_no;
 	const char *address; /* NULL when the recipient is gone */
 	const char *mx_host, *ip, *tls, *status, *reply;
+	const char *security, *security_why; /* NULL: not recorded */
 	int port;
 	int64_t duration_ms; /* -1: unknown */
 };

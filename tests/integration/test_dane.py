@@ -117,6 +117,11 @@ def dane_ee_and_ta_authenticate_and_mismatches_defer():
                 rcpt_reply(srv, ids["taname"]), rcpt_reply(srv, ids["taname"])
             assert "does not verify to the DANE-TA anchor" in rcpt_reply(srv, ids["oldta"])
             assert w.mx["ee"].sni == ["mx-ee.dane.test"], w.mx["ee"].sni
+            shown = subprocess.run([BIN, "queue", "show", ids["ee"], "-c", srv.cfgpath],
+                                   capture_output=True, text=True, timeout=30).stdout
+            assert "security=dane (DANE-EE 3 1 1)" in shown, shown
+            assert srv.query("select security from attempts_log where id = ?",
+                             (ids["ee"],)) == [("dane",)]
             srv.wait_log(r"id=%s rcpt=<u@ee\.dane\.test> relay=mx-ee\.dane\.test\[127\.0\.0\.31\]"
                          r":\d+ tls=dane \(DANE-EE 3 1 1\) delay=" % ids["ee"])
         finally:
