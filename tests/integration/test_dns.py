@@ -354,5 +354,36 @@ def dnssec_off_asks_without_ad_and_shows_nothing():
     assert "TLSA" not in log, log
 
 
+def trusted_servers_inside_a_namespace():
+    """Run inside `unshare -n`: a name server on a non-loopback address
+    (192.0.2.53 on the namespace's loopback device) whose AD bit is only
+    believed once dnssec_trusted_servers names it."""
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    subprocess.run(["ip", "addr", "add", "192.0.2.53/32", "dev", "lo"], check=True)
+    w = World(SEC_ZONE, dns_host="192.0.2.53", secure=["sec.test"])
+    try:
+        on = {"dnssec": "trust-ad"}
+        w.expect("nomx.sec.test", ["nomx.sec.test -1 127.0.0.23 2525 mx=insecure addr=insecure"],
+                 **on)
+        w.expect("nomx.sec.test", ["nomx.sec.test -1 127.0.0.23 2525 mx=secure addr=secure",
+                                   "  tlsa none secure"],
+                 dnssec_trusted_servers="192.0.2.0/24", **on)
+        assert " ad" in w.dns.log(), w.dns.log()
+    finally:
+        w.cleanup(keep=False)
+    print("trusted ok")
+
+
+@test
+def ad_from_a_remote_resolver_needs_dnssec_trusted_servers():
+    # A fresh network namespace: the test never touches the host's addresses.
+    r = subprocess.run(["unshare", "-n", sys.executable, __file__, "--trusted-inner"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "trusted ok" in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
+
+
 if __name__ == "__main__":
+    if sys.argv[1:] == ["--trusted-inner"]:
+        trusted_servers_inside_a_namespace()
+        sys.exit(0)
     main()
