@@ -36,7 +36,7 @@ struct held_conn {
 
 struct conncache {
 	struct held_conn kept;         /* kept.c NULL: nothing kept */
-	char dest[DESTS_KEY_MAX + 16]; /* the site it goes to, and its TLS
+	char dest[DESTS_KEY_MAX + 32]; /* the site it goes to, and its TLS
 	                                  level (conncache_take's key) */
 	int64_t since;                 /* now_ms() of its last use */
 };

@@ -1699,16 +1699,21 @@ transact(
 }
 
 /*
- * The kept connection's key for the job: its site, and its tls_policy
- * level, since domains of one site may have different levels: a kept
- * connection serves only mail of the level it was opened for.
+ * The kept connection's key for the job: its site, its tls_policy level
+ * (domains of one site may have different levels) and its message's own
+ * TLS demands: a kept connection serves only mail that asks what the
+ * mail it was opened for asked.
  */
 static void
-cache_key(const struct config *cfg, const struct delivery_job *j, char *key,
-    size_t len)
+cache_key(const struct config *cfg, const struct delivery_job *j,
+    const struct attempt *a, char *key, size_t len)
 {
-	snprintf(
-	    key, len, "%s tls=%d", j->dest, policy_level(cfg, j->domain, NULL));
+	/* A message's own TLS demands (REQUIRETLS, "TLS-Required: No")
+	 * change what its connection had to prove, too. */
+	snprintf(key, len, "%s tls=%d%s%s", j->dest,
+	    policy_level(cfg, j->domain, NULL),
+	    a->m.requiretls ? " requiretls" : "",
+	    a->m.tls_required_no ? " lax" : "");
 }
 
 /*
@@ -1723,14 +1728,14 @@ attempt_run(struct delivery_thread *w, const struct delivery_conf *dc,
     struct delivery_job *j, struct attempt *a)
 {
 	const struct config *cfg = dc->cfg;
-	char key[DESTS_KEY_MAX + 16];
+	char key[DESTS_KEY_MAX + 32];
 	bool reused;
 	enum res r;
 
 	/* Suspended since the claim (another job's connection failed)? */
 	if (site_suspended(w->d, j, a->why))
 		return RES_TEMP;
-	cache_key(cfg, j, key, sizeof(key));
+	cache_key(cfg, j, a, key, sizeof(key));
 	reused = conncache_take(&w->cache, key, now_ms(), &a->h);
 	for (;;) {
 		if (!reused && (r = connect_fresh(w, dc, j, a)) != RES_OK)
@@ -1746,7 +1751,7 @@ attempt_run(struct delivery_thread *w, const struct delivery_conf *dc,
 		}
 		if (r == RES_OK) {
 			/* Connecting may have learnt the job's site. */
-			cache_key(cfg, j, key, sizeof(key));
+			cache_key(cfg, j, a, key, sizeof(key));
 			conncache_put(&w->cache, &a->h, key,
 			    cfg->max_messages_per_connection, now_ms());
 		} else
