@@ -35,10 +35,10 @@ struct held_conn {
 };
 
 struct conncache {
-	struct held_conn kept;         /* kept.c NULL: nothing kept */
-	char dest[DESTS_KEY_MAX + 32]; /* the site it goes to, and its TLS
+	struct held_conn kept;          /* kept.c NULL: nothing kept */
+	char dest[DESTS_KEY_MAX + 256]; /* the site it goes to, and its TLS
 	                                  level (conncache_take's key) */
-	int64_t since;                 /* now_ms() of its last use */
+	int64_t since;                  /* now_ms() of its last use */
 };
 
 /* No connection, peer "none". */

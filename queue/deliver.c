@@ -1705,15 +1705,23 @@ transact(
  * mail it was opened for asked.
  */
 static void
-cache_key(const struct config *cfg, const struct delivery_job *j,
-    const struct attempt *a, char *key, size_t len)
+cache_key(struct delivery_thread *w, const struct config *cfg,
+    const struct delivery_job *j, const struct attempt *a, char *key,
+    size_t len)
 {
+	struct sts_policy p;
+	int64_t exp;
+	bool sts = cfg->mta_sts && sts_cached(w, j->domain, &p, &exp) == 0 &&
+	           exp > (int64_t)time(NULL) && p.mode != STS_MODE_NONE;
+
 	/* A message's own TLS demands (REQUIRETLS, "TLS-Required: No")
-	 * change what its connection had to prove, too. */
-	snprintf(key, len, "%s tls=%d%s%s", j->dest,
+	 * change what its connection had to prove, too; and a domain with
+	 * an MTA-STS policy has its connections to itself. */
+	snprintf(key, len, "%s tls=%d%s%s%s%.200s", j->dest,
 	    policy_level(cfg, j->domain, NULL),
 	    a->m.requiretls ? " requiretls" : "",
-	    a->m.tls_required_no ? " lax" : "");
+	    a->m.tls_required_no ? " lax" : "", sts ? " sts=" : "",
+	    sts ? j->domain : "");
 }
 
 /*
@@ -1728,14 +1736,14 @@ attempt_run(struct delivery_thread *w, const struct delivery_conf *dc,
     struct delivery_job *j, struct attempt *a)
 {
 	const struct config *cfg = dc->cfg;
-	char key[DESTS_KEY_MAX + 32];
+	char key[DESTS_KEY_MAX + 256];
 	bool reused;
 	enum res r;
 
 	/* Suspended since the claim (another job's connection failed)? */
 	if (site_suspended(w->d, j, a->why))
 		return RES_TEMP;
-	cache_key(cfg, j, a, key, sizeof(key));
+	cache_key(w, cfg, j, a, key, sizeof(key));
 	reused = conncache_take(&w->cache, key, now_ms(), &a->h);
 	for (;;) {
 		if (!reused && (r = connect_fresh(w, dc, j, a)) != RES_OK)
@@ -1751,7 +1759,7 @@ attempt_run(struct delivery_thread *w, const struct delivery_conf *dc,
 		}
 		if (r == RES_OK) {
 			/* Connecting may have learnt the job's site. */
-			cache_key(cfg, j, a, key, sizeof(key));
+			cache_key(w, cfg, j, a, key, sizeof(key));
 			conncache_put(&w->cache, &a->h, key,
 			    cfg->max_messages_per_connection, now_ms());
 		} else

@@ -214,5 +214,37 @@ def mta_sts_policies_are_refreshed_before_they_expire():
             dns.stop()
 
 
+@test
+def a_kept_connection_does_not_skip_a_domains_policy():
+    """Two domains on one MX host (one site): mail to the one without a
+    policy leaves a kept connection that is not used for the one with an
+    enforce policy, whose mail gets its own verified session."""
+    p = certs.DanePKI()
+    d = "a.sts.test"
+    doms = {d: DOMAINS[d], "h.sts.test": (DOMAINS[d][0], "127.0.0.60")}
+    with mxtest.Env(None) as env:
+        dport = free_port()
+        dns = FakeDNS(zone(doms, {d: "1"}))
+        env.dns_server = dns.server
+        ps = PolicyServer("127.0.0.60", dport, *p.leaf("mta-sts.%s" % d))
+        mx = env.scripted("127.0.0.62", tls=p.leaf("mx.a.sts.test"))
+        try:
+            ps.policies["mta-sts.%s" % d] = policy("enforce", "mx.a.sts.test")
+            srv = env.server(mta_sts_port=dport, tls_ca_file=p.root, delivery_threads=1)
+            first = send(srv, ["u@%s" % d])   # the policy is fetched and cached
+            wait_state(srv, first, "u@%s" % d, "delivered", timeout=TLS_WAIT)
+            lax = send(srv, ["v@h.sts.test"])
+            wait_state(srv, lax, "v@h.sts.test", "delivered", timeout=TLS_WAIT)
+            strict = send(srv, ["w@%s" % d])
+            wait_state(srv, strict, "w@%s" % d, "delivered", timeout=TLS_WAIT)
+            sec = lambda q: srv.query("select security from attempts where msg_id = ?",  # noqa
+                                      (q,))[0][0]
+            assert (sec(first), sec(lax), sec(strict)) == ("sts", "encrypted", "sts")
+            assert mx.connections >= 3, mx.connections
+        finally:
+            ps.stop()
+            dns.stop()
+
+
 if __name__ == "__main__":
     main()
