@@ -1011,41 +1011,66 @@ dest_rates_start(struct config *cfg, const struct key *k, int n, char *why)
 	return 0;
 }
 
+/*
+ * The destination before the last colon of `item`: a domain, ".domain"
+ * (its subdomains, when `dot`) or "[host]", lower case into key[len];
+ * *value is what follows the colon.  0, or -1 when there is no colon
+ * (*value NULL) or the destination is malformed.
+ */
+static int
+dest_key(char *item, bool dot, char *key, size_t len, char **value)
+{
+	char *c = strrchr(item, ':'), *p;
+	bool host = item[0] == '[';
+	size_t n;
+	int rc = -1;
+
+	*value = NULL;
+	if (c == NULL || c == item)
+		return -1;
+	*c = '\0';
+	*value = c + 1;
+	n = strlen(item);
+	if (host && (n < 3 || item[n - 1] != ']'))
+		return -1;
+	if (host)
+		item[n - 1] = '\0';
+	p = host || (dot && item[0] == '.') ? item + 1 : item;
+	if (name_valid(p, true) && strlen(p) <= 255) {
+		snprintf(key, len, host ? "[%s]" : "%s", host ? p : item);
+		for (p = key; *p != '\0'; p++)
+			*p = ascii_lower(*p);
+		rc = 0;
+	}
+	if (host)
+		item[n - 1] = ']';
+	return rc;
+}
+
 /* domain:N/PERIOD or [host]:N/PERIOD */
 static int
 dest_rates_item(struct config *cfg, const struct key *k, char *item, char *why)
 {
 	struct dest_rate *d = &cfg->destination_rates[cfg->ndestination_rates];
-	char *c = strrchr(item, ':'), *p;
-	bool host = item[0] == '[';
+	char *v;
 
 	(void)k;
-	if (c == NULL || c == item) {
-		why_set(why,
-		    "bad destination rate \"%s\" (expected DOMAIN:N/PERIOD or "
-		    "[HOST]:N/PERIOD)",
-		    item);
+	if (dest_key(item, false, d->key, sizeof(d->key), &v) != 0) {
+		if (v == NULL)
+			why_set(why,
+			    "bad destination rate \"%s\" (expected "
+			    "DOMAIN:N/PERIOD or [HOST]:N/PERIOD)",
+			    item);
+		else
+			why_set(why,
+			    "bad destination \"%s\" in destination_rates",
+			    item);
 		return -1;
 	}
-	*c = '\0';
-	p = host ? item + 1 : item;
-	if (host) {
-		if (strlen(item) < 3 || item[strlen(item) - 1] != ']')
-			goto bad;
-		item[strlen(item) - 1] = '\0';
-	}
-	if (!name_valid(p, true) || strlen(p) > 255)
-		goto bad;
-	snprintf(d->key, sizeof(d->key), host ? "[%s]" : "%s", p);
-	for (p = d->key; *p != '\0'; p++)
-		*p = ascii_lower(*p);
-	if (rate_parse(c + 1, &d->rate, why) != 0)
+	if (rate_parse(v, &d->rate, why) != 0)
 		return -1;
 	cfg->ndestination_rates++;
 	return 0;
-bad:
-	why_set(why, "bad destination \"%s\" in destination_rates", item);
-	return -1;
 }
 
 static int
@@ -1075,46 +1100,34 @@ static int
 tls_policy_item(struct config *cfg, const struct key *k, char *item, char *why)
 {
 	struct tls_policy *t = &cfg->tls_policies[cfg->ntls_policies];
-	char *c = strrchr(item, ':'), *p;
-	bool host = item[0] == '[';
+	char *v;
 	int i;
 
 	(void)k;
-	if (c == NULL || c == item) {
-		why_set(why,
-		    "bad TLS policy \"%s\" (expected DOMAIN:LEVEL, "
-		    ".DOMAIN:LEVEL or [HOST]:LEVEL)",
-		    item);
+	if (dest_key(item, true, t->key, sizeof(t->key), &v) != 0) {
+		if (v == NULL)
+			why_set(why,
+			    "bad TLS policy \"%s\" (expected DOMAIN:LEVEL, "
+			    ".DOMAIN:LEVEL or [HOST]:LEVEL)",
+			    item);
+		else
+			why_set(
+			    why, "bad destination \"%s\" in tls_policy", item);
 		return -1;
 	}
-	*c++ = '\0';
 	for (i = 0; outbound_tls_choices[i] != NULL; i++)
-		if (ascii_casecmp(c, outbound_tls_choices[i]) == 0)
+		if (ascii_casecmp(v, outbound_tls_choices[i]) == 0)
 			break;
 	if (outbound_tls_choices[i] == NULL) {
 		why_set(why,
 		    "bad level \"%s\" in tls_policy (none, may, encrypt, "
 		    "verify, dane or dane-only)",
-		    c);
+		    v);
 		return -1;
 	}
 	t->level = i;
-	p = host || item[0] == '.' ? item + 1 : item;
-	if (host) {
-		if (strlen(item) < 3 || item[strlen(item) - 1] != ']')
-			goto bad;
-		item[strlen(item) - 1] = '\0';
-	}
-	if (!name_valid(p, true) || strlen(p) > 255)
-		goto bad;
-	snprintf(t->key, sizeof(t->key), host ? "[%s]" : "%s", host ? p : item);
-	for (p = t->key; *p != '\0'; p++)
-		*p = ascii_lower(*p);
 	cfg->ntls_policies++;
 	return 0;
-bad:
-	why_set(why, "bad destination \"%s\" in tls_policy", item);
-	return -1;
 }
 
 static int

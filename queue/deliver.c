@@ -2745,6 +2745,30 @@ delivery_reconfigure(struct delivery *d, struct delivery_conf *c)
 	holder_set(d->conf, c);
 }
 
+/* A thread with its own read-only queue connection and resolver, running
+ * fn on its struct delivery_thread (which it frees).  False with `why`. */
+static bool
+start_thread(struct delivery *d, const struct delivery_conf *conf, pthread_t *t,
+    void *(*fn)(void *), char *why)
+{
+	struct delivery_thread *w = xcalloc(1, sizeof(*w));
+
+	w->d = d;
+	w->store = store_open_readonly(conf->cfg->queue_path, why);
+	w->dns = w->store ? dns_resolver_new(conf->cfg, why) : NULL;
+	w->gen = conf->gen;
+	if (w->store == NULL || w->dns == NULL ||
+	    pthread_create(t, NULL, fn, w) != 0) {
+		if (w->store != NULL && w->dns != NULL)
+			why_set(why, "cannot start a delivery thread");
+		store_close(w->store);
+		dns_resolver_free(w->dns);
+		free(w);
+		return false;
+	}
+	return true;
+}
+
 struct delivery *
 delivery_start(
     struct queue *q, struct delivery_conf *conf, int stop_fd, char *why)
@@ -2766,20 +2790,9 @@ delivery_start(
 	cond_init(&d->sts_cv);
 	d->threads = xcalloc((size_t)cfg->delivery_threads, sizeof(pthread_t));
 	for (i = 0; i < cfg->delivery_threads; i++) {
-		struct delivery_thread *w = xcalloc(1, sizeof(*w));
-
-		w->d = d;
-		w->store = store_open_readonly(cfg->queue_path, why);
-		w->dns = w->store ? dns_resolver_new(cfg, why) : NULL;
-		w->gen = conf->gen;
-		if (w->store == NULL || w->dns == NULL ||
-		    pthread_create(
-		        &d->threads[i], NULL, delivery_thread_main, w) != 0) {
-			store_close(w->store);
-			dns_resolver_free(w->dns);
-			free(w);
+		if (!start_thread(
+		        d, conf, &d->threads[i], delivery_thread_main, why))
 			goto fail;
-		}
 		d->nthreads++;
 	}
 	if (pthread_create(&d->dispatcher, NULL, dispatcher_main, d) != 0) {
@@ -2788,20 +2801,9 @@ delivery_start(
 	}
 	d->dispatcher_started = true;
 	if (cfg->delivery_threads > 0) {
-		struct delivery_thread *w = xcalloc(1, sizeof(*w));
-
-		w->d = d;
-		w->store = store_open_readonly(cfg->queue_path, why);
-		w->dns = w->store ? dns_resolver_new(cfg, why) : NULL;
-		w->gen = conf->gen;
-		if (w->store == NULL || w->dns == NULL ||
-		    pthread_create(&d->sts_thread, NULL, sts_thread_main, w) !=
-		        0) {
-			store_close(w->store);
-			dns_resolver_free(w->dns);
-			free(w);
+		if (!start_thread(
+		        d, conf, &d->sts_thread, sts_thread_main, why))
 			goto fail;
-		}
 		d->sts_started = true;
 	}
 	log_info("deliver",
