@@ -793,6 +793,14 @@ add_records(struct hostvec *hv, const ldns_rr_list *rrs, const char *name,
 	size_t i;
 	int n = 0;
 
+	char owner[DNS_NAME_MAX] = "";
+
+	/* The records' owner: not `name` when a CNAME chain led there. */
+	if (secure && ldns_rr_list_rr_count(rrs) > 0 &&
+	    (dname_text(ldns_rr_owner(ldns_rr_list_rr(rrs, 0)), owner,
+	         sizeof(owner)) != 0 ||
+	        name_equal(owner, name)))
+		owner[0] = '\0';
 	for (i = 0; i < ldns_rr_list_rr_count(rrs); i++) {
 		rdf = ldns_rr_a_address(ldns_rr_list_rr(rrs, i));
 		memset(&ss, 0, sizeof ss);
@@ -814,7 +822,9 @@ add_records(struct hostvec *hv, const ldns_rr_list *rrs, const char *name,
 		} else {
 			continue;
 		}
-		hostvec_add(hv, name, pref, &ss, sslen, port, secure);
+		if (hostvec_add(hv, name, pref, &ss, sslen, port, secure))
+			snprintf(hv->v[hv->n - 1].cname_target,
+			    sizeof(hv->v[hv->n - 1].cname_target), "%s", owner);
 		n++;
 	}
 	return n;

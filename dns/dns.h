@@ -45,6 +45,10 @@ struct mx_host {
 	char ip[64];      /* the address as text */
 	bool mx_secure;   /* the MX answer (records or NODATA) was secure */
 	bool addr_secure; /* this address's A/AAAA answer was secure */
+	/* The name its address records belong to when a secure CNAME chain
+	 * led there from `name` (RFC 7672 section 2.2.2: TLSA is asked there
+	 * first); "" otherwise. */
+	char cname_target[DNS_NAME_MAX];
 };
 
 /* A TLSA record (RFC 6698 section 2.1). */

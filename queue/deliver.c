@@ -1331,7 +1331,8 @@ struct dane_plan {
 	int tls;               /* OUTBOUND_TLS_* for smtpc */
 	struct dns_tlsa *tlsa; /* tls = DANE: the records (free them) */
 	int ntlsa;
-	const char *names[2]; /* DANE-TA's reference identifiers */
+	const char *names[3]; /* DANE-TA's reference identifiers */
+	const char *base;     /* the TLSA base domain, sent as SNI */
 	int nnames;
 	char note[128]; /* why this level, for the attempt's record */
 };
@@ -1361,8 +1362,23 @@ dane_plan(struct dns_resolver *dns, int level, const struct mx_host *h,
 		    "address not DNSSEC-secure: no TLSA lookup");
 		goto weak;
 	}
-	if (dns_lookup_tlsa(dns, h->name, port, &p->tlsa, &p->ntlsa, &secure,
-	        why) != RES_OK)
+	/* RFC 7672 section 2.2.2: through a secure CNAME chain, the TLSA
+	 * records of the name it leads to first, then of the MX name. */
+	p->base = h->name;
+	if (h->cname_target[0] != '\0') {
+		if (dns_lookup_tlsa(dns, h->cname_target, port, &p->tlsa,
+		        &p->ntlsa, &secure, why) != RES_OK)
+			return RES_TEMP;
+		if (p->ntlsa > 0 && secure)
+			p->base = h->cname_target;
+		else {
+			dns_tlsa_free(p->tlsa, p->ntlsa);
+			p->tlsa = NULL;
+			p->ntlsa = 0;
+		}
+	}
+	if (p->base == h->name && dns_lookup_tlsa(dns, h->name, port, &p->tlsa,
+	                              &p->ntlsa, &secure, why) != RES_OK)
 		return RES_TEMP;
 	if (p->ntlsa == 0 || !secure) {
 		snprintf(p->note, sizeof(p->note), "no secure TLSA records");
@@ -1377,6 +1393,8 @@ dane_plan(struct dns_resolver *dns, int level, const struct mx_host *h,
 		goto weak;
 	}
 	p->tls = OUTBOUND_TLS_DANE;
+	if (p->base != h->name)
+		p->names[p->nnames++] = p->base;
 	p->names[p->nnames++] = h->name;
 	if (h->mx_secure)
 		p->names[p->nnames++] = domain;
@@ -1583,6 +1601,8 @@ connect_fresh(struct delivery_thread *w, const struct delivery_conf *dc,
 			o.ntlsa = dp.ntlsa;
 			o.dane_names = dp.names;
 			o.ndane_names = dp.nnames;
+			if (dp.tls == OUTBOUND_TLS_DANE)
+				o.tls_name = dp.base; /* SNI: RFC 7672 8.1 */
 		} else {
 			o.tls = level;
 		}

@@ -108,6 +108,11 @@ check_hosts(const struct mx_host *h, int n, int inet, int max_hosts,
 		FUZZ_ASSERT(strnlen(h[i].name, DNS_NAME_MAX) < DNS_NAME_MAX &&
 		                h[i].name[0] != '\0',
 		    "host name NUL-terminated, not empty");
+		FUZZ_ASSERT(
+		    strnlen(h[i].cname_target, DNS_NAME_MAX) < DNS_NAME_MAX &&
+		        (h[i].cname_target[0] == '\0' || h[i].addr_secure),
+		    "a CNAME target is NUL-terminated, and only for a secure "
+		    "address");
 		if (h[i].addr.ss_family == AF_INET) {
 			const struct sockaddr_in *sin =
 			    (const struct sockaddr_in *)&h[i].addr;

@@ -270,6 +270,43 @@ def tls_policy_sets_the_level_per_destination():
 
 
 @test
+def tlsa_at_a_cname_target_first_then_at_the_mx_name():
+    """An MX name that is a CNAME (secure chain): TLSA is asked at the
+    name it leads to first, which is then the SNI and a DANE-TA reference
+    name; without records there, at the MX name (RFC 7672 section
+    2.2.2)."""
+    p = pki()
+    inter = certs.der_sha256(p.inter)
+    with mxtest.Env(None) as env:
+        real = p.leaf("real-cn.dane.test")
+        other = p.leaf("real-cn2.dane.test")
+        zone = ("cn.dane.test. IN MX 10 mx-cn.dane.test.\n"
+                "mx-cn.dane.test. IN CNAME real-cn.dane.test.\n"
+                "real-cn.dane.test. IN A 127.0.0.58\n"
+                "_%(port)d._tcp.real-cn.dane.test. IN TLSA 2 0 1 " + inter + "\n"
+                "cn2.dane.test. IN MX 10 mx-cn2.dane.test.\n"
+                "mx-cn2.dane.test. IN CNAME real-cn2.dane.test.\n"
+                "real-cn2.dane.test. IN A 127.0.0.59\n"
+                "_%(port)d._tcp.mx-cn2.dane.test. IN TLSA 3 1 1 " +
+                certs.spki_sha256(other[0]) + "\n")
+        w = World(env, [], zone)
+        try:
+            mx1 = env.scripted("127.0.0.58", tls=real)
+            mx2 = env.scripted("127.0.0.59", tls=other)
+            srv = env.server(outbound_tls="dane", dnssec="trust-ad")
+            a = send(srv, ["u@cn.dane.test"])
+            b = send(srv, ["u@cn2.dane.test"])
+            wait_state(srv, a, "u@cn.dane.test", "delivered", timeout=TLS_WAIT)
+            wait_state(srv, b, "u@cn2.dane.test", "delivered", timeout=TLS_WAIT)
+            assert attempt(srv, a)[0][:2] == ("dane", "DANE-TA 2 0 1")
+            assert attempt(srv, b)[0][:2] == ("dane", "DANE-EE 3 1 1")
+            assert mx1.sni == ["real-cn.dane.test"], mx1.sni
+            assert mx2.sni == ["mx-cn2.dane.test"], mx2.sni
+        finally:
+            w.stop()
+
+
+@test
 def tlsrpt_results_are_recorded_and_reported():
     """With tlsrpt = yes, each TLS session to a domain that publishes
     _smtp._tls is counted by policy and result, and `sluice tlsrpt show`
