@@ -14,6 +14,7 @@
  * Threads: single-threaded command; no shared state.
  */
 #include "cli.h"
+#include "dkim.h"
 #include "dns.h"
 #include "https.h"
 #include "loadcfg.h"
@@ -87,6 +88,7 @@ tlsrpt_cmd(int argc, char **argv)
 	struct tlsrpt_report *reps = NULL;
 	struct dns_resolver *r = NULL;
 	struct tls_creds *creds = NULL;
+	struct dkim_keys *dkim = NULL;
 	struct config *cfg;
 	struct store *st = NULL;
 	char why[WHY_MAX];
@@ -139,7 +141,19 @@ tlsrpt_cmd(int argc, char **argv)
 			rc = 1;
 			goto out;
 		}
-		snd = (struct tlsrpt_send){cfg, r, creds, -1, enqueue, say, st};
+		if (cfg->ndkim_keys > 0) {
+			char warn[WHY_MAX];
+
+			dkim = dkim_keys_load(
+			    cfg->dkim_keys, cfg->ndkim_keys, warn, why);
+			if (dkim == NULL) {
+				fprintf(stderr, "sluice: %s\n", why);
+				rc = 1;
+				goto out;
+			}
+		}
+		snd = (struct tlsrpt_send){
+		    cfg, r, creds, -1, dkim, enqueue, say, st};
 	}
 	for (i = 0; i < n; i++) {
 		if (!send)
@@ -152,6 +166,7 @@ tlsrpt_cmd(int argc, char **argv)
 out:
 	tlsrpt_free(reps, n);
 	tls_creds_unref(creds);
+	dkim_keys_free(dkim);
 	dns_resolver_free(r);
 	store_close(st);
 	config_free(cfg);

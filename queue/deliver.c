@@ -366,18 +366,8 @@ static enum res
 sign_notice(const struct record *r, const char *text, size_t len, char **sig,
     size_t *siglen, char *why)
 {
-	const char *d = r->hostname;
-
-	*sig = NULL;
-	*siglen = 0;
-	while (d != NULL && dkim_keys_count(r->dkim, d) == 0) {
-		d = strchr(d, '.');
-		d = d != NULL && strchr(d + 1, '.') != NULL ? d + 1 : NULL;
-	}
-	if (d == NULL)
-		return RES_OK;
-	return dkim_sign_message(
-	    r->dkim, d, text, len, r->at, sig, siglen, why);
+	return dkim_sign_as_host(
+	    r->dkim, r->hostname, text, len, r->at, sig, siglen, why);
 }
 
 /*
@@ -2570,7 +2560,7 @@ tlsrpt_daily(struct delivery_thread *w, const struct delivery_conf *dc)
 	struct sent_mark mark = {today - 86400, now};
 	struct tlsrpt_report *reps = NULL;
 	struct tlsrpt_send snd = {cfg, w->dns, dc->client_creds, w->d->stop_fd,
-	    report_enqueue, report_say, w->d};
+	    dc->dkim, report_enqueue, report_say, w->d};
 	char why[WHY_MAX];
 	int i, n = 0;
 

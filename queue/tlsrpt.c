@@ -11,6 +11,7 @@
  */
 #include "tlsrpt.h"
 #include "base64.h"
+#include "dkim.h"
 #include "https.h"
 #include "json.h"
 #include "queue.h"
@@ -429,11 +430,20 @@ mail_report(const struct tlsrpt_send *s, int64_t day, const char *domain,
 {
 	struct envelope env;
 	struct envelope_rcpt er[TLSRPT_RUA_MAX];
-	char why[WHY_MAX], *text;
-	size_t len;
+	char why[WHY_MAX], *text, *sig = NULL;
+	size_t len, siglen = 0;
 	int i;
 
 	text = tlsrpt_mail(s->cfg, domain, day, gz, gzlen, &len);
+	/* RFC 8460 section 5.3: reports SHOULD be DKIM-signed. */
+	if (s->dkim != NULL &&
+	    dkim_sign_as_host(s->dkim, s->cfg->hostname, text, len,
+	        (int64_t)time(NULL), &sig, &siglen, why) != RES_OK) {
+		s->say(
+		    s->arg, false, "report to %s not signed: %s", domain, why);
+		free(text);
+		return -1;
+	}
 	memset(&env, 0, sizeof(env));
 	memset(er, 0, sizeof(er));
 	for (i = 0; i < nto; i++) {
@@ -449,7 +459,10 @@ mail_report(const struct tlsrpt_send *s, int64_t day, const char *domain,
 	env.sender = "";
 	env.rcpts = er;
 	env.nrcpts = nto;
-	env.size = env.stored_size = (int64_t)len;
+	env.size = (int64_t)len;
+	env.stored_size = (int64_t)(len + siglen);
+	env.prepend = sig;
+	env.prepend_len = siglen;
 	env.body_type = BODY_7BIT;
 	env.tls_required_no = 1;
 	env.client_ip = "127.0.0.1";
@@ -459,9 +472,11 @@ mail_report(const struct tlsrpt_send *s, int64_t day, const char *domain,
 		s->say(
 		    s->arg, false, "report to %s not queued: %s", domain, why);
 		free(text);
+		free(sig);
 		return -1;
 	}
 	free(text);
+	free(sig);
 	s->say(s->arg, true, "%s: queued as %s for %d address%s", domain,
 	    env.id, nto, nto == 1 ? "" : "es");
 	return 0;

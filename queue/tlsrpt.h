@@ -51,13 +51,15 @@ char *tlsrpt_mail(const struct config *cfg, const char *domain, int64_t day,
 
 struct tls_creds;
 struct dns_resolver;
+struct dkim_keys;
 
 /* How reports are sent: by the CLI or by the server's daily run. */
 struct tlsrpt_send {
 	const struct config *cfg;
-	struct dns_resolver *dns; /* the rua TXT records, https: hosts */
-	struct tls_creds *creds;  /* PKIX trust for https: reports */
-	int stop_fd;              /* readable: give up (shutdown), or -1 */
+	struct dns_resolver *dns;     /* the rua TXT records, https: hosts */
+	struct tls_creds *creds;      /* PKIX trust for https: reports */
+	int stop_fd;                  /* readable: give up (shutdown), or -1 */
+	const struct dkim_keys *dkim; /* signs the report mails, or NULL */
 	/* Queue a report mail (text of len octets) for env's recipients. */
 	enum res (*enqueue)(void *arg, const struct envelope *env,
 	    const char *text, size_t len, char *why);

@@ -734,6 +734,24 @@ dkim_sign_message(const struct dkim_keys *k, const char *domain,
 	return r;
 }
 
+enum res
+dkim_sign_as_host(const struct dkim_keys *k, const char *hostname,
+    const void *msg, size_t len, int64_t now, char **out, size_t *out_len,
+    char *why)
+{
+	const char *d = hostname;
+
+	*out = NULL;
+	*out_len = 0;
+	while (d != NULL && dkim_keys_count(k, d) == 0) {
+		d = strchr(d, '.');
+		d = d != NULL && strchr(d + 1, '.') != NULL ? d + 1 : NULL;
+	}
+	if (d == NULL)
+		return RES_OK;
+	return dkim_sign_message(k, d, msg, len, now, out, out_len, why);
+}
+
 /* ---- keys for `sluice dkim` ---- */
 
 int

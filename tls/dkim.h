@@ -86,6 +86,16 @@ enum res dkim_sign_message(const struct dkim_keys *k, const char *domain,
     char *why);
 
 /*
+ * Sign a message sluice writes itself (a notice, a TLS-RPT report) with
+ * the keys of `hostname`'s domain: hostname itself or its nearest parent
+ * with keys (not the top-level domain).  Nothing (RES_OK, *out NULL) when
+ * none has any.
+ */
+enum res dkim_sign_as_host(const struct dkim_keys *k, const char *hostname,
+    const void *msg, size_t len, int64_t now, char **out, size_t *out_len,
+    char *why);
+
+/*
  * `sluice dkim keygen`: make a key (`alg`; RSA of `bits`), write it to
  * `path` (PKCS#8 PEM, mode 0600; an existing file is never replaced).
  * 0, or -1 with `why`.

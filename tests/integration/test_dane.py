@@ -11,8 +11,11 @@ one per case, all on the test's delivery port.  Each attempt's
 `security` and `security_why` columns and its log line say what the TLS
 proved."""
 import os
+import re
 import subprocess
 import sys
+
+import dkim
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 import certs  # noqa: E402
@@ -336,9 +339,15 @@ def tlsrpt_results_are_recorded_and_reported():
         inbox = env.scripted("127.0.0.54")
         poster = PolicyServer("127.0.0.55", hport, *p.leaf("tlsrpt.reports.test"))
         try:
+            # The reports are DKIM-signed with the hostname's key.
+            keyfile = os.path.join(env.tmp, "relay.key")
+            k = subprocess.run([BIN, "dkim", "keygen", "relay.test", "s", "--key", keyfile,
+                                "--ed25519"], capture_output=True, text=True, timeout=60)
+            assert k.returncode == 0, k
+            txt = "".join(re.findall(r'"([^"]*)"', k.stdout))
             srv = env.server(outbound_tls="dane", dnssec="trust-ad", tlsrpt="yes",
                              tlsrpt_organization="Test Org", retry_schedule="30s",
-                             tls_ca_file=p.root)
+                             tls_ca_file=p.root, dkim_keys="relay.test:s:" + keyfile)
             ids = {n: send(srv, ["u@%s.%s.test" % (n, "dane" if sec else "plain")])
                    for n, _, _, _, sec in cases}
             wait_state(srv, ids["ree"], "u@ree.dane.test", "delivered", timeout=TLS_WAIT)
@@ -391,6 +400,8 @@ def tlsrpt_results_are_recorded_and_reported():
                 assert sender == "" and rcpts == ["tlsrpt@reports.test"], (sender, rcpts)
                 msg = email.message_from_bytes(data)
                 assert msg["TLS-Required"] == "No", msg
+                assert dkim.verify(data, dnsfunc=lambda name, timeout=5: txt.encode()
+                                   if name == b"s._domainkey.relay.test." else None), data[:600]
                 assert msg.get_content_type() == "multipart/report"
                 assert msg.get_param("report-type") == "tlsrpt"
                 part = msg.get_payload()[1]
