@@ -9,6 +9,7 @@ Address plan: 127.0.0.1 sluice and fakedns; 127.0.0.60 the policy
 server, 127.0.0.61 a policy server with a certificate for another name;
 127.0.0.62-.69 the MX hosts, all on the test's delivery port."""
 import os
+import subprocess
 import sys
 import time
 
@@ -18,7 +19,7 @@ import mxtest  # noqa: E402
 from fakedns import FakeDNS  # noqa: E402
 from mxtest import send, wait_state  # noqa: E402
 from policyserver import PolicyServer  # noqa: E402
-from sluicetest import free_port, main, poll_until, test  # noqa: E402
+from sluicetest import BIN, free_port, main, poll_until, test  # noqa: E402
 
 TLS_WAIT = 15
 
@@ -75,7 +76,9 @@ def mta_sts_enforce_testing_and_bad_policies():
     with mxtest.Env(None) as env:
         dport = free_port()
         ids = {d: "1" for d in DOMAINS}
-        dns = FakeDNS(zone(DOMAINS, ids))
+        dns = FakeDNS(zone(DOMAINS, ids) + "".join(
+            '_smtp._tls.%s. IN TXT "v=TLSRPTv1; rua=mailto:r@%s"\n' % (d, d)
+            for d in ("a.sts.test", "c.sts.test")))
         env.dns_server = dns.server
         ps = PolicyServer("127.0.0.60", dport, *pol_chain)
         ps2 = PolicyServer("127.0.0.61", dport, *wrong)
@@ -97,7 +100,7 @@ def mta_sts_enforce_testing_and_bad_policies():
                     cert = (p.leaf(host) if d in ("a.sts.test", "b.sts.test")
                             else p.leaf("someone-else.test"))
                     mx[addr] = env.scripted(addr, tls=cert)
-            srv = env.server(mta_sts_port=dport, tls_ca_file=p.root)
+            srv = env.server(mta_sts_port=dport, tls_ca_file=p.root, tlsrpt="yes")
             q = {d: send(srv, ["u@%s" % d]) for d in DOMAINS}
             for d in ("a.sts.test", "b.sts.test", "d.sts.test", "e.sts.test", "f.sts.test",
                       "g.sts.test"):
@@ -129,6 +132,24 @@ def mta_sts_enforce_testing_and_bad_policies():
             assert 'MTA-STS policy of f.sts.test: Content-Type "text/html", not ' \
                    'text/plain' in log
             assert "MTA-STS policy of g.sts.test: TLS with mta-sts.g.sts.test" in log
+            # TLS-RPT: the sessions under the policies, by result.
+            import json
+            today = time.strftime("%Y-%m-%d", time.gmtime())
+            r = subprocess.run([BIN, "tlsrpt", "show", "--date", today, "-c", srv.cfgpath],
+                               capture_output=True, text=True, timeout=30)
+            reps = {json.loads(x)["policies"][0]["policy"]["policy-domain"]: json.loads(x)
+                    for x in r.stdout.splitlines()}
+            assert sorted(reps) == ["a.sts.test", "c.sts.test"], r
+            pa = reps["a.sts.test"]["policies"][0]
+            assert pa["policy"]["policy-type"] == "sts"
+            assert pa["policy"]["mx-host"] == ["mx.a.sts.test"]
+            assert pa["policy"]["policy-string"] == [
+                "version: STSv1", "mode: enforce", "mx: mx.a.sts.test", "max_age: 86400"]
+            assert pa["summary"]["total-successful-session-count"] == 1
+            pc = reps["c.sts.test"]["policies"][0]
+            assert pc["summary"]["total-successful-session-count"] == 0
+            assert pc["failure-details"][0]["result-type"] == "certificate-host-mismatch", pc
+            assert pc["failure-details"][0]["receiving-mx-hostname"] == "mx.c.sts.test"
             # One fetch per domain, however many messages.
             assert sorted(h for h, _ in ps.requests if h == "mta-sts.a.sts.test") == \
                 ["mta-sts.a.sts.test"], ps.requests
