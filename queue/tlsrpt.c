@@ -150,6 +150,27 @@ policy_json(FILE *f, const struct row *v, int from, int to)
 	fputs("]}", f);
 }
 
+/* "YYYY-MM-DD" of the UTC day starting at `day` (gmtime_r: the daily
+ * run shares the process with other threads). */
+static void
+day_text(int64_t day, char out[16])
+{
+	time_t t = (time_t)day;
+	struct tm tm;
+
+	if (gmtime_r(&t, &tm) == NULL ||
+	    strftime(out, 16, "%Y-%m-%d", &tm) == 0)
+		snprintf(out, 16, "1970-01-01");
+}
+
+/* The report-id (RFC 8460 section 4.3), also in the mail's Subject. */
+static void
+report_id(char *out, size_t len, const char *date, const char *domain,
+    const char *hostname)
+{
+	snprintf(out, len, "%s_%s@%s", date, domain, hostname);
+}
+
 /* The report of one domain: rows [from, to). */
 static void
 report_json(FILE *f, const struct config *cfg, const char *date,
@@ -159,8 +180,7 @@ report_json(FILE *f, const struct config *cfg, const char *date,
 	int i, j;
 
 	snprintf(contact, sizeof(contact), "postmaster@%s", cfg->hostname);
-	snprintf(
-	    id, sizeof(id), "%s_%s@%s", date, v[from].domain, cfg->hostname);
+	report_id(id, sizeof(id), date, v[from].domain, cfg->hostname);
 	fputs("{\"organization-name\":", f);
 	json_fput_str(f, cfg->tlsrpt_organization[0] ? cfg->tlsrpt_organization
 	                                             : cfg->hostname);
@@ -200,12 +220,11 @@ tlsrpt_build(struct store *st, const struct config *cfg, int64_t day,
 	struct rows rows = {NULL, 0, 0};
 	struct tlsrpt_report *v = NULL;
 	char date[16];
-	time_t t = (time_t)day;
 	int i, j, k = 0, rc = 0;
 
 	*out = NULL;
 	*n = 0;
-	strftime(date, sizeof(date), "%Y-%m-%d", gmtime(&t));
+	day_text(day, date);
 	if (store_tlsrpt_day(st, day, collect, &rows, why) < 0)
 		rc = -1;
 	if (rc == 0 && rows.n > 0)
@@ -318,21 +337,20 @@ tlsrpt_mail(const struct config *cfg, const char *domain, int64_t day,
     const unsigned char *gz, size_t gzlen, size_t *len)
 {
 	struct strbuf m = {NULL, 0, 0};
-	char date[64], d0[16], boundary[40], id[QUEUE_ID_LEN + 1];
+	char date[64], d0[16], boundary[40], id[QUEUE_ID_LEN + 1], rid[600];
 	char *b64;
 	size_t blen = 4 * (gzlen / 3 + 1) + 1, i;
-	time_t now = time(NULL), t0 = (time_t)day;
 	const char *s = cfg->hostname;
 
-	strftime(
-	    date, sizeof(date), "%a, %d %b %Y %H:%M:%S +0000", gmtime(&now));
-	strftime(d0, sizeof(d0), "%Y-%m-%d", gmtime(&t0));
+	rfc5322_date(date, sizeof(date), (int64_t)time(NULL));
+	day_text(day, d0);
+	report_id(rid, sizeof(rid), d0, domain, s);
 	queue_new_id(id);
 	snprintf(boundary, sizeof(boundary), "tlsrpt-%s", id);
 	strbuf_fmt(&m,
 	    "From: TLS reports <postmaster@%s>\r\n"
 	    "Date: %s\r\n"
-	    "Subject: Report Domain: %s Submitter: %s Report-ID: <%s_%s@%s>\r\n"
+	    "Subject: Report Domain: %s Submitter: %s Report-ID: <%s>\r\n"
 	    "Message-ID: <%s.tlsrpt@%s>\r\n"
 	    "TLS-Report-Domain: %s\r\n"
 	    "TLS-Report-Submitter: %s\r\n"
@@ -352,8 +370,8 @@ tlsrpt_mail(const struct config *cfg, const char *domain, int64_t day,
 	    "Content-Disposition: attachment;\r\n"
 	    "\tfilename=\"%s!%s!%lld!%lld.json.gz\"\r\n"
 	    "\r\n",
-	    s, date, domain, s, d0, domain, s, id, s, domain, s, boundary,
-	    boundary, domain, d0, s, boundary, s, domain, (long long)day,
+	    s, date, domain, s, rid, id, s, domain, s, boundary, boundary,
+	    domain, d0, s, boundary, s, domain, (long long)day,
 	    (long long)(day + 86399));
 	b64 = xmalloc(blen);
 	if (base64_encode(gz, gzlen, b64, blen) < 0)
