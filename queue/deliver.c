@@ -1562,7 +1562,7 @@ connect_fresh(struct delivery_thread *w, const struct delivery_conf *dc,
 	                       tlsrpt_published(w, j->domain)
 	                   ? j->domain
 	                   : NULL;
-	if (sts_on)
+	if (sts_on && a->tr_domain != NULL)
 		sts_policy_string(&sts, stsstr, sizeof(stsstr));
 	for (i = 0; i < a->nhosts; i++) {
 		const struct mx_host *host = &a->hosts[i];
@@ -1624,17 +1624,18 @@ connect_fresh(struct delivery_thread *w, const struct delivery_conf *dc,
 		}
 		if (req && o.tls != OUTBOUND_TLS_DANE)
 			o.tls = OUTBOUND_TLS_VERIFY; /* PKIX, the host's name */
-		if (o.tls == OUTBOUND_TLS_DANE) {
+		/* TLS-RPT: the policy this session is under, when reported. */
+		tr_type = "no-policy-found";
+		trpol[0] = '\0';
+		memset(&tres, 0, sizeof(tres));
+		if (a->tr_domain != NULL && o.tls == OUTBOUND_TLS_DANE) {
 			tr_type = "tlsa";
 			tlsa_policy_string(&dp, trpol, sizeof(trpol));
-		} else if (sts_on) {
+		} else if (a->tr_domain != NULL && sts_on) {
 			tr_type = "sts";
 			snprintf(trpol, sizeof(trpol), "%s", stsstr);
-		} else {
-			tr_type = "no-policy-found";
-			trpol[0] = '\0';
 		}
-		o.tls_result = &tres;
+		o.tls_result = a->tr_domain != NULL ? &tres : NULL;
 		r = smtpc_open(host, &o, &a->h.c, a->why);
 		if (tres.tried)
 			tlsrpt_note(
@@ -1709,14 +1710,16 @@ transact(
 }
 
 /*
- * The kept connection's key for the job: its site, its tls_policy level
- * (domains of one site may have different levels) and its message's own
- * TLS demands: a kept connection serves only mail that asks what the
+ * What the job's mail asks of a connection, the part of a kept
+ * connection's key beside its site: its tls_policy level (domains of one
+ * site may have different levels), its message's own TLS demands
+ * (REQUIRETLS, "TLS-Required: No"), and its domain when that has an
+ * MTA-STS policy.  A kept connection serves only mail that asks what the
  * mail it was opened for asked.
  */
 static void
-cache_key(struct delivery_thread *w, const struct config *cfg,
-    const struct delivery_job *j, const struct attempt *a, char *key,
+tls_demands(struct delivery_thread *w, const struct config *cfg,
+    const struct delivery_job *j, const struct attempt *a, char *out,
     size_t len)
 {
 	struct sts_policy p;
@@ -1724,10 +1727,7 @@ cache_key(struct delivery_thread *w, const struct config *cfg,
 	bool sts = cfg->mta_sts && sts_cached(w, j->domain, &p, &exp) == 0 &&
 	           exp > (int64_t)time(NULL) && p.mode != STS_MODE_NONE;
 
-	/* A message's own TLS demands (REQUIRETLS, "TLS-Required: No")
-	 * change what its connection had to prove, too; and a domain with
-	 * an MTA-STS policy has its connections to itself. */
-	snprintf(key, len, "%s tls=%d%s%s%s%.200s", j->dest,
+	snprintf(out, len, " tls=%d%s%s%s%.200s",
 	    policy_level(cfg, j->domain, NULL),
 	    a->m.requiretls ? " requiretls" : "",
 	    a->m.tls_required_no ? " lax" : "", sts ? " sts=" : "",
@@ -1746,14 +1746,15 @@ attempt_run(struct delivery_thread *w, const struct delivery_conf *dc,
     struct delivery_job *j, struct attempt *a)
 {
 	const struct config *cfg = dc->cfg;
-	char key[DESTS_KEY_MAX + 256];
+	char key[DESTS_KEY_MAX + 256], demands[240];
 	bool reused;
 	enum res r;
 
 	/* Suspended since the claim (another job's connection failed)? */
 	if (site_suspended(w->d, j, a->why))
 		return RES_TEMP;
-	cache_key(w, cfg, j, a, key, sizeof(key));
+	tls_demands(w, cfg, j, a, demands, sizeof(demands));
+	snprintf(key, sizeof(key), "%s%s", j->dest, demands);
 	reused = conncache_take(&w->cache, key, now_ms(), &a->h);
 	for (;;) {
 		if (!reused && (r = connect_fresh(w, dc, j, a)) != RES_OK)
@@ -1769,7 +1770,7 @@ attempt_run(struct delivery_thread *w, const struct delivery_conf *dc,
 		}
 		if (r == RES_OK) {
 			/* Connecting may have learnt the job's site. */
-			cache_key(w, cfg, j, a, key, sizeof(key));
+			snprintf(key, sizeof(key), "%s%s", j->dest, demands);
 			conncache_put(&w->cache, &a->h, key,
 			    cfg->max_messages_per_connection, now_ms());
 		} else
