@@ -331,6 +331,7 @@ smtpc_start(int fd, const char *label, const struct smtpc_opts *o,
 	c->o.ntlsa = 0;
 	c->o.dane_names = NULL;
 	c->o.ndane_names = 0;
+	c->o.tls_result = NULL; /* the caller's, for this open only */
 	*out = c;
 	return RES_OK;
 fail:
