@@ -559,7 +559,20 @@ static const char *const signed_fields[] = {"from", "to", "cc", "subject",
     "date", "reply-to", "message-id", "in-reply-to", "references",
     "mime-version", "content-type", "content-transfer-encoding"};
 
-enum { NSIGNED = sizeof(signed_fields) / sizeof(signed_fields[0]) };
+/*
+ * Signed, the same way, only when present: a TLS-RPT report's fields
+ * (RFC 8460's mail transport asks for them in h=) and RFC 8689's TLS-Required,
+ * which relaxes a message's transport security and so must not be
+ * addable in transit.  Listing them for every message would only lengthen
+ * h=.
+ */
+static const char *const signed_if_present[] = {
+    "tls-report-domain", "tls-report-submitter", "tls-required"};
+
+enum {
+	NSIGNED = sizeof(signed_fields) / sizeof(signed_fields[0]),
+	NPRESENT = sizeof(signed_if_present) / sizeof(signed_if_present[0])
+};
 
 /*
  * The h= list (folded) into *hlist, and the canonical fields it selects
@@ -573,13 +586,17 @@ select_fields(
 	size_t line = 0;
 	int i, j, k;
 
-	for (i = 0; i < NSIGNED; i++) {
+	for (i = 0; i < NSIGNED + NPRESENT; i++) {
+		const char *name = i < NSIGNED ? signed_fields[i]
+		                               : signed_if_present[i - NSIGNED];
 		int count = 0, taken = 0;
 
 		for (j = 0; j < n; j++)
-			count += field_is(&f[j], signed_fields[i]);
+			count += field_is(&f[j], name);
+		if (count == 0 && i >= NSIGNED)
+			continue;
 		for (k = 0; k <= count; k++) {
-			size_t w = strlen(signed_fields[i]) + 1;
+			size_t w = strlen(name) + 1;
 
 			if (hlist->len > 0) {
 				strbuf_add(hlist, ":", 1);
@@ -588,12 +605,12 @@ select_fields(
 					line = 0;
 				}
 			}
-			strbuf_str(hlist, signed_fields[i]);
+			strbuf_str(hlist, name);
 			line += w;
 		}
 		/* The instances, bottom up. */
 		for (j = n - 1; j >= 0 && taken < count; j--) {
-			if (!field_is(&f[j], signed_fields[i]))
+			if (!field_is(&f[j], name))
 				continue;
 			canon_field(f[j].p, f[j].len, data);
 			taken++;

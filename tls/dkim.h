@@ -10,8 +10,9 @@
  *
  * h= lists From and the fields RFC 6376 section 5.4.1 suggests, each once
  * more than it occurs (oversigning: a copy added later breaks the
- * signature); no l= (appended content would pass), no x= (a signature
- * must outlive the queue).
+ * signature), and TLS-Report-Domain, TLS-Report-Submitter and TLS-Required
+ * the same way when the message has them; no l= (appended content would pass),
+ * no x= (a signature must outlive the queue).
  *
  * Threads: a key table is immutable once loaded, shared by every session;
  * a signer belongs to one session.

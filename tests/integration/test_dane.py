@@ -402,6 +402,13 @@ def tlsrpt_results_are_recorded_and_reported():
                 assert msg["TLS-Required"] == "No", msg
                 assert dkim.verify(data, dnsfunc=lambda name, timeout=5: txt.encode()
                                    if name == b"s._domainkey.relay.test." else None), data[:600]
+                # RFC 8460 wants the report's own fields under the signature.
+                sig = dkim.util.parse_tag_value(
+                    b"".join(msg["DKIM-Signature"].encode().split()))
+                signed = sig[b"h"].lower().split(b":")
+                for field in (b"tls-report-domain", b"tls-report-submitter",
+                              b"tls-required", b"subject", b"from"):
+                    assert field in signed, (field, signed)
                 assert msg.get_content_type() == "multipart/report"
                 assert msg.get_param("report-type") == "tlsrpt"
                 part = msg.get_payload()[1]
