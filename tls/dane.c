@@ -4,6 +4,10 @@
  * Invariants:
  *  1. Only usable records are looked at (dane_usable); a record's data is
  *     compared whole (matching type 0) or as a digest of the exact length.
+ *     Digest agility (RFC 7671 section 9): where a usage and selector
+ *     have SHA-512 records, their SHA-256 records are ignored, so that a
+ *     domain moving off a weakened digest is not held back by its old
+ *     records.
  *  2. DANE-EE looks at the leaf only and at nothing but the match.
  *  3. DANE-TA trusts the matched certificate alone (a fresh trust list
  *     per check), verifies the chain from the leaf up to it, and checks
@@ -28,6 +32,28 @@ dane_usable(const struct dns_tlsa *t)
 {
 	return (t->usage == 2 || t->usage == 3) && t->selector <= 1 &&
 	       t->mtype <= 2 && t->len > 0;
+}
+
+/*
+ * Is recs[i] usable and not outranked by a stronger digest of the same
+ * usage and selector?  SHA-512 (2) ranks above SHA-256 (1); an exact
+ * match (0) is not a digest and always counts.
+ */
+static bool
+counted(const struct dns_tlsa *recs, int nrecs, int i)
+{
+	int j;
+
+	if (!dane_usable(&recs[i]))
+		return false;
+	if (recs[i].mtype != 1)
+		return true;
+	for (j = 0; j < nrecs; j++)
+		if (recs[j].mtype == 2 && recs[j].usage == recs[i].usage &&
+		    recs[j].selector == recs[i].selector &&
+		    dane_usable(&recs[j]))
+			return false;
+	return true;
 }
 
 /* The octets `selector` names of `crt`: the certificate (0 returned) or
@@ -184,7 +210,7 @@ dane_verify(const struct dane_cert *chain, int n, const struct dns_tlsa *recs,
 	}
 	/* DANE-EE first: the cheaper check, and what most servers use. */
 	for (i = 0; i < nrecs; i++)
-		if (dane_usable(&recs[i]) && recs[i].usage == 3 &&
+		if (counted(recs, nrecs, i) && recs[i].usage == 3 &&
 		    matches(crts[0], &chain[0], &recs[i])) {
 			snprintf(what, wlen, "DANE-EE 3 %u %u",
 			    recs[i].selector, recs[i].mtype);
@@ -192,7 +218,7 @@ dane_verify(const struct dane_cert *chain, int n, const struct dns_tlsa *recs,
 			goto out;
 		}
 	for (i = 0; i < nrecs; i++) {
-		if (!dane_usable(&recs[i]) || recs[i].usage != 2)
+		if (!counted(recs, nrecs, i) || recs[i].usage != 2)
 			continue;
 		any_ta = true;
 		for (k = 1; k < ncrt; k++) {

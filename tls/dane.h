@@ -7,7 +7,9 @@
  * Usable records (RFC 7672 section 3.1): usage 3 (DANE-EE) and 2
  * (DANE-TA), selector 0 (the certificate) or 1 (its SubjectPublicKeyInfo),
  * matching type 0 (exact), 1 (SHA-256) or 2 (SHA-512).  Usages 0 and 1
- * (PKIX-TA, PKIX-EE) are not usable for SMTP.
+ * (PKIX-TA, PKIX-EE) are not usable for SMTP.  Where a usage and selector
+ * have SHA-512 records, their SHA-256 ones are ignored (digest agility,
+ * RFC 7671 section 9).
  *
  *  - DANE-EE: the leaf matches; no name check, no expiry check (section
  *    3.1.1).

@@ -85,6 +85,12 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			found |= dane_usable(&recs[i]) && recs[i].usage == u &&
 			         recs[i].selector == s && recs[i].mtype == m;
 		FUZZ_ASSERT(found, "the record named is a usable input record");
+		for (i = 0; i < nrec && m == 1; i++)
+			FUZZ_ASSERT(
+			    !(dane_usable(&recs[i]) && recs[i].usage == u &&
+			        recs[i].selector == s && recs[i].mtype == 2),
+			    "no SHA-256 match where SHA-512 records outrank "
+			    "it");
 		FUZZ_ASSERT(strcmp(what, what2) == 0, "the same record again");
 	} else {
 		FUZZ_ASSERT(why[0] != '\0', "a failure has a reason");

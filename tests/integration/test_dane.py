@@ -79,11 +79,13 @@ def dane_ee_and_ta_authenticate_and_mismatches_defer():
     intermediate with the MX name in the leaf: dane.  2 0 1 with a leaf
     for another name: deferred (DANE-TA checks the name).  An expired
     leaf: fine for 3 1 1 (no expiry check), refused for 2 0 1.  Only
-    PKIX usages (0/1): encryption without authentication."""
+    PKIX usages (0/1): encryption without authentication.  A 3 1 2
+    beside a 3 1 1 outranks it: a matching 3 1 1 no longer counts, a
+    matching 3 1 2 does."""
     p = pki()
     inter = certs.der_sha256(p.inter)
     with mxtest.Env(None) as env:
-        leaf = {n: p.leaf("mx-%s.dane.test" % n) for n in ("ee", "bad", "ta", "unusable")}
+        leaf = {n: p.leaf("mx-%s.dane.test" % n) for n in ("ee", "bad", "ta", "unusable", "agile", "agile2")}
         other = p.leaf("somewhere.else.test")
         old_ee = p.leaf("mx-oldee.dane.test", expired=True)
         old_ta = p.leaf("mx-oldta.dane.test", expired=True)
@@ -96,14 +98,20 @@ def dane_ee_and_ta_authenticate_and_mismatches_defer():
             ("oldta", "127.0.0.36", old_ta, ["2 0 1 " + inter], True),
             ("unusable", "127.0.0.37", leaf["unusable"],
              ["1 1 1 " + certs.spki_sha256(leaf["unusable"][0]), "0 0 1 " + inter], True),
+            # Digest agility: a SHA-512 record of the same usage and
+            # selector outranks the SHA-256 one, which is then ignored.
+            ("agile", "127.0.0.75", leaf["agile"],
+             ["3 1 1 " + certs.spki_sha256(leaf["agile"][0]), "3 1 2 " + ZEROS * 2], True),
+            ("agile2", "127.0.0.76", leaf["agile2"],
+             ["3 1 1 " + ZEROS, "3 1 2 " + certs.spki_sha256(leaf["agile2"][0], "sha512")], True),
         ]
         w = World(env, cases)
         try:
             srv = env.server(outbound_tls="dane", dnssec="trust-ad")
             ids = {n: send(srv, ["u@%s.dane.test" % n]) for n, *_ in cases}
-            for n in ("ee", "ta", "oldee", "unusable"):
+            for n in ("ee", "ta", "oldee", "unusable", "agile2"):
                 wait_state(srv, ids[n], "u@%s.dane.test" % n, "delivered", timeout=TLS_WAIT)
-            for n in ("bad", "taname", "oldta"):
+            for n in ("bad", "taname", "oldta", "agile"):
                 st, _, last = wait_state(srv, ids[n], "u@%s.dane.test" % n, "deferred",
                                          timeout=TLS_WAIT)
                 assert last.startswith("4.7.5 ") and "DANE authentication failed" in last, \
@@ -113,6 +121,8 @@ def dane_ee_and_ta_authenticate_and_mismatches_defer():
             assert attempt(srv, ids["ee"])[0][:3] == ("dane", "DANE-EE 3 1 1", "mx-ee.dane.test")
             assert attempt(srv, ids["ta"])[0][:2] == ("dane", "DANE-TA 2 0 1")
             assert attempt(srv, ids["oldee"])[0][:2] == ("dane", "DANE-EE 3 1 1")
+            assert attempt(srv, ids["agile2"])[0][:2] == ("dane", "DANE-EE 3 1 2")
+            assert "matches no TLSA record" in rcpt_reply(srv, ids["agile"])
             assert attempt(srv, ids["unusable"])[0][:2] == \
                 ("encrypted", "TLSA records, none usable: encryption required")
             assert "matches no TLSA record" in rcpt_reply(srv, ids["bad"])

@@ -160,11 +160,12 @@ def der_sha256(cert_pem):
     return hashlib.sha256(_der(cert_pem)).hexdigest()
 
 
-def spki_sha256(cert_pem):
-    """SHA-256 of the SubjectPublicKeyInfo of the (first) certificate."""
+def spki_sha256(cert_pem, algo="sha256"):
+    """SHA-256 (or `algo`) of the SubjectPublicKeyInfo of the (first)
+    certificate, in hex."""
     import hashlib
     pub = subprocess.run(["openssl", "x509", "-in", cert_pem, "-noout", "-pubkey"],
                          check=True, capture_output=True).stdout
     der = subprocess.run(["openssl", "pkey", "-pubin", "-outform", "DER"], input=pub,
                          check=True, capture_output=True).stdout
-    return hashlib.sha256(der).hexdigest()
+    return hashlib.new(algo, der).hexdigest()
