@@ -14,7 +14,7 @@ FROM debian:12 AS build
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
         build-essential pkg-config libgnutls28-dev libsqlite3-dev \
-        libldns-dev libcrypt-dev libmicrohttpd-dev zlib1g-dev \
+        libldns-dev libcrypt-dev libmicrohttpd-dev zlib1g-dev libpq-dev \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # .dockerignore keeps build folders, var/ and .git out of the context.
@@ -29,7 +29,7 @@ FROM debian:12-slim
 # outbound_tls = verify and smarthosts.
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        libgnutls30 libsqlite3-0 libldns3 libcrypt1 libmicrohttpd12 zlib1g \
+        libgnutls30 libsqlite3-0 libldns3 libcrypt1 libmicrohttpd12 zlib1g libpq5 \
         ca-certificates \
     && rm -rf /var/lib/apt/lists/*
 # A fixed uid/gid, so that bind mounts and Kubernetes (runAsUser: 2525,

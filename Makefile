@@ -16,7 +16,7 @@
 
 BUILD    ?= build
 CC       ?= cc
-PKGS      = gnutls sqlite3 ldns libxcrypt libmicrohttpd zlib
+PKGS      = gnutls sqlite3 ldns libxcrypt libmicrohttpd zlib libpq
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 WARN      = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
@@ -36,7 +36,7 @@ PREFIX   ?= /usr/local
 COMMON_SRCS = common/util.c common/sync.c common/log.c common/config.c common/cidr.c \
               common/holder.c common/json.c common/metrics.c \
               common/strbuf.c common/utf8.c common/queueid.c common/vocab.c
-SQL_SRCS    = sql/store.c sql/sqlite.c sql/sqlite_admin.c
+SQL_SRCS    = sql/store.c sql/sqlite.c sql/sqlite_admin.c sql/pg.c sql/pg_admin.c
 SQL_ASM     = sql/embed.S
 TLS_SRCS    = tls/conn.c tls/tls.c tls/base64.c tls/dkim.c tls/dane.c
 DNS_SRCS    = dns/dns.c
@@ -109,7 +109,7 @@ $(BUILD)/%.o: %.c
 $(BUILD)/sql/embed.o: sql/embed.S sql/schema.sql sql/views.sql sql/upgrade-2.sql \
                       sql/upgrade-3.sql sql/upgrade-4.sql sql/upgrade-5.sql \
                       sql/upgrade-6.sql sql/upgrade-7.sql sql/upgrade-8.sql \
-                      sql/upgrade-9.sql
+                      sql/upgrade-9.sql sql/pg-schema.sql sql/pg-views.sql
 	@mkdir -p $(dir $@)
 	$(CC) $(SANFLAGS) -c -o $@ sql/embed.S
 

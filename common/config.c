@@ -63,6 +63,10 @@ static const struct key keys[] = {
     {"hostname", parse_hostname, F(hostname), 0, 0, NULL, NULL},
     {"listen", parse_listen, 0, 0, 0, "127.0.0.1:2525", NULL},
     {"queue_path", parse_path, F(queue_path), 0, 0, "var/queue.db", NULL},
+    {"data_dir", parse_optpath, F(data_dir), 0, 0, "", NULL},
+    {"node_name", parse_optpath, F(node_name), 0, 0, "", NULL},
+    {"allow_unsafe_database", parse_bool, F(allow_unsafe_database), 0, 0, "no",
+        NULL},
     {"workers", parse_int, F(workers), 1, 10000, "100", NULL},
     {"max_connections", parse_int, F(max_connections), 1, 1000000, "15000",
         NULL},
@@ -1431,6 +1435,8 @@ config_free(struct config *cfg)
 	free(cfg->hostname);
 	free(cfg->listen);
 	free(cfg->queue_path);
+	free(cfg->data_dir);
+	free(cfg->node_name);
 	free(cfg->tls_cert);
 	free(cfg->tls_key);
 	free(cfg->tls_priority);

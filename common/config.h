@@ -94,6 +94,9 @@ struct config {
 	struct listen_addr *listen;
 	int nlisten;
 	char *queue_path;
+	char *data_dir;  /* files sluice writes ("": loadcfg's data_dir) */
+	char *node_name; /* a shared queue's name of this node ("": hostname) */
+	bool allow_unsafe_database; /* a PostgreSQL without durable commits */
 	int workers;
 	/* Admission (server/listener.c, server/anvil.c). */
 	int max_connections;        /* open connections, all clients */

@@ -595,6 +595,7 @@ record_fn(struct store *store, void *arg, char *why)
 		a.duration_ms = r->duration_ms;
 		a.state = o->state;
 		a.next_at = o->next_at;
+		a.lease_token = o->info.lease_token;
 		if (store_record_attempt(store, &a, why) != RES_OK)
 			return RES_TEMP;
 	}

@@ -8,6 +8,7 @@
  */
 #include "cidr.h"
 #include "loadcfg.h"
+#include "store.h"
 #include "util.h"
 #include "log.h"
 
@@ -41,6 +42,21 @@ with_env(struct config *cfg, FILE *errs)
 	return NULL;
 }
 
+/*
+ * Tell the queue's storage who this node is, from the first
+ * configuration loaded (node_name and allow_unsafe_database change at the
+ * next start, not on SIGHUP).
+ */
+static struct config *
+configured(struct config *cfg)
+{
+	if (cfg != NULL && store_node_name()[0] == '\0')
+		store_configure(
+		    cfg->node_name[0] != '\0' ? cfg->node_name : cfg->hostname,
+		    cfg->allow_unsafe_database);
+	return cfg;
+}
+
 /* load_config, reporting problems to `errs`. */
 static struct config *
 load_config_to(const char *path, const char **source, FILE *errs)
@@ -53,7 +69,7 @@ load_config_to(const char *path, const char **source, FILE *errs)
 	if (path == NULL || *path == '\0') {
 		if (access(DEFAULT_CONFIG, F_OK) != 0) {
 			*source = "built-in defaults";
-			return with_env(config_defaults(), errs);
+			return configured(with_env(config_defaults(), errs));
 		}
 		path = DEFAULT_CONFIG;
 	}
@@ -62,7 +78,7 @@ load_config_to(const char *path, const char **source, FILE *errs)
 	if (cfg == NULL)
 		fprintf(errs, "sluice: %d problem%s in %s\n", nerr,
 		    nerr == 1 ? "" : "s", path);
-	return with_env(cfg, errs);
+	return configured(with_env(cfg, errs));
 }
 
 struct config *
@@ -119,7 +135,11 @@ data_dir(const struct config *cfg, char *dir, size_t len)
 {
 	const char *slash = strrchr(cfg->queue_path, '/');
 
-	if (slash == NULL)
+	if (cfg->data_dir[0] != '\0')
+		snprintf(dir, len, "%s", cfg->data_dir);
+	else if (store_path_is_database(cfg->queue_path))
+		snprintf(dir, len, "var");
+	else if (slash == NULL)
 		snprintf(dir, len, ".");
 	else if (slash == cfg->queue_path)
 		snprintf(dir, len, "/");

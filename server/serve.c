@@ -32,6 +32,7 @@
 #include "queue.h"
 #include "serve.h"
 #include "server.h"
+#include "store.h"
 #include "tls.h"
 #include "util.h"
 #include "version.h"
@@ -356,6 +357,7 @@ start_serving(struct serving *sv, char *why)
 	struct stat st;
 	char dir[4096], wal[4096], shm[4096], cert[4096], key[4096];
 	const char *own[6];
+	int nown;
 	bool created, failed;
 	struct auth_table *users;
 	struct dkim_keys *dkim;
@@ -365,20 +367,28 @@ start_serving(struct serving *sv, char *why)
 		return -1;
 	data_dir(cfg, dir, sizeof(dir));
 	created = stat(dir, &st) != 0;
-	if (make_parent_dirs(cfg->queue_path, why) != 0)
+	if (store_path_is_database(cfg->queue_path)) {
+		snprintf(wal, sizeof(wal), "%.4000s/.", dir);
+		if (make_parent_dirs(wal, why) != 0)
+			return -1;
+	} else if (make_parent_dirs(cfg->queue_path, why) != 0) {
 		return -1;
+	}
 	/* The files sluice itself makes in the folder. */
 	snprintf(wal, sizeof(wal), "%s-wal", cfg->queue_path);
 	snprintf(shm, sizeof(shm), "%s-shm", cfg->queue_path);
 	tls_paths(cfg, cert, key, sizeof(cert));
-	own[0] = cfg->queue_path;
-	own[1] = wal;
-	own[2] = shm;
-	own[3] = own[4] = own[5] = NULL;
-	if (cfg->tls_cert[0] == '\0') { /* the self-signed pair */
-		own[3] = cert;
-		own[4] = key;
+	nown = 0;
+	if (!store_path_is_database(cfg->queue_path)) {
+		own[nown++] = cfg->queue_path;
+		own[nown++] = wal;
+		own[nown++] = shm;
 	}
+	if (cfg->tls_cert[0] == '\0') { /* the self-signed pair */
+		own[nown++] = cert;
+		own[nown++] = key;
+	}
+	own[nown] = NULL;
 	privs_prepare_dir(&privs, dir, created, own);
 	sv->lis = listener_open(&sv->srv, cfg, why);
 	if (sv->lis == NULL)

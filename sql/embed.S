@@ -43,4 +43,12 @@ sql_upgrade8_text:
 sql_upgrade9_text:
 	.incbin "sql/upgrade-9.sql"
 	.byte 0
+	.global sql_pg_schema_text
+sql_pg_schema_text:
+	.incbin "sql/pg-schema.sql"
+	.byte 0
+	.global sql_pg_views_text
+sql_pg_views_text:
+	.incbin "sql/pg-views.sql"
+	.byte 0
 	.section .note.GNU-stack,"",@progbits

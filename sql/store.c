@@ -8,22 +8,40 @@
  */
 #include "store_impl.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* The backend for a queue path: SQLite for every path so far. */
+static char node_name[256];
+bool store_allow_unsafe;
+
+void
+store_configure(const char *name, bool allow_unsafe_database)
+{
+	snprintf(node_name, sizeof(node_name), "%s", name ? name : "");
+	store_allow_unsafe = allow_unsafe_database;
+}
+
+const char *
+store_node_name(void)
+{
+	return node_name;
+}
+
+bool
+store_path_is_database(const char *path)
+{
+	return strncmp(path, "postgresql://", 13) == 0 ||
+	       strncmp(path, "postgres://", 11) == 0;
+}
+
+/* The backend for a queue path: PostgreSQL for a connection URI,
+ * SQLite for a file. */
 static const struct store_ops *
 backend(const char *path, char *why)
 {
-	if (strncmp(path, "postgresql:", 11) == 0 ||
-	    strncmp(path, "postgres:", 9) == 0) {
-		why_set(why,
-		    "PostgreSQL queues are not supported by this "
-		    "sluice (queue_path %s)",
-		    path);
-		return NULL;
-	}
-	return &sqlite_store_ops;
+	(void)why;
+	return store_path_is_database(path) ? &pg_store_ops : &sqlite_store_ops;
 }
 
 struct store *

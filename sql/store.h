@@ -65,6 +65,22 @@ void store_error_why(enum store_error e, const char *detail, char *why);
 enum store_error store_last_error(const struct store *s);
 
 /*
+ * For a queue shared by several nodes (PostgreSQL): the name this node
+ * holds leases and is listed under (node_name), and whether a database
+ * that does not make commits durable (fsync or synchronous_commit off) is
+ * accepted anyway (allow_unsafe_database).  Call before opening; the
+ * SQLite backend has no use for either.
+ */
+void store_configure(const char *node_name, bool allow_unsafe_database);
+
+/* Is `path` a PostgreSQL queue (a postgresql:// or postgres:// URI)
+ * rather than an SQLite file? */
+bool store_path_is_database(const char *path);
+
+/* The node name store_configure set ("" before). */
+const char *store_node_name(void);
+
+/*
  * Open (creating if needed) the queue at `path`: WAL mode,
  * synchronous=FULL, foreign keys on; creates or upgrades the schema and
  * re-creates the views.  NULL on failure with `why`.
@@ -239,7 +255,9 @@ struct store_rcpt_info {
 	unsigned notify;                /* NOTIFY_* bits, 0 when absent */
 	char orcpt[SMTP_ORCPT_MAX + 1]; /* "" when absent */
 	int attempts;
-	unsigned notified; /* NOTIFIED_* bits */
+	unsigned notified;   /* NOTIFIED_* bits */
+	int64_t lease_token; /* the lease this node holds on it (the fence
+	                      * store_record_attempt checks), 0: none */
 };
 
 /* RES_PERM when the message is gone (deleted while queued). */
@@ -281,6 +299,9 @@ struct store_attempt {
 	enum rcpt_state state; /* after this attempt: delivered, deferred or
 	                        * bounced (attempts.status: sent, ...) */
 	int64_t next_at;
+	int64_t lease_token; /* store_rcpt_info's: when not 0, the attempt
+	                      * is recorded only while that lease is still
+	                      * the recipient's (a shared queue's fence) */
 };
 enum res store_record_attempt(
     struct store *s, const struct store_attempt *a, char *why);

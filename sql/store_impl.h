@@ -114,4 +114,11 @@ struct store {
 /* The SQLite backend (sql/sqlite.c). */
 extern const struct store_ops sqlite_store_ops;
 
+/* The PostgreSQL backend (sql/pg.c), for postgresql:// and postgres://
+ * queue paths (libpq connection URIs). */
+extern const struct store_ops pg_store_ops;
+
+/* What store_configure set. */
+extern bool store_allow_unsafe;
+
 #endif

@@ -19,6 +19,7 @@ PKGS=(
 	clang libclang-rt-14-dev            # make fuzz: libFuzzer, sanitizers
 	clang-format cppcheck               # make fmt-check, make lint (CI)
 	knot knot-dnsutils unbound          # real DNSSEC: a signing server, a validator
+	libpq-dev postgresql python3-psycopg2   # the PostgreSQL queue and its tests
 )
 missing=()
 for p in "${PKGS[@]}"; do

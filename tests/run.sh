@@ -5,6 +5,7 @@
 # "N passed, M failed".
 #   BUILD=build-asan bash tests/run.sh        # against another build
 #   bash tests/run.sh test_session.py         # only some integration files
+#   bash tests/run.sh pg:test_delivery.py     # one on a PostgreSQL queue
 #   JOBS=1 bash tests/run.sh                  # one file at a time
 # Integration files are independent (each starts its own servers on free
 # ports), so JOBS of them (default: the number of CPUs) run at once; each
@@ -39,12 +40,16 @@ if [ $# -eq 0 ]; then
 		"$t" >"$logs/unit" 2>&1
 		count "$(basename "$t")" "$logs/unit" $?
 	done
-	set -- tests/integration/test_*.py
+	# The accept, delivery and queue CLI tests again on a PostgreSQL queue.
+	set -- tests/integration/test_*.py pg:test_accept.py pg:test_delivery.py \
+		pg:test_queue_cli.py
 else
 	set -- "${@/#/tests/integration/}"
 fi
 
 # Integration files, JOBS at a time; each writes its own log and status.
+# A file named pg:FILE runs FILE again with its queues in PostgreSQL (the
+# cluster started below, SLUICE_TEST_PG).
 declare -A running=()
 finish_one() {
 	local pid
@@ -53,17 +58,43 @@ finish_one() {
 	unset "running[$pid]"
 	count "$name" "$logs/$name.log" "$(cat "$logs/$name.rc")"
 }
+pg_pid=
+start_pg() {   # one PostgreSQL for the pg: files, stopped by its PID below
+	pg_dir=${TMPDIR:-/tmp}/sluice-pg-$$
+	"$PY" tests/lib/pgcluster.py start "$pg_dir" >"$logs/pg.out" 2>&1 || {
+		cat "$logs/pg.out"
+		echo "FAIL - run.sh: cannot start PostgreSQL for the pg: tests"
+		fail=$((fail + 1))
+		return 1
+	}
+	SLUICE_TEST_PG=$(sed -n 1p "$logs/pg.out")
+	pg_pid=$(sed -n 2p "$logs/pg.out")
+	export SLUICE_TEST_PG
+}
 for t in "$@"; do
 	name=$(basename "$t")
+	file=$t
+	case $name in pg:*)
+		file=tests/integration/${name#pg:}
+		[ -n "$pg_pid" ] || start_pg || continue
+	esac
 	while [ ${#running[@]} -ge "$JOBS" ]; do
 		finish_one
 	done
-	("$PY" "$t" >"$logs/$name.log" 2>&1; echo $? >"$logs/$name.rc") &
+	if [ "$file" = "$t" ]; then
+		(env -u SLUICE_TEST_PG "$PY" "$file" >"$logs/$name.log" 2>&1
+		 echo $? >"$logs/$name.rc") &
+	else
+		("$PY" "$file" >"$logs/$name.log" 2>&1; echo $? >"$logs/$name.rc") &
+	fi
 	running[$!]=$name
 done
 while [ ${#running[@]} -gt 0 ]; do
 	finish_one
 done
+if [ -n "$pg_pid" ]; then
+	"$PY" tests/lib/pgcluster.py stop "$pg_dir" "$pg_pid"
+fi
 rm -rf "$logs"
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ] && [ "$pass" -gt 0 ]

@@ -6,7 +6,7 @@ import smtplib
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
-from sluicetest import Server, main, test  # noqa: E402
+from sluicetest import Server, main, sqlite_test, test  # noqa: E402
 
 RECEIVED_RE = (rb"^Received: from client\.test \(\[127\.0\.0\.1\]\)\r\n"
                rb"\tby relay\.test \(sluice\) with ESMTP id (\w{16})\r\n"
@@ -127,7 +127,7 @@ def queue_survives_restart():
     assert srv.query("select count(*) from messages")[0][0] == 2
 
 
-@test
+@sqlite_test
 def version_1_queue_is_upgraded_in_place():
     srv = Server(start=False)
     import sqlite3

@@ -17,7 +17,6 @@ import re
 import select
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -756,12 +755,7 @@ def held_recipient_stays_held():
         srv = env.server(delivery_threads="0")
         held = send(srv, ["held@dest.test"])
         other = send(srv, ["other@dest.test"])
-        con = sqlite3.connect(srv.db, timeout=10)
-        try:
-            con.execute("update recipients set state='held' where msg_id=?", (held,))
-            con.commit()
-        finally:
-            con.close()
+        srv.execute("update recipients set state='held' where msg_id=?", (held,))
         # A crash while mail waits, then a start with delivery on.
         srv.kill9()
         srv.config["delivery_threads"] = "2"

@@ -25,7 +25,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 from mxtest import ScriptedMX  # noqa: E402
 from sluicetest import (BIN, ROOT, SANITIZER_PATTERNS, Server, free_port,  # noqa: E402
-                        main, poll_until, test)
+                        main, poll_until, sqlite_test, test)
 
 SENDER = "sender@senders.test"
 ADMIN_REPLY = "5.0.0 Returned to sender by the queue administrator"
@@ -138,12 +138,7 @@ def send(srv, rcpts, sender="<%s>" % SENDER, body=None):
 
 
 def write_db(srv, sql, args=()):
-    con = sqlite3.connect(srv.db, timeout=10)
-    try:
-        con.execute(sql, args)
-        con.commit()
-    finally:
-        con.close()
+    srv.execute(sql, args)
 
 
 def rcpt_rows(srv, msg_id):
@@ -557,21 +552,19 @@ def purge_goes_in_batches_past_the_batch_size():
     pending = send(srv, ["p@dest.test"])
     old = int(time.time()) - 7200
     n = 1001  # DB_PRUNE_MAX + 1: two batches
-    con = sqlite3.connect(srv.db, timeout=10)
-    try:
-        with con:
-            for i in range(n):
-                mid = "P%015d" % i
-                con.execute("insert into messages (id, received_at, sender, size, stored_size, "
-                            "client_ip, protocol) values (?, ?, 's@x.test', 10, 10, "
-                            "'127.0.0.1', 'ESMTP')", (mid, old))
-                con.execute("insert into recipients (msg_id, rcpt_no, address, domain, state, "
-                            "next_attempt_at, last_attempt_at) values (?, 0, 'r@x.test', "
-                            "'x.test', ?, 0, ?)", (mid, "delivered" if i % 2 else "bounced", old))
-                con.execute("insert into attempts (msg_id, rcpt_no, at, status) "
-                            "values (?, 0, ?, 'sent')", (mid, old))
-    finally:
-        con.close()
+    statements = []
+    for i in range(n):
+        mid = "P%015d" % i
+        statements += [
+            ("insert into messages (id, received_at, sender, size, stored_size, "
+             "client_ip, protocol) values (?, ?, 's@x.test', 10, 10, "
+             "'127.0.0.1', 'ESMTP')", (mid, old)),
+            ("insert into recipients (msg_id, rcpt_no, address, domain, state, "
+             "next_attempt_at, last_attempt_at) values (?, 0, 'r@x.test', "
+             "'x.test', ?, 0, ?)", (mid, "delivered" if i % 2 else "bounced", old)),
+            ("insert into attempts (msg_id, rcpt_no, at, status) "
+             "values (?, 0, ?, 'sent')", (mid, old))]
+    srv.execute_many(statements)
     write_db(srv, "update messages set received_at=? where id=?", (old, pending))
     out = queue(srv, "purge", "--older-than", "1h", check=0)[1]
     assert out == "%d finished messages purged (last activity more than 1h ago)\n" % n, out
@@ -600,7 +593,7 @@ def in_flight_follows_the_lease():
     assert out.count("being delivered now") == 1, out
 
 
-@test
+@sqlite_test
 def broken_and_control_utf8_is_shown_safely():
     srv = Server()
     qid = send(srv, ["u@dest.test"])
@@ -624,7 +617,7 @@ def broken_and_control_utf8_is_shown_safely():
     assert p.returncode == 0 and p.stdout == b"".join(chunks), p
 
 
-@test
+@sqlite_test
 def queue_of_another_schema_is_refused_clearly():
     srv = Server()
     for version, want in (
@@ -655,7 +648,7 @@ def documented_queries():
     return re.findall(r"^```sql\n(.*?)^```", text, re.S | re.M)
 
 
-@test
+@sqlite_test
 def documented_queries_run_on_a_live_queue():
     queries = documented_queries()
     assert len(queries) >= 10, "only %d sql blocks in docs/queries.md" % len(queries)

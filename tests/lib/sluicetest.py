@@ -42,6 +42,15 @@ def test(fn):
     return fn
 
 
+def sqlite_test(fn):
+    """Register a test of the SQLite queue file itself (its upgrades from
+    old versions, its WAL, file permissions): not run in tests/run.sh's
+    PostgreSQL pass, which runs everything else on a PostgreSQL queue."""
+    if not os.environ.get("SLUICE_TEST_PG"):
+        _tests.append(fn)
+    return fn
+
+
 def rss_limit_kb(kb):
     """A memory bound for a test, scaled for sanitizer builds (TSan's
     shadow memory and per-thread caches cost the most)."""
@@ -91,6 +100,19 @@ def free_port(host="127.0.0.1"):
         return s.getsockname()[1]
 
 
+_pg_dbs = [0]
+
+
+def _pg_new_db(cluster_uri):
+    """A new database in the cluster at `cluster_uri` (its postgres
+    database's URI); its URI."""
+    import pgcluster
+    _pg_dbs[0] += 1
+    name = "t%d_%d" % (os.getpid(), _pg_dbs[0])
+    pgcluster.run_sql(cluster_uri, "CREATE DATABASE %s" % name, autocommit=True)
+    return cluster_uri.rsplit("/", 1)[0] + "/" + name
+
+
 class Server:
     """A running `sluice serve` with its own folder and config."""
 
@@ -99,6 +121,10 @@ class Server:
         self.host = host
         self.port = free_port(host)
         self.db = os.path.join(self.dir, "queue.db")
+        # tests/run.sh's PostgreSQL pass: the queue in a database of its own.
+        self.pg = os.environ.get("SLUICE_TEST_PG")
+        if self.pg:
+            self.db = _pg_new_db(self.pg)
         self.cfgpath = os.path.join(self.dir, "sluice.conf")
         self.logpath = os.path.join(self.dir, "sluice.log")
         hostport = "[%s]:%d" % (host, self.port) if ":" in host else "%s:%d" % (host, self.port)
@@ -217,9 +243,31 @@ class Server:
         return Client(self.host, self.port, source=source, timeout=timeout)
 
     def query(self, sql, args=()):
+        if self.pg:
+            import pgcluster
+            return pgcluster.run_sql(self.db, sql, args)
         con = sqlite3.connect("file:%s?mode=ro" % self.db, uri=True, timeout=10)
         try:
             return con.execute(sql, args).fetchall()
+        finally:
+            con.close()
+
+    def execute(self, sql, args=()):
+        """Change the queue by hand, as an administrator with SQL would
+        (committed; either backend)."""
+        self.execute_many([(sql, args)])
+
+    def execute_many(self, statements):
+        """(sql, args) pairs in one transaction."""
+        if self.pg:
+            import pgcluster
+            pgcluster.run_many(self.db, statements)
+            return
+        con = sqlite3.connect(self.db, timeout=10)
+        try:
+            with con:
+                for sql, args in statements:
+                    con.execute(sql, args)
         finally:
             con.close()
 
@@ -337,7 +385,9 @@ def main():
     for fn in _tests:
         if only and fn.__name__ not in only:
             continue
-        name = "%s: %s" % (os.path.basename(sys.argv[0]), fn.__name__)
+        name = "%s%s: %s" % (os.path.basename(sys.argv[0]),
+                             " [postgresql]" if os.environ.get("SLUICE_TEST_PG") else "",
+                             fn.__name__)
         start = len(_cleanups)
         ok = True
         try:

@@ -250,9 +250,19 @@ test_errors(void)
 	CHECK(store_open_admin(missing, false, why) == NULL &&
 	          strstr(why, "no queue at") != NULL,
 	    "the CLI on a missing queue: \"%s\"", why);
-	CHECK(store_open("postgresql://u@h/db", why) == NULL &&
-	          strstr(why, "PostgreSQL") != NULL,
-	    "a PostgreSQL path is refused: \"%s\"", why);
+	/* A PostgreSQL URI goes to that backend: nothing listens on port
+	 * 1, and the password is not repeated in the reason. */
+	CHECK(store_open("postgresql://u:secret@127.0.0.1:1/db", why) == NULL &&
+	          strstr(why,
+	              "cannot connect to postgresql://u:***@127.0.0.1:1/db") ==
+	              why &&
+	          strstr(why, "secret") == NULL,
+	    "an unreachable PostgreSQL queue, password hidden: \"%s\"", why);
+	CHECK(store_path_is_database("postgres://x/y") &&
+	          store_path_is_database("postgresql://x/y") &&
+	          !store_path_is_database("var/queue.db") &&
+	          !store_path_is_database("postgresql:queue.db"),
+	    "which paths are PostgreSQL queues");
 }
 
 static void
