@@ -228,9 +228,15 @@ check_queue(const struct config *cfg, int64_t deadline, char *why)
 	const char *path = cfg->queue_path;
 	struct store *store = NULL;
 	struct stat st;
-	char err[WHY_MAX];
+	char err[WHY_MAX], shown[512];
 	int rc = -1;
 
+	/* A PostgreSQL queue: no file to look at, and no password shown. */
+	if (store_path_is_database(cfg->queue_path)) {
+		store_path_shown(cfg->queue_path, shown, sizeof(shown));
+		path = shown;
+		goto open;
+	}
 	if (stat(path, &st) != 0) {
 		if (errno == ENOENT)
 			why_set(why, "queue %s: does not exist", path);
@@ -245,7 +251,8 @@ check_queue(const struct config *cfg, int64_t deadline, char *why)
 		    why, "queue %s: not writable: %s", path, strerror(errno));
 		return -1;
 	}
-	store = store_open_helper(path, err);
+open:
+	store = store_open_helper(cfg->queue_path, err);
 	if (store == NULL) {
 		why_set(why, "queue %s: %s", path, err);
 		return -1;
@@ -342,9 +349,12 @@ health_cmd(int argc, char **argv)
 	    check_queue(cfg, p.deadline, why) != 0) {
 		printf("unhealthy: %s\n", why);
 	} else {
+		char shown[512];
+
+		store_path_shown(cfg->queue_path, shown, sizeof(shown));
 		printf(
 		    "ok: SMTP on %s answered in %lld ms; queue %s writable\n",
-		    p.peer, (long long)ms, cfg->queue_path);
+		    p.peer, (long long)ms, shown);
 		rc = 0;
 	}
 	alarm(0);

@@ -67,6 +67,8 @@ static const struct key keys[] = {
     {"node_name", parse_optpath, F(node_name), 0, 0, "", NULL},
     {"allow_unsafe_database", parse_bool, F(allow_unsafe_database), 0, 0, "no",
         NULL},
+    {"delivery_lease", parse_duration_key, F(delivery_lease), 3, 3600, "2m",
+        NULL},
     {"workers", parse_int, F(workers), 1, 10000, "100", NULL},
     {"max_connections", parse_int, F(max_connections), 1, 1000000, "15000",
         NULL},

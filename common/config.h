@@ -97,6 +97,8 @@ struct config {
 	char *data_dir;  /* files sluice writes ("": loadcfg's data_dir) */
 	char *node_name; /* a shared queue's name of this node ("": hostname) */
 	bool allow_unsafe_database; /* a PostgreSQL without durable commits */
+	int delivery_lease; /* seconds a node holds a recipient it delivers,
+	                     * renewed while it works (PostgreSQL queue) */
 	int workers;
 	/* Admission (server/listener.c, server/anvil.c). */
 	int max_connections;        /* open connections, all clients */

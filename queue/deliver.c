@@ -79,6 +79,7 @@
 #include <time.h>
 #include <unistd.h>
 
+/* An SQLite queue's lease: one node, whose leases are cleared at start. */
 #define LEASE_SECONDS (2 * 3600)
 #define CLAIM_ROWS 256
 #define JOB_RCPTS_MAX 100
@@ -126,6 +127,7 @@ struct delivery {
 	int64_t
 	    next_admin_ms; /* dispatcher only: next look for returned mail */
 	int64_t next_prune_ms;  /* dispatcher only */
+	int64_t next_beat_ms;   /* dispatcher only: the next heartbeat */
 	int64_t next_expire_ms; /* dispatcher only */
 	pthread_t dispatcher;
 	bool dispatcher_started;
@@ -2174,6 +2176,26 @@ find_probes(struct store *store, struct claim *c, int64_t now, char *why)
 	return r;
 }
 
+/*
+ * How long a claimed recipient is held.  With SQLite, one node's queue,
+ * two hours (leases are cleared at every start); with a shared queue,
+ * delivery_lease, renewed by the heartbeat (housekeeping) while the node
+ * runs, so that the recipients of a node that stopped come due again for
+ * the others soon.
+ */
+static int
+lease_seconds(const struct config *cfg)
+{
+	return store_path_is_database(cfg->queue_path) ? cfg->delivery_lease
+	                                               : LEASE_SECONDS;
+}
+
+static enum res
+heartbeat_fn(struct store *store, void *arg, char *why)
+{
+	return store_heartbeat(store, *(const int *)arg, why);
+}
+
 static enum res
 claim_fn(struct store *store, void *arg, char *why)
 {
@@ -2201,7 +2223,7 @@ claim_fn(struct store *store, void *arg, char *why)
 	for (j = c->jobs; j != NULL && r == RES_OK; j = j->next)
 		for (i = 0; i < j->nrcpts && r == RES_OK; i++)
 			r = store_lease(store, j->msg_id, j->rcpt_nos[i],
-			    now + LEASE_SECONDS, why);
+			    now + lease_seconds(c->cfg), why);
 	for (f = c->deferred; f != NULL && r == RES_OK; f = f->next)
 		r = defer_now(store, c->cfg, c->dkim, f, now, why);
 	if (r == RES_OK && c->jobs == NULL && c->deferred == NULL)
@@ -2404,6 +2426,14 @@ housekeeping(struct delivery *d, const struct delivery_conf *dc)
 				    rt->sender[i]);
 			}
 		free(rt);
+	}
+	if (store_path_is_database(cfg->queue_path) && t >= d->next_beat_ms) {
+		int lease = cfg->delivery_lease;
+
+		/* Three beats a lease: one late beat loses nothing. */
+		d->next_beat_ms = t + (int64_t)lease * 1000 / 3;
+		if (queue_run(d->q, heartbeat_fn, &lease, why) != RES_OK)
+			log_warn("deliver", "heartbeat: %s", why);
 	}
 	if (t >= d->next_expire_ms) {
 		d->next_expire_ms = t + EXPIRE_EVERY_MS;

@@ -99,9 +99,12 @@ read_queue(struct httpd *h, struct metrics_gauges *g)
 		h->queue_was_up = false;
 		return false;
 	}
-	if (!h->queue_was_up)
-		log_info(
-		    "httpd", "metrics: reading the queue %s", h->queue_path);
+	if (!h->queue_was_up) {
+		char shown[512];
+
+		store_path_shown(h->queue_path, shown, sizeof(shown));
+		log_info("httpd", "metrics: reading the queue %s", shown);
+	}
 	h->queue_was_up = true;
 	g->queue_queued = c.queued;
 	g->queue_deferred = c.deferred;

@@ -437,10 +437,11 @@ start_serving(struct serving *sv, char *why)
 	holder_set(sv->srv.tls, creds);
 	sv->srv.queue = queue_open(cfg->queue_path, why);
 	if (sv->srv.queue == NULL) {
-		char tmp[WHY_MAX];
+		char tmp[WHY_MAX], shown[512];
 
 		snprintf(tmp, sizeof(tmp), "%s", why);
-		why_set(why, "queue %s: %s", cfg->queue_path, tmp);
+		store_path_shown(cfg->queue_path, shown, sizeof(shown));
+		why_set(why, "queue %s: %s", shown, tmp);
 		return -1;
 	}
 	return 0;
@@ -454,7 +455,7 @@ serve_cmd(int argc, char **argv)
 	struct config *cfg;
 	struct pool *pool = NULL;
 	const char *source, *path;
-	char why[WHY_MAX], addrs[512];
+	char why[WHY_MAX], addrs[512], shown[512];
 	sigset_t set;
 	int i, sig, rc = 1;
 	size_t off = 0;
@@ -536,14 +537,14 @@ serve_cmd(int argc, char **argv)
 		}
 	}
 	addrs[0] = '\0';
+	store_path_shown(cfg->queue_path, shown, sizeof(shown));
 	for (i = 0; i < cfg->nlisten && off < sizeof(addrs); i++)
 		off += (size_t)snprintf(addrs + off, sizeof(addrs) - off,
 		    "%s%s", i ? "," : "", cfg->listen[i].text);
 	log_info("main",
 	    "ready: sluice %s listening on %s queue=%s "
 	    "workers=%d hostname=%s config=%s",
-	    SLUICE_VERSION, addrs, cfg->queue_path, cfg->workers, cfg->hostname,
-	    source);
+	    SLUICE_VERSION, addrs, shown, cfg->workers, cfg->hostname, source);
 
 	for (;;) {
 		if (sigwait(&set, &sig) != 0)

@@ -267,24 +267,12 @@ exec_script(struct pg *db, const char *sql, char *why)
 
 /* ---- connections and the schema ---- */
 
-/* "postgresql://user@host:port/db": the password (if any) left out. */
+/* libpq's notices (NOTICE: view ... does not exist): not ours to print. */
 static void
-safe_name(const char *conninfo, char *out, size_t len)
+no_notices(void *arg, const char *message)
 {
-	const char *at = strchr(conninfo, '@');
-	const char *scheme = strstr(conninfo, "://");
-
-	if (at != NULL && scheme != NULL && scheme < at) {
-		const char *colon =
-		    memchr(scheme + 3, ':', (size_t)(at - scheme - 3));
-
-		if (colon != NULL) {
-			snprintf(out, len, "%.*s:***%s",
-			    (int)(colon - conninfo), conninfo, at);
-			return;
-		}
-	}
-	snprintf(out, len, "%s", conninfo);
+	(void)arg;
+	(void)message;
 }
 
 static struct pg *
@@ -297,13 +285,14 @@ connect_db(const char *conninfo, char *why)
 	db->conninfo = xstrdup(conninfo);
 	db->c = PQconnectdb(conninfo);
 	if (db->c == NULL || PQstatus(db->c) != CONNECTION_OK) {
-		safe_name(conninfo, name, sizeof(name));
+		store_path_shown(conninfo, name, sizeof(name));
 		one_line(db->c ? PQerrorMessage(db->c) : "out of memory", msg,
 		    sizeof(msg));
 		why_set(why, "cannot connect to %s: %s", name, msg);
 		pg_close(pg_store(db));
 		return NULL;
 	}
+	PQsetNoticeProcessor(db->c, no_notices, NULL);
 	return db;
 }
 
@@ -334,10 +323,9 @@ pg_setup(struct pg *db, char *why)
 	unsafe = strcmp(fsync_on, "on") != 0 || strcmp(sync_commit, "off") == 0;
 	if (unsafe && !store_allow_unsafe) {
 		why_set(why,
-		    "the database runs with fsync = %s and synchronous_commit "
-		    "= %s: a commit it reports may be lost in a crash, and "
-		    "sluice would have said 250 for mail it then loses (set "
-		    "allow_unsafe_database = yes to use it anyway)",
+		    "the database runs with fsync = %s, synchronous_commit = "
+		    "%s: mail acknowledged with 250 could be lost in a crash "
+		    "(allow_unsafe_database = yes accepts that)",
 		    fsync_on, sync_commit);
 		PQclear(r);
 		return -1;
@@ -430,7 +418,7 @@ pg_check_schema(struct pg *db, char *why)
 
 	if (v == PG_SCHEMA_VERSION)
 		return RES_OK;
-	safe_name(db->conninfo, name, sizeof(name));
+	store_path_shown(db->conninfo, name, sizeof(name));
 	if (v < 0)
 		why_set(why, "cannot read %s: %s", name, err);
 	else if (v == 0)
@@ -469,23 +457,21 @@ static struct store *
 pg_open(const char *conninfo, char *why)
 {
 	struct pg *db = connect_db(conninfo, why);
-	char err[WHY_MAX], name[512];
+	char err[WHY_MAX];
 
 	if (db == NULL)
 		return NULL;
-	safe_name(conninfo, name, sizeof(name));
 	if (pg_setup(db, err) != 0) {
-		why_set(why, "cannot use %s: %s", name, err);
+		why_set(why, "%s", err);
 		goto fail;
 	}
 	if (migrate(db, err) != 0) {
-		why_set(why, "cannot create or upgrade the schema of %s: %s",
-		    name, err);
+		why_set(why, "cannot create or upgrade the schema: %s", err);
 		goto fail;
 	}
 	if (register_node(db, err) != RES_OK) {
-		why_set(why, "cannot register node %s in %s: %s",
-		    store_node_name(), name, err);
+		why_set(
+		    why, "cannot register node %s: %s", store_node_name(), err);
 		goto fail;
 	}
 	return pg_store(db);
@@ -878,6 +864,26 @@ pg_clear_leases(struct store *s, char *why)
 	pg_text(&a, store_node_name());
 	return pg_run(pg_db(s),
 	    "UPDATE recipients SET lease_until = NULL "
+	    "WHERE lease_owner = $1 AND lease_until IS NOT NULL",
+	    &a, why);
+}
+
+static enum res
+pg_heartbeat(struct store *s, int lease, char *why)
+{
+	struct pg *db = pg_db(s);
+	struct pg_args a = {0};
+
+	pg_text(&a, store_node_name());
+	if (pg_run(db,
+	        "UPDATE nodes SET heartbeat_at = " PG_NOW " WHERE name = $1",
+	        &a, why) != RES_OK)
+		return RES_TEMP;
+	memset(&a, 0, sizeof(a));
+	pg_text(&a, store_node_name());
+	pg_int(&a, lease);
+	return pg_run(db,
+	    "UPDATE recipients SET lease_until = " PG_NOW " + $2 "
 	    "WHERE lease_owner = $1 AND lease_until IS NOT NULL",
 	    &a, why);
 }
@@ -1571,6 +1577,7 @@ const struct store_ops pg_store_ops = {
     .next_due = pg_next_due,
     .lease = pg_lease,
     .clear_leases = pg_clear_leases,
+    .heartbeat = pg_heartbeat,
     .load_message = pg_load_message,
     .load_rcpt = pg_load_rcpt,
     .read_body = pg_read_body,

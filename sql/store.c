@@ -28,6 +28,21 @@ store_node_name(void)
 	return node_name;
 }
 
+void
+store_path_shown(const char *path, char *out, size_t len)
+{
+	const char *scheme = strstr(path, "://");
+	const char *at = scheme != NULL ? strchr(scheme + 3, '@') : NULL;
+	const char *colon =
+	    at != NULL ? memchr(scheme + 3, ':', (size_t)(at - scheme - 3))
+	               : NULL;
+
+	if (store_path_is_database(path) && colon != NULL)
+		snprintf(out, len, "%.*s:***%s", (int)(colon - path), path, at);
+	else
+		snprintf(out, len, "%s", path);
+}
+
 bool
 store_path_is_database(const char *path)
 {
@@ -335,6 +350,13 @@ enum res
 store_clear_leases(struct store *s, char *why)
 {
 	return s->ops->clear_leases(s, why);
+}
+
+enum res
+store_heartbeat(struct store *s, int lease, char *why)
+{
+	return s->ops->heartbeat != NULL ? s->ops->heartbeat(s, lease, why)
+	                                 : RES_OK;
 }
 
 enum res

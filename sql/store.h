@@ -77,6 +77,10 @@ void store_configure(const char *node_name, bool allow_unsafe_database);
  * rather than an SQLite file? */
 bool store_path_is_database(const char *path);
 
+/* `path` as it may be shown (logs, errors): a password in a PostgreSQL
+ * URI replaced by "***". */
+void store_path_shown(const char *path, char *out, size_t len);
+
 /* The node name store_configure set ("" before). */
 const char *store_node_name(void);
 
@@ -231,8 +235,17 @@ int64_t store_next_due(struct store *s);
 enum res store_lease(
     struct store *s, const char *msg_id, int rcpt_no, int64_t until, char *why);
 
-/* Drop every lease (at start: no thread of a previous run is alive). */
+/* Drop every lease (at start: no thread of a previous run is alive); on
+ * a shared queue, this node's only. */
 enum res store_clear_leases(struct store *s, char *why);
+
+/*
+ * A shared queue's heartbeat: note this node alive (nodes.heartbeat_at)
+ * and extend every lease it holds to `lease` seconds from now, on the
+ * database's clock, so that only a node that stopped loses its
+ * recipients to the others.  Nothing to do for SQLite.
+ */
+enum res store_heartbeat(struct store *s, int lease, char *why);
 
 /* What delivery needs to know about a message. */
 struct store_msg_info {

@@ -44,6 +44,7 @@ struct store_ops {
 	enum res (*lease)(struct store *s, const char *msg_id, int rcpt_no,
 	    int64_t until, char *why);
 	enum res (*clear_leases)(struct store *s, char *why);
+	enum res (*heartbeat)(struct store *s, int lease, char *why);
 	enum res (*load_message)(struct store *s, const char *msg_id,
 	    struct store_msg_info *m, char *why);
 	enum res (*load_rcpt)(struct store *s, const char *msg_id, int rcpt_no,

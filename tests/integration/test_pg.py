@@ -1,0 +1,246 @@
+#!/usr/bin/env python3
+"""
+The PostgreSQL queue as only a shared queue can be tested: several nodes
+on one database, a node that dies or stalls in the middle of a delivery,
+and a database that does not make commits durable.  (The accept, delivery
+and queue CLI tests run on PostgreSQL too: tests/run.sh's pg: pass.)
+
+Every test uses a real PostgreSQL started by the test file on 127.0.0.1 and
+a high port (pgcluster), a database of its own, fake DNS and SMTP sinks
+on loopback.
+"""
+import atexit
+import os
+import re
+import select
+import signal
+import smtplib
+import socket
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
+import mxtest  # noqa: E402
+import pgcluster  # noqa: E402
+from mxtest import send, wait_state  # noqa: E402
+from sluicetest import BIN, Server, main, poll_until, test  # noqa: E402
+
+ZONE = """\
+$ORIGIN test.
+$TTL 60
+dest            MX 10 mx.dest
+mx.dest         A 127.0.0.2
+"""
+
+Env = mxtest.FileDNS(ZONE).env
+
+_cluster = []
+
+
+def cluster():
+    """One PostgreSQL for the file, started when first needed."""
+    if not _cluster:
+        _cluster.append(pgcluster.Cluster())
+        atexit.register(_cluster[0].close)
+    return _cluster[0]
+
+
+def node(env, uri, name, start=True, **cfg):
+    """A sluice node on the queue at `uri`."""
+    config = env.config(**cfg) if env is not None else {}
+    config.update({"queue_path": uri, "node_name": name})
+    srv = Server(config=config, start=False)
+    srv.pg = srv.db = uri
+    if start:
+        srv.start()
+    return srv
+
+
+def attempts(srv, qid):
+    return srv.query("select node, status from attempts where msg_id = ? order by id", (qid,))
+
+
+@test
+def an_unsafe_database_is_refused_unless_allowed():
+    """fsync = off, or synchronous_commit = off for sluice's database:
+    sluice will not say 250 on such commits unless told to."""
+    with pgcluster.Cluster(fsync=False) as unsafe:
+        srv = node(None, unsafe.new_db(), "n1", start=False)
+        srv.write_config()
+        srv.logfile = open(srv.logpath, "ab")
+        srv.start(wait=False)
+        assert srv.proc.wait(30) != 0
+        srv.proc = None
+        srv.logfile.close()
+        log = srv.log()
+        assert re.search(r"error main: fatal: queue postgresql://\S+: the database runs with "
+                         r"fsync = off, synchronous_commit = on: mail acknowledged with 250 "
+                         r"could be lost in a crash \(allow_unsafe_database = yes accepts "
+                         r"that\)\n", log), log
+        srv.config["allow_unsafe_database"] = "yes"
+        srv.start()
+        assert "warning queue: the queue database runs with fsync = off" in srv.log(), srv.log()
+        qid = send(srv, ["u@dest.test"])
+        assert srv.query("select count(*) from recipients where msg_id = ?", (qid,)) == [(1,)]
+        srv.stop()
+    # synchronous_commit = off set for the database alone.
+    uri = cluster().new_db()
+    pgcluster.run_sql(uri, "alter database %s set synchronous_commit = off"
+                      % uri.rsplit("/", 1)[1], autocommit=True)
+    srv = node(None, uri, "n2", start=False)
+    srv.write_config()
+    srv.logfile = open(srv.logpath, "ab")
+    srv.start(wait=False)
+    assert srv.proc.wait(30) != 0
+    srv.proc = None
+    srv.logfile.close()
+    assert "synchronous_commit = off" in srv.log(), srv.log()
+
+
+@test
+def the_password_in_queue_path_is_never_shown():
+    """A password in the URI: the log, `sluice health` and the errors say
+    "***" instead."""
+    uri = cluster().new_db().replace("postgres@", "postgres:s3cret@")
+    srv = node(None, uri, "n1")
+    assert re.search(r"queue=postgresql://postgres:\*\*\*@127\.0\.0\.1:\d+/\w+ ",
+                     srv.log()), srv.log()
+    p = subprocess.run([BIN, "health", "-c", srv.cfgpath], capture_output=True, text=True,
+                       timeout=30)
+    assert p.returncode == 0 and "queue postgresql://postgres:***@" in p.stdout, p
+    srv.stop()
+    srv.config["queue_path"] = uri.rsplit(":", 1)[0] + ":1/nodb"
+    srv.write_config()
+    p = subprocess.run([BIN, "queue", "list", "-c", srv.cfgpath], capture_output=True,
+                       text=True, timeout=30)
+    assert p.returncode != 0 and "cannot connect to postgresql://postgres:***@" in p.stderr, p
+    assert "s3cret" not in srv.log() + p.stdout + p.stderr
+
+
+def send_many(srv, rcpts):
+    """One message per recipient over one SMTP session; their IDs."""
+    ids = []
+    with smtplib.SMTP(srv.host, srv.port, timeout=30) as c:
+        c.ehlo("client.test")
+        for r in rcpts:
+            c.mail("<sender@senders.test>")
+            c.rcpt("<%s>" % r)
+            code, text = c.data(b"Subject: m\r\n\r\nhello\r\n")
+            assert code == 250, (code, text)
+            ids.append(re.search(rb"queued as (\w+)", text).group(1).decode())
+    return ids
+
+
+@test
+def two_nodes_deliver_each_recipient_exactly_once():
+    """1,000 messages accepted by two nodes on one database, delivered by
+    both: each recipient reaches the sink once, with one attempt."""
+    n = 1000
+    with Env() as env:
+        sink = env.sink("127.0.0.2")
+        uri = cluster().new_db()
+        a = node(env, uri, "node-a", delivery_threads="4")
+        b = node(env, uri, "node-b", delivery_threads="4")
+        rcpts = ["r%d@dest.test" % i for i in range(n)]
+        send_many(a, rcpts[0::2])
+        send_many(b, rcpts[1::2])
+        poll_until(lambda: a.query("select count(*) from recipients where state = 'delivered'")
+                   == [(n,)], 120, "%d delivered" % n)
+        got = sorted(r for env_, _ in sink.messages() for r in env_["rcpt_tos"])
+        assert got == sorted(rcpts), "%d deliveries for %d recipients" % (len(got), n)
+        rows = a.query("select node, count(*) from attempts group by node order by node")
+        assert sum(c for _, c in rows) == n, rows
+        assert [r[0] for r in rows] == ["node-a", "node-b"], rows
+        accepted = a.query("select node, count(*) from messages group by node order by node")
+        assert accepted == [("node-a", n // 2), ("node-b", n // 2)], accepted
+        assert a.query("select name from nodes order by name") == [("node-a",), ("node-b",)]
+
+
+@test
+def a_dead_nodes_delivery_is_taken_over_when_its_lease_ends():
+    """A node killed (-9) in the middle of a delivery: another node leaves
+    the recipient alone while the lease runs, then delivers it."""
+    with Env() as env:
+        # An MX that accepts the connection and never greets.
+        stall = socket.socket()
+        stall.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        stall.bind(("127.0.0.2", env.port))
+        stall.listen(8)
+        try:
+            uri = cluster().new_db()
+            a = node(env, uri, "node-a", delivery_lease="4s", delivery_command_timeout="60s")
+            qid = send(a, ["k@dest.test"])
+            poll_until(lambda: select.select([stall], [], [], 0)[0], 10,
+                       "the delivery connection")
+            lease = a.query("select lease_owner, "
+                            "lease_until - extract(epoch from now())::bigint "
+                            "from recipients where msg_id = ?", (qid,))
+            assert lease[0][0] == "node-a" and 0 < lease[0][1] <= 4, lease
+            a.kill9()
+        finally:
+            stall.close()
+        sink = env.sink("127.0.0.2")
+        b = node(env, uri, "node-b")
+        t0 = time.time()
+        wait_state(b, qid, "k@dest.test", "delivered", timeout=20)
+        # Not before the lease ran out (it was at most 4 s from the kill).
+        assert attempts(b, qid) == [("node-b", "sent")], attempts(b, qid)
+        assert len(sink.messages()) == 1
+        assert time.time() - t0 < 15
+
+
+@test
+def a_live_nodes_long_delivery_keeps_its_lease():
+    """A delivery that lasts longer than delivery_lease: the heartbeat
+    renews the lease, and the other node leaves the recipient alone."""
+    with Env() as env:
+        mx = env.scripted("127.0.0.2", data_delay=7)
+        uri = cluster().new_db()
+        a = node(env, uri, "node-a", delivery_lease="3s")
+        b = node(env, uri, "node-b", delivery_lease="3s", delivery_threads="0")
+        b.stop()
+        b.config["delivery_threads"] = "2"
+        qid = send(a, ["h@dest.test"])
+        poll_until(lambda: mx.transactions > 0, 10, "the transaction at the MX")
+        b.start()
+        wait_state(a, qid, "h@dest.test", "delivered", timeout=20)
+        time.sleep(1.5)
+        assert attempts(a, qid) == [("node-a", "sent")], attempts(a, qid)
+        assert mx.connections == 1 and len(mx.messages) == 1, (mx.connections, len(mx.messages))
+        beats = a.query("select heartbeat_at - started_at from nodes where name = 'node-a'")
+        assert beats[0][0] >= 6, beats
+
+
+@test
+def the_fence_refuses_the_late_result_of_a_stalled_node():
+    """A node stopped (SIGSTOP) after sending the data: its lease ends,
+    another node delivers; when the first wakes and has its answer, its
+    attempt is not recorded (the lease is no longer its own)."""
+    with Env() as env:
+        # The MX answers the data after 2 s: time to stop the node first.
+        mx = env.scripted("127.0.0.2", data_delay=2)
+        uri = cluster().new_db()
+        a = node(env, uri, "node-a", delivery_lease="3s")
+        qid = send(a, ["f@dest.test"])
+        poll_until(lambda: mx.transactions > 0, 10, "the transaction at the MX")
+        time.sleep(0.5)  # the message's few octets are sent by then
+        os.kill(a.proc.pid, signal.SIGSTOP)
+        try:
+            b = node(env, uri, "node-b", delivery_lease="3s")
+            wait_state(b, qid, "f@dest.test", "delivered", timeout=20)
+            assert attempts(b, qid) == [("node-b", "sent")], attempts(b, qid)
+        finally:
+            os.kill(a.proc.pid, signal.SIGCONT)
+        a.wait_log(r"id=%s rcpt_no=0: the attempt is not recorded: the recipient's lease "
+                   r"passed to another node" % qid, timeout=20)
+        time.sleep(0.5)
+        assert attempts(b, qid) == [("node-b", "sent")], attempts(b, qid)
+        assert b.query("select state, attempts from recipients where msg_id = ?",
+                       (qid,)) == [("delivered", 1)]
+        # At least once: the MX has it twice, the queue once.
+        assert len(mx.messages) == 2, len(mx.messages)
+
+
+if __name__ == "__main__":
+    main()
