@@ -93,6 +93,9 @@ static const struct counter_def counter_defs[M_NCOUNTERS] = {
     [M_DEST_SLOWDOWNS] = {"sluice_destination_slowdowns_total", NULL, NULL,
         "Times a next hop asked to slow down (421, or 4.7.x about rates "
         "or too many) and its destination went at half speed for a while."},
+    [M_QUEUE_WAKEUPS] = {"sluice_queue_wakeups_total", NULL, NULL,
+        "Times another node's new mail woke delivery (a shared "
+        "PostgreSQL queue's LISTEN/NOTIFY)."},
 };
 
 struct gauge_def {

@@ -44,6 +44,7 @@ enum metric {
 	M_DEST_SUSPENDED,    /* sluice_destination_suspensions_total */
 	M_RATE_WAITS,        /* sluice_destination_rate_waits_total */
 	M_DEST_SLOWDOWNS,    /* sluice_destination_slowdowns_total */
+	M_QUEUE_WAKEUPS,     /* sluice_queue_wakeups_total: other nodes' mail */
 	M_NCOUNTERS
 };
 

@@ -2842,6 +2842,8 @@ delivery_start(
 		goto fail;
 	}
 	d->dispatcher_started = true;
+	if (cfg->delivery_threads > 0)
+		queue_listen_others(q);
 	if (cfg->delivery_threads > 0) {
 		if (!start_thread(
 		        d, conf, &d->sts_thread, sts_thread_main, why))

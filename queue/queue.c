@@ -68,6 +68,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define MAX_INFLIGHT 2
 /*
@@ -124,6 +125,9 @@ struct queue {
 	struct store *ckpt_store; /* checkpointer thread only, after open */
 	pthread_t writer;
 	pthread_t checkpointer;
+	pthread_t listener; /* a shared queue's wake-ups (listener_main) */
+	bool listening;     /* the listener thread runs */
+	char *path;
 	int64_t wal_cap;             /* set at open */
 	pthread_cond_t ckpt_cv;      /* wakes the checkpointer */
 	pthread_cond_t ckpt_done_cv; /* a checkpointer run ended */
@@ -264,6 +268,16 @@ apply(struct queue *q, struct op *op)
 	return RES_OK;
 }
 
+/* One new mail: what a commit of the writer, or another node's, says. */
+static void
+mail_arrived(struct queue *q)
+{
+	mutex_lock(&q->mu);
+	q->mail_seq++;
+	pthread_cond_broadcast(&q->mail_cv);
+	mutex_unlock(&q->mu);
+}
+
 /* Tell the owner how its operation ended, then free it. */
 static void
 finish(struct queue *q, struct op *op)
@@ -274,12 +288,8 @@ finish(struct queue *q, struct op *op)
 		live_add(q, op->id);
 	if (op->type == OP_COMMIT || op->type == OP_DROP)
 		live_del(q, op->id);
-	if (op->type == OP_COMMIT && op->result == RES_OK) {
-		mutex_lock(&q->mu);
-		q->mail_seq++;
-		pthread_cond_broadcast(&q->mail_cv);
-		mutex_unlock(&q->mu);
-	}
+	if (op->type == OP_COMMIT && op->result == RES_OK)
+		mail_arrived(q);
 	if (op->len > 0 && op->m != NULL) {
 		mutex_lock(&q->mu);
 		q->data_inflight -= (int64_t)op->len;
@@ -590,6 +600,75 @@ checkpointer_main(void *arg)
 	return NULL;
 }
 
+static bool
+stopping(struct queue *q)
+{
+	bool stop;
+
+	mutex_lock(&q->mu);
+	stop = q->stop;
+	mutex_unlock(&q->mu);
+	return stop;
+}
+
+/*
+ * A shared queue: the other nodes' new mail wakes delivery here at once
+ * (LISTEN), instead of at its next look.  A lost connection is made
+ * again (a second later, and every second while the database is away),
+ * and listens again; polling delivers meanwhile.
+ */
+static void *
+listener_main(void *arg)
+{
+	struct queue *q = arg;
+	struct store *s = NULL;
+	char why[WHY_MAX];
+	bool down = false;
+
+	while (!stopping(q)) {
+		int r;
+
+		if (s == NULL) {
+			s = store_open_helper(q->path, why);
+			if (s != NULL && store_listen(s, why) != RES_OK) {
+				store_close(s);
+				s = NULL;
+			}
+			if (s == NULL) {
+				if (!down)
+					log_warn("queue",
+					    "cannot listen for other nodes' "
+					    "mail (delivery polls meanwhile): "
+					    "%s",
+					    why);
+				down = true;
+				for (r = 0; r < 10 && !stopping(q); r++)
+					usleep(100 * 1000);
+				continue;
+			}
+			if (down)
+				log_info("queue",
+				    "listening for other nodes' mail again");
+			down = false;
+		}
+		r = store_wait_notify(s, 500, why);
+		if (r > 0) {
+			metrics_inc(M_QUEUE_WAKEUPS);
+			mail_arrived(q);
+		} else if (r < 0) {
+			log_warn("queue",
+			    "lost the connection that listens for other "
+			    "nodes' mail: %s",
+			    why);
+			store_close(s);
+			s = NULL;
+			down = true;
+		}
+	}
+	store_close(s);
+	return NULL;
+}
+
 /*
  * The WAL's cap: WAL_CAP, or SLUICE_TEST_WAL_CAP bytes (at least 64 KiB)
  * when that is set.  That variable is not a configuration key: it lets the
@@ -657,6 +736,7 @@ queue_open(const char *path, char *why)
 		pthread_join(q->writer, NULL);
 		goto fail_sync;
 	}
+	q->path = xstrdup(path);
 	return q;
 fail_sync:
 	mutex_destroy(&q->mu);
@@ -688,6 +768,9 @@ queue_close(struct queue *q)
 	mutex_unlock(&q->mu);
 	pthread_join(q->writer, NULL);
 	pthread_join(q->checkpointer, NULL);
+	if (q->listening)
+		pthread_join(q->listener, NULL);
+	free(q->path);
 	/* Leave no WAL behind when no reader is in the way. */
 	(void)store_checkpoint(
 	    q->store, STORE_CKPT_TRUNCATE, CKPT_BUSY_MS, &c, why);
@@ -915,6 +998,18 @@ queue_mail_seq(struct queue *q)
 	v = q->mail_seq;
 	mutex_unlock(&q->mu);
 	return v;
+}
+
+void
+queue_listen_others(struct queue *q)
+{
+	if (!store_path_is_database(q->path) || q->listening)
+		return;
+	if (pthread_create(&q->listener, NULL, listener_main, q) == 0)
+		q->listening = true;
+	else
+		log_warn("queue", "cannot start the listener thread: "
+		                  "delivery polls for other nodes' mail");
 }
 
 void

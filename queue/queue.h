@@ -115,6 +115,13 @@ enum res queue_run(struct queue *q,
  * lock queue_wake takes, so no wake is lost).
  */
 uint64_t queue_mail_seq(struct queue *q);
+
+/*
+ * A shared queue (PostgreSQL): have the other nodes' new mail counted too
+ * (a listener thread, LISTEN/NOTIFY), for a node that delivers; nothing
+ * for SQLite.  From the main thread, once.
+ */
+void queue_listen_others(struct queue *q);
 void queue_wait_mail(struct queue *q, uint64_t seen, int64_t deadline_ms,
     const atomic_bool *stop);
 void queue_wake(struct queue *q);

@@ -28,6 +28,8 @@
 #include "version.h"
 #include "vocab.h"
 
+#include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -527,6 +529,7 @@ pg_begin(struct store *s, char *why)
 	/* A connection lost between transactions: a new one. */
 	if (PQstatus(db->c) != CONNECTION_OK && reconnect(db) != 0)
 		return pg_fail(db, NULL, true, why);
+	db->notify = false;
 	return pg_run(db, "BEGIN", NULL, why);
 }
 
@@ -534,9 +537,24 @@ enum res
 pg_commit(struct store *s, char *why)
 {
 	struct pg *db = pg_db(s);
-	PGresult *r = pg_query(db, "COMMIT", NULL, true, false, why);
+	/* With new mail, the other nodes' wake-up goes in the same round
+	 * trip; a NOTIFY that fails aborts, and COMMIT then says ROLLBACK. */
+	PGresult *r;
 	enum res res = RES_OK;
 
+	if (db->notify) {
+		/* Two statements: the simple protocol, no retry (a
+		 * transaction never survives a lost connection). */
+		r = PQexec(db->c, "NOTIFY " PG_CHANNEL "; COMMIT");
+		if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+			pg_fail(db, r, true, why);
+			PQclear(r);
+			r = NULL;
+		}
+	} else {
+		r = pg_query(db, "COMMIT", NULL, true, false, why);
+	}
+	db->notify = false;
 	if (r == NULL) {
 		res = RES_TEMP;
 	} else if (strcmp(PQcmdStatus(r), "COMMIT") != 0) {
@@ -681,6 +699,8 @@ pg_put_envelope(struct store *s, const struct envelope *env, char *why)
 	strbuf_free(&dom);
 	strbuf_free(&notify);
 	strbuf_free(&orcpt);
+	if (r == RES_OK)
+		pg_db(s)->notify = true;
 	return r;
 }
 
@@ -866,6 +886,55 @@ pg_clear_leases(struct store *s, char *why)
 	    "UPDATE recipients SET lease_until = NULL "
 	    "WHERE lease_owner = $1 AND lease_until IS NOT NULL",
 	    &a, why);
+}
+
+static enum res
+pg_listen(struct store *s, char *why)
+{
+	return pg_run(pg_db(s), "LISTEN " PG_CHANNEL, NULL, why);
+}
+
+/* Take every notification that came; how many. */
+static int
+drain(PGconn *c)
+{
+	PGnotify *n;
+	int k = 0;
+
+	while ((n = PQnotifies(c)) != NULL) {
+		PQfreemem(n);
+		k++;
+	}
+	return k;
+}
+
+static int
+pg_wait_notify(struct store *s, int ms, char *why)
+{
+	struct pg *db = pg_db(s);
+	struct pollfd p;
+	int k;
+
+	if (PQstatus(db->c) != CONNECTION_OK || PQconsumeInput(db->c) == 0)
+		goto lost;
+	if ((k = drain(db->c)) > 0)
+		return 1;
+	p.fd = PQsocket(db->c);
+	p.events = POLLIN;
+	p.revents = 0;
+	if (p.fd < 0)
+		goto lost;
+	k = poll(&p, 1, ms);
+	if (k < 0 && errno != EINTR)
+		goto lost;
+	if (k <= 0)
+		return 0;
+	if (PQconsumeInput(db->c) == 0)
+		goto lost;
+	return drain(db->c) > 0;
+lost:
+	pg_fail(db, NULL, false, why);
+	return -1;
 }
 
 static enum res
@@ -1578,6 +1647,8 @@ const struct store_ops pg_store_ops = {
     .lease = pg_lease,
     .clear_leases = pg_clear_leases,
     .heartbeat = pg_heartbeat,
+    .listen = pg_listen,
+    .wait_notify = pg_wait_notify,
     .load_message = pg_load_message,
     .load_rcpt = pg_load_rcpt,
     .read_body = pg_read_body,

@@ -22,6 +22,9 @@
 /* The database's clock, in Unix seconds (the transaction's start). */
 #define PG_NOW "(extract(epoch FROM now())::bigint)"
 
+/* The channel of new mail's wake-ups (store_listen). */
+#define PG_CHANNEL "sluice_mail"
+
 /* The states of a recipient still to be delivered, as an SQL list. */
 #define PG_PENDING "('queued', 'deferred', 'held')"
 
@@ -30,8 +33,9 @@ struct pg {
 	struct store base;
 	PGconn *c;
 	char *conninfo;
-	bool cli;  /* errors worded for a person */
-	bool used; /* a write connection: sessions set up (pg_setup) */
+	bool cli;    /* errors worded for a person */
+	bool used;   /* a write connection: sessions set up (pg_setup) */
+	bool notify; /* the open transaction stored mail: NOTIFY at COMMIT */
 	enum store_error last_error;
 };
 

@@ -353,6 +353,22 @@ store_clear_leases(struct store *s, char *why)
 }
 
 enum res
+store_listen(struct store *s, char *why)
+{
+	if (s->ops->listen == NULL) {
+		why_set(why, "the %s queue has no notifications", s->ops->name);
+		return RES_PERM;
+	}
+	return s->ops->listen(s, why);
+}
+
+int
+store_wait_notify(struct store *s, int ms, char *why)
+{
+	return s->ops->wait_notify(s, ms, why);
+}
+
+enum res
 store_heartbeat(struct store *s, int lease, char *why)
 {
 	return s->ops->heartbeat != NULL ? s->ops->heartbeat(s, lease, why)

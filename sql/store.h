@@ -210,6 +210,18 @@ enum res store_watch_wal(struct store *s, int64_t limit, char *why);
  */
 int64_t store_wal_bytes(const struct store *s);
 
+/*
+ * Wake-ups between the nodes of a shared queue.  A transaction that
+ * stored new mail notifies every listening node once, as it commits (one
+ * NOTIFY per batch, whatever its size; PostgreSQL takes a global lock for
+ * each at commit).  store_listen makes this connection a listener
+ * (RES_PERM when the backend has none: SQLite); store_wait_notify waits
+ * at most `ms` milliseconds: 1 when notifications came, 0 at the timeout,
+ * -1 with `why` when the connection is lost (listen again on a new one).
+ */
+enum res store_listen(struct store *s, char *why);
+int store_wait_notify(struct store *s, int ms, char *why);
+
 /* ---- delivery ---- */
 
 /* A recipient that is due for delivery. */

@@ -19,12 +19,13 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 import mxtest  # noqa: E402
 import pgcluster  # noqa: E402
 from mxtest import send, wait_state  # noqa: E402
-from sluicetest import BIN, Server, main, poll_until, test  # noqa: E402
+from sluicetest import BIN, Server, free_port, main, poll_until, test  # noqa: E402
 
 ZONE = """\
 $ORIGIN test.
@@ -188,6 +189,60 @@ def a_dead_nodes_delivery_is_taken_over_when_its_lease_ends():
         assert attempts(b, qid) == [("node-b", "sent")], attempts(b, qid)
         assert len(sink.messages()) == 1
         assert time.time() - t0 < 15
+
+
+def wakeups(srv):
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % srv.metrics_port,
+                                timeout=10) as r:
+        text = r.read().decode()
+    return int(re.search(r"^sluice_queue_wakeups_total (\d+)$", text, re.M).group(1))
+
+
+def insert_mail(srv, qid, rcpt):
+    """A message put in by SQL, as an administrator could: no NOTIFY."""
+    t = int(time.time())
+    srv.execute_many([
+        ("insert into messages (id, received_at, sender, size, stored_size, client_ip, "
+         "protocol) values (?, ?, 's@senders.test', 20, 20, '127.0.0.1', 'ESMTP')", (qid, t)),
+        ("insert into recipients (msg_id, rcpt_no, address, domain, next_attempt_at) "
+         "values (?, 0, ?, 'dest.test', ?)", (qid, rcpt, t)),
+        ("insert into body_chunks (msg_id, seq, data) values (?, 0, ?)",
+         (qid, b"Subject: sql\r\n\r\nhello\r\n"))])
+
+
+@test
+def another_nodes_mail_wakes_delivery_and_polling_remains():
+    """Node A only accepts; node B delivers.  A's commit wakes B (LISTEN/
+    NOTIFY, counted in sluice_queue_wakeups_total); mail that no NOTIFY
+    announces (put in by SQL) is still delivered, by polling; a listening
+    connection that is killed is made again."""
+    with Env() as env:
+        sink = env.sink("127.0.0.2")
+        uri = cluster().new_db()
+        a = node(env, uri, "node-a", delivery_threads="0")
+        b = node(env, uri, "node-b", start=False)
+        b.metrics_port = free_port()
+        b.config["metrics_listen"] = "127.0.0.1:%d" % b.metrics_port
+        b.start()
+        qid = send(a, ["w1@dest.test"])
+        wait_state(b, qid, "w1@dest.test", "delivered")
+        assert wakeups(b) >= 1, wakeups(b)
+        # Without a NOTIFY: delivered all the same, and no wake-up counted.
+        before = wakeups(b)
+        insert_mail(b, "SQL0000000000001", "w2@dest.test")
+        wait_state(b, "SQL0000000000001", "w2@dest.test", "delivered")
+        assert wakeups(b) == before, (wakeups(b), before)
+        # The listening connection is killed: B listens again.
+        killed = pgcluster.run_sql(uri, "select pg_terminate_backend(pid) from pg_stat_activity "
+                                   "where query = 'LISTEN sluice_mail'")
+        assert killed == [(True,)], killed
+        b.wait_log(r"warning queue: lost the connection that listens for other nodes' mail")
+        b.wait_log(r"info queue: listening for other nodes' mail again")
+        qid = send(a, ["w3@dest.test"])
+        wait_state(b, qid, "w3@dest.test", "delivered")
+        poll_until(lambda: wakeups(b) > before, 5, "a wake-up after listening again")
+        assert sorted(r for e, _ in sink.messages() for r in e["rcpt_tos"]) == \
+            ["w1@dest.test", "w2@dest.test", "w3@dest.test"]
 
 
 @test
