@@ -106,6 +106,8 @@ static const char usage_text[] =
     "  bounce ID...    return pending recipients to the sender (the\n"
     "                  running server sends the failure notice)\n"
     "  stats [--json]  counts by state and by domain, and the rates\n"
+    "  nodes [--json]  the nodes sharing a PostgreSQL queue: their last\n"
+    "                  heartbeat and the recipients each holds now\n"
     "  purge [--older-than DUR]\n"
     "        delete finished messages (every recipient delivered or\n"
     "        bounced) older than DUR (default: finished_retention)\n"
@@ -1082,6 +1084,67 @@ cmd_stats(struct ctx *c)
 	return 0;
 }
 
+/* ---- nodes ---- */
+
+struct nodes_out {
+	bool json;
+	int n;
+};
+
+static int
+node_line(void *arg, const struct store_node *nd)
+{
+	struct nodes_out *o = arg;
+	char started[40], beat[40], age[32];
+
+	fmt_time(started, sizeof(started), nd->started_at);
+	fmt_time(beat, sizeof(beat), nd->heartbeat_at);
+	fmt_age(age, sizeof(age), nd->heartbeat_age);
+	if (o->json) {
+		fputs(o->n++ ? "," : "", stdout);
+		fputs("{\"name\":", stdout);
+		json_fput_str(stdout, nd->name);
+		fputs(",\"version\":", stdout);
+		json_fput_str(stdout, nd->version);
+		printf(",\"started_at\":\"%s\",\"heartbeat_at\":\"%s\","
+		       "\"heartbeat_age_seconds\":%lld,\"leases\":%lld}",
+		    started, beat, (long long)nd->heartbeat_age,
+		    (long long)nd->leases);
+		return 0;
+	}
+	if (o->n++ == 0)
+		printf("%-24s  %-20s  %-20s  %8s  %6s  %s\n", "NODE", "STARTED",
+		    "HEARTBEAT", "AGO", "LEASES", "VERSION");
+	put_safe(stdout, nd->name);
+	printf("%*s  %-20s  %-20s  %8s  %6lld  ",
+	    (int)strlen(nd->name) < 24 ? 24 - (int)strlen(nd->name) : 0, "",
+	    started, beat, age, (long long)nd->leases);
+	put_safe(stdout, nd->version);
+	putchar('\n');
+	return 0;
+}
+
+static int
+cmd_nodes(struct ctx *c)
+{
+	struct nodes_out o = {(c->a->seen & OPT_JSON) != 0, 0};
+	char why[WHY_MAX];
+
+	if (o.json)
+		fputs("[", stdout);
+	if (store_nodes(c->store, node_line, &o, why) < 0) {
+		if (o.json)
+			fputs("]\n", stdout);
+		fprintf(stderr, "sluice: %s\n", why);
+		return 1;
+	}
+	if (o.json)
+		fputs("]\n", stdout);
+	else if (o.n == 0)
+		printf("no node has started on this queue yet\n");
+	return 0;
+}
+
 /* ---- the command line ---- */
 
 enum { ARGS_IDS = -1 }; /* one or more queue IDs */
@@ -1104,6 +1167,7 @@ static const struct subcmd {
     {"delete", 0, ARGS_IDS, true, NULL, STORE_DELETE},
     {"bounce", 0, ARGS_IDS, true, NULL, STORE_BOUNCE},
     {"stats", OPT_JSON, 0, false, cmd_stats, 0},
+    {"nodes", OPT_JSON, 0, false, cmd_nodes, 0},
     {"purge", OPT_OLDER, 0, true, cmd_purge, 0},
 };
 

@@ -1649,6 +1649,7 @@ const struct store_ops pg_store_ops = {
     .heartbeat = pg_heartbeat,
     .listen = pg_listen,
     .wait_notify = pg_wait_notify,
+    .nodes = pg_nodes,
     .load_message = pg_load_message,
     .load_rcpt = pg_load_rcpt,
     .read_body = pg_read_body,

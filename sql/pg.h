@@ -137,6 +137,8 @@ enum res pg_change(struct store *s, enum store_op op, struct store_change *v,
 int64_t pg_retry_all(
     struct store *s, const char *domain, int64_t now, char *why);
 int pg_purge(struct store *s, int64_t before, char *why);
+int pg_nodes(struct store *s, int (*fn)(void *, const struct store_node *),
+    void *arg, char *why);
 enum res pg_get_stats(struct store *s, struct store_stats *st,
     struct store_domain **doms, int *ndoms, char *why);
 

@@ -441,6 +441,42 @@ pg_purge(struct store *s, int64_t before, char *why)
 	return n;
 }
 
+/* ---- nodes ---- */
+
+int
+pg_nodes(struct store *s, int (*fn)(void *, const struct store_node *),
+    void *arg, char *why)
+{
+	PGresult *r = pg_query(pg_db(s),
+	    "SELECT n.name, coalesce(n.version, ''), n.started_at, "
+	    "n.heartbeat_at, " PG_NOW " - n.heartbeat_at, "
+	    "(SELECT count(*) FROM recipients AS r WHERE r.lease_owner = "
+	    "n.name AND r.lease_until > " PG_NOW ") "
+	    "FROM nodes AS n ORDER BY n.name",
+	    NULL, false, false, why);
+	int i, n;
+
+	if (r == NULL)
+		return -1;
+	n = PQntuples(r);
+	for (i = 0; i < n; i++) {
+		struct store_node nd;
+
+		nd.name = pg_tv(r, i, 0);
+		nd.version = pg_tv(r, i, 1);
+		nd.started_at = pg_iv(r, i, 2);
+		nd.heartbeat_at = pg_iv(r, i, 3);
+		nd.heartbeat_age = pg_iv(r, i, 4);
+		nd.leases = pg_iv(r, i, 5);
+		if (fn(arg, &nd) != 0) {
+			i++;
+			break;
+		}
+	}
+	PQclear(r);
+	return i;
+}
+
 /* ---- statistics ---- */
 
 enum res

@@ -352,6 +352,19 @@ store_clear_leases(struct store *s, char *why)
 	return s->ops->clear_leases(s, why);
 }
 
+int
+store_nodes(struct store *s, int (*fn)(void *, const struct store_node *),
+    void *arg, char *why)
+{
+	if (s->ops->nodes == NULL) {
+		why_set(why,
+		    "an SQLite queue belongs to one node: only a PostgreSQL "
+		    "queue has nodes");
+		return -1;
+	}
+	return s->ops->nodes(s, fn, arg, why);
+}
+
 enum res
 store_listen(struct store *s, char *why)
 {

@@ -629,6 +629,23 @@ int64_t store_retry_all(
  */
 int store_purge(struct store *s, int64_t before, char *why);
 
+/* ---- the nodes of a shared queue ---- */
+
+struct store_node {
+	const char *name, *version;
+	int64_t started_at, heartbeat_at; /* the database's clock */
+	int64_t heartbeat_age;            /* seconds since the heartbeat */
+	int64_t leases;                   /* recipients it holds now */
+};
+
+/*
+ * fn(arg, node) for each node of a shared queue, by name (a non-zero
+ * return stops); the count, or -1 with `why` (an SQLite queue has no
+ * nodes: -1 saying so).
+ */
+int store_nodes(struct store *s, int (*fn)(void *, const struct store_node *),
+    void *arg, char *why);
+
 /* ---- statistics ---- */
 
 struct store_stats {

@@ -47,6 +47,8 @@ struct store_ops {
 	enum res (*heartbeat)(struct store *s, int lease, char *why);
 	enum res (*listen)(struct store *s, char *why);
 	int (*wait_notify)(struct store *s, int ms, char *why);
+	int (*nodes)(struct store *s,
+	    int (*fn)(void *, const struct store_node *), void *arg, char *why);
 	enum res (*load_message)(struct store *s, const char *msg_id,
 	    struct store_msg_info *m, char *why);
 	enum res (*load_rcpt)(struct store *s, const char *msg_id, int rcpt_no,

@@ -10,6 +10,7 @@ a high port (pgcluster), a database of its own, fake DNS and SMTP sinks
 on loopback.
 """
 import atexit
+import json
 import os
 import re
 import select
@@ -117,6 +118,15 @@ def the_password_in_queue_path_is_never_shown():
                        text=True, timeout=30)
     assert p.returncode != 0 and "cannot connect to postgresql://postgres:***@" in p.stderr, p
     assert "s3cret" not in srv.log() + p.stdout + p.stderr
+
+
+@test
+def an_sqlite_queue_has_no_nodes():
+    srv = Server()
+    p = subprocess.run([BIN, "queue", "nodes", "-c", srv.cfgpath], capture_output=True,
+                       text=True, timeout=30)
+    assert p.returncode == 1 and p.stdout == "" and p.stderr == (
+        "sluice: an SQLite queue belongs to one node: only a PostgreSQL queue has nodes\n"), p
 
 
 def send_many(srv, rcpts):
@@ -259,6 +269,20 @@ def a_live_nodes_long_delivery_keeps_its_lease():
         qid = send(a, ["h@dest.test"])
         poll_until(lambda: mx.transactions > 0, 10, "the transaction at the MX")
         b.start()
+        # sluice queue nodes: both nodes, and the lease node-a holds.
+        p = subprocess.run([BIN, "queue", "nodes", "--json", "-c", b.cfgpath],
+                           capture_output=True, text=True, timeout=30)
+        assert p.returncode == 0, p
+        nodes = {n["name"]: n for n in json.loads(p.stdout)}
+        assert sorted(nodes) == ["node-a", "node-b"], nodes
+        assert nodes["node-a"]["leases"] == 1 and nodes["node-b"]["leases"] == 0, nodes
+        assert all(n["heartbeat_age_seconds"] <= 5 and n["version"] for n in nodes.values())
+        p = subprocess.run([BIN, "queue", "nodes", "-c", a.cfgpath],
+                           capture_output=True, text=True, timeout=30)
+        assert p.returncode == 0 and re.search(
+            r"^NODE +STARTED +HEARTBEAT +AGO +LEASES +VERSION\n"
+            r"node-a +\S+Z +\S+Z +\d+s +1  \S+\n"
+            r"node-b +\S+Z +\S+Z +\d+s +0  \S+\n\Z", p.stdout), p.stdout
         wait_state(a, qid, "h@dest.test", "delivered", timeout=20)
         time.sleep(1.5)
         assert attempts(a, qid) == [("node-a", "sent")], attempts(a, qid)
