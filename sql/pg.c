@@ -30,6 +30,7 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -162,6 +163,11 @@ pg_fail(struct pg *db, const PGresult *r, bool write, char *why)
 		db->last_error = write ? STORE_E_WRITE : STORE_E_READ;
 	if (db->cli)
 		why_set(why, "queue database error: %s", msg);
+	else if (PQstatus(db->c) != CONNECTION_OK)
+		/* Where the database is, is none of a client's business:
+		 * reconnect() logs it. */
+		store_error_why(
+		    db->last_error, "the queue database is unreachable", why);
 	else
 		store_error_why(db->last_error, msg, why);
 	return RES_TEMP;
@@ -179,9 +185,21 @@ reconnect(struct pg *db)
 {
 	char why[WHY_MAX];
 
+	static _Atomic int64_t logged; /* ms: at most one line per 10 s */
+	int64_t t = now_ms(), last = atomic_load(&logged);
+
 	PQreset(db->c);
-	if (PQstatus(db->c) != CONNECTION_OK)
+	if (PQstatus(db->c) != CONNECTION_OK) {
+		if (t - last >= 10000 &&
+		    atomic_compare_exchange_strong(&logged, &last, t)) {
+			char msg[WHY_MAX];
+
+			one_line(PQerrorMessage(db->c), msg, sizeof(msg));
+			log_warn("queue", "cannot reach the queue database: %s",
+			    msg);
+		}
 		return -1;
+	}
 	log_info("queue", "reconnected to the queue database");
 	return db->used ? pg_setup(db, why) : 0;
 }

@@ -18,6 +18,7 @@ import signal
 import smtplib
 import socket
 import subprocess
+import threading
 import sys
 import time
 import urllib.request
@@ -118,6 +119,71 @@ def the_password_in_queue_path_is_never_shown():
                        text=True, timeout=30)
     assert p.returncode != 0 and "cannot connect to postgresql://postgres:***@" in p.stderr, p
     assert "s3cret" not in srv.log() + p.stdout + p.stderr
+
+
+@test
+def a_database_restart_during_intake_loses_no_acknowledged_mail():
+    """pg_ctl restart while clients send: what got a 250 is in the queue,
+    the rest got a 4xx, and the node carries on on new connections
+    (intake, delivery and the listener)."""
+    with Env() as env, pgcluster.Cluster() as pg:
+        sink = env.sink("127.0.0.2")
+        uri = pg.new_db()
+        a = node(env, uri, "node-a")
+        acked, refused, stop = [], [], threading.Event()
+
+        def client(k):
+            i = 0
+            while not stop.is_set():
+                i += 1
+                rcpt = "c%d-%d@dest.test" % (k, i)
+                try:
+                    with smtplib.SMTP(a.host, a.port, timeout=30) as c:
+                        c.ehlo("client.test")
+                        c.mail("<sender@senders.test>")
+                        c.rcpt("<%s>" % rcpt)
+                        code, text = c.data(b"Subject: r\r\n\r\nhello\r\n")
+                    m = re.search(rb"queued as (\w+)", text)
+                    if m is None:
+                        refused.append((code, text))
+                    else:
+                        acked.append((m.group(1).decode(), rcpt))
+                except smtplib.SMTPResponseException as e:
+                    refused.append((e.smtp_code, e.smtp_error))
+                except smtplib.SMTPRecipientsRefused as e:
+                    refused.extend(e.recipients.values())
+                time.sleep(0.02)
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(3)]
+        for t in threads:
+            t.start()
+        try:
+            poll_until(lambda: len(acked) >= 20, 20, "mail before the restart")
+            pg.stop()
+            time.sleep(1)
+            pg.start()
+            n = len(acked)
+            poll_until(lambda: len(acked) >= n + 20, 30, "mail after the restart")
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(60)
+        assert refused, "no session saw the database gone"
+        assert all(code in (421, 451, 452) for code, _ in refused), refused
+        # Clients are not told where the database is; the log says.
+        assert not [t for _, t in refused if b"127.0.0.1" in t or b"port" in t], refused
+        a.wait_log(r"warning queue: cannot reach the queue database: connection to server at "
+                   r"\"127\.0\.0\.1\", port %d failed" % pg.port)
+        ids = {qid for qid, _ in acked}
+        stored = {r[0] for r in a.query("select id from messages")}
+        assert ids <= stored, "acknowledged, not stored: %s" % sorted(ids - stored)
+        # Everything acknowledged is delivered, once each.
+        poll_until(lambda: a.query("select count(*) from recipients where state = 'delivered' "
+                                   "and msg_id in (%s)" % ",".join("'%s'" % i for i in ids))
+                   == [(len(ids),)], 60, "the acknowledged mail delivered")
+        got = [r for e, _ in sink.messages() for r in e["rcpt_tos"]]
+        assert sorted(set(got)) == sorted(set(r for _, r in acked) | set(got)), got
+        assert len(got) == len(set(got)), "a recipient delivered twice"
+        a.wait_log(r"info queue: reconnected to the queue database")
 
 
 @test
