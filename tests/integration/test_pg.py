@@ -10,8 +10,10 @@ a high port (pgcluster), a database of its own, fake DNS and SMTP sinks
 on loopback.
 """
 import atexit
+import base64
 import json
 import os
+import pwd
 import re
 import select
 import signal
@@ -26,6 +28,7 @@ import urllib.request
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 import mxtest  # noqa: E402
 import pgcluster  # noqa: E402
+from fixtures import require_root  # noqa: E402
 from mxtest import send, wait_state  # noqa: E402
 from sluicetest import BIN, Server, free_port, main, poll_until, test  # noqa: E402
 
@@ -184,6 +187,71 @@ def a_database_restart_during_intake_loses_no_acknowledged_mail():
         assert sorted(set(got)) == sorted(set(r for _, r in acked) | set(got)), got
         assert len(got) == len(set(got)), "a recipient delivered twice"
         a.wait_log(r"info queue: reconnected to the queue database")
+
+
+@test
+def a_full_database_disk_answers_452():
+    """The bodies' tablespace on a small tmpfs that fills up: 452 4.3.1
+    (the client may try again later, or smaller), never a 250 without its
+    row; room again, mail again."""
+    require_root("it mounts a small tmpfs for a tablespace")
+    uri = cluster().new_db()
+    srv = node(None, uri, "n1")
+    # In the cluster's folder: the server's user can reach it there.
+    mnt = os.path.join(cluster().dir, "small-%d" % os.getpid())
+    os.mkdir(mnt)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", mnt], check=True)
+    space = "small_%d" % os.getpid()
+    try:
+        pw = pwd.getpwnam("postgres")
+        os.chown(mnt, pw.pw_uid, pw.pw_gid)
+        pgcluster.run_sql(uri, "create tablespace %s location '%s'" % (space, mnt),
+                          autocommit=True)
+        pgcluster.run_sql(uri, "alter table body_chunks set tablespace %s" % space)
+        pgcluster.run_sql(uri, "alter index body_chunks_pkey set tablespace %s" % space)
+        filler = os.path.join(mnt, "filler")
+        with open(filler, "wb") as f:
+            f.write(b"\0" * (1024 * 1024))
+        # Incompressible: PostgreSQL compresses what it stores out of line.
+        body = b"Subject: big\r\n\r\n" + base64.encodebytes(os.urandom(150 * 1024)).replace(
+            b"\n", b"\r\n")
+        acked, refused = [], []
+        c = srv.connect()
+        c.ehlo()
+        for _ in range(40):
+            c.cmd("MAIL FROM:<s@senders.test>", "250 ")
+            c.cmd("RCPT TO:<u@dest.test>", "250 ")
+            c.cmd("DATA", "354 ")
+            c.send(body + b".\r\n")
+            code, text = c.reply()
+            if code == 250:
+                acked.append(re.search(r"queued as (\w+)", text).group(1))
+            else:
+                refused.append(text)
+                c.cmd("RSET", "250 ")
+                if len(refused) >= 2:
+                    break
+        assert acked and refused, (len(acked), refused)
+        assert all(t.startswith("452 4.3.1 Insufficient system storage") for t in refused), \
+            refused
+        assert {r[0] for r in srv.query("select id from messages")} == set(acked)
+        os.unlink(filler)
+        c.cmd("MAIL FROM:<s@senders.test>", "250 ")
+        c.cmd("RCPT TO:<u@dest.test>", "250 ")
+        c.cmd("DATA", "354 ")
+        c.send(b"Subject: small\r\n\r\nroom again\r\n.\r\n")
+        code, text = c.reply()
+        assert code == 250, text
+        c.cmd("QUIT", "221 ")
+        srv.stop()
+    finally:
+        if srv.proc is not None:
+            srv.kill9()
+        pgcluster.run_sql(uri, "drop table if exists body_chunks cascade")
+        pgcluster.run_sql(cluster().uri(), "drop tablespace if exists %s" % space,
+                          autocommit=True)
+        subprocess.run(["umount", mnt])
+        os.rmdir(mnt)
 
 
 @test
