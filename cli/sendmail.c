@@ -983,9 +983,15 @@ submit_queue(struct submission *sub, const struct no_relay *nr)
 	const char *path = sub->cfg->queue_path;
 	struct store *store = NULL;
 	struct stat st;
-	char why[WHY_MAX];
+	char why[WHY_MAX], shown[512];
 	int rc = EX_TEMPFAIL;
 
+	/* A PostgreSQL queue: its own authentication decides who writes. */
+	if (store_path_is_database(path)) {
+		store_path_shown(path, shown, sizeof(shown));
+		path = shown;
+		goto open;
+	}
 	if (stat(path, &st) != 0) {
 		if (errno == ENOENT)
 			fprintf(stderr,
@@ -1006,7 +1012,8 @@ submit_queue(struct submission *sub, const struct no_relay *nr)
 		    nr->state, path, (unsigned)st.st_uid, nr->detail);
 		return EX_TEMPFAIL;
 	}
-	store = store_open_helper(path, why);
+open:
+	store = store_open_helper(sub->cfg->queue_path, why);
 	if (store == NULL || store_helper_writer(store, why) != RES_OK ||
 	    store_message(store, sub, why) != RES_OK) {
 		fprintf(stderr,

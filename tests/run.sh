@@ -40,9 +40,11 @@ if [ $# -eq 0 ]; then
 		"$t" >"$logs/unit" 2>&1
 		count "$(basename "$t")" "$logs/unit" $?
 	done
-	# The accept, delivery and queue CLI tests again on a PostgreSQL queue.
+	# The accept, delivery, queue CLI, relay, sendmail, health and
+	# metrics tests again on a PostgreSQL queue.
 	set -- tests/integration/test_*.py pg:test_accept.py pg:test_delivery.py \
-		pg:test_queue_cli.py
+		pg:test_queue_cli.py pg:test_relay.py pg:test_sendmail.py \
+		pg:test_health.py pg:test_metrics.py
 else
 	set -- "${@/#/tests/integration/}"
 fi

@@ -13,7 +13,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
-from sluicetest import BIN, SANITIZER_PATTERNS, Server, main, test  # noqa: E402
+from sluicetest import BIN, SANITIZER_PATTERNS, Server, main, sqlite_test, test  # noqa: E402
 
 
 def health(srv, *args, env_extra=None):
@@ -204,7 +204,7 @@ def implicit_tls_first_listener():
         fake.stop()
 
 
-@test
+@sqlite_test
 def queue_on_read_only_file_system():
     srv = Server()
     with Tmpfs(srv) as fs:
@@ -215,7 +215,7 @@ def queue_on_read_only_file_system():
     assert health(srv)[0] == 0
 
 
-@test
+@sqlite_test
 def queue_on_full_file_system():
     srv = Server()
     with Tmpfs(srv, size="2m") as fs:
@@ -237,7 +237,7 @@ def missing_queue_is_unhealthy():
     assert (rc, out) == (1, "unhealthy: queue %s: does not exist\n" % path), out
 
 
-@test
+@sqlite_test
 def locked_queue_is_unhealthy_within_the_timeout():
     srv = Server()
     con = sqlite3.connect(srv.db, timeout=5, isolation_level=None)

@@ -10,7 +10,6 @@ import os
 import re
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -230,27 +229,19 @@ def queue_gauges_by_state_and_oldest_pending():
     # Finished mail, however old, is not pending; held mail is.
     rows = [("delivered", now - 86400), ("bounced", now - 7200), ("held", now - 3600),
             ("deferred", now - 60), ("queued", now - 30)]
-    con = sqlite3.connect(srv.db, timeout=10)
-    try:
-        with con:
-            for qid, (state, received) in zip(ids, rows):
-                con.execute("update recipients set state=? where msg_id=?", (state, qid))
-                con.execute("update messages set received_at=? where id=?", (received, qid))
-    finally:
-        con.close()
+    statements = []
+    for qid, (state, received) in zip(ids, rows):
+        statements += [("update recipients set state=? where msg_id=?", (state, qid)),
+                       ("update messages set received_at=? where id=?", (received, qid))]
+    srv.execute_many(statements)
     m = scrape(srv)
     for state in ("queued", "deferred", "held", "delivered", "bounced"):
         assert m.get("sluice_queue_recipients", state=state) == 1, (state, m.text)
     age = m.get("sluice_queue_oldest_message_age_seconds")
     assert 3600 <= age < 3660, age
     # Nothing pending any more: the age is 0, the counts follow.
-    con = sqlite3.connect(srv.db, timeout=10)
-    try:
-        with con:
-            con.execute("update recipients set state='delivered' "
-                        "where state in ('queued', 'deferred', 'held')")
-    finally:
-        con.close()
+    srv.execute("update recipients set state='delivered' "
+                "where state in ('queued', 'deferred', 'held')")
     m = scrape(srv)
     assert m.get("sluice_queue_oldest_message_age_seconds") == 0, m.text
     assert m.get("sluice_queue_recipients", state="delivered") == 4, m.text

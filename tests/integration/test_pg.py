@@ -28,6 +28,7 @@ import urllib.request
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 import mxtest  # noqa: E402
 import pgcluster  # noqa: E402
+import psycopg2  # noqa: E402
 from fixtures import require_root  # noqa: E402
 from mxtest import send, wait_state  # noqa: E402
 from sluicetest import BIN, Server, free_port, main, poll_until, test  # noqa: E402
@@ -252,6 +253,30 @@ def a_full_database_disk_answers_452():
                           autocommit=True)
         subprocess.run(["umount", mnt])
         os.rmdir(mnt)
+
+
+@test
+def a_locked_queue_is_unhealthy_within_the_timeout():
+    """sluice health against a PostgreSQL queue another session keeps from
+    writing: unhealthy, within --timeout, not at the lock's end."""
+    srv = node(None, cluster().new_db(), "n1")
+    con = psycopg2.connect(srv.db)
+    try:
+        con.cursor().execute("lock table nodes in exclusive mode")
+        t0 = time.time()
+        p = subprocess.run([BIN, "health", "--timeout", "2", "-c", srv.cfgpath],
+                           capture_output=True, text=True, timeout=30)
+        took = time.time() - t0
+        assert p.returncode == 1 and re.match(
+            r"unhealthy: queue postgresql://\S+: cannot write: 4\.3\.0 Queue write error "
+            r"\(ERROR: +canceling statement due to lock timeout", p.stdout), p.stdout
+        assert took < 5, took
+    finally:
+        con.rollback()
+        con.close()
+    p = subprocess.run([BIN, "health", "-c", srv.cfgpath], capture_output=True, text=True,
+                       timeout=30)
+    assert p.returncode == 0, p.stdout
 
 
 @test
