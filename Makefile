@@ -36,7 +36,8 @@ PREFIX   ?= /usr/local
 COMMON_SRCS = common/util.c common/sync.c common/log.c common/config.c common/cidr.c \
               common/holder.c common/json.c common/metrics.c \
               common/strbuf.c common/utf8.c common/queueid.c common/vocab.c
-SQL_SRCS    = sql/store.c sql/sqlite.c sql/sqlite_admin.c sql/pg.c sql/pg_admin.c
+SQL_SRCS    = sql/store.c sql/sqlite.c sql/sqlite_admin.c sql/pg.c sql/pg_admin.c \
+              sql/migrate.c
 SQL_ASM     = sql/embed.S
 TLS_SRCS    = tls/conn.c tls/tls.c tls/base64.c tls/dkim.c tls/dane.c
 DNS_SRCS    = dns/dns.c

@@ -108,6 +108,9 @@ static const char usage_text[] =
     "  stats [--json]  counts by state and by domain, and the rates\n"
     "  nodes [--json]  the nodes sharing a PostgreSQL queue: their last\n"
     "                  heartbeat and the recipients each holds now\n"
+    "  migrate postgresql://USER@HOST/DB\n"
+    "        copy this SQLite queue into an empty PostgreSQL queue (stop\n"
+    "        sluice first); then point queue_path at it\n"
     "  purge [--older-than DUR]\n"
     "        delete finished messages (every recipient delivered or\n"
     "        bounced) older than DUR (default: finished_retention)\n"
@@ -1145,9 +1148,42 @@ cmd_nodes(struct ctx *c)
 	return 0;
 }
 
+/* ---- migrate ---- */
+
+static int
+cmd_migrate(struct ctx *c)
+{
+	const char *to = c->a->pos[0];
+	int64_t counts[16];
+	const char *names[16];
+	char why[WHY_MAX], shown_to[512];
+	int n, i;
+
+	/* The source is read in a transaction of its own: let this
+	 * command's read connection go first. */
+	store_close(c->store);
+	c->store = NULL;
+	n = store_migrate(c->cfg->queue_path, to, counts, names, 16, why);
+	if (n < 0) {
+		fprintf(stderr, "sluice: nothing was migrated: %s\n", why);
+		return 1;
+	}
+	store_path_shown(to, shown_to, sizeof(shown_to));
+	printf("migrated %s to %s:\n", c->cfg->queue_path, shown_to);
+	for (i = 0; i < n; i++)
+		printf("  %lld %s\n", (long long)counts[i], names[i]);
+	printf("now set queue_path = %s (with its password, if any) and "
+	       "start sluice\n",
+	    shown_to);
+	return 0;
+}
+
 /* ---- the command line ---- */
 
-enum { ARGS_IDS = -1 }; /* one or more queue IDs */
+enum {
+	ARGS_IDS = -1,   /* one or more queue IDs */
+	ARGS_TARGET = -2 /* one argument that is not a queue ID */
+};
 
 static const struct subcmd {
 	const char *name;
@@ -1168,6 +1204,7 @@ static const struct subcmd {
     {"bounce", 0, ARGS_IDS, true, NULL, STORE_BOUNCE},
     {"stats", OPT_JSON, 0, false, cmd_stats, 0},
     {"nodes", OPT_JSON, 0, false, cmd_nodes, 0},
+    {"migrate", 0, ARGS_TARGET, false, cmd_migrate, 0},
     {"purge", OPT_OLDER, 0, true, cmd_purge, 0},
 };
 
@@ -1307,6 +1344,17 @@ check_args(const struct subcmd *sc, struct args *a)
 		    "unexpected argument %s", shown(a->pos[sc->npos]));
 	if (sc->npos == 1 && a->npos == 0)
 		return usage_error("%s needs a queue ID", sc->name);
+	if (sc->npos == ARGS_TARGET) {
+		if (a->npos != 1)
+			return usage_error("%s needs one PostgreSQL queue "
+			                   "(postgresql://...)",
+			    sc->name);
+		if (!store_path_is_database(a->pos[0]))
+			return usage_error("%s goes to a PostgreSQL queue "
+			                   "(postgresql://...), not \"%s\"",
+			    sc->name, shown(a->pos[0]));
+		return 0;
+	}
 	if (strcmp(sc->name, "retry") == 0) {
 		int modes = (a->npos > 0) + !!(a->seen & OPT_ALL) +
 		            !!(a->seen & OPT_DOMAIN);

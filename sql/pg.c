@@ -473,8 +473,8 @@ register_node(struct pg *db, char *why)
 	    &a, why);
 }
 
-static struct store *
-pg_open(const char *conninfo, char *why)
+struct store *
+pg_open_schema(const char *conninfo, char *why)
 {
 	struct pg *db = connect_db(conninfo, why);
 	char err[WHY_MAX];
@@ -489,6 +489,22 @@ pg_open(const char *conninfo, char *why)
 		why_set(why, "cannot create or upgrade the schema: %s", err);
 		goto fail;
 	}
+	return pg_store(db);
+fail:
+	pg_close(pg_store(db));
+	return NULL;
+}
+
+static struct store *
+pg_open(const char *conninfo, char *why)
+{
+	struct store *s = pg_open_schema(conninfo, why);
+	struct pg *db;
+	char err[WHY_MAX];
+
+	if (s == NULL)
+		return NULL;
+	db = pg_db(s);
 	if (register_node(db, err) != RES_OK) {
 		why_set(
 		    why, "cannot register node %s: %s", store_node_name(), err);

@@ -104,6 +104,10 @@ void pg_rollback(struct store *s);
 void pg_close(struct store *s);
 struct store *pg_open_helper(const char *conninfo, char *why);
 
+/* A connection to a queue whose schema is made or upgraded first (as
+ * store_open), without this process counting as a node. */
+struct store *pg_open_schema(const char *conninfo, char *why);
+
 /* RES_OK when the database has the schema this sluice knows. */
 enum res pg_check_schema(struct pg *db, char *why);
 

@@ -646,6 +646,19 @@ struct store_node {
 int store_nodes(struct store *s, int (*fn)(void *, const struct store_node *),
     void *arg, char *why);
 
+/* ---- moving a queue ---- */
+
+/*
+ * Copy the SQLite queue at `from` into the PostgreSQL queue at `to`
+ * (its schema made if need be; it must hold no message), in one
+ * transaction on each: messages, recipients, bodies, attempts, TLS-RPT
+ * results and MTA-STS policies; not leases or partly received mail.  The
+ * number of tables copied, with the rows of each in counts[] and its
+ * name in names[] (up to `max`), or -1 with `why` (nothing copied).
+ */
+int store_migrate(const char *from, const char *to, int64_t counts[],
+    const char *names[], int max, char *why);
+
 /* ---- statistics ---- */
 
 struct store_stats {

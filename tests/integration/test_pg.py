@@ -19,6 +19,7 @@ import select
 import signal
 import smtplib
 import socket
+import sqlite3
 import subprocess
 import threading
 import sys
@@ -277,6 +278,72 @@ def a_locked_queue_is_unhealthy_within_the_timeout():
     p = subprocess.run([BIN, "health", "-c", srv.cfgpath], capture_output=True, text=True,
                        timeout=30)
     assert p.returncode == 0, p.stdout
+
+
+def sqlite_rows(path, sql):
+    con = sqlite3.connect("file:%s?mode=ro" % path, uri=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+@test
+def migrate_an_sqlite_queue_to_postgresql():
+    """sluice queue migrate: every message, recipient state, body,
+    attempt and policy of an SQLite queue copied into an empty PostgreSQL
+    queue, where a node carries on with it; never into one that holds
+    mail."""
+    with Env() as env:
+        mx = env.scripted("127.0.0.2", rcpt_reply="451 4.7.1 try later")
+        srv = env.server(retry_schedule="1h")
+        ids = [send(srv, ["m%d@dest.test" % i]) for i in range(3)]
+        for qid, i in zip(ids, range(3)):
+            wait_state(srv, qid, "m%d@dest.test" % i, "deferred", attempts=1)
+        held = send(srv, ["held@dest.test"])
+        wait_state(srv, held, "held@dest.test", "deferred", attempts=1)
+        subprocess.run([BIN, "queue", "hold", held, "-c", srv.cfgpath], check=True,
+                       capture_output=True, timeout=30)
+        srv.execute("insert into sts_policies values ('p.test', 'id1', 'enforce', "
+                    "'mx.p.test', 86400, 1, 86401, 'version: STSv1', NULL)")
+        assert srv.stop() == 0
+        mx.stop()
+        uri = cluster().new_db()
+        p = subprocess.run([BIN, "queue", "migrate", uri, "-c", srv.cfgpath],
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p
+        assert p.stdout.startswith("migrated %s to %s:\n  4 messages\n  4 recipients\n"
+                                   % (srv.db, uri)), p.stdout
+        assert "  4 attempts\n" in p.stdout and "  1 MTA-STS policies\n" in p.stdout, p.stdout
+        for table, cols in (("messages", "id, received_at, sender, size, stored_size, helo"),
+                            ("recipients", "msg_id, rcpt_no, address, state, attempts, "
+                                           "next_attempt_at, last_reply"),
+                            ("body_chunks", "msg_id, seq, data"),
+                            ("attempts", "id, msg_id, rcpt_no, at, status, reply"),
+                            ("sts_policies", "domain, id, mode, policy_text")):
+            q = "select %s from %s order by 1, 2" % (cols, table)
+            want = [tuple(bytes(v) if isinstance(v, memoryview) else v for v in r)
+                    for r in sqlite_rows(srv.db, q)]
+            assert pgcluster.run_sql(uri, q) == want, table
+        # A node on the new queue: the held mail stays held, the rest goes.
+        sink = env.sink("127.0.0.2")
+        n = node(env, uri, "node-a")
+        for qid, i in zip(ids, range(3)):
+            subprocess.run([BIN, "queue", "retry", qid, "-c", n.cfgpath], check=True,
+                           capture_output=True, timeout=30)
+            wait_state(n, qid, "m%d@dest.test" % i, "delivered")
+        assert n.query("select state from recipients where msg_id = ?", (held,)) == [("held",)]
+        assert len(sink.messages()) == 3
+        assert n.query("select max(id) from attempts")[0][0] > 4
+        # Never into a queue that holds mail; never to a file.
+        p = subprocess.run([BIN, "queue", "migrate", uri, "-c", srv.cfgpath],
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode == 1 and p.stderr == (
+            "sluice: nothing was migrated: the PostgreSQL queue already holds 4 messages: "
+            "a migration goes into an empty one\n"), p.stderr
+        p = subprocess.run([BIN, "queue", "migrate", "/tmp/x.db", "-c", srv.cfgpath],
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode == 2 and "goes to a PostgreSQL queue" in p.stderr, p.stderr
 
 
 @test
