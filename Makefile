@@ -95,7 +95,7 @@ FUZZ_CC     ?= clang
 FUZZ_SANFLAGS = -fsanitize=fuzzer-no-link,address,undefined \
                 -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 
-.PHONY: all run test check unit asan tsan bench bench-idle bench-wal bench-dead crashloop robustness tls-audit \
+.PHONY: all run test check unit asan tsan bench bench-idle bench-wal bench-dead bench-pg crashloop robustness tls-audit \
         container-test fmt fmt-check lint clean install deps fuzz fuzz-bins
 
 all: $(BIN)
@@ -183,6 +183,11 @@ robustness: $(BIN)
 # 500,000 messages: the WAL's size, queue.db, a restart after kill -9.
 bench-wal: $(BIN)
 	BENCH=wal bash bench/run.sh $(WAL_ARGS)
+
+# The PostgreSQL queue: 1-3 nodes on one database beside an SQLite node;
+# table sizes and bloat (PG_ARGS: bench/pg.py -h).
+bench-pg: $(BIN)
+	BENCH=pg BASELINE_REF=none bash bench/run.sh $(PG_ARGS)
 
 # kill -9 at random points under load and delivery (tests/lib/crashloop.py).
 CYCLES ?= 50

@@ -68,10 +68,10 @@ def smtp_source(port, msgs, sessions, persistent, host="127.0.0.1", rcpt="rcpt@e
 
 class Sluice:
     def __init__(self, workers=200, extra="delivery_threads = 0\n", keep_dir=None,
-                 binary=None, env=None):
+                 binary=None, env=None, queue_path=None):
         self.dir = keep_dir or tempfile.mkdtemp(prefix="sluice-bench-")
         self.port = free_port()
-        self.db = os.path.join(self.dir, "queue.db")
+        self.db = queue_path or os.path.join(self.dir, "queue.db")
         cfg = os.path.join(self.dir, "sluice.conf")
         with open(cfg, "w") as f:
             f.write("listen = 127.0.0.1:%d\nqueue_path = %s\nworkers = %d\n"

@@ -126,8 +126,10 @@ struct delivery {
 	int stop_fd;
 	int64_t
 	    next_admin_ms; /* dispatcher only: next look for returned mail */
-	int64_t next_prune_ms;  /* dispatcher only */
-	int64_t next_beat_ms;   /* dispatcher only: the next heartbeat */
+	int64_t next_prune_ms; /* dispatcher only */
+	int64_t next_beat_ms;  /* dispatcher only: the next heartbeat */
+	bool leases_unsure; /* dispatcher only: a shared queue's claim failed,
+	                     * its commit perhaps not (clear_stale_leases) */
 	int64_t next_expire_ms; /* dispatcher only */
 	pthread_t dispatcher;
 	bool dispatcher_started;
@@ -2237,6 +2239,34 @@ out:
 
 static void housekeeping(struct delivery *d, const struct delivery_conf *dc);
 
+static enum res
+clear_leases_fn(struct store *store, void *arg, char *why)
+{
+	(void)arg;
+	return store_clear_leases(store, why);
+}
+
+/*
+ * A claim on a shared queue that failed may have committed all the same
+ * (the connection lost after the COMMIT left, before its answer came):
+ * its leases would hold those recipients for delivery_lease with no job
+ * behind them.  Once no job of this node is queued or running, none of
+ * its leases is in use: give them all back.
+ */
+static void
+clear_stale_leases(struct delivery *d, int free_threads)
+{
+	char why[WHY_MAX];
+
+	if (!d->leases_unsure || free_threads < d->nthreads)
+		return;
+	if (queue_run(d->q, clear_leases_fn, NULL, why) != RES_OK)
+		return;
+	d->leases_unsure = false;
+	log_info("deliver", "gave back the leases of a claim whose commit "
+	                    "was not confirmed");
+}
+
 /*
  * Until new mail arrives, a second passes, or d->wake is set (wake()
  * signals it; delivery_stop sets it too).
@@ -2285,10 +2315,13 @@ dispatcher_main(void *arg)
 		c.dkim = dc->dkim;
 		c.relays = dc->relays;
 		housekeeping(d, dc);
+		clear_stale_leases(d, free_threads);
 		if (queue_run(d->q, claim_fn, &c, why) != RES_OK) {
 			log_warn(
 			    "deliver", "claiming due mail failed: %s", why);
 			claim_reset(&c);
+			d->leases_unsure =
+			    store_path_is_database(c.cfg->queue_path);
 		}
 		for (f = c.deferred; f != NULL; f = f->next)
 			if (f->rec.n > 0)

@@ -20,6 +20,11 @@
  *     dead cannot overwrite the result of the node that took over.
  *  4. A node reclaims only the `incoming` rows it wrote and clears only
  *     its own leases.
+ *  5. A transaction is sent in libpq's pipeline mode: BEGIN and the
+ *     writes that need no answer (chunks, envelopes) go out without
+ *     waiting, and their results are read at COMMIT, or before the first
+ *     statement whose answer is needed.  A batch of messages costs one
+ *     round trip, and the first failure in it fails its COMMIT.
  */
 #include "pg.h"
 #include "log.h"
@@ -179,6 +184,82 @@ static int pg_setup(struct pg *db, char *why);
 static PGresult *query_once(struct pg *db, const char *sql,
     const struct pg_args *a, bool write, bool binary, char *why);
 
+/*
+ * End the pipeline: a sync, then every result of what was sent; the
+ * first failure is the pipeline's (RES_TEMP with `why`).  *committed
+ * (when not NULL) says whether a COMMIT went through.
+ */
+static enum res
+pipe_end(struct pg *db, bool *committed, char *why)
+{
+	bool failed = false;
+	int ends = 0;
+
+	if (committed != NULL)
+		*committed = false;
+	if (!db->piped)
+		return RES_OK;
+	if (PQpipelineSync(db->c) != 1) {
+		pg_fail(db, NULL, true, why);
+		failed = true;
+		ends = db->pending + 1; /* nothing more will come */
+	}
+	while (ends <= db->pending) {
+		PGresult *r = PQgetResult(db->c);
+		ExecStatusType st;
+
+		if (r == NULL) {
+			/* The end of one statement's results; past the
+			 * last one, only a lost connection gives these. */
+			if (++ends > db->pending ||
+			    PQstatus(db->c) != CONNECTION_OK) {
+				if (!failed)
+					pg_fail(db, NULL, true, why);
+				failed = true;
+				break;
+			}
+			continue;
+		}
+		st = PQresultStatus(r);
+		if (st == PGRES_PIPELINE_SYNC) {
+			PQclear(r);
+			break;
+		}
+		if (st == PGRES_COMMAND_OK && committed != NULL &&
+		    strcmp(PQcmdStatus(r), "COMMIT") == 0)
+			*committed = true;
+		if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK &&
+		    st != PGRES_PIPELINE_ABORTED && !failed) {
+			pg_fail(db, r, true, why);
+			failed = true;
+		}
+		PQclear(r);
+	}
+	PQexitPipelineMode(db->c);
+	db->piped = false;
+	db->pending = 0;
+	return failed ? RES_TEMP : RES_OK;
+}
+
+/* A statement whose answer is not needed now: into the pipeline when
+ * one is open, else run at once. */
+static enum res
+pg_send(struct pg *db, const char *sql, struct pg_args *a, char *why)
+{
+	int ok;
+
+	if (!db->piped)
+		return pg_run(db, sql, a, why);
+	ok = PQsendQueryParams(db->c, sql, a ? a->n : 0, NULL, a ? a->v : NULL,
+	    a ? a->len : NULL, a ? a->fmt : NULL, 0);
+	while (a != NULL && a->nowned > 0)
+		free(a->owned[--a->nowned]);
+	if (ok != 1)
+		return pg_fail(db, NULL, true, why);
+	db->pending++;
+	return RES_OK;
+}
+
 /* Re-establish a broken connection; 0 when it is good again. */
 static int
 reconnect(struct pg *db)
@@ -228,6 +309,9 @@ query_once(struct pg *db, const char *sql, const struct pg_args *a, bool write,
 	PGresult *r;
 	int tries;
 
+	/* An answer is needed: what the pipeline holds first. */
+	if (db->piped && pipe_end(db, NULL, why) != RES_OK)
+		return NULL;
 	for (tries = 0; tries < 2; tries++) {
 		bool idle = PQtransactionStatus(db->c) == PQTRANS_IDLE ||
 		            PQstatus(db->c) != CONNECTION_OK;
@@ -564,7 +648,11 @@ pg_begin(struct store *s, char *why)
 	if (PQstatus(db->c) != CONNECTION_OK && reconnect(db) != 0)
 		return pg_fail(db, NULL, true, why);
 	db->notify = false;
-	return pg_run(db, "BEGIN", NULL, why);
+	if (!db->piped && PQenterPipelineMode(db->c) == 1) {
+		db->piped = true;
+		db->pending = 0;
+	}
+	return pg_send(db, "BEGIN", NULL, why);
 }
 
 enum res
@@ -576,6 +664,25 @@ pg_commit(struct store *s, char *why)
 	PGresult *r;
 	enum res res = RES_OK;
 
+	if (db->piped) {
+		bool committed;
+
+		if (db->notify)
+			(void)pg_send(db, "NOTIFY " PG_CHANNEL, NULL, why);
+		db->notify = false;
+		res = pg_send(db, "COMMIT", NULL, why);
+		if (pipe_end(db, &committed, why) != RES_OK) {
+			res = RES_TEMP;
+		} else if (!committed) {
+			db->last_error = STORE_E_WRITE;
+			store_error_why(db->last_error,
+			    "the transaction was rolled back", why);
+			res = RES_TEMP;
+		}
+		if (res != RES_OK)
+			pg_rollback(s);
+		return res;
+	}
 	if (db->notify) {
 		/* Two statements: the simple protocol, no retry (a
 		 * transaction never survives a lost connection). */
@@ -608,7 +715,9 @@ void
 pg_rollback(struct store *s)
 {
 	struct pg *db = pg_db(s);
+	char why[WHY_MAX];
 
+	(void)pipe_end(db, NULL, why);
 	if (PQstatus(db->c) == CONNECTION_OK &&
 	    PQtransactionStatus(db->c) != PQTRANS_IDLE)
 		PQclear(PQexec(db->c, "ROLLBACK"));
@@ -625,7 +734,7 @@ pg_put_chunk(struct store *s, const char *id, int seq, const void *data,
 	pg_text(&a, id);
 	pg_int(&a, seq);
 	pg_bin(&a, data, len);
-	return pg_run(pg_db(s),
+	return pg_send(pg_db(s),
 	    "INSERT INTO body_chunks (msg_id, seq, data) VALUES ($1, $2, $3)",
 	    &a, why);
 }
@@ -638,7 +747,7 @@ pg_put_incoming(struct store *s, const char *id, int64_t started_at, char *why)
 	pg_text(&a, id);
 	pg_int(&a, started_at);
 	pg_text(&a, store_node_name());
-	return pg_run(pg_db(s),
+	return pg_send(pg_db(s),
 	    "INSERT INTO incoming (msg_id, started_at, node) "
 	    "VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
 	    &a, why);
@@ -716,7 +825,7 @@ pg_put_envelope(struct store *s, const struct envelope *env, char *why)
 	pg_text(&a, dom.p);
 	pg_text(&a, notify.p);
 	pg_text(&a, orcpt.p);
-	r = pg_run(pg_db(s),
+	r = pg_send(pg_db(s),
 	    "WITH m AS (INSERT INTO messages (id, received_at, sender, size, "
 	    "stored_size, body_type, smtputf8, dsn_ret, dsn_envid, client_ip, "
 	    "client_port, helo, protocol, tls_version, tls_cipher, auth_user, "
@@ -744,7 +853,7 @@ pg_drop_incoming(struct store *s, const char *id, char *why)
 	struct pg_args a = {0};
 
 	pg_text(&a, id);
-	return pg_run(pg_db(s),
+	return pg_send(pg_db(s),
 	    "WITH c AS (DELETE FROM body_chunks WHERE msg_id = $1) "
 	    "DELETE FROM incoming WHERE msg_id = $1",
 	    &a, why);

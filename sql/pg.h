@@ -36,6 +36,8 @@ struct pg {
 	bool cli;    /* errors worded for a person */
 	bool used;   /* a write connection: sessions set up (pg_setup) */
 	bool notify; /* the open transaction stored mail: NOTIFY at COMMIT */
+	bool piped;  /* in pipeline mode: statements sent, results unread */
+	int pending; /* statements sent in this pipeline */
 	enum store_error last_error;
 };
 

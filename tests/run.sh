@@ -15,7 +15,9 @@ cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
 export BUILD
 PY=/usr/bin/python3     # Debian's python: it has aiosmtpd and dnslib
-JOBS=${JOBS:-$(nproc 2>/dev/null || echo 2)}
+# The integration files mostly wait (for servers, timeouts, retries): one
+# more at a time than there are CPUs.
+JOBS=${JOBS:-$(($(nproc 2>/dev/null || echo 2) + 1))}
 pass=0
 fail=0
 logs=$(mktemp -d)
@@ -41,10 +43,19 @@ if [ $# -eq 0 ]; then
 		count "$(basename "$t")" "$logs/unit" $?
 	done
 	# The accept, delivery, queue CLI, relay, sendmail, health and
-	# metrics tests again on a PostgreSQL queue.
-	set -- tests/integration/test_*.py pg:test_accept.py pg:test_delivery.py \
-		pg:test_queue_cli.py pg:test_relay.py pg:test_sendmail.py \
-		pg:test_health.py pg:test_metrics.py
+	# metrics tests again on a PostgreSQL queue.  The longest files
+	# first (about a minute each), so that none starts last.
+	slow="pg:test_delivery.py test_delivery.py test_hostile_mx.py test_pg.py
+		test_parking.py test_suspend.py pg:test_queue_cli.py"
+	set --
+	for t in $slow; do
+		case $t in pg:*) set -- "$@" "$t" ;; *) set -- "$@" "tests/integration/$t" ;; esac
+	done
+	for t in tests/integration/test_*.py pg:test_accept.py pg:test_relay.py \
+		pg:test_sendmail.py pg:test_health.py pg:test_metrics.py; do
+		case " $(echo $slow) " in *" $(basename "$t") "*) continue ;; esac
+		set -- "$@" "$t"
+	done
 else
 	set -- "${@/#/tests/integration/}"
 fi
@@ -84,10 +95,11 @@ for t in "$@"; do
 		finish_one
 	done
 	if [ "$file" = "$t" ]; then
-		(env -u SLUICE_TEST_PG "$PY" "$file" >"$logs/$name.log" 2>&1
-		 echo $? >"$logs/$name.rc") &
+		(s=$SECONDS; env -u SLUICE_TEST_PG "$PY" "$file" >"$logs/$name.log" 2>&1
+		 echo $? >"$logs/$name.rc"; echo "# $name: $((SECONDS - s)) s" >>"$logs/$name.log") &
 	else
-		("$PY" "$file" >"$logs/$name.log" 2>&1; echo $? >"$logs/$name.rc") &
+		(s=$SECONDS; "$PY" "$file" >"$logs/$name.log" 2>&1; echo $? >"$logs/$name.rc"
+		 echo "# $name: $((SECONDS - s)) s" >>"$logs/$name.log") &
 	fi
 	running[$!]=$name
 done
