@@ -15,11 +15,13 @@
  *    set when the dispatcher should look for work before its next
  *    second (a site became alive or was resumed, a job of a busy site
  *    finished, stop).
- *  - Each delivery thread owns its read-only store connection, its ldns
- *    resolver and its SMTP connections (the one it keeps between
- *    messages: conncache.h).  Writes (claims, results) go
- *    through queue_run, so they are serialised with the intake by the
- *    queue's writer thread.
+ *  - Each delivery thread owns its store connection, its ldns resolver
+ *    and its SMTP connections (the one it keeps between messages:
+ *    conncache.h).  Writes (claims, results) go through queue_run, so
+ *    they are serialised with the intake by the queue's writer thread;
+ *    on a shared (PostgreSQL) queue a delivery thread writes its results
+ *    on its own connection instead (run_txn), in parallel with the
+ *    others, and claims take a round's worth of jobs ahead.
  *
  * Recipient life cycle:
  *
@@ -128,6 +130,7 @@ struct delivery {
 	    next_admin_ms; /* dispatcher only: next look for returned mail */
 	int64_t next_prune_ms; /* dispatcher only */
 	int64_t next_beat_ms;  /* dispatcher only: the next heartbeat */
+	bool shared;        /* a PostgreSQL queue: threads write on their own */
 	bool leases_unsure; /* dispatcher only: a shared queue's claim failed,
 	                     * its commit perhaps not (clear_stale_leases) */
 	int64_t next_expire_ms; /* dispatcher only */
@@ -761,6 +764,31 @@ nap(struct delivery *d, int64_t ms)
 }
 
 /*
+ * Run fn in a transaction of its own.  SQLite has one writer, the
+ * queue's writer thread, which batches everyone's work; a shared queue's
+ * database takes writes from many connections at once, so a delivery
+ * thread (`own`: its connection) records its results itself, in
+ * parallel with the others, rather than one after another on the writer.
+ */
+static enum res
+run_txn(struct delivery *d, struct store *own,
+    enum res (*fn)(struct store *, void *, char *), void *arg, char *why)
+{
+	enum res r;
+
+	if (own == NULL || !d->shared)
+		return queue_run(d->q, fn, arg, why);
+	r = store_begin(own, why);
+	if (r == RES_OK)
+		r = fn(own, arg, why);
+	if (r == RES_OK)
+		r = store_commit(own, why);
+	else
+		store_rollback(own);
+	return r;
+}
+
+/*
  * Run `fn` in a queue transaction until it commits.  What a delivery
  * learned (delivered, deferred, bounced) must not be lost because the
  * queue cannot be written for a while (a full disk): the thread keeps it
@@ -770,15 +798,16 @@ nap(struct delivery *d, int64_t ms)
  * recipients tried again.
  */
 static bool
-run_durably(struct delivery *d, enum res (*fn)(struct store *, void *, char *),
-    void *arg, const char *msg_id, const char *what)
+run_durably(struct delivery *d, struct store *own,
+    enum res (*fn)(struct store *, void *, char *), void *arg,
+    const char *msg_id, const char *what)
 {
 	char why[WHY_MAX];
 	int64_t wait = 1000;
 	int tries = 0;
 
 	for (;;) {
-		if (queue_run(d->q, fn, arg, why) == RES_OK) {
+		if (run_txn(d, own, fn, arg, why) == RES_OK) {
 			if (tries > 0)
 				log_info("deliver",
 				    "id=%s %s recorded after %d failed "
@@ -869,7 +898,7 @@ resume_site(struct delivery *d, const struct config *cfg, const char *site,
 {
 	struct resume rs = {d, cfg, site, domain_only, since, time(NULL), 0};
 
-	if (!run_durably(d, resume_fn, &rs, msg_id, "resumption"))
+	if (!run_durably(d, NULL, resume_fn, &rs, msg_id, "resumption"))
 		rs.n = 0;
 	log_info("deliver",
 	    "site=%s delivery resumed after %llds suspended; %d deferred "
@@ -1517,7 +1546,8 @@ connect_fresh(struct delivery_thread *w, const struct delivery_conf *dc,
 	if (plan == PLAN_PUT_BACK) {
 		struct unlease u = {j};
 
-		(void)run_durably(d, unlease_fn, &u, j->msg_id, "put-back");
+		(void)run_durably(
+		    d, w->store, unlease_fn, &u, j->msg_id, "put-back");
 		a->put_back = true;
 		return RES_TEMP;
 	}
@@ -1843,7 +1873,7 @@ attempt_record(struct delivery_thread *w, const struct delivery_conf *dc,
 	rec.ntr = a->tr_domain != NULL ? a->ntr : 0;
 	rec.tr_domain = a->tr_domain;
 	rec.security_why = a->security_why[0] ? a->security_why : NULL;
-	if (run_durably(w->d, record_fn, &rec, j->msg_id, "attempt"))
+	if (run_durably(w->d, w->store, record_fn, &rec, j->msg_id, "attempt"))
 		log_outcomes(j->msg_id, &a->m, &rec, a->peer.relay);
 }
 
@@ -2307,7 +2337,10 @@ dispatcher_main(void *arg)
 		mutex_unlock(&d->mu);
 		if (atomic_load(&d->stop))
 			break;
-		c.max_jobs = free_threads;
+		/* A claim on a shared queue is a round trip to the database
+		 * and a commit: take a round's worth more than the idle
+		 * threads, queued for them (their leases renewed meanwhile). */
+		c.max_jobs = free_threads + (d->shared ? d->nthreads : 0);
 
 		seen = queue_mail_seq(d->q);
 		dc = holder_get(d->conf, &ref);
@@ -2829,7 +2862,17 @@ start_thread(struct delivery *d, const struct delivery_conf *conf, pthread_t *t,
 	struct delivery_thread *w = xcalloc(1, sizeof(*w));
 
 	w->d = d;
-	w->store = store_open_readonly(conf->cfg->queue_path, why);
+	/* A shared queue: the thread writes its results itself (run_txn). */
+	if (d->shared) {
+		w->store = store_open_helper(conf->cfg->queue_path, why);
+		if (w->store != NULL &&
+		    store_helper_writer(w->store, why) != RES_OK) {
+			store_close(w->store);
+			w->store = NULL;
+		}
+	} else {
+		w->store = store_open_readonly(conf->cfg->queue_path, why);
+	}
 	w->dns = w->store ? dns_resolver_new(conf->cfg, why) : NULL;
 	w->gen = conf->gen;
 	if (w->store == NULL || w->dns == NULL ||
@@ -2853,6 +2896,7 @@ delivery_start(
 	int i;
 
 	d->q = q;
+	d->shared = store_path_is_database(cfg->queue_path);
 	d->stop_fd = stop_fd;
 	d->conf = holder_new((void (*)(void *))delivery_conf_free);
 	holder_set(d->conf, conf);

@@ -61,6 +61,9 @@ CREATE TABLE recipients (
 CREATE SEQUENCE lease_tokens;
 
 CREATE INDEX recipients_due ON recipients (state, next_attempt_at);
+-- Claiming walks this one in order and stops at its LIMIT.
+CREATE INDEX recipients_pending_due ON recipients (next_attempt_at)
+    WHERE state IN ('queued', 'deferred');
 CREATE INDEX recipients_domain ON recipients (domain, state);
 CREATE INDEX recipients_unreported ON recipients (msg_id)
     WHERE state = 'bounced' AND (notified & 1) = 0;

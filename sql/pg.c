@@ -181,6 +181,8 @@ pg_fail(struct pg *db, const PGresult *r, bool write, char *why)
 /* ---- running statements ---- */
 
 static int pg_setup(struct pg *db, char *why);
+static enum res pg_send(
+    struct pg *db, const char *sql, struct pg_args *a, char *why);
 static PGresult *query_once(struct pg *db, const char *sql,
     const struct pg_args *a, bool write, bool binary, char *why);
 
@@ -189,14 +191,41 @@ static PGresult *query_once(struct pg *db, const char *sql,
  * first failure is the pipeline's (RES_TEMP with `why`).  *committed
  * (when not NULL) says whether a COMMIT went through.
  */
+/* An attempt refused by the fence: said in the log, not an error. */
+static void
+fenced(const char *what)
+{
+	log_warn("queue",
+	    "%s: the attempt is not recorded: the recipient is no longer "
+	    "this node's (its lease passed to another node, or it was "
+	    "deleted)",
+	    what);
+}
+
+/* The result of statement `stmt` of the pipeline: checked if it is one
+ * of the attempts. */
+static void
+check_result(struct pg *db, int stmt, const PGresult *r)
+{
+	int i;
+
+	for (i = 0; i < db->nchecks; i++)
+		if (db->checks[i].stmt == stmt &&
+		    PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 &&
+		    pg_iv(r, 0, 0) == 0)
+			fenced(db->checks[i].what);
+}
+
 static enum res
-pipe_end(struct pg *db, bool *committed, char *why)
+pipe_end(struct pg *db, bool *committed, PGresult **last, char *why)
 {
 	bool failed = false;
 	int ends = 0;
 
 	if (committed != NULL)
 		*committed = false;
+	if (last != NULL)
+		*last = NULL;
 	if (!db->piped)
 		return RES_OK;
 	if (PQpipelineSync(db->c) != 1) {
@@ -228,17 +257,69 @@ pipe_end(struct pg *db, bool *committed, char *why)
 		if (st == PGRES_COMMAND_OK && committed != NULL &&
 		    strcmp(PQcmdStatus(r), "COMMIT") == 0)
 			*committed = true;
+		if (db->nchecks > 0)
+			check_result(db, ends, r);
 		if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK &&
 		    st != PGRES_PIPELINE_ABORTED && !failed) {
 			pg_fail(db, r, true, why);
 			failed = true;
 		}
-		PQclear(r);
+		if (last != NULL && *last == NULL && ends == db->pending - 1 &&
+		    (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK))
+			*last = r; /* the caller's */
+		else
+			PQclear(r);
+	}
+	if (failed && last != NULL && *last != NULL) {
+		PQclear(*last);
+		*last = NULL;
 	}
 	PQexitPipelineMode(db->c);
 	db->piped = false;
 	db->pending = 0;
+	db->nchecks = 0;
 	return failed ? RES_TEMP : RES_OK;
+}
+
+/*
+ * An attempt's statement (one row: how many rows the fence let through):
+ * into the pipeline with a note to check it there, or run and checked at
+ * once.
+ */
+static enum res
+pg_send_attempt(struct pg *db, const char *sql, struct pg_args *a,
+    const char *what, char *why)
+{
+	PGresult *r;
+
+	if (db->piped) {
+		if (db->nchecks == db->cap_checks) {
+			db->cap_checks =
+			    db->cap_checks ? 2 * db->cap_checks : 16;
+			db->checks = xrealloc(db->checks,
+			    sizeof(*db->checks) * (size_t)db->cap_checks);
+		}
+		db->checks[db->nchecks].stmt = db->pending;
+		snprintf(db->checks[db->nchecks].what,
+		    sizeof(db->checks[0].what), "%s", what);
+		db->nchecks++;
+		return pg_send(db, sql, a, why);
+	}
+	r = pg_query(db, sql, a, true, false, why);
+	if (r == NULL)
+		return RES_TEMP;
+	if (PQntuples(r) == 1 && pg_iv(r, 0, 0) == 0)
+		fenced(what);
+	PQclear(r);
+	return RES_OK;
+}
+
+static enum res
+pg_send_unchecked(struct pg *db, const char *sql, struct pg_args *a,
+    const char *what, char *why)
+{
+	(void)what;
+	return pg_send(db, sql, a, why);
 }
 
 /* A statement whose answer is not needed now: into the pipeline when
@@ -248,6 +329,13 @@ pg_send(struct pg *db, const char *sql, struct pg_args *a, char *why)
 {
 	int ok;
 
+	/* Inside a transaction whose pipeline a read has ended: a new one. */
+	if (!db->piped && PQstatus(db->c) == CONNECTION_OK &&
+	    PQtransactionStatus(db->c) == PQTRANS_INTRANS &&
+	    PQenterPipelineMode(db->c) == 1) {
+		db->piped = true;
+		db->pending = 0;
+	}
 	if (!db->piped)
 		return pg_run(db, sql, a, why);
 	ok = PQsendQueryParams(db->c, sql, a ? a->n : 0, NULL, a ? a->v : NULL,
@@ -309,9 +397,19 @@ query_once(struct pg *db, const char *sql, const struct pg_args *a, bool write,
 	PGresult *r;
 	int tries;
 
-	/* An answer is needed: what the pipeline holds first. */
-	if (db->piped && pipe_end(db, NULL, why) != RES_OK)
-		return NULL;
+	/* An answer is needed in a pipeline: the statement goes last in it,
+	 * and the pipeline's results come back in one round trip. */
+	if (db->piped) {
+		if (PQsendQueryParams(db->c, sql, a ? a->n : 0, NULL,
+		        a ? a->v : NULL, a ? a->len : NULL, a ? a->fmt : NULL,
+		        binary ? 1 : 0) != 1) {
+			pg_fail(db, NULL, write, why);
+			(void)pipe_end(db, NULL, NULL, why);
+			return NULL;
+		}
+		db->pending++;
+		return pipe_end(db, NULL, &r, why) == RES_OK ? r : NULL;
+	}
 	for (tries = 0; tries < 2; tries++) {
 		bool idle = PQtransactionStatus(db->c) == PQTRANS_IDLE ||
 		            PQstatus(db->c) != CONNECTION_OK;
@@ -636,6 +734,7 @@ pg_close(struct store *s)
 	if (db->c != NULL)
 		PQfinish(db->c);
 	free(db->conninfo);
+	free(db->checks);
 	free(db);
 }
 
@@ -671,7 +770,7 @@ pg_commit(struct store *s, char *why)
 			(void)pg_send(db, "NOTIFY " PG_CHANNEL, NULL, why);
 		db->notify = false;
 		res = pg_send(db, "COMMIT", NULL, why);
-		if (pipe_end(db, &committed, why) != RES_OK) {
+		if (pipe_end(db, &committed, NULL, why) != RES_OK) {
 			res = RES_TEMP;
 		} else if (!committed) {
 			db->last_error = STORE_E_WRITE;
@@ -717,7 +816,7 @@ pg_rollback(struct store *s)
 	struct pg *db = pg_db(s);
 	char why[WHY_MAX];
 
-	(void)pipe_end(db, NULL, why);
+	(void)pipe_end(db, NULL, NULL, why);
 	if (PQstatus(db->c) == CONNECTION_OK &&
 	    PQtransactionStatus(db->c) != PQTRANS_IDLE)
 		PQclear(PQexec(db->c, "ROLLBACK"));
@@ -948,13 +1047,14 @@ pg_list_due(
 	pg_int(&a, now);
 	pg_int(&a, max);
 	r = pg_query(pg_db(s),
-	    "SELECT r.msg_id, r.rcpt_no, r.domain, m.sender "
-	    "FROM recipients AS r JOIN messages AS m ON m.id = r.msg_id "
+	    "SELECT r.msg_id, r.rcpt_no, r.domain, "
+	    "(SELECT m.sender FROM messages AS m WHERE m.id = r.msg_id) "
+	    "FROM recipients AS r "
 	    "WHERE r.state IN ('queued', 'deferred') "
 	    "AND r.next_attempt_at <= $1 "
 	    "AND (r.lease_until IS NULL OR r.lease_until <= " PG_NOW ") "
 	    "ORDER BY r.next_attempt_at LIMIT $2 "
-	    "FOR UPDATE OF r SKIP LOCKED",
+	    "FOR UPDATE SKIP LOCKED",
 	    &a, true, false, why);
 	if (r == NULL)
 		return -1;
@@ -1005,13 +1105,13 @@ pg_lease(
 	pg_text(&a, msg_id);
 	pg_int(&a, rcpt_no);
 	if (until == 0)
-		return pg_run(pg_db(s),
+		return pg_send(pg_db(s),
 		    "UPDATE recipients SET lease_until = NULL "
 		    "WHERE msg_id = $1 AND rcpt_no = $2",
 		    &a, why);
 	pg_int(&a, until - (int64_t)time(NULL));
 	pg_text(&a, store_node_name());
-	return pg_run(pg_db(s),
+	return pg_send(pg_db(s),
 	    "UPDATE recipients SET lease_until = " PG_NOW " + $3, "
 	    "lease_owner = $4, lease_token = nextval('lease_tokens') "
 	    "WHERE msg_id = $1 AND rcpt_no = $2",
@@ -1025,7 +1125,7 @@ pg_clear_leases(struct store *s, char *why)
 	struct pg_args a = {0};
 
 	pg_text(&a, store_node_name());
-	return pg_run(pg_db(s),
+	return pg_send(pg_db(s),
 	    "UPDATE recipients SET lease_until = NULL "
 	    "WHERE lease_owner = $1 AND lease_until IS NOT NULL",
 	    &a, why);
@@ -1087,14 +1187,14 @@ pg_heartbeat(struct store *s, int lease, char *why)
 	struct pg_args a = {0};
 
 	pg_text(&a, store_node_name());
-	if (pg_run(db,
+	if (pg_send(db,
 	        "UPDATE nodes SET heartbeat_at = " PG_NOW " WHERE name = $1",
 	        &a, why) != RES_OK)
 		return RES_TEMP;
 	memset(&a, 0, sizeof(a));
 	pg_text(&a, store_node_name());
 	pg_int(&a, lease);
-	return pg_run(db,
+	return pg_send(db,
 	    "UPDATE recipients SET lease_until = " PG_NOW " + $2 "
 	    "WHERE lease_owner = $1 AND lease_until IS NOT NULL",
 	    &a, why);
@@ -1232,8 +1332,7 @@ pg_record_attempt(struct store *s, const struct store_attempt *at, char *why)
 {
 	struct pg *db = pg_db(s);
 	struct pg_args a = {0};
-	PGresult *r;
-	int64_t n;
+	char what[64];
 
 	pg_text(&a, at->msg_id);
 	pg_int(&a, at->rcpt_no);
@@ -1252,45 +1351,33 @@ pg_record_attempt(struct store *s, const struct store_attempt *at, char *why)
 	pg_int(&a, at->duration_ms);
 	pg_text(&a, at->security);
 	pg_text(&a, at->security_why);
-	r = pg_query(db,
-	    "INSERT INTO attempts (msg_id, rcpt_no, at, mx_host, ip, port, "
-	    "tls, status, reply, duration_ms, security, security_why, node) "
-	    "SELECT $1, $2, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $4 "
-	    "WHERE EXISTS (SELECT 1 FROM recipients WHERE msg_id = $1 "
-	    "AND rcpt_no = $2 AND ($3 = 0 OR (lease_owner = $4 "
-	    "AND lease_token = $3)))",
-	    &a, true, false, why);
-	if (r == NULL)
-		return RES_TEMP;
-	n = pg_changed(r);
-	PQclear(r);
-	if (n == 0 && at->lease_token != 0) {
-		log_warn("queue",
-		    "id=%s rcpt_no=%d: the attempt is not recorded: the "
-		    "recipient's lease passed to another node meanwhile",
-		    at->msg_id, at->rcpt_no);
-		return RES_OK;
-	}
-	memset(&a, 0, sizeof(a));
-	pg_text(&a, at->msg_id);
-	pg_int(&a, at->rcpt_no);
 	pg_text(&a, rcpt_state_name(at->state));
-	pg_int(&a, at->at);
-	pg_text(&a, at->reply);
 	pg_int(&a, at->next_at);
-	pg_int(&a, at->lease_token);
-	pg_text(&a, store_node_name());
-	return pg_run(db,
-	    "UPDATE recipients SET state = $3, attempts = attempts + 1, "
-	    "last_attempt_at = $4, last_reply = $5, lease_until = NULL, "
-	    "next_attempt_at = CASE WHEN $3 = 'deferred' THEN $6 "
-	    "ELSE next_attempt_at END "
-	    "WHERE msg_id = $1 AND rcpt_no = $2 "
-	    "AND ($7 = 0 OR (lease_owner = $8 AND lease_token = $7)) "
-	    "AND (state IN ('queued', 'deferred') OR ($3 = 'delivered' AND "
+	snprintf(
+	    what, sizeof(what), "id=%s rcpt_no=%d", at->msg_id, at->rcpt_no);
+	/* One statement: the fence, the attempt, the recipient's new state
+	 * (what the queue CLI changed meanwhile wins, as with SQLite).  Only
+	 * an attempt under a lease is checked. */
+	return (at->lease_token != 0 ? pg_send_attempt : pg_send_unchecked)(db,
+	    "WITH f AS (SELECT 1 FROM recipients WHERE msg_id = $1 "
+	    "AND rcpt_no = $2 AND ($3::bigint = 0 OR (lease_owner = $4 "
+	    "AND lease_token = $3::bigint))), "
+	    "a AS (INSERT INTO attempts (msg_id, rcpt_no, at, mx_host, ip, "
+	    "port, tls, status, reply, duration_ms, security, security_why, "
+	    "node) SELECT $1, $2, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, "
+	    "$4 FROM f), "
+	    "u AS (UPDATE recipients SET state = $15, "
+	    "attempts = attempts + 1, last_attempt_at = $5, last_reply = $11, "
+	    "lease_until = NULL, next_attempt_at = CASE WHEN $15 = "
+	    "'deferred' THEN $16 ELSE next_attempt_at END "
+	    "WHERE msg_id = $1 AND rcpt_no = $2 AND EXISTS (SELECT 1 FROM f) "
+	    "AND ($3::bigint = 0 OR (lease_owner = $4 "
+	    "AND lease_token = $3::bigint)) "
+	    "AND (state IN ('queued', 'deferred') OR ($15 = 'delivered' AND "
 	    "(state = 'held' OR (state = 'bounced' AND (notified & 1) = 0))) "
-	    "OR ($3 = 'bounced' AND state = 'held'))",
-	    &a, why);
+	    "OR ($15 = 'bounced' AND state = 'held'))) "
+	    "SELECT count(*) FROM f",
+	    &a, what, why);
 }
 
 static enum res
@@ -1299,7 +1386,7 @@ pg_release_finished(struct store *s, const char *msg_id, char *why)
 	struct pg_args a = {0};
 
 	pg_text(&a, msg_id);
-	return pg_run(pg_db(s),
+	return pg_send(pg_db(s),
 	    "DELETE FROM body_chunks WHERE msg_id = $1 AND NOT EXISTS "
 	    "(SELECT 1 FROM recipients WHERE msg_id = $1 "
 	    "AND state NOT IN ('delivered', 'bounced'))",
@@ -1380,7 +1467,7 @@ pg_mark_reported(struct store *s, const char *msg_id, char *why)
 	struct pg_args a = {0};
 
 	pg_text(&a, msg_id);
-	return pg_run(pg_db(s),
+	return pg_send(pg_db(s),
 	    "UPDATE recipients SET notified = notified | 1 WHERE msg_id = $1 "
 	    "AND state = 'bounced' AND (notified & 1) = 0",
 	    &a, why);
@@ -1394,7 +1481,7 @@ pg_mark_delay_reported(
 
 	pg_text(&a, msg_id);
 	pg_int(&a, rcpt_no);
-	return pg_run(pg_db(s),
+	return pg_send(pg_db(s),
 	    "UPDATE recipients SET notified = notified | 2 "
 	    "WHERE msg_id = $1 AND rcpt_no = $2",
 	    &a, why);
@@ -1691,7 +1778,7 @@ pg_tlsrpt_add(struct store *s, const struct store_tlsrpt *t, char *why)
 	pg_text(&a, t->result_type);
 	pg_text(&a, t->sending_ip);
 	pg_text(&a, t->receiving_ip);
-	return pg_run(pg_db(s),
+	return pg_send(pg_db(s),
 	    "INSERT INTO tlsrpt_results AS t (day, policy_domain, policy_type, "
 	    "policy_string, mx_host, result_type, sending_ip, receiving_ip, "
 	    "count) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1) "

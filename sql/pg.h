@@ -38,6 +38,13 @@ struct pg {
 	bool notify; /* the open transaction stored mail: NOTIFY at COMMIT */
 	bool piped;  /* in pipeline mode: statements sent, results unread */
 	int pending; /* statements sent in this pipeline */
+	/* Attempts in the pipeline, to check as their results come (fenced:
+	 * a count of 0 says the lease was no longer this node's). */
+	struct pg_check {
+		int stmt; /* its place in the pipeline, from 0 */
+		char what[64];
+	} * checks;
+	int nchecks, cap_checks;
 	enum store_error last_error;
 };
 

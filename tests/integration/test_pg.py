@@ -537,8 +537,9 @@ def the_fence_refuses_the_late_result_of_a_stalled_node():
             assert attempts(b, qid) == [("node-b", "sent")], attempts(b, qid)
         finally:
             os.kill(a.proc.pid, signal.SIGCONT)
-        a.wait_log(r"id=%s rcpt_no=0: the attempt is not recorded: the recipient's lease "
-                   r"passed to another node" % qid, timeout=20)
+        a.wait_log(r"warning queue: id=%s rcpt_no=0: the attempt is not recorded: the "
+                   r"recipient is no longer this node's \(its lease passed to another node"
+                   % qid, timeout=20)
         time.sleep(0.5)
         assert attempts(b, qid) == [("node-b", "sent")], attempts(b, qid)
         assert b.query("select state, attempts from recipients where msg_id = ?",
