@@ -12,6 +12,7 @@
 #                   installs podman, as root)
 #   make fuzz       run every libFuzzer target for FUZZ_SECONDS (clang)
 #   make bench-dead 10,000 messages to a dead smarthost (not a test)
+#   make bench-pg   1-3 nodes on one PostgreSQL beside an SQLite node
 #   make deps       install the Debian packages needed to build and test
 
 BUILD    ?= build
