@@ -346,6 +346,50 @@ def migrate_an_sqlite_queue_to_postgresql():
         assert p.returncode == 2 and "goes to a PostgreSQL queue" in p.stderr, p.stderr
 
 
+def documented_queries(postgresql):
+    """docs/queries.md's SQL, as one backend runs it: a ```sql block,
+    unless a ```sql postgresql twin follows it (on PostgreSQL)."""
+    with open(os.path.join(os.path.dirname(__file__), "..", "..", "docs", "queries.md")) as f:
+        blocks = re.findall(r"^```(sql(?: postgresql)?)\n(.*?)^```", f.read(), re.S | re.M)
+    out = []
+    for i, (lang, text) in enumerate(blocks):
+        twin = i + 1 < len(blocks) and blocks[i + 1][0] == "sql postgresql"
+        if lang == "sql postgresql" and postgresql:
+            out.append(text)
+        elif lang == "sql" and not (postgresql and twin):
+            out.append(text)
+    return out
+
+
+@test
+def documented_queries_run_on_a_postgresql_queue():
+    queries = documented_queries(True)
+    assert len(queries) == 12, len(queries)
+    with Env() as env:
+        env.scripted("127.0.0.2")
+        uri = cluster().new_db()
+        srv = node(env, uri, "n1")
+        done = send(srv, ["now@dest.test"])
+        wait_state(srv, done, "now@dest.test", "delivered")
+        srv.stop()
+        srv.config["delivery_threads"] = "0"
+        srv.start()
+        held = send(srv, ["held@dest.test"])
+        subprocess.run([BIN, "queue", "hold", held, "-c", srv.cfgpath], check=True,
+                       capture_output=True, timeout=30)
+        srv.execute("update messages set auth_user = 'alice' where id = ?", (done,))
+        results = []
+        for q in queries:
+            try:
+                results.append(pgcluster.run_sql(uri, q))
+            except psycopg2.Error as e:
+                raise AssertionError("query failed: %s\n%s" % (e, q))
+        assert any(r and r[0][0] == held for r in results), results
+        assert any(r and r[0][0] == "alice" and r[0][1] == 1 for r in results), results
+        assert any(("dest.test", 1, 0, 0.0) == tuple(r[0][:4]) for r in results if r
+                   and len(r[0]) == 4 and r[0][0] == "dest.test"), results
+
+
 @test
 def an_sqlite_queue_has_no_nodes():
     srv = Server()
