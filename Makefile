@@ -111,7 +111,8 @@ $(BUILD)/%.o: %.c
 $(BUILD)/sql/embed.o: sql/embed.S sql/schema.sql sql/views.sql sql/upgrade-2.sql \
                       sql/upgrade-3.sql sql/upgrade-4.sql sql/upgrade-5.sql \
                       sql/upgrade-6.sql sql/upgrade-7.sql sql/upgrade-8.sql \
-                      sql/upgrade-9.sql sql/pg-schema.sql sql/pg-views.sql
+                      sql/upgrade-9.sql sql/pg-schema.sql sql/pg-views.sql \
+                      sql/pg-upgrade-2.sql
 	@mkdir -p $(dir $@)
 	$(CC) $(SANFLAGS) -c -o $@ sql/embed.S
 

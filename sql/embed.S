@@ -51,4 +51,8 @@ sql_pg_schema_text:
 sql_pg_views_text:
 	.incbin "sql/pg-views.sql"
 	.byte 0
+	.global sql_pg_upgrade2_text
+sql_pg_upgrade2_text:
+	.incbin "sql/pg-upgrade-2.sql"
+	.byte 0
 	.section .note.GNU-stack,"",@progbits

@@ -1,4 +1,4 @@
--- sluice queue schema for PostgreSQL, version 1.
+-- sluice queue schema for PostgreSQL, version 2.
 --
 -- The same tables as the SQLite queue (sql/schema.sql, whose comments
 -- say what each column holds), with PostgreSQL's types: times are Unix
@@ -142,4 +142,10 @@ CREATE TABLE nodes (
 	version TEXT
 );
 
-INSERT INTO sluice_schema (version) VALUES (1);
+-- Version 2 (sql/pg-upgrade-2.sql): autovacuum for the tables that churn.
+ALTER TABLE recipients SET (autovacuum_vacuum_scale_factor = 0.02,
+    autovacuum_analyze_scale_factor = 0.05);
+ALTER TABLE body_chunks SET (autovacuum_vacuum_scale_factor = 0.02);
+ALTER TABLE attempts SET (autovacuum_vacuum_scale_factor = 0.05);
+
+INSERT INTO sluice_schema (version) VALUES (2);

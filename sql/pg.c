@@ -43,9 +43,12 @@
 
 extern const char sql_pg_schema_text[];
 extern const char sql_pg_views_text[];
+extern const char sql_pg_upgrade2_text[];
 
 /* upgrades[v] brings a version v - 1 database to version v. */
-static const char *const upgrades[] = {NULL, NULL};
+static const char *const upgrades[] = {
+    [2] = sql_pg_upgrade2_text,
+};
 
 /* ---- parameters and results ---- */
 

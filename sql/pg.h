@@ -17,7 +17,7 @@
 #include "store_impl.h"
 #include "sync.h"
 
-#define PG_SCHEMA_VERSION 1
+#define PG_SCHEMA_VERSION 2
 
 /* The database's clock, in Unix seconds (the transaction's start). */
 #define PG_NOW "(extract(epoch FROM now())::bigint)"

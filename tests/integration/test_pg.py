@@ -391,6 +391,46 @@ def documented_queries_run_on_a_postgresql_queue():
 
 
 @test
+def a_version_1_queue_is_upgraded_in_place_and_a_newer_one_refused():
+    """The first schema (version 1, without the autovacuum settings of
+    version 2) with mail in it: the next start upgrades it in place and
+    keeps the mail; a schema newer than this sluice is refused."""
+    uri = cluster().new_db()
+    srv = node(None, uri, "n1")
+    qid = send(srv, ["u@dest.test"])
+    srv.stop()
+    srv.execute_many([
+        ("alter table recipients reset (autovacuum_vacuum_scale_factor, "
+         "autovacuum_analyze_scale_factor)", ()),
+        ("alter table body_chunks reset (autovacuum_vacuum_scale_factor)", ()),
+        ("alter table attempts reset (autovacuum_vacuum_scale_factor)", ()),
+        ("update sluice_schema set version = 1", ())])
+    srv.start()
+    srv.wait_log(r"info queue: upgraded the queue schema to version 2")
+    assert srv.query("select version from sluice_schema") == [(2,)]
+    opts = dict(srv.query("select relname, array_to_string(reloptions, ',') from pg_class "
+                          "where relname in ('recipients', 'body_chunks', 'attempts')"))
+    assert opts == {"recipients": "autovacuum_vacuum_scale_factor=0.02,"
+                                  "autovacuum_analyze_scale_factor=0.05",
+                    "body_chunks": "autovacuum_vacuum_scale_factor=0.02",
+                    "attempts": "autovacuum_vacuum_scale_factor=0.05"}, opts
+    assert srv.query("select state from recipients where msg_id = ?", (qid,)) == [("queued",)]
+    srv.stop()
+    srv.execute("update sluice_schema set version = 99")
+    p = subprocess.run([BIN, "queue", "list", "-c", srv.cfgpath], capture_output=True,
+                       text=True, timeout=30)
+    assert p.returncode == 1 and re.search(r"has queue schema version 99, newer than this "
+                                           r"sluice \(2\)", p.stderr), p.stderr
+    srv.write_config()
+    srv.logfile = open(srv.logpath, "ab")
+    srv.start(wait=False)
+    assert srv.proc.wait(30) != 0
+    srv.proc = None
+    srv.logfile.close()
+    assert "queue schema version 99 is newer than this sluice (2)" in srv.log(), srv.log()
+
+
+@test
 def an_sqlite_queue_has_no_nodes():
     srv = Server()
     p = subprocess.run([BIN, "queue", "nodes", "-c", srv.cfgpath], capture_output=True,
