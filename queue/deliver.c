@@ -131,6 +131,8 @@ struct delivery {
 	int64_t next_prune_ms; /* dispatcher only */
 	int64_t next_beat_ms;  /* dispatcher only: the next heartbeat */
 	bool shared;        /* a PostgreSQL queue: threads write on their own */
+	atomic_int nodes;   /* nodes sharing the queue's delivery (heartbeat):
+	                     * the per-destination limits are split among them */
 	bool leases_unsure; /* dispatcher only: a shared queue's claim failed,
 	                     * its commit perhaps not (clear_stale_leases) */
 	int64_t next_expire_ms; /* dispatcher only */
@@ -209,6 +211,36 @@ site_for(struct delivery *d, const struct config *cfg,
 		site = dests_site_of(d->dests, domain, now);
 		snprintf(key, len, "%s", site != NULL ? site : domain);
 	}
+}
+
+/*
+ * This node's share of destination_concurrency when `nodes` share the
+ * queue (at least 1): together they never open more.
+ */
+static int
+site_concurrency(struct delivery *d, const struct config *cfg)
+{
+	int k = atomic_load(&d->nodes), n = cfg->destination_concurrency;
+
+	return k > 1 ? (n / k > 0 ? n / k : 1) : n;
+}
+
+/*
+ * This node's share of a rate of N per PERIOD when k nodes share the
+ * queue: N/k (at least 1) per PERIOD * (N/k) * k / N, so that together
+ * they keep to N per PERIOD, bursts included.
+ */
+static struct rate
+node_rate(struct delivery *d, const struct rate *r)
+{
+	struct rate s = *r;
+	int k = atomic_load(&d->nodes);
+
+	if (k > 1 && r->n > 0) {
+		s.n = r->n / k > 0 ? r->n / k : 1;
+		s.period_ms = r->period_ms * k * s.n / r->n;
+	}
+	return s;
 }
 
 /*
@@ -927,6 +959,7 @@ site_learn(struct delivery *d, const struct config *cfg, struct delivery_job *j,
     enum res r, const struct mx_host *hosts, int nhosts, char *why)
 {
 	const struct rate *rate;
+	struct rate share;
 	const char **names = NULL;
 	char site[DESTS_KEY_MAX];
 	const char *reason = NULL;
@@ -965,9 +998,10 @@ site_learn(struct delivery *d, const struct config *cfg, struct delivery_job *j,
 			dests_finish(d->dests, j->dest, j->probe);
 		j->counted = j->probe = false;
 		snprintf(j->dest, sizeof(j->dest), "%s", site);
-		v = dests_admit(d->dests, site, cfg->destination_concurrency, 0,
+		v = dests_admit(d->dests, site, site_concurrency(d, cfg), 0,
 		    false, now, &reason);
-		rate = rate_for(cfg, site, j->domain);
+		share = node_rate(d, rate_for(cfg, site, j->domain));
+		rate = &share;
 		if ((v == DEST_GO || v == DEST_PROBE) &&
 		    dests_rate_wait(d->dests, site, rate, now_ms()) > 0) {
 			/* Its rate: back to the queue; the claim paces it. */
@@ -2022,6 +2056,7 @@ place(struct claim *c, const struct store_due *due, int64_t now)
 	struct delivery_job *j;
 	struct deferral *f;
 	const struct rate *rate;
+	struct rate share;
 	int64_t wait, t;
 	bool st;
 	enum dest_admit v;
@@ -2048,7 +2083,7 @@ place(struct claim *c, const struct store_due *due, int64_t now)
 			f->rcpt_nos[f->nrcpts++] = due->rcpt_no;
 			return;
 		}
-	v = dests_admit(c->d->dests, key, c->cfg->destination_concurrency, 0,
+	v = dests_admit(c->d->dests, key, site_concurrency(c->d, c->cfg), 0,
 	    false, now, &reason);
 	if (v == DEST_BUSY) {
 		c->blocked = true;
@@ -2069,7 +2104,8 @@ place(struct claim *c, const struct store_due *due, int64_t now)
 	}
 	if (c->njobs >= c->max_jobs)
 		return; /* every thread has work: later */
-	rate = rate_for(c->cfg, key, due->domain);
+	share = node_rate(c->d, rate_for(c->cfg, key, due->domain));
+	rate = &share;
 	t = now_ms();
 	wait = dests_rate_wait(c->d->dests, key, rate, t);
 	if (wait > 0) { /* its rate: the dispatcher looks again then */
@@ -2163,7 +2199,7 @@ place_probe(
 	for (j = c->jobs; j != NULL; j = j->next)
 		if (strcmp(j->dest, key) == 0)
 			return false; /* the round has its probe already */
-	if (dests_admit(c->d->dests, key, c->cfg->destination_concurrency, 0,
+	if (dests_admit(c->d->dests, key, site_concurrency(c->d, c->cfg), 0,
 	        false, now, NULL) != DEST_PROBE)
 		return false;
 	add_job(c, due, key, st, true, now);
@@ -2222,10 +2258,17 @@ lease_seconds(const struct config *cfg)
 	                                               : LEASE_SECONDS;
 }
 
+struct beat {
+	int lease;
+	int live; /* out */
+};
+
 static enum res
 heartbeat_fn(struct store *store, void *arg, char *why)
 {
-	return store_heartbeat(store, *(const int *)arg, why);
+	struct beat *b = arg;
+
+	return store_heartbeat(store, b->lease, &b->live, why);
 }
 
 static enum res
@@ -2494,12 +2537,20 @@ housekeeping(struct delivery *d, const struct delivery_conf *dc)
 		free(rt);
 	}
 	if (store_path_is_database(cfg->queue_path) && t >= d->next_beat_ms) {
-		int lease = cfg->delivery_lease;
+		struct beat b = {cfg->delivery_lease, 1};
 
 		/* Three beats a lease: one late beat loses nothing. */
-		d->next_beat_ms = t + (int64_t)lease * 1000 / 3;
-		if (queue_run(d->q, heartbeat_fn, &lease, why) != RES_OK)
+		d->next_beat_ms = t + (int64_t)b.lease * 1000 / 3;
+		if (queue_run(d->q, heartbeat_fn, &b, why) != RES_OK) {
 			log_warn("deliver", "heartbeat: %s", why);
+		} else if (b.live != atomic_load(&d->nodes)) {
+			log_info("deliver",
+			    "%d node%s from the queue: each takes 1/%d of "
+			    "every destination's concurrency and rate",
+			    b.live, b.live == 1 ? " delivers" : "s deliver",
+			    b.live);
+			atomic_store(&d->nodes, b.live);
+		}
 	}
 	if (t >= d->next_expire_ms) {
 		d->next_expire_ms = t + EXPIRE_EVERY_MS;
@@ -2902,6 +2953,7 @@ delivery_start(
 	holder_set(d->conf, conf);
 	atomic_init(&d->stop, false);
 	atomic_init(&d->wake, false);
+	atomic_init(&d->nodes, 1);
 	d->dests = dests_new();
 	mutex_init(&d->mu);
 	cond_init(&d->cv);

@@ -1184,10 +1184,11 @@ lost:
 }
 
 static enum res
-pg_heartbeat(struct store *s, int lease, char *why)
+pg_heartbeat(struct store *s, int lease, int *live, char *why)
 {
 	struct pg *db = pg_db(s);
 	struct pg_args a = {0};
+	PGresult *r;
 
 	pg_text(&a, store_node_name());
 	if (pg_send(db,
@@ -1197,10 +1198,23 @@ pg_heartbeat(struct store *s, int lease, char *why)
 	memset(&a, 0, sizeof(a));
 	pg_text(&a, store_node_name());
 	pg_int(&a, lease);
-	return pg_send(db,
-	    "UPDATE recipients SET lease_until = " PG_NOW " + $2 "
-	    "WHERE lease_owner = $1 AND lease_until IS NOT NULL",
-	    &a, why);
+	if (pg_send(db,
+	        "UPDATE recipients SET lease_until = " PG_NOW " + $2 "
+	        "WHERE lease_owner = $1 AND lease_until IS NOT NULL",
+	        &a, why) != RES_OK)
+		return RES_TEMP;
+	memset(&a, 0, sizeof(a));
+	pg_int(&a, lease);
+	r = pg_query(db,
+	    "SELECT count(*) FROM nodes WHERE heartbeat_at >= " PG_NOW " - $1",
+	    &a, false, false, why);
+	if (r == NULL)
+		return RES_TEMP;
+	*live = (int)pg_iv(r, 0, 0);
+	if (*live < 1)
+		*live = 1;
+	PQclear(r);
+	return RES_OK;
 }
 
 static enum res

@@ -382,10 +382,12 @@ store_wait_notify(struct store *s, int ms, char *why)
 }
 
 enum res
-store_heartbeat(struct store *s, int lease, char *why)
+store_heartbeat(struct store *s, int lease, int *live, char *why)
 {
-	return s->ops->heartbeat != NULL ? s->ops->heartbeat(s, lease, why)
-	                                 : RES_OK;
+	*live = 1;
+	return s->ops->heartbeat != NULL
+	           ? s->ops->heartbeat(s, lease, live, why)
+	           : RES_OK;
 }
 
 enum res

@@ -255,9 +255,11 @@ enum res store_clear_leases(struct store *s, char *why);
  * A shared queue's heartbeat: note this node alive (nodes.heartbeat_at)
  * and extend every lease it holds to `lease` seconds from now, on the
  * database's clock, so that only a node that stopped loses its
- * recipients to the others.  Nothing to do for SQLite.
+ * recipients to the others.  *live: how many nodes (this one included)
+ * beat within the last `lease` seconds, among whom the per-destination
+ * limits are shared.  Nothing to do for SQLite (*live = 1).
  */
-enum res store_heartbeat(struct store *s, int lease, char *why);
+enum res store_heartbeat(struct store *s, int lease, int *live, char *why);
 
 /* What delivery needs to know about a message. */
 struct store_msg_info {

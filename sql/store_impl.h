@@ -44,7 +44,7 @@ struct store_ops {
 	enum res (*lease)(struct store *s, const char *msg_id, int rcpt_no,
 	    int64_t until, char *why);
 	enum res (*clear_leases)(struct store *s, char *why);
-	enum res (*heartbeat)(struct store *s, int lease, char *why);
+	enum res (*heartbeat)(struct store *s, int lease, int *live, char *why);
 	enum res (*listen)(struct store *s, char *why);
 	int (*wait_notify)(struct store *s, int ms, char *why);
 	int (*nodes)(struct store *s,

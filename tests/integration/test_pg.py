@@ -479,6 +479,30 @@ def two_nodes_deliver_each_recipient_exactly_once():
 
 
 @test
+def destination_concurrency_holds_across_nodes():
+    """destination_concurrency = 2 on two nodes: each takes 1, so the MX
+    never sees more than 2 transactions at once; one node alone takes 2."""
+    with Env() as env:
+        mx = env.scripted("127.0.0.2", data_delay=0.5)
+        uri = cluster().new_db()
+        cfg = dict(delivery_lease="3s", destination_concurrency="2", delivery_threads="4")
+        a = node(env, uri, "node-a", **cfg)
+        b = node(env, uri, "node-b", **cfg)
+        for srv in (a, b):
+            srv.wait_log(r"info deliver: 2 nodes deliver from the queue: each takes 1/2 of "
+                         r"every destination's concurrency and rate")
+        ids = [send(a if i % 2 else b, ["c%d@dest.test" % i]) for i in range(12)]
+        for i, qid in enumerate(ids):
+            wait_state(a, qid, "c%d@dest.test" % i, "delivered", timeout=30)
+        assert mx.max_transactions <= 2, mx.max_transactions
+        nodes = {r[0] for r in a.query("select node from attempts")}
+        assert nodes == {"node-a", "node-b"}, nodes
+        # node-b goes: node-a alone takes the whole concurrency again.
+        b.stop()
+        a.wait_log(r"info deliver: 1 node delivers from the queue: each takes 1/1", timeout=20)
+
+
+@test
 def a_dead_nodes_delivery_is_taken_over_when_its_lease_ends():
     """A node killed (-9) in the middle of a delivery: another node leaves
     the recipient alone while the lease runs, then delivers it."""
