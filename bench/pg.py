@@ -155,6 +155,47 @@ def e2e(pg, n, k, delivery, sqlite=False):
             s.stop()
 
 
+def wake_latency(pg, n):
+    """Node A accepts, node B delivers: from A's 250 to the message's
+    arrival at a sink (its file's mtime), one message at a time.  B is
+    woken by LISTEN/NOTIFY; without it, by its look every second."""
+    import smtplib
+    from sink import Sink as FileSink
+    tmp = tempfile.mkdtemp(prefix="sluice-wake-")
+    port = bench.free_port()
+    sink = FileSink("127.0.0.3", port, tmp)
+    dns = FakeDNS("wake.test. 60 IN MX 10 mx.wake.test.\n"
+                  "mx.wake.test. 60 IN A 127.0.0.3\n")
+    delivery = ("dns_servers = 127.0.0.1:%d\ndelivery_port = %d\n"
+                "outbound_tls = none\nhostname = relay.bench.test\n" % (dns.port, port))
+    uri = pg.new_db()
+    a = node(uri, "a", "delivery_threads = 0\n")
+    b = node(uri, "b", delivery)
+    lat = []
+    try:
+        time.sleep(2)
+        for i in range(n):
+            with smtplib.SMTP("127.0.0.1", a.port) as c:
+                c.sendmail("s@bench.test", ["w%d@wake.test" % i], b"Subject: w\r\n\r\nx\r\n")
+                t0 = time.time()  # the 250 has come
+            deadline = t0 + 10
+            while len([f for f in os.listdir(tmp) if f.endswith(".eml")]) <= i:
+                if time.time() > deadline:
+                    raise RuntimeError("not delivered")
+                time.sleep(0.002)
+            newest = max((os.path.join(tmp, f) for f in os.listdir(tmp) if f.endswith(".eml")),
+                         key=os.path.getmtime)
+            lat.append(max(0.0, os.path.getmtime(newest) - t0))
+            time.sleep(0.05)
+    finally:
+        a.stop()
+        b.stop()
+        sink.stop()
+        dns.stop()
+    lat.sort()
+    return lat[len(lat) // 2], lat[int(len(lat) * 0.99) - 1 if len(lat) >= 100 else -1]
+
+
 TABLES = ("messages", "recipients", "body_chunks", "attempts")
 
 
@@ -195,7 +236,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--messages", type=int, default=20000)
     ap.add_argument("--size-messages", type=int, default=100000)
-    ap.add_argument("--only", choices=["accept", "e2e", "size"])
+    ap.add_argument("--only", choices=["accept", "e2e", "size", "wake"])
+    ap.add_argument("--wake-messages", type=int, default=100)
     a = ap.parse_args()
     n = a.messages - a.messages % 6
     sink = bench.Sink("127.0.0.2")
@@ -227,6 +269,13 @@ def main():
                 print("%-24s %12.0f msgs/s" % ("PostgreSQL, %d node%s" % (
                     k, "s" if k > 1 else ""), e2e(pg, n, k, delivery)))
                 sys.stdout.flush()
+        if a.only in (None, "wake"):
+            p50, p99 = wake_latency(pg, a.wake_messages)
+            print()
+            print("wake-up: node A accepts, node B delivers; from A's 250 to arrival at a sink,")
+            print("one message at a time (%d): p50 %.0f ms, p99 %.0f ms; B's own look comes"
+                  " every 1000 ms" % (a.wake_messages, p50 * 1000, p99 * 1000))
+            sys.stdout.flush()
         if a.only in (None, "size"):
             m = a.size_messages
             settings = pgcluster.run_sql(pg.uri(), "select name, setting from pg_settings where "
