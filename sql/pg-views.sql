@@ -16,7 +16,7 @@ CREATE OR REPLACE FUNCTION sluice_time(t BIGINT) RETURNS TEXT
 CREATE VIEW queue AS
 SELECT m.id AS id,
        sluice_time(m.received_at) AS received,
-       extract(epoch FROM now())::bigint - m.received_at AS age_seconds,
+       floor(extract(epoch FROM now()))::bigint - m.received_at AS age_seconds,
        m.sender AS sender,
        r.address AS recipient,
        r.domain AS domain,
@@ -38,7 +38,7 @@ SELECT r.domain AS domain,
        count(*) FILTER (WHERE r.state = 'held') AS held,
        count(*) FILTER (WHERE r.state = 'delivered') AS delivered,
        count(*) FILTER (WHERE r.state = 'bounced') AS bounced,
-       extract(epoch FROM now())::bigint -
+       floor(extract(epoch FROM now()))::bigint -
            min(CASE WHEN r.state IN ('queued', 'deferred', 'held')
                THEN m.received_at END) AS oldest_pending_seconds
 FROM recipients AS r JOIN messages AS m ON m.id = r.msg_id
@@ -47,7 +47,7 @@ GROUP BY r.domain;
 CREATE VIEW messages_summary AS
 SELECT m.id AS id,
        sluice_time(m.received_at) AS received,
-       extract(epoch FROM now())::bigint - m.received_at AS age_seconds,
+       floor(extract(epoch FROM now()))::bigint - m.received_at AS age_seconds,
        m.sender AS sender,
        m.size AS size,
        count(r.rcpt_no) AS recipients,

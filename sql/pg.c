@@ -935,7 +935,8 @@ pg_put_envelope(struct store *s, const struct envelope *env, char *why)
 	    "$6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, "
 	    "$19)), "
 	    "r AS (INSERT INTO recipients (msg_id, rcpt_no, address, domain, "
-	    "next_attempt_at, notify, orcpt) SELECT $1, u.n - 1, u.a, u.d, $2, "
+	    "next_attempt_at, notify, orcpt) SELECT $1, u.n - 1, u.a, "
+	    "u.d, " PG_NOW ", "
 	    "u.t, u.o FROM unnest($20::text[], $21::text[], $22::text[], "
 	    "$23::text[]) WITH ORDINALITY AS u (a, d, t, o, n)) "
 	    "DELETE FROM incoming WHERE msg_id = $1",
@@ -1047,16 +1048,17 @@ pg_list_due(
 	PGresult *r;
 	int i, n;
 
-	pg_int(&a, now);
+	/* Due by the database's clock, which every node shares. */
+	(void)now;
 	pg_int(&a, max);
 	r = pg_query(pg_db(s),
 	    "SELECT r.msg_id, r.rcpt_no, r.domain, "
 	    "(SELECT m.sender FROM messages AS m WHERE m.id = r.msg_id) "
 	    "FROM recipients AS r "
 	    "WHERE r.state IN ('queued', 'deferred') "
-	    "AND r.next_attempt_at <= $1 "
+	    "AND r.next_attempt_at <= " PG_NOW " "
 	    "AND (r.lease_until IS NULL OR r.lease_until <= " PG_NOW ") "
-	    "ORDER BY r.next_attempt_at LIMIT $2 "
+	    "ORDER BY r.next_attempt_at LIMIT $1 "
 	    "FOR UPDATE SKIP LOCKED",
 	    &a, true, false, why);
 	if (r == NULL)
@@ -1084,7 +1086,7 @@ pg_next_due(struct store *s)
 	pg_int(&a, (int64_t)time(NULL));
 	r = pg_query(pg_db(s),
 	    "SELECT coalesce(min(greatest(next_attempt_at, "
-	    "coalesce(lease_until - " PG_NOW " + $1, 0))), 0) "
+	    "coalesce(lease_until, 0))) - " PG_NOW " + $1, 0) "
 	    "FROM recipients WHERE state IN ('queued', 'deferred')",
 	    &a, false, false, why);
 	if (r == NULL)
@@ -1386,7 +1388,8 @@ pg_record_attempt(struct store *s, const struct store_attempt *at, char *why)
 	    "u AS (UPDATE recipients SET state = $15, "
 	    "attempts = attempts + 1, last_attempt_at = $5, last_reply = $11, "
 	    "lease_until = NULL, next_attempt_at = CASE WHEN $15 = "
-	    "'deferred' THEN $16 ELSE next_attempt_at END "
+	    "'deferred' THEN " PG_NOW " + ($16::bigint - $5::bigint) "
+	    "ELSE next_attempt_at END "
 	    "WHERE msg_id = $1 AND rcpt_no = $2 AND EXISTS (SELECT 1 FROM f) "
 	    "AND ($3::bigint = 0 OR (lease_owner = $4 "
 	    "AND lease_token = $3::bigint)) "

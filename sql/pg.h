@@ -20,7 +20,7 @@
 #define PG_SCHEMA_VERSION 2
 
 /* The database's clock, in Unix seconds (the transaction's start). */
-#define PG_NOW "(extract(epoch FROM now())::bigint)"
+#define PG_NOW "(floor(extract(epoch FROM now()))::bigint)"
 
 /* The channel of new mail's wake-ups (store_listen). */
 #define PG_CHANNEL "sluice_mail"

@@ -289,13 +289,13 @@ pg_body(struct store *s, const char *id,
 #define OP_MAX 2
 
 static const char *const op_sql[][OP_MAX] = {
-    [STORE_RETRY] = {"UPDATE recipients SET next_attempt_at = $2 "
+    [STORE_RETRY] = {"UPDATE recipients SET next_attempt_at = " PG_NOW " "
                      "WHERE msg_id = $1 AND state IN ('queued', 'deferred')"},
     [STORE_HOLD] = {"UPDATE recipients SET state = 'held' "
                     "WHERE msg_id = $1 AND state IN ('queued', 'deferred')"},
     [STORE_RELEASE] = {"UPDATE recipients SET state = CASE WHEN attempts > 0 "
                        "THEN 'deferred' ELSE 'queued' END, "
-                       "next_attempt_at = $2 "
+                       "next_attempt_at = " PG_NOW " "
                        "WHERE msg_id = $1 AND state = 'held'"},
     [STORE_DELETE] = {"WITH a AS (DELETE FROM attempts WHERE msg_id = $1), "
                       "b AS (DELETE FROM body_chunks WHERE msg_id = $1), "
@@ -376,7 +376,7 @@ pg_change(struct store *s, enum store_op op, struct store_change *v, int n,
 			PGresult *r;
 
 			pg_text(&a, v[i].id);
-			if (op != STORE_HOLD && op != STORE_DELETE)
+			if (op == STORE_BOUNCE)
 				pg_int(&a, now);
 			if (op == STORE_BOUNCE)
 				pg_text(&a, STORE_BOUNCE_REPLY);
@@ -405,7 +405,7 @@ pg_retry_all(struct store *s, const char *domain, int64_t now, char *why)
 	int64_t n;
 	int i;
 
-	pg_int(&a, now);
+	(void)now; /* the database's clock */
 	if (domain != NULL) {
 		for (i = 0; i < SMTP_DOMAIN_MAX && domain[i] != '\0'; i++)
 			low[i] = ascii_lower(domain[i]);
@@ -415,9 +415,9 @@ pg_retry_all(struct store *s, const char *domain, int64_t now, char *why)
 		pg_text(&a, NULL);
 	}
 	r = pg_query(pg_db(s),
-	    "UPDATE recipients SET next_attempt_at = $1 "
+	    "UPDATE recipients SET next_attempt_at = " PG_NOW " "
 	    "WHERE state IN ('queued', 'deferred') "
-	    "AND ($2::text IS NULL OR domain = $2)",
+	    "AND ($1::text IS NULL OR domain = $1)",
 	    &a, true, false, why);
 	if (r == NULL)
 		return -1;
