@@ -16,7 +16,6 @@ import os
 import re
 import select
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -700,12 +699,8 @@ def route_sends_one_domain_to_its_own_host():
 @test
 def kill9_during_delivery_then_delivered_after_restart():
     with Env() as env:
-        # An MX that accepts the connection and never greets: the delivery
-        # thread is stuck in the middle of its attempt.
-        stall = socket.socket()
-        stall.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        stall.bind(("127.0.0.2", env.port))
-        stall.listen(8)
+        # The delivery thread is stuck in the middle of its attempt.
+        stall = mxtest.stalling_mx("127.0.0.2", env.port)
         try:
             srv = env.server(delivery_command_timeout="60s")
             qid = send(srv, ["k@dest.test"])
@@ -730,10 +725,7 @@ def sigterm_ends_a_stuck_delivery_after_the_grace_period():
     whole timeout: after shutdown_grace it gives up, is recorded as
     deferred, and sluice exits 0."""
     with Env() as env:
-        stall = socket.socket()
-        stall.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        stall.bind(("127.0.0.2", env.port))
-        stall.listen(8)
+        stall = mxtest.stalling_mx("127.0.0.2", env.port)
         try:
             srv = env.server(delivery_command_timeout="120s", shutdown_grace="1s")
             qid = send(srv, ["s@dest.test"])

@@ -18,7 +18,6 @@ import re
 import select
 import signal
 import smtplib
-import socket
 import sqlite3
 import subprocess
 import threading
@@ -65,6 +64,16 @@ def node(env, uri, name, start=True, **cfg):
     return srv
 
 
+def refused_start(srv):
+    """Start `srv` and see it exit with a failure (its log says why)."""
+    srv.write_config()
+    srv.logfile = open(srv.logpath, "ab")
+    srv.start(wait=False)
+    assert srv.proc.wait(30) != 0
+    srv.proc = None
+    srv.logfile.close()
+
+
 def attempts(srv, qid):
     return srv.query("select node, status from attempts where msg_id = ? order by id", (qid,))
 
@@ -75,12 +84,7 @@ def an_unsafe_database_is_refused_unless_allowed():
     sluice will not say 250 on such commits unless told to."""
     with pgcluster.Cluster(fsync=False) as unsafe:
         srv = node(None, unsafe.new_db(), "n1", start=False)
-        srv.write_config()
-        srv.logfile = open(srv.logpath, "ab")
-        srv.start(wait=False)
-        assert srv.proc.wait(30) != 0
-        srv.proc = None
-        srv.logfile.close()
+        refused_start(srv)
         log = srv.log()
         assert re.search(r"error main: fatal: queue postgresql://\S+: the database runs with "
                          r"fsync = off, synchronous_commit = on: mail acknowledged with 250 "
@@ -97,12 +101,7 @@ def an_unsafe_database_is_refused_unless_allowed():
     pgcluster.run_sql(uri, "alter database %s set synchronous_commit = off"
                       % uri.rsplit("/", 1)[1], autocommit=True)
     srv = node(None, uri, "n2", start=False)
-    srv.write_config()
-    srv.logfile = open(srv.logpath, "ab")
-    srv.start(wait=False)
-    assert srv.proc.wait(30) != 0
-    srv.proc = None
-    srv.logfile.close()
+    refused_start(srv)
     assert "synchronous_commit = off" in srv.log(), srv.log()
 
 
@@ -421,12 +420,7 @@ def a_version_1_queue_is_upgraded_in_place_and_a_newer_one_refused():
                        text=True, timeout=30)
     assert p.returncode == 1 and re.search(r"has queue schema version 99, newer than this "
                                            r"sluice \(2\)", p.stderr), p.stderr
-    srv.write_config()
-    srv.logfile = open(srv.logpath, "ab")
-    srv.start(wait=False)
-    assert srv.proc.wait(30) != 0
-    srv.proc = None
-    srv.logfile.close()
+    refused_start(srv)
     assert "queue schema version 99 is newer than this sluice (2)" in srv.log(), srv.log()
 
 
@@ -507,11 +501,7 @@ def a_dead_nodes_delivery_is_taken_over_when_its_lease_ends():
     """A node killed (-9) in the middle of a delivery: another node leaves
     the recipient alone while the lease runs, then delivers it."""
     with Env() as env:
-        # An MX that accepts the connection and never greets.
-        stall = socket.socket()
-        stall.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        stall.bind(("127.0.0.2", env.port))
-        stall.listen(8)
+        stall = mxtest.stalling_mx("127.0.0.2", env.port)
         try:
             uri = cluster().new_db()
             a = node(env, uri, "node-a", delivery_lease="4s", delivery_command_timeout="60s")

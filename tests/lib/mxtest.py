@@ -465,6 +465,17 @@ class Env:
         return path
 
 
+def stalling_mx(host, port):
+    """A listening socket that accepts connections (the kernel's backlog)
+    and never greets: a delivery to it is stuck mid-attempt.  Close it to
+    end that."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((host, port))
+    s.listen(8)
+    return s
+
+
 def send(srv, rcpts, sender="<%s>" % SENDER, body=None, subject="test"):
     """One message; returns its queue ID.  `rcpts` are RCPT arguments."""
     c = srv.connect()
