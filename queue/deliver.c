@@ -2252,10 +2252,9 @@ find_probes(struct store *store, struct claim *c, int64_t now, char *why)
  * the others soon.
  */
 static int
-lease_seconds(const struct config *cfg)
+lease_seconds(const struct delivery *d, const struct config *cfg)
 {
-	return store_path_is_database(cfg->queue_path) ? cfg->delivery_lease
-	                                               : LEASE_SECONDS;
+	return d->shared ? cfg->delivery_lease : LEASE_SECONDS;
 }
 
 struct beat {
@@ -2298,7 +2297,7 @@ claim_fn(struct store *store, void *arg, char *why)
 	for (j = c->jobs; j != NULL && r == RES_OK; j = j->next)
 		for (i = 0; i < j->nrcpts && r == RES_OK; i++)
 			r = store_lease(store, j->msg_id, j->rcpt_nos[i],
-			    now + lease_seconds(c->cfg), why);
+			    now + lease_seconds(c->d, c->cfg), why);
 	for (f = c->deferred; f != NULL && r == RES_OK; f = f->next)
 		r = defer_now(store, c->cfg, c->dkim, f, now, why);
 	if (r == RES_OK && c->jobs == NULL && c->deferred == NULL)
@@ -2396,8 +2395,7 @@ dispatcher_main(void *arg)
 			log_warn(
 			    "deliver", "claiming due mail failed: %s", why);
 			claim_reset(&c);
-			d->leases_unsure =
-			    store_path_is_database(c.cfg->queue_path);
+			d->leases_unsure = d->shared;
 		}
 		for (f = c.deferred; f != NULL; f = f->next)
 			if (f->rec.n > 0)
@@ -2536,7 +2534,7 @@ housekeeping(struct delivery *d, const struct delivery_conf *dc)
 			}
 		free(rt);
 	}
-	if (store_path_is_database(cfg->queue_path) && t >= d->next_beat_ms) {
+	if (d->shared && t >= d->next_beat_ms) {
 		struct beat b = {cfg->delivery_lease, 1};
 
 		/* Three beats a lease: one late beat loses nothing. */
@@ -2971,9 +2969,8 @@ delivery_start(
 		goto fail;
 	}
 	d->dispatcher_started = true;
-	if (cfg->delivery_threads > 0)
-		queue_listen_others(q);
 	if (cfg->delivery_threads > 0) {
+		queue_listen_others(q);
 		if (!start_thread(
 		        d, conf, &d->sts_thread, sts_thread_main, why))
 			goto fail;

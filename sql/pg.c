@@ -287,7 +287,7 @@ pipe_end(struct pg *db, bool *committed, PGresult **last, char *why)
 /*
  * An attempt's statement (one row: how many rows the fence let through):
  * into the pipeline with a note to check it there, or run and checked at
- * once.
+ * once; `what` NULL: an attempt under no lease, sent unchecked.
  */
 static enum res
 pg_send_attempt(struct pg *db, const char *sql, struct pg_args *a,
@@ -295,6 +295,8 @@ pg_send_attempt(struct pg *db, const char *sql, struct pg_args *a,
 {
 	PGresult *r;
 
+	if (what == NULL)
+		return pg_send(db, sql, a, why);
 	if (db->piped) {
 		if (db->nchecks == db->cap_checks) {
 			db->cap_checks =
@@ -317,38 +319,54 @@ pg_send_attempt(struct pg *db, const char *sql, struct pg_args *a,
 	return RES_OK;
 }
 
-static enum res
-pg_send_unchecked(struct pg *db, const char *sql, struct pg_args *a,
-    const char *what, char *why)
+/* A pipeline on this connection (false when it cannot have one: the
+ * connection is lost). */
+static bool
+pipe_open(struct pg *db)
 {
-	(void)what;
-	return pg_send(db, sql, a, why);
-}
-
-/* A statement whose answer is not needed now: into the pipeline when
- * one is open, else run at once. */
-static enum res
-pg_send(struct pg *db, const char *sql, struct pg_args *a, char *why)
-{
-	int ok;
-
-	/* Inside a transaction whose pipeline a read has ended: a new one. */
 	if (!db->piped && PQstatus(db->c) == CONNECTION_OK &&
-	    PQtransactionStatus(db->c) == PQTRANS_INTRANS &&
 	    PQenterPipelineMode(db->c) == 1) {
 		db->piped = true;
 		db->pending = 0;
 	}
-	if (!db->piped)
-		return pg_run(db, sql, a, why);
-	ok = PQsendQueryParams(db->c, sql, a ? a->n : 0, NULL, a ? a->v : NULL,
-	    a ? a->len : NULL, a ? a->fmt : NULL, 0);
-	while (a != NULL && a->nowned > 0)
-		free(a->owned[--a->nowned]);
-	if (ok != 1)
-		return pg_fail(db, NULL, true, why);
+	return db->piped;
+}
+
+/* One statement into the open pipeline; RES_TEMP with `why` when it
+ * cannot be sent. */
+static enum res
+pipe_send(struct pg *db, const char *sql, const struct pg_args *a, bool binary,
+    bool write, char *why)
+{
+	if (PQsendQueryParams(db->c, sql, a ? a->n : 0, NULL, a ? a->v : NULL,
+	        a ? a->len : NULL, a ? a->fmt : NULL, binary ? 1 : 0) != 1)
+		return pg_fail(db, NULL, write, why);
 	db->pending++;
 	return RES_OK;
+}
+
+static void
+args_free(struct pg_args *a)
+{
+	while (a != NULL && a->nowned > 0)
+		free(a->owned[--a->nowned]);
+}
+
+/* A statement whose answer is not needed now: into the pipeline when
+ * one is open (or, inside a transaction whose pipeline a read has
+ * ended, a new one), else run at once. */
+static enum res
+pg_send(struct pg *db, const char *sql, struct pg_args *a, char *why)
+{
+	enum res r;
+
+	if (!db->piped && PQtransactionStatus(db->c) == PQTRANS_INTRANS)
+		(void)pipe_open(db);
+	if (!db->piped)
+		return pg_run(db, sql, a, why);
+	r = pipe_send(db, sql, a, false, true, why);
+	args_free(a);
+	return r;
 }
 
 /* Re-establish a broken connection; 0 when it is good again. */
@@ -376,13 +394,6 @@ reconnect(struct pg *db)
 	return db->used ? pg_setup(db, why) : 0;
 }
 
-static void
-args_free(struct pg_args *a)
-{
-	while (a != NULL && a->nowned > 0)
-		free(a->owned[--a->nowned]);
-}
-
 PGresult *
 pg_query(struct pg *db, const char *sql, struct pg_args *a, bool write,
     bool binary, char *why)
@@ -403,14 +414,10 @@ query_once(struct pg *db, const char *sql, const struct pg_args *a, bool write,
 	/* An answer is needed in a pipeline: the statement goes last in it,
 	 * and the pipeline's results come back in one round trip. */
 	if (db->piped) {
-		if (PQsendQueryParams(db->c, sql, a ? a->n : 0, NULL,
-		        a ? a->v : NULL, a ? a->len : NULL, a ? a->fmt : NULL,
-		        binary ? 1 : 0) != 1) {
-			pg_fail(db, NULL, write, why);
+		if (pipe_send(db, sql, a, binary, write, why) != RES_OK) {
 			(void)pipe_end(db, NULL, NULL, why);
 			return NULL;
 		}
-		db->pending++;
 		return pipe_end(db, NULL, &r, why) == RES_OK ? r : NULL;
 	}
 	for (tries = 0; tries < 2; tries++) {
@@ -750,10 +757,7 @@ pg_begin(struct store *s, char *why)
 	if (PQstatus(db->c) != CONNECTION_OK && reconnect(db) != 0)
 		return pg_fail(db, NULL, true, why);
 	db->notify = false;
-	if (!db->piped && PQenterPipelineMode(db->c) == 1) {
-		db->piped = true;
-		db->pending = 0;
-	}
+	(void)pipe_open(db);
 	return pg_send(db, "BEGIN", NULL, why);
 }
 
@@ -761,53 +765,34 @@ enum res
 pg_commit(struct store *s, char *why)
 {
 	struct pg *db = pg_db(s);
-	/* With new mail, the other nodes' wake-up goes in the same round
-	 * trip; a NOTIFY that fails aborts, and COMMIT then says ROLLBACK. */
-	PGresult *r;
-	enum res res = RES_OK;
+	bool committed = false;
+	enum res res;
 
-	if (db->piped) {
-		bool committed;
-
-		if (db->notify)
-			(void)pg_send(db, "NOTIFY " PG_CHANNEL, NULL, why);
-		db->notify = false;
-		res = pg_send(db, "COMMIT", NULL, why);
+	/*
+	 * Always through a pipeline, so that its results say whether COMMIT
+	 * committed: an aborted transaction answers it with ROLLBACK.  With
+	 * new mail, the other nodes' wake-up goes in the same round trip; a
+	 * NOTIFY that fails aborts the transaction the same way.  No retry:
+	 * a transaction never survives a lost connection.
+	 */
+	if (!pipe_open(db)) {
+		res = pg_fail(db, NULL, true, why);
+	} else {
+		res = db->notify ? pipe_send(db, "NOTIFY " PG_CHANNEL, NULL,
+		                       false, true, why)
+		                 : RES_OK;
+		if (res == RES_OK)
+			res = pipe_send(db, "COMMIT", NULL, false, true, why);
 		if (pipe_end(db, &committed, NULL, why) != RES_OK) {
 			res = RES_TEMP;
-		} else if (!committed) {
+		} else if (res == RES_OK && !committed) {
 			db->last_error = STORE_E_WRITE;
 			store_error_why(db->last_error,
 			    "the transaction was rolled back", why);
 			res = RES_TEMP;
 		}
-		if (res != RES_OK)
-			pg_rollback(s);
-		return res;
-	}
-	if (db->notify) {
-		/* Two statements: the simple protocol, no retry (a
-		 * transaction never survives a lost connection). */
-		r = PQexec(db->c, "NOTIFY " PG_CHANNEL "; COMMIT");
-		if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-			pg_fail(db, r, true, why);
-			PQclear(r);
-			r = NULL;
-		}
-	} else {
-		r = pg_query(db, "COMMIT", NULL, true, false, why);
 	}
 	db->notify = false;
-	if (r == NULL) {
-		res = RES_TEMP;
-	} else if (strcmp(PQcmdStatus(r), "COMMIT") != 0) {
-		/* An aborted transaction answers COMMIT with ROLLBACK. */
-		db->last_error = STORE_E_WRITE;
-		store_error_why(
-		    db->last_error, "the transaction was rolled back", why);
-		res = RES_TEMP;
-	}
-	PQclear(r);
 	if (res != RES_OK)
 		pg_rollback(s);
 	return res;
@@ -1376,8 +1361,8 @@ pg_record_attempt(struct store *s, const struct store_attempt *at, char *why)
 	    what, sizeof(what), "id=%s rcpt_no=%d", at->msg_id, at->rcpt_no);
 	/* One statement: the fence, the attempt, the recipient's new state
 	 * (what the queue CLI changed meanwhile wins, as with SQLite).  Only
-	 * an attempt under a lease is checked. */
-	return (at->lease_token != 0 ? pg_send_attempt : pg_send_unchecked)(db,
+	 * an attempt under a lease is checked (`what`). */
+	return pg_send_attempt(db,
 	    "WITH f AS (SELECT 1 FROM recipients WHERE msg_id = $1 "
 	    "AND rcpt_no = $2 AND ($3::bigint = 0 OR (lease_owner = $4 "
 	    "AND lease_token = $3::bigint))), "
@@ -1397,7 +1382,7 @@ pg_record_attempt(struct store *s, const struct store_attempt *at, char *why)
 	    "(state = 'held' OR (state = 'bounced' AND (notified & 1) = 0))) "
 	    "OR ($15 = 'bounced' AND state = 'held'))) "
 	    "SELECT count(*) FROM f",
-	    &a, what, why);
+	    &a, at->lease_token != 0 ? what : NULL, why);
 }
 
 static enum res

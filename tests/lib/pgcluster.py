@@ -137,6 +137,15 @@ class Cluster:
         self.close()
 
 
+def _execute(cur, query, args):
+    """sqlite3's ? placeholders become psycopg2's %s (and a literal % is
+    doubled) when there are arguments."""
+    if args:
+        cur.execute(query.replace("%", "%%").replace("?", "%s"), args)
+    else:
+        cur.execute(query)
+
+
 def run_sql(uri, query, args=(), autocommit=False):
     """Run one statement (sqlite3's ? placeholders are accepted); the rows
     as tuples, or [] for a statement without any."""
@@ -144,10 +153,7 @@ def run_sql(uri, query, args=(), autocommit=False):
     try:
         con.autocommit = autocommit
         with con.cursor() as cur:
-            if args:
-                cur.execute(query.replace("%", "%%").replace("?", "%s"), args)
-            else:
-                cur.execute(query)
+            _execute(cur, query, args)
             rows = cur.fetchall() if cur.description is not None else []
         if not autocommit:
             con.commit()
@@ -163,10 +169,7 @@ def run_many(uri, statements):
     try:
         with con.cursor() as cur:
             for query, args in statements:
-                if args:
-                    cur.execute(query.replace("%", "%%").replace("?", "%s"), args)
-                else:
-                    cur.execute(query)
+                _execute(cur, query, args)
         con.commit()
     finally:
         con.close()
